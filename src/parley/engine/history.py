@@ -1,0 +1,130 @@
+"""Input items to Chat Completions messages (pure).
+
+A stored response keeps the exact chat messages its last backend call used, plus the
+assistant's answer, so a chained turn starts from those messages rather than from a lossy
+re-conversion of Responses items.  This module appends the new turn's items to them.
+
+Chat backends need every tool message right after the assistant message that made the
+call, while Responses clients (LangChain, for one) may send all ``function_call`` items
+first and all ``function_call_output`` items after.  Outputs are therefore placed after
+their call wherever it is: in this input or in the previous response.  An output whose
+call exists nowhere is a 400 naming its ``call_id``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from parley.errors import InvalidRequest, UnsupportedParameter
+from parley.items import (
+    FunctionCallItem,
+    FunctionCallOutputItem,
+    InputImage,
+    InputItem,
+    MessageItem,
+    Refusal,
+)
+
+Message = dict[str, Any]
+
+
+def _text_of(parts: list[Any]) -> str:
+    texts = []
+    for part in parts:
+        if isinstance(part, Refusal):
+            texts.append(part.refusal)
+        elif not isinstance(part, InputImage):
+            texts.append(part.text)
+    return "".join(texts)
+
+
+def _image_part(part: InputImage) -> dict[str, Any]:
+    image_url: dict[str, Any] = {"url": part.image_url}
+    if part.detail in ("low", "high"):
+        image_url["detail"] = part.detail
+    elif part.detail == "original":
+        image_url["detail"] = "high"
+    return {"type": "image_url", "image_url": image_url}
+
+
+def message_to_chat(item: MessageItem) -> Message:
+    """One Responses message as one chat message; ``developer`` becomes ``system``,
+    which every Chat Completions backend understands."""
+    role = "system" if item.role == "developer" else item.role
+    if isinstance(item.content, str):
+        return {"role": role, "content": item.content}
+    if role != "assistant" and any(isinstance(p, InputImage) for p in item.content):
+        parts = [
+            _image_part(p) if isinstance(p, InputImage) else {"type": "text", "text": _text_of([p])}
+            for p in item.content
+        ]
+        return {"role": role, "content": parts}
+    return {"role": role, "content": _text_of(item.content)}
+
+
+def _tool_message(item: FunctionCallOutputItem, where: str) -> Message:
+    if isinstance(item.output, str):
+        content = item.output
+    else:
+        if any(isinstance(p, InputImage) for p in item.output):
+            raise UnsupportedParameter(f"{where}.output", "Images in function call outputs are not supported.")
+        content = _text_of(item.output)
+    return {"role": "tool", "tool_call_id": item.call_id, "content": content}
+
+
+def _call_ids(message: Message) -> list[str]:
+    return [call["id"] for call in message.get("tool_calls") or []]
+
+
+def _insert_after_call(messages: list[Message], tool_message: Message) -> bool:
+    """Put a tool message after its call's assistant message and the tool messages already there."""
+    call_id = tool_message["tool_call_id"]
+    for i in range(len(messages) - 1, -1, -1):
+        if call_id in _call_ids(messages[i]):
+            j = i + 1
+            while j < len(messages) and messages[j].get("role") == "tool":
+                if messages[j].get("tool_call_id") == call_id:
+                    raise InvalidRequest(
+                        f"Duplicate function call output for call_id '{call_id}'.", param="input", code="invalid_value"
+                    )
+                j += 1
+            messages.insert(j, tool_message)
+            return True
+    return False
+
+
+def _append_call(messages: list[Message], item: FunctionCallItem, new_from: int) -> None:
+    call = {"id": item.call_id, "type": "function", "function": {"name": item.name, "arguments": item.arguments}}
+    last = messages[-1] if len(messages) > new_from else None
+    if last is not None and last["role"] == "assistant":
+        last.setdefault("tool_calls", []).append(call)  # one assistant message per run of calls
+        return
+    messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+
+
+def build_messages(prior: list[Message], items: list[InputItem]) -> list[Message]:
+    """The conversation (without instructions) after appending ``items`` to ``prior``."""
+    messages = [dict(m) for m in prior]
+    new_from = len(messages)
+    outputs: list[tuple[int, FunctionCallOutputItem]] = []
+    for i, item in enumerate(items):
+        if isinstance(item, MessageItem):
+            messages.append(message_to_chat(item))
+        elif isinstance(item, FunctionCallItem):
+            _append_call(messages, item, new_from)
+        elif isinstance(item, FunctionCallOutputItem):
+            outputs.append((i, item))
+    for i, item in outputs:
+        if not _insert_after_call(messages, _tool_message(item, f"input[{i}]")):
+            raise InvalidRequest(
+                f"No tool call found for function call output with call_id {item.call_id}.", param="input", code=None
+            )
+    return messages
+
+
+def with_instructions(instructions: str | None, conversation: list[Message]) -> list[Message]:
+    """The messages of one backend call: this turn's instructions first (they are not carried over)."""
+    if not instructions:
+        return conversation
+    return [{"role": "system", "content": instructions}, *conversation]
+

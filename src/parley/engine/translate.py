@@ -1,0 +1,320 @@
+"""Chat Completions chunks to Responses stream events (pure: no I/O).
+
+:class:`ChunkTranslator` takes the chunks of one backend call, as dicts in the Chat
+Completions wire format, and yields the content events of the items they make:
+reasoning (``reasoning_content``), assistant messages (text and refusals) and function
+calls.  Each item is finished before the next one is added, as OpenAI does, so
+``output_index`` rises by one per item.  Lifecycle events (created, completed…) and
+``sequence_number`` belong to the engine, not here: events leave with
+``sequence_number=0`` and the engine numbers them.
+
+Tool-call deltas are keyed by index *and* id: some providers reuse an index for a new
+call, which must not be merged into the previous call's arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from openai.types.responses import (
+    ResponseContentPartAddedEvent,
+    ResponseContentPartDoneEvent,
+    ResponseFunctionCallArgumentsDeltaEvent,
+    ResponseFunctionCallArgumentsDoneEvent,
+    ResponseFunctionToolCall,
+    ResponseOutputItemAddedEvent,
+    ResponseOutputItemDoneEvent,
+    ResponseOutputMessage,
+    ResponseOutputRefusal,
+    ResponseOutputText,
+    ResponseReasoningItem,
+    ResponseReasoningTextDeltaEvent,
+    ResponseReasoningTextDoneEvent,
+    ResponseRefusalDeltaEvent,
+    ResponseRefusalDoneEvent,
+    ResponseStreamEvent,
+    ResponseTextDeltaEvent,
+    ResponseTextDoneEvent,
+)
+from openai.types.responses.response_reasoning_item import Content as ReasoningContent
+
+from parley.errors import BackendError
+from parley.ids import new_id
+
+Event = ResponseStreamEvent
+INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+@dataclass
+class Usage:
+    """Token counts summed over every backend call of a response."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def add_chat_usage(self, usage: dict[str, Any]) -> None:
+        self.input_tokens += usage.get("prompt_tokens") or 0
+        self.output_tokens += usage.get("completion_tokens") or 0
+        self.cached_tokens += (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+        self.reasoning_tokens += (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
+
+    def as_response_usage(self) -> dict[str, Any]:
+        return {
+            "input_tokens": self.input_tokens,
+            "input_tokens_details": {"cached_tokens": self.cached_tokens, "cache_write_tokens": 0},
+            "output_tokens": self.output_tokens,
+            "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+            "total_tokens": self.input_tokens + self.output_tokens,
+        }
+
+
+@dataclass
+class _Call:
+    key: tuple[int, str | None]
+    item: ResponseFunctionToolCall
+    output_index: int
+
+
+@dataclass
+class _Message:
+    item: ResponseOutputMessage
+    output_index: int
+    part_kind: str | None = None  # "output_text" or "refusal": the part being streamed
+    part_text: str = ""
+
+
+@dataclass
+class _Reasoning:
+    item: ResponseReasoningItem
+    output_index: int
+    text: str = ""
+
+
+@dataclass
+class ChunkTranslator:
+    """State of one backend call's translation; ``first_index`` is where its items start."""
+
+    first_index: int = 0
+    items: list[Any] = field(default_factory=list)  # finished output items, in output order
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    _open: _Call | _Message | _Reasoning | None = None
+    _calls: dict[tuple[int, str | None], _Call] = field(default_factory=dict)
+    _latest_call_at: dict[int, _Call] = field(default_factory=dict)
+    _text: list[str] = field(default_factory=list)
+    _tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def next_index(self) -> int:
+        return self.first_index + len(self.items) + (1 if self._open else 0)
+
+    # -- feeding -------------------------------------------------------------------------
+
+    def feed(self, chunk: dict[str, Any]) -> list[Event]:
+        """Events for one chunk (possibly none)."""
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        events: list[Event] = []
+        for choice in chunk.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                events += self._reasoning_delta(reasoning)
+            if delta.get("content"):
+                events += self._message_delta("output_text", delta["content"])
+            if delta.get("refusal"):
+                events += self._message_delta("refusal", delta["refusal"])
+            for call in delta.get("tool_calls") or []:
+                events += self._tool_call_delta(call)
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+        return events
+
+    def finish(self) -> list[Event]:
+        """Close the open item once the backend's stream has ended."""
+        return self._close()
+
+    # -- results -------------------------------------------------------------------------
+
+    @property
+    def incomplete_reason(self) -> str | None:
+        return INCOMPLETE_REASONS.get(self.finish_reason or "")
+
+    @property
+    def function_calls(self) -> list[ResponseFunctionToolCall]:
+        return [item for item in self.items if isinstance(item, ResponseFunctionToolCall)]
+
+    def assistant_message(self) -> dict[str, Any]:
+        """The chat message this call produced, as the next backend call must see it."""
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self._text) or None}
+        if self._tool_calls:
+            message["tool_calls"] = self._tool_calls
+        return message
+
+    # -- items ---------------------------------------------------------------------------
+
+    def _status(self) -> str:
+        return "incomplete" if self.incomplete_reason else "completed"
+
+    def _reasoning_delta(self, text: str) -> list[Event]:
+        events: list[Event] = []
+        if not isinstance(self._open, _Reasoning):
+            events += self._close()
+            index = self.next_index
+            item = ResponseReasoningItem(id=new_id("rs"), type="reasoning", summary=[], content=[], status="in_progress")
+            self._open = _Reasoning(item, index)
+            events.append(ResponseOutputItemAddedEvent(
+                type="response.output_item.added", item=item.model_copy(deep=True), output_index=index,
+                sequence_number=0))
+            events.append(ResponseContentPartAddedEvent(
+                type="response.content_part.added", item_id=item.id, output_index=index, content_index=0,
+                part={"type": "reasoning_text", "text": ""}, sequence_number=0))
+        state = self._open
+        assert isinstance(state, _Reasoning)
+        state.text += text
+        events.append(ResponseReasoningTextDeltaEvent(
+            type="response.reasoning_text.delta", item_id=state.item.id, output_index=state.output_index,
+            content_index=0, delta=text, sequence_number=0))
+        return events
+
+    def _message_delta(self, kind: str, text: str) -> list[Event]:
+        events: list[Event] = []
+        if not isinstance(self._open, _Message):
+            events += self._close()
+            index = self.next_index
+            item = ResponseOutputMessage(id=new_id("msg"), type="message", role="assistant", content=[],
+                                         status="in_progress")
+            self._open = _Message(item, index)
+            events.append(ResponseOutputItemAddedEvent(
+                type="response.output_item.added", item=item.model_copy(deep=True), output_index=index,
+                sequence_number=0))
+        state = self._open
+        assert isinstance(state, _Message)
+        if state.part_kind != kind:
+            events += self._close_part(state)
+            state.part_kind, state.part_text = kind, ""
+            part = _empty_part(kind)
+            events.append(ResponseContentPartAddedEvent(
+                type="response.content_part.added", item_id=state.item.id, output_index=state.output_index,
+                content_index=len(state.item.content), part=part, sequence_number=0))
+        state.part_text += text
+        content_index = len(state.item.content)
+        if kind == "output_text":
+            self._text.append(text)
+            events.append(ResponseTextDeltaEvent(
+                type="response.output_text.delta", item_id=state.item.id, output_index=state.output_index,
+                content_index=content_index, delta=text, logprobs=[], sequence_number=0))
+        else:
+            events.append(ResponseRefusalDeltaEvent(
+                type="response.refusal.delta", item_id=state.item.id, output_index=state.output_index,
+                content_index=content_index, delta=text, sequence_number=0))
+        return events
+
+    def _tool_call_delta(self, delta: dict[str, Any]) -> list[Event]:
+        position = delta.get("index", 0)
+        call_id = delta.get("id")
+        function = delta.get("function") or {}
+        known = self._latest_call_at.get(position)
+        if known is not None and (call_id is None or call_id == known.item.call_id):
+            state = known
+        elif (position, call_id) in self._calls:
+            state = self._calls[(position, call_id)]
+        else:
+            return self._open_call(position, call_id, function)
+        if state is not self._open:
+            raise BackendError(
+                "The backend interleaved the arguments of several tool calls; Parley streams calls one at a time.",
+                code="backend_protocol_error",
+            )
+        return self._call_progress(state, function)
+
+    def _open_call(self, position: int, call_id: str | None, function: dict[str, Any]) -> list[Event]:
+        events = self._close()
+        index = self.next_index
+        item = ResponseFunctionToolCall(
+            id=new_id("fc"), type="function_call", call_id=call_id or new_id("call"),
+            name=function.get("name") or "", arguments="", status="in_progress",
+        )
+        state = _Call((position, call_id), item, index)
+        self._calls[state.key] = state
+        self._latest_call_at[position] = state
+        self._open = state
+        events.append(ResponseOutputItemAddedEvent(
+            type="response.output_item.added", item=item.model_copy(deep=True), output_index=index, sequence_number=0))
+        return events + self._call_progress(state, {"arguments": function.get("arguments")})
+
+    def _call_progress(self, state: _Call, function: dict[str, Any]) -> list[Event]:
+        name = function.get("name")
+        if name and name != state.item.name:
+            state.item.name += name
+        arguments = function.get("arguments")
+        if not arguments:
+            return []
+        state.item.arguments += arguments
+        return [ResponseFunctionCallArgumentsDeltaEvent(
+            type="response.function_call_arguments.delta", item_id=state.item.id or "",
+            output_index=state.output_index, delta=arguments, sequence_number=0)]
+
+    # -- closing -------------------------------------------------------------------------
+
+    def _close_part(self, state: _Message) -> list[Event]:
+        if state.part_kind is None:
+            return []
+        item, index = state.item, state.output_index
+        content_index = len(item.content)
+        if state.part_kind == "output_text":
+            part: Any = ResponseOutputText(type="output_text", text=state.part_text, annotations=[], logprobs=[])
+            done: Event = ResponseTextDoneEvent(
+                type="response.output_text.done", item_id=item.id, output_index=index, content_index=content_index,
+                text=state.part_text, logprobs=[], sequence_number=0)
+        else:
+            part = ResponseOutputRefusal(type="refusal", refusal=state.part_text)
+            done = ResponseRefusalDoneEvent(
+                type="response.refusal.done", item_id=item.id, output_index=index, content_index=content_index,
+                refusal=state.part_text, sequence_number=0)
+        item.content.append(part)
+        state.part_kind = None
+        return [done, ResponseContentPartDoneEvent(
+            type="response.content_part.done", item_id=item.id, output_index=index, content_index=content_index,
+            part=part.model_dump(), sequence_number=0)]
+
+    def _close(self) -> list[Event]:
+        state, self._open = self._open, None
+        if state is None:
+            return []
+        events: list[Event] = []
+        if isinstance(state, _Message):
+            events += self._close_part(state)
+        elif isinstance(state, _Reasoning):
+            part = ReasoningContent(type="reasoning_text", text=state.text)
+            state.item.content = [part]
+            events.append(ResponseReasoningTextDoneEvent(
+                type="response.reasoning_text.done", item_id=state.item.id, output_index=state.output_index,
+                content_index=0, text=state.text, sequence_number=0))
+            events.append(ResponseContentPartDoneEvent(
+                type="response.content_part.done", item_id=state.item.id, output_index=state.output_index,
+                content_index=0, part=part.model_dump(), sequence_number=0))
+        else:
+            item = state.item
+            self._tool_calls.append({"id": item.call_id, "type": "function",
+                                     "function": {"name": item.name, "arguments": item.arguments}})
+            events.append(ResponseFunctionCallArgumentsDoneEvent(
+                type="response.function_call_arguments.done", item_id=item.id or "", output_index=state.output_index,
+                arguments=item.arguments, name=item.name, sequence_number=0))
+        state.item.status = self._status()  # type: ignore[assignment]
+        self.items.append(state.item)
+        events.append(ResponseOutputItemDoneEvent(
+            type="response.output_item.done", item=state.item.model_copy(deep=True), output_index=state.output_index,
+            sequence_number=0))
+        return events
+
+
+def _empty_part(kind: str) -> dict[str, Any]:
+    if kind == "output_text":
+        return {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+    return {"type": "refusal", "refusal": ""}

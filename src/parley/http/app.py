@@ -1,0 +1,145 @@
+"""The HTTP edge: parse, call the engine, encode JSON or SSE.  Nothing else lives here."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from openai.types.responses import ResponseStreamEvent
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from parley.backends.router import Router
+from parley.engine.engine import Engine
+from parley.errors import InvalidRequest, NotFound, ParleyError
+from parley.request import parse_create
+from parley.settings import Settings
+from parley.store.sql import open_store
+
+log = logging.getLogger("parley.http")
+
+
+def _error(exc: ParleyError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status_code)
+
+
+def encode_sse(event: ResponseStreamEvent) -> bytes:
+    """One SSE frame: ``event:`` line, one ``data:`` line, blank line."""
+    return f"event: {event.type}\ndata: {event.model_dump_json(by_alias=True)}\n\n".encode()
+
+
+async def _sse(events: AsyncIterator[ResponseStreamEvent]) -> AsyncIterator[bytes]:
+    async for event in events:
+        yield encode_sse(event)
+
+
+def _not_found(response_id: str) -> NotFound:
+    return NotFound(f"Response with id '{response_id}' not found.", param="response_id")
+
+
+def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
+    """The ASGI app for ``settings``; the store and backends open in its lifespan."""
+    router = router or Router.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = await open_store(settings.database_url())
+        await router.start()
+        app.state.engine = Engine(store, router)
+        app.state.ready = True
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            await router.aclose()
+            await store.close()
+
+    app = FastAPI(title="Parley", version="0.1.0", lifespan=lifespan)
+    app.state.ready = False
+
+    @app.exception_handler(ParleyError)
+    async def _parley_error(_request: Request, exc: ParleyError) -> JSONResponse:
+        return _error(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        err = exc.errors()[0]
+        param = str(err["loc"][-1]) if err.get("loc") else None
+        return _error(InvalidRequest(f"Invalid value for '{param}': {err['msg']}.", param=param))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        body = {"error": {"message": str(exc.detail), "type": kind, "param": None, "code": None}}
+        return JSONResponse(body, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return _error(ParleyError("The server had an error while processing your request."))
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        ready = bool(app.state.ready)
+        return JSONResponse({"status": "ok" if ready else "starting"}, status_code=200 if ready else 503)
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": await router.list_models()}
+
+    @app.post("/v1/responses")
+    async def create_response(request: Request) -> Response:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
+        create = parse_create(body)
+        engine: Engine = request.app.state.engine
+        turn = await engine.prepare(create)
+        if create.stream:
+            return StreamingResponse(_sse(engine.run(turn)), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        result = await engine.respond(turn)
+        return Response(result.model_dump_json(by_alias=True), media_type="application/json")
+
+    @app.get("/v1/responses/{response_id}")
+    async def retrieve_response(request: Request, response_id: str) -> JSONResponse:
+        stored = await request.app.state.engine.store.get(response_id)
+        if stored is None:
+            raise _not_found(response_id)
+        return JSONResponse(stored.response)
+
+    @app.delete("/v1/responses/{response_id}")
+    async def delete_response(request: Request, response_id: str) -> dict[str, Any]:
+        if not await request.app.state.engine.store.delete(response_id):
+            raise _not_found(response_id)
+        return {"id": response_id, "object": "response", "deleted": True}
+
+    @app.get("/v1/responses/{response_id}/input_items")
+    async def list_input_items(
+        request: Request,
+        response_id: str,
+        after: str | None = None,
+        before: str | None = None,
+        limit: int = Query(20, ge=1, le=100),
+        order: Literal["asc", "desc"] = "desc",
+    ) -> dict[str, Any]:
+        page = await request.app.state.engine.store.input_items(
+            response_id, after=after, before=before, limit=limit, order=order
+        )
+        if page is None:
+            raise _not_found(response_id)
+        return {
+            "object": "list",
+            "data": page.data,
+            "first_id": page.data[0]["id"] if page.data else None,
+            "last_id": page.data[-1]["id"] if page.data else None,
+            "has_more": page.has_more,
+        }
+
+    return app

@@ -1,0 +1,161 @@
+"""Input items: parsing the ``input`` array into typed items, and their stored form.
+
+Parsing is lenient where clients replay earlier output (ids, statuses, annotations,
+logprobs and nulls are accepted) and strict about what Parley cannot honour: an item
+type it does not handle yet is a 400 naming ``input[i].type``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from parley.errors import InvalidRequest, UnsupportedParameter
+from parley.ids import new_id
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class InputText(_Lenient):
+    type: Literal["input_text"]
+    text: str
+
+
+class InputImage(_Lenient):
+    type: Literal["input_image"]
+    image_url: str | None = None
+    file_id: str | None = None
+    detail: Literal["low", "high", "auto", "original"] = "auto"
+
+
+class OutputText(_Lenient):
+    type: Literal["output_text"]
+    text: str
+    annotations: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Refusal(_Lenient):
+    type: Literal["refusal"]
+    refusal: str
+
+
+ContentPart = Union[InputText, InputImage, OutputText, Refusal]
+CONTENT_PARTS = {"input_text": InputText, "input_image": InputImage, "output_text": OutputText, "refusal": Refusal}
+
+
+class MessageItem(_Lenient):
+    type: Literal["message"] = "message"
+    role: Literal["user", "assistant", "system", "developer"]
+    content: str | list[ContentPart]
+    id: str | None = None
+    status: str | None = None
+
+
+class FunctionCallItem(_Lenient):
+    type: Literal["function_call"]
+    call_id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    arguments: str
+    id: str | None = None
+    status: str | None = None
+
+
+class FunctionCallOutputItem(_Lenient):
+    type: Literal["function_call_output"]
+    call_id: str = Field(min_length=1)
+    output: str | list[ContentPart]
+    id: str | None = None
+    status: str | None = None
+
+
+class ReasoningItem(_Lenient):
+    """Replayed reasoning: accepted and kept in ``input_items``; Chat backends take no reasoning input."""
+
+    type: Literal["reasoning"]
+    id: str | None = None
+    summary: list[dict[str, Any]] = Field(default_factory=list)
+    content: list[dict[str, Any]] | None = None
+    encrypted_content: str | None = None
+
+
+InputItem = Union[MessageItem, FunctionCallItem, FunctionCallOutputItem, ReasoningItem]
+ITEM_TYPES: dict[str, type[BaseModel]] = {
+    "message": MessageItem,
+    "function_call": FunctionCallItem,
+    "function_call_output": FunctionCallOutputItem,
+    "reasoning": ReasoningItem,
+}
+
+
+def _check_parts(raw: Any, where: str) -> None:
+    content = raw.get("content") if isinstance(raw, dict) else None
+    if not isinstance(content, list):
+        return
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in CONTENT_PARTS:
+            raise UnsupportedParameter(f"{where}.content[{j}].type", f"Content part type '{kind}' is not supported.")
+        if kind == "input_image" and not part.get("image_url"):
+            raise UnsupportedParameter(
+                f"{where}.content[{j}].file_id", "Images are accepted by 'image_url' (http(s) or data URL) only."
+            )
+
+
+def parse_input(raw: Any) -> list[InputItem]:
+    """Parse ``input`` (a string or a list of items) into typed items."""
+    from parley.request import validation_error  # one error mapping for the whole request
+
+    if isinstance(raw, str):
+        return [MessageItem(role="user", content=raw)]
+    if not isinstance(raw, list):
+        raise InvalidRequest("'input' must be a string or an array of items.", param="input", code="invalid_type")
+    items: list[InputItem] = []
+    for i, entry in enumerate(raw):
+        where = f"input[{i}]"
+        if not isinstance(entry, dict):
+            raise InvalidRequest(f"'{where}' must be an object.", param=where, code="invalid_type")
+        kind = entry.get("type") or ("message" if "role" in entry else None)
+        model = ITEM_TYPES.get(kind or "")
+        if model is None:
+            raise UnsupportedParameter(f"{where}.type", f"Input item type '{kind}' is not supported by Parley yet.")
+        _check_parts(entry, where)
+        try:
+            items.append(model.model_validate({k: v for k, v in entry.items() if v is not None}))
+        except ValidationError as exc:
+            raise validation_error(exc, prefix=where) from None
+    return items
+
+
+def _parts_resource(item: MessageItem) -> list[dict[str, Any]]:
+    if isinstance(item.content, str):
+        kind = "output_text" if item.role == "assistant" else "input_text"
+        part: dict[str, Any] = {"type": kind, "text": item.content}
+        if kind == "output_text":
+            part["annotations"] = []
+        return [part]
+    return [p.model_dump(exclude_none=True) for p in item.content]
+
+
+def item_resource(item: InputItem) -> dict[str, Any]:
+    """The stored, listable form of an input item (as ``input_items`` returns it), with an id."""
+    if isinstance(item, MessageItem):
+        return {
+            "type": "message",
+            "id": item.id or new_id("msg"),
+            "role": item.role,
+            "content": _parts_resource(item),
+            "status": item.status or "completed",
+        }
+    data = item.model_dump(exclude_none=True)
+    if isinstance(item, FunctionCallItem):
+        data.setdefault("id", new_id("fc"))
+        data.setdefault("status", "completed")
+    elif isinstance(item, FunctionCallOutputItem):
+        data.setdefault("id", new_id("fco"))
+        data.setdefault("status", "completed")
+    else:
+        data.setdefault("id", new_id("rs"))
+    return data

@@ -1,0 +1,228 @@
+"""Validation of ``POST /v1/responses`` bodies.
+
+The parameter names follow the SDK's ``ResponseCreateParams``.  Every name falls in one
+of three sets: honoured (validated below), known to the protocol but not honoured yet
+(400 ``unsupported_parameter`` naming it), or unknown (400 ``unknown_parameter``).
+A JSON ``null`` counts as absent, as older SDKs send explicit nulls.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from parley.errors import InvalidRequest, UnknownParameter, UnsupportedParameter
+from parley.items import InputItem, parse_input
+
+HONOURED = {
+    "model", "input", "instructions", "previous_response_id", "store", "stream", "stream_options",
+    "metadata", "temperature", "top_p", "max_output_tokens", "text", "tools", "tool_choice",
+    "parallel_tool_calls", "max_tool_calls", "user", "safety_identifier", "reasoning", "include",
+    "truncation", "service_tier", "prompt_cache_key", "prompt_cache_retention", "top_logprobs", "background",
+}
+# Known to the protocol; Parley refuses them by name until it honours them.
+NOT_YET = {
+    "conversation": "Conversations are not supported yet; chain turns with 'previous_response_id'.",
+    "prompt": "Stored prompt templates are not supported.",
+    "context_management": "Server-side compaction is not supported.",
+    "moderation": "Moderation is not supported.",
+    "prompt_cache_options": "Explicit prompt-cache control is not supported.",
+    "access_programs": "Access programs are not supported.",
+    "image": "Image context settings are not supported.",
+}
+# Chat Completions names that moved elsewhere in the Responses API (OpenAI's own hints).
+MOVED = {
+    "response_format": "In the Responses API, this parameter has moved to 'text.format'.",
+    "reasoning_effort": "In the Responses API, this parameter has moved to 'reasoning.effort'.",
+    "max_tokens": "In the Responses API, use 'max_output_tokens'.",
+    "max_completion_tokens": "In the Responses API, use 'max_output_tokens'.",
+    "messages": "In the Responses API, use 'input'.",
+    "functions": "In the Responses API, use 'tools'.",
+}
+SUPPORTED_INCLUDES: set[str] = set()
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FunctionTool(_Strict):
+    type: Literal["function"]
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolChoiceFunction(_Strict):
+    type: Literal["function"]
+    name: str
+
+
+class JsonSchemaFormat(_Strict):
+    type: Literal["json_schema"]
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    schema_: dict[str, Any] = Field(alias="schema")
+    description: str | None = None
+    strict: bool | None = None
+
+
+class PlainFormat(_Strict):
+    type: Literal["text", "json_object"]
+
+
+class TextConfig(_Strict):
+    format: JsonSchemaFormat | PlainFormat = Field(default_factory=lambda: PlainFormat(type="text"))
+    verbosity: Literal["low", "medium", "high"] | None = None
+
+
+class ReasoningConfig(_Strict):
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
+    generate_summary: Literal["auto", "concise", "detailed"] | None = None
+
+
+class StreamOptions(_Strict):
+    include_obfuscation: bool | None = None
+
+
+class CreateResponse(BaseModel):
+    """A validated create request; ``input`` is already parsed into typed items."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    model: str = Field(min_length=1)
+    input: list[InputItem]
+    instructions: str | None = None
+    previous_response_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")
+    store: bool = True
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    metadata: dict[str, str] | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    max_output_tokens: int | None = Field(None, ge=1)
+    text: TextConfig = Field(default_factory=TextConfig)
+    tools: list[FunctionTool] = Field(default_factory=list)
+    tool_choice: Literal["auto", "none", "required"] | ToolChoiceFunction = "auto"
+    parallel_tool_calls: bool = True
+    max_tool_calls: int | None = Field(None, ge=1)
+    user: str | None = None
+    safety_identifier: str | None = Field(None, max_length=64)
+    reasoning: ReasoningConfig | None = None
+    include: list[str] = Field(default_factory=list)
+    truncation: Literal["disabled"] = "disabled"
+    service_tier: Literal["auto", "default", "flex", "scale", "priority", "fast", "ultrafast"] | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    top_logprobs: Literal[0] | None = None
+    background: Literal[False] = False
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_limits(cls, metadata: dict[str, str] | None) -> dict[str, str] | None:
+        if metadata is None:
+            return None
+        if len(metadata) > 16:
+            raise ValueError("metadata may hold at most 16 pairs")
+        for key, value in metadata.items():
+            if len(key) > 64 or len(value) > 512:
+                raise ValueError("metadata keys are at most 64 characters and values at most 512")
+        return metadata
+
+    @field_validator("include")
+    @classmethod
+    def _includes(cls, include: list[str]) -> list[str]:
+        for value in include:
+            if value not in SUPPORTED_INCLUDES:
+                raise ValueError(f"include value '{value}' is not supported by Parley yet")
+        return include
+
+
+def _param_name(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in {"function-after[_metadata_limits()]", "function-after[_includes()]"}:
+            continue
+        elif "[" in str(part) or str(part).startswith(("literal", "function", "union")):
+            continue  # pydantic's names for union branches, not user-visible fields
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def validation_error(exc: ValidationError, prefix: str = "") -> InvalidRequest:
+    """The first pydantic error as OpenAI's 400 with ``param`` set to the field's path."""
+    err = exc.errors()[0]
+    param = _param_name(tuple(err["loc"]))
+    if prefix:
+        param = prefix + (param if param.startswith("[") else "." + param if param else "")
+    if err["type"] == "extra_forbidden":
+        return UnknownParameter(param)
+    if err["type"] == "missing":
+        return InvalidRequest(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+    message = err["msg"].removeprefix("Value error, ")
+    return InvalidRequest(f"Invalid value for '{param}': {message}.", param=param, code="invalid_value")
+
+
+def _drop_nulls(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def _check_names(body: dict[str, Any]) -> None:
+    for name in body:
+        if name in HONOURED:
+            continue
+        if name in NOT_YET:
+            raise UnsupportedParameter(name, NOT_YET[name])
+        if name in MOVED:
+            raise UnsupportedParameter(name, MOVED[name])
+        raise UnknownParameter(name)
+
+
+def _check_tools(tools: Any) -> None:
+    if not isinstance(tools, list):
+        return
+    for i, tool in enumerate(tools):
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind is not None and kind != "function":
+            raise UnsupportedParameter(f"tools[{i}].type", f"Tool type '{kind}' is not supported by Parley yet.")
+
+
+def parse_create(body: Any) -> CreateResponse:
+    """Validate a create body; raises :class:`InvalidRequest` naming the offending parameter."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
+    body = _drop_nulls(body)
+    _check_names(body)
+    if "model" not in body:
+        raise InvalidRequest("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
+    if body.get("background") is True:
+        raise UnsupportedParameter("background", "Background responses are not supported yet.")
+    if body.get("truncation") == "auto":
+        raise UnsupportedParameter("truncation", "Only 'disabled' is supported.")
+    if body.get("top_logprobs"):
+        raise UnsupportedParameter("top_logprobs", "Log probabilities are not supported yet.")
+    _check_tools(body.get("tools"))
+    if "input" not in body and "previous_response_id" not in body:
+        raise InvalidRequest("Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
+    body["input"] = parse_input(body.get("input", []))
+    try:
+        request = CreateResponse.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    _check_tool_choice(request)
+    return request
+
+
+def _check_tool_choice(request: CreateResponse) -> None:
+    choice = request.tool_choice
+    if isinstance(choice, ToolChoiceFunction) and choice.name not in {t.name for t in request.tools}:
+        raise InvalidRequest(
+            f"Tool choice '{choice.name}' is not one of the tools in 'tools'.", param="tool_choice", code="invalid_value"
+        )
+    if choice == "required" and not request.tools:
+        raise InvalidRequest("tool_choice 'required' needs at least one tool.", param="tool_choice")

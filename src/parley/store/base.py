@@ -1,0 +1,62 @@
+"""The store's interface and record types; :mod:`parley.store.sql` implements it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+
+@dataclass
+class StoredResponse:
+    """One response as stored: the API object, the chat messages to resume from, its input items.
+
+    ``messages`` holds the exact chat conversation of the response's last backend call (without
+    that turn's instructions) followed by the model's answer, so a chained turn continues from it
+    without re-converting Responses items.
+    """
+
+    id: str
+    created_at: float
+    status: str
+    response: dict[str, Any]
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    input_items: list[dict[str, Any]] = field(default_factory=list)
+    previous_response_id: str | None = None
+    tenant: str = ""
+
+
+@dataclass
+class InputItemsPage:
+    data: list[dict[str, Any]]
+    has_more: bool
+
+
+class Store(Protocol):
+    """What the engine and the HTTP edge need from persistence."""
+
+    async def create(self, record: StoredResponse) -> None:
+        """Insert a response (normally ``in_progress``) with its input items."""
+
+    async def finish(self, record: StoredResponse) -> None:
+        """Write a response's final state (status, object, messages)."""
+
+    async def get(self, response_id: str, tenant: str = "") -> StoredResponse | None:
+        """A response with its messages, or ``None``; another tenant's response is ``None``."""
+
+    async def delete(self, response_id: str, tenant: str = "") -> bool:
+        """Delete a response and its items; ``False`` when there was none."""
+
+    async def input_items(
+        self,
+        response_id: str,
+        tenant: str = "",
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        limit: int = 20,
+        order: Literal["asc", "desc"] = "desc",
+    ) -> InputItemsPage | None:
+        """A page of a response's input items, or ``None`` when the response does not exist."""
+
+    async def close(self) -> None:
+        """Release connections."""

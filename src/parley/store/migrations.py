@@ -1,0 +1,32 @@
+"""Named, append-only schema migrations.
+
+Never edit or reorder an entry that has shipped: add a new one at the end.  Each is
+applied once, in order, and recorded in ``parley_migrations``.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[str, list[str]]] = [
+    (
+        "0001_responses",
+        [
+            """CREATE TABLE parley_responses (
+                id VARCHAR(80) PRIMARY KEY,
+                tenant VARCHAR(200) NOT NULL DEFAULT '',
+                created_at DOUBLE PRECISION NOT NULL,
+                status VARCHAR(20) NOT NULL,
+                previous_response_id VARCHAR(80),
+                response TEXT NOT NULL,
+                messages TEXT NOT NULL
+            )""",
+            "CREATE INDEX ix_parley_responses_status ON parley_responses (status)",
+            """CREATE TABLE parley_input_items (
+                response_id VARCHAR(80) NOT NULL,
+                position INTEGER NOT NULL,
+                item_id VARCHAR(120) NOT NULL,
+                item TEXT NOT NULL,
+                PRIMARY KEY (response_id, position)
+            )""",
+        ],
+    ),
+]
