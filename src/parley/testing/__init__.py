@@ -1,0 +1,7 @@
+"""Fakes that Parley ships for what cannot be had offline, each a real server on loopback."""
+
+from parley.testing.scripted import Reply, ScriptedBackend, ToolCall, echo_responder, last_user_text
+from parley.testing.server import ParleyProcess, free_port
+
+__all__ = ["ParleyProcess", "Reply", "ScriptedBackend", "ToolCall", "echo_responder", "free_port",
+           "last_user_text"]

@@ -1,0 +1,267 @@
+"""A scripted Chat Completions backend: a real HTTP server on loopback whose answers a test writes.
+
+It speaks the Chat Completions wire format (streamed SSE chunks with usage, or one JSON
+body), records every request it receives, and can hold its answer until released, fail
+with an HTTP status, cut a stream short or send malformed data.  Parley's own tests, its
+benchmarks and library users all use it the same way::
+
+    with ScriptedBackend() as backend:
+        backend.push(Reply(text="Hello"), Reply(tool_calls=[ToolCall("get_weather", {"city": "Paris"})]))
+        ...  # point Parley at backend.url
+        assert backend.requests[0]["messages"][-1]["content"] == "Hi"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+@dataclass
+class ToolCall:
+    """A tool call the scripted model makes; ``arguments`` may be a dict or a JSON string."""
+
+    name: str
+    arguments: dict[str, Any] | str = field(default_factory=dict)
+    id: str | None = None
+
+    def arguments_json(self) -> str:
+        return self.arguments if isinstance(self.arguments, str) else json.dumps(self.arguments)
+
+
+@dataclass
+class Reply:
+    """One scripted answer.
+
+    ``text`` streams in pieces of ``chunk_size`` characters; each piece counts as one
+    completion token, so ``max_tokens`` in the request cuts the text (finish reason
+    ``length``).  ``status`` other than 200 answers with that HTTP error instead.
+    ``cut_after`` ends the stream abruptly after that many chunks; ``raw`` sends these
+    lines verbatim as the body of the SSE stream.
+    """
+
+    text: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    reasoning: str | None = None
+    refusal: str | None = None
+    finish_reason: str | None = None
+    chunk_size: int = 4
+    status: int = 200
+    error_message: str = "scripted failure"
+    prompt_tokens: int = 10
+    cut_after: int | None = None
+    raw: list[str] | None = None
+    delay_s: float = 0.0
+
+
+Responder = Callable[[dict[str, Any]], "Reply | str"]
+
+
+def last_user_text(request: dict[str, Any]) -> str:
+    """The text of the last user message of a Chat Completions request."""
+    for message in reversed(request.get("messages", [])):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            return "".join(part.get("text", "") for part in content or [] if part.get("type") == "text")
+    return ""
+
+
+def echo_responder(request: dict[str, Any]) -> Reply:
+    """The default answer when nothing is queued: repeat the last user message."""
+    return Reply(text=f"You said: {last_user_text(request)}")
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+
+
+def _chunk(delta: dict[str, Any], finish_reason: str | None = None, model: str = "scripted") -> dict[str, Any]:
+    return {"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+
+
+def reply_chunks(reply: Reply, request: dict[str, Any]) -> list[dict[str, Any]]:
+    """The streamed chunks of ``reply`` for ``request`` (max_tokens honoured), usage last."""
+    limit = request.get("max_tokens") or request.get("max_completion_tokens")
+    chunks = [_chunk({"role": "assistant", "content": ""})]
+    produced = 0
+    finish = reply.finish_reason
+    for kind, text in (("reasoning_content", reply.reasoning), ("refusal", reply.refusal), ("content", reply.text)):
+        for piece in _pieces(text, reply.chunk_size) if text else []:
+            if limit is not None and produced >= limit:
+                finish = "length"
+                break
+            chunks.append(_chunk({kind: piece}))
+            produced += 1
+    if finish != "length":
+        for i, call in enumerate(reply.tool_calls):
+            call_id = call.id or f"call_scripted_{i}_{int(time.time() * 1000)}"
+            arguments = call.arguments_json()
+            half = len(arguments) // 2
+            chunks.append(_chunk({"tool_calls": [{"index": i, "id": call_id, "type": "function",
+                                                  "function": {"name": call.name, "arguments": arguments[:half]}}]}))
+            chunks.append(_chunk({"tool_calls": [{"index": i, "function": {"arguments": arguments[half:]}}]}))
+            produced += 2
+        finish = finish or ("tool_calls" if reply.tool_calls else "stop")
+    chunks.append(_chunk({}, finish))
+    usage = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": produced,
+             "total_tokens": reply.prompt_tokens + produced}
+    chunks.append({"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": int(time.time()),
+                   "model": "scripted", "choices": [], "usage": usage})
+    return chunks
+
+
+def _full_completion(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": ""}
+    calls: list[dict[str, Any]] = []
+    finish = "stop"
+    for chunk in chunks[:-1]:
+        choice = chunk["choices"][0]
+        delta = choice["delta"]
+        message["content"] += delta.get("content") or ""
+        for call in delta.get("tool_calls") or []:
+            if call.get("id"):
+                calls.append({"id": call["id"], "type": "function", "function": dict(call["function"])})
+            else:
+                calls[-1]["function"]["arguments"] += call["function"]["arguments"]
+        finish = choice["finish_reason"] or finish
+    if calls:
+        message["tool_calls"] = calls
+    return {"id": "chatcmpl-scripted", "object": "chat.completion", "created": int(time.time()), "model": "scripted",
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": chunks[-1]["usage"]}
+
+
+class ScriptedBackend:
+    """The server; use as a context manager or call :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, responder: Responder | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.responder: Responder = responder or echo_responder
+        self.requests: list[dict[str, Any]] = []
+        self.host = host
+        self.port = port
+        self._queue: deque[Reply | str] = deque()
+        self._lock = threading.Lock()
+        self._gate = threading.Event()
+        self._gate.set()
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- scripting -----------------------------------------------------------------------
+
+    def push(self, *replies: Reply | str) -> None:
+        """Queue answers, used in order before the responder."""
+        with self._lock:
+            self._queue.extend(replies)
+
+    def hold(self) -> None:
+        """Make answers wait (after their request is recorded) until :meth:`release`."""
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def wait_for_requests(self, count: int, timeout: float = 10.0) -> None:
+        """Block until ``count`` requests have arrived."""
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"expected {count} requests, got {len(self.requests)}")
+            time.sleep(0.005)
+
+    def reset(self, responder: Responder | None = None) -> None:
+        """Forget queued answers and recorded requests; set the responder (default: echo)."""
+        with self._lock:
+            self._queue.clear()
+            self.requests.clear()
+            self.responder = responder or echo_responder
+        self._gate.set()
+
+    def _next_reply(self, request: dict[str, Any]) -> Reply:
+        with self._lock:
+            self.requests.append(request)
+            reply = self._queue.popleft() if self._queue else self.responder(request)
+        return Reply(text=reply) if isinstance(reply, str) else reply
+
+    # -- server --------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The base URL to give Parley as ``--upstream`` (ends in ``/v1``)."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[
+            Route("/v1/chat/completions", self._completions, methods=["POST"]),
+            Route("/v1/models", self._models, methods=["GET"]),
+        ])
+
+    async def _models(self, _request: Request) -> JSONResponse:
+        return JSONResponse({"object": "list", "data": [{"id": "scripted", "object": "model", "created": 0,
+                                                         "owned_by": "parley-testing"}]})
+
+    async def _completions(self, http_request: Request) -> Response:
+        request = await http_request.json()
+        reply = self._next_reply(request)
+        if not self._gate.is_set():
+            await asyncio.to_thread(self._gate.wait)
+        if reply.delay_s:
+            await asyncio.sleep(reply.delay_s)
+        if reply.status != 200:
+            body = {"error": {"message": reply.error_message, "type": "scripted", "param": None, "code": None}}
+            return JSONResponse(body, status_code=reply.status)
+        chunks = reply_chunks(reply, request)
+        if not request.get("stream"):
+            return JSONResponse(_full_completion(chunks))
+        return StreamingResponse(self._sse(reply, chunks), media_type="text/event-stream")
+
+    async def _sse(self, reply: Reply, chunks: list[dict[str, Any]]) -> AsyncIterator[bytes]:
+        if reply.raw is not None:
+            for line in reply.raw:
+                yield (line + "\n").encode()
+            return
+        for i, chunk in enumerate(chunks):
+            if reply.cut_after is not None and i >= reply.cut_after:
+                return
+            yield f"data: {json.dumps(chunk)}\n\n".encode()
+            await asyncio.sleep(0)
+        yield b"data: [DONE]\n\n"
+
+    def start(self) -> ScriptedBackend:
+        config = uvicorn.Config(self.app(), host=self.host, port=self.port, log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="scripted-backend", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the scripted backend did not start")
+            time.sleep(0.01)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        self._gate.set()
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> ScriptedBackend:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

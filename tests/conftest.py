@@ -1,0 +1,76 @@
+"""Shared fixtures: the scripted backend, real ``parley serve`` processes, PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import Iterator
+
+import openai
+import pytest
+
+from parley.testing import ParleyProcess, ScriptedBackend
+
+POSTGRES_ADMIN_URL = os.environ.get("PARLEY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def scripted_server() -> Iterator[ScriptedBackend]:
+    with ScriptedBackend() as backend:
+        yield backend
+
+
+@pytest.fixture
+def backend(scripted_server: ScriptedBackend) -> Iterator[ScriptedBackend]:
+    """The scripted backend, emptied for this test."""
+    scripted_server.reset()
+    yield scripted_server
+    scripted_server.reset()
+
+
+async def _admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session (PostgreSQL must be running)."""
+    name = f"parley_test_{secrets.token_hex(4)}"
+    try:
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        pytest.fail(f"PostgreSQL is needed at {POSTGRES_ADMIN_URL} (set PARLEY_TEST_POSTGRES): {exc}")
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'parley.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(scope="session")
+def parley_server(scripted_server: ScriptedBackend, db_url: str) -> Iterator[ParleyProcess]:
+    """A real ``parley serve`` in front of the scripted backend, on SQLite and on PostgreSQL."""
+    with ParleyProcess("--upstream", scripted_server.url, "--db", db_url) as server:
+        yield server
+
+
+@pytest.fixture
+def client(parley_server: ParleyProcess, backend: ScriptedBackend) -> openai.OpenAI:
+    return openai.OpenAI(base_url=parley_server.base_url, api_key="test-key", max_retries=0)

@@ -1,0 +1,83 @@
+"""The SQL store, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+from parley.store import StoredResponse, open_store
+from parley.store.migrations import MIGRATIONS
+
+pytestmark = pytest.mark.anyio
+
+
+def record(response_id: str, items: int = 0, tenant: str = "") -> StoredResponse:
+    return StoredResponse(
+        id=response_id, created_at=1.0, status="in_progress", tenant=tenant,
+        response={"id": response_id, "status": "in_progress", "output": []},
+        messages=[{"role": "user", "content": "hi"}],
+        input_items=[{"id": f"msg_{response_id}_{i}", "type": "message", "role": "user",
+                      "content": [{"type": "input_text", "text": str(i)}]} for i in range(items)],
+    )
+
+
+@pytest.fixture
+async def store(db_url: str):
+    store = await open_store(db_url)
+    yield store
+    await store.close()
+
+
+async def test_create_finish_get_delete(store, request) -> None:
+    rid = f"resp_{request.node.name[-30:]}".replace("[", "_").replace("]", "_")
+    await store.create(record(rid, items=2))
+    got = await store.get(rid)
+    assert got.status == "in_progress" and got.messages == [{"role": "user", "content": "hi"}]
+    final = record(rid)
+    final.status, final.response = "completed", {"id": rid, "status": "completed", "output": [{"x": "é"}]}
+    final.messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    await store.finish(final)
+    got = await store.get(rid)
+    assert got.status == "completed" and got.response["output"] == [{"x": "é"}]
+    assert got.messages[-1] == {"role": "assistant", "content": "hello"}
+    assert await store.delete(rid) is True
+    assert await store.get(rid) is None
+    assert await store.input_items(rid) is None
+    assert await store.delete(rid) is False
+
+
+async def test_input_items_pagination(store) -> None:
+    import secrets
+
+    rid = f"resp_{secrets.token_hex(6)}"
+    await store.create(record(rid, items=5))
+    ids = [f"msg_{rid}_{i}" for i in range(5)]
+    page = await store.input_items(rid, order="asc", limit=2)
+    assert [i["id"] for i in page.data] == ids[:2] and page.has_more
+    page = await store.input_items(rid, order="asc", limit=2, after=ids[1])
+    assert [i["id"] for i in page.data] == ids[2:4] and page.has_more
+    page = await store.input_items(rid, order="asc", limit=10, after=ids[3])
+    assert [i["id"] for i in page.data] == ids[4:] and not page.has_more
+    page = await store.input_items(rid)  # default order is desc
+    assert [i["id"] for i in page.data] == ids[::-1]
+    page = await store.input_items(rid, order="asc", before=ids[2])
+    assert [i["id"] for i in page.data] == ids[:2]
+
+
+async def test_tenants_do_not_see_each_other(store) -> None:
+    import secrets
+
+    rid = f"resp_{secrets.token_hex(6)}"
+    await store.create(record(rid, tenant="alice"))
+    assert await store.get(rid, "bob") is None
+    assert await store.delete(rid, "bob") is False
+    assert await store.input_items(rid, "bob") is None
+    assert (await store.get(rid, "alice")).id == rid
+
+
+async def test_migrations_are_recorded_and_idempotent(store) -> None:
+    assert await store.migrate() == []
+    import sqlalchemy as sa
+
+    async with store.engine.connect() as conn:
+        names = (await conn.execute(sa.text("SELECT name FROM parley_migrations"))).scalars().all()
+    assert set(names) == {name for name, _ in MIGRATIONS}

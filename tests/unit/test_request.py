@@ -1,0 +1,92 @@
+"""Create-request validation: honoured, refused-by-name and unknown parameters."""
+
+from __future__ import annotations
+
+import pytest
+
+from parley.errors import InvalidRequest
+from parley.request import parse_create
+
+
+def error_of(body: dict) -> InvalidRequest:
+    with pytest.raises(InvalidRequest) as info:
+        parse_create(body)
+    return info.value
+
+
+def test_minimal_request_and_defaults() -> None:
+    request = parse_create({"model": "m", "input": "hi"})
+    assert request.store is True and request.stream is False and request.parallel_tool_calls is True
+    assert request.tool_choice == "auto"
+
+
+def test_nulls_count_as_absent() -> None:
+    request = parse_create({"model": "m", "input": "hi", "tools": None, "previous_response_id": None,
+                            "instructions": None, "temperature": None})
+    assert request.tools == [] and request.previous_response_id is None
+
+
+def test_unknown_parameter() -> None:
+    err = error_of({"model": "m", "input": "hi", "system": "x"})
+    assert (err.code, err.param, err.status_code) == ("unknown_parameter", "system", 400)
+
+
+@pytest.mark.parametrize("name, value", [("conversation", "conv_1"), ("background", True),
+                                         ("prompt", {"id": "p"}), ("truncation", "auto"), ("top_logprobs", 3),
+                                         ("response_format", {"type": "json_object"}),
+                                         ("context_management", [{"type": "compaction"}])])
+def test_known_but_unsupported_parameters_are_named(name: str, value: object) -> None:
+    err = error_of({"model": "m", "input": "hi", name: value})
+    assert err.code == "unsupported_parameter" and err.param == name
+
+
+def test_unsupported_tool_type_is_named() -> None:
+    err = error_of({"model": "m", "input": "hi", "tools": [{"type": "function", "name": "f"},
+                                                           {"type": "code_interpreter", "container": "x"}]})
+    assert err.param == "tools[1].type"
+
+
+def test_unsupported_include_value() -> None:
+    err = error_of({"model": "m", "input": "hi", "include": ["message.output_text.logprobs"]})
+    assert err.param == "include"
+
+
+def test_empty_include_is_fine() -> None:
+    assert parse_create({"model": "m", "input": "hi", "include": []}).include == []
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"input": "hi"}, "model"),
+    ({"model": "m"}, "input"),
+    ({"model": "m", "input": "hi", "temperature": 3}, "temperature"),
+    ({"model": "m", "input": "hi", "top_p": "x"}, "top_p"),
+    ({"model": "m", "input": "hi", "max_output_tokens": 0}, "max_output_tokens"),
+    ({"model": "m", "input": "hi", "metadata": {"k": 1}}, "metadata.k"),
+    ({"model": "m", "input": [{"role": "robot", "content": "x"}]}, "input[0].role"),
+    ({"model": "m", "input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id"),
+    ({"model": "m", "input": [{"type": "computer_call_output", "call_id": "c"}]}, "input[0].type"),
+    ({"model": "m", "input": [{"role": "user", "content": [{"type": "input_audio"}]}]}, "input[0].content[0].type"),
+    ({"model": "m", "input": "hi", "tools": [{"type": "function"}]}, "tools[0].name"),
+    ({"model": "m", "input": "hi", "tool_choice": {"type": "function", "name": "nope"}}, "tool_choice"),
+    ({"model": "m", "input": "hi", "text": {"format": {"type": "json_schema", "name": "x"}}}, "text.format"),
+])
+def test_bad_values_name_their_parameter(body: dict, param: str) -> None:
+    err = error_of(body)
+    assert err.status_code == 400
+    assert err.param is not None and err.param.startswith(param), (err.param, err.message)
+
+
+def test_too_much_metadata() -> None:
+    err = error_of({"model": "m", "input": "hi", "metadata": {f"k{i}": "v" for i in range(17)}})
+    assert err.param == "metadata"
+
+
+def test_json_schema_format_and_named_tool_choice() -> None:
+    request = parse_create({
+        "model": "m", "input": "hi",
+        "text": {"format": {"type": "json_schema", "name": "person", "schema": {"type": "object"}, "strict": True}},
+        "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}, "strict": True}],
+        "tool_choice": {"type": "function", "name": "f"},
+    })
+    assert request.text.format.schema_ == {"type": "object"}
+    assert request.tool_choice.name == "f"
