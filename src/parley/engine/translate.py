@@ -106,6 +106,7 @@ class ChunkTranslator:
     _latest_call_at: dict[int, _Call] = field(default_factory=dict)
     _text: list[str] = field(default_factory=list)
     _tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    _aborted: bool = False
 
     @property
     def next_index(self) -> int:
@@ -139,6 +140,11 @@ class ChunkTranslator:
         """Close the open item once the backend's stream has ended."""
         return self._close()
 
+    def abort(self) -> list[Event]:
+        """Close the open item as ``incomplete`` when the backend failed mid-answer."""
+        self._aborted = True
+        return self._close()
+
     # -- results -------------------------------------------------------------------------
 
     @property
@@ -159,7 +165,7 @@ class ChunkTranslator:
     # -- items ---------------------------------------------------------------------------
 
     def _status(self) -> str:
-        return "incomplete" if self.incomplete_reason else "completed"
+        return "incomplete" if self.incomplete_reason or self._aborted else "completed"
 
     def _reasoning_delta(self, text: str) -> list[Event]:
         events: list[Event] = []

@@ -151,6 +151,7 @@ class ScriptedBackend:
     def __init__(self, responder: Responder | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.responder: Responder = responder or echo_responder
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []  # the HTTP headers of each request, in order
         self.host = host
         self.port = port
         self._queue: deque[Reply | str] = deque()
@@ -187,6 +188,7 @@ class ScriptedBackend:
         with self._lock:
             self._queue.clear()
             self.requests.clear()
+            self.headers.clear()
             self.responder = responder or echo_responder
         self._gate.set()
 
@@ -215,6 +217,8 @@ class ScriptedBackend:
 
     async def _completions(self, http_request: Request) -> Response:
         request = await http_request.json()
+        with self._lock:
+            self.headers.append(dict(http_request.headers))
         reply = self._next_reply(request)
         if not self._gate.is_set():
             await asyncio.to_thread(self._gate.wait)

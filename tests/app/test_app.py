@@ -1,0 +1,90 @@
+"""The HTTP edge in process (httpx ASGITransport): status codes, validation, JSON bodies."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from parley.http.app import create_app
+from parley.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def http(backend, tmp_path):
+    app = create_app(Settings(upstream=backend.url, db=f"sqlite+aiosqlite:///{tmp_path / 'p.db'}"))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://parley") as client:
+            yield client
+
+
+def assert_openai_error(response: httpx.Response, status: int, param: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    if param is not None:
+        assert error["param"] == param
+    return error
+
+
+async def test_health(http) -> None:
+    assert (await http.get("/health")).json() == {"status": "ok"}
+
+
+async def test_invalid_json_is_a_400(http) -> None:
+    response = await http.post("/v1/responses", content=b"{nope", headers={"content-type": "application/json"})
+    assert_openai_error(response, 400)
+
+
+async def test_non_object_body_is_a_400(http) -> None:
+    assert_openai_error(await http.post("/v1/responses", json=[1, 2]), 400)
+
+
+async def test_validation_errors_are_400_never_422(http) -> None:
+    error = assert_openai_error(await http.post("/v1/responses", json={"model": "m", "input": "x", "top_p": 5}), 400,
+                                "top_p")
+    assert error["type"] == "invalid_request_error"
+    response = await http.get("/v1/responses/resp_x/input_items", params={"limit": 1000})
+    assert_openai_error(response, 400, "limit")
+    response = await http.get("/v1/responses/resp_x/input_items", params={"order": "sideways"})
+    assert_openai_error(response, 400, "order")
+
+
+async def test_stream_true_validation_error_is_plain_json(http) -> None:
+    response = await http.post("/v1/responses", json={"model": "m", "input": "x", "stream": True, "bogus": 1})
+    assert response.headers["content-type"].startswith("application/json")
+    assert assert_openai_error(response, 400, "bogus")["code"] == "unknown_parameter"
+
+
+async def test_unknown_route_is_a_404_in_openai_shape(http) -> None:
+    assert_openai_error(await http.get("/v1/nothing-here"), 404)
+
+
+async def test_create_retrieve_delete_shapes(http, backend) -> None:
+    created = (await http.post("/v1/responses", json={"model": "m", "input": "hi"})).json()
+    assert created["object"] == "response" and created["id"].startswith("resp_")
+    assert created["output"][0]["id"].startswith("msg_")
+    for field in ("completed_at", "incomplete_details", "instructions", "tools", "tool_choice", "truncation", "top_p",
+                  "temperature", "reasoning", "usage", "max_output_tokens", "max_tool_calls", "store", "background",
+                  "service_tier", "safety_identifier", "prompt_cache_key", "metadata", "text", "top_logprobs",
+                  "parallel_tool_calls", "previous_response_id", "error"):
+        assert field in created, field
+    assert created["truncation"] == "disabled" and created["text"]["format"] == {"type": "text"}
+    assert (await http.get(f"/v1/responses/{created['id']}")).json() == created
+    deleted = await http.delete(f"/v1/responses/{created['id']}")
+    assert deleted.json() == {"id": created["id"], "object": "response", "deleted": True}
+    assert_openai_error(await http.get(f"/v1/responses/{created['id']}"), 404)
+    assert_openai_error(await http.delete(f"/v1/responses/{created['id']}"), 404)
+
+
+async def test_unreachable_backend_is_a_typed_502(tmp_path) -> None:
+    from parley.testing import free_port
+
+    settings = Settings(upstream=f"http://127.0.0.1:{free_port()}/v1", db=f"sqlite+aiosqlite:///{tmp_path / 'p.db'}")
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://parley") as client:
+            response = await client.post("/v1/responses", json={"model": "m", "input": "x"})
+    assert assert_openai_error(response, 502)["code"] == "backend_unreachable"

@@ -1,0 +1,51 @@
+"""The embedded model, for real: ``parley serve`` with no options answers through llama-cpp-python."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from parley.testing import ParleyProcess
+from parley.testing.grammar import check_stream
+from tests.contract.helpers import stream_raw
+
+
+@pytest.fixture(scope="module")
+def embedded_server(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("data")
+    with ParleyProcess(env={"PARLEY_DATA_DIR": str(data_dir)}) as server:
+        yield server, data_dir
+
+
+def test_plain_serve_answers_with_the_embedded_model(embedded_server) -> None:
+    server, data_dir = embedded_server
+    client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+    response = client.responses.create(model="smollm2-135m-instruct", input="Which planet do humans live on?",
+                                       temperature=0)
+    assert "earth" in response.output_text.lower()
+    assert response.usage.output_tokens > 0 and response.usage.input_tokens > 0
+    assert (data_dir / "parley.db").exists()  # the documented default store
+    follow = client.responses.create(model="smollm2-135m-instruct", input="Say it again.",
+                                     previous_response_id=response.id, max_output_tokens=40, temperature=0)
+    assert follow.status in ("completed", "incomplete") and follow.output_text
+
+
+def test_embedded_streams_and_lists_its_model(embedded_server) -> None:
+    server, _ = embedded_server
+    events = stream_raw(server.base_url, {"model": "any-name", "input": "Name one colour.", "max_output_tokens": 20})
+    check_stream(events)
+    assert sum(e.type == "response.output_text.delta" for e in events) > 1
+    client = openai.OpenAI(base_url=server.base_url, api_key="unused")
+    assert "smollm2-135m-instruct" in [m.id for m in client.models.list()]
+
+
+def test_embedded_refuses_tools_and_images_by_name(embedded_server) -> None:
+    server, _ = embedded_server
+    client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="m", input="hi", tools=[{"type": "function", "name": "f", "parameters": {}}])
+    assert info.value.body["param"] == "tools"
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="m", input=[{"role": "user", "content": [
+            {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}]}])
+    assert info.value.body["param"] == "input"
