@@ -39,3 +39,44 @@ def create_raw(base_url: str, body: dict[str, Any]) -> Response:
     response = httpx.post(f"{base_url}/responses", json=body, timeout=60)
     assert response.status_code == 200, response.text
     return Response.model_validate(response.json())
+
+
+class _ValidatingStream(httpx.SyncByteStream):
+    """Passes a body through and, once it is read whole, validates it with the SDK's types."""
+
+    def __init__(self, stream: httpx.SyncByteStream, validate: Any) -> None:
+        self._stream = stream
+        self._validate = validate
+        self._chunks: list[bytes] = []
+
+    def __iter__(self):
+        for chunk in self._stream:
+            self._chunks.append(chunk)
+            yield chunk
+        self._validate(b"".join(self._chunks))
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class ValidatingTransport(httpx.HTTPTransport):
+    """An httpx transport for the ``openai`` client under test: every Response body and SSE event
+    coming back from ``/responses`` is validated strictly (the SDK itself parses leniently)."""
+
+    seen = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if "/responses" not in request.url.path or response.status_code != 200:
+            return response
+        kind = response.headers.get("content-type", "")
+        path = request.url.path
+        if kind.startswith("text/event-stream"):
+            validate = lambda body: parse_sse(body.decode())  # noqa: E731
+        elif request.method in ("GET", "POST") and not path.endswith("/input_items"):
+            validate = lambda body: Response.model_validate(json.loads(body))  # noqa: E731
+        else:
+            return response
+        ValidatingTransport.seen += 1
+        response.stream = _ValidatingStream(response.stream, validate)  # type: ignore[arg-type]
+        return response
