@@ -81,12 +81,23 @@ class ReasoningItem(_Lenient):
     encrypted_content: str | None = None
 
 
-InputItem = Union[MessageItem, FunctionCallItem, FunctionCallOutputItem, ReasoningItem]
+class McpApprovalResponseItem(_Lenient):
+    """The client's answer to an ``mcp_approval_request`` of the previous response."""
+
+    type: Literal["mcp_approval_response"]
+    approval_request_id: str = Field(min_length=1)
+    approve: bool
+    reason: str | None = None
+    id: str | None = None
+
+
+InputItem = Union[MessageItem, FunctionCallItem, FunctionCallOutputItem, ReasoningItem, McpApprovalResponseItem]
 ITEM_TYPES: dict[str, type[BaseModel]] = {
     "message": MessageItem,
     "function_call": FunctionCallItem,
     "function_call_output": FunctionCallOutputItem,
     "reasoning": ReasoningItem,
+    "mcp_approval_response": McpApprovalResponseItem,
 }
 
 
@@ -156,6 +167,8 @@ def item_resource(item: InputItem) -> dict[str, Any]:
     elif isinstance(item, FunctionCallOutputItem):
         data.setdefault("id", new_id("fco"))
         data.setdefault("status", "completed")
+    elif isinstance(item, McpApprovalResponseItem):
+        data.setdefault("id", new_id("mcpa"))
     else:
         data.setdefault("id", new_id("rs"))
     return data

@@ -55,9 +55,69 @@ class FunctionTool(_Strict):
     strict: bool | None = None
 
 
+class ToolNames(_Strict):
+    tool_names: list[str] = Field(default_factory=list)
+    read_only: bool | None = None
+
+
+class ApprovalFilter(_Strict):
+    always: ToolNames | None = None
+    never: ToolNames | None = None
+
+
+class McpTool(_Strict):
+    """A remote MCP server whose tools Parley lists and calls itself."""
+
+    type: Literal["mcp"]
+    server_label: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    server_url: str = Field(pattern=r"^https?://")
+    headers: dict[str, str] | None = None
+    authorization: str | None = None
+    server_description: str | None = None
+    allowed_tools: list[str] | ToolNames | None = None
+    require_approval: Literal["always", "never"] | ApprovalFilter = "always"
+
+    def allows(self, name: str) -> bool:
+        if self.allowed_tools is None:
+            return True
+        names = self.allowed_tools if isinstance(self.allowed_tools, list) else self.allowed_tools.tool_names
+        return name in names
+
+    def needs_approval(self, name: str) -> bool:
+        policy = self.require_approval
+        if isinstance(policy, str):
+            return policy == "always"
+        if policy.never and name in policy.never.tool_names:
+            return False
+        if policy.always and name in policy.always.tool_names:
+            return True
+        return True  # OpenAI's default: a tool neither filter names needs approval
+
+    def connection_headers(self) -> dict[str, str]:
+        headers = dict(self.headers or {})
+        if self.authorization:
+            headers["Authorization"] = f"Bearer {self.authorization}"
+        return headers
+
+    def echo(self) -> dict[str, Any]:
+        """The tool as the Response echoes it: credentials never leave in a response or the store."""
+        data = self.model_dump(exclude_none=True)
+        if self.headers:
+            data["headers"] = {name: "<redacted>" for name in self.headers}
+        if self.authorization:
+            data["authorization"] = "<redacted>"
+        return data
+
+
 class ToolChoiceFunction(_Strict):
     type: Literal["function"]
     name: str
+
+
+class ToolChoiceMcp(_Strict):
+    type: Literal["mcp"]
+    server_label: str
+    name: str | None = None
 
 
 class JsonSchemaFormat(_Strict):
@@ -104,8 +164,8 @@ class CreateResponse(BaseModel):
     top_p: float | None = Field(None, ge=0, le=1)
     max_output_tokens: int | None = Field(None, ge=1)
     text: TextConfig = Field(default_factory=TextConfig)
-    tools: list[FunctionTool] = Field(default_factory=list)
-    tool_choice: Literal["auto", "none", "required"] | ToolChoiceFunction = "auto"
+    tools: list[FunctionTool | McpTool] = Field(default_factory=list)
+    tool_choice: Literal["auto", "none", "required"] | ToolChoiceFunction | ToolChoiceMcp = "auto"
     parallel_tool_calls: bool = True
     max_tool_calls: int | None = Field(None, ge=1)
     user: str | None = None
@@ -145,10 +205,8 @@ def _param_name(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in {"function-after[_metadata_limits()]", "function-after[_includes()]"}:
-            continue
-        elif "[" in str(part) or str(part).startswith(("literal", "function", "union")):
-            continue  # pydantic's names for union branches, not user-visible fields
+        elif "[" in str(part) or str(part)[:1].isupper() or str(part).startswith(("literal", "function-", "union")):
+            continue  # pydantic's names for union branches (model names, literal[...]), not fields
         else:
             out += ("." if out else "") + str(part)
     return out
@@ -188,7 +246,7 @@ def _check_tools(tools: Any) -> None:
         return
     for i, tool in enumerate(tools):
         kind = tool.get("type") if isinstance(tool, dict) else None
-        if kind is not None and kind != "function":
+        if kind is not None and kind not in ("function", "mcp"):
             raise UnsupportedParameter(f"tools[{i}].type", f"Tool type '{kind}' is not supported by Parley yet.")
 
 
@@ -207,6 +265,8 @@ def parse_create(body: Any) -> CreateResponse:
     if body.get("top_logprobs"):
         raise UnsupportedParameter("top_logprobs", "Log probabilities are not supported yet.")
     _check_tools(body.get("tools"))
+    if isinstance(body.get("tools"), list):
+        body["tools"] = [_drop_nulls(t) if isinstance(t, dict) else t for t in body["tools"]]
     if "input" not in body and "previous_response_id" not in body:
         raise InvalidRequest("Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
     body["input"] = parse_input(body.get("input", []))
@@ -220,7 +280,13 @@ def parse_create(body: Any) -> CreateResponse:
 
 def _check_tool_choice(request: CreateResponse) -> None:
     choice = request.tool_choice
-    if isinstance(choice, ToolChoiceFunction) and choice.name not in {t.name for t in request.tools}:
+    labels = [t.server_label for t in request.tools if isinstance(t, McpTool)]
+    if len(labels) != len(set(labels)):
+        raise InvalidRequest("Each MCP tool needs a distinct 'server_label'.", param="tools")
+    if isinstance(choice, ToolChoiceMcp) and choice.server_label not in labels:
+        raise InvalidRequest(f"No MCP tool has server_label '{choice.server_label}'.", param="tool_choice")
+    functions = {t.name for t in request.tools if isinstance(t, FunctionTool)}
+    if isinstance(choice, ToolChoiceFunction) and choice.name not in functions:
         raise InvalidRequest(
             f"Tool choice '{choice.name}' is not one of the tools in 'tools'.", param="tool_choice", code="invalid_value"
         )

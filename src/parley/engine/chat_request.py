@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from parley.request import CreateResponse, JsonSchemaFormat, ToolChoiceFunction
+from parley.request import CreateResponse, FunctionTool, JsonSchemaFormat, ToolChoiceFunction
 
 
 def _tools(request: CreateResponse) -> list[dict[str, Any]]:
     tools = []
     for tool in request.tools:
+        if not isinstance(tool, FunctionTool):
+            continue  # server-side tools reach the model as the functions their module exposes
         function: dict[str, Any] = {"name": tool.name, "parameters": tool.parameters or {"type": "object",
                                                                                           "properties": {}}}
         if tool.description is not None:
@@ -24,6 +26,8 @@ def _tool_choice(request: CreateResponse) -> Any:
     choice = request.tool_choice
     if isinstance(choice, ToolChoiceFunction):
         return {"type": "function", "function": {"name": choice.name}}
+    if not isinstance(choice, str):  # {type: mcp}: the engine resolves it to a function once tools are listed
+        return "required"
     return choice
 
 
@@ -42,7 +46,13 @@ def _response_format(request: CreateResponse) -> dict[str, Any] | None:
 
 
 def chat_request(
-    request: CreateResponse, messages: list[dict[str, Any]], *, model: str, max_tokens_param: str = "max_tokens"
+    request: CreateResponse,
+    messages: list[dict[str, Any]],
+    *,
+    model: str,
+    max_tokens_param: str = "max_tokens",
+    server_tools: list[dict[str, Any]] | None = None,
+    tool_choice: Any = None,
 ) -> dict[str, Any]:
     """The body of one streamed ``POST /chat/completions``."""
     body: dict[str, Any] = {
@@ -57,9 +67,10 @@ def chat_request(
         body["top_p"] = request.top_p
     if request.max_output_tokens is not None:
         body[max_tokens_param] = request.max_output_tokens
-    if request.tools and request.tool_choice != "none":
-        body["tools"] = _tools(request)
-        body["tool_choice"] = _tool_choice(request)
+    tools = _tools(request) + (server_tools or [])
+    if tools and request.tool_choice != "none":
+        body["tools"] = tools
+        body["tool_choice"] = tool_choice if tool_choice is not None else _tool_choice(request)
         body["parallel_tool_calls"] = request.parallel_tool_calls
     response_format = _response_format(request)
     if response_format:

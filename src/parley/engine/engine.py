@@ -28,12 +28,17 @@ from openai.types.responses import (
 
 from parley.backends.router import Router
 from parley.engine.chat_request import chat_request
-from parley.engine.history import build_messages, with_instructions
+from parley.engine.history import build_messages, place_tool_message, unanswered_calls, with_instructions
 from parley.engine.translate import ChunkTranslator, Usage
 from parley.errors import BackendError, InvalidRequest, ParleyError
 from parley.ids import new_id
 from parley.items import item_resource
-from parley.request import CreateResponse, ToolChoiceFunction
+from openai.types.responses.response_output_item import McpListTools
+
+from parley.items import McpApprovalResponseItem
+from parley.request import CreateResponse, McpTool, ToolChoiceFunction, ToolChoiceMcp
+from parley.tools.mcp import MCPConnector
+from parley.tools.mcp_tools import DENIED, NOT_APPROVED, McpTools
 from parley.settings import UpstreamConfig
 from parley.store.base import Store, StoredResponse
 
@@ -50,8 +55,29 @@ class Turn:
     conversation: list[dict[str, Any]]
     input_items: list[dict[str, Any]]
     tenant: str = ""
+    previous_output: list[dict[str, Any]] = field(default_factory=list)
+    approved: list[ApprovedCall] = field(default_factory=list)  # approved MCP calls to run first
     id: str = field(default_factory=lambda: new_id("resp"))
     created_at: int = field(default_factory=lambda: int(time.time()))
+
+    def approved_calls(self, mcp: McpTools) -> list[ApprovedCall]:
+        """Approved calls whose server this request still names, under the names the model sees."""
+        calls = []
+        for call in self.approved:
+            name = mcp.exposed_name(call.server_label, call.name)
+            if name is not None:
+                calls.append(ApprovedCall(call.call_id, name, call.arguments, call.server_label,
+                                          call.approval_request_id))
+        return calls
+
+
+@dataclass
+class ApprovedCall:
+    call_id: str
+    name: str
+    arguments: str
+    server_label: str
+    approval_request_id: str
 
 
 @dataclass
@@ -63,10 +89,12 @@ class RunState:
     usage: Usage = field(default_factory=Usage)
     incomplete_reason: str | None = None
     error: ParleyError | None = None
+    awaiting_approval: bool = False
 
 
 def _tool_echo(request: CreateResponse) -> list[dict[str, Any]]:
     return [
+        t.echo() if isinstance(t, McpTool) else
         {"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters,
          "strict": t.strict}
         for t in request.tools
@@ -75,7 +103,7 @@ def _tool_echo(request: CreateResponse) -> list[dict[str, Any]]:
 
 def _tool_choice_echo(request: CreateResponse) -> Any:
     choice = request.tool_choice
-    return {"type": "function", "name": choice.name} if isinstance(choice, ToolChoiceFunction) else choice
+    return choice if isinstance(choice, str) else choice.model_dump(exclude_none=True)
 
 
 def snapshot(turn: Turn, state: RunState, status: str) -> Response:
@@ -121,17 +149,52 @@ def snapshot(turn: Turn, state: RunState, status: str) -> Response:
     )
 
 
+def _resolve_approvals(request: CreateResponse, previous_output: list[dict[str, Any]],
+                       conversation: list[dict[str, Any]]) -> list[ApprovedCall]:
+    """Match ``mcp_approval_response`` items to the previous response's approval requests.
+
+    Each request stands for a chat tool call left unanswered; a denied or unanswered one is
+    answered now with a tool message saying so, an approved one is returned to be run.
+    """
+    answers = {i.approval_request_id: i for i in request.input if isinstance(i, McpApprovalResponseItem)}
+    requests = {item["id"]: item for item in previous_output if item.get("type") == "mcp_approval_request"}
+    for request_id in answers:
+        if request_id not in requests:
+            raise InvalidRequest(f"No MCP approval request with id '{request_id}' in the previous response.",
+                                 param="input", code="invalid_value")
+    approved: list[ApprovedCall] = []
+    open_calls = unanswered_calls(conversation)
+    for request_id, item in requests.items():
+        call = next((c for c in open_calls if c["function"]["name"].split("__")[-1] == item["name"]
+                     and c["function"]["arguments"] == item["arguments"]), None)
+        if call is None:
+            continue
+        open_calls.remove(call)
+        answer = answers.get(request_id)
+        if answer is not None and answer.approve:
+            approved.append(ApprovedCall(call["id"], item["name"], item["arguments"], item["server_label"],
+                                         request_id))
+        else:
+            text = DENIED if answer is not None else NOT_APPROVED
+            place_tool_message(conversation, {"role": "tool", "tool_call_id": call["id"], "content": text})
+    return approved
+
+
 class Engine:
     """Runs responses against the backends and keeps them in the store."""
 
-    def __init__(self, store: Store, router: Router) -> None:
+    def __init__(self, store: Store, router: Router, connector: MCPConnector | None = None,
+                 max_tool_iterations: int = 10) -> None:
         self.store = store
         self.router = router
+        self.connector = connector or MCPConnector()
+        self.max_tool_iterations = max_tool_iterations
 
     async def prepare(self, request: CreateResponse, tenant: str = "") -> Turn:
         """Resolve the model and the previous response and build the conversation; raises 4xx errors."""
         upstream = self.router.upstream_config(request.model)
         prior: list[dict[str, Any]] = []
+        previous = None
         if request.previous_response_id:
             previous = await self.store.get(request.previous_response_id, tenant)
             if previous is None:
@@ -141,10 +204,13 @@ class Engine:
                 )
             prior = previous.messages
         conversation = build_messages(prior, request.input)
+        previous_output = previous.response.get("output", []) if request.previous_response_id else []
+        approved = _resolve_approvals(request, previous_output, conversation)
         if not conversation:
             raise InvalidRequest("The input is empty.", param="input", code="invalid_value")
         items = [item_resource(item) for item in request.input]
-        return Turn(request=request, upstream=upstream, conversation=conversation, input_items=items, tenant=tenant)
+        return Turn(request=request, upstream=upstream, conversation=conversation, input_items=items, tenant=tenant,
+                    previous_output=previous_output, approved=approved)
 
     async def run(self, turn: Turn, state: RunState | None = None) -> AsyncIterator[ResponseStreamEvent]:
         """Every event of the response, numbered from 0."""
@@ -199,12 +265,67 @@ class Engine:
             yield ResponseCompletedEvent(type="response.completed", response=final, sequence_number=0)
 
     async def _step(self, turn: Turn, state: RunState) -> AsyncIterator[ResponseStreamEvent]:
+        """The agent loop: list server tools, call the model, run its server-side calls, repeat."""
+        mcp = McpTools([t for t in turn.request.tools if isinstance(t, McpTool)], self.connector,
+                       turn.previous_output)
+        try:
+            async for produced in mcp.list_tools(len(state.output)):
+                if isinstance(produced, McpListTools):
+                    state.output.append(produced)
+                else:
+                    yield produced
+            async for event in self._run_calls(state, mcp, turn.approved_calls(mcp), approved=True):
+                yield event
+            for iteration in range(self.max_tool_iterations):
+                last = iteration == self.max_tool_iterations - 1  # the last step offers no server tools
+                translator = ChunkTranslator(first_index=len(state.output),
+                                             server_names=frozenset() if last else mcp.names())
+                body = self._chat_body(turn, state, mcp, first=iteration == 0, offer_server_tools=not last)
+                async for event in self._backend_call(body, turn, state, translator):
+                    yield event
+                if not translator.server_calls or state.incomplete_reason:
+                    return
+                async for event in self._run_calls(state, mcp, translator.server_calls):
+                    yield event
+                if state.awaiting_approval or translator.function_calls:
+                    return
+        finally:
+            await mcp.aclose()
+
+    def _chat_body(self, turn: Turn, state: RunState, mcp: McpTools, *, first: bool,
+                   offer_server_tools: bool) -> dict[str, Any]:
+        choice = turn.request.tool_choice
+        override: Any = None
+        if isinstance(choice, ToolChoiceMcp):
+            override = mcp.forced_choice(choice.server_label, choice.name) if first else "auto"
+        elif not first and choice != "none":
+            override = "auto"  # a forced choice applies to the first step only, or the loop never ends
+        return chat_request(
+            turn.request, with_instructions(turn.request.instructions, state.conversation),
+            model=turn.request.model, max_tokens_param=turn.upstream.max_tokens_param,
+            server_tools=mcp.chat_tools() if offer_server_tools else [], tool_choice=override,
+        )
+
+    async def _run_calls(self, state: RunState, mcp: McpTools, calls: list[Any], approved: bool = False
+                         ) -> AsyncIterator[ResponseStreamEvent]:
+        if not calls:
+            return
+        approved_ids = {c.call_id for c in calls} if approved else set()
+        async for produced in mcp.execute(calls, len(state.output), approved_ids):
+            if isinstance(produced, tuple):
+                item, tool_message = produced
+                state.output.append(item)
+                if tool_message is None:
+                    state.awaiting_approval = True
+                else:
+                    place_tool_message(state.conversation, tool_message)
+            else:
+                yield produced
+
+    async def _backend_call(self, body: dict[str, Any], turn: Turn, state: RunState,
+                            translator: ChunkTranslator) -> AsyncIterator[ResponseStreamEvent]:
         """One backend call: its chunks translated into content events."""
         backend = self.router.backends[turn.upstream.name]
-        messages = with_instructions(turn.request.instructions, state.conversation)
-        body = chat_request(turn.request, messages, model=turn.request.model,
-                            max_tokens_param=turn.upstream.max_tokens_param)
-        translator = ChunkTranslator(first_index=len(state.output))
         try:
             async for chunk in backend.stream(body):
                 for event in translator.feed(chunk):

@@ -76,7 +76,7 @@ def _call_ids(message: Message) -> list[str]:
     return [call["id"] for call in message.get("tool_calls") or []]
 
 
-def _insert_after_call(messages: list[Message], tool_message: Message) -> bool:
+def place_tool_message(messages: list[Message], tool_message: Message) -> bool:
     """Put a tool message after its call's assistant message and the tool messages already there."""
     call_id = tool_message["tool_call_id"]
     for i in range(len(messages) - 1, -1, -1):
@@ -115,11 +115,17 @@ def build_messages(prior: list[Message], items: list[InputItem]) -> list[Message
         elif isinstance(item, FunctionCallOutputItem):
             outputs.append((i, item))
     for i, item in outputs:
-        if not _insert_after_call(messages, _tool_message(item, f"input[{i}]")):
+        if not place_tool_message(messages, _tool_message(item, f"input[{i}]")):
             raise InvalidRequest(
                 f"No tool call found for function call output with call_id {item.call_id}.", param="input", code=None
             )
     return messages
+
+
+def unanswered_calls(messages: list[Message]) -> list[dict[str, Any]]:
+    """Tool calls of assistant messages that no tool message answers yet, in order."""
+    answered = {m.get("tool_call_id") for m in messages if m.get("role") == "tool"}
+    return [call for m in messages for call in m.get("tool_calls") or [] if call["id"] not in answered]
 
 
 def with_instructions(instructions: str | None, conversation: list[Message]) -> list[Message]:

@@ -76,6 +76,7 @@ class _Call:
     key: tuple[int, str | None]
     item: ResponseFunctionToolCall
     output_index: int
+    hidden: bool = False  # a server-side tool call: the engine emits its own items for it
 
 
 @dataclass
@@ -98,7 +99,9 @@ class ChunkTranslator:
     """State of one backend call's translation; ``first_index`` is where its items start."""
 
     first_index: int = 0
+    server_names: frozenset[str] = frozenset()  # calls Parley runs itself: buffered, no events
     items: list[Any] = field(default_factory=list)  # finished output items, in output order
+    server_calls: list[ResponseFunctionToolCall] = field(default_factory=list)
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
     _open: _Call | _Message | _Reasoning | None = None
@@ -110,7 +113,8 @@ class ChunkTranslator:
 
     @property
     def next_index(self) -> int:
-        return self.first_index + len(self.items) + (1 if self._open else 0)
+        open_visible = self._open is not None and not getattr(self._open, "hidden", False)
+        return self.first_index + len(self.items) + (1 if open_visible else 0)
 
     # -- feeding -------------------------------------------------------------------------
 
@@ -246,10 +250,13 @@ class ChunkTranslator:
             id=new_id("fc"), type="function_call", call_id=call_id or new_id("call"),
             name=function.get("name") or "", arguments="", status="in_progress",
         )
-        state = _Call((position, call_id), item, index)
+        state = _Call((position, call_id), item, index, hidden=item.name in self.server_names)
         self._calls[state.key] = state
         self._latest_call_at[position] = state
         self._open = state
+        if state.hidden:
+            self._call_progress(state, {"arguments": function.get("arguments")})
+            return events
         events.append(ResponseOutputItemAddedEvent(
             type="response.output_item.added", item=item.model_copy(deep=True), output_index=index, sequence_number=0))
         return events + self._call_progress(state, {"arguments": function.get("arguments")})
@@ -262,6 +269,8 @@ class ChunkTranslator:
         if not arguments:
             return []
         state.item.arguments += arguments
+        if state.hidden:
+            return []
         return [ResponseFunctionCallArgumentsDeltaEvent(
             type="response.function_call_arguments.delta", item_id=state.item.id or "",
             output_index=state.output_index, delta=arguments, sequence_number=0)]
@@ -309,6 +318,10 @@ class ChunkTranslator:
             item = state.item
             self._tool_calls.append({"id": item.call_id, "type": "function",
                                      "function": {"name": item.name, "arguments": item.arguments}})
+            if state.hidden:
+                item.status = self._status()  # type: ignore[assignment]
+                self.server_calls.append(item)
+                return events
             events.append(ResponseFunctionCallArgumentsDoneEvent(
                 type="response.function_call_arguments.done", item_id=item.id or "", output_index=state.output_index,
                 arguments=item.arguments, name=item.name, sequence_number=0))

@@ -1,0 +1,142 @@
+"""A real MCP server for tests, built on the official ``mcp`` SDK's ``MCPServer``.
+
+Served over SSE (``/sse``) or Streamable HTTP (``/mcp``) on 127.0.0.1, optionally
+demanding a bearer token (401 without it).  Its tools are deterministic: the seed's
+``greet_everyone`` and ``get_boiling_point``, and with ``tools="all"`` two dependency
+chains (``get_user_id`` → ``get_user_permissions`` → ``check_file_access``,
+``get_experiment_id`` → ``get_experiment_results``) and ``fail_always`` for tool errors.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, Literal
+
+import uvicorn
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+
+USERS = {"alice": "user_1", "bob": "user_2"}
+PERMISSIONS = {"user_1": ["read", "write"], "user_2": ["read"]}
+EXPERIMENTS = {"boiling": "exp_42"}
+
+
+def build_server(tools: Literal["seed", "all"] = "seed") -> MCPServer:
+    server = MCPServer("parley-test-mcp")
+
+    @server.tool()
+    def greet_everyone(url: str) -> str:
+        """Greet everyone at the given URL."""
+        return f"Hello, world! (from {url})"
+
+    @server.tool()
+    def get_boiling_point(liquid_name: str, celcius: bool = True) -> int:
+        """Return the boiling point of a liquid in Celcius (or Fahrenheit when celcius is false)."""
+        if liquid_name.lower() == "polyjuice":
+            return -100 if celcius else -212
+        return 100 if celcius else 212
+
+    if tools == "all":
+        @server.tool()
+        def get_user_id(username: str) -> str:
+            """Look up the id of a user by name."""
+            return USERS.get(username, "unknown_user")
+
+        @server.tool()
+        def get_user_permissions(user_id: str) -> str:
+            """List the permissions of a user id."""
+            return json.dumps(PERMISSIONS.get(user_id, []))
+
+        @server.tool()
+        def check_file_access(user_id: str, filename: str) -> str:
+            """Say whether a user id may read a file."""
+            allowed = "read" in PERMISSIONS.get(user_id, [])
+            return f"{user_id} {'may' if allowed else 'may not'} read {filename}"
+
+        @server.tool()
+        def get_experiment_id(experiment_name: str) -> str:
+            """Look up the id of an experiment by name."""
+            return EXPERIMENTS.get(experiment_name, "unknown_experiment")
+
+        @server.tool()
+        def get_experiment_results(experiment_id: str) -> str:
+            """The results of an experiment id."""
+            return json.dumps({"experiment_id": experiment_id, "accuracy": 0.93})
+
+        @server.tool()
+        def fail_always(reason: str) -> str:
+            """A tool that always fails."""
+            raise ToolError(f"tool failed on purpose: {reason}")
+
+    return server
+
+
+class _BearerGate:
+    """ASGI wrapper: every HTTP request must carry ``Authorization: Bearer <token>``."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+        self.seen_headers: list[dict[str, str]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope.get("headers") or [])
+            self.seen_headers.append({k.decode(): v.decode() for k, v in headers.items()})
+            if headers.get(b"authorization") != self.expected:
+                body = b'{"error": "unauthorized"}'
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"www-authenticate", b"Bearer")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+class MCPTestServer:
+    """Start with ``with MCPTestServer(...) as server:``; ``server.url`` is what a request names."""
+
+    def __init__(self, transport: Literal["sse", "streamable-http"] = "sse", *, auth_token: str | None = None,
+                 tools: Literal["seed", "all"] = "seed") -> None:
+        self.transport = transport
+        self.auth_token = auth_token
+        self.server = build_server(tools)
+        self.port = 0
+        self._uvicorn: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.gate: _BearerGate | None = None
+
+    @property
+    def url(self) -> str:
+        path = "/sse" if self.transport == "sse" else "/mcp"
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self) -> MCPTestServer:
+        app: Any = self.server.sse_app() if self.transport == "sse" else self.server.streamable_http_app()
+        if self.auth_token:
+            self.gate = app = _BearerGate(app, self.auth_token)
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
+        self._uvicorn = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._uvicorn.run, name="mcp-test-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._uvicorn.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the MCP test server did not start")
+            time.sleep(0.01)
+        self.port = self._uvicorn.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> MCPTestServer:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

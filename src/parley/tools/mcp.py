@@ -1,0 +1,209 @@
+"""MCP client sessions over the official ``mcp`` SDK.
+
+Streamable HTTP is tried first, then SSE; the transport that worked is remembered per URL
+by the :class:`MCPConnector` (one per server process), so later connections go straight
+to it.  Each session lives in a task of its own that owns the SDK's context managers
+(they use anyio cancel scopes, which must be entered and left in one task), and serves
+the engine's requests through a queue; calls run concurrently.  An HTTP 401 from the
+server, on either transport, is :class:`MCPUnauthorized`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx2
+from mcp.client.session import ClientSession
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+
+from parley.errors import AuthenticationFailed, ParleyError
+
+log = logging.getLogger("parley.mcp")
+Transport = Literal["streamable-http", "sse"]
+
+
+class MCPUnauthorized(AuthenticationFailed):
+    default_code = "mcp_unauthorized"
+
+
+class MCPUnavailable(ParleyError):
+    """The MCP server could not be reached or spoke no MCP (OpenAI answers 424 here)."""
+
+    status_code = 424
+    error_type = "external_connector_error"
+    default_code = "mcp_connection_error"
+
+
+@dataclass
+class MCPToolInfo:
+    name: str
+    description: str | None
+    input_schema: dict[str, Any]
+    annotations: dict[str, Any] | None = None
+
+    def as_listing(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "input_schema": self.input_schema,
+                "annotations": self.annotations}
+
+
+@dataclass
+class MCPResult:
+    output: str | None
+    error: str | None
+
+
+def _result_text(result: Any) -> str:
+    texts = [getattr(part, "text", None) for part in result.content or []]
+    if any(t is not None for t in texts):
+        return "".join(t for t in texts if t is not None)
+    if getattr(result, "structured_content", None) is not None:
+        return json.dumps(result.structured_content)
+    return ""
+
+
+class MCPSession:
+    """One connected MCP session; use :meth:`list_tools`, :meth:`call_tool`, then :meth:`aclose`."""
+
+    def __init__(self, url: str, headers: dict[str, str], transport: Transport, timeout: float) -> None:
+        self.url = url
+        self.headers = headers
+        self.transport = transport
+        self.timeout = timeout
+        self.statuses: list[int] = []
+        self._queue: asyncio.Queue[tuple[Callable[[ClientSession], Awaitable[Any]], asyncio.Future[Any]] | None] = (
+            asyncio.Queue())
+        self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _record(self, response: httpx2.Response) -> None:
+        self.statuses.append(response.status_code)
+
+    def _client(self, headers: dict[str, Any] | None = None, auth: Any = None, timeout: Any = None
+                ) -> httpx2.AsyncClient:
+        merged = {**(headers or {}), **self.headers}
+        return httpx2.AsyncClient(headers=merged, auth=auth, event_hooks={"response": [self._record]},
+                                  timeout=timeout or httpx2.Timeout(self.timeout, read=max(self.timeout, 60)))
+
+    async def _open(self, stack: contextlib.AsyncExitStack) -> ClientSession:
+        if self.transport == "streamable-http":
+            client = await stack.enter_async_context(self._client())
+            read, write = await stack.enter_async_context(streamable_http_client(self.url, http_client=client))
+        else:
+            read, write = await stack.enter_async_context(
+                sse_client(self.url, headers=self.headers, timeout=self.timeout, httpx_client_factory=self._client))
+        session = await stack.enter_async_context(ClientSession(read, write))
+        await asyncio.wait_for(session.initialize(), self.timeout)
+        return session
+
+    async def _serve(self) -> None:
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                session = await self._open(stack)
+                self._ready.set_result(None)
+                pending: set[asyncio.Task[Any]] = set()
+                while (command := await self._queue.get()) is not None:
+                    task = asyncio.create_task(self._run(session, *command))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                await asyncio.gather(*pending, return_exceptions=True)
+        except BaseException as exc:  # reported to whoever waits; the task itself ends quietly
+            if not self._ready.done():
+                self._ready.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+            self._drain(exc)
+
+    def _drain(self, exc: BaseException) -> None:
+        while not self._queue.empty():
+            command = self._queue.get_nowait()
+            if command is not None and not command[1].done():
+                command[1].set_exception(MCPUnavailable(f"The MCP session to {self.url} ended: {exc!r}"))
+
+    async def _run(self, session: ClientSession, fn: Callable[[ClientSession], Awaitable[Any]],
+                   future: asyncio.Future[Any]) -> None:
+        try:
+            result = await asyncio.wait_for(fn(session), self.timeout)
+            if not future.done():
+                future.set_result(result)
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._serve())
+        await self._ready
+
+    async def _request(self, fn: Callable[[ClientSession], Awaitable[Any]]) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        await self._queue.put((fn, future))
+        return await future
+
+    async def list_tools(self) -> list[MCPToolInfo]:
+        result = await self._request(lambda s: s.list_tools())
+        return [
+            MCPToolInfo(
+                name=tool.name,
+                description=tool.description,
+                input_schema=tool.input_schema or {"type": "object", "properties": {}},
+                annotations=tool.annotations.model_dump(exclude_none=True) if tool.annotations else None,
+            )
+            for tool in result.tools
+        ]
+
+    async def call_tool(self, name: str, arguments: dict[str, Any]) -> MCPResult:
+        """Tool failures come back as ``error``, never raised."""
+        try:
+            result = await self._request(lambda s: s.call_tool(name, arguments))
+        except asyncio.TimeoutError:
+            return MCPResult(None, f"The MCP tool '{name}' timed out after {self.timeout:g} s.")
+        except Exception as exc:
+            return MCPResult(None, f"The MCP tool '{name}' failed: {exc}")
+        text = _result_text(result)
+        return MCPResult(None, text or "The tool reported an error.") if result.is_error else MCPResult(text, None)
+
+    async def aclose(self) -> None:
+        if self._task is None:
+            return
+        await self._queue.put(None)
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(self._task, 5)
+
+
+class MCPConnector:
+    """Opens MCP sessions, remembering per URL which transport worked."""
+
+    def __init__(self, timeout: float = 30.0) -> None:
+        self.timeout = timeout
+        self._transport_of: dict[str, Transport] = {}
+
+    async def connect(self, url: str, headers: dict[str, str]) -> MCPSession:
+        known = self._transport_of.get(url)
+        order: list[Transport] = [known] if known else ["streamable-http", "sse"]
+        failures: list[str] = []
+        for transport in order:
+            session = MCPSession(url, headers, transport, self.timeout)
+            try:
+                await session.start()
+            except BaseException as exc:  # noqa: BLE001 - the SDK raises exception groups
+                if 401 in session.statuses:
+                    raise MCPUnauthorized(
+                        f"The MCP server at {url} answered 401 Unauthorized: check the tool's 'authorization' "
+                        "or 'headers'.", param="tools") from None
+                failures.append(f"{transport}: {_describe(exc)}")
+                continue
+            self._transport_of[url] = transport
+            return session
+        if known:  # the remembered transport stopped working: forget it, try both next time
+            self._transport_of.pop(url, None)
+        raise MCPUnavailable(f"Cannot connect to the MCP server at {url} ({'; '.join(failures)}).", param="tools")
+
+
+def _describe(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"[:300]

@@ -1,0 +1,193 @@
+"""MCP tools run by Parley itself, against real MCP servers from the official SDK."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from parley.testing import Reply, ToolCall
+from parley.testing.grammar import check_stream
+from parley.testing.mcp_server import MCPTestServer
+from parley.testing.server import free_port
+from tests.contract.helpers import stream_raw
+
+
+def mcp_tool(url: str, **extra) -> dict:
+    return {"type": "mcp", "server_label": "localmcp", "server_url": url, "require_approval": "never", **extra}
+
+
+BOILING = [Reply(tool_calls=[ToolCall("get_boiling_point", {"liquid_name": "polyjuice", "celcius": True})]),
+           Reply(text="The boiling point of polyjuice is -100°C.")]
+
+
+@pytest.fixture(scope="module")
+def seed_mcp():
+    with MCPTestServer("sse") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def chain_mcp():
+    with MCPTestServer("streamable-http", tools="all") as server:
+        yield server
+
+
+def test_seed_mcp_scenario_including_401_then_success(client, backend) -> None:
+    with MCPTestServer("sse") as server:
+        backend.push(*BOILING)
+        response = client.responses.create(model="m", input="What is the boiling point of polyjuice?",
+                                           tools=[mcp_tool(server.url)], stream=False)
+    assert len(response.output) >= 3
+    listing, call, message = response.output[:3]
+    assert listing.type == "mcp_list_tools" and listing.server_label == "localmcp"
+    assert {t.name for t in listing.tools} == {"get_boiling_point", "greet_everyone"}
+    assert call.type == "mcp_call" and call.name == "get_boiling_point"
+    assert json.loads(call.arguments) == {"liquid_name": "polyjuice", "celcius": True}
+    assert call.error is None and "-100" in call.output
+    assert "boiling point" in message.content[0].text.lower()
+    assert backend.requests[1]["messages"][-1] == {"role": "tool", "tool_call_id": backend.requests[1]["messages"][-2]
+                                                   ["tool_calls"][0]["id"], "content": "-100"}
+    with MCPTestServer("sse", auth_token="test-token") as server:
+        tools = [mcp_tool(server.url)]
+        with pytest.raises(openai.AuthenticationError):
+            client.responses.create(model="m", input="What is the boiling point of polyjuice?", tools=tools)
+        backend.push(*BOILING)
+        tools[0]["headers"] = {"Authorization": "Bearer test-token"}
+        response = client.responses.create(model="m", input="What is the boiling point of polyjuice?", tools=tools)
+        assert len(response.output) >= 3 and "-100" in response.output[1].output
+        backend.push(*BOILING)
+        response = client.responses.create(model="m", input="again", tools=[
+            mcp_tool(server.url, authorization="test-token")])
+        assert "-100" in response.output[1].output
+
+
+def test_mcp_streaming_events_and_grammar(seed_mcp, backend, parley_server) -> None:
+    backend.push(*BOILING)
+    events = stream_raw(parley_server.base_url, {"model": "m", "input": "boiling point of polyjuice?",
+                                                 "tools": [mcp_tool(seed_mcp.url)]})
+    final = check_stream(events)
+    kinds = [e.type for e in events]
+    for expected in ("response.mcp_list_tools.in_progress", "response.mcp_list_tools.completed",
+                     "response.mcp_call.in_progress", "response.mcp_call_arguments.delta",
+                     "response.mcp_call_arguments.done", "response.mcp_call.completed"):
+        assert expected in kinds, expected
+    assert [i.type for i in final.output] == ["mcp_list_tools", "mcp_call", "message"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_multi_step_chain(chain_mcp, backend, parley_server, client, stream) -> None:
+    backend.push(Reply(tool_calls=[ToolCall("get_user_id", {"username": "alice"})]),
+                 Reply(tool_calls=[ToolCall("get_user_permissions", {"user_id": "user_1"})]),
+                 Reply(tool_calls=[ToolCall("check_file_access", {"user_id": "user_1", "filename": "a.txt"})]),
+                 Reply(text="Alice may read a.txt."))
+    body = {"model": "m", "input": "Can alice read a.txt?", "tools": [mcp_tool(chain_mcp.url)]}
+    if stream:
+        final = check_stream(stream_raw(parley_server.base_url, body))
+    else:
+        final = client.responses.create(**body)
+    calls = [i for i in final.output if i.type == "mcp_call"]
+    assert [c.output for c in calls] == ["user_1", '["read", "write"]', "user_1 may read a.txt"]
+    assert final.output[-1].type == "message" and final.status == "completed"
+    assert len(backend.requests) == 4
+    assert final.usage.input_tokens == 40  # summed over the four backend calls
+
+
+def test_parallel_calls_in_one_step(chain_mcp, backend, client) -> None:
+    backend.push(Reply(tool_calls=[ToolCall("get_user_id", {"username": "alice"}),
+                                   ToolCall("get_experiment_id", {"experiment_name": "boiling"})]),
+                 Reply(text="done"))
+    final = client.responses.create(model="m", input="ids?", tools=[mcp_tool(chain_mcp.url)])
+    assert [i.output for i in final.output if i.type == "mcp_call"] == ["user_1", "exp_42"]
+    assert [m["role"] for m in backend.requests[1]["messages"]][-3:] == ["assistant", "tool", "tool"]
+
+
+def test_allowed_tools_are_the_only_ones_listed_and_offered(chain_mcp, backend, client) -> None:
+    response = client.responses.create(model="m", input="hi", tools=[
+        mcp_tool(chain_mcp.url, allowed_tools=["get_user_id", "check_file_access"])])
+    assert {t.name for t in response.output[0].tools} == {"get_user_id", "check_file_access"}
+    offered = {t["function"]["name"] for t in backend.requests[0]["tools"]}
+    assert offered == {"get_user_id", "check_file_access"}
+
+
+def test_approval_approve_and_deny(chain_mcp, backend, client) -> None:
+    tools = [mcp_tool(chain_mcp.url, require_approval="always")]
+    backend.push(Reply(tool_calls=[ToolCall("get_user_id", {"username": "bob"})]))
+    first = client.responses.create(model="m", input="bob's id?", tools=tools)
+    request = first.output[-1]
+    assert request.type == "mcp_approval_request" and request.name == "get_user_id"
+    assert first.status == "completed" and not [i for i in first.output if i.type == "mcp_call"]
+    backend.push(Reply(text="Bob is user_2."))
+    second = client.responses.create(model="m", previous_response_id=first.id, tools=tools, input=[
+        {"type": "mcp_approval_response", "approval_request_id": request.id, "approve": True}])
+    call = second.output[0]
+    assert call.type == "mcp_call" and call.output == "user_2" and call.approval_request_id == request.id
+    assert second.output_text == "Bob is user_2."
+    backend.push(Reply(tool_calls=[ToolCall("get_user_id", {"username": "alice"})]), Reply(text="Not allowed."))
+    third = client.responses.create(model="m", input="alice's id?", tools=tools)
+    fourth = client.responses.create(model="m", previous_response_id=third.id, tools=tools, input=[
+        {"type": "mcp_approval_response", "approval_request_id": third.output[-1].id, "approve": False}])
+    assert not [i for i in fourth.output if i.type == "mcp_call"]
+    assert backend.requests[-1]["messages"][-1]["content"] == "The user declined to run this tool call."
+
+
+def test_approval_filter_by_tool_name(chain_mcp, backend, client) -> None:
+    backend.push(Reply(tool_calls=[ToolCall("get_user_id", {"username": "bob"})]),
+                 Reply(tool_calls=[ToolCall("get_user_permissions", {"user_id": "user_2"})]))
+    response = client.responses.create(model="m", input="x", tools=[mcp_tool(
+        chain_mcp.url, require_approval={"never": {"tool_names": ["get_user_id"]}})])
+    assert [i.type for i in response.output] == ["mcp_list_tools", "mcp_call", "mcp_approval_request"]
+
+
+def test_chained_turn_reuses_the_listing(seed_mcp, backend, client) -> None:
+    tools = [mcp_tool(seed_mcp.url)]
+    first = client.responses.create(model="m", input="hi", tools=tools)
+    assert first.output[0].type == "mcp_list_tools"
+    backend.push(*BOILING)
+    second = client.responses.create(model="m", input="boiling?", tools=tools, previous_response_id=first.id)
+    assert [i.type for i in second.output] == ["mcp_call", "message"]
+
+
+def test_tool_error_becomes_mcp_call_error(chain_mcp, backend, client) -> None:
+    backend.push(Reply(tool_calls=[ToolCall("fail_always", {"reason": "testing"})]), Reply(text="It failed."))
+    response = client.responses.create(model="m", input="x", tools=[mcp_tool(chain_mcp.url)])
+    call = response.output[1]
+    assert call.status == "failed" and call.output is None
+    assert "tool failed on purpose" in json.dumps(call.error.model_dump())
+    assert response.status == "completed" and response.output_text == "It failed."
+
+
+def test_unreachable_server_is_a_clear_error_without_hanging(backend, client, parley_server) -> None:
+    url = f"http://127.0.0.1:{free_port()}/sse"
+    with pytest.raises(openai.APIStatusError) as info:
+        client.responses.create(model="m", input="x", tools=[mcp_tool(url)])
+    assert info.value.status_code == 424 and "Cannot connect" in info.value.message
+    events = stream_raw(parley_server.base_url, {"model": "m", "input": "x", "tools": [mcp_tool(url)]})
+    check_stream(events)
+    assert "response.mcp_list_tools.failed" in [e.type for e in events]
+    assert events[-1].type == "response.failed"
+
+
+def test_invented_tool_name_comes_back_as_a_function_call(seed_mcp, backend, client) -> None:
+    backend.push(Reply(tool_calls=[ToolCall("no_such_tool", {})]))
+    response = client.responses.create(model="m", input="x", tools=[mcp_tool(seed_mcp.url)])
+    assert response.output[-1].type == "function_call" and response.output[-1].name == "no_such_tool"
+
+
+def test_credentials_are_redacted_and_never_logged(backend, client, parley_server) -> None:
+    with MCPTestServer("sse", auth_token="s3cret-token-value") as server:
+        backend.push(*BOILING)
+        response = client.responses.create(model="m", input="x", tools=[mcp_tool(
+            server.url, headers={"Authorization": "Bearer s3cret-token-value"})])
+        assert "-100" in response.output[1].output
+        backend.push(*BOILING)
+        response2 = client.responses.create(model="m", input="x", tools=[mcp_tool(
+            server.url, authorization="s3cret-token-value")])
+        assert "-100" in response2.output[1].output
+    for r in (response, response2):
+        echoed = json.dumps(r.model_dump())
+        stored = json.dumps(client.responses.retrieve(r.id).model_dump())
+        assert "s3cret-token-value" not in echoed and "s3cret-token-value" not in stored
+    assert response.tools[0].headers == {"Authorization": "<redacted>"}
+    assert "s3cret-token-value" not in parley_server.log()
