@@ -191,3 +191,24 @@ def test_credentials_are_redacted_and_never_logged(backend, client, parley_serve
         assert "s3cret-token-value" not in echoed and "s3cret-token-value" not in stored
     assert response.tools[0].headers == {"Authorization": "<redacted>"}
     assert "s3cret-token-value" not in parley_server.log()
+
+
+def test_max_tool_calls_caps_server_calls_and_the_model_then_answers(chain_mcp, backend, client) -> None:
+    backend.push(Reply(tool_calls=[ToolCall("get_user_id", {"username": "alice"}),
+                                   ToolCall("get_user_id", {"username": "bob"})]),
+                 Reply(text="Only alice was looked up."))
+    response = client.responses.create(model="m", input="ids?", tools=[mcp_tool(chain_mcp.url)], max_tool_calls=1)
+    assert [i.output for i in response.output if i.type == "mcp_call"] == ["user_1"]
+    assert response.output_text == "Only alice was looked up." and response.max_tool_calls == 1
+    final_request = backend.requests[-1]
+    assert "tools" not in final_request  # no server tools are offered once the cap is reached
+    assert final_request["messages"][-1]["content"].startswith("This tool call was not run")
+
+
+def test_iteration_bound_makes_the_last_step_answer(chain_mcp, backend, client, parley_server) -> None:
+    # The server runs with the default bound of 10 steps; a model that keeps calling tools is
+    # offered none on the tenth call, so the response still ends with an answer.
+    backend.push(*[Reply(tool_calls=[ToolCall("get_user_id", {"username": "alice"})])] * 9, Reply(text="Enough."))
+    response = client.responses.create(model="m", input="loop", tools=[mcp_tool(chain_mcp.url)])
+    assert len([i for i in response.output if i.type == "mcp_call"]) == 9
+    assert response.output_text == "Enough." and "tools" not in backend.requests[-1]

@@ -43,6 +43,7 @@ from parley.settings import UpstreamConfig
 from parley.store.base import Store, StoredResponse
 
 log = logging.getLogger("parley.engine")
+OVER_LIMIT = "This tool call was not run: the response reached its max_tool_calls limit."
 TERMINAL_EVENTS = {"response.completed", "response.incomplete", "response.failed"}
 
 
@@ -90,6 +91,7 @@ class RunState:
     incomplete_reason: str | None = None
     error: ParleyError | None = None
     awaiting_approval: bool = False
+    server_tool_calls: int = 0
 
 
 def _tool_echo(request: CreateResponse) -> list[dict[str, Any]]:
@@ -277,20 +279,30 @@ class Engine:
             async for event in self._run_calls(state, mcp, turn.approved_calls(mcp), approved=True):
                 yield event
             for iteration in range(self.max_tool_iterations):
-                last = iteration == self.max_tool_iterations - 1  # the last step offers no server tools
+                # The last step, or one past max_tool_calls, offers no server tools: the model must answer.
+                offer = iteration < self.max_tool_iterations - 1 and self._calls_left(turn, state) > 0
                 translator = ChunkTranslator(first_index=len(state.output),
-                                             server_names=frozenset() if last else mcp.names())
-                body = self._chat_body(turn, state, mcp, first=iteration == 0, offer_server_tools=not last)
+                                             server_names=mcp.names() if offer else frozenset())
+                body = self._chat_body(turn, state, mcp, first=iteration == 0, offer_server_tools=offer)
                 async for event in self._backend_call(body, turn, state, translator):
                     yield event
                 if not translator.server_calls or state.incomplete_reason:
                     return
-                async for event in self._run_calls(state, mcp, translator.server_calls):
+                left = self._calls_left(turn, state)
+                async for event in self._run_calls(state, mcp, translator.server_calls[:left]):
                     yield event
+                for skipped in translator.server_calls[left:]:  # over max_tool_calls: answered, not run
+                    place_tool_message(state.conversation, {"role": "tool", "tool_call_id": skipped.call_id,
+                                                            "content": OVER_LIMIT})
                 if state.awaiting_approval or translator.function_calls:
                     return
         finally:
             await mcp.aclose()
+
+    @staticmethod
+    def _calls_left(turn: Turn, state: RunState) -> int:
+        cap = turn.request.max_tool_calls
+        return 1 << 30 if cap is None else max(cap - state.server_tool_calls, 0)
 
     def _chat_body(self, turn: Turn, state: RunState, mcp: McpTools, *, first: bool,
                    offer_server_tools: bool) -> dict[str, Any]:
@@ -315,6 +327,7 @@ class Engine:
             if isinstance(produced, tuple):
                 item, tool_message = produced
                 state.output.append(item)
+                state.server_tool_calls += tool_message is not None
                 if tool_message is None:
                     state.awaiting_approval = True
                 else:

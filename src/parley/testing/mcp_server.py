@@ -10,13 +10,12 @@ chains (``get_user_id`` → ``get_user_permissions`` → ``check_file_access``,
 from __future__ import annotations
 
 import json
-import threading
-import time
 from typing import Any, Literal
 
-import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+
+from parley.testing.threaded import ThreadedServer
 
 USERS = {"alice": "user_1", "bob": "user_2"}
 PERMISSIONS = {"user_1": ["read", "write"], "user_2": ["read"]}
@@ -104,8 +103,7 @@ class MCPTestServer:
         self.auth_token = auth_token
         self.server = build_server(tools)
         self.port = 0
-        self._uvicorn: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
         self.gate: _BearerGate | None = None
 
     @property
@@ -117,23 +115,13 @@ class MCPTestServer:
         app: Any = self.server.sse_app() if self.transport == "sse" else self.server.streamable_http_app()
         if self.auth_token:
             self.gate = app = _BearerGate(app, self.auth_token)
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
-        self._uvicorn = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._uvicorn.run, name="mcp-test-server", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._uvicorn.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the MCP test server did not start")
-            time.sleep(0.01)
-        self.port = self._uvicorn.servers[0].sockets[0].getsockname()[1]
+        self._server = ThreadedServer(app, "MCP test server")
+        self.port = self._server.start()
         return self
 
     def stop(self) -> None:
-        if self._uvicorn is not None:
-            self._uvicorn.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        if self._server is not None:
+            self._server.stop()
 
     def __enter__(self) -> MCPTestServer:
         return self.start()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import threading
 import time
 from collections import deque
@@ -22,11 +23,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from parley.testing.threaded import ThreadedServer
 
 
 @dataclass
@@ -109,7 +111,7 @@ def reply_chunks(reply: Reply, request: dict[str, Any]) -> list[dict[str, Any]]:
             produced += 1
     if finish != "length":
         for i, call in enumerate(reply.tool_calls):
-            call_id = call.id or f"call_scripted_{i}_{int(time.time() * 1000)}"
+            call_id = call.id or f"call_{secrets.token_hex(12)}"
             arguments = call.arguments_json()
             half = len(arguments) // 2
             chunks.append(_chunk({"tool_calls": [{"index": i, "id": call_id, "type": "function",
@@ -158,8 +160,7 @@ class ScriptedBackend:
         self._lock = threading.Lock()
         self._gate = threading.Event()
         self._gate.set()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
 
     # -- scripting -----------------------------------------------------------------------
 
@@ -245,24 +246,14 @@ class ScriptedBackend:
         yield b"data: [DONE]\n\n"
 
     def start(self) -> ScriptedBackend:
-        config = uvicorn.Config(self.app(), host=self.host, port=self.port, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="scripted-backend", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the scripted backend did not start")
-            time.sleep(0.01)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        self._server = ThreadedServer(self.app(), "scripted backend", self.host, self.port, lifespan="off")
+        self.port = self._server.start()
         return self
 
     def stop(self) -> None:
         self._gate.set()
         if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._server.stop()
 
     def __enter__(self) -> ScriptedBackend:
         return self.start()
