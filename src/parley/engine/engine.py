@@ -37,6 +37,7 @@ from openai.types.responses.response_output_item import McpListTools
 
 from parley.items import McpApprovalResponseItem
 from parley.request import CreateResponse, McpTool, ToolChoiceFunction, ToolChoiceMcp
+from parley.tools import ServerTools
 from parley.tools.mcp import MCPConnector
 from parley.tools.mcp_tools import DENIED, NOT_APPROVED, McpTools
 from parley.settings import UpstreamConfig
@@ -270,26 +271,27 @@ class Engine:
         """The agent loop: list server tools, call the model, run its server-side calls, repeat."""
         mcp = McpTools([t for t in turn.request.tools if isinstance(t, McpTool)], self.connector,
                        turn.previous_output)
+        tools = ServerTools([mcp])
         try:
             async for produced in mcp.list_tools(len(state.output)):
                 if isinstance(produced, McpListTools):
                     state.output.append(produced)
                 else:
                     yield produced
-            async for event in self._run_calls(state, mcp, turn.approved_calls(mcp), approved=True):
+            async for event in self._run_calls(state, tools, turn.approved_calls(mcp), approved=True):
                 yield event
             for iteration in range(self.max_tool_iterations):
                 # The last step, or one past max_tool_calls, offers no server tools: the model must answer.
                 offer = iteration < self.max_tool_iterations - 1 and self._calls_left(turn, state) > 0
                 translator = ChunkTranslator(first_index=len(state.output),
-                                             server_names=mcp.names() if offer else frozenset())
-                body = self._chat_body(turn, state, mcp, first=iteration == 0, offer_server_tools=offer)
+                                             server_names=tools.names() if offer else frozenset())
+                body = self._chat_body(turn, state, mcp, tools, first=iteration == 0, offer_server_tools=offer)
                 async for event in self._backend_call(body, turn, state, translator):
                     yield event
                 if not translator.server_calls or state.incomplete_reason:
                     return
                 left = self._calls_left(turn, state)
-                async for event in self._run_calls(state, mcp, translator.server_calls[:left]):
+                async for event in self._run_calls(state, tools, translator.server_calls[:left]):
                     yield event
                 for skipped in translator.server_calls[left:]:  # over max_tool_calls: answered, not run
                     place_tool_message(state.conversation, {"role": "tool", "tool_call_id": skipped.call_id,
@@ -297,14 +299,14 @@ class Engine:
                 if state.awaiting_approval or translator.function_calls:
                     return
         finally:
-            await mcp.aclose()
+            await tools.aclose()
 
     @staticmethod
     def _calls_left(turn: Turn, state: RunState) -> int:
         cap = turn.request.max_tool_calls
         return 1 << 30 if cap is None else max(cap - state.server_tool_calls, 0)
 
-    def _chat_body(self, turn: Turn, state: RunState, mcp: McpTools, *, first: bool,
+    def _chat_body(self, turn: Turn, state: RunState, mcp: McpTools, tools: ServerTools, *, first: bool,
                    offer_server_tools: bool) -> dict[str, Any]:
         choice = turn.request.tool_choice
         override: Any = None
@@ -315,15 +317,15 @@ class Engine:
         return chat_request(
             turn.request, with_instructions(turn.request.instructions, state.conversation),
             model=turn.request.model, max_tokens_param=turn.upstream.max_tokens_param,
-            server_tools=mcp.chat_tools() if offer_server_tools else [], tool_choice=override,
+            server_tools=tools.chat_tools() if offer_server_tools else [], tool_choice=override,
         )
 
-    async def _run_calls(self, state: RunState, mcp: McpTools, calls: list[Any], approved: bool = False
+    async def _run_calls(self, state: RunState, tools: ServerTools, calls: list[Any], approved: bool = False
                          ) -> AsyncIterator[ResponseStreamEvent]:
         if not calls:
             return
         approved_ids = {c.call_id for c in calls} if approved else set()
-        async for produced in mcp.execute(calls, len(state.output), approved_ids):
+        async for produced in tools.execute(calls, len(state.output), approved_ids):
             if isinstance(produced, tuple):
                 item, tool_message = produced
                 state.output.append(item)

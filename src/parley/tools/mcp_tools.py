@@ -161,35 +161,29 @@ class McpTools:
             return MCPResult(None, exc.message)
         return await session.call_tool(exposed.tool.name, parsed)
 
-    async def execute(
-        self, calls: list[Any], first_index: int, approved: set[str] = frozenset()  # type: ignore[assignment]
-    ) -> AsyncIterator[Event | tuple[Any, dict[str, Any] | None]]:
-        """Run one step's calls.  Yields events, and after each item a pair (item, tool message or None)."""
-        runs: dict[str, asyncio.Task[MCPResult]] = {}
-        for call in calls:
-            exposed = self._exposed[call.name]
-            if call.call_id in approved or not exposed.server.needs_approval(exposed.tool.name):
-                runs[call.call_id] = asyncio.ensure_future(self._call(exposed, call.arguments))
-        index = first_index
-        try:
-            for call in calls:
-                exposed = self._exposed[call.name]
-                if call.call_id not in runs:
-                    request = McpApprovalRequest(id=new_id("mcpr"), type="mcp_approval_request",
-                                                 server_label=exposed.server.server_label,
-                                                 name=exposed.tool.name, arguments=call.arguments)
-                    yield ResponseOutputItemAddedEvent(type="response.output_item.added", item=request,
-                                                       output_index=index, sequence_number=0)
-                    yield ResponseOutputItemDoneEvent(type="response.output_item.done", item=request,
-                                                      output_index=index, sequence_number=0)
-                    yield request, None
-                else:
-                    async for event in self._emit_call(call, exposed, runs[call.call_id], index):
-                        yield event
-                index += 1
-        finally:
-            for task in runs.values():
-                task.cancel()
+    def start(self, call: Any, approved: bool) -> asyncio.Task[MCPResult] | None:
+        """Start a call now, or return ``None`` when it must wait for the client's approval."""
+        exposed = self._exposed[call.name]
+        if not approved and exposed.server.needs_approval(exposed.tool.name):
+            return None
+        return asyncio.ensure_future(self._call(exposed, call.arguments))
+
+    async def emit(self, call: Any, run: asyncio.Task[MCPResult] | None, index: int
+                   ) -> AsyncIterator[Event | tuple[Any, dict[str, Any] | None]]:
+        """The call's item and events; last, the pair (item, tool message or ``None`` if awaiting approval)."""
+        exposed = self._exposed[call.name]
+        if run is not None:
+            async for event in self._emit_call(call, exposed, run, index):
+                yield event
+            return
+        request = McpApprovalRequest(id=new_id("mcpr"), type="mcp_approval_request",
+                                     server_label=exposed.server.server_label,
+                                     name=exposed.tool.name, arguments=call.arguments)
+        yield ResponseOutputItemAddedEvent(type="response.output_item.added", item=request,
+                                           output_index=index, sequence_number=0)
+        yield ResponseOutputItemDoneEvent(type="response.output_item.done", item=request,
+                                          output_index=index, sequence_number=0)
+        yield request, None
 
     async def _emit_call(self, call: Any, exposed: _Exposed, run: asyncio.Task[MCPResult], index: int
                          ) -> AsyncIterator[Event | tuple[Any, dict[str, Any] | None]]:
