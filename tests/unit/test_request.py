@@ -90,3 +90,31 @@ def test_json_schema_format_and_named_tool_choice() -> None:
     })
     assert request.text.format.schema_ == {"type": "object"}
     assert request.tool_choice.name == "f"
+
+
+@pytest.mark.parametrize("tool, param", [
+    ({"type": "web_search", "user_location": {"type": "approximate", "city": "Paris"}}, "tools[0].user_location"),
+    ({"type": "web_search", "external_web_access": False}, "tools[0].external_web_access"),
+    ({"type": "web_search_preview", "search_content_types": ["image"]}, "tools[0].search_content_types"),
+    ({"type": "mcp", "server_label": "x", "connector_id": "connector_gmail"}, "tools[0].connector_id"),
+    ({"type": "mcp", "server_label": "bad label!", "server_url": "http://h/mcp"}, "tools[0].server_label"),
+])
+def test_hosted_tool_options_we_cannot_honour_are_named(tool: dict, param: str) -> None:
+    err = error_of({"model": "m", "input": "hi", "tools": [tool]})
+    assert err.param is not None and err.param.startswith(param), (err.param, err.message)
+
+
+def test_two_web_search_tools_or_duplicate_mcp_labels_are_refused() -> None:
+    assert error_of({"model": "m", "input": "hi", "tools": [{"type": "web_search"},
+                                                            {"type": "web_search_preview"}]}).param == "tools"
+    mcp = {"type": "mcp", "server_label": "a", "server_url": "http://h/mcp"}
+    assert error_of({"model": "m", "input": "hi", "tools": [mcp, mcp]}).param == "tools"
+
+
+def test_mcp_credentials_are_redacted_in_the_echo() -> None:
+    request = parse_create({"model": "m", "input": "hi", "tools": [
+        {"type": "mcp", "server_label": "a", "server_url": "http://h/mcp", "authorization": "tok",
+         "headers": {"X-Key": "secret"}}]})
+    echo = request.tools[0].echo()
+    assert echo["authorization"] == "<redacted>" and echo["headers"] == {"X-Key": "<redacted>"}
+    assert request.tools[0].connection_headers() == {"X-Key": "secret", "Authorization": "Bearer tok"}

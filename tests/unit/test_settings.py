@@ -61,3 +61,12 @@ def test_bad_config_is_reported(tmp_path: Path) -> None:
     config.write_text("upstreams:\n  - url: http://a/v1\n")
     with pytest.raises(ValueError):
         Settings(config=config).upstreams()
+
+
+def test_bad_web_search_spec_stops_the_server_with_a_reason() -> None:
+    from parley.http.app import create_app
+
+    for spec, reason in [("bing:http://x", "unknown web search provider"), ("searxng", "needs a URL"),
+                         ("tavily", "tavily needs")]:
+        with pytest.raises(ValueError, match=reason):
+            create_app(Settings(web_search=spec, upstream="http://127.0.0.1:9/v1"))

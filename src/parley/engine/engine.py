@@ -36,10 +36,12 @@ from parley.items import item_resource
 from openai.types.responses.response_output_item import McpListTools
 
 from parley.items import McpApprovalResponseItem
-from parley.request import CreateResponse, McpTool, ToolChoiceFunction, ToolChoiceMcp
+from parley.request import CreateResponse, McpTool, ToolChoiceHosted, ToolChoiceMcp, WebSearchTool
 from parley.tools import ServerTools
 from parley.tools.mcp import MCPConnector
 from parley.tools.mcp_tools import DENIED, NOT_APPROVED, McpTools
+from parley.tools.web_search import FUNCTION_NAME as WEB_SEARCH_FUNCTION
+from parley.tools.web_search import SearchProvider, WebSearchTools, require_provider
 from parley.settings import UpstreamConfig
 from parley.store.base import Store, StoredResponse
 
@@ -98,6 +100,7 @@ class RunState:
 def _tool_echo(request: CreateResponse) -> list[dict[str, Any]]:
     return [
         t.echo() if isinstance(t, McpTool) else
+        t.model_dump(exclude_none=True) if isinstance(t, WebSearchTool) else
         {"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters,
          "strict": t.strict}
         for t in request.tools
@@ -106,6 +109,9 @@ def _tool_echo(request: CreateResponse) -> list[dict[str, Any]]:
 
 def _tool_choice_echo(request: CreateResponse) -> Any:
     choice = request.tool_choice
+    if isinstance(choice, ToolChoiceHosted) and not choice.type.startswith("web_search_preview"):
+        # Clients send {"type": "web_search"}, but the Response's tool_choice enum only knows the preview names.
+        return {"type": "web_search_preview"}
     return choice if isinstance(choice, str) else choice.model_dump(exclude_none=True)
 
 
@@ -187,15 +193,18 @@ class Engine:
     """Runs responses against the backends and keeps them in the store."""
 
     def __init__(self, store: Store, router: Router, connector: MCPConnector | None = None,
-                 max_tool_iterations: int = 10) -> None:
+                 max_tool_iterations: int = 10, search_provider: SearchProvider | None = None) -> None:
         self.store = store
         self.router = router
         self.connector = connector or MCPConnector()
         self.max_tool_iterations = max_tool_iterations
+        self.search_provider = search_provider
 
     async def prepare(self, request: CreateResponse, tenant: str = "") -> Turn:
         """Resolve the model and the previous response and build the conversation; raises 4xx errors."""
         upstream = self.router.upstream_config(request.model)
+        if any(isinstance(t, WebSearchTool) for t in request.tools):
+            require_provider(self.search_provider, "tools")
         prior: list[dict[str, Any]] = []
         previous = None
         if request.previous_response_id:
@@ -271,7 +280,10 @@ class Engine:
         """The agent loop: list server tools, call the model, run its server-side calls, repeat."""
         mcp = McpTools([t for t in turn.request.tools if isinstance(t, McpTool)], self.connector,
                        turn.previous_output)
-        tools = ServerTools([mcp])
+        search = next((t for t in turn.request.tools if isinstance(t, WebSearchTool)), None)
+        web = WebSearchTools(self.search_provider, search.search_context_size, search.allowed_domains) \
+            if search else None
+        tools = ServerTools([mcp, web] if web else [mcp])
         try:
             async for produced in mcp.list_tools(len(state.output)):
                 if isinstance(produced, McpListTools):
@@ -284,7 +296,8 @@ class Engine:
                 # The last step, or one past max_tool_calls, offers no server tools: the model must answer.
                 offer = iteration < self.max_tool_iterations - 1 and self._calls_left(turn, state) > 0
                 translator = ChunkTranslator(first_index=len(state.output),
-                                             server_names=tools.names() if offer else frozenset())
+                                             server_names=tools.names() if offer else frozenset(),
+                                             sources=web.sources if web else [])
                 body = self._chat_body(turn, state, mcp, tools, first=iteration == 0, offer_server_tools=offer)
                 async for event in self._backend_call(body, turn, state, translator):
                     yield event
@@ -312,6 +325,8 @@ class Engine:
         override: Any = None
         if isinstance(choice, ToolChoiceMcp):
             override = mcp.forced_choice(choice.server_label, choice.name) if first else "auto"
+        elif isinstance(choice, ToolChoiceHosted):
+            override = {"type": "function", "function": {"name": WEB_SEARCH_FUNCTION}} if first else "auto"
         elif not first and choice != "none":
             override = "auto"  # a forced choice applies to the first step only, or the loop never ends
         return chat_request(

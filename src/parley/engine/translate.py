@@ -14,6 +14,7 @@ call, which must not be merged into the previous call's arguments.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from openai.types.responses import (
     ResponseOutputItemAddedEvent,
     ResponseOutputItemDoneEvent,
     ResponseOutputMessage,
+    ResponseOutputTextAnnotationAddedEvent,
     ResponseOutputRefusal,
     ResponseOutputText,
     ResponseReasoningItem,
@@ -43,6 +45,7 @@ from parley.errors import BackendError
 from parley.ids import new_id
 
 Event = ResponseStreamEvent
+CITATION = re.compile(r"\[(\d+)\]")
 INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
@@ -85,6 +88,8 @@ class _Message:
     output_index: int
     part_kind: str | None = None  # "output_text" or "refusal": the part being streamed
     part_text: str = ""
+    annotations: list[dict[str, Any]] = field(default_factory=list)
+    annotated: set[tuple[int, int]] = field(default_factory=set)
 
 
 @dataclass
@@ -102,6 +107,7 @@ class ChunkTranslator:
     server_names: frozenset[str] = frozenset()  # calls Parley runs itself: buffered, no events
     items: list[Any] = field(default_factory=list)  # finished output items, in output order
     server_calls: list[ResponseFunctionToolCall] = field(default_factory=list)
+    sources: list[Any] = field(default_factory=list)  # web search sources the answer may cite as [n] or by URL
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
     _open: _Call | _Message | _Reasoning | None = None
@@ -207,7 +213,7 @@ class ChunkTranslator:
         assert isinstance(state, _Message)
         if state.part_kind != kind:
             events += self._close_part(state)
-            state.part_kind, state.part_text = kind, ""
+            state.part_kind, state.part_text, state.annotations, state.annotated = kind, "", [], set()
             part = _empty_part(kind)
             events.append(ResponseContentPartAddedEvent(
                 type="response.content_part.added", item_id=state.item.id, output_index=state.output_index,
@@ -219,10 +225,39 @@ class ChunkTranslator:
             events.append(ResponseTextDeltaEvent(
                 type="response.output_text.delta", item_id=state.item.id, output_index=state.output_index,
                 content_index=content_index, delta=text, logprobs=[], sequence_number=0))
+            events += self._annotate(state, content_index)
         else:
             events.append(ResponseRefusalDeltaEvent(
                 type="response.refusal.delta", item_id=state.item.id, output_index=state.output_index,
                 content_index=content_index, delta=text, sequence_number=0))
+        return events
+
+    def _annotate(self, state: _Message, content_index: int) -> list[Event]:
+        """``url_citation`` annotations for citations that the text now holds complete."""
+        if not self.sources:
+            return []
+        spans = []
+        by_number = {source.number: source for source in self.sources}
+        for match in CITATION.finditer(state.part_text):
+            source = by_number.get(int(match.group(1)))
+            if source is not None:
+                spans.append((match.start(), match.end(), source))
+        for source in self.sources:
+            start = state.part_text.find(source.url)
+            if start >= 0:
+                spans.append((start, start + len(source.url), source))
+        events: list[Event] = []
+        for start, end, source in sorted(spans, key=lambda span: span[0]):
+            if (start, end) in state.annotated:
+                continue
+            state.annotated.add((start, end))
+            annotation = {"type": "url_citation", "start_index": start, "end_index": end, "title": source.title,
+                          "url": source.url}
+            events.append(ResponseOutputTextAnnotationAddedEvent(
+                type="response.output_text.annotation.added", item_id=state.item.id,
+                output_index=state.output_index, content_index=content_index,
+                annotation_index=len(state.annotations), annotation=annotation, sequence_number=0))
+            state.annotations.append(annotation)
         return events
 
     def _tool_call_delta(self, delta: dict[str, Any]) -> list[Event]:
@@ -283,7 +318,8 @@ class ChunkTranslator:
         item, index = state.item, state.output_index
         content_index = len(item.content)
         if state.part_kind == "output_text":
-            part: Any = ResponseOutputText(type="output_text", text=state.part_text, annotations=[], logprobs=[])
+            part: Any = ResponseOutputText(type="output_text", text=state.part_text, annotations=state.annotations,
+                                           logprobs=[])
             done: Event = ResponseTextDoneEvent(
                 type="response.output_text.done", item_id=item.id, output_index=index, content_index=content_index,
                 text=state.part_text, logprobs=[], sequence_number=0)

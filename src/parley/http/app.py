@@ -20,6 +20,8 @@ from parley.errors import InvalidRequest, NotFound, ParleyError
 from parley.request import parse_create
 from parley.settings import Settings
 from parley.store.sql import open_store
+from parley.tools.mcp import MCPConnector
+from parley.tools.web_search import make_provider
 
 log = logging.getLogger("parley.http")
 
@@ -45,12 +47,17 @@ def _not_found(response_id: str) -> NotFound:
 def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
     """The ASGI app for ``settings``; the store and backends open in its lifespan."""
     router = router or Router.from_settings(settings)
+    search_provider = None
+    if settings.web_search:
+        search_provider = make_provider(settings.web_search, tavily_api_key=settings.tavily_api_key,
+                                        brave_api_key=settings.brave_api_key, timeout=settings.tool_timeout)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = await open_store(settings.database_url())
         await router.start()
-        app.state.engine = Engine(store, router)
+        app.state.engine = Engine(store, router, MCPConnector(settings.tool_timeout), settings.max_tool_iterations,
+                                  search_provider)
         app.state.ready = True
         try:
             yield

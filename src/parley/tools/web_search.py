@@ -1,0 +1,232 @@
+"""The ``web_search`` tool: pluggable search providers and the ``web_search_call`` items.
+
+The provider comes from ``--web-search SPEC``: ``searxng:http://host:port`` (SearXNG's JSON
+API, self-hostable), ``tavily[:BASE_URL]`` or ``brave[:BASE_URL]`` (API keys from
+settings).  The model sees one function, ``web_search(query)``; its results reach the
+model numbered ``[1]``, ``[2]``… across the whole response, so the answer can cite them and
+the citations become ``url_citation`` annotations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+import httpx
+from openai.types.responses import (
+    ResponseFunctionWebSearch,
+    ResponseOutputItemAddedEvent,
+    ResponseOutputItemDoneEvent,
+    ResponseWebSearchCallCompletedEvent,
+    ResponseWebSearchCallInProgressEvent,
+    ResponseWebSearchCallSearchingEvent,
+)
+
+from parley.errors import InvalidRequest
+from parley.ids import new_id
+
+log = logging.getLogger("parley.web_search")
+FUNCTION_NAME = "web_search"
+# search_context_size → (results given to the model, characters of text per result)
+CONTEXT_SIZES = {"low": (3, 300), "medium": (5, 800), "high": (10, 2000)}
+
+
+@dataclass
+class SearchResult:
+    title: str
+    url: str
+    content: str
+
+
+class SearchProvider(Protocol):
+    name: str
+
+    async def search(self, query: str, count: int, allowed_domains: list[str]) -> list[SearchResult]: ...
+
+
+class SearchFailed(Exception):
+    pass
+
+
+async def _request(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> Any:
+    try:
+        response = await client.request(method, url, **kwargs)
+    except httpx.HTTPError as exc:
+        raise SearchFailed(f"the search provider is unreachable: {exc!r}") from None
+    if response.status_code >= 400:
+        raise SearchFailed(f"the search provider answered HTTP {response.status_code}")
+    try:
+        return response.json()
+    except ValueError:
+        raise SearchFailed("the search provider sent no JSON") from None
+
+
+@dataclass
+class SearXNG:
+    base_url: str
+    client: httpx.AsyncClient
+    name: str = "searxng"
+
+    async def search(self, query: str, count: int, allowed_domains: list[str]) -> list[SearchResult]:
+        q = query + "".join(f" site:{d}" for d in allowed_domains[:1])  # one site: operator is portable
+        data = await _request(self.client, "GET", f"{self.base_url}/search", params={"q": q, "format": "json"})
+        return [SearchResult(r.get("title") or r["url"], r["url"], r.get("content") or "")
+                for r in data.get("results", []) if r.get("url")]
+
+
+@dataclass
+class Tavily:
+    base_url: str
+    api_key: str
+    client: httpx.AsyncClient
+    name: str = "tavily"
+
+    async def search(self, query: str, count: int, allowed_domains: list[str]) -> list[SearchResult]:
+        body: dict[str, Any] = {"query": query, "max_results": count}
+        if allowed_domains:
+            body["include_domains"] = allowed_domains
+        data = await _request(self.client, "POST", f"{self.base_url}/search", json=body,
+                              headers={"Authorization": f"Bearer {self.api_key}"})
+        return [SearchResult(r.get("title") or r["url"], r["url"], r.get("content") or "")
+                for r in data.get("results", []) if r.get("url")]
+
+
+@dataclass
+class Brave:
+    base_url: str
+    api_key: str
+    client: httpx.AsyncClient
+    name: str = "brave"
+
+    async def search(self, query: str, count: int, allowed_domains: list[str]) -> list[SearchResult]:
+        data = await _request(self.client, "GET", f"{self.base_url}/res/v1/web/search",
+                              params={"q": query, "count": min(count, 20)},
+                              headers={"X-Subscription-Token": self.api_key, "Accept": "application/json"})
+        results = (data.get("web") or {}).get("results", [])
+        return [SearchResult(r.get("title") or r["url"], r["url"], r.get("description") or "")
+                for r in results if r.get("url")]
+
+
+def make_provider(spec: str, *, tavily_api_key: str | None, brave_api_key: str | None,
+                  timeout: float) -> SearchProvider:
+    """Build the provider a ``--web-search`` spec names; raises ``ValueError`` for a bad spec."""
+    kind, _, url = spec.partition(":")
+    client = httpx.AsyncClient(timeout=timeout)
+    url = url.rstrip("/")
+    if kind == "searxng":
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("searxng needs a URL: --web-search searxng:http://host:port")
+        return SearXNG(url, client)
+    if kind == "tavily":
+        if not tavily_api_key:
+            raise ValueError("tavily needs --tavily-api-key (PARLEY_TAVILY_API_KEY)")
+        return Tavily(url or "https://api.tavily.com", tavily_api_key, client)
+    if kind == "brave":
+        if not brave_api_key:
+            raise ValueError("brave needs --brave-api-key (PARLEY_BRAVE_API_KEY)")
+        return Brave(url or "https://api.search.brave.com", brave_api_key, client)
+    raise ValueError(f"unknown web search provider '{kind}' (searxng, tavily or brave)")
+
+
+def in_domains(url: str, domains: list[str]) -> bool:
+    if not domains:
+        return True
+    host = (urlparse(url).hostname or "").lower()
+    return any(host == d.lower() or host.endswith("." + d.lower()) for d in domains)
+
+
+@dataclass
+class Source:
+    number: int
+    title: str
+    url: str
+
+
+@dataclass
+class WebSearchTools:
+    """The ``web_search`` tool kind of one response (see :mod:`parley.tools`)."""
+
+    provider: SearchProvider | None
+    context_size: str = "medium"
+    allowed_domains: list[str] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)  # every source given to the model, numbered from 1
+
+    def names(self) -> frozenset[str]:
+        return frozenset({FUNCTION_NAME})
+
+    def chat_tools(self) -> list[dict[str, Any]]:
+        return [{"type": "function", "function": {
+            "name": FUNCTION_NAME,
+            "description": "Search the web. Results are numbered; cite them as [n] in the answer.",
+            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+        }}]
+
+    def start(self, call: Any, approved: bool) -> asyncio.Task[Any]:
+        return asyncio.ensure_future(self._search(call.arguments))
+
+    async def _search(self, arguments: str) -> tuple[str, list[SearchResult] | None, str | None]:
+        import json
+
+        try:
+            query = str(json.loads(arguments or "{}").get("query") or "").strip()
+        except (ValueError, AttributeError):
+            query = ""
+        if not query:
+            return "", None, "The search needs a non-empty 'query'."
+        count, _ = CONTEXT_SIZES[self.context_size]
+        assert self.provider is not None
+        try:
+            found = await self.provider.search(query, count, self.allowed_domains)
+        except SearchFailed as exc:
+            log.warning("web search failed: %s", exc)
+            return query, None, f"The web search failed: {exc}."
+        return query, [r for r in found if in_domains(r.url, self.allowed_domains)][:count], None
+
+    def _tool_text(self, results: list[SearchResult]) -> tuple[str, list[Source]]:
+        _, chars = CONTEXT_SIZES[self.context_size]
+        lines, added = [], []
+        for result in results:
+            source = Source(len(self.sources) + 1, result.title, result.url)
+            self.sources.append(source)
+            added.append(source)
+            lines.append(f"[{source.number}] {result.title}\nURL: {result.url}\n{result.content[:chars]}")
+        return ("\n\n".join(lines) or "No results."), added
+
+    async def emit(self, call: Any, run: asyncio.Task[Any] | None, index: int) -> AsyncIterator[Any]:
+        item = ResponseFunctionWebSearch(id=new_id("ws"), type="web_search_call", status="in_progress",
+                                         action={"type": "search", "query": ""})
+        yield ResponseOutputItemAddedEvent(type="response.output_item.added", item=item.model_copy(deep=True),
+                                           output_index=index, sequence_number=0)
+        yield ResponseWebSearchCallInProgressEvent(type="response.web_search_call.in_progress", item_id=item.id,
+                                                   output_index=index, sequence_number=0)
+        yield ResponseWebSearchCallSearchingEvent(type="response.web_search_call.searching", item_id=item.id,
+                                                  output_index=index, sequence_number=0)
+        assert run is not None
+        query, results, error = await run
+        if error is not None:
+            item.status, text = "failed", error
+            item.action = {"type": "search", "query": query}  # type: ignore[assignment]
+        else:
+            text, added = self._tool_text(results or [])
+            item.status = "completed"
+            item.action = {"type": "search", "query": query,  # type: ignore[assignment]
+                           "sources": [{"type": "url", "url": s.url} for s in added]}
+            yield ResponseWebSearchCallCompletedEvent(type="response.web_search_call.completed", item_id=item.id,
+                                                      output_index=index, sequence_number=0)
+        yield ResponseOutputItemDoneEvent(type="response.output_item.done", item=item.model_copy(deep=True),
+                                          output_index=index, sequence_number=0)
+        yield item, {"role": "tool", "tool_call_id": call.call_id, "content": text}
+
+    async def aclose(self) -> None:
+        return None
+
+
+def require_provider(provider: SearchProvider | None, where: str) -> None:
+    if provider is None:
+        raise InvalidRequest(
+            "The web_search tool needs a search provider: start Parley with --web-search "
+            "(searxng:http://host:port, tavily or brave).", param=where, code="web_search_not_configured")

@@ -1,0 +1,124 @@
+"""Web search through each provider, against a loopback server speaking that provider's format."""
+
+from __future__ import annotations
+
+import re
+
+import openai
+import pytest
+
+from parley.testing import ParleyProcess, Reply, ScriptedBackend, ToolCall
+from parley.testing.grammar import check_stream
+from parley.testing.search_server import SearchTestServer
+from tests.contract.helpers import ValidatingTransport, stream_raw
+
+QUESTION = "How many experts does the Llama 4 Maverick model have?"
+
+
+def searching_model(request: dict) -> Reply:
+    """Searches first; then answers from the tool result it was given, citing source [1]."""
+    tool_results = [m["content"] for m in request["messages"] if m["role"] == "tool"]
+    if not tool_results:
+        return Reply(tool_calls=[ToolCall("web_search", {"query": "Llama 4 Maverick experts"})])
+    found = re.search(r"(\d+) experts", tool_results[-1])
+    return Reply(text=f"Llama 4 Maverick has {found.group(1)} experts [1]." if found else "No idea.", chunk_size=5)
+
+
+@pytest.fixture(scope="module")
+def search():
+    with SearchTestServer(api_key="search-key") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def search_backend():
+    with ScriptedBackend(searching_model) as backend:
+        yield backend
+
+
+@pytest.fixture(scope="module", params=["searxng", "tavily", "brave"])
+def provider_server(request, search, search_backend, tmp_path_factory):
+    spec = f"{request.param}:{search.url}"
+    folder = tmp_path_factory.mktemp("ws")
+    with ParleyProcess("--upstream", search_backend.url, "--db", f"sqlite:///{folder / 'p.db'}",
+                       "--web-search", spec, "--tavily-api-key", "search-key", "--brave-api-key", "search-key") as p:
+        yield request.param, p
+
+
+@pytest.fixture
+def ws_client(provider_server, search_backend, search):
+    search_backend.reset(searching_model)
+    search.requests.clear()
+    _, server = provider_server
+    import httpx
+
+    return openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0,
+                         http_client=httpx.Client(transport=ValidatingTransport(), timeout=60))
+
+
+def test_seed_web_search_scenario(ws_client, provider_server, search) -> None:
+    response = ws_client.responses.create(model="m", input=QUESTION, tools=[{"type": "web_search"}], stream=False)
+    assert len(response.output) > 1
+    assert response.output[0].type == "web_search_call" and response.output[0].status == "completed"
+    assert response.output[1].type == "message" and response.output[1].status == "completed"
+    assert response.output[1].role == "assistant" and len(response.output[1].content) > 0
+    assert "128" in response.output_text.lower()
+    assert search.requests[-1]["provider"] == provider_server[0]
+    action = response.output[0].action
+    assert action.type == "search" and action.query == "Llama 4 Maverick experts"
+    assert action.sources[0].url == "https://ai.meta.example/llama-4-maverick"
+
+
+def test_citations_become_url_citation_annotations(ws_client, provider_server) -> None:
+    _, server = provider_server
+    events = stream_raw(server.base_url, {"model": "m", "input": QUESTION, "tools": [{"type": "web_search_preview"}]})
+    final = check_stream(events)
+    kinds = [e.type for e in events]
+    for expected in ("response.web_search_call.in_progress", "response.web_search_call.searching",
+                     "response.web_search_call.completed", "response.output_text.annotation.added"):
+        assert expected in kinds, expected
+    text = final.output[1].content[0]
+    [annotation] = text.annotations
+    assert annotation.type == "url_citation" and annotation.url == "https://ai.meta.example/llama-4-maverick"
+    assert text.text[annotation.start_index:annotation.end_index] == "[1]"
+    added = [e for e in events if e.type == "response.output_text.annotation.added"]
+    assert added[0].annotation_index == 0 and kinds.index(added[0].type) < kinds.index("response.output_text.done")
+
+
+def test_search_context_size_changes_results_and_text(ws_client, search_backend, provider_server) -> None:
+    ws_client.responses.create(model="m", input=QUESTION, tools=[{"type": "web_search", "search_context_size": "low"}])
+    low = [m for m in search_backend.requests[-1]["messages"] if m["role"] == "tool"][-1]["content"]
+    search_backend.reset(searching_model)
+    ws_client.responses.create(model="m", input=QUESTION, tools=[{"type": "web_search",
+                                                                  "search_context_size": "high"}])
+    high = [m for m in search_backend.requests[-1]["messages"] if m["role"] == "tool"][-1]["content"]
+    assert low.count("URL: ") <= 3 and high.count("URL: ") >= low.count("URL: ")
+    assert len(re.findall(r"^\[\d+\]", high, re.M)) == high.count("URL: ")
+
+
+def test_allowed_domains_are_honoured(ws_client, search_backend) -> None:
+    search_backend.reset(lambda r: Reply(tool_calls=[ToolCall("web_search", {"query": "degrees Celsius"})])
+                         if not any(m["role"] == "tool" for m in r["messages"]) else Reply(text="ok"))
+    response = ws_client.responses.create(model="m", input="temperatures", tools=[
+        {"type": "web_search", "filters": {"allowed_domains": ["weather.example.org"]}}])
+    urls = [s.url for s in response.output[0].action.sources]
+    assert urls and all(u.startswith("https://weather.example.org/") for u in urls)
+
+
+def test_forced_web_search_tool_choice(ws_client, search_backend) -> None:
+    ws_client.responses.create(model="m", input=QUESTION, tools=[{"type": "web_search"}],
+                               tool_choice={"type": "web_search"})
+    assert search_backend.requests[0]["tool_choice"] == {"type": "function", "function": {"name": "web_search"}}
+    assert search_backend.requests[1]["tool_choice"] == "auto"
+
+
+def test_agents_style_nulls_are_accepted(ws_client) -> None:
+    response = ws_client.responses.create(model="m", input=QUESTION, tools=[
+        {"type": "web_search", "filters": None, "user_location": None, "search_context_size": None}])
+    assert response.output[0].type == "web_search_call"
+
+
+def test_without_a_provider_web_search_is_a_400(client) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="m", input="x", tools=[{"type": "web_search"}])
+    assert info.value.code == "web_search_not_configured" and "--web-search" in info.value.message
