@@ -212,3 +212,38 @@ def test_iteration_bound_makes_the_last_step_answer(chain_mcp, backend, client, 
     response = client.responses.create(model="m", input="loop", tools=[mcp_tool(chain_mcp.url)])
     assert len([i for i in response.output if i.type == "mcp_call"]) == 9
     assert response.output_text == "Enough." and "tools" not in backend.requests[-1]
+
+
+def test_independent_calls_of_one_step_run_concurrently(chain_mcp, backend, client) -> None:
+    # Each tool answers "met" only while the other runs too; run one after the other, both say "alone".
+    import secrets
+
+    token = secrets.token_hex(8)
+    backend.push(Reply(tool_calls=[ToolCall("rendezvous_a", {"token": token}),
+                                   ToolCall("rendezvous_b", {"token": token})]), Reply(text="ok"))
+    response = client.responses.create(model="m", input="x", tools=[mcp_tool(chain_mcp.url)])
+    assert [i.output for i in response.output if i.type == "mcp_call"] == ["met", "met"]
+
+
+def test_one_session_per_server_per_response_and_tools_listed_once(backend, client) -> None:
+    with MCPTestServer("sse", tools="all") as server:
+        backend.push(Reply(tool_calls=[ToolCall("get_user_id", {"username": "alice"})]),
+                     Reply(tool_calls=[ToolCall("get_user_permissions", {"user_id": "user_1"})]),
+                     Reply(text="done"))
+        client.responses.create(model="m", input="x", tools=[mcp_tool(server.url)])
+        sse_streams = [r for r in server.log.requests if r == ("GET", "/sse")]
+        assert len(sse_streams) == 1  # one SSE session carried the listing and both calls
+        # The first connection tried Streamable HTTP (a POST to /sse) and fell back to SSE; the transport
+        # is remembered for the URL, so the next response goes straight to SSE.
+        posts_before = sum(1 for r in server.log.requests if r == ("POST", "/sse"))
+        assert posts_before == 1
+        client.responses.create(model="m", input="y", tools=[mcp_tool(server.url)])
+        assert sum(1 for r in server.log.requests if r == ("POST", "/sse")) == posts_before
+
+
+def test_tool_choice_mcp_forces_the_first_step_only(seed_mcp, backend, client) -> None:
+    backend.push(*BOILING)
+    client.responses.create(model="m", input="x", tools=[mcp_tool(seed_mcp.url)],
+                            tool_choice={"type": "mcp", "server_label": "localmcp", "name": "get_boiling_point"})
+    assert backend.requests[0]["tool_choice"] == {"type": "function", "function": {"name": "get_boiling_point"}}
+    assert backend.requests[1]["tool_choice"] == "auto"

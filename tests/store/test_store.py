@@ -81,3 +81,14 @@ async def test_migrations_are_recorded_and_idempotent(store) -> None:
     async with store.engine.connect() as conn:
         names = (await conn.execute(sa.text("SELECT name FROM parley_migrations"))).scalars().all()
     assert set(names) == {name for name, _ in MIGRATIONS}
+
+
+async def test_sqlite_runs_in_wal_mode(tmp_path) -> None:
+    import sqlalchemy as sa
+
+    store = await open_store(f"sqlite:///{tmp_path / 'wal.db'}")
+    try:
+        async with store.engine.connect() as conn:
+            assert (await conn.execute(sa.text("PRAGMA journal_mode"))).scalar() == "wal"
+    finally:
+        await store.close()

@@ -9,6 +9,7 @@ chains (``get_user_id`` → ``get_user_permissions`` → ``check_file_access``,
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, Literal
 
@@ -64,6 +65,26 @@ def build_server(tools: Literal["seed", "all"] = "seed") -> MCPServer:
             """The results of an experiment id."""
             return json.dumps({"experiment_id": experiment_id, "accuracy": 0.93})
 
+        arrived: dict[tuple[str, str], asyncio.Event] = {}
+
+        async def rendezvous(token: str, me: str, peer: str) -> str:
+            arrived.setdefault((token, me), asyncio.Event()).set()
+            try:
+                await asyncio.wait_for(arrived.setdefault((token, peer), asyncio.Event()).wait(), 5)
+            except asyncio.TimeoutError:
+                return "alone"
+            return "met"
+
+        @server.tool()
+        async def rendezvous_a(token: str) -> str:
+            """Answers 'met' only if rendezvous_b runs with the same token at the same time."""
+            return await rendezvous(token, "a", "b")
+
+        @server.tool()
+        async def rendezvous_b(token: str) -> str:
+            """Answers 'met' only if rendezvous_a runs with the same token at the same time."""
+            return await rendezvous(token, "b", "a")
+
         @server.tool()
         def fail_always(reason: str) -> str:
             """A tool that always fails."""
@@ -94,6 +115,19 @@ class _BearerGate:
         await self.app(scope, receive, send)
 
 
+class _RequestLog:
+    """ASGI wrapper recording (method, path) of every HTTP request."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.requests: list[tuple[str, str]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.requests.append((scope["method"], scope["path"]))
+        await self.app(scope, receive, send)
+
+
 class MCPTestServer:
     """Start with ``with MCPTestServer(...) as server:``; ``server.url`` is what a request names."""
 
@@ -105,6 +139,7 @@ class MCPTestServer:
         self.port = 0
         self._server: ThreadedServer | None = None
         self.gate: _BearerGate | None = None
+        self.log: _RequestLog | None = None
 
     @property
     def url(self) -> str:
@@ -115,6 +150,7 @@ class MCPTestServer:
         app: Any = self.server.sse_app() if self.transport == "sse" else self.server.streamable_http_app()
         if self.auth_token:
             self.gate = app = _BearerGate(app, self.auth_token)
+        self.log = app = _RequestLog(app)
         self._server = ThreadedServer(app, "MCP test server")
         self.port = self._server.start()
         return self
