@@ -251,3 +251,21 @@ def test_raw_bodies_parse_with_sdk_types_including_function_calls(backend, parle
     backend.push(Reply(text="Checking.", tool_calls=[ToolCall("get_weather", {"city": "Oslo"})]))
     response = create_raw(parley_server.base_url, {"model": "m", "input": "weather", "tools": [WEATHER]})
     assert [item.type for item in response.output] == ["message", "function_call"]
+
+
+def test_a_client_that_leaves_mid_stream_does_not_stop_the_response(client, backend, parley_server) -> None:
+    import time
+
+    backend.hold()
+    with httpx.stream("POST", f"{parley_server.base_url}/responses",
+                      json={"model": "m", "input": "finish without me", "stream": True}, timeout=30) as response:
+        lines = response.iter_lines()
+        assert next(lines) == "event: response.created"
+        data = json.loads(next(lines)[6:])
+    # The connection is closed now; let the backend answer and wait for the stored result.
+    backend.release()
+    deadline = time.monotonic() + 20
+    while (stored := client.responses.retrieve(data["response"]["id"])).status == "in_progress":
+        assert time.monotonic() < deadline, "the response never finished after its client left"
+        time.sleep(0.05)
+    assert stored.status == "completed" and stored.output_text == "You said: finish without me"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -35,8 +36,22 @@ def encode_sse(event: ResponseStreamEvent) -> bytes:
     return f"event: {event.type}\ndata: {event.model_dump_json(by_alias=True)}\n\n".encode()
 
 
-async def _sse(events: AsyncIterator[ResponseStreamEvent]) -> AsyncIterator[bytes]:
-    async for event in events:
+async def _sse(events: AsyncIterator[ResponseStreamEvent], running: set[asyncio.Task[None]]) -> AsyncIterator[bytes]:
+    """Frames of a response that runs in its own task, so a client that goes away does not stop it:
+    the response still completes and is stored (when ``store`` is true)."""
+    queue: asyncio.Queue[ResponseStreamEvent | None] = asyncio.Queue()
+
+    async def pump() -> None:
+        try:
+            async for event in events:
+                queue.put_nowait(event)
+        finally:
+            queue.put_nowait(None)
+
+    task = asyncio.create_task(pump())
+    running.add(task)
+    task.add_done_callback(running.discard)
+    while (event := await queue.get()) is not None:
         yield encode_sse(event)
 
 
@@ -47,6 +62,7 @@ def _not_found(response_id: str) -> NotFound:
 def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
     """The ASGI app for ``settings``; the store and backends open in its lifespan."""
     router = router or Router.from_settings(settings)
+    running: set[asyncio.Task[None]] = set()
     search_provider = None
     if settings.web_search:
         search_provider = make_provider(settings.web_search, tavily_api_key=settings.tavily_api_key,
@@ -63,6 +79,8 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
             yield
         finally:
             app.state.ready = False
+            if running:  # let responses whose clients left finish, within a bound
+                await asyncio.wait(running, timeout=settings.shutdown_grace_s)
             await router.aclose()
             await store.close()
 
@@ -109,7 +127,7 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
         engine: Engine = request.app.state.engine
         turn = await engine.prepare(create)
         if create.stream:
-            return StreamingResponse(_sse(engine.run(turn)), media_type="text/event-stream",
+            return StreamingResponse(_sse(engine.run(turn), running), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         result = await engine.respond(turn)
         return Response(result.model_dump_json(by_alias=True), media_type="application/json")
