@@ -34,6 +34,19 @@ def seed_model(request: dict) -> Reply:
     return Reply(text="I am not sure.")
 
 
+@pytest.fixture(params=["server", "library"])
+def client(request, parley_server, backend, tmp_path):
+    """The seed runs against a real ``parley serve`` and against ``parley.Client`` in process."""
+    if request.param == "server":
+        yield request.getfixturevalue("client")
+        return
+    import parley
+
+    library = parley.Client(upstream=backend.url, db=f"sqlite:///{tmp_path / 'seed.db'}")
+    yield library
+    library.close()
+
+
 @pytest.fixture
 def seed(backend: ScriptedBackend) -> ScriptedBackend:
     backend.reset(seed_model)

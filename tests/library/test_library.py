@@ -1,0 +1,83 @@
+"""The in-process library client: the openai interface, no port, real streaming."""
+
+from __future__ import annotations
+
+import pytest
+
+import parley
+from parley.testing import Reply
+from parley.testing.grammar import check_stream
+from parley.testing.mcp_server import MCPTestServer
+
+
+@pytest.fixture
+def library_client(backend, tmp_path):
+    client = parley.Client(upstream=backend.url, db=f"sqlite:///{tmp_path / 'lib.db'}")
+    yield client
+    client.close()
+
+
+def test_basic_retrieve_and_chain(library_client, backend) -> None:
+    response = library_client.responses.create(model="m", input="Which planet?")
+    assert response.output_text == "You said: Which planet?"
+    assert library_client.responses.retrieve(response.id).output_text == response.output_text
+    follow = library_client.responses.create(model="m", input="again", previous_response_id=response.id)
+    assert [m["role"] for m in backend.requests[-1]["messages"]] == ["user", "assistant", "user"]
+    assert follow.status == "completed"
+
+
+def test_streaming_is_real_the_first_event_arrives_before_the_model_answers(library_client, backend) -> None:
+    backend.hold()
+    stream = library_client.responses.create(model="m", input="stream me", stream=True)
+    iterator = iter(stream)
+    assert next(iterator).type == "response.created"
+    assert next(iterator).type == "response.in_progress"
+    backend.release()
+    events = [e for e in iterator]
+    assert events[-1].type == "response.completed"
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "You said: stream me"
+
+
+def test_stream_helper_and_grammar(library_client, backend) -> None:
+    backend.push(Reply(text="Hello from the library", chunk_size=3))
+    with library_client.responses.stream(model="m", input="hi") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    check_stream(events)
+    assert final.output_text == "Hello from the library"
+
+
+def test_errors_keep_their_types(library_client) -> None:
+    import openai
+
+    with pytest.raises(openai.NotFoundError):
+        library_client.responses.retrieve("resp_nothing")
+    with pytest.raises(openai.BadRequestError):
+        library_client.responses.create(model="m", input="x", extra_body={"bogus": 1})
+
+
+def test_mcp_401_raises_an_authentication_error(library_client, backend) -> None:
+    import openai
+
+    with MCPTestServer("sse", auth_token="tok") as server:
+        with pytest.raises(openai.AuthenticationError) as info:
+            library_client.responses.create(model="m", input="x", tools=[
+                {"type": "mcp", "server_label": "s", "server_url": server.url, "require_approval": "never"}])
+    assert "401" in info.value.message
+
+
+@pytest.mark.anyio
+async def test_async_client_streams(backend, tmp_path) -> None:
+    client = parley.AsyncClient(upstream=backend.url, db=f"sqlite:///{tmp_path / 'alib.db'}")
+    try:
+        backend.hold()
+        stream = await client.responses.create(model="m", input="async", stream=True)
+        iterator = stream.__aiter__()
+        assert (await iterator.__anext__()).type == "response.created"
+        backend.release()
+        events = [e async for e in iterator]
+        assert events[-1].response.output_text == "You said: async"
+        assert (await client.responses.retrieve(events[-1].response.id)).status == "completed"
+    finally:
+        backend.release()
+        await client.close()
