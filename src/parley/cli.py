@@ -35,7 +35,53 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="Run the Responses API server.")
     _add_settings_options(serve)
+    verify = commands.add_parser("verify", help="Run the conformance scenarios against a Responses endpoint.")
+    verify.add_argument("--base-url", required=True, help="The endpoint's base URL, ending in /v1.")
+    verify.add_argument("--model", required=True)
+    verify.add_argument("--api-key", default="parley-verify")
+    verify.add_argument("--only", default=None, help="Comma-separated scenario names.")
+    verify.add_argument("--json", default=None, help="Write the results to this JSON file.")
+    verify.add_argument("--search-port", type=int, default=None,
+                        help="Start a search server on this loopback port (give the endpoint "
+                             "--web-search searxng:http://127.0.0.1:PORT).")
+    verify.add_argument("--web-search", action="store_true",
+                        help="The endpoint has a web search provider of its own.")
+    scripted = commands.add_parser("scripted-backend",
+                                   help="Run the scripted Chat Completions backend (the conformance model).")
+    scripted.add_argument("--host", default="127.0.0.1")
+    scripted.add_argument("--port", type=int, default=8399)
+    scripted.add_argument("--responder", choices=["conformance", "echo"], default="conformance")
     return parser
+
+
+def verify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from parley.verify.runner import run_verify, table
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    outcomes = run_verify(args.base_url, args.model, args.api_key,
+                          only=args.only.split(",") if args.only else None,
+                          json_path=Path(args.json) if args.json else None,
+                          search_port=args.search_port, web_search=args.web_search)
+    print(table(outcomes))
+    return 1 if any(o.status == "fail" for o in outcomes) else 0
+
+
+def scripted_backend(args: argparse.Namespace) -> int:
+    import threading
+
+    from parley.testing import ScriptedBackend, echo_responder
+    from parley.testing.conformance import conformance_responder
+
+    responder = conformance_responder if args.responder == "conformance" else echo_responder
+    with ScriptedBackend(responder, host=args.host, port=args.port) as backend:
+        print(f"scripted backend on {backend.url}", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
 
 
 def serve(settings: Settings) -> None:
@@ -54,6 +100,10 @@ def serve(settings: Settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "verify":
+        return verify(args)
+    if args.command == "scripted-backend":
+        return scripted_backend(args)
     try:
         settings = settings_from_args(args)
     except Exception as exc:  # pydantic's message names the bad option

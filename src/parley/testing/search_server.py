@@ -59,12 +59,12 @@ def _host_in(url: str, domains: list[str]) -> bool:
 class SearchTestServer:
     """``with SearchTestServer() as search:``; ``search.url`` is the base URL for any provider spec."""
 
-    def __init__(self, corpus: list[Document] | None = None, api_key: str | None = None) -> None:
+    def __init__(self, corpus: list[Document] | None = None, api_key: str | None = None, port: int = 0) -> None:
         self.corpus = corpus if corpus is not None else DEFAULT_CORPUS
         self.api_key = api_key
         self.requests: list[dict[str, Any]] = []
         self._server: ThreadedServer | None = None
-        self.port = 0
+        self.port = port
 
     @property
     def url(self) -> str:
@@ -117,7 +117,7 @@ class SearchTestServer:
         app = Starlette(routes=[Route("/search", self._searxng, methods=["GET"]),
                                 Route("/search", self._tavily, methods=["POST"]),
                                 Route("/res/v1/web/search", self._brave, methods=["GET"])])
-        self._server = ThreadedServer(app, "search test server", lifespan="off")
+        self._server = ThreadedServer(app, "search test server", port=self.port, lifespan="off")
         self.port = self._server.start()
         return self
 

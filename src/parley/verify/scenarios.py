@@ -1,0 +1,245 @@
+"""Conformance scenarios any Responses endpoint can be checked against.
+
+Each scenario takes a :class:`Context` and returns normally (pass), raises
+:class:`Skip` with a reason, or raises ``AssertionError`` (fail).  Every Response body and
+SSE event the scenarios receive goes through :class:`parley.testing.strict.ValidatingTransport`,
+so it is parsed strictly with the SDK's own types.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import httpx
+import openai
+
+from parley.testing.grammar import check_stream
+from parley.testing.mcp_server import MCPTestServer
+from parley.testing.strict import stream_raw
+
+LLAMA_IMAGE = "https://upload.wikimedia.org/wikipedia/commons/f/f7/Llamas%2C_Vernagt-Stausee%2C_Italy.jpg"
+WEATHER_TOOL = {"type": "function", "name": "get_weather", "description": "Get current temperature for a location.",
+                "parameters": {"type": "object", "properties": {"location": {"type": "string"}},
+                               "required": ["location"], "additionalProperties": False}, "strict": True}
+
+
+class Skip(Exception):
+    """The scenario cannot run against this endpoint; the message says why."""
+
+
+@dataclass
+class Context:
+    base_url: str
+    model: str
+    api_key: str
+    client: openai.OpenAI
+    search_available: bool
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    @property
+    def loopback(self) -> bool:
+        host = urlparse(self.base_url).hostname or ""
+        return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+def _expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise AssertionError(message)
+
+
+def basic(ctx: Context) -> None:
+    response = ctx.client.responses.create(model=ctx.model, input="Which planet do humans live on?")
+    _expect("earth" in response.output_text.lower(), f"no 'earth' in {response.output_text!r}")
+    retrieved = ctx.client.responses.retrieve(response.id)
+    _expect(retrieved.output_text == response.output_text, "the retrieved text differs from the created one")
+    following = ctx.client.responses.create(model=ctx.model, input="Repeat your previous response in all caps.",
+                                            previous_response_id=response.id)
+    _expect("EARTH" in following.output_text, f"the chained turn did not see the history: {following.output_text!r}")
+
+
+def streaming(ctx: Context) -> None:
+    events = list(ctx.client.responses.create(model=ctx.model, input="Which planet do humans live on?",
+                                              stream=True))
+    _expect(events[0].type == "response.created", "the first event is not response.created")
+    _expect(events[0].response.status == "in_progress", "response.created is not in_progress")
+    _expect(events[-1].type == "response.completed", f"the last event is {events[-1].type}")
+    _expect(events[-1].response.id == events[0].response.id, "the response id changed during the stream")
+    _expect("earth" in events[-1].response.output_text.lower(), "no 'earth' in the streamed answer")
+    retrieved = ctx.client.responses.retrieve(events[0].response.id)
+    _expect(retrieved.output_text == events[-1].response.output_text, "the retrieved text differs from the stream")
+
+
+def incremental(ctx: Context) -> None:
+    events = list(ctx.client.responses.create(model=ctx.model, input="Which planet do humans live on?",
+                                              stream=True))
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    _expect(len([d for d in deltas if d]) > 0, "no non-empty output_text.delta events")
+    _expect(events[0].response.output_text == "", "response.created already carries text")
+    final = events[-1].response.output_text
+    _expect("".join(deltas).strip() == final.strip(), "the deltas do not add up to the final text")
+
+
+def multi_turn(ctx: Context) -> None:
+    previous = None
+    for question in ("Which planet do humans live on?", "What is the name of the planet from your previous response?"):
+        response = ctx.client.responses.create(model=ctx.model, input=question, previous_response_id=previous)
+        _expect("earth" in response.output_text.lower(), f"no 'earth' in {response.output_text!r}")
+        previous = response.id
+
+
+def function_tool(ctx: Context) -> None:
+    response = ctx.client.responses.create(model=ctx.model, input="What's the weather like in San Francisco?",
+                                           tools=[WEATHER_TOOL])
+    _expect(len(response.output) >= 1, "no output")
+    calls = [item for item in response.output if item.type == "function_call"]
+    _expect(len(calls) == 1 and calls[0].name == "get_weather", f"expected one get_weather call: {response.output}")
+    _expect(calls[0].status == "completed", "the function_call is not completed")
+    json.loads(calls[0].arguments)
+    follow = ctx.client.responses.create(
+        model=ctx.model, previous_response_id=response.id, tools=[WEATHER_TOOL],
+        input=[{"type": "function_call_output", "call_id": calls[0].call_id, "output": "18C and sunny"}])
+    _expect(follow.status == "completed" and follow.output_text, "no answer after the function_call_output")
+
+
+def _image_turn(ctx: Context, question: str, previous: str | None = None, image: bool = True) -> openai.types.responses.Response:
+    content: list[dict[str, str]] = [{"type": "input_text", "text": question}]
+    if image:
+        content.append({"type": "input_image", "image_url": LLAMA_IMAGE})
+    return ctx.client.responses.create(model=ctx.model, input=[{"role": "user", "content": content}],
+                                       previous_response_id=previous)
+
+
+def image(ctx: Context) -> None:
+    response = _image_turn(ctx, "Identify the type of animal in this image. Answer in one word.")
+    _expect("llama" in response.output_text.lower(), f"no 'llama' in {response.output_text!r}")
+
+
+def multi_turn_image(ctx: Context) -> None:
+    first = _image_turn(ctx, "What type of animal is in this image? Answer in one word.")
+    _expect("llama" in first.output_text.lower(), f"no 'llama' in {first.output_text!r}")
+    second = _image_turn(ctx, "What country do you find this animal primarily in?", first.id, image=False)
+    _expect("peru" in second.output_text.lower(), f"no 'peru' in {second.output_text!r}")
+
+
+def web_search(ctx: Context) -> None:
+    if not ctx.search_available:
+        raise Skip("the endpoint has no web search provider reachable for this run")
+    response = ctx.client.responses.create(model=ctx.model, tools=[{"type": "web_search"}],
+                                           input="How many experts does the Llama 4 Maverick model have?")
+    _expect(len(response.output) > 1, "expected a web_search_call and a message")
+    _expect(response.output[0].type == "web_search_call" and response.output[0].status == "completed",
+            f"the first item is {response.output[0].type}")
+    message = response.output[1]
+    _expect(message.type == "message" and message.status == "completed" and message.role == "assistant",
+            "the second item is not a completed assistant message")
+    _expect("128" in response.output_text, f"no '128' in {response.output_text!r}")
+    follow = ctx.client.responses.create(model=ctx.model, input="Repeat your previous response in all caps.",
+                                         previous_response_id=response.id)
+    _expect("128" in follow.output_text, "the turn after web search lost the answer")
+
+
+def mcp(ctx: Context) -> None:
+    if not ctx.loopback:
+        raise Skip("the endpoint is not on this machine, so it cannot reach the loopback MCP server")
+    question = "What is the boiling point of polyjuice?"
+    with MCPTestServer("sse") as server:
+        tools = [{"type": "mcp", "server_label": "localmcp", "server_url": server.url, "require_approval": "never"}]
+        response = ctx.client.responses.create(model=ctx.model, input=question, tools=tools)
+        _expect(len(response.output) >= 3, f"expected list, call, message: {[i.type for i in response.output]}")
+        listing, call, message = response.output[:3]
+        _expect(listing.type == "mcp_list_tools" and listing.server_label == "localmcp", "no mcp_list_tools first")
+        names = {t["name"] if isinstance(t, dict) else t.name for t in listing.tools}
+        _expect(names == {"get_boiling_point", "greet_everyone"}, f"listed {names}")
+        _expect(call.type == "mcp_call" and call.name == "get_boiling_point", "no get_boiling_point mcp_call")
+        _expect(json.loads(call.arguments) == {"liquid_name": "polyjuice", "celcius": True}, "wrong arguments")
+        _expect(call.error is None and "-100" in (call.output or ""), f"call output {call.output!r}")
+        _expect("boiling point" in message.content[0].text.lower(), "the answer does not mention the boiling point")
+        follow = ctx.client.responses.create(model=ctx.model, input="Repeat your previous response in all caps.",
+                                             previous_response_id=response.id, tools=tools)
+        _expect("-100" in follow.output_text, "the turn after the MCP call lost its result")
+    with MCPTestServer("sse", auth_token="test-token") as server:
+        tools = [{"type": "mcp", "server_label": "localmcp", "server_url": server.url, "require_approval": "never"}]
+        try:
+            ctx.client.responses.create(model=ctx.model, input=question, tools=tools)
+            raise AssertionError("an MCP server answering 401 did not make the request fail with 401")
+        except openai.AuthenticationError:
+            pass
+        tools[0]["headers"] = {"Authorization": "Bearer test-token"}
+        response = ctx.client.responses.create(model=ctx.model, input=question, tools=tools)
+        _expect(len(response.output) >= 3, "the authorised MCP request did not call the tool")
+
+
+def stream_grammar(ctx: Context) -> None:
+    events = stream_raw(ctx.base_url, {"model": ctx.model, "input": "Which planet do humans live on?"}, ctx.headers)
+    final = check_stream(events)
+    retrieved = httpx.get(f"{ctx.base_url}/responses/{final.id}", headers=ctx.headers, timeout=60).json()
+    _expect(retrieved["output"] == json.loads(final.model_dump_json())["output"],
+            "the retrieved output differs from the streamed one")
+
+
+def retrieve_delete_input_items(ctx: Context) -> None:
+    response = ctx.client.responses.create(model=ctx.model, input=[
+        {"role": "user", "content": "Which planet do humans live on?"},
+        {"role": "user", "content": "Answer in one word."}])
+    items = list(ctx.client.responses.input_items.list(response.id, order="asc"))
+    _expect([i.type for i in items] == ["message", "message"], f"input_items: {[i.type for i in items]}")
+    _expect(items[0].content[0].text == "Which planet do humans live on?", "input_items lost the text")
+    first_page = ctx.client.responses.input_items.list(response.id, order="asc", limit=1)
+    _expect(len(first_page.data) == 1 and first_page.has_more, "limit=1 did not page")
+    ctx.client.responses.delete(response.id)
+    try:
+        ctx.client.responses.retrieve(response.id)
+        raise AssertionError("a deleted response is still retrievable")
+    except openai.NotFoundError:
+        pass
+
+
+def _error_body(response: httpx.Response, status: int) -> dict[str, object]:
+    _expect(response.status_code == status, f"expected HTTP {status}, got {response.status_code}")
+    error = response.json().get("error")
+    _expect(isinstance(error, dict) and {"message", "type", "param", "code"} <= set(error),
+            f"not OpenAI's error shape: {response.text[:200]}")
+    return error  # type: ignore[return-value]
+
+
+def error_unknown_id(ctx: Context) -> None:
+    _error_body(httpx.get(f"{ctx.base_url}/responses/resp_doesnotexist", headers=ctx.headers, timeout=30), 404)
+
+
+def error_bad_parameter(ctx: Context) -> None:
+    response = httpx.post(f"{ctx.base_url}/responses", headers=ctx.headers, timeout=30,
+                          json={"model": ctx.model, "input": "hi", "temperature": "hot"})
+    error = _error_body(response, 400)
+    _expect(error["param"] == "temperature", f"param is {error['param']!r}, not 'temperature'")
+
+
+def error_unknown_previous_response(ctx: Context) -> None:
+    response = httpx.post(f"{ctx.base_url}/responses", headers=ctx.headers, timeout=30,
+                          json={"model": ctx.model, "input": "hi", "previous_response_id": "resp_doesnotexist"})
+    error = _error_body(response, 400)
+    _expect(error["code"] == "previous_response_not_found", f"code is {error['code']!r}")
+    _expect(error["param"] == "previous_response_id", f"param is {error['param']!r}")
+
+
+SCENARIOS: dict[str, Callable[[Context], None]] = {
+    "basic": basic,
+    "streaming": streaming,
+    "incremental": incremental,
+    "multi_turn": multi_turn,
+    "function_tool": function_tool,
+    "image": image,
+    "multi_turn_image": multi_turn_image,
+    "web_search": web_search,
+    "mcp": mcp,
+    "stream_grammar": stream_grammar,
+    "retrieve_delete_input_items": retrieve_delete_input_items,
+    "error_unknown_id": error_unknown_id,
+    "error_bad_parameter": error_bad_parameter,
+    "error_unknown_previous_response": error_unknown_previous_response,
+}
