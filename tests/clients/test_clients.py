@@ -1,0 +1,155 @@
+"""Real client libraries against a real ``parley serve``: the openai SDK's helpers, the OpenAI
+Agents SDK and LangChain."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+from pydantic import BaseModel
+
+from parley.testing import Reply, ToolCall
+from parley.testing.grammar import check_stream
+from parley.testing.mcp_server import MCPTestServer
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+
+
+def test_stream_helper_context_manager(client, backend) -> None:
+    backend.push(Reply(text="Streaming through the helper.", chunk_size=4))
+    texts = []
+    with client.responses.stream(model="m", input="hi") as stream:
+        events = []
+        for event in stream:
+            events.append(event)
+            if event.type == "response.output_text.delta":
+                texts.append(event.delta)
+        final = stream.get_final_response()
+    check_stream(events)
+    assert "".join(texts) == final.output_text == "Streaming through the helper."
+
+
+def test_parse_with_a_pydantic_model(client, backend) -> None:
+    backend.push(Reply(text='{"name": "Ada", "age": 36}'))
+    response = client.responses.parse(model="m", input="Who?", text_format=Person)
+    assert response.output_parsed == Person(name="Ada", age=36)
+    sent = backend.requests[-1]["response_format"]
+    assert sent["type"] == "json_schema" and sent["json_schema"]["schema"]["properties"].keys() == {"name", "age"}
+
+
+@pytest.mark.anyio
+async def test_async_client_create_and_stream(parley_server, backend) -> None:
+    client = openai.AsyncOpenAI(base_url=parley_server.base_url, api_key="x", max_retries=0)
+    response = await client.responses.create(model="m", input="async hi")
+    assert response.output_text == "You said: async hi"
+    stream = await client.responses.create(model="m", input="async stream", stream=True)
+    events = [event async for event in stream]
+    check_stream(events)
+    assert events[-1].response.output_text == "You said: async stream"
+    await client.close()
+
+
+# -- OpenAI Agents SDK --------------------------------------------------------------------
+
+
+@pytest.fixture
+def agents_model(parley_server):
+    from agents import OpenAIResponsesModel, set_tracing_disabled
+
+    set_tracing_disabled(True)  # tracing would export to OpenAI's servers
+    return OpenAIResponsesModel(model="m", openai_client=openai.AsyncOpenAI(
+        base_url=parley_server.base_url, api_key="x", max_retries=0))
+
+
+def _weather_agent(model):
+    from agents import Agent, function_tool
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """Get the weather in a city."""
+        return f"It is sunny in {city}."
+
+    return Agent(name="weather", instructions="Answer weather questions.", tools=[get_weather], model=model)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_agents_sdk_function_tool(agents_model, backend, streamed) -> None:
+    from agents import Runner
+
+    backend.push(Reply(tool_calls=[ToolCall("get_weather", {"city": "Paris"})]),
+                 Reply(text="The agent says: sunny in Paris."))
+    agent = _weather_agent(agents_model)
+    if streamed:
+        result = Runner.run_streamed(agent, "Weather in Paris?")
+        kinds = [event.type async for event in result.stream_events()]
+        assert "raw_response_event" in kinds
+    else:
+        result = await Runner.run(agent, "Weather in Paris?")
+    assert result.final_output == "The agent says: sunny in Paris."
+    tool_message = backend.requests[1]["messages"][-1]
+    assert tool_message["role"] == "tool" and tool_message["content"] == "It is sunny in Paris."
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_agents_sdk_hosted_mcp_tool(agents_model, backend, streamed) -> None:
+    from agents import Agent, HostedMCPTool, Runner
+
+    with MCPTestServer("streamable-http") as server:
+        backend.push(Reply(tool_calls=[ToolCall("get_boiling_point", {"liquid_name": "polyjuice"})]),
+                     Reply(text="Polyjuice boils at -100 degrees."))
+        agent = Agent(name="chemist", instructions="Use the tools.", model=agents_model, tools=[HostedMCPTool(
+            tool_config={"type": "mcp", "server_label": "chem", "server_url": server.url,
+                         "require_approval": "never"})])
+        if streamed:
+            result = Runner.run_streamed(agent, "Boiling point of polyjuice?")
+            [event async for event in result.stream_events()]
+        else:
+            result = await Runner.run(agent, "Boiling point of polyjuice?")
+    assert result.final_output == "Polyjuice boils at -100 degrees."
+    assert backend.requests[1]["messages"][-1]["content"] == "-100"
+
+
+# -- LangChain -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def chat_model(parley_server):
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(model="m", base_url=parley_server.base_url, api_key="x", use_responses_api=True,
+                      max_retries=0)
+
+
+def test_langchain_plain_call(chat_model, backend) -> None:
+    backend.push(Reply(text="Hello from LangChain."))
+    message = chat_model.invoke("Say hello")
+    assert message.text == "Hello from LangChain."
+
+
+def test_langchain_tool_call_and_result(chat_model, backend) -> None:
+    from langchain_core.messages import HumanMessage, ToolMessage
+    from langchain_core.tools import tool
+
+    @tool
+    def get_weather(city: str) -> str:
+        """Get the weather in a city."""
+        return f"sunny in {city}"
+
+    bound = chat_model.bind_tools([get_weather])
+    backend.push(Reply(tool_calls=[ToolCall("get_weather", {"city": "Rome"})]), Reply(text="Rome is sunny."))
+    first = bound.invoke([HumanMessage("Weather in Rome?")])
+    assert first.tool_calls[0]["name"] == "get_weather" and first.tool_calls[0]["args"] == {"city": "Rome"}
+    result = get_weather.invoke(first.tool_calls[0]["args"])
+    final = bound.invoke([HumanMessage("Weather in Rome?"), first,
+                          ToolMessage(result, tool_call_id=first.tool_calls[0]["id"])])
+    assert final.text == "Rome is sunny."
+    assert backend.requests[-1]["messages"][-1] == {"role": "tool", "tool_call_id": first.tool_calls[0]["id"],
+                                                    "content": "sunny in Rome"}
+    assert json.loads(backend.requests[-1]["messages"][-2]["tool_calls"][0]["function"]["arguments"]) == \
+        {"city": "Rome"}
