@@ -81,3 +81,30 @@ async def test_async_client_streams(backend, tmp_path) -> None:
     finally:
         backend.release()
         await client.close()
+
+
+def test_seed_mcp_and_web_search_scenarios_in_process(backend, tmp_path) -> None:
+    """The seed's server-side tool scenarios through parley.Client, via the verify scenarios' model."""
+    from parley.testing.conformance import conformance_responder
+    from parley.testing.search_server import SearchTestServer
+
+    backend.reset(conformance_responder)
+    with SearchTestServer() as search:
+        client = parley.Client(upstream=backend.url, db=f"sqlite:///{tmp_path / 'tools.db'}",
+                               web_search=f"searxng:{search.url}")
+        try:
+            searched = client.responses.create(model="m", tools=[{"type": "web_search"}],
+                                               input="How many experts does the Llama 4 Maverick model have?")
+            assert searched.output[0].type == "web_search_call" and searched.output[0].status == "completed"
+            assert searched.output[1].type == "message" and "128" in searched.output_text
+            with MCPTestServer("sse") as server:
+                tools = [{"type": "mcp", "server_label": "localmcp", "server_url": server.url,
+                          "require_approval": "never"}]
+                answered = client.responses.create(model="m", input="What is the boiling point of polyjuice?",
+                                                   tools=tools)
+            listing, call, message = answered.output
+            assert {t.name for t in listing.tools} == {"get_boiling_point", "greet_everyone"}
+            assert call.error is None and "-100" in call.output
+            assert "boiling point" in message.content[0].text.lower()
+        finally:
+            client.close()
