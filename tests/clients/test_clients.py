@@ -57,12 +57,13 @@ async def test_async_client_create_and_stream(parley_server, backend) -> None:
 
 
 @pytest.fixture
-def agents_model(parley_server):
+async def agents_model(parley_server):
     from agents import OpenAIResponsesModel, set_tracing_disabled
 
     set_tracing_disabled(True)  # tracing would export to OpenAI's servers
-    return OpenAIResponsesModel(model="m", openai_client=openai.AsyncOpenAI(
-        base_url=parley_server.base_url, api_key="x", max_retries=0))
+    client = openai.AsyncOpenAI(base_url=parley_server.base_url, api_key="x", max_retries=0)
+    yield OpenAIResponsesModel(model="m", openai_client=client)
+    await client.close()
 
 
 def _weather_agent(model):

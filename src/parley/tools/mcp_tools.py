@@ -94,14 +94,14 @@ class McpTools:
                 session = await self.session(server)
                 tools = [t for t in await session.list_tools() if server.allows(t.name)]
             except MCPUnavailable as exc:
-                item.error = exc.message
+                item = McpListTools.model_validate({**item.model_dump(), "error": exc.message})
                 yield ResponseMcpListToolsFailedEvent(type="response.mcp_list_tools.failed", item_id=item.id,
                                                       output_index=index, sequence_number=0)
                 yield ResponseOutputItemDoneEvent(type="response.output_item.done", item=item.model_copy(),
                                                   output_index=index, sequence_number=0)
                 yield item
                 raise
-            item.tools = [t.as_listing() for t in tools]  # type: ignore[assignment]
+            item = McpListTools.model_validate({**item.model_dump(), "tools": [t.as_listing() for t in tools]})
             self._expose(server, tools)
             yield ResponseMcpListToolsCompletedEvent(type="response.mcp_list_tools.completed", item_id=item.id,
                                                      output_index=index, sequence_number=0)
@@ -199,17 +199,17 @@ class McpTools:
         yield ResponseMcpCallArgumentsDoneEvent(type="response.mcp_call_arguments.done", item_id=item.id,
                                                 output_index=index, arguments=call.arguments, sequence_number=0)
         result = await run
-        item.arguments = call.arguments
+        final: dict[str, Any] = {**item.model_dump(), "arguments": call.arguments}
         if result.error is None:
-            item.output, item.status = result.output, "completed"
+            final.update(output=result.output, status="completed")
             yield ResponseMcpCallCompletedEvent(type="response.mcp_call.completed", item_id=item.id,
                                                 output_index=index, sequence_number=0)
         else:
-            item.error = {"type": "mcp_tool_execution_error",  # type: ignore[assignment]
-                          "content": [{"type": "text", "text": result.error}]}
-            item.status = "failed"
+            final.update(status="failed", error={"type": "mcp_tool_execution_error",
+                                                 "content": [{"type": "text", "text": result.error}]})
             yield ResponseMcpCallFailedEvent(type="response.mcp_call.failed", item_id=item.id,
                                              output_index=index, sequence_number=0)
+        item = McpCall.model_validate(final)
         yield ResponseOutputItemDoneEvent(type="response.output_item.done", item=item.model_copy(deep=True),
                                           output_index=index, sequence_number=0)
         content = result.output if result.error is None else f"Error: {result.error}"

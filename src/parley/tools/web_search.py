@@ -207,16 +207,16 @@ class WebSearchTools:
                                                   output_index=index, sequence_number=0)
         assert run is not None
         query, results, error = await run
+        action: dict[str, Any] = {"type": "search", "query": query}
         if error is not None:
-            item.status, text = "failed", error
-            item.action = {"type": "search", "query": query}  # type: ignore[assignment]
+            status, text = "failed", error
         else:
             text, added = self._tool_text(results or [])
-            item.status = "completed"
-            item.action = {"type": "search", "query": query,  # type: ignore[assignment]
-                           "sources": [{"type": "url", "url": s.url} for s in added]}
+            status = "completed"
+            action["sources"] = [{"type": "url", "url": s.url} for s in added]
             yield ResponseWebSearchCallCompletedEvent(type="response.web_search_call.completed", item_id=item.id,
                                                       output_index=index, sequence_number=0)
+        item = ResponseFunctionWebSearch(id=item.id, type="web_search_call", status=status, action=action)
         yield ResponseOutputItemDoneEvent(type="response.output_item.done", item=item.model_copy(deep=True),
                                           output_index=index, sequence_number=0)
         yield item, {"role": "tool", "tool_call_id": call.call_id, "content": text}
