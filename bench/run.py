@@ -1,0 +1,338 @@
+"""Parley against the model it fronts: what the gateway adds, measured in one run on one machine.
+
+Starts the synthetic upstream (bench/upstream.py) and a real ``parley serve`` in front of it
+(SQLite store, ``store`` on), then measures each figure twice, through Parley and calling the
+upstream directly, and prints a markdown table (absolute numbers and the ratio to direct)
+and JSON.
+
+    python bench/run.py --quick            # under 3 minutes on 2 cores
+    python bench/run.py --full --json bench/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+
+from parley.testing.server import ParleyProcess, free_port  # noqa: E402
+
+
+@dataclass
+class Mode:
+    name: str
+    sequential: int      # requests at concurrency 1
+    concurrent: int      # requests at concurrency N
+    concurrency: int
+    saturation_s: float
+    streams: int         # concurrent streams held open
+    chain_turns: int
+    chains: int
+    embedded_tokens: int
+    embedded_runs: int
+
+
+QUICK = Mode("quick", 150, 400, 16, 5.0, 1000, 50, 1, 64, 2)
+FULL = Mode("full", 1000, 3000, 16, 20.0, 1000, 50, 3, 256, 5)
+SMOKE = Mode("smoke", 5, 10, 2, 0.5, 20, 3, 1, 8, 1)
+
+
+@dataclass
+class Row:
+    metric: str
+    parley: float
+    direct: float | None
+    unit: str
+    target: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        return self.parley / self.direct if self.direct else None
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def model(ttft_ms: int = 0, tps: int = 0, tokens: int = 20) -> str:
+    return f"bench-ttft{ttft_ms}-tps{tps}-tokens{tokens}"
+
+
+class Paths:
+    """The two ways of asking the same upstream: directly, and through Parley."""
+
+    def __init__(self, upstream: str, parley: str) -> None:
+        self.upstream, self.parley = upstream, parley
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=2000)
+        self.http = httpx.AsyncClient(timeout=300, limits=limits)
+
+    async def create(self, path: str, m: str, previous: str | None = None,
+                     history: list[dict[str, str]] | None = None) -> tuple[float, str | None]:
+        start = time.perf_counter()
+        if path == "direct":
+            messages = (history or []) + [{"role": "user", "content": "hi"}]
+            response = await self.http.post(f"{self.upstream}/chat/completions",
+                                            json={"model": m, "messages": messages})
+            response.raise_for_status()
+            return time.perf_counter() - start, None
+        body: dict[str, Any] = {"model": m, "input": "hi", "store": True}
+        if previous:
+            body["previous_response_id"] = previous
+        response = await self.http.post(f"{self.parley}/responses", json=body)
+        response.raise_for_status()
+        return time.perf_counter() - start, response.json()["id"]
+
+    async def stream(self, path: str, m: str) -> tuple[float, int]:
+        """Time to the first content token, and the number of content tokens."""
+        start, first, tokens = time.perf_counter(), 0.0, 0
+        if path == "direct":
+            request = self.http.stream("POST", f"{self.upstream}/chat/completions",
+                                       json={"model": m, "stream": True, "messages": [{"role": "user", "content": "hi"}],
+                                             "stream_options": {"include_usage": True}})
+            marker = '"content":"w'
+        else:
+            request = self.http.stream("POST", f"{self.parley}/responses", json={"model": m, "input": "hi",
+                                                                                 "stream": True})
+            marker = '"type":"response.output_text.delta"'
+        async with request as response:
+            response.raise_for_status()
+            async for line in response.aiter_lines():
+                if marker in line:
+                    tokens += 1
+                    if tokens == 1:
+                        first = time.perf_counter() - start
+        return first, tokens
+
+
+async def run_count(count: int, concurrency: int, job) -> list[float]:
+    results: list[float] = []
+    remaining = iter(range(count))
+
+    async def worker() -> None:
+        for _ in remaining:
+            results.append(await job())
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return results
+
+
+async def saturate(seconds: float, concurrency: int, job) -> float:
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            await job()
+            done += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done / (time.perf_counter() - start)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def latency_rows(paths: Paths, mode: Mode) -> list[Row]:
+    rows = []
+    m = model()
+    for concurrency, count in ((1, mode.sequential), (mode.concurrency, mode.concurrent)):
+        got = {}
+        for path in ("direct", "parley"):
+            await run_count(min(20, count), concurrency, lambda p=path: paths.create(p, m))  # warm-up
+            got[path] = [t for t in await run_count(count, concurrency,
+                                                     lambda p=path: _first(paths.create(p, m)))]
+        for q in (50, 95, 99):
+            d, p = pct(got["direct"], q) * 1000, pct(got["parley"], q) * 1000
+            target = {50: "added ≤ 1 ms", 99: "added ≤ 5 ms"}.get(q, "") if concurrency == 1 else ""
+            rows.append(Row(f"non-streaming latency p{q}, concurrency {concurrency} (added {p - d:.2f} ms)",
+                            p, d, "ms", target))
+    return rows
+
+
+async def _first(coroutine) -> float:
+    return (await coroutine)[0]
+
+
+async def ttft_rows(paths: Paths, mode: Mode) -> list[Row]:
+    m = model(tokens=20)
+    got = {}
+    for path in ("direct", "parley"):
+        await run_count(10, 1, lambda p=path: paths.stream(p, m))
+        got[path] = [r[0] for r in await run_count(mode.sequential, 1, lambda p=path: paths.stream(p, m))]
+    d, p = statistics.median(got["direct"]) * 1000, statistics.median(got["parley"]) * 1000
+    return [Row(f"time to first token p50 (added {p - d:.2f} ms)", p, d, "ms", "added ≤ 1 ms")]
+
+
+async def throughput_rows(paths: Paths, mode: Mode, parley_pid: int) -> list[Row]:
+    m = model(tokens=20)
+    direct = await saturate(mode.saturation_s, 64, lambda: paths.create("direct", m))
+    through = await saturate(mode.saturation_s, 64, lambda: paths.create("parley", m))
+    rows = [Row("non-streaming responses per second at saturation (64 clients)", through, direct, "1/s")]
+    streamed = 0
+
+    async def one() -> None:
+        nonlocal streamed
+        streamed += (await paths.stream("parley", model(tokens=100)))[1]
+
+    before = cpu_seconds(parley_pid)
+    await saturate(mode.saturation_s, 32, one)
+    used = cpu_seconds(parley_pid) - before
+    rows.append(Row("Parley CPU time per streamed token", used / max(streamed, 1) * 1e6, None, "µs"))
+    return rows
+
+
+async def concurrent_stream_rows(paths: Paths, mode: Mode, parley_pid: int) -> list[Row]:
+    m = model(tps=20, tokens=60)  # each stream stays open about 3 s
+    rows = []
+    for path in ("direct", "parley"):
+        baseline, peak, stop = rss_kib(parley_pid), 0, False
+
+        async def sample() -> None:
+            nonlocal peak
+            while not stop:
+                peak = max(peak, rss_kib(parley_pid))
+                await asyncio.sleep(0.05)
+
+        sampler = asyncio.create_task(sample())
+        results = await asyncio.gather(*(paths.stream(path, m) for _ in range(mode.streams)),
+                                       return_exceptions=True)
+        stop = True
+        await sampler
+        errors = sum(1 for r in results if isinstance(r, BaseException) or r[1] != 60)
+        if path == "direct":
+            direct_errors = errors
+            continue
+        rows.append(Row(f"{mode.streams} concurrent streams: errors", errors, direct_errors, "count", "0"))
+        rows.append(Row(f"{mode.streams} concurrent streams: Parley peak RSS", peak / 1024, None, "MiB"))
+        rows.append(Row(f"{mode.streams} concurrent streams: memory per in-flight stream",
+                        (peak - baseline) / mode.streams, None, "KiB", "≤ 100 KiB"))
+    return rows
+
+
+async def chain_rows(paths: Paths, mode: Mode) -> list[Row]:
+    m = model(tokens=20)
+    parley_turns: dict[int, list[float]] = {}
+    direct_turns: dict[int, list[float]] = {}
+    for _ in range(mode.chains):
+        previous = None
+        history: list[dict[str, str]] = []
+        for turn in range(1, mode.chain_turns + 1):
+            elapsed, previous = await paths.create("parley", m, previous)
+            parley_turns.setdefault(turn, []).append(elapsed)
+            elapsed, _ = await paths.create("direct", m, history=history)
+            direct_turns.setdefault(turn, []).append(elapsed)
+            history += [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "w0 " * 20}]
+    last = mode.chain_turns
+    rows = []
+    for turn in (1, last):
+        p = statistics.median(parley_turns[turn]) * 1000
+        d = statistics.median(direct_turns[turn]) * 1000
+        rows.append(Row(f"chain turn {turn} latency (added {p - d:.2f} ms)", p, d, "ms",
+                        "turn 50 costs what turn 1 does" if turn == last else ""))
+    return rows
+
+
+def embedded_rows(mode: Mode) -> list[Row]:
+    sys.path.insert(0, str(HERE))
+    from embedded_tps import direct, through_parley
+
+    direct_runs = [direct(mode.embedded_tokens) for _ in range(mode.embedded_runs)]
+    with ParleyProcess("--db", f"sqlite:///{tempfile.mkdtemp()}/embedded.db") as server:
+        through_parley(server, 8)
+        runs = [through_parley(server, mode.embedded_tokens) for _ in range(mode.embedded_runs)]
+    return [Row("embedded model tokens per second", statistics.median(runs), statistics.median(direct_runs),
+                "tok/s", "≥ 90 % of direct")]
+
+
+def render(rows: list[Row], mode: Mode) -> str:
+    lines = [f"Parley benchmark, {mode.name} mode ({os.cpu_count()} cores)", "",
+             "| metric | Parley | direct | Parley / direct | unit | target |", "| --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        direct = f"{row.direct:.2f}" if row.direct is not None else "—"
+        ratio = f"{row.ratio:.2f}" if row.ratio is not None else "—"
+        lines.append(f"| {row.metric} | {row.parley:.2f} | {direct} | {ratio} | {row.unit} | {row.target} |")
+    return "\n".join(lines)
+
+
+async def measure(mode: Mode, upstream_url: str, parley: ParleyProcess) -> list[Row]:
+    paths = Paths(upstream_url, parley.base_url)
+    assert parley.process is not None
+    pid = parley.process.pid
+    rows: list[Row] = []
+    try:
+        rows += await latency_rows(paths, mode)
+        rows += await ttft_rows(paths, mode)
+        rows += await throughput_rows(paths, mode, pid)
+        rows += await concurrent_stream_rows(paths, mode, pid)
+        rows += await chain_rows(paths, mode)
+    finally:
+        await paths.http.aclose()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_true", help="under 3 minutes on 2 cores (the default)")
+    group.add_argument("--full", action="store_true", help="more requests, stabler figures")
+    group.add_argument("--smoke", action="store_true", help="seconds; only checks that everything runs")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--skip-embedded", action="store_true", help="leave out the embedded model's figure")
+    args = parser.parse_args(argv)
+    mode = FULL if args.full else SMOKE if args.smoke else QUICK
+    port = free_port()
+    upstream = subprocess.Popen([sys.executable, str(HERE / "upstream.py"), "--port", str(port)])
+    try:
+        upstream_url = f"http://127.0.0.1:{port}/v1"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{upstream_url}/models", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        db = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
+        with ParleyProcess("--upstream", upstream_url, "--db", db, "--log-level", "warning") as parley:
+            rows = asyncio.run(measure(mode, upstream_url, parley))
+    finally:
+        upstream.terminate()
+        upstream.wait()
+    if not args.skip_embedded:
+        rows += embedded_rows(mode)
+    print(render(rows, mode))
+    if args.json:
+        args.json.write_text(json.dumps({"mode": mode.name, "rows": [{**asdict(r), "ratio": r.ratio} for r in rows]},
+                                        indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
