@@ -82,3 +82,11 @@ class BackendRateLimited(BackendError):
 
 class BackendRejected(InvalidRequest):
     """The backend answered 400 to the request Parley built from the client's: the client's fault."""
+
+
+class StoreUnavailable(ParleyError):
+    """The database could not be written."""
+
+    status_code = 503
+    error_type = "server_error"
+    default_code = "store_unavailable"

@@ -269,3 +269,23 @@ def test_a_client_that_leaves_mid_stream_does_not_stop_the_response(client, back
         assert time.monotonic() < deadline, "the response never finished after its client left"
         time.sleep(0.05)
     assert stored.status == "completed" and stored.output_text == "You said: finish without me"
+
+
+def test_many_concurrent_responses_all_complete_and_are_stored(backend, parley_server) -> None:
+    import asyncio
+
+    async def one(http: httpx.AsyncClient, i: int) -> tuple[str, str]:
+        async with http.stream("POST", f"{parley_server.base_url}/responses",
+                               json={"model": "m", "input": f"n{i}", "stream": True}) as response:
+            last = [line async for line in response.aiter_lines() if line.startswith("data: ")][-1]
+        final = json.loads(last[6:])
+        return final["type"], final["response"]["id"]
+
+    async def run() -> list[tuple[str, str]]:
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=None)) as http:
+            return await asyncio.gather(*(one(http, i) for i in range(64)))
+
+    results = asyncio.run(run())
+    assert {kind for kind, _ in results} == {"response.completed"}
+    statuses = {httpx.get(f"{parley_server.base_url}/responses/{rid}").json()["status"] for _, rid in results}
+    assert statuses == {"completed"}

@@ -30,7 +30,7 @@ from parley.backends.router import Router
 from parley.engine.chat_request import chat_request
 from parley.engine.history import build_messages, place_tool_message, unanswered_calls, with_instructions
 from parley.engine.translate import ChunkTranslator, Usage
-from parley.errors import BackendError, InvalidRequest, ParleyError
+from parley.errors import BackendError, InvalidRequest, ParleyError, StoreUnavailable
 from parley.ids import new_id
 from parley.items import item_resource
 from openai.types.responses.response_output_item import McpListTools
@@ -201,7 +201,8 @@ class Engine:
         self.search_provider = search_provider
 
     async def prepare(self, request: CreateResponse, tenant: str = "") -> Turn:
-        """Resolve the model and the previous response and build the conversation; raises 4xx errors."""
+        """Resolve the model and the previous response, build the conversation and store the response
+        as ``in_progress``; raises the errors a client gets as plain HTTP errors, before any stream."""
         upstream = self.router.upstream_config(request.model)
         if any(isinstance(t, WebSearchTool) for t in request.tools):
             require_provider(self.search_provider, "tools")
@@ -221,8 +222,16 @@ class Engine:
         if not conversation:
             raise InvalidRequest("The input is empty.", param="input", code="invalid_value")
         items = [item_resource(item) for item in request.input]
-        return Turn(request=request, upstream=upstream, conversation=conversation, input_items=items, tenant=tenant,
+        turn = Turn(request=request, upstream=upstream, conversation=conversation, input_items=items, tenant=tenant,
                     previous_output=previous_output, approved=approved)
+        if request.store:  # stored as in_progress first, so it can be polled while it runs
+            try:
+                await self.store.create(self._record(turn, RunState(conversation), snapshot(turn, RunState(
+                    conversation), "in_progress")))
+            except Exception:
+                log.exception("response %s could not be stored", turn.id)
+                raise StoreUnavailable("The response could not be stored; try again.") from None
+        return turn
 
     async def run(self, turn: Turn, state: RunState | None = None) -> AsyncIterator[ResponseStreamEvent]:
         """Every event of the response, numbered from 0."""
@@ -249,8 +258,6 @@ class Engine:
         return final
 
     async def _lifecycle(self, turn: Turn, state: RunState) -> AsyncIterator[ResponseStreamEvent]:
-        if turn.request.store:
-            await self.store.create(self._record(turn, state, snapshot(turn, state, "in_progress")))
         yield ResponseCreatedEvent(type="response.created", response=snapshot(turn, state, "in_progress"),
                                    sequence_number=0)
         yield ResponseInProgressEvent(type="response.in_progress", response=snapshot(turn, state, "in_progress"),
@@ -266,7 +273,12 @@ class Engine:
         status = "failed" if state.error else "incomplete" if state.incomplete_reason else "completed"
         final = snapshot(turn, state, status)
         if turn.request.store:
-            await self.store.finish(self._record(turn, state, final))
+            try:  # written before the terminal event goes out: a client that saw it can retrieve it
+                await self.store.finish(self._record(turn, state, final))
+            except Exception:
+                log.exception("response %s could not be stored", turn.id)
+                state.error = StoreUnavailable("The response was produced but could not be stored.")
+                final = snapshot(turn, state, "failed")
         if state.error:
             yield ResponseErrorEvent(type="error", code=state.error.code, message=state.error.message,
                                      param=state.error.param, sequence_number=0)

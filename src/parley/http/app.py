@@ -45,6 +45,8 @@ async def _sse(events: AsyncIterator[ResponseStreamEvent], running: set[asyncio.
         try:
             async for event in events:
                 queue.put_nowait(event)
+        except Exception:  # the engine ends every response with a terminal event; this is a bug
+            log.exception("a response stream broke off")
         finally:
             queue.put_nowait(None)
 
