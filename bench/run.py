@@ -198,7 +198,8 @@ async def throughput_rows(paths: Paths, mode: Mode, parley_pid: int) -> list[Row
 
     async def one() -> None:
         nonlocal streamed
-        streamed += (await paths.stream("parley", model(tokens=100)))[1]
+        _, tokens = await paths.stream("parley", model(tokens=100))
+        streamed += tokens  # not `streamed += await …`: that reads `streamed` before awaiting
 
     before = cpu_seconds(parley_pid)
     await saturate(mode.saturation_s, 32, one)

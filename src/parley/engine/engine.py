@@ -224,7 +224,7 @@ class Engine:
         items = [item_resource(item) for item in request.input]
         turn = Turn(request=request, upstream=upstream, conversation=conversation, input_items=items, tenant=tenant,
                     previous_output=previous_output, approved=approved)
-        if request.store:  # stored as in_progress first, so it can be polled while it runs
+        if request.store and request.stream:  # stored as in_progress first: a streaming client may poll it
             try:
                 await self.store.create(self._record(turn, RunState(conversation), snapshot(turn, RunState(
                     conversation), "in_progress")))
@@ -258,10 +258,9 @@ class Engine:
         return final
 
     async def _lifecycle(self, turn: Turn, state: RunState) -> AsyncIterator[ResponseStreamEvent]:
-        yield ResponseCreatedEvent(type="response.created", response=snapshot(turn, state, "in_progress"),
-                                   sequence_number=0)
-        yield ResponseInProgressEvent(type="response.in_progress", response=snapshot(turn, state, "in_progress"),
-                                      sequence_number=0)
+        started = snapshot(turn, state, "in_progress")
+        yield ResponseCreatedEvent(type="response.created", response=started, sequence_number=0)
+        yield ResponseInProgressEvent(type="response.in_progress", response=started, sequence_number=0)
         try:
             async for event in self._step(turn, state):
                 yield event
@@ -274,7 +273,8 @@ class Engine:
         final = snapshot(turn, state, status)
         if turn.request.store:
             try:  # written before the terminal event goes out: a client that saw it can retrieve it
-                await self.store.finish(self._record(turn, state, final))
+                record = self._record(turn, state, final)
+                await (self.store.finish(record) if turn.request.stream else self.store.create(record))
             except Exception:
                 log.exception("response %s could not be stored", turn.id)
                 state.error = StoreUnavailable("The response was produced but could not be stored.")
@@ -388,6 +388,6 @@ class Engine:
     def _record(turn: Turn, state: RunState, response: Response) -> StoredResponse:
         return StoredResponse(
             id=turn.id, tenant=turn.tenant, created_at=turn.created_at, status=response.status or "in_progress",
-            response=response.model_dump(mode="json", by_alias=True), messages=state.conversation,
+            response={}, response_json=response.model_dump_json(by_alias=True), messages=state.conversation,
             input_items=turn.input_items, previous_response_id=turn.request.previous_response_id,
         )

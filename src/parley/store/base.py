@@ -23,6 +23,12 @@ class StoredResponse:
     input_items: list[dict[str, Any]] = field(default_factory=list)
     previous_response_id: str | None = None
     tenant: str = ""
+    response_json: str | None = None  # ``response`` already serialized, when the writer has it
+
+    def serialized(self) -> str:
+        import json
+
+        return self.response_json if self.response_json is not None else json.dumps(self.response)
 
 
 @dataclass

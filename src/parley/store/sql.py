@@ -93,7 +93,7 @@ class SqlStore:
         async with self.engine.begin() as conn:
             await conn.execute(responses.insert().values(
                 id=record.id, tenant=record.tenant, created_at=record.created_at, status=record.status,
-                previous_response_id=record.previous_response_id, response=json.dumps(record.response),
+                previous_response_id=record.previous_response_id, response=record.serialized(),
                 messages=json.dumps(record.messages),
             ))
             if record.input_items:
@@ -106,7 +106,7 @@ class SqlStore:
         async with self.engine.begin() as conn:
             await conn.execute(
                 responses.update().where(responses.c.id == record.id).values(
-                    status=record.status, response=json.dumps(record.response), messages=json.dumps(record.messages)
+                    status=record.status, response=record.serialized(), messages=json.dumps(record.messages)
                 )
             )
 
@@ -120,7 +120,7 @@ class SqlStore:
         return StoredResponse(
             id=row.id, tenant=row.tenant, created_at=row.created_at, status=row.status,
             previous_response_id=row.previous_response_id, response=json.loads(row.response),
-            messages=json.loads(row.messages),
+            messages=json.loads(row.messages), response_json=row.response,
         )
 
     async def delete(self, response_id: str, tenant: str = "") -> bool:
