@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 
 HERE = Path(__file__).resolve().parent
@@ -74,44 +75,55 @@ def model(ttft_ms: int = 0, tps: int = 0, tokens: int = 20) -> str:
 
 
 class Paths:
-    """The two ways of asking the same upstream: directly, and through Parley."""
+    """The two ways of asking the same upstream: directly, and through Parley.  The driver uses
+    aiohttp, the lightest Python client here, since it shares the machine's cores with both."""
 
     def __init__(self, upstream: str, parley: str) -> None:
         self.upstream, self.parley = upstream, parley
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=2000)
-        self.http = httpx.AsyncClient(timeout=300, limits=limits)
+        self.http = self._client()
+
+    @staticmethod
+    def _client() -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                     timeout=aiohttp.ClientTimeout(total=300))
+
+    async def fresh(self) -> None:
+        """A new connection pool for the next phase: servers close idle keep-alive connections."""
+        await self.http.close()
+        self.http = self._client()
 
     async def create(self, path: str, m: str, previous: str | None = None,
                      history: list[dict[str, str]] | None = None) -> tuple[float, str | None]:
         start = time.perf_counter()
         if path == "direct":
             messages = (history or []) + [{"role": "user", "content": "hi"}]
-            response = await self.http.post(f"{self.upstream}/chat/completions",
-                                            json={"model": m, "messages": messages})
-            response.raise_for_status()
+            async with self.http.post(f"{self.upstream}/chat/completions",
+                                      json={"model": m, "messages": messages}) as response:
+                response.raise_for_status()
+                await response.read()
             return time.perf_counter() - start, None
         body: dict[str, Any] = {"model": m, "input": "hi", "store": True}
         if previous:
             body["previous_response_id"] = previous
-        response = await self.http.post(f"{self.parley}/responses", json=body)
-        response.raise_for_status()
-        return time.perf_counter() - start, response.json()["id"]
+        async with self.http.post(f"{self.parley}/responses", json=body) as response:
+            response.raise_for_status()
+            data = await response.json()
+        return time.perf_counter() - start, data["id"]
 
     async def stream(self, path: str, m: str) -> tuple[float, int]:
         """Time to the first content token, and the number of content tokens."""
         start, first, tokens = time.perf_counter(), 0.0, 0
         if path == "direct":
-            request = self.http.stream("POST", f"{self.upstream}/chat/completions",
-                                       json={"model": m, "stream": True, "messages": [{"role": "user", "content": "hi"}],
-                                             "stream_options": {"include_usage": True}})
-            marker = '"content":"w'
+            url, body = f"{self.upstream}/chat/completions", {
+                "model": m, "stream": True, "messages": [{"role": "user", "content": "hi"}],
+                "stream_options": {"include_usage": True}}
+            marker = b'"content":"w'
         else:
-            request = self.http.stream("POST", f"{self.parley}/responses", json={"model": m, "input": "hi",
-                                                                                 "stream": True})
-            marker = '"type":"response.output_text.delta"'
-        async with request as response:
+            url, body = f"{self.parley}/responses", {"model": m, "input": "hi", "stream": True}
+            marker = b'"type":"response.output_text.delta"'
+        async with self.http.post(url, json=body) as response:
             response.raise_for_status()
-            async for line in response.aiter_lines():
+            async for line in response.content:
                 if marker in line:
                     tokens += 1
                     if tokens == 1:
@@ -287,13 +299,12 @@ async def measure(mode: Mode, upstream_url: str, parley: ParleyProcess) -> list[
     pid = parley.process.pid
     rows: list[Row] = []
     try:
-        rows += await latency_rows(paths, mode)
-        rows += await ttft_rows(paths, mode)
-        rows += await throughput_rows(paths, mode, pid)
-        rows += await concurrent_stream_rows(paths, mode, pid)
-        rows += await chain_rows(paths, mode)
+        for phase in (latency_rows, ttft_rows, throughput_rows, concurrent_stream_rows, chain_rows):
+            await paths.fresh()
+            args = (paths, mode, pid) if phase in (throughput_rows, concurrent_stream_rows) else (paths, mode)
+            rows += await phase(*args)  # type: ignore[operator]
     finally:
-        await paths.http.aclose()
+        await paths.http.close()
     return rows
 
 

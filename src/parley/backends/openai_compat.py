@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import orjson
 
 from parley.errors import BackendError, BackendRateLimited, BackendRejected, ParleyError
 from parley.settings import UpstreamConfig
@@ -142,8 +143,8 @@ async def _chunks(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, A
         if data == b"[DONE]":
             return
         try:
-            chunk = json.loads(data)
-        except ValueError:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
             raise BackendError("The model backend sent malformed SSE data.", code="backend_protocol_error") from None
         if not isinstance(chunk, dict):
             raise BackendError("The model backend sent malformed SSE data.", code="backend_protocol_error")

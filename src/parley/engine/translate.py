@@ -1,5 +1,8 @@
 """Chat Completions chunks to Responses stream events (pure: no I/O).
 
+Per-token events are built with ``model_construct`` (no validation): their fields are
+Parley's own values, they are the hot path, and every test validates what is emitted.
+
 :class:`ChunkTranslator` takes the chunks of one backend call, as dicts in the Chat
 Completions wire format, and yields the content events of the items they make:
 reasoning (``reasoning_content``), assistant messages (text and refusals) and function
@@ -193,7 +196,7 @@ class ChunkTranslator:
         state = self._open
         assert isinstance(state, _Reasoning)
         state.text += text
-        events.append(ResponseReasoningTextDeltaEvent(
+        events.append(ResponseReasoningTextDeltaEvent.model_construct(
             type="response.reasoning_text.delta", item_id=state.item.id, output_index=state.output_index,
             content_index=0, delta=text, sequence_number=0))
         return events
@@ -222,12 +225,12 @@ class ChunkTranslator:
         content_index = len(state.item.content)
         if kind == "output_text":
             self._text.append(text)
-            events.append(ResponseTextDeltaEvent(
+            events.append(ResponseTextDeltaEvent.model_construct(
                 type="response.output_text.delta", item_id=state.item.id, output_index=state.output_index,
                 content_index=content_index, delta=text, logprobs=[], sequence_number=0))
             events += self._annotate(state, content_index)
         else:
-            events.append(ResponseRefusalDeltaEvent(
+            events.append(ResponseRefusalDeltaEvent.model_construct(
                 type="response.refusal.delta", item_id=state.item.id, output_index=state.output_index,
                 content_index=content_index, delta=text, sequence_number=0))
         return events
@@ -306,7 +309,7 @@ class ChunkTranslator:
         state.item.arguments += arguments
         if state.hidden:
             return []
-        return [ResponseFunctionCallArgumentsDeltaEvent(
+        return [ResponseFunctionCallArgumentsDeltaEvent.model_construct(
             type="response.function_call_arguments.delta", item_id=state.item.id or "",
             output_index=state.output_index, delta=arguments, sequence_number=0)]
 
