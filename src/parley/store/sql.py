@@ -178,7 +178,7 @@ async def open_store(url: str) -> SqlStore:
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         # One connection: SQLite takes one writer at a time anyway, and concurrent connections
         # turn that into "database is locked" errors under load instead of a short wait.
-        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
+        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60, pool_reset_on_return=None)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     else:
         engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
