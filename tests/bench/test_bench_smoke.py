@@ -1,0 +1,25 @@
+"""The benchmark runs end to end (no timing is asserted anywhere: figures live in the issue notes)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_smoke_mode_prints_every_row(tmp_path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--skip-embedded",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    metrics = " ".join(row["metric"] for row in rows)
+    for expected in ("latency p50, concurrency 1", "latency p99", "time to first token", "at saturation",
+                     "CPU time per streamed token", "concurrent streams: errors", "memory per in-flight stream",
+                     "chain turn 1", "chain turn 3"):
+        assert expected in metrics, expected
+    assert "| metric | Parley | direct |" in done.stdout
+    assert [row["parley"] for row in rows if "errors" in row["metric"]] == [0]
