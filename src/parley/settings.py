@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     )
     config: Path | None = Field(None, description="YAML file declaring several upstreams and their models.")
     data_dir: Path = Field(default_factory=default_data_dir, description="Where the default SQLite file lives.")
+    api_keys: str | None = Field(
+        None, description="API keys and their tenants: KEY=TENANT,KEY2=TENANT2. None: no authentication."
+    )
+    api_keys_file: Path | None = Field(None, description="File of API keys: one 'KEY TENANT' per line.")
     log_level: str = Field("info", description="Log level (debug, info, warning, error).")
     web_search: str | None = Field(
         None, description="Web search provider: searxng:http://host:port, tavily[:URL] or brave[:URL]."

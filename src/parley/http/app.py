@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from openai.types.responses import ResponseStreamEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from parley.auth import ApiKeys
 from parley.backends.router import Router
 from parley.engine.engine import Engine
 from parley.errors import InvalidRequest, NotFound, ParleyError
@@ -73,6 +74,12 @@ def _not_found(response_id: str) -> NotFound:
 def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
     """The ASGI app for ``settings``; the store and backends open in its lifespan."""
     router = router or Router.from_settings(settings)
+    keys = ApiKeys.from_settings(settings.api_keys, settings.api_keys_file)
+    if not keys.enabled:
+        log.warning("no API keys configured: serving without authentication (local mode)")
+
+    def tenant(request: Request) -> str:
+        return keys.tenant(request.headers.get("authorization"))
     running: set[asyncio.Task[None]] = set()
     search_provider = None
     if settings.web_search:
@@ -125,18 +132,20 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
         return JSONResponse({"status": "ok" if ready else "starting"}, status_code=200 if ready else 503)
 
     @app.get("/v1/models")
-    async def list_models() -> dict[str, Any]:
+    async def list_models(request: Request) -> dict[str, Any]:
+        tenant(request)
         return {"object": "list", "data": await router.list_models()}
 
     @app.post("/v1/responses")
     async def create_response(request: Request) -> Response:
+        caller = tenant(request)  # a missing key is a 401 before anything else
         try:
             body = json.loads(await request.body())
         except ValueError:
             raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
         create = parse_create(body)
         engine: Engine = request.app.state.engine
-        turn = await engine.prepare(create)
+        turn = await engine.prepare(create, caller)
         if create.stream:
             return StreamingResponse(_sse(engine.run(turn), running), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -145,14 +154,14 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
 
     @app.get("/v1/responses/{response_id}")
     async def retrieve_response(request: Request, response_id: str) -> Response:
-        stored = await request.app.state.engine.store.get(response_id)
+        stored = await request.app.state.engine.store.get(response_id, tenant(request))
         if stored is None:
             raise _not_found(response_id)
         return Response(stored.serialized(), media_type="application/json")
 
     @app.delete("/v1/responses/{response_id}")
     async def delete_response(request: Request, response_id: str) -> dict[str, Any]:
-        if not await request.app.state.engine.store.delete(response_id):
+        if not await request.app.state.engine.store.delete(response_id, tenant(request)):
             raise _not_found(response_id)
         return {"id": response_id, "object": "response", "deleted": True}
 
@@ -166,7 +175,7 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
         order: Literal["asc", "desc"] = "desc",
     ) -> dict[str, Any]:
         page = await request.app.state.engine.store.input_items(
-            response_id, after=after, before=before, limit=limit, order=order
+            response_id, tenant(request), after=after, before=before, limit=limit, order=order
         )
         if page is None:
             raise _not_found(response_id)

@@ -1,0 +1,61 @@
+"""API keys: bearer tokens mapped to tenants.
+
+Keys come from ``--api-keys KEY=TENANT,…`` and/or ``--api-keys-file`` (one ``KEY TENANT`` or
+``KEY=TENANT`` per line, ``#`` comments).  Only SHA-256 digests of the keys are kept in
+memory.  With no keys configured Parley serves locally without authentication, and every
+stored object belongs to the tenant ``""``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from parley.errors import AuthenticationFailed
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def _pairs(text: str, separators: str) -> list[tuple[str, str]]:
+    pairs = []
+    for raw in text.replace(",", "\n").splitlines() if separators == "," else text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        key, _, tenant = line.replace("=", " ", 1).partition(" ")
+        if not key or not tenant.strip():
+            raise ValueError(f"an API key entry needs a key and a tenant: {line[:8]}…")
+        pairs.append((key.strip(), tenant.strip()))
+    return pairs
+
+
+class ApiKeys:
+    """Resolves ``Authorization: Bearer <key>`` to a tenant."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self._tenants = {_digest(key): tenant for key, tenant in pairs}
+
+    @classmethod
+    def from_settings(cls, inline: str | None, file: Path | None) -> ApiKeys:
+        pairs = _pairs(inline, ",") if inline else []
+        if file:
+            pairs += _pairs(Path(file).read_text(), "\n")
+        return cls(pairs)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._tenants)
+
+    def tenant(self, authorization: str | None) -> str:
+        """The caller's tenant; raises a 401 when keys are configured and this one is not among them."""
+        if not self.enabled:
+            return ""
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthenticationFailed("You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.")
+        tenant = self._tenants.get(_digest(token.strip()))
+        if tenant is None:
+            raise AuthenticationFailed("Incorrect API key provided.")
+        return tenant

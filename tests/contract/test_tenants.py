@@ -1,0 +1,52 @@
+"""API keys and tenants, against a real parley serve with keys configured."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from parley.testing import ParleyProcess
+
+
+@pytest.fixture(scope="module")
+def keyed_server(scripted_server, db_url, tmp_path_factory):
+    keys_file = tmp_path_factory.mktemp("keys") / "keys.txt"
+    keys_file.write_text("# key tenant\nsk-bob bob\n")
+    with ParleyProcess("--upstream", scripted_server.url, "--db", db_url, "--api-keys", "sk-alice=alice",
+                       "--api-keys-file", str(keys_file)) as server:
+        yield server
+
+
+def client_for(server, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0)
+
+
+def test_missing_or_wrong_key_is_a_401_in_openai_shape(keyed_server, backend) -> None:
+    response = httpx.post(f"{keyed_server.base_url}/responses", json={"model": "m", "input": "hi"})
+    assert response.status_code == 401
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    with pytest.raises(openai.AuthenticationError):
+        client_for(keyed_server, "sk-wrong").responses.create(model="m", input="hi")
+    with pytest.raises(openai.AuthenticationError):
+        client_for(keyed_server, "sk-wrong").responses.retrieve("resp_x")
+    assert httpx.get(f"{keyed_server.url}/health").status_code == 200
+
+
+def test_another_tenants_response_is_a_404_everywhere(keyed_server, backend) -> None:
+    alice, bob = client_for(keyed_server, "sk-alice"), client_for(keyed_server, "sk-bob")
+    mine = alice.responses.create(model="m", input="alice's secret")
+    assert alice.responses.retrieve(mine.id).output_text == "You said: alice's secret"
+    for call in (bob.responses.retrieve, bob.responses.delete, bob.responses.input_items.list):
+        with pytest.raises(openai.NotFoundError):
+            call(mine.id)
+    with pytest.raises(openai.BadRequestError) as info:
+        bob.responses.create(model="m", input="x", previous_response_id=mine.id)
+    assert info.value.code == "previous_response_not_found"
+    assert alice.responses.retrieve(mine.id).id == mine.id  # bob's delete did not touch it
+    chained = alice.responses.create(model="m", input="more", previous_response_id=mine.id)
+    assert chained.status == "completed"
+
+
+def test_local_mode_says_it_has_no_authentication(parley_server) -> None:
+    assert "serving without authentication" in parley_server.log()
