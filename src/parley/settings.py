@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     tavily_api_key: str | None = Field(None, description="API key for --web-search tavily.")
     brave_api_key: str | None = Field(None, description="API key for --web-search brave.")
     tool_timeout: float = Field(30.0, description="Seconds an MCP server or search provider may take per call.")
+    instance_stale_s: float = Field(
+        30.0, gt=0, description="A server that has not signalled for this long is taken as stopped: its "
+        "in_progress responses are marked failed."
+    )
     shutdown_grace_s: float = Field(30.0, description="On shutdown, how long running responses may take to finish.")
     max_tool_iterations: int = Field(10, ge=1, description="Model calls per response in the tool loop, at most.")
     embedded_model_path: Path | None = Field(

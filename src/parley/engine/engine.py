@@ -199,6 +199,7 @@ class Engine:
         self.connector = connector or MCPConnector()
         self.max_tool_iterations = max_tool_iterations
         self.search_provider = search_provider
+        self.instance_id = new_id("inst")  # owns the responses this process runs, for crash recovery
 
     async def prepare(self, request: CreateResponse, tenant: str = "") -> Turn:
         """Resolve the model and the previous response, build the conversation and store the response
@@ -384,10 +385,10 @@ class Engine:
         state.conversation = [*state.conversation, translator.assistant_message()]
         state.incomplete_reason = translator.incomplete_reason
 
-    @staticmethod
-    def _record(turn: Turn, state: RunState, response: Response) -> StoredResponse:
+    def _record(self, turn: Turn, state: RunState, response: Response) -> StoredResponse:
         return StoredResponse(
             id=turn.id, tenant=turn.tenant, created_at=turn.created_at, status=response.status or "in_progress",
             response={}, response_json=response.model_dump_json(by_alias=True), messages=state.conversation,
             input_items=turn.input_items, previous_response_id=turn.request.previous_response_id,
+            owner=self.instance_id,
         )

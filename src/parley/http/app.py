@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -67,6 +68,21 @@ async def _sse(events: AsyncIterator[ResponseStreamEvent], running: set[asyncio.
             yield b"".join(encode_sse(event) for event in batch)  # type: ignore[arg-type]
 
 
+async def _recover_abandoned(engine: Engine, stale_s: float) -> None:
+    """Beat this instance's heart and fail the responses of instances that stopped beating
+    (``kill -9``, a crash, a lost machine): at start-up and then every third of ``stale_s``."""
+    while True:
+        try:
+            await engine.store.heartbeat(engine.instance_id)
+            failed = await engine.store.fail_abandoned(time.time() - stale_s,
+                                                       "The server stopped before the response finished.")
+            if failed:
+                log.warning("marked %d responses left in_progress by a stopped server as failed", len(failed))
+        except Exception:
+            log.exception("crash recovery pass failed; retrying")
+        await asyncio.sleep(stale_s / 3)
+
+
 def _not_found(response_id: str) -> NotFound:
     return NotFound(f"Response with id '{response_id}' not found.", param="response_id")
 
@@ -90,8 +106,11 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = await open_store(settings.database_url())
         await router.start()
-        app.state.engine = Engine(store, router, MCPConnector(settings.tool_timeout), settings.max_tool_iterations,
-                                  search_provider)
+        engine = Engine(store, router, MCPConnector(settings.tool_timeout), settings.max_tool_iterations,
+                        search_provider)
+        app.state.engine = engine
+        await store.heartbeat(engine.instance_id)
+        watchdog = asyncio.create_task(_recover_abandoned(engine, settings.instance_stale_s))
         app.state.ready = True
         try:
             yield
@@ -99,6 +118,8 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
             app.state.ready = False
             if running:  # let responses whose clients left finish, within a bound
                 await asyncio.wait(running, timeout=settings.shutdown_grace_s)
+            watchdog.cancel()
+            await store.forget_instance(engine.instance_id)
             await router.aclose()
             await store.close()
 

@@ -23,6 +23,7 @@ class StoredResponse:
     input_items: list[dict[str, Any]] = field(default_factory=list)
     previous_response_id: str | None = None
     tenant: str = ""
+    owner: str | None = None  # the server instance running it, while in_progress
     response_json: str | None = None  # ``response`` already serialized, when the writer has it
 
     def serialized(self) -> str:
@@ -63,6 +64,15 @@ class Store(Protocol):
         order: Literal["asc", "desc"] = "desc",
     ) -> InputItemsPage | None:
         """A page of a response's input items, or ``None`` when the response does not exist."""
+
+    async def heartbeat(self, instance: str) -> None:
+        """Record that a server instance is alive now."""
+
+    async def forget_instance(self, instance: str) -> None:
+        """A server instance stopped cleanly."""
+
+    async def fail_abandoned(self, alive_since: float, message: str) -> list[str]:
+        """Mark ``in_progress`` responses whose instance has not beaten since ``alive_since`` as failed."""
 
     async def close(self) -> None:
         """Release connections."""

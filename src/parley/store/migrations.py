@@ -29,4 +29,14 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        "0002_instances_and_owners",
+        [
+            "ALTER TABLE parley_responses ADD COLUMN owner VARCHAR(64)",
+            """CREATE TABLE parley_instances (
+                id VARCHAR(64) PRIMARY KEY,
+                heartbeat_at DOUBLE PRECISION NOT NULL
+            )""",
+        ],
+    ),
 ]

@@ -29,6 +29,12 @@ responses = sa.Table(
     sa.Column("previous_response_id", sa.String(80)),
     sa.Column("response", sa.Text, nullable=False),
     sa.Column("messages", sa.Text, nullable=False),
+    sa.Column("owner", sa.String(64)),
+)
+instances = sa.Table(
+    "parley_instances", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
 )
 input_items = sa.Table(
     "parley_input_items", metadata,
@@ -100,7 +106,7 @@ class SqlStore:
             await conn.execute(_INSERT_RESPONSE, {
                 "id": record.id, "tenant": record.tenant, "created_at": record.created_at, "status": record.status,
                 "previous_response_id": record.previous_response_id, "response": record.serialized(),
-                "messages": json.dumps(record.messages),
+                "messages": json.dumps(record.messages), "owner": record.owner,
             })
             if record.input_items:
                 await conn.execute(_INSERT_ITEM, [
@@ -164,6 +170,33 @@ class SqlStore:
         end = ids.index(before) if before in ids else len(ids)
         window = rows[start:end]
         return InputItemsPage(data=[json.loads(row.item) for row in window[:limit]], has_more=len(window) > limit)
+
+    async def heartbeat(self, instance: str) -> None:
+        now = time.time()
+        async with self.engine.begin() as conn:
+            updated = await conn.execute(instances.update().where(instances.c.id == instance).values(heartbeat_at=now))
+            if updated.rowcount == 0:
+                await conn.execute(instances.insert().values(id=instance, heartbeat_at=now))
+
+    async def forget_instance(self, instance: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(instances.delete().where(instances.c.id == instance))
+
+    async def fail_abandoned(self, alive_since: float, message: str) -> list[str]:
+        alive = sa.select(instances.c.id).where(instances.c.heartbeat_at >= alive_since)
+        abandoned = sa.select(responses.c.id, responses.c.response).where(
+            responses.c.status == "in_progress", sa.or_(responses.c.owner.is_(None), responses.c.owner.not_in(alive)))
+        failed = []
+        async with self.engine.begin() as conn:
+            for row in (await conn.execute(abandoned)).all():
+                data = json.loads(row.response)
+                data.update(status="failed", error={"code": "server_error", "message": message})
+                result = await conn.execute(
+                    responses.update().where(responses.c.id == row.id, responses.c.status == "in_progress")
+                    .values(status="failed", response=json.dumps(data), owner=None))
+                if result.rowcount:
+                    failed.append(row.id)
+        return failed
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -1,0 +1,65 @@
+"""Two real parley serve processes on one PostgreSQL database behave as one service."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import time
+
+import httpx
+import openai
+import pytest
+
+from parley.testing import ParleyProcess
+
+
+@pytest.fixture(scope="module")
+def two_servers(scripted_server, postgres_url):
+    args = ("--upstream", scripted_server.url, "--db", postgres_url, "--instance-stale-s", "1.5")
+    with ParleyProcess(*args) as first, ParleyProcess(*args) as second:
+        yield first, second
+
+
+def test_create_on_one_retrieve_chain_delete_on_the_other(two_servers, backend) -> None:
+    first, second = (openai.OpenAI(base_url=s.base_url, api_key="x", max_retries=0) for s in two_servers)
+    created = first.responses.create(model="m", input="hello from one")
+    assert second.responses.retrieve(created.id).output_text == created.output_text
+    chained = second.responses.create(model="m", input="and two", previous_response_id=created.id)
+    assert [m["role"] for m in backend.requests[-1]["messages"]] == ["user", "assistant", "user"]
+    assert [i.content[0].text for i in first.responses.input_items.list(chained.id)] == ["and two"]
+    second.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError):
+        first.responses.retrieve(created.id)
+
+
+def test_under_concurrent_load(two_servers, backend) -> None:
+    urls = [s.base_url for s in two_servers]
+
+    def turn(i: int) -> bool:
+        one, other = urls[i % 2], urls[(i + 1) % 2]
+        made = httpx.post(f"{one}/responses", json={"model": "m", "input": f"n{i}"}, timeout=30).json()
+        chained = httpx.post(f"{other}/responses", timeout=30, json={
+            "model": "m", "input": "next", "previous_response_id": made["id"]}).json()
+        return chained["status"] == "completed" and \
+            httpx.get(f"{one}/responses/{chained['id']}", timeout=30).json()["id"] == chained["id"]
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        assert all(pool.map(turn, range(64)))
+
+
+def test_a_live_instance_keeps_its_running_responses(two_servers, backend) -> None:
+    first, second = two_servers
+    backend.hold()
+    with httpx.stream("POST", f"{first.base_url}/responses", timeout=30,
+                      json={"model": "m", "input": "slow", "stream": True}) as response:
+        lines = response.iter_lines()
+        next(lines)
+        response_id = json.loads(next(lines)[6:])["response"]["id"]
+        # Both watchdogs run several passes (every 0.5 s, stale after 1.5 s) while the response is held:
+        # the running instance keeps beating, so nobody may fail its response.
+        time.sleep(4)
+        assert httpx.get(f"{second.base_url}/responses/{response_id}").json()["status"] == "in_progress"
+        backend.release()
+        events = [json.loads(line[6:])["type"] for line in lines if line.startswith("data: ")]
+    assert events[-1] == "response.completed"
+    assert httpx.get(f"{second.base_url}/responses/{response_id}").json()["status"] == "completed"
