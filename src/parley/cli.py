@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Any
 
 from parley.settings import Settings
+
+SETTINGS_ENV = "PARLEY_SERVE_SETTINGS"  # settings handed to --workers processes
 
 
 def _add_settings_options(parser: argparse.ArgumentParser) -> None:
@@ -93,9 +96,21 @@ def serve(settings: Settings) -> None:
     log = logging.getLogger("parley")
     upstreams = ", ".join(f"{u.name} ({u.url or 'embedded'})" for u in settings.upstreams())
     log.info("upstreams: %s; store: %s", upstreams, settings.database_url().split("@")[-1])
-    app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+    if settings.workers > 1:
+        # Each worker process builds its own app from the same settings, passed in the environment.
+        os.environ[SETTINGS_ENV] = settings.model_dump_json()
+        uvicorn.run("parley.cli:app_from_environment", factory=True, workers=settings.workers, host=settings.host,
+                    port=settings.port, log_level=settings.log_level.lower(), access_log=False)
+        return
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                 access_log=False)
+
+
+def app_from_environment() -> Any:
+    """The app of one ``--workers`` process."""
+    from parley.http.app import create_app
+
+    return create_app(Settings.model_validate_json(os.environ[SETTINGS_ENV]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,6 +60,7 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8321, description="Port to listen on.")
+    workers: int = Field(1, ge=1, description="Server processes sharing the port (use PostgreSQL beyond one).")
     upstream: str | None = Field(
         None, description="Base URL of an OpenAI-compatible Chat Completions API (…/v1). "
         "Without it, the embedded model answers."

@@ -63,3 +63,25 @@ def test_a_live_instance_keeps_its_running_responses(two_servers, backend) -> No
         events = [json.loads(line[6:])["type"] for line in lines if line.startswith("data: ")]
     assert events[-1] == "response.completed"
     assert httpx.get(f"{second.base_url}/responses/{response_id}").json()["status"] == "completed"
+
+
+def test_workers_share_one_port(scripted_server, postgres_url, backend) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def instances() -> set[str]:
+        conn = await asyncpg.connect(postgres_url.replace("+asyncpg", ""))
+        try:
+            return {row["id"] for row in await conn.fetch("SELECT id FROM parley_instances")}
+        finally:
+            await conn.close()
+
+    before = asyncio.run(instances())
+    with ParleyProcess("--upstream", scripted_server.url, "--db", postgres_url, "--workers", "2") as server:
+        children = open(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read().split()
+        responses = [httpx.post(f"{server.base_url}/responses", json={"model": "m", "input": f"w{i}"}).json()
+                     for i in range(10)]
+        assert {r["status"] for r in responses} == {"completed"}
+        assert len(asyncio.run(instances()) - before) == 2  # each worker process runs its own engine
+    assert len(children) == 2
