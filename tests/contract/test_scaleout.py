@@ -83,5 +83,8 @@ def test_workers_share_one_port(scripted_server, postgres_url, backend) -> None:
         responses = [httpx.post(f"{server.base_url}/responses", json={"model": "m", "input": f"w{i}"}).json()
                      for i in range(10)]
         assert {r["status"] for r in responses} == {"completed"}
-        assert len(asyncio.run(instances()) - before) == 2  # each worker process runs its own engine
+        deadline = time.monotonic() + 30  # /health answered from one worker; the other may still be starting
+        while len(started := asyncio.run(instances()) - before) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(started) == 2  # each worker process runs its own engine
     assert len(children) == 2
