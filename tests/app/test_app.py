@@ -88,3 +88,18 @@ async def test_unreachable_backend_is_a_typed_502(tmp_path) -> None:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://parley") as client:
             response = await client.post("/v1/responses", json={"model": "m", "input": "x"})
     assert assert_openai_error(response, 502)["code"] == "backend_unreachable"
+
+
+async def test_body_and_input_limits(backend, tmp_path) -> None:
+    settings = Settings(upstream=backend.url, db=f"sqlite+aiosqlite:///{tmp_path / 'p.db'}", max_body_bytes=2048,
+                        max_input_items=3)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://parley") as client:
+            big = await client.post("/v1/responses", json={"model": "m", "input": "x" * 5000})
+            assert_openai_error(big, 413)
+            many = await client.post("/v1/responses", json={"model": "m", "input": [
+                {"role": "user", "content": "x"}] * 4})
+            assert assert_openai_error(many, 400, "input")["code"] == "too_many_items"
+            fine = await client.post("/v1/responses", json={"model": "m", "input": "ok"})
+            assert fine.status_code == 200 and fine.headers["x-request-id"].startswith("req_")

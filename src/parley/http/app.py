@@ -19,7 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from parley.auth import ApiKeys
 from parley.backends.router import Router
 from parley.engine.engine import Engine
-from parley.errors import InvalidRequest, NotFound, ParleyError
+from parley.errors import InvalidRequest, NotFound, ParleyError, PayloadTooLarge
+from parley.ids import new_id
 from parley.request import parse_create
 from parley.settings import Settings
 from parley.store.sql import open_store
@@ -83,6 +84,40 @@ async def _recover_abandoned(engine: Engine, stale_s: float) -> None:
         await asyncio.sleep(stale_s / 3)
 
 
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with a 413 as soon as it passes ``limit`` bytes (before reading it all)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The request body is larger than {limit} bytes.", code="request_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.", code="request_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class RequestIds:
+    """Pure ASGI middleware: every response carries ``x-request-id`` (OpenAI's header, which the SDK
+    exposes as ``_request_id``).  Pure ASGI, so streamed bodies pass through untouched."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request_id = new_id("req").encode()
+
+        async def with_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
+            await send(message)
+
+        await self.app(scope, receive, with_id)
+
+
 def _not_found(response_id: str) -> NotFound:
     return NotFound(f"Response with id '{response_id}' not found.", param="response_id")
 
@@ -124,6 +159,7 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
             await store.close()
 
     app = FastAPI(title="Parley", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(RequestIds)
     app.state.ready = False
 
     @app.exception_handler(ParleyError)
@@ -161,9 +197,13 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
     async def create_response(request: Request) -> Response:
         caller = tenant(request)  # a missing key is a 401 before anything else
         try:
-            body = json.loads(await request.body())
+            body = json.loads(await _read_body(request, settings.max_body_bytes))
         except ValueError:
             raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
+        if isinstance(body, dict) and isinstance(body.get("input"), list) and \
+                len(body["input"]) > settings.max_input_items:
+            raise InvalidRequest(f"'input' holds {len(body['input'])} items; at most {settings.max_input_items} "
+                                 "are accepted.", param="input", code="too_many_items")
         create = parse_create(body)
         engine: Engine = request.app.state.engine
         turn = await engine.prepare(create, caller)
