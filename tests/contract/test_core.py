@@ -289,3 +289,31 @@ def test_many_concurrent_responses_all_complete_and_are_stored(backend, parley_s
     assert {kind for kind, _ in results} == {"response.completed"}
     statuses = {httpx.get(f"{parley_server.base_url}/responses/{rid}").json()["status"] for _, rid in results}
     assert statuses == {"completed"}
+
+
+def test_prometheus_metrics(client, backend, parley_server) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape() -> dict[tuple[str, tuple], float]:
+        text = httpx.get(f"{parley_server.url}/metrics").text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    before = scrape()
+    backend.push(Reply(text="abcdefgh", chunk_size=2, prompt_tokens=7), Reply(status=500), Reply(status=500),
+                 Reply(status=500))
+    client.responses.create(model="m", input="x")
+    list(client.responses.create(model="m", input="y", stream=True))
+    after = scrape()
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert delta("parley_tokens_total", kind="input") == 7 and delta("parley_tokens_total", kind="output") == 4
+    assert delta("parley_responses_total", status="completed") == 1
+    assert delta("parley_responses_total", status="failed") == 1
+    assert delta("parley_backend_errors_total", code="backend_error") == 1
+    assert delta("parley_requests_total", route="POST /v1/responses", status="200") == 2
+    assert delta("parley_time_to_first_token_seconds_count") == 1
+    assert after[("parley_inflight_streams", ())] == 0

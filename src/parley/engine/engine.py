@@ -36,6 +36,7 @@ from parley.items import item_resource
 from openai.types.responses.response_output_item import McpListTools
 
 from parley.items import McpApprovalResponseItem
+from parley.metrics import Metrics
 from parley.request import CreateResponse, McpTool, ToolChoiceHosted, ToolChoiceMcp, WebSearchTool
 from parley.tools import ServerTools
 from parley.tools.mcp import MCPConnector
@@ -199,6 +200,7 @@ class Engine:
         self.connector = connector or MCPConnector()
         self.max_tool_iterations = max_tool_iterations
         self.search_provider = search_provider
+        self.metrics: Metrics | None = None
         self.instance_id = new_id("inst")  # owns the responses this process runs, for crash recovery
 
     async def prepare(self, request: CreateResponse, tenant: str = "") -> Turn:
@@ -236,10 +238,17 @@ class Engine:
 
     async def run(self, turn: Turn, state: RunState | None = None) -> AsyncIterator[ResponseStreamEvent]:
         """Every event of the response, numbered from 0."""
-        sequence = 0
-        async for event in self._lifecycle(turn, state or RunState(conversation=turn.conversation)):
+        state = state or RunState(conversation=turn.conversation)
+        sequence, started, first_token = 0, time.perf_counter(), True
+        async for event in self._lifecycle(turn, state):
             event.sequence_number = sequence
             sequence += 1
+            if self.metrics is not None:
+                if first_token and event.type == "response.output_text.delta":
+                    first_token = False
+                    self.metrics.first_token(time.perf_counter() - started)
+                elif event.type in TERMINAL_EVENTS:
+                    self.metrics.finished(event.response, state.error.code if state.error else None)  # type: ignore
             yield event
 
     async def respond(self, turn: Turn) -> Response:

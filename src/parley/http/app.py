@@ -21,6 +21,7 @@ from parley.backends.router import Router
 from parley.engine.engine import Engine
 from parley.errors import InvalidRequest, NotFound, ParleyError, PayloadTooLarge
 from parley.ids import new_id
+from parley.metrics import Metrics
 from parley.request import parse_create
 from parley.settings import Settings
 from parley.store.sql import open_store
@@ -39,18 +40,21 @@ def encode_sse(event: ResponseStreamEvent) -> bytes:
     return f"event: {event.type}\ndata: {event.model_dump_json(by_alias=True)}\n\n".encode()
 
 
-async def _sse(events: AsyncIterator[ResponseStreamEvent], running: set[asyncio.Task[None]]) -> AsyncIterator[bytes]:
+async def _sse(events: AsyncIterator[ResponseStreamEvent], running: set[asyncio.Task[None]],
+               metrics: Metrics) -> AsyncIterator[bytes]:
     """Frames of a response that runs in its own task, so a client that goes away does not stop it:
     the response still completes and is stored (when ``store`` is true)."""
     queue: asyncio.Queue[ResponseStreamEvent | None] = asyncio.Queue()
 
     async def pump() -> None:
+        metrics.streams.inc()
         try:
             async for event in events:
                 queue.put_nowait(event)
         except Exception:  # the engine ends every response with a terminal event; this is a bug
             log.exception("a response stream broke off")
         finally:
+            metrics.streams.dec()
             queue.put_nowait(None)
 
     task = asyncio.create_task(pump())
@@ -98,24 +102,45 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _route(method: str, path: str) -> str:
+    """A low-cardinality label for a request: ids are left out."""
+    parts = path.strip("/").split("/")
+    if len(parts) >= 3 and parts[1] == "responses":
+        parts[2] = "{id}"
+    return f"{method} /{'/'.join(parts)}" if path in KNOWN_PATHS or parts[:2] == ["v1", "responses"] else "other"
+
+
+KNOWN_PATHS = {"/health", "/metrics", "/v1/models", "/v1/responses"}
+
+
 class RequestIds:
     """Pure ASGI middleware: every response carries ``x-request-id`` (OpenAI's header, which the SDK
-    exposes as ``_request_id``).  Pure ASGI, so streamed bodies pass through untouched."""
+    exposes as ``_request_id``), and requests are counted and timed.  Pure ASGI, so streamed
+    bodies pass through untouched."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, metrics: Metrics) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         request_id = new_id("req").encode()
+        started, status = time.perf_counter(), 500
 
         async def with_id(message: dict[str, Any]) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
             await send(message)
 
-        await self.app(scope, receive, with_id)
+        try:
+            await self.app(scope, receive, with_id)
+        finally:
+            route = _route(scope["method"], scope["path"])
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
 
 
 def _not_found(response_id: str) -> NotFound:
@@ -132,6 +157,7 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
     def tenant(request: Request) -> str:
         return keys.tenant(request.headers.get("authorization"))
     running: set[asyncio.Task[None]] = set()
+    metrics = Metrics()
     search_provider = None
     if settings.web_search:
         search_provider = make_provider(settings.web_search, tavily_api_key=settings.tavily_api_key,
@@ -143,6 +169,7 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
         await router.start()
         engine = Engine(store, router, MCPConnector(settings.tool_timeout), settings.max_tool_iterations,
                         search_provider)
+        engine.metrics = metrics
         app.state.engine = engine
         await store.heartbeat(engine.instance_id)
         watchdog = asyncio.create_task(_recover_abandoned(engine, settings.instance_stale_s))
@@ -159,7 +186,7 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
             await store.close()
 
     app = FastAPI(title="Parley", version="0.1.0", lifespan=lifespan)
-    app.add_middleware(RequestIds)
+    app.add_middleware(RequestIds, metrics=metrics)
     app.state.ready = False
 
     @app.exception_handler(ParleyError)
@@ -188,6 +215,10 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
         ready = bool(app.state.ready)
         return JSONResponse({"status": "ok" if ready else "starting"}, status_code=200 if ready else 503)
 
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4")
+
     @app.get("/v1/models")
     async def list_models(request: Request) -> dict[str, Any]:
         tenant(request)
@@ -208,7 +239,7 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
         engine: Engine = request.app.state.engine
         turn = await engine.prepare(create, caller)
         if create.stream:
-            return StreamingResponse(_sse(engine.run(turn), running), media_type="text/event-stream",
+            return StreamingResponse(_sse(engine.run(turn), running, metrics), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         result = await engine.respond(turn)
         return Response(result.model_dump_json(by_alias=True), media_type="application/json")
