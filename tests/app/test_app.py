@@ -103,3 +103,9 @@ async def test_body_and_input_limits(backend, tmp_path) -> None:
             assert assert_openai_error(many, 400, "input")["code"] == "too_many_items"
             fine = await client.post("/v1/responses", json={"model": "m", "input": "ok"})
             assert fine.status_code == 200 and fine.headers["x-request-id"].startswith("req_")
+
+
+async def test_non_json_numbers_and_lone_surrogates_are_400(http) -> None:
+    for raw in (b'{"model":"m","input":"x","temperature":NaN}', b'{"model":"m","input":"\\ud800"}'):
+        response = await http.post("/v1/responses", content=raw, headers={"content-type": "application/json"})
+        assert assert_openai_error(response, 400)["code"] == "invalid_json"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
+import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -227,10 +227,11 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
     @app.post("/v1/responses")
     async def create_response(request: Request) -> Response:
         caller = tenant(request)  # a missing key is a 401 before anything else
-        try:
-            body = json.loads(await _read_body(request, settings.max_body_bytes))
-        except ValueError:
-            raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
+        try:  # orjson is strict: NaN, Infinity and lone surrogates are not JSON, and never reach a backend
+            body = orjson.loads(await _read_body(request, settings.max_body_bytes))
+        except orjson.JSONDecodeError:
+            raise InvalidRequest("The request body is not valid JSON (UTF-8, no NaN or lone surrogates).",
+                                 code="invalid_json") from None
         if isinstance(body, dict) and isinstance(body.get("input"), list) and \
                 len(body["input"]) > settings.max_input_items:
             raise InvalidRequest(f"'input' holds {len(body['input'])} items; at most {settings.max_input_items} "
