@@ -76,6 +76,10 @@ class Settings(BaseSettings):
         None, description="API keys and their tenants: KEY=TENANT,KEY2=TENANT2. None: no authentication."
     )
     api_keys_file: Path | None = Field(None, description="File of API keys: one 'KEY TENANT' per line.")
+    outbound_allow: str | None = Field(
+        None, description="With API keys, non-public addresses MCP servers may still use: CIDRs or host names, "
+        "comma-separated."
+    )
     log_level: str = Field("info", description="Log level (debug, info, warning, error).")
     web_search: str | None = Field(
         None, description="Web search provider: searxng:http://host:port, tavily[:URL] or brave[:URL]."

@@ -50,3 +50,16 @@ def test_another_tenants_response_is_a_404_everywhere(keyed_server, backend) -> 
 
 def test_local_mode_says_it_has_no_authentication(parley_server) -> None:
     assert "serving without authentication" in parley_server.log()
+
+
+def test_with_keys_a_loopback_mcp_server_is_refused_unless_allowed(keyed_server, scripted_server, db_url,
+                                                                   backend) -> None:
+    tools = [{"type": "mcp", "server_label": "s", "server_url": "http://127.0.0.1:9/mcp", "require_approval": "never"}]
+    with pytest.raises(openai.BadRequestError) as info:
+        client_for(keyed_server, "sk-alice").responses.create(model="m", input="x", tools=tools)
+    assert info.value.body["param"] == "tools[0].server_url" and info.value.code == "url_not_allowed"
+    with ParleyProcess("--upstream", scripted_server.url, "--db", db_url, "--api-keys", "sk-a=a",
+                       "--outbound-allow", "127.0.0.0/8") as allowed:
+        with pytest.raises(openai.APIStatusError) as info:  # admitted, so it is tried: nothing listens there
+            client_for(allowed, "sk-a").responses.create(model="m", input="x", tools=tools)
+        assert info.value.status_code == 424

@@ -37,6 +37,7 @@ from openai.types.responses.response_output_item import McpListTools
 
 from parley.items import McpApprovalResponseItem
 from parley.metrics import Metrics
+from parley.netpolicy import AddressPolicy
 from parley.request import CreateResponse, McpTool, ToolChoiceHosted, ToolChoiceMcp, WebSearchTool
 from parley.tools import ServerTools
 from parley.tools.mcp import MCPConnector
@@ -201,12 +202,16 @@ class Engine:
         self.max_tool_iterations = max_tool_iterations
         self.search_provider = search_provider
         self.metrics: Metrics | None = None
+        self.address_policy = AddressPolicy(enforce=False)
         self.instance_id = new_id("inst")  # owns the responses this process runs, for crash recovery
 
     async def prepare(self, request: CreateResponse, tenant: str = "") -> Turn:
         """Resolve the model and the previous response, build the conversation and store the response
         as ``in_progress``; raises the errors a client gets as plain HTTP errors, before any stream."""
         upstream = self.router.upstream_config(request.model)
+        for i, tool in enumerate(request.tools):
+            if isinstance(tool, McpTool):
+                await self.address_policy.check(tool.server_url, f"tools[{i}].server_url")
         if any(isinstance(t, WebSearchTool) for t in request.tools):
             require_provider(self.search_provider, "tools")
         prior: list[dict[str, Any]] = []

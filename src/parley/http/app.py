@@ -22,6 +22,7 @@ from parley.engine.engine import Engine
 from parley.errors import InvalidRequest, NotFound, ParleyError, PayloadTooLarge
 from parley.ids import new_id
 from parley.metrics import Metrics
+from parley.netpolicy import AddressPolicy
 from parley.request import parse_create
 from parley.settings import Settings
 from parley.store.sql import open_store
@@ -170,6 +171,7 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
         engine = Engine(store, router, MCPConnector(settings.tool_timeout), settings.max_tool_iterations,
                         search_provider)
         engine.metrics = metrics
+        engine.address_policy = AddressPolicy(enforce=keys.enabled, allow=settings.outbound_allow)
         app.state.engine = engine
         await store.heartbeat(engine.instance_id)
         watchdog = asyncio.create_task(_recover_abandoned(engine, settings.instance_stale_s))

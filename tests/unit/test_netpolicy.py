@@ -1,0 +1,32 @@
+"""The outbound address policy for URLs Parley contacts on a user's behalf."""
+
+from __future__ import annotations
+
+import pytest
+
+from parley.errors import InvalidRequest
+from parley.netpolicy import AddressPolicy
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/mcp", "http://localhost/sse", "http://10.1.2.3/mcp",
+                                 "http://192.168.0.5/mcp", "http://169.254.169.254/latest", "http://[::1]:8/mcp",
+                                 "http://0.0.0.0/x"])
+async def test_non_public_addresses_are_refused_when_enforced(url: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        await AddressPolicy(enforce=True).check(url, "tools[0].server_url")
+    assert info.value.param == "tools[0].server_url" and info.value.status_code == 400
+
+
+async def test_public_addresses_pass_and_local_mode_allows_everything() -> None:
+    await AddressPolicy(enforce=True).check("http://93.184.215.14/mcp", "p")
+    await AddressPolicy(enforce=False).check("http://127.0.0.1:9/mcp", "p")
+
+
+async def test_the_allowlist_admits_ranges_and_hosts() -> None:
+    policy = AddressPolicy(enforce=True, allow="127.0.0.0/8, mcp.internal")
+    await policy.check("http://127.0.0.1:9/mcp", "p")
+    await policy.check("http://mcp.internal/mcp", "p")
+    with pytest.raises(InvalidRequest):
+        await policy.check("http://10.0.0.1/mcp", "p")
