@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from parley.logs import configure_logging
 from parley.settings import Settings
 
 SETTINGS_ENV = "PARLEY_SERVE_SETTINGS"  # settings handed to --workers processes
@@ -92,7 +93,7 @@ def serve(settings: Settings) -> None:
 
     from parley.http.app import create_app
 
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     log = logging.getLogger("parley")
     upstreams = ", ".join(f"{u.name} ({u.url or 'embedded'})" for u in settings.upstreams())
     log.info("upstreams: %s; store: %s", upstreams, settings.database_url().split("@")[-1])
@@ -100,17 +101,19 @@ def serve(settings: Settings) -> None:
         # Each worker process builds its own app from the same settings, passed in the environment.
         os.environ[SETTINGS_ENV] = settings.model_dump_json()
         uvicorn.run("parley.cli:app_from_environment", factory=True, workers=settings.workers, host=settings.host,
-                    port=settings.port, log_level=settings.log_level.lower(), access_log=False)
+                    port=settings.port, log_level=settings.log_level.lower(), access_log=False, log_config=None)
         return
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                access_log=False)
+                access_log=False, log_config=None)
 
 
 def app_from_environment() -> Any:
     """The app of one ``--workers`` process."""
     from parley.http.app import create_app
 
-    return create_app(Settings.model_validate_json(os.environ[SETTINGS_ENV]))
+    settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,6 +81,7 @@ class Settings(BaseSettings):
         "comma-separated."
     )
     log_level: str = Field("info", description="Log level (debug, info, warning, error).")
+    log_format: Literal["text", "json"] = Field("text", description="Log lines as text or one JSON object each.")
     web_search: str | None = Field(
         None, description="Web search provider: searxng:http://host:port, tavily[:URL] or brave[:URL]."
     )

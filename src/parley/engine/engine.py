@@ -294,6 +294,10 @@ class Engine:
                 log.exception("response %s could not be stored", turn.id)
                 state.error = StoreUnavailable("The response was produced but could not be stored.")
                 final = snapshot(turn, state, "failed")
+        log.info("response %s %s", turn.id, status, extra={
+            "response_id": turn.id, "model": turn.request.model, "status": status, "tenant": turn.tenant,
+            "input_tokens": state.usage.input_tokens, "output_tokens": state.usage.output_tokens,
+            "error_code": state.error.code if state.error else None})
         if state.error:
             yield ResponseErrorEvent(type="error", code=state.error.code, message=state.error.message,
                                      param=state.error.param, sequence_number=0)

@@ -30,6 +30,7 @@ from parley.tools.mcp import MCPConnector
 from parley.tools.web_search import make_provider
 
 log = logging.getLogger("parley.http")
+access = logging.getLogger("parley.access")
 
 
 def _error(exc: ParleyError) -> JSONResponse:
@@ -140,8 +141,11 @@ class RequestIds:
             await self.app(scope, receive, with_id)
         finally:
             route = _route(scope["method"], scope["path"])
+            elapsed = time.perf_counter() - started
             self.metrics.requests.labels(route, str(status)).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+            self.metrics.latency.labels(route).observe(elapsed)
+            access.info("%s %s", route, status, extra={"request_id": request_id.decode(), "route": route,
+                                                        "status": status, "duration_ms": round(elapsed * 1000, 2)})
 
 
 def _not_found(response_id: str) -> NotFound:
