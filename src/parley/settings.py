@@ -29,6 +29,7 @@ class UpstreamConfig(BaseModel):
     models: list[str] = Field(default_factory=list, description='Model ids it serves; "*" serves any id.')
     timeout_s: float = 600.0
     max_retries: int = 2
+    forward_client_key: bool = False
     max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = Field(
         "max_tokens", description="Which Chat Completions field carries max_output_tokens."
     )
@@ -66,6 +67,10 @@ class Settings(BaseSettings):
         "Without it, the embedded model answers."
     )
     upstream_api_key: str | None = Field(None, description="API key sent to --upstream.")
+    upstream_timeout_s: float = Field(600.0, gt=0, description="Seconds --upstream may stay silent before the "
+                                      "response fails with backend_timeout.")
+    forward_client_key: bool = Field(False, description="Send the client's own bearer token to --upstream "
+                                     "instead of --upstream-api-key.")
     db: str | None = Field(
         None, description="SQLAlchemy URL of the store (sqlite+aiosqlite:///… or postgresql+asyncpg://…). "
         "Default: a SQLite file in the data directory."
@@ -115,7 +120,8 @@ class Settings(BaseSettings):
             raw = yaml.safe_load(Path(self.config).read_text()) or {}
             declared = FileConfig.model_validate(raw).upstreams
         if self.upstream:
-            default = UpstreamConfig(name="default", url=self.upstream, api_key=self.upstream_api_key, models=["*"])
+            default = UpstreamConfig(name="default", url=self.upstream, api_key=self.upstream_api_key, models=["*"],
+                                     timeout_s=self.upstream_timeout_s, forward_client_key=self.forward_client_key)
         else:
             # The embedded model answers to its own id; with no --config it also answers every
             # other model name, so clients written for OpenAI work unchanged at zero set-up.

@@ -16,7 +16,9 @@ class ChatBackend(Protocol):
 
     name: str
 
-    def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]: ...
+    def stream(self, request: dict[str, Any], api_key: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """``api_key``, when given, replaces the upstream's configured key (client key forwarding)."""
+        ...
 
     async def models(self) -> list[str]: ...
 

@@ -85,7 +85,7 @@ class EmbeddedBackend:
     async def models(self) -> list[str]:
         return [EMBEDDED_MODEL_ID]
 
-    async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, request: dict[str, Any], api_key: str | None = None) -> AsyncIterator[dict[str, Any]]:
         _check_supported(request)
         await self.start()
         loop = asyncio.get_running_loop()

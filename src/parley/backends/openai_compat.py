@@ -82,12 +82,13 @@ class OpenAICompatBackend:
                 raise status_error(response.status, body)
         return [entry["id"] for entry in json.loads(body).get("data", [])]
 
-    async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, request: dict[str, Any], api_key: str | None = None) -> AsyncIterator[dict[str, Any]]:
         attempt = 0
         url = f"{self.config.url}/chat/completions"
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
         while True:
             try:
-                async with self._client().post(url, json=request) as response:
+                async with self._client().post(url, json=request, headers=headers) as response:
                     if response.status >= 400:
                         error = status_error(response.status, await response.read())
                         if response.status in RETRYABLE_STATUS and attempt < self.config.max_retries:

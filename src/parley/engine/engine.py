@@ -63,6 +63,7 @@ class Turn:
     tenant: str = ""
     previous_output: list[dict[str, Any]] = field(default_factory=list)
     approved: list[ApprovedCall] = field(default_factory=list)  # approved MCP calls to run first
+    client_key: str | None = field(default=None, repr=False)  # forwarded upstream only when configured to
     id: str = field(default_factory=lambda: new_id("resp"))
     created_at: int = field(default_factory=lambda: int(time.time()))
 
@@ -205,7 +206,7 @@ class Engine:
         self.address_policy = AddressPolicy(enforce=False)
         self.instance_id = new_id("inst")  # owns the responses this process runs, for crash recovery
 
-    async def prepare(self, request: CreateResponse, tenant: str = "") -> Turn:
+    async def prepare(self, request: CreateResponse, tenant: str = "", client_key: str | None = None) -> Turn:
         """Resolve the model and the previous response, build the conversation and store the response
         as ``in_progress``; raises the errors a client gets as plain HTTP errors, before any stream."""
         upstream = self.router.upstream_config(request.model)
@@ -231,7 +232,7 @@ class Engine:
             raise InvalidRequest("The input is empty.", param="input", code="invalid_value")
         items = [item_resource(item) for item in request.input]
         turn = Turn(request=request, upstream=upstream, conversation=conversation, input_items=items, tenant=tenant,
-                    previous_output=previous_output, approved=approved)
+                    previous_output=previous_output, approved=approved, client_key=client_key)
         if request.store and request.stream:  # stored as in_progress first: a streaming client may poll it
             try:
                 await self.store.create(self._record(turn, RunState(conversation), snapshot(turn, RunState(
@@ -387,8 +388,9 @@ class Engine:
                             translator: ChunkTranslator) -> AsyncIterator[ResponseStreamEvent]:
         """One backend call: its chunks translated into content events."""
         backend = self.router.backends[turn.upstream.name]
+        key = turn.client_key if turn.upstream.forward_client_key else None
         try:
-            async for chunk in backend.stream(body):
+            async for chunk in backend.stream(body, key):
                 for event in translator.feed(chunk):
                     yield event
         except Exception:

@@ -244,7 +244,8 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
                                  "are accepted.", param="input", code="too_many_items")
         create = parse_create(body)
         engine: Engine = request.app.state.engine
-        turn = await engine.prepare(create, caller)
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        turn = await engine.prepare(create, caller, token.strip() if scheme.lower() == "bearer" else None)
         if create.stream:
             return StreamingResponse(_sse(engine.run(turn), running, metrics), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
