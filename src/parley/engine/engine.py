@@ -38,6 +38,7 @@ from openai.types.responses.response_output_item import McpListTools
 from parley.items import McpApprovalResponseItem
 from parley.metrics import Metrics
 from parley.netpolicy import AddressPolicy
+from parley.tracing import fail, start_span
 from parley.request import CreateResponse, McpTool, ToolChoiceHosted, ToolChoiceMcp, WebSearchTool
 from parley.tools import ServerTools
 from parley.tools.mcp import MCPConnector
@@ -98,6 +99,8 @@ class RunState:
     error: ParleyError | None = None
     awaiting_approval: bool = False
     server_tool_calls: int = 0
+    status: str = "in_progress"
+    span: Any = None  # the response's tracing span (see parley.tracing)
 
 
 def _tool_echo(request: CreateResponse) -> list[dict[str, Any]]:
@@ -274,6 +277,18 @@ class Engine:
         return final
 
     async def _lifecycle(self, turn: Turn, state: RunState) -> AsyncIterator[ResponseStreamEvent]:
+        state.span = start_span("parley.response", response_id=turn.id, model=turn.request.model,
+                                stream=turn.request.stream)
+        try:
+            async for event in self._lifecycle_events(turn, state):
+                yield event
+        finally:
+            if state.error:
+                fail(state.span, state.error.message)
+            state.span.set_attribute("status", state.status)
+            state.span.end()
+
+    async def _lifecycle_events(self, turn: Turn, state: RunState) -> AsyncIterator[ResponseStreamEvent]:
         started = snapshot(turn, state, "in_progress")
         yield ResponseCreatedEvent(type="response.created", response=started, sequence_number=0)
         yield ResponseInProgressEvent(type="response.in_progress", response=started, sequence_number=0)
@@ -285,7 +300,7 @@ class Engine:
         except Exception:
             log.exception("response %s failed", turn.id)
             state.error = BackendError("The server had an error while processing the response.")
-        status = "failed" if state.error else "incomplete" if state.incomplete_reason else "completed"
+        status = state.status = "failed" if state.error else "incomplete" if state.incomplete_reason else "completed"
         final = snapshot(turn, state, status)
         if turn.request.store:
             try:  # written before the terminal event goes out: a client that saw it can retrieve it
@@ -372,32 +387,48 @@ class Engine:
         if not calls:
             return
         approved_ids = {c.call_id for c in calls} if approved else set()
-        async for produced in tools.execute(calls, len(state.output), approved_ids):
-            if isinstance(produced, tuple):
+        spans = [start_span("parley.tool.call", state.span, tool=c.name) for c in calls]
+        finished = 0  # items come in the order of the calls
+        try:
+            async for produced in tools.execute(calls, len(state.output), approved_ids):
+                if not isinstance(produced, tuple):
+                    yield produced
+                    continue
                 item, tool_message = produced
+                spans[finished].set_attribute("item_type", item.type)
+                if getattr(item, "status", None) == "failed":
+                    fail(spans[finished], "the tool call failed")
+                spans[finished].end()
+                finished += 1
                 state.output.append(item)
                 state.server_tool_calls += tool_message is not None
                 if tool_message is None:
                     state.awaiting_approval = True
                 else:
                     place_tool_message(state.conversation, tool_message)
-            else:
-                yield produced
+        finally:
+            for span in spans[finished:]:
+                span.end()
 
     async def _backend_call(self, body: dict[str, Any], turn: Turn, state: RunState,
                             translator: ChunkTranslator) -> AsyncIterator[ResponseStreamEvent]:
         """One backend call: its chunks translated into content events."""
         backend = self.router.backends[turn.upstream.name]
         key = turn.client_key if turn.upstream.forward_client_key else None
+        span = start_span("parley.backend.call", state.span, upstream=turn.upstream.name, model=body["model"],
+                          messages=len(body["messages"]))
         try:
             async for chunk in backend.stream(body, key):
                 for event in translator.feed(chunk):
                     yield event
-        except Exception:
+        except Exception as exc:
+            fail(span, str(exc))
             for event in translator.abort():  # the partial item is kept, marked incomplete
                 yield event
             state.output += translator.items
             raise
+        finally:
+            span.end()
         for event in translator.finish():
             yield event
         state.output += translator.items
