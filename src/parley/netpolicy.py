@@ -3,8 +3,9 @@
 With API keys configured (a shared service), a URL whose host resolves to a private,
 loopback, link-local or otherwise non-public address is refused unless ``--outbound-allow``
 admits it (CIDR ranges or host names).  In local mode a developer's own loopback MCP server
-keeps working.  The MCP SDK follows only same-origin redirects, so a redirect cannot lead to
-another host.
+keeps working.  The check runs before a response starts (a plain 400) and again on every HTTP
+request an MCP session makes (:meth:`AddressPolicy.request_hook`), so redirects and
+reconnections are checked too; the MCP SDK itself follows only same-origin redirects.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from typing import Any
 from urllib.parse import urlparse
 
 from parley.errors import InvalidRequest
@@ -55,3 +57,10 @@ class AddressPolicy:
                 raise InvalidRequest(
                     f"'{host}' resolves to {address}, a non-public address this server may not contact "
                     "(an operator can admit it with --outbound-allow).", param=param, code="url_not_allowed")
+
+    def request_hook(self, param: str) -> Any:
+        """An httpx(2) ``request`` event hook that re-checks every request's URL."""
+        async def check(request: Any) -> None:
+            await self.check(str(request.url), param)
+
+        return check

@@ -30,3 +30,12 @@ async def test_the_allowlist_admits_ranges_and_hosts() -> None:
     await policy.check("http://mcp.internal/mcp", "p")
     with pytest.raises(InvalidRequest):
         await policy.check("http://10.0.0.1/mcp", "p")
+
+
+async def test_the_request_hook_rechecks_every_request() -> None:
+    import httpx2
+
+    hook = AddressPolicy(enforce=True, allow="127.0.0.1").request_hook("tools.server_url")
+    await hook(httpx2.Request("GET", "http://127.0.0.1:9/sse"))  # admitted
+    with pytest.raises(InvalidRequest):  # e.g. where a redirect or a reconnection would lead
+        await hook(httpx2.Request("GET", "http://10.0.0.7/sse"))

@@ -172,10 +172,11 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = await open_store(settings.database_url())
         await router.start()
-        engine = Engine(store, router, MCPConnector(settings.tool_timeout), settings.max_tool_iterations,
+        policy = AddressPolicy(enforce=keys.enabled, allow=settings.outbound_allow)
+        engine = Engine(store, router, MCPConnector(settings.tool_timeout, policy), settings.max_tool_iterations,
                         search_provider)
         engine.metrics = metrics
-        engine.address_policy = AddressPolicy(enforce=keys.enabled, allow=settings.outbound_allow)
+        engine.address_policy = policy
         app.state.engine = engine
         await store.heartbeat(engine.instance_id)
         watchdog = asyncio.create_task(_recover_abandoned(engine, settings.instance_stale_s))

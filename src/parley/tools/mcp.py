@@ -24,6 +24,7 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
 from parley.errors import AuthenticationFailed, ParleyError
+from parley.netpolicy import AddressPolicy
 
 log = logging.getLogger("parley.mcp")
 Transport = Literal["streamable-http", "sse"]
@@ -71,8 +72,10 @@ def _result_text(result: Any) -> str:
 class MCPSession:
     """One connected MCP session; use :meth:`list_tools`, :meth:`call_tool`, then :meth:`aclose`."""
 
-    def __init__(self, url: str, headers: dict[str, str], transport: Transport, timeout: float) -> None:
+    def __init__(self, url: str, headers: dict[str, str], transport: Transport, timeout: float,
+                 request_hooks: list[Any] | None = None) -> None:
         self.url = url
+        self.request_hooks = request_hooks or []
         self.headers = headers
         self.transport = transport
         self.timeout = timeout
@@ -88,7 +91,8 @@ class MCPSession:
     def _client(self, headers: dict[str, Any] | None = None, auth: Any = None, timeout: Any = None
                 ) -> httpx2.AsyncClient:
         merged = {**(headers or {}), **self.headers}
-        return httpx2.AsyncClient(headers=merged, auth=auth, event_hooks={"response": [self._record]},
+        return httpx2.AsyncClient(headers=merged, auth=auth,
+                                  event_hooks={"request": self.request_hooks, "response": [self._record]},
                                   timeout=timeout or httpx2.Timeout(self.timeout, read=max(self.timeout, 60)))
 
     async def _open(self, stack: contextlib.AsyncExitStack) -> ClientSession:
@@ -177,8 +181,9 @@ class MCPSession:
 class MCPConnector:
     """Opens MCP sessions, remembering per URL which transport worked."""
 
-    def __init__(self, timeout: float = 30.0) -> None:
+    def __init__(self, timeout: float = 30.0, policy: AddressPolicy | None = None) -> None:
         self.timeout = timeout
+        self.policy = policy or AddressPolicy(enforce=False)
         self._transport_of: dict[str, Transport] = {}
 
     async def connect(self, url: str, headers: dict[str, str]) -> MCPSession:
@@ -186,7 +191,8 @@ class MCPConnector:
         order: list[Transport] = [known] if known else ["streamable-http", "sse"]
         failures: list[str] = []
         for transport in order:
-            session = MCPSession(url, headers, transport, self.timeout)
+            hooks = [self.policy.request_hook("tools.server_url")] if self.policy.enforce else []
+            session = MCPSession(url, headers, transport, self.timeout, hooks)
             try:
                 await session.start()
             except BaseException as exc:  # noqa: BLE001 - the SDK raises exception groups
