@@ -61,6 +61,23 @@ class FunctionCallItem(_Lenient):
     arguments: str
     id: str | None = None
     status: str | None = None
+    namespace: str | None = None
+
+
+class CustomToolCallItem(_Lenient):
+    type: Literal["custom_tool_call"]
+    call_id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    input: str
+    id: str | None = None
+    namespace: str | None = None
+
+
+class CustomToolCallOutputItem(_Lenient):
+    type: Literal["custom_tool_call_output"]
+    call_id: str = Field(min_length=1)
+    output: str | list[ContentPart]
+    id: str | None = None
 
 
 class FunctionCallOutputItem(_Lenient):
@@ -91,13 +108,16 @@ class McpApprovalResponseItem(_Lenient):
     id: str | None = None
 
 
-InputItem = Union[MessageItem, FunctionCallItem, FunctionCallOutputItem, ReasoningItem, McpApprovalResponseItem]
+InputItem = Union[MessageItem, FunctionCallItem, FunctionCallOutputItem, ReasoningItem, McpApprovalResponseItem,
+                  CustomToolCallItem, CustomToolCallOutputItem]
 ITEM_TYPES: dict[str, type[BaseModel]] = {
     "message": MessageItem,
     "function_call": FunctionCallItem,
     "function_call_output": FunctionCallOutputItem,
     "reasoning": ReasoningItem,
     "mcp_approval_response": McpApprovalResponseItem,
+    "custom_tool_call": CustomToolCallItem,
+    "custom_tool_call_output": CustomToolCallOutputItem,
 }
 
 
@@ -132,7 +152,8 @@ def parse_input(raw: Any) -> list[InputItem]:
         model = ITEM_TYPES.get(kind or "")
         if model is None:
             raise UnsupportedParameter(f"{where}.type", f"Input item type '{kind}' is not supported by Parley yet.")
-        _check_parts(entry, where)
+        if kind == "message":
+            _check_parts(entry, where)
         try:
             items.append(model.model_validate({k: v for k, v in entry.items() if v is not None}))
         except ValidationError as exc:
@@ -169,6 +190,10 @@ def item_resource(item: InputItem) -> dict[str, Any]:
         data.setdefault("status", "completed")
     elif isinstance(item, McpApprovalResponseItem):
         data.setdefault("id", new_id("mcpa"))
+    elif isinstance(item, CustomToolCallItem):
+        data.setdefault("id", new_id("ctc"))
+    elif isinstance(item, CustomToolCallOutputItem):
+        data.setdefault("id", new_id("ctco"))
     else:
         data.setdefault("id", new_id("rs"))
     return data

@@ -20,6 +20,7 @@ HONOURED = {
     "metadata", "temperature", "top_p", "max_output_tokens", "text", "tools", "tool_choice",
     "parallel_tool_calls", "max_tool_calls", "user", "safety_identifier", "reasoning", "include",
     "truncation", "service_tier", "prompt_cache_key", "prompt_cache_retention", "top_logprobs", "background",
+    "client_metadata",  # Codex's client description: informational, as at OpenAI
 }
 # Known to the protocol; Parley refuses them by name until it honours them.
 NOT_YET = {
@@ -40,7 +41,8 @@ MOVED = {
     "messages": "In the Responses API, use 'input'.",
     "functions": "In the Responses API, use 'tools'.",
 }
-SUPPORTED_INCLUDES: set[str] = {"web_search_call.action.sources"}  # sources are always included
+SUPPORTED_INCLUDES: set[str] = {"web_search_call.action.sources",  # sources are always included
+                                 "reasoning.encrypted_content"}
 
 
 class _Strict(BaseModel):
@@ -53,6 +55,46 @@ class FunctionTool(_Strict):
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+    # Chat backends get every tool up front, so deferred loading has nothing to defer.
+    defer_loading: bool | None = None
+    allowed_callers: list[Literal["direct"]] | None = None
+    output_schema: dict[str, Any] | None = None
+
+
+class TextToolFormat(_Strict):
+    type: Literal["text"]
+
+
+class GrammarToolFormat(_Strict):
+    type: Literal["grammar"]
+    syntax: Literal["lark", "regex"]
+    definition: str
+
+
+class CustomTool(_Strict):
+    """A freeform tool: the model's call carries one ``input`` string (Codex's ``apply_patch``)."""
+
+    type: Literal["custom"]
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    format: TextToolFormat | GrammarToolFormat | None = None
+    defer_loading: bool | None = None
+    allowed_callers: list[Literal["direct"]] | None = None
+
+
+def _namespaced_kind(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return "Custom" if kind == "custom" else "Function"
+
+
+class NamespaceTool(_Strict):
+    """A named group of function and custom tools; calls name the inner tool and the namespace."""
+
+    type: Literal["namespace"]
+    name: str = Field(pattern=r"^[a-zA-Z0-9_.:-]{1,64}$")
+    description: str | None = None
+    tools: list[Annotated[Union[Annotated[FunctionTool, Tag("Function")], Annotated[CustomTool, Tag("Custom")]],
+                          Discriminator(_namespaced_kind)]]
 
 
 class ToolNames(_Strict):
@@ -139,6 +181,11 @@ class ToolChoiceFunction(_Strict):
     name: str
 
 
+class ToolChoiceCustom(_Strict):
+    type: Literal["custom"]
+    name: str
+
+
 class ToolChoiceMcp(_Strict):
     type: Literal["mcp"]
     server_label: str
@@ -172,16 +219,20 @@ class StreamOptions(_Strict):
     include_obfuscation: bool | None = None
 
 
+TOOL_TAGS = {"mcp": "Mcp", "custom": "Custom", "namespace": "Namespace"}
+
+
 def _tool_kind(value: Any) -> str:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return "Mcp" if kind == "mcp" else "WebSearch" if kind in WEB_SEARCH_TYPES else "Function"
+    return "WebSearch" if kind in WEB_SEARCH_TYPES else TOOL_TAGS.get(kind, "Function")
 
 
 # Tagged by ``type`` so a bad field is reported for its own tool kind (tags are capitalised,
 # which keeps them out of the parameter paths in errors).
 ToolSpec = Annotated[
     Union[Annotated[FunctionTool, Tag("Function")], Annotated[McpTool, Tag("Mcp")],
-          Annotated[WebSearchTool, Tag("WebSearch")]],
+          Annotated[WebSearchTool, Tag("WebSearch")], Annotated[CustomTool, Tag("Custom")],
+          Annotated[NamespaceTool, Tag("Namespace")]],
     Discriminator(_tool_kind),
 ]
 
@@ -204,7 +255,8 @@ class CreateResponse(BaseModel):
     max_output_tokens: int | None = Field(None, ge=1)
     text: TextConfig = Field(default_factory=TextConfig)
     tools: list[ToolSpec] = Field(default_factory=list)
-    tool_choice: Literal["auto", "none", "required"] | ToolChoiceFunction | ToolChoiceMcp | ToolChoiceHosted = "auto"
+    tool_choice: (Literal["auto", "none", "required"] | ToolChoiceFunction | ToolChoiceCustom | ToolChoiceMcp
+                  | ToolChoiceHosted) = "auto"
     parallel_tool_calls: bool = True
     max_tool_calls: int | None = Field(None, ge=1)
     user: str | None = None
@@ -217,6 +269,7 @@ class CreateResponse(BaseModel):
     prompt_cache_retention: Literal["in_memory", "24h"] | None = None
     top_logprobs: Literal[0] | None = None
     background: Literal[False] = False
+    client_metadata: dict[str, Any] | None = None
 
     @field_validator("metadata")
     @classmethod
@@ -290,7 +343,7 @@ def _check_tools(tools: Any) -> None:
         for option in ("connector_id", "tunnel_id"):
             if kind == "mcp" and isinstance(tool, dict) and tool.get(option) is not None:
                 raise UnsupportedParameter(f"tools[{i}].{option}", "Only MCP servers named by 'server_url' are supported.")
-        if kind is not None and kind not in ("function", "mcp", *WEB_SEARCH_TYPES):
+        if kind is not None and kind not in ("function", "mcp", "custom", "namespace", *WEB_SEARCH_TYPES):
             raise UnsupportedParameter(f"tools[{i}].type", f"Tool type '{kind}' is not supported by Parley yet.")
 
 
@@ -335,6 +388,9 @@ def _check_tool_choice(request: CreateResponse) -> None:
     if isinstance(choice, ToolChoiceHosted) and not searches:
         raise InvalidRequest("tool_choice names web search, but 'tools' has no web search tool.", param="tool_choice")
     functions = {t.name for t in request.tools if isinstance(t, FunctionTool)}
+    if isinstance(choice, ToolChoiceCustom) and choice.name not in {t.name for t in request.tools
+                                                                    if isinstance(t, CustomTool)}:
+        raise InvalidRequest(f"Tool choice '{choice.name}' is not a custom tool in 'tools'.", param="tool_choice")
     if isinstance(choice, ToolChoiceFunction) and choice.name not in functions:
         raise InvalidRequest(
             f"Tool choice '{choice.name}' is not one of the tools in 'tools'.", param="tool_choice", code="invalid_value"

@@ -30,6 +30,7 @@ class UpstreamConfig(BaseModel):
     timeout_s: float = 600.0
     max_retries: int = 2
     forward_client_key: bool = False
+    replay_reasoning: bool = Field(False, description="Send replayed reasoning back as reasoning_content.")
     max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = Field(
         "max_tokens", description="Which Chat Completions field carries max_output_tokens."
     )
@@ -85,6 +86,8 @@ class Settings(BaseSettings):
         None, description="With API keys, non-public addresses MCP servers may still use: CIDRs or host names, "
         "comma-separated."
     )
+    reasoning_key: str | None = Field(
+        None, description="Fernet key for reasoning.encrypted_content (default: one kept in the data directory).")
     log_level: str = Field("info", description="Log level (debug, info, warning, error).")
     log_format: Literal["text", "json"] = Field("text", description="Log lines as text or one JSON object each.")
     web_search: str | None = Field(

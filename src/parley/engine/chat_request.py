@@ -4,27 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from parley.request import CreateResponse, FunctionTool, JsonSchemaFormat, ToolChoiceFunction
-
-
-def _tools(request: CreateResponse) -> list[dict[str, Any]]:
-    tools = []
-    for tool in request.tools:
-        if not isinstance(tool, FunctionTool):
-            continue  # server-side tools reach the model as the functions their module exposes
-        function: dict[str, Any] = {"name": tool.name, "parameters": tool.parameters or {"type": "object",
-                                                                                          "properties": {}}}
-        if tool.description is not None:
-            function["description"] = tool.description
-        if tool.strict is not None:
-            function["strict"] = tool.strict
-        tools.append({"type": "function", "function": function})
-    return tools
+from parley.engine.client_tools import ClientTools
+from parley.request import CreateResponse, JsonSchemaFormat, ToolChoiceCustom, ToolChoiceFunction
 
 
 def _tool_choice(request: CreateResponse) -> Any:
     choice = request.tool_choice
-    if isinstance(choice, ToolChoiceFunction):
+    if isinstance(choice, (ToolChoiceFunction, ToolChoiceCustom)):
         return {"type": "function", "function": {"name": choice.name}}
     if not isinstance(choice, str):  # {type: mcp}: the engine resolves it to a function once tools are listed
         return "required"
@@ -53,6 +39,7 @@ def chat_request(
     max_tokens_param: str = "max_tokens",
     server_tools: list[dict[str, Any]] | None = None,
     tool_choice: Any = None,
+    client_tools: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The body of one streamed ``POST /chat/completions``."""
     body: dict[str, Any] = {
@@ -67,7 +54,9 @@ def chat_request(
         body["top_p"] = request.top_p
     if request.max_output_tokens is not None:
         body[max_tokens_param] = request.max_output_tokens
-    tools = _tools(request) + (server_tools or [])
+    if client_tools is None:
+        client_tools = ClientTools(request).chat
+    tools = client_tools + (server_tools or [])
     if tools and request.tool_choice != "none":
         body["tools"] = tools
         body["tool_choice"] = tool_choice if tool_choice is not None else _tool_choice(request)

@@ -28,6 +28,7 @@ from openai.types.responses import (
 
 from parley.backends.router import Router
 from parley.engine.chat_request import chat_request
+from parley.engine.client_tools import ClientTools
 from parley.engine.history import build_messages, place_tool_message, unanswered_calls, with_instructions
 from parley.engine.translate import ChunkTranslator, Usage
 from parley.errors import BackendError, InvalidRequest, ParleyError, StoreUnavailable
@@ -35,11 +36,12 @@ from parley.ids import new_id
 from parley.items import item_resource
 from openai.types.responses.response_output_item import McpListTools
 
-from parley.items import McpApprovalResponseItem
+from parley.items import McpApprovalResponseItem, ReasoningItem
 from parley.metrics import Metrics
 from parley.netpolicy import AddressPolicy
+from parley.reasoning import ReasoningCipher
 from parley.tracing import fail, start_span
-from parley.request import CreateResponse, McpTool, ToolChoiceHosted, ToolChoiceMcp, WebSearchTool
+from parley.request import CreateResponse, FunctionTool, McpTool, ToolChoiceHosted, ToolChoiceMcp, WebSearchTool
 from parley.tools import ServerTools
 from parley.tools.mcp import MCPConnector
 from parley.tools.mcp_tools import DENIED, NOT_APPROVED, McpTools
@@ -106,9 +108,9 @@ class RunState:
 def _tool_echo(request: CreateResponse) -> list[dict[str, Any]]:
     return [
         t.echo() if isinstance(t, McpTool) else
-        t.model_dump(exclude_none=True) if isinstance(t, WebSearchTool) else
         {"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters,
-         "strict": t.strict}
+         "strict": t.strict} if isinstance(t, FunctionTool) else
+        t.model_dump(exclude_none=True)
         for t in request.tools
     ]
 
@@ -206,6 +208,7 @@ class Engine:
         self.max_tool_iterations = max_tool_iterations
         self.search_provider = search_provider
         self.metrics: Metrics | None = None
+        self.cipher: ReasoningCipher | None = None
         self.address_policy = AddressPolicy(enforce=False)
         self.instance_id = new_id("inst")  # owns the responses this process runs, for crash recovery
 
@@ -228,7 +231,7 @@ class Engine:
                     param="previous_response_id", code="previous_response_not_found",
                 )
             prior = previous.messages
-        conversation = build_messages(prior, request.input)
+        conversation = build_messages(prior, request.input, self._replayed_reasoning(request, upstream))
         previous_output = previous.response.get("output", []) if request.previous_response_id else []
         approved = _resolve_approvals(request, previous_output, conversation)
         if not conversation:
@@ -244,6 +247,19 @@ class Engine:
                 log.exception("response %s could not be stored", turn.id)
                 raise StoreUnavailable("The response could not be stored; try again.") from None
         return turn
+
+    def _replayed_reasoning(self, request: CreateResponse, upstream: UpstreamConfig) -> dict[int, str]:
+        """Decrypt replayed ``encrypted_content``; an altered or foreign one is a 400."""
+        texts: dict[int, str] = {}
+        for i, item in enumerate(request.input):
+            if isinstance(item, ReasoningItem) and item.encrypted_content:
+                text = self.cipher.decrypt(item.encrypted_content) if self.cipher else None
+                if text is None:
+                    raise InvalidRequest("This encrypted_content was not made by this server or was altered.",
+                                         param=f"input[{i}].encrypted_content", code="invalid_encrypted_content")
+                if upstream.replay_reasoning:
+                    texts[i] = text
+        return texts
 
     async def run(self, turn: Turn, state: RunState | None = None) -> AsyncIterator[ResponseStreamEvent]:
         """Every event of the response, numbered from 0."""
@@ -331,6 +347,7 @@ class Engine:
         web = WebSearchTools(self.search_provider, search.search_context_size, search.allowed_domains) \
             if search else None
         tools = ServerTools([mcp, web] if web else [mcp])
+        client = ClientTools(turn.request)
         try:
             async for produced in mcp.list_tools(len(state.output)):
                 if isinstance(produced, McpListTools):
@@ -344,8 +361,11 @@ class Engine:
                 offer = iteration < self.max_tool_iterations - 1 and self._calls_left(turn, state) > 0
                 translator = ChunkTranslator(first_index=len(state.output),
                                              server_names=tools.names() if offer else frozenset(),
-                                             sources=web.sources if web else [])
-                body = self._chat_body(turn, state, mcp, tools, first=iteration == 0, offer_server_tools=offer)
+                                             sources=web.sources if web else [], client_tools=client.by_chat_name,
+                                             encrypt=self.cipher.encrypt if self.cipher and
+                                             "reasoning.encrypted_content" in turn.request.include else None)
+                body = self._chat_body(turn, state, mcp, tools, client, first=iteration == 0,
+                                       offer_server_tools=offer)
                 async for event in self._backend_call(body, turn, state, translator):
                     yield event
                 if not translator.server_calls or state.incomplete_reason:
@@ -366,8 +386,8 @@ class Engine:
         cap = turn.request.max_tool_calls
         return 1 << 30 if cap is None else max(cap - state.server_tool_calls, 0)
 
-    def _chat_body(self, turn: Turn, state: RunState, mcp: McpTools, tools: ServerTools, *, first: bool,
-                   offer_server_tools: bool) -> dict[str, Any]:
+    def _chat_body(self, turn: Turn, state: RunState, mcp: McpTools, tools: ServerTools, client: ClientTools, *,
+                   first: bool, offer_server_tools: bool) -> dict[str, Any]:
         choice = turn.request.tool_choice
         override: Any = None
         if isinstance(choice, ToolChoiceMcp):
@@ -380,6 +400,7 @@ class Engine:
             turn.request, with_instructions(turn.request.instructions, state.conversation),
             model=turn.request.model, max_tokens_param=turn.upstream.max_tokens_param,
             server_tools=tools.chat_tools() if offer_server_tools else [], tool_choice=override,
+            client_tools=client.chat,
         )
 
     async def _run_calls(self, state: RunState, tools: ServerTools, calls: list[Any], approved: bool = False

@@ -13,10 +13,14 @@ call exists nowhere is a 400 naming its ``call_id``.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from parley.errors import InvalidRequest, UnsupportedParameter
+from parley.engine.client_tools import chat_tool_name
 from parley.items import (
+    CustomToolCallItem,
+    CustomToolCallOutputItem,
     FunctionCallItem,
     FunctionCallOutputItem,
     InputImage,
@@ -62,7 +66,7 @@ def message_to_chat(item: MessageItem) -> Message:
     return {"role": role, "content": _text_of(item.content)}
 
 
-def _tool_message(item: FunctionCallOutputItem, where: str) -> Message:
+def _tool_message(item: FunctionCallOutputItem | CustomToolCallOutputItem, where: str) -> Message:
     if isinstance(item.output, str):
         content = item.output
     else:
@@ -93,8 +97,14 @@ def place_tool_message(messages: list[Message], tool_message: Message) -> bool:
     return False
 
 
-def _append_call(messages: list[Message], item: FunctionCallItem, new_from: int) -> None:
-    call = {"id": item.call_id, "type": "function", "function": {"name": item.name, "arguments": item.arguments}}
+def _append_call(messages: list[Message], item: FunctionCallItem | CustomToolCallItem, new_from: int) -> None:
+    """Calls replayed with their namespace, and custom calls, under the function names backends saw."""
+    if isinstance(item, CustomToolCallItem):
+        arguments = json.dumps({"input": item.input})
+    else:
+        arguments = item.arguments
+    call = {"id": item.call_id, "type": "function",
+            "function": {"name": chat_tool_name(item.namespace, item.name), "arguments": arguments}}
     last = messages[-1] if len(messages) > new_from else None
     if last is not None and last["role"] == "assistant":
         last.setdefault("tool_calls", []).append(call)  # one assistant message per run of calls
@@ -102,18 +112,32 @@ def _append_call(messages: list[Message], item: FunctionCallItem, new_from: int)
     messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
 
 
-def build_messages(prior: list[Message], items: list[InputItem]) -> list[Message]:
-    """The conversation (without instructions) after appending ``items`` to ``prior``."""
+def build_messages(prior: list[Message], items: list[InputItem],
+                   reasoning: dict[int, str] | None = None) -> list[Message]:
+    """The conversation (without instructions) after appending ``items`` to ``prior``.
+
+    ``reasoning`` maps the positions of replayed reasoning items to their decrypted text; each
+    text goes to the next assistant message as ``reasoning_content``.
+    """
     messages = [dict(m) for m in prior]
     new_from = len(messages)
-    outputs: list[tuple[int, FunctionCallOutputItem]] = []
+    outputs: list[tuple[int, FunctionCallOutputItem | CustomToolCallOutputItem]] = []
+    pending_reasoning: str | None = None
     for i, item in enumerate(items):
+        if reasoning and i in reasoning:
+            pending_reasoning = reasoning[i]
+            continue
+        before = len(messages)
         if isinstance(item, MessageItem):
             messages.append(message_to_chat(item))
-        elif isinstance(item, FunctionCallItem):
+        elif isinstance(item, (FunctionCallItem, CustomToolCallItem)):
             _append_call(messages, item, new_from)
-        elif isinstance(item, FunctionCallOutputItem):
+        elif isinstance(item, (FunctionCallOutputItem, CustomToolCallOutputItem)):
             outputs.append((i, item))
+        if pending_reasoning is not None and messages and messages[-1]["role"] == "assistant" and \
+                (len(messages) > before or isinstance(item, (FunctionCallItem, CustomToolCallItem))):
+            messages[-1]["reasoning_content"] = pending_reasoning
+            pending_reasoning = None
     for i, item in outputs:
         if not place_tool_message(messages, _tool_message(item, f"input[{i}]")):
             raise InvalidRequest(

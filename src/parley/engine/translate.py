@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from openai.types.responses import (
     ResponseContentPartAddedEvent,
     ResponseContentPartDoneEvent,
+    ResponseCustomToolCall,
+    ResponseCustomToolCallInputDeltaEvent,
+    ResponseCustomToolCallInputDoneEvent,
     ResponseFunctionCallArgumentsDeltaEvent,
     ResponseFunctionCallArgumentsDoneEvent,
     ResponseFunctionToolCall,
@@ -44,6 +48,7 @@ from openai.types.responses import (
 )
 from openai.types.responses.response_reasoning_item import Content as ReasoningContent
 
+from parley.engine.client_tools import ClientTool, custom_input
 from parley.errors import BackendError
 from parley.ids import new_id
 
@@ -80,9 +85,11 @@ class Usage:
 @dataclass
 class _Call:
     key: tuple[int, str | None]
-    item: ResponseFunctionToolCall
+    item: ResponseFunctionToolCall  # arguments accumulate here, under the name the backend used
     output_index: int
     hidden: bool = False  # a server-side tool call: the engine emits its own items for it
+    chat_name: str = ""
+    custom: ResponseCustomToolCall | None = None  # set when the call is to a custom (freeform) tool
 
 
 @dataclass
@@ -111,6 +118,8 @@ class ChunkTranslator:
     items: list[Any] = field(default_factory=list)  # finished output items, in output order
     server_calls: list[ResponseFunctionToolCall] = field(default_factory=list)
     sources: list[Any] = field(default_factory=list)  # web search sources the answer may cite as [n] or by URL
+    client_tools: dict[str, ClientTool] = field(default_factory=dict)  # by the function name the backend sees
+    encrypt: Callable[[str], str] | None = None  # set when the client asked for reasoning.encrypted_content
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
     _open: _Call | _Message | _Reasoning | None = None
@@ -165,8 +174,9 @@ class ChunkTranslator:
         return INCOMPLETE_REASONS.get(self.finish_reason or "")
 
     @property
-    def function_calls(self) -> list[ResponseFunctionToolCall]:
-        return [item for item in self.items if isinstance(item, ResponseFunctionToolCall)]
+    def function_calls(self) -> list[ResponseFunctionToolCall | ResponseCustomToolCall]:
+        """The calls the client runs (function and custom tools)."""
+        return [item for item in self.items if isinstance(item, (ResponseFunctionToolCall, ResponseCustomToolCall))]
 
     def assistant_message(self) -> dict[str, Any]:
         """The chat message this call produced, as the next backend call must see it."""
@@ -284,16 +294,27 @@ class ChunkTranslator:
     def _open_call(self, position: int, call_id: str | None, function: dict[str, Any]) -> list[Event]:
         events = self._close()
         index = self.next_index
+        chat_name = function.get("name") or ""
         item = ResponseFunctionToolCall(
             id=new_id("fc"), type="function_call", call_id=call_id or new_id("call"),
-            name=function.get("name") or "", arguments="", status="in_progress",
+            name=chat_name, arguments="", status="in_progress",
         )
-        state = _Call((position, call_id), item, index, hidden=item.name in self.server_names)
+        state = _Call((position, call_id), item, index, hidden=chat_name in self.server_names, chat_name=chat_name)
+        tool = self.client_tools.get(chat_name)
+        if tool is not None and tool.kind == "custom":
+            state.custom = ResponseCustomToolCall(id=new_id("ctc"), type="custom_tool_call", call_id=item.call_id,
+                                                  name=tool.name, input="", namespace=tool.namespace)
+        elif tool is not None and tool.namespace:
+            item.name, item.namespace = tool.name, tool.namespace  # Codex needs the inner name and its group
         self._calls[state.key] = state
         self._latest_call_at[position] = state
         self._open = state
-        if state.hidden:
+        if state.hidden or state.custom is not None:
             self._call_progress(state, {"arguments": function.get("arguments")})
+            if state.custom is not None:
+                events.append(ResponseOutputItemAddedEvent(
+                    type="response.output_item.added", item=state.custom.model_copy(), output_index=index,
+                    sequence_number=0))
             return events
         events.append(ResponseOutputItemAddedEvent(
             type="response.output_item.added", item=item.model_copy(deep=True), output_index=index, sequence_number=0))
@@ -301,19 +322,28 @@ class ChunkTranslator:
 
     def _call_progress(self, state: _Call, function: dict[str, Any]) -> list[Event]:
         name = function.get("name")
-        if name and name != state.item.name:
-            state.item.name += name
+        if name and name != state.chat_name:  # a name sent in pieces
+            state.chat_name += name
+            if state.custom is None and not state.item.namespace:
+                state.item.name = state.chat_name
         arguments = function.get("arguments")
         if not arguments:
             return []
         state.item.arguments += arguments
-        if state.hidden:
+        if state.hidden or state.custom is not None:
             return []
         return [ResponseFunctionCallArgumentsDeltaEvent.model_construct(
             type="response.function_call_arguments.delta", item_id=state.item.id or "",
             output_index=state.output_index, delta=arguments, sequence_number=0)]
 
     # -- closing -------------------------------------------------------------------------
+
+    def _close_custom(self, state: _Call) -> list[Event]:
+        """A custom call's input, parsed from its arguments once complete, in one delta and done."""
+        assert state.custom is not None
+        state.custom.input = custom_input(state.item.arguments)
+        self.items.append(state.custom)
+        return _custom_events(state.custom, state.output_index)
 
     def _close_part(self, state: _Message) -> list[Event]:
         if state.part_kind is None:
@@ -347,6 +377,8 @@ class ChunkTranslator:
         elif isinstance(state, _Reasoning):
             part = ReasoningContent(type="reasoning_text", text=state.text)
             state.item.content = [part]
+            if self.encrypt is not None:
+                state.item.encrypted_content = self.encrypt(state.text)
             events.append(ResponseReasoningTextDoneEvent(
                 type="response.reasoning_text.done", item_id=state.item.id, output_index=state.output_index,
                 content_index=0, text=state.text, sequence_number=0))
@@ -356,11 +388,13 @@ class ChunkTranslator:
         else:
             item = state.item
             self._tool_calls.append({"id": item.call_id, "type": "function",
-                                     "function": {"name": item.name, "arguments": item.arguments}})
+                                     "function": {"name": state.chat_name, "arguments": item.arguments}})
             if state.hidden:
                 item.status = self._status()  # type: ignore[assignment]
                 self.server_calls.append(item)
                 return events
+            if state.custom is not None:
+                return events + self._close_custom(state)
             events.append(ResponseFunctionCallArgumentsDoneEvent(
                 type="response.function_call_arguments.done", item_id=item.id or "", output_index=state.output_index,
                 arguments=item.arguments, name=item.name, sequence_number=0))
@@ -370,6 +404,17 @@ class ChunkTranslator:
             type="response.output_item.done", item=state.item.model_copy(deep=True), output_index=state.output_index,
             sequence_number=0))
         return events
+
+
+def _custom_events(custom: ResponseCustomToolCall, index: int) -> list[Event]:
+    return [
+        ResponseCustomToolCallInputDeltaEvent(type="response.custom_tool_call_input.delta", item_id=custom.id or "",
+                                              output_index=index, delta=custom.input, sequence_number=0),
+        ResponseCustomToolCallInputDoneEvent(type="response.custom_tool_call_input.done", item_id=custom.id or "",
+                                             output_index=index, input=custom.input, sequence_number=0),
+        ResponseOutputItemDoneEvent(type="response.output_item.done", item=custom.model_copy(), output_index=index,
+                                    sequence_number=0),
+    ]
 
 
 def _empty_part(kind: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from parley.errors import InvalidRequest, NotFound, ParleyError, PayloadTooLarge
 from parley.ids import new_id
 from parley.metrics import Metrics
 from parley.netpolicy import AddressPolicy
+from parley.reasoning import ReasoningCipher
 from parley.request import parse_create
 from parley.settings import Settings
 from parley.store.sql import open_store
@@ -177,6 +178,7 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
                         search_provider)
         engine.metrics = metrics
         engine.address_policy = policy
+        engine.cipher = ReasoningCipher.from_settings(settings.reasoning_key, settings.data_dir)
         app.state.engine = engine
         await store.heartbeat(engine.instance_id)
         watchdog = asyncio.create_task(_recover_abandoned(engine, settings.instance_stale_s))

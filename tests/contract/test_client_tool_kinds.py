@@ -1,0 +1,105 @@
+"""Codex's tool kinds on a Chat backend: custom (freeform) tools and namespaced function tools."""
+
+from __future__ import annotations
+
+import json
+
+from parley.testing import Reply, ToolCall
+from parley.testing.grammar import check_stream
+from parley.testing.strict import stream_raw
+
+PATCH = "*** Begin Patch\n*** Add File: hello.txt\n+hello\n*** End Patch"
+APPLY_PATCH = {"type": "custom", "name": "apply_patch", "description": "Apply a patch.",
+               "format": {"type": "grammar", "syntax": "lark", "definition": "start: begin_patch hunk+ end_patch"}}
+FILES = {"type": "namespace", "name": "mcp__files", "description": "File tools.", "tools": [
+    {"type": "function", "name": "read_file", "parameters": {"type": "object", "properties": {
+        "path": {"type": "string"}}, "required": ["path"]}, "strict": False}]}
+
+
+def test_custom_tool_call_streams_and_round_trips_statelessly(backend, parley_server) -> None:
+    backend.push(Reply(tool_calls=[ToolCall("apply_patch", {"input": PATCH}, id="call_p")]))
+    body = {"model": "m", "input": "add hello.txt", "tools": [APPLY_PATCH], "store": False,
+            "include": ["reasoning.encrypted_content"], "client_metadata": {"originator": "codex_exec"},
+            "prompt_cache_key": "k", "parallel_tool_calls": False, "reasoning": {"summary": "auto"}}
+    events = stream_raw(parley_server.base_url, body)
+    final = check_stream(events)
+    [call] = final.output
+    assert (call.type, call.name, call.input, call.call_id) == ("custom_tool_call", "apply_patch", PATCH, "call_p")
+    kinds = [e.type for e in events]
+    assert "response.custom_tool_call_input.delta" in kinds and "response.custom_tool_call_input.done" in kinds
+    sent = backend.requests[-1]["tools"][0]["function"]
+    assert sent["name"] == "apply_patch" and "lark grammar" in sent["description"]
+    assert sent["parameters"]["required"] == ["input"]
+    # Codex resends the whole conversation, replaying the call, with the tool's output.
+    backend.push(Reply(text="Patched."))
+    replay = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "add hello.txt"}]},
+              json.loads(call.model_dump_json()),
+              {"type": "custom_tool_call_output", "call_id": "call_p", "output": "Success. Updated: hello.txt"}]
+    events = stream_raw(parley_server.base_url, {**body, "input": replay})
+    assert check_stream(events).output_text == "Patched."
+    messages = backend.requests[-1]["messages"]
+    assert messages[1]["tool_calls"][0]["function"] == {"name": "apply_patch",
+                                                        "arguments": json.dumps({"input": PATCH})}
+    assert messages[2] == {"role": "tool", "tool_call_id": "call_p", "content": "Success. Updated: hello.txt"}
+
+
+def test_namespaced_function_calls_come_back_with_their_namespace(backend, parley_server) -> None:
+    backend.push(Reply(tool_calls=[ToolCall("mcp__files__read_file", {"path": "a.txt"}, id="call_r")]))
+    body = {"model": "m", "input": "read a.txt", "tools": [FILES], "store": False}
+    final = check_stream(stream_raw(parley_server.base_url, body))
+    [call] = final.output
+    assert (call.type, call.name, call.namespace) == ("function_call", "read_file", "mcp__files")
+    assert backend.requests[-1]["tools"][0]["function"]["name"] == "mcp__files__read_file"
+    backend.push(Reply(text="It says hi."))
+    replay = [{"role": "user", "content": "read a.txt"}, json.loads(call.model_dump_json()),
+              {"type": "function_call_output", "call_id": "call_r", "output": "hi"}]
+    final = check_stream(stream_raw(parley_server.base_url, {**body, "input": replay}))
+    assert final.output_text == "It says hi."
+    assert backend.requests[-1]["messages"][1]["tool_calls"][0]["function"]["name"] == "mcp__files__read_file"
+
+
+def test_forced_custom_tool_choice(client, backend) -> None:
+    backend.push(Reply(tool_calls=[ToolCall("apply_patch", {"input": PATCH})]))
+    response = client.responses.create(model="m", input="patch", tools=[APPLY_PATCH],
+                                       tool_choice={"type": "custom", "name": "apply_patch"})
+    assert backend.requests[-1]["tool_choice"] == {"type": "function", "function": {"name": "apply_patch"}}
+    assert response.output[0].type == "custom_tool_call"
+
+
+def test_encrypted_reasoning_round_trip_for_stateless_clients(scripted_server, backend, tmp_path) -> None:
+    import openai
+
+    from parley.testing import ParleyProcess
+
+    config = tmp_path / "parley.yaml"
+    config.write_text(f"upstreams:\n  - name: r\n    url: {scripted_server.url}\n    models: ['*']\n"
+                      "    replay_reasoning: true\n")
+    with ParleyProcess("--config", str(config), "--db", f"sqlite:///{tmp_path / 'p.db'}",
+                       "--data-dir", str(tmp_path)) as server:
+        backend.push(Reply(reasoning="The user wants hello.txt; use apply_patch.",
+                           tool_calls=[ToolCall("apply_patch", {"input": PATCH}, id="call_q")]))
+        body = {"model": "m", "input": "add hello.txt", "tools": [APPLY_PATCH], "store": False,
+                "include": ["reasoning.encrypted_content"]}
+        final = check_stream(stream_raw(server.base_url, body))
+        reasoning, call = final.output
+        assert reasoning.type == "reasoning" and reasoning.encrypted_content
+        assert "hello.txt" not in reasoning.encrypted_content
+        backend.push(Reply(text="Done."))
+        replay = [{"role": "user", "content": "add hello.txt"}, json.loads(reasoning.model_dump_json()),
+                  json.loads(call.model_dump_json()),
+                  {"type": "custom_tool_call_output", "call_id": "call_q", "output": "ok"}]
+        assert check_stream(stream_raw(server.base_url, {**body, "input": replay})).output_text == "Done."
+        assistant = backend.requests[-1]["messages"][1]
+        assert assistant["reasoning_content"] == "The user wants hello.txt; use apply_patch."
+        assert assistant["tool_calls"][0]["id"] == "call_q"
+        tampered = json.loads(reasoning.model_dump_json())
+        tampered["encrypted_content"] = tampered["encrypted_content"][:-4] + "AAAA"
+        client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+        try:
+            client.responses.create(model="m", input=[tampered, {"role": "user", "content": "x"}])
+            raise AssertionError("a tampered encrypted_content was accepted")
+        except openai.BadRequestError as error:
+            assert error.body["param"] == "input[0].encrypted_content"
+        backend.push(Reply(reasoning="hidden", text="plain"))
+        plain = client.responses.create(model="m", input="no include")
+        assert plain.output[0].type == "reasoning" and plain.output[0].encrypted_content is None
