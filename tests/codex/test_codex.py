@@ -1,0 +1,107 @@
+"""Codex CLI itself, from the npm registry, runs `codex exec` turns against a real parley serve."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from parley.testing import ParleyProcess, Reply, ToolCall
+from parley.testing.mcp_server import MCPTestServer
+
+CODEX_VERSION = "0.169.0"
+CODEX_DIR = Path(os.environ.get("PARLEY_CODEX_DIR", Path.home() / ".cache" / "parley-tests" / f"codex-{CODEX_VERSION}"))
+
+
+@pytest.fixture(scope="module")
+def codex_bin() -> Path:
+    """Codex installed once into a private folder (the npm package carries its native binary)."""
+    binary = CODEX_DIR / "node_modules" / ".bin" / "codex"
+    if not binary.exists():
+        if shutil.which("npm") is None:
+            pytest.skip("npm is not installed, so Codex cannot be installed")
+        done = subprocess.run(["npm", "install", "--prefix", str(CODEX_DIR), f"@openai/codex@{CODEX_VERSION}"],
+                              capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            pytest.skip(f"the npm registry is not reachable, so Codex cannot be installed: {done.stderr[-300:]}")
+    return binary
+
+
+@pytest.fixture
+def parley_for_codex(scripted_server, tmp_path):
+    with ParleyProcess("--upstream", scripted_server.url, "--db", f"sqlite:///{tmp_path / 'codex.db'}") as server:
+        yield server
+
+
+def run_codex(codex_bin: Path, server: ParleyProcess, workdir: Path, prompt: str, extra_config: str = "") -> list[dict]:
+    home = workdir / "codex-home"
+    home.mkdir(exist_ok=True)
+    (home / "config.toml").write_text(f'''
+model = "gpt-5.4"
+model_provider = "parley"
+approval_policy = "never"
+sandbox_mode = "danger-full-access"
+web_search = "disabled"
+
+[features]
+plugins = false
+
+[model_providers.parley]
+name = "Parley"
+base_url = "{server.base_url}"
+env_key = "PARLEY_TEST_KEY"
+wire_api = "responses"
+{extra_config}''')
+    env = {**os.environ, "CODEX_HOME": str(home), "PARLEY_TEST_KEY": "unused"}
+    done = subprocess.run([str(codex_bin), "exec", "--skip-git-repo-check", "--ephemeral", "--json", prompt],
+                          cwd=workdir, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert events and events[-1]["type"] == "turn.completed", done.stdout[-2000:] + done.stderr[-2000:]
+    return events
+
+
+def agent_messages(events: list[dict]) -> list[str]:
+    return [e["item"]["text"] for e in events if e["type"] == "item.completed" and e["item"]["type"] == "agent_message"]
+
+
+def test_plain_answer(codex_bin, parley_for_codex, backend, tmp_path) -> None:
+    backend.push(Reply(text="Hello from Parley."))
+    events = run_codex(codex_bin, parley_for_codex, tmp_path, "Say hello")
+    assert agent_messages(events) == ["Hello from Parley."]
+    request = backend.requests[-1]
+    assert request["stream"] is True and request["messages"][-1]["role"] == "user"
+
+
+def test_shell_tool_call_and_its_result(codex_bin, parley_for_codex, backend, tmp_path) -> None:
+    def model(request: dict) -> Reply:
+        if request["messages"][-1]["role"] == "tool":
+            return Reply(text="Output: " + request["messages"][-1]["content"].strip().splitlines()[-1])
+        return Reply(tool_calls=[ToolCall("exec_command", {"cmd": "echo parley-was-here > proof.txt && cat proof.txt"})])
+
+    backend.reset(model)
+    events = run_codex(codex_bin, parley_for_codex, tmp_path, "Write proof.txt")
+    commands = [e["item"] for e in events if e["type"] == "item.completed" and e["item"]["type"] == "command_execution"]
+    assert commands and commands[0]["exit_code"] == 0
+    assert (tmp_path / "proof.txt").read_text() == "parley-was-here\n"
+    assert agent_messages(events) == ["Output: parley-was-here"]
+
+
+def test_mcp_server_configured_in_codex_arrives_as_a_namespace(codex_bin, parley_for_codex, backend, tmp_path) -> None:
+    def model(request: dict) -> Reply:
+        if request["messages"][-1]["role"] == "tool":
+            return Reply(text="Boiling point: " + request["messages"][-1]["content"].strip().splitlines()[-1])
+        return Reply(tool_calls=[ToolCall("mcp__chem__get_boiling_point", {"liquid_name": "polyjuice"})])
+
+    backend.reset(model)
+    with MCPTestServer("streamable-http") as mcp:
+        events = run_codex(codex_bin, parley_for_codex, tmp_path, "Boiling point of polyjuice?",
+                           f'\n[mcp_servers.chem]\nurl = "{mcp.url}"\n')
+    names = {t["function"]["name"] for t in backend.requests[0]["tools"]}
+    assert "mcp__chem__get_boiling_point" in names  # the namespace, flattened for the Chat backend
+    calls = [e["item"] for e in events if e["type"] == "item.completed" and e["item"]["type"] == "mcp_tool_call"]
+    assert calls and calls[0]["tool"] == "get_boiling_point" and calls[0]["status"] == "completed"
+    assert "-100" in agent_messages(events)[-1]
