@@ -16,7 +16,7 @@ from typing import Any, Literal
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
-from parley.testing.threaded import ThreadedServer
+from parley.testing.threaded import LoopbackService
 
 USERS = {"alice": "user_1", "bob": "user_2"}
 PERMISSIONS = {"user_1": ["read", "write"], "user_2": ["read"]}
@@ -128,16 +128,17 @@ class _RequestLog:
         await self.app(scope, receive, send)
 
 
-class MCPTestServer:
+class MCPTestServer(LoopbackService):
     """Start with ``with MCPTestServer(...) as server:``; ``server.url`` is what a request names."""
+
+    service_name = "MCP test server"
+    lifespan = "auto"  # the Streamable HTTP app runs its session manager in its lifespan
 
     def __init__(self, transport: Literal["sse", "streamable-http"] = "sse", *, auth_token: str | None = None,
                  tools: Literal["seed", "all"] = "seed") -> None:
         self.transport = transport
         self.auth_token = auth_token
         self.server = build_server(tools)
-        self.port = 0
-        self._server: ThreadedServer | None = None
         self.gate: _BearerGate | None = None
         self.log: _RequestLog | None = None
 
@@ -146,21 +147,9 @@ class MCPTestServer:
         path = "/sse" if self.transport == "sse" else "/mcp"
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def start(self) -> MCPTestServer:
+    def asgi_app(self) -> Any:
         app: Any = self.server.sse_app() if self.transport == "sse" else self.server.streamable_http_app()
         if self.auth_token:
             self.gate = app = _BearerGate(app, self.auth_token)
         self.log = app = _RequestLog(app)
-        self._server = ThreadedServer(app, "MCP test server")
-        self.port = self._server.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-
-    def __enter__(self) -> MCPTestServer:
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
+        return app

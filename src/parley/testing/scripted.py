@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from parley.testing.threaded import ThreadedServer
+from parley.testing.threaded import LoopbackService
 
 
 @dataclass
@@ -147,8 +147,10 @@ def _full_completion(chunks: list[dict[str, Any]]) -> dict[str, Any]:
             "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": chunks[-1]["usage"]}
 
 
-class ScriptedBackend:
+class ScriptedBackend(LoopbackService):
     """The server; use as a context manager or call :meth:`start` and :meth:`stop`."""
+
+    service_name = "scripted backend"
 
     def __init__(self, responder: Responder | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.responder: Responder = responder or echo_responder
@@ -160,7 +162,6 @@ class ScriptedBackend:
         self._lock = threading.Lock()
         self._gate = threading.Event()
         self._gate.set()
-        self._server: ThreadedServer | None = None
 
     # -- scripting -----------------------------------------------------------------------
 
@@ -245,18 +246,9 @@ class ScriptedBackend:
             await asyncio.sleep(0)
         yield b"data: [DONE]\n\n"
 
-    def start(self) -> ScriptedBackend:
-        self._server = ThreadedServer(self.app(), "scripted backend", self.host, self.port, lifespan="off")
-        self.port = self._server.start()
-        return self
+    def asgi_app(self) -> Starlette:
+        return self.app()
 
     def stop(self) -> None:
-        self._gate.set()
-        if self._server is not None:
-            self._server.stop()
-
-    def __enter__(self) -> ScriptedBackend:
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
+        self._gate.set()  # a held answer must not keep the server from stopping
+        super().stop()

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from parley.testing.threaded import ThreadedServer
+from parley.testing.threaded import LoopbackService
 
 
 @dataclass
@@ -56,14 +56,15 @@ def _host_in(url: str, domains: list[str]) -> bool:
     return not domains or any(host == d or host.endswith("." + d) for d in domains)
 
 
-class SearchTestServer:
+class SearchTestServer(LoopbackService):
     """``with SearchTestServer() as search:``; ``search.url`` is the base URL for any provider spec."""
+
+    service_name = "search test server"
 
     def __init__(self, corpus: list[Document] | None = None, api_key: str | None = None, port: int = 0) -> None:
         self.corpus = corpus if corpus is not None else DEFAULT_CORPUS
         self.api_key = api_key
         self.requests: list[dict[str, Any]] = []
-        self._server: ThreadedServer | None = None
         self.port = port
 
     @property
@@ -113,20 +114,7 @@ class SearchTestServer:
         return JSONResponse({"type": "search", "web": {"results": [
             {"title": d.title, "url": d.url, "description": d.content} for d in docs]}})
 
-    def start(self) -> SearchTestServer:
-        app = Starlette(routes=[Route("/search", self._searxng, methods=["GET"]),
-                                Route("/search", self._tavily, methods=["POST"]),
-                                Route("/res/v1/web/search", self._brave, methods=["GET"])])
-        self._server = ThreadedServer(app, "search test server", port=self.port, lifespan="off")
-        self.port = self._server.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-
-    def __enter__(self) -> SearchTestServer:
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
+    def asgi_app(self) -> Starlette:
+        return Starlette(routes=[Route("/search", self._searxng, methods=["GET"]),
+                                 Route("/search", self._tavily, methods=["POST"]),
+                                 Route("/res/v1/web/search", self._brave, methods=["GET"])])

@@ -34,3 +34,32 @@ class ThreadedServer:
         self._server.should_exit = True
         if self._thread.is_alive():
             self._thread.join(timeout=10)
+
+
+class LoopbackService:
+    """Base of the test servers: subclasses give :meth:`asgi_app`; this starts it on a thread on
+    127.0.0.1 (``with Service() as s:`` or :meth:`start` / :meth:`stop`)."""
+
+    service_name = "test server"
+    lifespan = "off"
+    host = "127.0.0.1"
+    port = 0
+    _served: ThreadedServer | None = None
+
+    def asgi_app(self) -> Any:
+        raise NotImplementedError
+
+    def start(self) -> Any:
+        self._served = ThreadedServer(self.asgi_app(), self.service_name, self.host, self.port, self.lifespan)
+        self.port = self._served.start()
+        return self
+
+    def stop(self) -> None:
+        if self._served is not None:
+            self._served.stop()
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
