@@ -200,16 +200,18 @@ def _resolve_approvals(request: CreateResponse, previous_output: list[dict[str, 
 class Engine:
     """Runs responses against the backends and keeps them in the store."""
 
-    def __init__(self, store: Store, router: Router, connector: MCPConnector | None = None,
-                 max_tool_iterations: int = 10, search_provider: SearchProvider | None = None) -> None:
+    def __init__(self, store: Store, router: Router, *, max_tool_iterations: int = 10,
+                 search_provider: SearchProvider | None = None, address_policy: AddressPolicy | None = None,
+                 tool_timeout: float = 30.0, metrics: Metrics | None = None,
+                 cipher: ReasoningCipher | None = None) -> None:
         self.store = store
         self.router = router
-        self.connector = connector or MCPConnector()
+        self.address_policy = address_policy or AddressPolicy(enforce=False)
+        self.connector = MCPConnector(tool_timeout, self.address_policy)
         self.max_tool_iterations = max_tool_iterations
         self.search_provider = search_provider
-        self.metrics: Metrics | None = None
-        self.cipher: ReasoningCipher | None = None
-        self.address_policy = AddressPolicy(enforce=False)
+        self.metrics = metrics
+        self.cipher = cipher
         self.instance_id = new_id("inst")  # owns the responses this process runs, for crash recovery
 
     async def prepare(self, request: CreateResponse, tenant: str = "", client_key: str | None = None) -> Turn:
@@ -240,9 +242,9 @@ class Engine:
         turn = Turn(request=request, upstream=upstream, conversation=conversation, input_items=items, tenant=tenant,
                     previous_output=previous_output, approved=approved, client_key=client_key)
         if request.store and request.stream:  # stored as in_progress first: a streaming client may poll it
+            started = RunState(conversation)
             try:
-                await self.store.create(self._record(turn, RunState(conversation), snapshot(turn, RunState(
-                    conversation), "in_progress")))
+                await self.store.create(self._record(turn, started, snapshot(turn, started, "in_progress")))
             except Exception:
                 log.exception("response %s could not be stored", turn.id)
                 raise StoreUnavailable("The response could not be stored; try again.") from None

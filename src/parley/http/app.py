@@ -27,7 +27,6 @@ from parley.reasoning import ReasoningCipher
 from parley.request import parse_create
 from parley.settings import Settings
 from parley.store.sql import open_store
-from parley.tools.mcp import MCPConnector
 from parley.tools.web_search import make_provider
 
 log = logging.getLogger("parley.http")
@@ -174,11 +173,9 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
         store = await open_store(settings.database_url())
         await router.start()
         policy = AddressPolicy(enforce=keys.enabled, allow=settings.outbound_allow)
-        engine = Engine(store, router, MCPConnector(settings.tool_timeout, policy), settings.max_tool_iterations,
-                        search_provider)
-        engine.metrics = metrics
-        engine.address_policy = policy
-        engine.cipher = ReasoningCipher.from_settings(settings.reasoning_key, settings.data_dir)
+        engine = Engine(store, router, max_tool_iterations=settings.max_tool_iterations,
+                        search_provider=search_provider, address_policy=policy, tool_timeout=settings.tool_timeout,
+                        metrics=metrics, cipher=ReasoningCipher.from_settings(settings.reasoning_key, settings.data_dir))
         app.state.engine = engine
         await store.heartbeat(engine.instance_id)
         watchdog = asyncio.create_task(_recover_abandoned(engine, settings.instance_stale_s))
