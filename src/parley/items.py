@@ -98,6 +98,26 @@ class ReasoningItem(_Lenient):
     encrypted_content: str | None = None
 
 
+class ToolSearchCallItem(_Lenient):
+    type: Literal["tool_search_call"]
+    arguments: Any = None
+    call_id: str | None = None
+    execution: Literal["server", "client"] = "client"
+    id: str | None = None
+    status: str | None = None
+
+
+class ToolSearchOutputItem(_Lenient):
+    """Tools a search loaded (the client's answer, or a replay): they become callable."""
+
+    type: Literal["tool_search_output"]
+    tools: list[dict[str, Any]]
+    call_id: str | None = None
+    execution: Literal["server", "client"] = "client"
+    id: str | None = None
+    status: str | None = None
+
+
 class McpApprovalResponseItem(_Lenient):
     """The client's answer to an ``mcp_approval_request`` of the previous response."""
 
@@ -109,7 +129,7 @@ class McpApprovalResponseItem(_Lenient):
 
 
 InputItem = Union[MessageItem, FunctionCallItem, FunctionCallOutputItem, ReasoningItem, McpApprovalResponseItem,
-                  CustomToolCallItem, CustomToolCallOutputItem]
+                  CustomToolCallItem, CustomToolCallOutputItem, ToolSearchCallItem, ToolSearchOutputItem]
 ITEM_TYPES: dict[str, type[BaseModel]] = {
     "message": MessageItem,
     "function_call": FunctionCallItem,
@@ -118,6 +138,8 @@ ITEM_TYPES: dict[str, type[BaseModel]] = {
     "mcp_approval_response": McpApprovalResponseItem,
     "custom_tool_call": CustomToolCallItem,
     "custom_tool_call_output": CustomToolCallOutputItem,
+    "tool_search_call": ToolSearchCallItem,
+    "tool_search_output": ToolSearchOutputItem,
 }
 
 
@@ -194,6 +216,10 @@ def item_resource(item: InputItem) -> dict[str, Any]:
         data.setdefault("id", new_id("ctc"))
     elif isinstance(item, CustomToolCallOutputItem):
         data.setdefault("id", new_id("ctco"))
+    elif isinstance(item, ToolSearchCallItem):
+        data.setdefault("id", new_id("tsc"))
+    elif isinstance(item, ToolSearchOutputItem):
+        data.setdefault("id", new_id("tso"))
     else:
         data.setdefault("id", new_id("rs"))
     return data

@@ -82,6 +82,15 @@ class CustomTool(_Strict):
     allowed_callers: list[Literal["direct"]] | None = None
 
 
+class ToolSearchTool(_Strict):
+    """Deferred tool discovery: tools with ``defer_loading`` stay hidden until a search loads them."""
+
+    type: Literal["tool_search"]
+    description: str | None = None
+    execution: Literal["server", "client"] = "server"
+    parameters: dict[str, Any] | None = None
+
+
 def _namespaced_kind(value: Any) -> str:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
     return "Custom" if kind == "custom" else "Function"
@@ -93,6 +102,7 @@ class NamespaceTool(_Strict):
     type: Literal["namespace"]
     name: str = Field(pattern=r"^[a-zA-Z0-9_.:-]{1,64}$")
     description: str | None = None
+    defer_loading: bool | None = None
     tools: list[Annotated[Union[Annotated[FunctionTool, Tag("Function")], Annotated[CustomTool, Tag("Custom")]],
                           Discriminator(_namespaced_kind)]]
 
@@ -219,7 +229,7 @@ class StreamOptions(_Strict):
     include_obfuscation: bool | None = None
 
 
-TOOL_TAGS = {"mcp": "Mcp", "custom": "Custom", "namespace": "Namespace"}
+TOOL_TAGS = {"mcp": "Mcp", "custom": "Custom", "namespace": "Namespace", "tool_search": "ToolSearch"}
 
 
 def _tool_kind(value: Any) -> str:
@@ -232,7 +242,7 @@ def _tool_kind(value: Any) -> str:
 ToolSpec = Annotated[
     Union[Annotated[FunctionTool, Tag("Function")], Annotated[McpTool, Tag("Mcp")],
           Annotated[WebSearchTool, Tag("WebSearch")], Annotated[CustomTool, Tag("Custom")],
-          Annotated[NamespaceTool, Tag("Namespace")]],
+          Annotated[NamespaceTool, Tag("Namespace")], Annotated[ToolSearchTool, Tag("ToolSearch")]],
     Discriminator(_tool_kind),
 ]
 
@@ -343,7 +353,8 @@ def _check_tools(tools: Any) -> None:
         for option in ("connector_id", "tunnel_id"):
             if kind == "mcp" and isinstance(tool, dict) and tool.get(option) is not None:
                 raise UnsupportedParameter(f"tools[{i}].{option}", "Only MCP servers named by 'server_url' are supported.")
-        if kind is not None and kind not in ("function", "mcp", "custom", "namespace", *WEB_SEARCH_TYPES):
+        if kind is not None and kind not in ("function", "mcp", "custom", "namespace", "tool_search",
+                                             *WEB_SEARCH_TYPES):
             raise UnsupportedParameter(f"tools[{i}].type", f"Tool type '{kind}' is not supported by Parley yet.")
 
 
@@ -382,6 +393,8 @@ def _check_tool_choice(request: CreateResponse) -> None:
         raise InvalidRequest("Each MCP tool needs a distinct 'server_label'.", param="tools")
     if isinstance(choice, ToolChoiceMcp) and choice.server_label not in labels:
         raise InvalidRequest(f"No MCP tool has server_label '{choice.server_label}'.", param="tool_choice")
+    if sum(isinstance(t, ToolSearchTool) for t in request.tools) > 1:
+        raise InvalidRequest("Give at most one tool_search tool.", param="tools")
     searches = [t for t in request.tools if isinstance(t, WebSearchTool)]
     if len(searches) > 1:
         raise InvalidRequest("Give at most one web search tool.", param="tools")

@@ -103,3 +103,45 @@ def test_encrypted_reasoning_round_trip_for_stateless_clients(scripted_server, b
         backend.push(Reply(reasoning="hidden", text="plain"))
         plain = client.responses.create(model="m", input="no include")
         assert plain.output[0].type == "reasoning" and plain.output[0].encrypted_content is None
+
+
+DEFERRED = [{"type": "function", "name": "get_weather", "description": "Weather for a city.", "defer_loading": True,
+             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+            {"type": "namespace", "name": "billing", "description": "Billing tools.", "defer_loading": True, "tools": [
+                {"type": "function", "name": "refund", "description": "Refund an invoice.",
+                 "parameters": {"type": "object", "properties": {}}}]}]
+
+
+def test_server_tool_search_loads_deferred_tools(backend, parley_server) -> None:
+    backend.push(Reply(tool_calls=[ToolCall("tool_search", {"query": "weather city"}, id="call_s")]),
+                 Reply(tool_calls=[ToolCall("get_weather", {"city": "Oslo"}, id="call_w")]))
+    body = {"model": "m", "input": "weather in Oslo?", "tools": [*DEFERRED, {"type": "tool_search"}]}
+    final = check_stream(stream_raw(parley_server.base_url, body))
+    search, output, call = final.output
+    assert (search.type, search.execution, search.arguments) == ("tool_search_call", "server", {"query": "weather city"})
+    assert output.type == "tool_search_output" and [t.name for t in output.tools] == ["get_weather"]
+    assert (call.type, call.name) == ("function_call", "get_weather")
+    first, second = backend.requests[-2:]
+    assert [t["function"]["name"] for t in first["tools"]] == ["tool_search"]  # deferred tools hidden at first
+    assert {t["function"]["name"] for t in second["tools"]} == {"get_weather", "tool_search"}
+    assert second["messages"][-1] == {"role": "tool", "tool_call_id": "call_s", "content": "Loaded tools: get_weather."}
+
+
+def test_client_tool_search_returns_the_call_and_accepts_the_output(backend, parley_server) -> None:
+    backend.push(Reply(tool_calls=[ToolCall("tool_search", {"query": "refund"}, id="call_c")]))
+    body = {"model": "m", "input": "refund invoice 7", "store": False,
+            "tools": [*DEFERRED, {"type": "tool_search", "execution": "client"}]}
+    final = check_stream(stream_raw(parley_server.base_url, body))
+    [search] = final.output
+    assert (search.type, search.execution, search.call_id) == ("tool_search_call", "client", "call_c")
+    # The client answers with the tools to load, replaying the conversation as Codex does.
+    backend.push(Reply(tool_calls=[ToolCall("billing__refund", {}, id="call_r")]))
+    replay = [{"role": "user", "content": "refund invoice 7"}, json.loads(search.model_dump_json()),
+              {"type": "tool_search_output", "call_id": "call_c", "execution": "client", "tools": [DEFERRED[1]]}]
+    final = check_stream(stream_raw(parley_server.base_url, {**body, "input": replay}))
+    [call] = final.output
+    assert (call.name, call.namespace) == ("refund", "billing")
+    request = backend.requests[-1]
+    assert "billing__refund" in {t["function"]["name"] for t in request["tools"]}
+    assert request["messages"][1]["tool_calls"][0]["function"]["name"] == "tool_search"
+    assert request["messages"][2]["content"] == "Loaded tools: billing."

@@ -118,3 +118,11 @@ def test_mcp_credentials_are_redacted_in_the_echo() -> None:
     echo = request.tools[0].echo()
     assert echo["authorization"] == "<redacted>" and echo["headers"] == {"X-Key": "<redacted>"}
     assert request.tools[0].connection_headers() == {"X-Key": "secret", "Authorization": "Bearer tok"}
+
+
+def test_tool_search_and_deferred_tools_are_accepted_once() -> None:
+    request = parse_create({"model": "m", "input": "x", "tools": [
+        {"type": "function", "name": "f", "defer_loading": True}, {"type": "tool_search", "execution": "client"}]})
+    assert [t.type for t in request.tools] == ["function", "tool_search"]
+    assert error_of({"model": "m", "input": "x", "tools": [{"type": "tool_search"},
+                                                           {"type": "tool_search"}]}).param == "tools"

@@ -14,9 +14,13 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from parley.request import CreateResponse, CustomTool, FunctionTool, NamespaceTool
+from pydantic import TypeAdapter, ValidationError
+
+from parley.request import CreateResponse, CustomTool, FunctionTool, NamespaceTool, ToolSearchTool, ToolSpec
 
 SEPARATOR = "__"
+TOOL_SEARCH = "tool_search"
+_TOOL_SPEC: TypeAdapter[Any] = TypeAdapter(ToolSpec)
 
 
 def chat_tool_name(namespace: str | None, name: str) -> str:
@@ -28,7 +32,7 @@ def chat_tool_name(namespace: str | None, name: str) -> str:
 
 @dataclass(frozen=True)
 class ClientTool:
-    kind: Literal["function", "custom"]
+    kind: Literal["function", "custom", "tool_search"]
     name: str
     namespace: str | None = None
 
@@ -54,24 +58,77 @@ def _function(tool: FunctionTool, chat_name: str) -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
+def tool_search_function(tool: ToolSearchTool) -> dict[str, Any]:
+    parameters = tool.parameters or {"type": "object", "properties": {"query": {
+        "type": "string", "description": "Words describing the tools you need."}}, "required": ["query"]}
+    return {"type": "function", "function": {
+        "name": TOOL_SEARCH, "parameters": parameters,
+        "description": tool.description or "Search for more tools; the ones found become callable."}}
+
+
 class ClientTools:
-    """The client-side tools of one request, by the name the backend sees."""
+    """The client-side tools of one request, by the name the backend sees.
 
-    def __init__(self, request: CreateResponse) -> None:
+    With a ``tool_search`` tool in the request, tools marked ``defer_loading`` stay hidden from the
+    model until a search loads them (here, or in an earlier turn: ``loaded`` holds the tool
+    definitions of earlier ``tool_search_output`` items).
+    """
+
+    def __init__(self, request: CreateResponse, loaded: list[dict[str, Any]] | None = None) -> None:
         self.by_chat_name: dict[str, ClientTool] = {}
-        self.chat: list[dict[str, Any]] = []
+        self._definitions: dict[str, dict[str, Any]] = {}  # chat name -> chat function
+        self._sources: dict[str, dict[str, Any]] = {}  # chat name -> the Responses tool definition
+        self.deferred: set[str] = set()
+        self.search = next((t for t in request.tools if isinstance(t, ToolSearchTool)), None)
         for tool in request.tools:
-            if isinstance(tool, NamespaceTool):
-                for inner in tool.tools:
-                    self._add(inner, tool.name)
-            elif isinstance(tool, (FunctionTool, CustomTool)):
-                self._add(tool, None)
+            self._register(tool, defer=self.search is not None)
+        for raw in loaded or []:
+            try:
+                self._register(_TOOL_SPEC.validate_python(raw), defer=False)
+            except ValidationError:
+                continue  # a tool kind this path cannot load (e.g. hosted); the model simply lacks it
+        if self.search is not None and self.search.execution == "client":
+            self.by_chat_name[TOOL_SEARCH] = ClientTool("tool_search", TOOL_SEARCH)
+            self._definitions[TOOL_SEARCH] = tool_search_function(self.search)
 
-    def _add(self, tool: FunctionTool | CustomTool, namespace: str | None) -> None:
+    def _register(self, tool: Any, defer: bool) -> None:
+        if isinstance(tool, NamespaceTool):
+            for inner in tool.tools:
+                self._add(inner, tool.name, defer and bool(tool.defer_loading or inner.defer_loading),
+                          {**tool.model_dump(exclude_none=True), "tools": [inner.model_dump(exclude_none=True)]})
+        elif isinstance(tool, (FunctionTool, CustomTool)):
+            self._add(tool, None, defer and bool(tool.defer_loading), tool.model_dump(exclude_none=True))
+
+    def _add(self, tool: FunctionTool | CustomTool, namespace: str | None, deferred: bool,
+             source: dict[str, Any]) -> None:
         chat_name = chat_tool_name(namespace, tool.name)
         kind: Literal["function", "custom"] = "custom" if isinstance(tool, CustomTool) else "function"
         self.by_chat_name[chat_name] = ClientTool(kind, tool.name, namespace)
-        self.chat.append(_custom_function(tool, chat_name) if isinstance(tool, CustomTool) else _function(tool, chat_name))
+        self._definitions[chat_name] = (_custom_function(tool, chat_name) if isinstance(tool, CustomTool)
+                                        else _function(tool, chat_name))
+        self._sources[chat_name] = source
+        if deferred:
+            self.deferred.add(chat_name)
+        else:
+            self.deferred.discard(chat_name)
+
+    @property
+    def chat(self) -> list[dict[str, Any]]:
+        """The functions the backend is offered now (deferred tools left out)."""
+        return [d for name, d in self._definitions.items() if name not in self.deferred]
+
+    def find(self, query: str, limit: int = 8) -> list[dict[str, Any]]:
+        """Load the deferred tools whose name or description shares a word with ``query``; their definitions."""
+        words = set(re.findall(r"[a-z0-9]+", query.lower()))
+        scored = []
+        for name in self.deferred:
+            text = json.dumps(self._definitions[name]["function"].get("description", "")) + " " + name
+            score = len(words & set(re.findall(r"[a-z0-9]+", text.lower().replace("_", " "))))
+            if score:
+                scored.append((-score, name))
+        found = [name for _, name in sorted(scored)[:limit]]
+        self.deferred.difference_update(found)
+        return [self._sources[name] for name in found]
 
 
 def custom_input(arguments: str) -> str:

@@ -36,13 +36,14 @@ from parley.ids import new_id
 from parley.items import item_resource
 from openai.types.responses.response_output_item import McpListTools
 
-from parley.items import McpApprovalResponseItem, ReasoningItem
+from parley.items import McpApprovalResponseItem, ReasoningItem, ToolSearchOutputItem
 from parley.metrics import Metrics
 from parley.netpolicy import AddressPolicy
 from parley.reasoning import ReasoningCipher
 from parley.tracing import fail, start_span
 from parley.request import CreateResponse, FunctionTool, McpTool, ToolChoiceHosted, ToolChoiceMcp, WebSearchTool
-from parley.tools import ServerTools
+from parley.tools import CONTINUES, ServerTools
+from parley.tools.tool_search import ToolSearchKind
 from parley.tools.mcp import MCPConnector
 from parley.tools.mcp_tools import DENIED, NOT_APPROVED, McpTools
 from parley.tools.web_search import FUNCTION_NAME as WEB_SEARCH_FUNCTION
@@ -69,6 +70,12 @@ class Turn:
     client_key: str | None = field(default=None, repr=False)  # forwarded upstream only when configured to
     id: str = field(default_factory=lambda: new_id("resp"))
     created_at: int = field(default_factory=lambda: int(time.time()))
+
+    def loaded_tools(self) -> list[dict[str, Any]]:
+        """Tools that searches of this conversation loaded: from replayed or earlier tool_search_output items."""
+        replayed = [item.tools for item in self.request.input if isinstance(item, ToolSearchOutputItem)]
+        earlier = [item.get("tools", []) for item in self.previous_output if item.get("type") == "tool_search_output"]
+        return [tool for tools in earlier + replayed for tool in tools]
 
     def approved_calls(self, mcp: McpTools) -> list[ApprovedCall]:
         """Approved calls whose server this request still names, under the names the model sees."""
@@ -348,8 +355,11 @@ class Engine:
         search = next((t for t in turn.request.tools if isinstance(t, WebSearchTool)), None)
         web = WebSearchTools(self.search_provider, search.search_context_size, search.allowed_domains) \
             if search else None
-        tools = ServerTools([mcp, web] if web else [mcp])
-        client = ClientTools(turn.request)
+        client = ClientTools(turn.request, loaded=turn.loaded_tools())
+        kinds: list[Any] = [mcp] + ([web] if web else [])
+        if client.search is not None and client.search.execution == "server":
+            kinds.append(ToolSearchKind(client))
+        tools = ServerTools(kinds)
         try:
             async for produced in mcp.list_tools(len(state.output)):
                 if isinstance(produced, McpListTools):
@@ -418,6 +428,9 @@ class Engine:
                     yield produced
                     continue
                 item, tool_message = produced
+                if tool_message is CONTINUES:
+                    state.output.append(item)
+                    continue
                 spans[finished].set_attribute("item_type", item.type)
                 if getattr(item, "status", None) == "failed":
                     fail(spans[finished], "the tool call failed")

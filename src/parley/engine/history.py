@@ -17,7 +17,7 @@ import json
 from typing import Any
 
 from parley.errors import InvalidRequest, UnsupportedParameter
-from parley.engine.client_tools import chat_tool_name
+from parley.engine.client_tools import TOOL_SEARCH, chat_tool_name
 from parley.items import (
     CustomToolCallItem,
     CustomToolCallOutputItem,
@@ -27,6 +27,8 @@ from parley.items import (
     InputItem,
     MessageItem,
     Refusal,
+    ToolSearchCallItem,
+    ToolSearchOutputItem,
 )
 
 Message = dict[str, Any]
@@ -66,7 +68,12 @@ def message_to_chat(item: MessageItem) -> Message:
     return {"role": role, "content": _text_of(item.content)}
 
 
-def _tool_message(item: FunctionCallOutputItem | CustomToolCallOutputItem, where: str) -> Message:
+def _tool_message(item: FunctionCallOutputItem | CustomToolCallOutputItem | ToolSearchOutputItem,
+                  where: str) -> Message:
+    if isinstance(item, ToolSearchOutputItem):
+        names = [str(tool.get("name")) for tool in item.tools]
+        content = f"Loaded tools: {', '.join(names)}." if names else "No tools matched."
+        return {"role": "tool", "tool_call_id": item.call_id, "content": content}
     if isinstance(item.output, str):
         content = item.output
     else:
@@ -97,14 +104,17 @@ def place_tool_message(messages: list[Message], tool_message: Message) -> bool:
     return False
 
 
-def _append_call(messages: list[Message], item: FunctionCallItem | CustomToolCallItem, new_from: int) -> None:
-    """Calls replayed with their namespace, and custom calls, under the function names backends saw."""
-    if isinstance(item, CustomToolCallItem):
-        arguments = json.dumps({"input": item.input})
+def _append_call(messages: list[Message], item: FunctionCallItem | CustomToolCallItem | ToolSearchCallItem,
+                 new_from: int) -> None:
+    """Calls replayed with their namespace, custom calls and tool searches, under the names backends saw."""
+    if isinstance(item, ToolSearchCallItem):
+        name = TOOL_SEARCH
+        arguments = item.arguments if isinstance(item.arguments, str) else json.dumps(item.arguments or {})
+    elif isinstance(item, CustomToolCallItem):
+        name, arguments = chat_tool_name(item.namespace, item.name), json.dumps({"input": item.input})
     else:
-        arguments = item.arguments
-    call = {"id": item.call_id, "type": "function",
-            "function": {"name": chat_tool_name(item.namespace, item.name), "arguments": arguments}}
+        name, arguments = chat_tool_name(item.namespace, item.name), item.arguments
+    call = {"id": item.call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
     last = messages[-1] if len(messages) > new_from else None
     if last is not None and last["role"] == "assistant":
         last.setdefault("tool_calls", []).append(call)  # one assistant message per run of calls
@@ -121,7 +131,7 @@ def build_messages(prior: list[Message], items: list[InputItem],
     """
     messages = [dict(m) for m in prior]
     new_from = len(messages)
-    outputs: list[tuple[int, FunctionCallOutputItem | CustomToolCallOutputItem]] = []
+    outputs: list[tuple[int, FunctionCallOutputItem | CustomToolCallOutputItem | ToolSearchOutputItem]] = []
     pending_reasoning: str | None = None
     for i, item in enumerate(items):
         if reasoning and i in reasoning:
@@ -130,10 +140,12 @@ def build_messages(prior: list[Message], items: list[InputItem],
         before = len(messages)
         if isinstance(item, MessageItem):
             messages.append(message_to_chat(item))
-        elif isinstance(item, (FunctionCallItem, CustomToolCallItem)):
-            _append_call(messages, item, new_from)
-        elif isinstance(item, (FunctionCallOutputItem, CustomToolCallOutputItem)):
-            outputs.append((i, item))
+        elif isinstance(item, (FunctionCallItem, CustomToolCallItem)) or \
+                (isinstance(item, ToolSearchCallItem) and item.call_id):
+            _append_call(messages, item, new_from)  # type: ignore[arg-type]
+        elif isinstance(item, (FunctionCallOutputItem, CustomToolCallOutputItem)) or \
+                (isinstance(item, ToolSearchOutputItem) and item.call_id):
+            outputs.append((i, item))  # type: ignore[arg-type]
         if pending_reasoning is not None and messages and messages[-1]["role"] == "assistant" and \
                 (len(messages) > before or isinstance(item, (FunctionCallItem, CustomToolCallItem))):
             messages[-1]["reasoning_content"] = pending_reasoning

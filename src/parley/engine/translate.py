@@ -17,6 +17,7 @@ call, which must not be merged into the previous call's arguments.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from collections.abc import Callable
@@ -45,6 +46,7 @@ from openai.types.responses import (
     ResponseStreamEvent,
     ResponseTextDeltaEvent,
     ResponseTextDoneEvent,
+    ResponseToolSearchCall,
 )
 from openai.types.responses.response_reasoning_item import Content as ReasoningContent
 
@@ -89,7 +91,7 @@ class _Call:
     output_index: int
     hidden: bool = False  # a server-side tool call: the engine emits its own items for it
     chat_name: str = ""
-    custom: ResponseCustomToolCall | None = None  # set when the call is to a custom (freeform) tool
+    custom: ResponseCustomToolCall | ResponseToolSearchCall | None = None  # a custom or client tool_search call
 
 
 @dataclass
@@ -174,9 +176,10 @@ class ChunkTranslator:
         return INCOMPLETE_REASONS.get(self.finish_reason or "")
 
     @property
-    def function_calls(self) -> list[ResponseFunctionToolCall | ResponseCustomToolCall]:
-        """The calls the client runs (function and custom tools)."""
-        return [item for item in self.items if isinstance(item, (ResponseFunctionToolCall, ResponseCustomToolCall))]
+    def function_calls(self) -> list[Any]:
+        """The calls the client runs (function, custom and client tool_search calls)."""
+        return [item for item in self.items
+                if isinstance(item, (ResponseFunctionToolCall, ResponseCustomToolCall, ResponseToolSearchCall))]
 
     def assistant_message(self) -> dict[str, Any]:
         """The chat message this call produced, as the next backend call must see it."""
@@ -304,6 +307,9 @@ class ChunkTranslator:
         if tool is not None and tool.kind == "custom":
             state.custom = ResponseCustomToolCall(id=new_id("ctc"), type="custom_tool_call", call_id=item.call_id,
                                                   name=tool.name, input="", namespace=tool.namespace)
+        elif tool is not None and tool.kind == "tool_search":
+            state.custom = ResponseToolSearchCall(id=new_id("tsc"), type="tool_search_call", call_id=item.call_id,
+                                                  arguments={}, execution="client", status="in_progress")
         elif tool is not None and tool.namespace:
             item.name, item.namespace = tool.name, tool.namespace  # Codex needs the inner name and its group
         self._calls[state.key] = state
@@ -339,11 +345,16 @@ class ChunkTranslator:
     # -- closing -------------------------------------------------------------------------
 
     def _close_custom(self, state: _Call) -> list[Event]:
-        """A custom call's input, parsed from its arguments once complete, in one delta and done."""
-        assert state.custom is not None
-        state.custom.input = custom_input(state.item.arguments)
-        self.items.append(state.custom)
-        return _custom_events(state.custom, state.output_index)
+        """A custom call's input (or a client tool_search's arguments), from its complete arguments."""
+        custom = state.custom
+        assert custom is not None
+        self.items.append(custom)
+        if isinstance(custom, ResponseToolSearchCall):
+            custom.arguments, custom.status = _json_or_text(state.item.arguments), "completed"
+            return [ResponseOutputItemDoneEvent(type="response.output_item.done", item=custom.model_copy(),
+                                                output_index=state.output_index, sequence_number=0)]
+        custom.input = custom_input(state.item.arguments)
+        return _custom_events(custom, state.output_index)
 
     def _close_part(self, state: _Message) -> list[Event]:
         if state.part_kind is None:
@@ -404,6 +415,13 @@ class ChunkTranslator:
             type="response.output_item.done", item=state.item.model_copy(deep=True), output_index=state.output_index,
             sequence_number=0))
         return events
+
+
+def _json_or_text(arguments: str) -> Any:
+    try:
+        return json.loads(arguments or "{}")
+    except ValueError:
+        return arguments
 
 
 def _custom_events(custom: ResponseCustomToolCall, index: int) -> list[Event]:

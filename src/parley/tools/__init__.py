@@ -13,6 +13,10 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 
+CONTINUES: dict[str, str] = {"continues": "the call has another item"}
+"""In place of the tool message of a pair: the call's item is done and another item of the same call follows."""
+
+
 class ToolKind(Protocol):
     def names(self) -> frozenset[str]: ...
 
@@ -41,11 +45,15 @@ class ServerTools:
         return next(kind for kind in self.kinds if name in kind.names())
 
     async def execute(self, calls: list[Any], first_index: int, approved_ids: set[str]) -> AsyncIterator[Any]:
-        """Yields events and, after each item, the pair (item, tool message or ``None``)."""
+        """Yields events and, after each item, the pair (item, tool message, ``None`` while awaiting approval,
+        or :data:`CONTINUES` when the same call makes another item)."""
         runs = [self._owner(call.name).start(call, call.call_id in approved_ids) for call in calls]
+        index = first_index
         try:
-            for index, (call, run) in enumerate(zip(calls, runs), start=first_index):
+            for call, run in zip(calls, runs):
                 async for produced in self._owner(call.name).emit(call, run, index):
+                    if isinstance(produced, tuple):
+                        index += 1  # one call may make several items (a tool search: its call and output)
                     yield produced
         finally:
             for run in runs:
