@@ -37,12 +37,28 @@ def parley_for_codex(scripted_server, tmp_path):
         yield server
 
 
+# Model metadata for Codex's catalog: with a custom provider this is where Codex learns that the model takes
+# the freeform apply_patch tool (a `custom` tool).
+MODEL_CATALOG = {"models": [{
+    "slug": "gpt-5.4", "display_name": "gpt-5.4", "description": "Parley test model",
+    "default_reasoning_level": "medium", "supported_reasoning_levels": [{"effort": "medium", "description": "m"}],
+    "shell_type": "shell_command", "visibility": "list", "minimal_client_version": "0.0.1", "supported_in_api": True,
+    "upgrade": None, "priority": 0, "base_instructions": "You are a coding agent.",
+    "apply_patch_tool_type": "freeform", "truncation_policy": {"mode": "tokens", "limit": 10000},
+    "supports_parallel_tool_calls": False, "context_window": 128000, "reasoning_summary_format": "none",
+    "supports_reasoning_summaries": False, "support_verbosity": False, "default_verbosity": None,
+    "input_modalities": ["text"], "experimental_supported_tools": [],
+}]}
+
+
 def run_codex(codex_bin: Path, server: ParleyProcess, workdir: Path, prompt: str, extra_config: str = "") -> list[dict]:
     home = workdir / "codex-home"
     home.mkdir(exist_ok=True)
+    (home / "models.json").write_text(json.dumps(MODEL_CATALOG))
     (home / "config.toml").write_text(f'''
 model = "gpt-5.4"
 model_provider = "parley"
+model_catalog_json = "{home / 'models.json'}"
 approval_policy = "never"
 sandbox_mode = "danger-full-access"
 web_search = "disabled"
@@ -105,3 +121,22 @@ def test_mcp_server_configured_in_codex_arrives_as_a_namespace(codex_bin, parley
     calls = [e["item"] for e in events if e["type"] == "item.completed" and e["item"]["type"] == "mcp_tool_call"]
     assert calls and calls[0]["tool"] == "get_boiling_point" and calls[0]["status"] == "completed"
     assert "-100" in agent_messages(events)[-1]
+
+
+def test_custom_apply_patch_call(codex_bin, parley_for_codex, backend, tmp_path) -> None:
+    patch = "*** Begin Patch\n*** Add File: hello.txt\n+hello from parley\n*** End Patch\n"
+
+    def model(request: dict) -> Reply:
+        if request["messages"][-1]["role"] == "tool":
+            return Reply(text="Patched.")
+        return Reply(tool_calls=[ToolCall("apply_patch", {"input": patch})])
+
+    backend.reset(model)
+    events = run_codex(codex_bin, parley_for_codex, tmp_path, "Add hello.txt")
+    offered = {t["function"]["name"]: t["function"] for t in backend.requests[0]["tools"]}
+    assert offered["apply_patch"]["parameters"]["required"] == ["input"]  # Codex sent it as a `custom` tool
+    changes = [e["item"] for e in events if e["type"] == "item.completed" and e["item"]["type"] == "file_change"]
+    assert changes and changes[0]["status"] == "completed"
+    assert (tmp_path / "hello.txt").read_text() == "hello from parley\n"
+    assert backend.requests[-1]["messages"][-1]["role"] == "tool"  # Codex's custom_tool_call_output came back
+    assert agent_messages(events) == ["Patched."]
