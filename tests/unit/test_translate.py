@@ -96,7 +96,7 @@ def test_a_reused_index_with_a_new_id_is_a_new_call_not_merged_arguments() -> No
               _tool_chunk(0, "call_2", "b", '{"y": 2}'),
               {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}]
     translator, _ = translate(chunks)
-    calls = translator.function_calls
+    calls = translator.client_calls
     assert [(c.call_id, c.name, c.arguments) for c in calls] == [("call_1", "a", '{"x": 1}'), ("call_2", "b", '{"y": 2}')]
     assert all(json.loads(c.arguments) for c in calls)
 

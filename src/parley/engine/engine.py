@@ -388,7 +388,7 @@ class Engine:
                 for skipped in translator.server_calls[left:]:  # over max_tool_calls: answered, not run
                     place_tool_message(state.conversation, {"role": "tool", "tool_call_id": skipped.call_id,
                                                             "content": OVER_LIMIT})
-                if state.awaiting_approval or translator.function_calls:
+                if state.awaiting_approval or translator.client_calls:
                     return
         finally:
             await tools.aclose()

@@ -176,7 +176,7 @@ class ChunkTranslator:
         return INCOMPLETE_REASONS.get(self.finish_reason or "")
 
     @property
-    def function_calls(self) -> list[Any]:
+    def client_calls(self) -> list[Any]:
         """The calls the client runs (function, custom and client tool_search calls)."""
         return [item for item in self.items
                 if isinstance(item, (ResponseFunctionToolCall, ResponseCustomToolCall, ResponseToolSearchCall))]

@@ -65,6 +65,11 @@ async def _request(client: httpx.AsyncClient, method: str, url: str, **kwargs: A
         raise SearchFailed("the search provider sent no JSON") from None
 
 
+def _results(entries: list[dict[str, Any]], text_key: str) -> list[SearchResult]:
+    """Provider result entries as :class:`SearchResult` (the providers differ only in the text's key)."""
+    return [SearchResult(r.get("title") or r["url"], r["url"], r.get(text_key) or "") for r in entries if r.get("url")]
+
+
 @dataclass
 class SearXNG:
     base_url: str
@@ -74,8 +79,7 @@ class SearXNG:
     async def search(self, query: str, count: int, allowed_domains: list[str]) -> list[SearchResult]:
         q = query + "".join(f" site:{d}" for d in allowed_domains[:1])  # one site: operator is portable
         data = await _request(self.client, "GET", f"{self.base_url}/search", params={"q": q, "format": "json"})
-        return [SearchResult(r.get("title") or r["url"], r["url"], r.get("content") or "")
-                for r in data.get("results", []) if r.get("url")]
+        return _results(data.get("results", []), "content")
 
 
 @dataclass
@@ -91,8 +95,7 @@ class Tavily:
             body["include_domains"] = allowed_domains
         data = await _request(self.client, "POST", f"{self.base_url}/search", json=body,
                               headers={"Authorization": f"Bearer {self.api_key}"})
-        return [SearchResult(r.get("title") or r["url"], r["url"], r.get("content") or "")
-                for r in data.get("results", []) if r.get("url")]
+        return _results(data.get("results", []), "content")
 
 
 @dataclass
@@ -106,9 +109,7 @@ class Brave:
         data = await _request(self.client, "GET", f"{self.base_url}/res/v1/web/search",
                               params={"q": query, "count": min(count, 20)},
                               headers={"X-Subscription-Token": self.api_key, "Accept": "application/json"})
-        results = (data.get("web") or {}).get("results", [])
-        return [SearchResult(r.get("title") or r["url"], r["url"], r.get("description") or "")
-                for r in results if r.get("url")]
+        return _results((data.get("web") or {}).get("results", []), "description")
 
 
 def make_provider(spec: str, *, tavily_api_key: str | None, brave_api_key: str | None,
