@@ -193,25 +193,51 @@ def test_credentials_are_redacted_and_never_logged(backend, client, parley_serve
     assert "s3cret-token-value" not in parley_server.log()
 
 
-def test_max_tool_calls_caps_server_calls_and_the_model_then_answers(chain_mcp, backend, client) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+def test_max_tool_calls_over_the_cap_ends_incomplete_and_the_chain_goes_on(chain_mcp, backend, client,
+                                                                           parley_server, stream) -> None:
     backend.push(Reply(tool_calls=[ToolCall("get_user_id", {"username": "alice"}),
-                                   ToolCall("get_user_id", {"username": "bob"})]),
-                 Reply(text="Only alice was looked up."))
-    response = client.responses.create(model="m", input="ids?", tools=[mcp_tool(chain_mcp.url)], max_tool_calls=1)
-    assert [i.output for i in response.output if i.type == "mcp_call"] == ["user_1"]
-    assert response.output_text == "Only alice was looked up." and response.max_tool_calls == 1
-    final_request = backend.requests[-1]
-    assert "tools" not in final_request  # no server tools are offered once the cap is reached
-    assert final_request["messages"][-1]["content"].startswith("This tool call was not run")
+                                   ToolCall("get_user_id", {"username": "bob"})]))
+    body = {"model": "m", "input": "ids?", "tools": [mcp_tool(chain_mcp.url)], "max_tool_calls": 1}
+    if stream:
+        events = stream_raw(parley_server.base_url, {**body, "stream": True})
+        response = check_stream(events)
+        assert events[-1].type == "response.incomplete"
+    else:
+        response = client.responses.create(**body)
+    assert response.status == "incomplete" and response.incomplete_details.reason == "max_messages"
+    assert [i.output for i in response.output if i.type == "mcp_call"] == ["user_1"]  # bob's call was not run
+    assert len(backend.requests) == 1  # the model is not called again past the cap
+    assert client.responses.retrieve(response.id).status == "incomplete"
+    # The stored chat answers the call that was not run, so a chained turn is valid and can go on.
+    backend.push(Reply(text="Only alice was looked up."))
+    follow = client.responses.create(model="m", input="go on", previous_response_id=response.id)
+    assert follow.status == "completed" and follow.output_text == "Only alice was looked up."
+    tool_messages = [m for m in backend.requests[-1]["messages"] if m["role"] == "tool"]
+    assert [m["content"] for m in tool_messages][0] == "user_1"
+    assert tool_messages[1]["content"].startswith("This tool call was not run")
 
 
-def test_iteration_bound_makes_the_last_step_answer(chain_mcp, backend, client, parley_server) -> None:
-    # The server runs with the default bound of 10 steps; a model that keeps calling tools is
-    # offered none on the tenth call, so the response still ends with an answer.
+def test_max_tool_calls_reached_exactly_then_the_model_answers(chain_mcp, backend, client) -> None:
+    backend.push(Reply(tool_calls=[ToolCall("get_user_id", {"username": "alice"})]), Reply(text="user_1."))
+    response = client.responses.create(model="m", input="id?", tools=[mcp_tool(chain_mcp.url)], max_tool_calls=1)
+    assert response.status == "completed" and response.incomplete_details is None
+    assert response.output_text == "user_1." and response.max_tool_calls == 1
+    assert "tools" in backend.requests[-1]  # tools stay offered; only a call past the cap ends the response
+
+
+def test_iteration_bound_ends_incomplete(chain_mcp, backend, client, parley_server) -> None:
+    # The server runs with the default bound of 10 model calls; a model that calls a tool on each of them
+    # has its tenth step's calls run, and the response ends incomplete instead of calling the model again.
+    backend.push(*[Reply(tool_calls=[ToolCall("get_user_id", {"username": "alice"})])] * 10)
+    response = client.responses.create(model="m", input="loop", tools=[mcp_tool(chain_mcp.url)])
+    assert len(backend.requests) == 10
+    assert len([i for i in response.output if i.type == "mcp_call"]) == 10
+    assert response.status == "incomplete" and response.incomplete_details.reason == "max_messages"
+    # Nine steps with calls and then an answer stay within the bound.
     backend.push(*[Reply(tool_calls=[ToolCall("get_user_id", {"username": "alice"})])] * 9, Reply(text="Enough."))
     response = client.responses.create(model="m", input="loop", tools=[mcp_tool(chain_mcp.url)])
-    assert len([i for i in response.output if i.type == "mcp_call"]) == 9
-    assert response.output_text == "Enough." and "tools" not in backend.requests[-1]
+    assert response.status == "completed" and response.output_text == "Enough."
 
 
 def test_independent_calls_of_one_step_run_concurrently(chain_mcp, backend, client) -> None:

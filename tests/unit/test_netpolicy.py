@@ -32,10 +32,10 @@ async def test_the_allowlist_admits_ranges_and_hosts() -> None:
         await policy.check("http://10.0.0.1/mcp", "p")
 
 
-async def test_the_request_hook_rechecks_every_request() -> None:
-    import httpx2
+async def test_every_address_a_name_resolves_to_is_checked() -> None:
+    async def resolve(host: str) -> list[str]:
+        return ["93.184.215.14", "10.0.0.7"]  # one public, one private: refused
 
-    hook = AddressPolicy(enforce=True, allow="127.0.0.1").request_hook("tools.server_url")
-    await hook(httpx2.Request("GET", "http://127.0.0.1:9/sse"))  # admitted
-    with pytest.raises(InvalidRequest):  # e.g. where a redirect or a reconnection would lead
-        await hook(httpx2.Request("GET", "http://10.0.0.7/sse"))
+    with pytest.raises(InvalidRequest) as info:
+        await AddressPolicy(enforce=True, resolve=resolve).check("http://mixed.example/mcp", "p")
+    assert "10.0.0.7" in info.value.message and info.value.code == "url_not_allowed"

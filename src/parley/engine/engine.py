@@ -53,6 +53,9 @@ from parley.store.base import Store, StoredResponse
 
 log = logging.getLogger("parley.engine")
 OVER_LIMIT = "This tool call was not run: the response reached its max_tool_calls limit."
+# The protocol's closed enum for incomplete_details.reason has no value for tool bounds; "max_messages" is the
+# one that names a bound on the loop, and strict clients parse it.
+TOOL_BOUND_REASON = "max_messages"
 TERMINAL_EVENTS = {"response.completed", "response.incomplete", "response.failed"}
 
 
@@ -369,15 +372,11 @@ class Engine:
             async for event in self._run_calls(state, tools, turn.approved_calls(mcp), approved=True):
                 yield event
             for iteration in range(self.max_tool_iterations):
-                # The last step, or one past max_tool_calls, offers no server tools: the model must answer.
-                offer = iteration < self.max_tool_iterations - 1 and self._calls_left(turn, state) > 0
-                translator = ChunkTranslator(first_index=len(state.output),
-                                             server_names=tools.names() if offer else frozenset(),
+                translator = ChunkTranslator(first_index=len(state.output), server_names=tools.names(),
                                              sources=web.sources if web else [], client_tools=client.by_chat_name,
                                              encrypt=self.cipher.encrypt if self.cipher and
                                              "reasoning.encrypted_content" in turn.request.include else None)
-                body = self._chat_body(turn, state, mcp, tools, client, first=iteration == 0,
-                                       offer_server_tools=offer)
+                body = self._chat_body(turn, state, mcp, tools, client, first=iteration == 0)
                 async for event in self._backend_call(body, turn, state, translator):
                     yield event
                 if not translator.server_calls or state.incomplete_reason:
@@ -385,10 +384,17 @@ class Engine:
                 left = self._calls_left(turn, state)
                 async for event in self._run_calls(state, tools, translator.server_calls[:left]):
                     yield event
-                for skipped in translator.server_calls[left:]:  # over max_tool_calls: answered, not run
+                over = translator.server_calls[left:]
+                for skipped in over:  # answered in the stored chat, so a chained turn can go on from here
                     place_tool_message(state.conversation, {"role": "tool", "tool_call_id": skipped.call_id,
                                                             "content": OVER_LIMIT})
                 if state.awaiting_approval or translator.client_calls:
+                    return
+                if over or iteration == self.max_tool_iterations - 1:
+                    # The model wants more than the bounds allow: the response ends here, incomplete.
+                    bound = "max_tool_calls" if over else "max_tool_iterations"
+                    log.info("response %s stopped at its %s bound", turn.id, bound, extra={"response_id": turn.id})
+                    state.incomplete_reason = TOOL_BOUND_REASON
                     return
         finally:
             await tools.aclose()
@@ -399,7 +405,7 @@ class Engine:
         return 1 << 30 if cap is None else max(cap - state.server_tool_calls, 0)
 
     def _chat_body(self, turn: Turn, state: RunState, mcp: McpTools, tools: ServerTools, client: ClientTools, *,
-                   first: bool, offer_server_tools: bool) -> dict[str, Any]:
+                   first: bool) -> dict[str, Any]:
         choice = turn.request.tool_choice
         override: Any = None
         if isinstance(choice, ToolChoiceMcp):
@@ -411,7 +417,7 @@ class Engine:
         return chat_request(
             turn.request, with_instructions(turn.request.instructions, state.conversation),
             model=turn.request.model, max_tokens_param=turn.upstream.max_tokens_param,
-            server_tools=tools.chat_tools() if offer_server_tools else [], tool_choice=override,
+            server_tools=tools.chat_tools(), tool_choice=override,
             client_tools=client.chat,
         )
 

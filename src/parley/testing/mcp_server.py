@@ -14,6 +14,7 @@ import json
 from typing import Any, Literal
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.server.mcpserver.exceptions import ToolError
 
 from parley.testing.threaded import LoopbackService
@@ -135,8 +136,9 @@ class MCPTestServer(LoopbackService):
     lifespan = "auto"  # the Streamable HTTP app runs its session manager in its lifespan
 
     def __init__(self, transport: Literal["sse", "streamable-http"] = "sse", *, auth_token: str | None = None,
-                 tools: Literal["seed", "all"] = "seed") -> None:
+                 tools: Literal["seed", "all"] = "seed", host_names: tuple[str, ...] = ()) -> None:
         self.transport = transport
+        self.host_names = host_names  # names besides 127.0.0.1/localhost the server answers to
         self.auth_token = auth_token
         self.server = build_server(tools)
         self.gate: _BearerGate | None = None
@@ -148,7 +150,13 @@ class MCPTestServer(LoopbackService):
         return f"http://127.0.0.1:{self.port}{path}"
 
     def asgi_app(self) -> Any:
-        app: Any = self.server.sse_app() if self.transport == "sse" else self.server.streamable_http_app()
+        # The SDK's DNS-rebinding protection stays on; it admits the loopback names and any given here.
+        names = ["127.0.0.1", "localhost", "[::1]", *self.host_names]
+        security = TransportSecuritySettings(enable_dns_rebinding_protection=True,
+                                             allowed_hosts=[f"{n}:*" for n in names],
+                                             allowed_origins=[f"http://{n}:*" for n in names])
+        app: Any = (self.server.sse_app(transport_security=security) if self.transport == "sse"
+                    else self.server.streamable_http_app(transport_security=security))
         if self.auth_token:
             self.gate = app = _BearerGate(app, self.auth_token)
         self.log = app = _RequestLog(app)

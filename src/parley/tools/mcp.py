@@ -23,7 +23,7 @@ from mcp.client.session import ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
-from parley.errors import AuthenticationFailed, ParleyError
+from parley.errors import AuthenticationFailed, InvalidRequest, ParleyError
 from parley.netpolicy import AddressPolicy
 
 log = logging.getLogger("parley.mcp")
@@ -73,9 +73,9 @@ class MCPSession:
     """One connected MCP session; use :meth:`list_tools`, :meth:`call_tool`, then :meth:`aclose`."""
 
     def __init__(self, url: str, headers: dict[str, str], transport: Transport, timeout: float,
-                 request_hooks: list[Any] | None = None) -> None:
+                 connections: Callable[[], httpx2.AsyncBaseTransport] | None = None) -> None:
         self.url = url
-        self.request_hooks = request_hooks or []
+        self.connections = connections  # makes the HTTP transport (the address policy's, when enforced)
         self.headers = headers
         self.transport = transport
         self.timeout = timeout
@@ -91,8 +91,8 @@ class MCPSession:
     def _client(self, headers: dict[str, Any] | None = None, auth: Any = None, timeout: Any = None
                 ) -> httpx2.AsyncClient:
         merged = {**(headers or {}), **self.headers}
-        return httpx2.AsyncClient(headers=merged, auth=auth,
-                                  event_hooks={"request": self.request_hooks, "response": [self._record]},
+        return httpx2.AsyncClient(headers=merged, auth=auth, event_hooks={"response": [self._record]},
+                                  transport=self.connections() if self.connections else None,
                                   timeout=timeout or httpx2.Timeout(self.timeout, read=max(self.timeout, 60)))
 
     async def _open(self, stack: contextlib.AsyncExitStack) -> ClientSession:
@@ -191,8 +191,8 @@ class MCPConnector:
         order: list[Transport] = [known] if known else ["streamable-http", "sse"]
         failures: list[str] = []
         for transport in order:
-            hooks = [self.policy.request_hook("tools.server_url")] if self.policy.enforce else []
-            session = MCPSession(url, headers, transport, self.timeout, hooks)
+            connections = (lambda: self.policy.transport("tools.server_url")) if self.policy.enforce else None
+            session = MCPSession(url, headers, transport, self.timeout, connections)
             try:
                 await session.start()
             except BaseException as exc:  # noqa: BLE001 - the SDK raises exception groups
@@ -200,6 +200,8 @@ class MCPConnector:
                     raise MCPUnauthorized(
                         f"The MCP server at {url} answered 401 Unauthorized: check the tool's 'authorization' "
                         "or 'headers'.", param="tools") from None
+                if isinstance(refused := _innermost(exc), InvalidRequest):  # the address policy, at connect time
+                    raise refused from None
                 failures.append(f"{transport}: {_describe(exc)}")
                 continue
             self._transport_of[url] = transport
@@ -209,7 +211,12 @@ class MCPConnector:
         raise MCPUnavailable(f"Cannot connect to the MCP server at {url} ({'; '.join(failures)}).", param="tools")
 
 
-def _describe(exc: BaseException) -> str:
+def _innermost(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
+    return exc
+
+
+def _describe(exc: BaseException) -> str:
+    exc = _innermost(exc)
     return f"{type(exc).__name__}: {exc}"[:300]
