@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import pathlib
+import shutil
 import sys
+import tempfile
 from typing import Any
 
 from parley.logs import configure_logging
@@ -92,16 +95,28 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from parley.http.app import create_app
+    from parley.metrics import MULTIPROCESS_ENV
 
     configure_logging(settings.log_level, settings.log_format)
     log = logging.getLogger("parley")
     upstreams = ", ".join(f"{u.name} ({u.url or 'embedded'})" for u in settings.upstreams())
     log.info("upstreams: %s; store: %s", upstreams, settings.database_url().split("@")[-1])
     if settings.workers > 1:
-        # Each worker process builds its own app from the same settings, passed in the environment.
+        # Each worker process builds its own app from the same settings, passed in the environment, and
+        # writes its metrics to one shared directory so that any worker's /metrics covers all of them.
         os.environ[SETTINGS_ENV] = settings.model_dump_json()
-        uvicorn.run("parley.cli:app_from_environment", factory=True, workers=settings.workers, host=settings.host,
-                    port=settings.port, log_level=settings.log_level.lower(), access_log=False, log_config=None)
+        given = os.environ.get(MULTIPROCESS_ENV)
+        directory = given or tempfile.mkdtemp(prefix="parley-metrics-")
+        for stale in pathlib.Path(directory).glob("*.db"):  # values of an earlier run
+            stale.unlink()
+        os.environ[MULTIPROCESS_ENV] = directory
+        try:
+            uvicorn.run("parley.cli:app_from_environment", factory=True, workers=settings.workers,
+                        host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+                        access_log=False, log_config=None)
+        finally:
+            if not given:
+                shutil.rmtree(directory, ignore_errors=True)
         return
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                 access_log=False, log_config=None)

@@ -2,19 +2,28 @@
 
 The engine reports what it sees in its one event stream (time to first token, tokens, tool
 calls, backend failures); the HTTP edge reports requests, their latency and open streams.
+
+With ``parley serve --workers N`` the workers share one port, so a scrape reaches any one of
+them: the CLI gives them a directory in ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's
+multiprocess mode), each worker writes its values there, and ``/metrics`` on any worker
+answers with the sum over all of them.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 class Metrics:
     def __init__(self) -> None:
+        self.shared = bool(os.environ.get(MULTIPROCESS_ENV))  # one of several --workers processes
         self.registry = CollectorRegistry()
         self.requests = Counter("parley_requests", "HTTP requests answered", ["route", "status"],
                                 registry=self.registry)
@@ -27,7 +36,8 @@ class Metrics:
                                  registry=self.registry)
         self.backend_errors = Counter("parley_backend_errors", "Failed responses by error code", ["code"],
                                       registry=self.registry)
-        self.streams = Gauge("parley_inflight_streams", "Streamed responses running now", registry=self.registry)
+        self.streams = Gauge("parley_inflight_streams", "Streamed responses running now", registry=self.registry,
+                             multiprocess_mode="livesum")
         self.tool_calls = Counter("parley_tool_calls", "Server-side and client tool calls by type", ["type"],
                                   registry=self.registry)
 
@@ -46,4 +56,13 @@ class Metrics:
             self.backend_errors.labels(error_code).inc()
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        if not self.shared:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()  # a fresh one each scrape: the sum of every worker's files
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+
+    def close(self) -> None:
+        """At shutdown: a stopped worker's open streams no longer count."""
+        if self.shared:
+            multiprocess.mark_process_dead(os.getpid())

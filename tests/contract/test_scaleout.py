@@ -88,3 +88,38 @@ def test_workers_share_one_port(scripted_server, postgres_url, backend) -> None:
             time.sleep(0.1)
         assert len(started) == 2  # each worker process runs its own engine
     assert len(children) >= 2  # the two workers (and multiprocessing's resource tracker)
+
+
+def test_metrics_from_any_worker_count_every_worker(scripted_server, postgres_url, backend) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def owners(ids: list[str]) -> set[str]:
+        conn = await asyncpg.connect(postgres_url.replace("+asyncpg", ""))
+        try:
+            rows = await conn.fetch("SELECT DISTINCT owner FROM parley_responses WHERE id = ANY($1)", ids)
+            return {row["owner"] for row in rows}
+        finally:
+            await conn.close()
+
+    def requests_answered(text: str) -> float:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+                   if s.name == "parley_requests_total" and s.labels["route"] == "POST /v1/responses")
+
+    with ParleyProcess("--upstream", scripted_server.url, "--db", postgres_url, "--workers", "2") as server:
+        sent, served_by = 0, set()
+        deadline = time.monotonic() + 60
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            while len(served_by) < 2 and time.monotonic() < deadline:  # until both workers answered some
+                ids = list(pool.map(lambda i: httpx.post(f"{server.base_url}/responses", timeout=30,
+                                                         json={"model": "m", "input": f"m{i}"}).json()["id"],
+                                    range(16)))
+                sent += len(ids)
+                served_by |= asyncio.run(owners(ids))
+        assert len(served_by) == 2
+        for _ in range(8):  # each scrape lands on either worker; each one reports both workers' requests
+            scrape = httpx.get(f"{server.url}/metrics", headers={"connection": "close"}).text
+            assert requests_answered(scrape) == sent

@@ -190,6 +190,7 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
             await store.forget_instance(engine.instance_id)
             await router.aclose()
             await store.close()
+            metrics.close()
 
     app = FastAPI(title="Parley", version="0.1.0", lifespan=lifespan)
     app.add_middleware(RequestIds, metrics=metrics)
