@@ -174,8 +174,14 @@ class WebSearchTool(_Strict):
     type: Literal["web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11"]
     search_context_size: Literal["low", "medium", "high"] = "medium"
     filters: SearchFilters | None = None
-    external_web_access: Literal[True] | None = None
+    # False asks for cached results only, never the live web. Parley keeps no cache of the web, so such a
+    # tool is accepted (Codex sends it by default) and never reaches the live web: the model is not offered it.
+    external_web_access: bool | None = None
     search_content_types: list[Literal["text"]] | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.external_web_access is not False
 
     @property
     def allowed_domains(self) -> list[str]:
@@ -400,6 +406,10 @@ def _check_tool_choice(request: CreateResponse) -> None:
         raise InvalidRequest("Give at most one web search tool.", param="tools")
     if isinstance(choice, ToolChoiceHosted) and not searches:
         raise InvalidRequest("tool_choice names web search, but 'tools' has no web search tool.", param="tool_choice")
+    if isinstance(choice, ToolChoiceHosted) and not searches[0].live:
+        raise InvalidRequest("tool_choice forces web search, but the web search tool has external_web_access "
+                             "false (cached results only), and this server has no cache of the web.",
+                             param="tool_choice")
     functions = {t.name for t in request.tools if isinstance(t, FunctionTool)}
     if isinstance(choice, ToolChoiceCustom) and choice.name not in {t.name for t in request.tools
                                                                     if isinstance(t, CustomTool)}:

@@ -51,7 +51,10 @@ MODEL_CATALOG = {"models": [{
 }]}
 
 
-def run_codex(codex_bin: Path, server: ParleyProcess, workdir: Path, prompt: str, extra_config: str = "") -> list[dict]:
+def run_codex(codex_bin: Path, server: ParleyProcess, workdir: Path, prompt: str, extra_config: str = "", *,
+              sandbox: str = "danger-full-access", web_search: str | None = "disabled") -> list[dict]:
+    """One ``codex exec`` turn. Codex's own default for ``web_search`` (None here) is cached-only search,
+    or live search when the sandbox is ``danger-full-access``; live search needs Parley's --web-search."""
     home = workdir / "codex-home"
     home.mkdir(exist_ok=True)
     (home / "models.json").write_text(json.dumps(MODEL_CATALOG))
@@ -60,8 +63,8 @@ model = "gpt-5.4"
 model_provider = "parley"
 model_catalog_json = "{home / 'models.json'}"
 approval_policy = "never"
-sandbox_mode = "danger-full-access"
-web_search = "disabled"
+sandbox_mode = "{sandbox}"
+{f'web_search = "{web_search}"' if web_search else ""}
 
 [features]
 plugins = false
@@ -86,7 +89,9 @@ def agent_messages(events: list[dict]) -> list[str]:
 
 def test_plain_answer(codex_bin, parley_for_codex, backend, tmp_path) -> None:
     backend.push(Reply(text="Hello from Parley."))
-    events = run_codex(codex_bin, parley_for_codex, tmp_path, "Say hello")
+    # Codex as installed: its default cached-only web_search tool is accepted (Parley keeps no web cache, so
+    # the model is not offered it).
+    events = run_codex(codex_bin, parley_for_codex, tmp_path, "Say hello", sandbox="read-only", web_search=None)
     assert agent_messages(events) == ["Hello from Parley."]
     request = backend.requests[-1]
     assert request["stream"] is True and request["messages"][-1]["role"] == "user"
@@ -140,3 +145,24 @@ def test_custom_apply_patch_call(codex_bin, parley_for_codex, backend, tmp_path)
     assert (tmp_path / "hello.txt").read_text() == "hello from parley\n"
     assert backend.requests[-1]["messages"][-1]["role"] == "tool"  # Codex's custom_tool_call_output came back
     assert agent_messages(events) == ["Patched."]
+
+
+def test_live_web_search_through_parleys_provider(codex_bin, scripted_server, backend, tmp_path) -> None:
+    from parley.testing.search_server import SearchTestServer
+
+    def model(request: dict) -> Reply:
+        results = [m["content"] for m in request["messages"] if m["role"] == "tool"]
+        if results:
+            return Reply(text="Found: " + ("Maverick" if "Maverick" in results[-1] else "nothing"))
+        return Reply(tool_calls=[ToolCall("web_search", {"query": "Llama 4 Maverick experts"})])
+
+    backend.reset(model)
+    with SearchTestServer() as search, ParleyProcess(
+            "--upstream", scripted_server.url, "--db", f"sqlite:///{tmp_path / 'codex.db'}",
+            "--web-search", f"searxng:{search.url}") as server:
+        events = run_codex(codex_bin, server, tmp_path, "How many experts has Llama 4 Maverick?", web_search="live")
+        assert search.requests  # Parley searched through its provider
+    assert "web_search" in {t["function"]["name"] for t in backend.requests[0]["tools"]}
+    searches = [e["item"] for e in events if e["type"] == "item.completed" and e["item"]["type"] == "web_search"]
+    assert searches and searches[0]["query"] == "Llama 4 Maverick experts"
+    assert agent_messages(events) == ["Found: Maverick"]

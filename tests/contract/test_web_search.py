@@ -122,3 +122,23 @@ def test_without_a_provider_web_search_is_a_400(client) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client.responses.create(model="m", input="x", tools=[{"type": "web_search"}])
     assert info.value.code == "web_search_not_configured" and "--web-search" in info.value.message
+
+
+def test_cached_only_web_search_never_reaches_the_live_web(client, backend, ws_client, search_backend,
+                                                           search) -> None:
+    # Codex sends {"type": "web_search", "external_web_access": false} by default: cached results only.
+    # Parley has no cache of the web, so the request is served and the model is not offered the tool,
+    # with a provider configured or not.
+    cached = {"type": "web_search", "external_web_access": False}
+    backend.push(Reply(text="no search"))
+    response = client.responses.create(model="m", input="x", tools=[cached])
+    assert response.status == "completed" and response.tools[0].external_web_access is False
+    assert "tools" not in backend.requests[-1]
+    search_backend.reset(lambda r: Reply(text="answered without searching"))
+    before = len(search.requests)
+    response = ws_client.responses.create(model="m", input=QUESTION, tools=[cached])
+    assert response.output_text == "answered without searching" and "tools" not in search_backend.requests[-1]
+    assert len(search.requests) == before  # the provider was not asked
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="m", input="x", tools=[cached], tool_choice={"type": "web_search"})
+    assert info.value.body["param"] == "tool_choice"

@@ -94,7 +94,6 @@ def test_json_schema_format_and_named_tool_choice() -> None:
 
 @pytest.mark.parametrize("tool, param", [
     ({"type": "web_search", "user_location": {"type": "approximate", "city": "Paris"}}, "tools[0].user_location"),
-    ({"type": "web_search", "external_web_access": False}, "tools[0].external_web_access"),
     ({"type": "web_search_preview", "search_content_types": ["image"]}, "tools[0].search_content_types"),
     ({"type": "mcp", "server_label": "x", "connector_id": "connector_gmail"}, "tools[0].connector_id"),
     ({"type": "mcp", "server_label": "bad label!", "server_url": "http://h/mcp"}, "tools[0].server_label"),

@@ -231,7 +231,7 @@ class Engine:
         for i, tool in enumerate(request.tools):
             if isinstance(tool, McpTool):
                 await self.address_policy.check(tool.server_url, f"tools[{i}].server_url")
-        if any(isinstance(t, WebSearchTool) for t in request.tools):
+        if any(isinstance(t, WebSearchTool) and t.live for t in request.tools):
             require_provider(self.search_provider, "tools")
         prior: list[dict[str, Any]] = []
         previous = None
@@ -355,7 +355,7 @@ class Engine:
         """The agent loop: list server tools, call the model, run its server-side calls, repeat."""
         mcp = McpTools([t for t in turn.request.tools if isinstance(t, McpTool)], self.connector,
                        turn.previous_output)
-        search = next((t for t in turn.request.tools if isinstance(t, WebSearchTool)), None)
+        search = next((t for t in turn.request.tools if isinstance(t, WebSearchTool) and t.live), None)
         web = WebSearchTools(self.search_provider, search.search_context_size, search.allowed_domains) \
             if search else None
         client = ClientTools(turn.request, loaded=turn.loaded_tools())
