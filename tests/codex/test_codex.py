@@ -52,14 +52,16 @@ MODEL_CATALOG = {"models": [{
 
 
 def run_codex(codex_bin: Path, server: ParleyProcess, workdir: Path, prompt: str, extra_config: str = "", *,
-              sandbox: str = "danger-full-access", web_search: str | None = "disabled") -> list[dict]:
+              sandbox: str = "danger-full-access", web_search: str | None = "disabled", model: str = "gpt-5.4",
+              timeout: float = 120, catalog_extra: dict | None = None, features: str = "") -> list[dict]:
     """One ``codex exec`` turn. Codex's own default for ``web_search`` (None here) is cached-only search,
     or live search when the sandbox is ``danger-full-access``; live search needs Parley's --web-search."""
     home = workdir / "codex-home"
     home.mkdir(exist_ok=True)
-    (home / "models.json").write_text(json.dumps(MODEL_CATALOG))
+    catalog = {"models": [{**MODEL_CATALOG["models"][0], "slug": model, "display_name": model, **(catalog_extra or {})}]}
+    (home / "models.json").write_text(json.dumps(catalog))
     (home / "config.toml").write_text(f'''
-model = "gpt-5.4"
+model = "{model}"
 model_provider = "parley"
 model_catalog_json = "{home / 'models.json'}"
 approval_policy = "never"
@@ -68,6 +70,7 @@ sandbox_mode = "{sandbox}"
 
 [features]
 plugins = false
+{features}
 
 [model_providers.parley]
 name = "Parley"
@@ -77,7 +80,7 @@ wire_api = "responses"
 {extra_config}''')
     env = {**os.environ, "CODEX_HOME": str(home), "PARLEY_TEST_KEY": "unused"}
     done = subprocess.run([str(codex_bin), "exec", "--skip-git-repo-check", "--ephemeral", "--json", prompt],
-                          cwd=workdir, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+                          cwd=workdir, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert events and events[-1]["type"] == "turn.completed", done.stdout[-2000:] + done.stderr[-2000:]
     return events
@@ -166,3 +169,39 @@ def test_live_web_search_through_parleys_provider(codex_bin, scripted_server, ba
     searches = [e["item"] for e in events if e["type"] == "item.completed" and e["item"]["type"] == "web_search"]
     assert searches and searches[0]["query"] == "Llama 4 Maverick experts"
     assert agent_messages(events) == ["Found: Maverick"]
+
+
+def test_codex_over_the_embedded_model(codex_bin, tmp_path) -> None:
+    # No upstream at all: Codex's whole request (its developer prompt, environment context and a dozen tools,
+    # rendered into the small model's prompt) runs on the embedded SmolLM2 and its answer reaches Codex.
+    with ParleyProcess("--db", f"sqlite:///{tmp_path / 'codex.db'}", env={"PARLEY_DATA_DIR": str(tmp_path)}) as server:
+        events = run_codex(codex_bin, server, tmp_path, "Say hello in one short sentence.", sandbox="read-only",
+                           web_search=None, model="smollm2-135m-instruct", timeout=300)
+    messages = agent_messages(events)
+    assert messages and messages[-1].strip()
+    assert events[-1]["usage"]["input_tokens"] > 4096  # more than the embedded model's context held before
+
+
+def test_tool_search_loads_deferred_mcp_tools(codex_bin, parley_for_codex, backend, tmp_path) -> None:
+    # With tool_search on and MCP tools always deferred, Codex sends a tool_search tool instead of the MCP
+    # namespace; the model searches, Codex answers with the tools it found, and the model then calls one.
+    def model(request: dict) -> Reply:
+        offered = {t["function"]["name"] for t in request.get("tools", [])}
+        results = [m for m in request["messages"] if m["role"] == "tool"]
+        if "mcp__chem__get_boiling_point" in offered and len(results) == 1:
+            return Reply(tool_calls=[ToolCall("mcp__chem__get_boiling_point", {"liquid_name": "polyjuice"})])
+        if results:
+            return Reply(text="Boiling point: " + results[-1]["content"].strip().splitlines()[-1])
+        return Reply(tool_calls=[ToolCall("tool_search", {"query": "boiling point of a liquid"})])
+
+    backend.reset(model)
+    with MCPTestServer("streamable-http") as mcp:
+        events = run_codex(codex_bin, parley_for_codex, tmp_path, "Boiling point of polyjuice?",
+                           f'\n[mcp_servers.chem]\nurl = "{mcp.url}"\n', catalog_extra={"supports_search_tool": True},
+                           features="tool_search = true\ntool_search_always_defer_mcp_tools = true")
+    first = {t["function"]["name"] for t in backend.requests[0]["tools"]}
+    assert "tool_search" in first and "mcp__chem__get_boiling_point" not in first  # deferred at first
+    assert "mcp__chem__get_boiling_point" in {t["function"]["name"] for t in backend.requests[1]["tools"]}
+    calls = [e["item"] for e in events if e["type"] == "item.completed" and e["item"]["type"] == "mcp_tool_call"]
+    assert calls and calls[0]["tool"] == "get_boiling_point" and calls[0]["status"] == "completed"
+    assert "-100" in agent_messages(events)[-1]
