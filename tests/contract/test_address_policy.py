@@ -11,7 +11,8 @@ import pytest
 from parley.errors import InvalidRequest
 from parley.netpolicy import AddressPolicy
 from parley.testing.mcp_server import MCPTestServer
-from parley.tools.mcp import MCPConnector
+from parley.testing.threaded import ThreadedServer
+from parley.tools.mcp import MCPConnector, MCPUnavailable
 
 pytestmark = pytest.mark.anyio
 
@@ -56,6 +57,36 @@ async def test_a_name_that_rebinds_to_a_private_address_after_the_check_is_refus
         await MCPConnector(timeout=10, policy=policy).connect(url, {})
     assert info.value.code == "url_not_allowed" and "127.0.0.1" in info.value.message
     assert len(server.log.requests) == before  # nothing reached the private address
+
+
+async def test_a_redirect_cannot_lead_to_a_refused_address(server) -> None:
+    # An admitted server answers every MCP request with a redirect to a name that resolves to a loopback
+    # address the policy refuses, where the real MCP server listens. Nothing may reach it. (Two guards hold
+    # here: the MCP SDK does not follow a redirect off the endpoint's origin, and any connection it did
+    # open would go through the policy, as the tests above show.)
+    target = _renamed(server.url, "inner.parley-test.invalid")
+
+    async def redirect(scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 307,
+                    "headers": [(b"location", target.encode()), (b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    front = ThreadedServer(redirect, "redirecting server", lifespan="off")
+    front.start()
+    try:
+        async def resolve(host: str) -> list[str]:
+            return ["127.0.0.1"]  # both names are loopback; only the front one is admitted, by name
+
+        policy = AddressPolicy(enforce=True, allow="front.parley-test.invalid", resolve=resolve)
+        url = f"http://front.parley-test.invalid:{front.port}/mcp"
+        await policy.check(url, "tools[0].server_url")
+        before = len(server.log.requests)
+        with pytest.raises(MCPUnavailable) as info:
+            await MCPConnector(timeout=10, policy=policy).connect(url, {})
+        assert "not followed" in info.value.message
+        assert len(server.log.requests) == before
+    finally:
+        front.stop()
 
 
 async def test_local_mode_connects_as_the_url_says(server) -> None:
