@@ -371,6 +371,7 @@ class Engine:
                     yield produced
             async for event in self._run_calls(state, tools, turn.approved_calls(mcp), approved=True):
                 yield event
+            await self._save_progress(turn, state)
             for iteration in range(self.max_tool_iterations):
                 translator = ChunkTranslator(first_index=len(state.output), server_names=tools.names(),
                                              sources=web.sources if web else [], client_tools=client.by_chat_name,
@@ -388,6 +389,7 @@ class Engine:
                 for skipped in over:  # answered in the stored chat, so a chained turn can go on from here
                     place_tool_message(state.conversation, {"role": "tool", "tool_call_id": skipped.call_id,
                                                             "content": OVER_LIMIT})
+                await self._save_progress(turn, state)
                 if state.awaiting_approval or translator.client_calls:
                     return
                 if over or iteration == self.max_tool_iterations - 1:
@@ -398,6 +400,16 @@ class Engine:
                     return
         finally:
             await tools.aclose()
+
+    async def _save_progress(self, turn: Turn, state: RunState) -> None:
+        """After a tool step, a streamed stored response is written with its items so far: a client polling
+        its id sees them, and a crash keeps them (the recovered response fails with its finished items)."""
+        if not (turn.request.store and turn.request.stream) or not state.output:
+            return
+        try:
+            await self.store.progress(self._record(turn, state, snapshot(turn, state, "in_progress")))
+        except Exception:  # the final write still decides; a missed progress write loses nothing lasting
+            log.warning("progress of response %s could not be stored", turn.id, exc_info=True)
 
     @staticmethod
     def _calls_left(turn: Turn, state: RunState) -> int:

@@ -47,6 +47,9 @@ class Store(Protocol):
     async def finish(self, record: StoredResponse) -> None:
         """Write a response's final state (status, object, messages)."""
 
+    async def progress(self, record: StoredResponse) -> None:
+        """Write a running response's state so far; a no-op once it is no longer ``in_progress``."""
+
     async def get(self, response_id: str, tenant: str = "") -> StoredResponse | None:
         """A response with its messages, or ``None``; another tenant's response is ``None``."""
 

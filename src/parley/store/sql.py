@@ -54,6 +54,8 @@ migrations_table = sa.Table(
 _INSERT_RESPONSE = responses.insert()
 _INSERT_ITEM = input_items.insert()
 _FINISH_RESPONSE = responses.update().where(responses.c.id == sa.bindparam("rid"))
+_PROGRESS_RESPONSE = responses.update().where(responses.c.id == sa.bindparam("rid"),
+                                              responses.c.status == "in_progress")
 
 
 def normalize_url(url: str) -> str:
@@ -119,6 +121,12 @@ class SqlStore:
             await conn.execute(_FINISH_RESPONSE, {
                 "rid": record.id, "status": record.status, "response": record.serialized(),
                 "messages": json.dumps(record.messages),
+            })
+
+    async def progress(self, record: StoredResponse) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(_PROGRESS_RESPONSE, {
+                "rid": record.id, "response": record.serialized(), "messages": json.dumps(record.messages),
             })
 
     async def get(self, response_id: str, tenant: str = "") -> StoredResponse | None:
