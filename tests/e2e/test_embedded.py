@@ -76,6 +76,22 @@ def test_embedded_named_tool_choice_calls_that_tool(embedded_server) -> None:
     assert call.name == "add" and set(json.loads(call.arguments)) == {"a", "b"}
 
 
+def test_embedded_schemas_beyond_its_grammar(embedded_server) -> None:
+    server, _ = embedded_server
+    client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+    odd = {"type": "object", "properties": {"city": {"type": "no-such-type"}}}
+    # A forced call keeps its shape (a call to the named tool with a JSON object) when its schema cannot be
+    # turned into a grammar; a text.format schema that cannot is a 400 naming it.
+    response = client.responses.create(model="smollm2-135m-instruct", input="Weather in Oslo?", temperature=0,
+                                       tools=[{**WEATHER, "parameters": odd}], tool_choice="required")
+    call = next(item for item in response.output if item.type == "function_call")
+    assert call.name == "get_weather" and isinstance(json.loads(call.arguments), dict)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="smollm2-135m-instruct", input="x", text={"format": {
+            "type": "json_schema", "name": "odd", "schema": odd}})
+    assert info.value.body["param"] == "text.format.schema"
+
+
 def test_embedded_refuses_images_by_name(embedded_server) -> None:
     server, _ = embedded_server
     client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)

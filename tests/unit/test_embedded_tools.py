@@ -77,3 +77,18 @@ def test_forced_choices_become_schemas() -> None:
     assert [o["properties"]["name"]["const"] for o in required["anyOf"]] == ["get_weather", "add"]
     named = forced_call_schema(TOOLS, {"type": "function", "function": {"name": "add"}})
     assert named["properties"]["name"] == {"const": "add"} and named["required"] == ["name", "arguments"]
+
+
+def test_a_tools_defs_move_to_the_root_where_its_references_resolve() -> None:
+    from parley.backends.embedded import _has_grammar
+
+    tool = {"type": "function", "function": {"name": "book", "parameters": {
+        "type": "object", "properties": {"when": {"$ref": "#/$defs/Slot"}}, "$defs": {"Slot": {"type": "integer"}}}}}
+    schema = forced_call_schema([tool], "required")
+    assert schema["$defs"] == {"Slot": {"type": "integer"}} and "$defs" not in schema["properties"]["arguments"]
+    assert _has_grammar(schema)
+    weird = {"type": "function", "function": {"name": "w", "parameters": {
+        "type": "object", "properties": {"x": {"type": "no-such-type"}}}}}
+    assert not _has_grammar(forced_call_schema([weird], "required"))
+    loose = forced_call_schema([weird], "required", exact=False)
+    assert loose["properties"]["arguments"] == {"type": "object"} and _has_grammar(loose)

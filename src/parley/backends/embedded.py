@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -56,11 +57,29 @@ def _llama_kwargs(request: dict[str, Any]) -> dict[str, Any]:
     if response_format and response_format.get("type") == "json_object":
         kwargs["response_format"] = {"type": "json_object"}
     elif response_format and response_format.get("type") == "json_schema":
-        kwargs["response_format"] = {"type": "json_object", "schema": response_format["json_schema"]["schema"]}
+        schema = response_format["json_schema"]["schema"]
+        if not _has_grammar(schema):
+            raise BackendRejected("The embedded model cannot follow this JSON schema (llama.cpp's grammar "
+                                  "converter does not support it).", param="text.format.schema",
+                                  code="unsupported_parameter")
+        kwargs["response_format"] = {"type": "json_object", "schema": schema}
     forced = forced_call_schema(tools, request.get("tool_choice")) if tools else None
+    if forced is not None and not _has_grammar(forced):  # keep the call's shape, loosen the arguments
+        forced = forced_call_schema(tools, request.get("tool_choice"), exact=False)
     if forced is not None:  # the answer must be a call: sampling follows the tools' schemas
         kwargs["response_format"] = {"type": "json_object", "schema": forced}
     return kwargs
+
+
+def _has_grammar(schema: dict[str, Any]) -> bool:
+    """Whether llama.cpp can turn ``schema`` into a sampling grammar."""
+    from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+
+    try:
+        LlamaGrammar.from_string(json_schema_to_gbnf(json.dumps(schema)), verbose=False)
+    except Exception:  # the converter raises assertions and value errors alike
+        return False
+    return True
 
 
 class EmbeddedBackend:

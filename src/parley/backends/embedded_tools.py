@@ -80,17 +80,33 @@ def render_messages(messages: list[dict[str, Any]], tools: list[dict[str, Any]] 
     return rendered
 
 
-def forced_call_schema(tools: list[dict[str, Any]], tool_choice: Any) -> dict[str, Any] | None:
-    """The JSON schema every answer must match when ``tool_choice`` forces a call; None when it does not."""
+def forced_call_schema(tools: list[dict[str, Any]], tool_choice: Any, exact: bool = True) -> dict[str, Any] | None:
+    """The JSON schema every answer must match when ``tool_choice`` forces a call; None when it does not.
+
+    With ``exact``, the arguments follow each tool's own schema (its ``$defs`` moved to the root, where its
+    ``#/$defs/...`` references then resolve); without, they are any JSON object (for schemas a grammar
+    cannot express).
+    """
     functions = [t["function"] for t in tools if t.get("type") == "function"]
     if isinstance(tool_choice, dict) and tool_choice.get("type") == "function":
         functions = [f for f in functions if f["name"] == tool_choice["function"]["name"]]
     elif tool_choice != "required":
         return None
-    options = [{"type": "object", "properties": {
-        "name": {"const": f["name"]}, "arguments": f.get("parameters") or {"type": "object"}},
-        "required": ["name", "arguments"]} for f in functions]
-    return options[0] if len(options) == 1 else {"anyOf": options}
+    shared: dict[str, Any] = {}
+    options = []
+    for function in functions:
+        arguments: dict[str, Any] = {"type": "object"}
+        if exact and function.get("parameters"):
+            arguments = dict(function["parameters"])
+            local = arguments.pop("$defs", None) or {}
+            if any(name in shared and shared[name] != schema for name, schema in local.items()):
+                arguments = {"type": "object"}  # two tools define one name differently: loosen this one
+            else:
+                shared.update(local)
+        options.append({"type": "object", "properties": {"name": {"const": function["name"]}, "arguments": arguments},
+                        "required": ["name", "arguments"]})
+    schema = options[0] if len(options) == 1 else {"anyOf": options}
+    return {**schema, "$defs": shared} if shared else schema
 
 
 def _call_chunk(index: int, name: str, arguments: Any) -> dict[str, Any]:
