@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from openai.types.responses import (
@@ -25,31 +24,31 @@ from openai.types.responses import (
     ResponseInProgressEvent,
     ResponseStreamEvent,
 )
-
-from parley.backends.router import Router
-from parley.engine.chat_request import chat_request
-from parley.engine.client_tools import ClientTools
-from parley.engine.history import build_messages, place_tool_message, unanswered_calls, with_instructions
-from parley.engine.translate import ChunkTranslator, Usage
-from parley.errors import BackendError, InvalidRequest, ParleyError, StoreUnavailable
-from parley.ids import new_id
-from parley.items import item_resource
 from openai.types.responses.response_output_item import McpListTools
 
-from parley.items import McpApprovalResponseItem, ReasoningItem, ToolSearchOutputItem
+from parley.backends.router import Router
+from parley.engine.approvals import resolve_approvals
+from parley.engine.chat_request import chat_request
+from parley.engine.client_tools import ClientTools
+from parley.engine.history import build_messages, place_tool_message, with_instructions
+from parley.engine.translate import ChunkTranslator
+from parley.engine.turn import RunState, Turn, snapshot
+from parley.errors import BackendError, InvalidRequest, ParleyError, StoreUnavailable
+from parley.ids import new_id
+from parley.items import ReasoningItem, item_resource
 from parley.metrics import Metrics
 from parley.netpolicy import AddressPolicy
 from parley.reasoning import ReasoningCipher
-from parley.tracing import fail, start_span
-from parley.request import CreateResponse, FunctionTool, McpTool, ToolChoiceHosted, ToolChoiceMcp, WebSearchTool
-from parley.tools import CONTINUES, ServerTools
-from parley.tools.tool_search import ToolSearchKind
-from parley.tools.mcp import MCPConnector
-from parley.tools.mcp_tools import DENIED, NOT_APPROVED, McpTools
-from parley.tools.web_search import FUNCTION_NAME as WEB_SEARCH_FUNCTION
-from parley.tools.web_search import SearchProvider, WebSearchTools, require_provider
+from parley.request import CreateResponse, McpTool, ToolChoiceHosted, ToolChoiceMcp, WebSearchTool
 from parley.settings import UpstreamConfig
 from parley.store.base import Store, StoredResponse
+from parley.tools import CONTINUES, ServerTools
+from parley.tools.mcp import MCPConnector
+from parley.tools.mcp_tools import McpTools
+from parley.tools.tool_search import ToolSearchKind
+from parley.tools.web_search import FUNCTION_NAME as WEB_SEARCH_FUNCTION
+from parley.tools.web_search import SearchProvider, WebSearchTools, require_provider
+from parley.tracing import fail, start_span
 
 log = logging.getLogger("parley.engine")
 OVER_LIMIT = "This tool call was not run: the response reached its max_tool_calls limit."
@@ -57,154 +56,6 @@ OVER_LIMIT = "This tool call was not run: the response reached its max_tool_call
 # one that names a bound on the loop, and strict clients parse it.
 TOOL_BOUND_REASON = "max_messages"
 TERMINAL_EVENTS = {"response.completed", "response.incomplete", "response.failed"}
-
-
-@dataclass
-class Turn:
-    """A validated request with everything resolved that it needs to run."""
-
-    request: CreateResponse
-    upstream: UpstreamConfig
-    conversation: list[dict[str, Any]]
-    input_items: list[dict[str, Any]]
-    tenant: str = ""
-    previous_output: list[dict[str, Any]] = field(default_factory=list)
-    approved: list[ApprovedCall] = field(default_factory=list)  # approved MCP calls to run first
-    client_key: str | None = field(default=None, repr=False)  # forwarded upstream only when configured to
-    id: str = field(default_factory=lambda: new_id("resp"))
-    created_at: int = field(default_factory=lambda: int(time.time()))
-
-    def loaded_tools(self) -> list[dict[str, Any]]:
-        """Tools that searches of this conversation loaded: from replayed or earlier tool_search_output items."""
-        replayed = [item.tools for item in self.request.input if isinstance(item, ToolSearchOutputItem)]
-        earlier = [item.get("tools", []) for item in self.previous_output if item.get("type") == "tool_search_output"]
-        return [tool for tools in earlier + replayed for tool in tools]
-
-    def approved_calls(self, mcp: McpTools) -> list[ApprovedCall]:
-        """Approved calls whose server this request still names, under the names the model sees."""
-        calls = []
-        for call in self.approved:
-            name = mcp.exposed_name(call.server_label, call.name)
-            if name is not None:
-                calls.append(ApprovedCall(call.call_id, name, call.arguments, call.server_label,
-                                          call.approval_request_id))
-        return calls
-
-
-@dataclass
-class ApprovedCall:
-    call_id: str
-    name: str
-    arguments: str
-    server_label: str
-    approval_request_id: str
-
-
-@dataclass
-class RunState:
-    """What a run has produced so far."""
-
-    conversation: list[dict[str, Any]]
-    output: list[Any] = field(default_factory=list)
-    usage: Usage = field(default_factory=Usage)
-    incomplete_reason: str | None = None
-    error: ParleyError | None = None
-    awaiting_approval: bool = False
-    server_tool_calls: int = 0
-    status: str = "in_progress"
-    span: Any = None  # the response's tracing span (see parley.tracing)
-
-
-def _tool_echo(request: CreateResponse) -> list[dict[str, Any]]:
-    return [
-        t.echo() if isinstance(t, McpTool) else
-        {"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters,
-         "strict": t.strict} if isinstance(t, FunctionTool) else
-        t.model_dump(exclude_none=True)
-        for t in request.tools
-    ]
-
-
-def _tool_choice_echo(request: CreateResponse) -> Any:
-    choice = request.tool_choice
-    if isinstance(choice, ToolChoiceHosted) and not choice.type.startswith("web_search_preview"):
-        # Clients send {"type": "web_search"}, but the Response's tool_choice enum only knows the preview names.
-        return {"type": "web_search_preview"}
-    return choice if isinstance(choice, str) else choice.model_dump(exclude_none=True)
-
-
-def snapshot(turn: Turn, state: RunState, status: str) -> Response:
-    """The full Response object at one point of the run (every field present)."""
-    request = turn.request
-    terminal = status in ("completed", "incomplete", "failed")
-    error = state.error
-    return Response(
-        id=turn.id,
-        object="response",
-        created_at=turn.created_at,
-        status=status,
-        completed_at=int(time.time()) if status == "completed" else None,
-        error={"code": error.response_error_code, "message": error.message} if error else None,
-        incomplete_details={"reason": state.incomplete_reason} if status == "incomplete" else None,
-        instructions=request.instructions,
-        metadata=request.metadata or {},
-        model=request.model,
-        output=list(state.output),
-        parallel_tool_calls=request.parallel_tool_calls,
-        temperature=request.temperature if request.temperature is not None else 1.0,
-        top_p=request.top_p if request.top_p is not None else 1.0,
-        tool_choice=_tool_choice_echo(request),
-        tools=_tool_echo(request),
-        usage=state.usage.as_response_usage() if terminal else None,
-        previous_response_id=request.previous_response_id,
-        background=False,
-        max_output_tokens=request.max_output_tokens,
-        max_tool_calls=request.max_tool_calls,
-        reasoning={"effort": request.reasoning.effort if request.reasoning else None,
-                   "summary": request.reasoning.summary if request.reasoning else None},
-        text={"format": request.text.format.model_dump(by_alias=True),
-              "verbosity": request.text.verbosity or "medium"},
-        truncation=request.truncation,
-        top_logprobs=0,
-        service_tier="default",
-        store=request.store,
-        user=request.user,
-        safety_identifier=request.safety_identifier,
-        prompt_cache_key=request.prompt_cache_key,
-        prompt_cache_retention=request.prompt_cache_retention,
-        conversation=None,
-    )
-
-
-def _resolve_approvals(request: CreateResponse, previous_output: list[dict[str, Any]],
-                       conversation: list[dict[str, Any]]) -> list[ApprovedCall]:
-    """Match ``mcp_approval_response`` items to the previous response's approval requests.
-
-    Each request stands for a chat tool call left unanswered; a denied or unanswered one is
-    answered now with a tool message saying so, an approved one is returned to be run.
-    """
-    answers = {i.approval_request_id: i for i in request.input if isinstance(i, McpApprovalResponseItem)}
-    requests = {item["id"]: item for item in previous_output if item.get("type") == "mcp_approval_request"}
-    for request_id in answers:
-        if request_id not in requests:
-            raise InvalidRequest(f"No MCP approval request with id '{request_id}' in the previous response.",
-                                 param="input", code="invalid_value")
-    approved: list[ApprovedCall] = []
-    open_calls = unanswered_calls(conversation)
-    for request_id, item in requests.items():
-        call = next((c for c in open_calls if c["function"]["name"].split("__")[-1] == item["name"]
-                     and c["function"]["arguments"] == item["arguments"]), None)
-        if call is None:
-            continue
-        open_calls.remove(call)
-        answer = answers.get(request_id)
-        if answer is not None and answer.approve:
-            approved.append(ApprovedCall(call["id"], item["name"], item["arguments"], item["server_label"],
-                                         request_id))
-        else:
-            text = DENIED if answer is not None else NOT_APPROVED
-            place_tool_message(conversation, {"role": "tool", "tool_call_id": call["id"], "content": text})
-    return approved
 
 
 class Engine:
@@ -245,7 +96,7 @@ class Engine:
             prior = previous.messages
         conversation = build_messages(prior, request.input, self._replayed_reasoning(request, upstream))
         previous_output = previous.response.get("output", []) if request.previous_response_id else []
-        approved = _resolve_approvals(request, previous_output, conversation)
+        approved = resolve_approvals(request, previous_output, conversation)
         if not conversation:
             raise InvalidRequest("The input is empty.", param="input", code="invalid_value")
         items = [item_resource(item) for item in request.input]
