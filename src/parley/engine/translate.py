@@ -1,7 +1,10 @@
 """Chat Completions chunks to Responses stream events (pure: no I/O).
 
-Per-token events are built with ``model_construct`` (no validation): their fields are
-Parley's own values, they are the hot path, and every test validates what is emitted.
+Per-token events are built with pydantic's own ``model_construct`` (no validation): their
+fields are Parley's own values of plain types, they are the hot path, and every test
+validates what is emitted.  (The ``openai`` SDK overrides ``model_construct`` with a
+version that walks every field's type, eight times slower per event; it was 13 % of a
+non-streamed request's CPU time in a py-spy profile.)
 
 :class:`ChunkTranslator` takes the chunks of one backend call, as dicts in the Chat
 Completions wire format, and yields the content events of the items they make:
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import Any
 
+import pydantic
 from openai.types.responses import (
     ResponseContentPartAddedEvent,
     ResponseContentPartDoneEvent,
@@ -53,6 +57,8 @@ from openai.types.responses.response_reasoning_item import Content as ReasoningC
 from parley.engine.client_tools import ClientTool, custom_input
 from parley.errors import BackendError
 from parley.ids import new_id
+
+_construct = pydantic.BaseModel.model_construct.__func__  # pydantic's, not the openai SDK's override
 
 Event = ResponseStreamEvent
 CITATION = re.compile(r"\[(\d+)\]")
@@ -209,7 +215,7 @@ class ChunkTranslator:
         state = self._open
         assert isinstance(state, _Reasoning)
         state.text += text
-        events.append(ResponseReasoningTextDeltaEvent.model_construct(
+        events.append(_construct(ResponseReasoningTextDeltaEvent, 
             type="response.reasoning_text.delta", item_id=state.item.id, output_index=state.output_index,
             content_index=0, delta=text, sequence_number=0))
         return events
@@ -238,12 +244,12 @@ class ChunkTranslator:
         content_index = len(state.item.content)
         if kind == "output_text":
             self._text.append(text)
-            events.append(ResponseTextDeltaEvent.model_construct(
+            events.append(_construct(ResponseTextDeltaEvent, 
                 type="response.output_text.delta", item_id=state.item.id, output_index=state.output_index,
                 content_index=content_index, delta=text, logprobs=[], sequence_number=0))
             events += self._annotate(state, content_index)
         else:
-            events.append(ResponseRefusalDeltaEvent.model_construct(
+            events.append(_construct(ResponseRefusalDeltaEvent, 
                 type="response.refusal.delta", item_id=state.item.id, output_index=state.output_index,
                 content_index=content_index, delta=text, sequence_number=0))
         return events
@@ -338,7 +344,7 @@ class ChunkTranslator:
         state.item.arguments += arguments
         if state.hidden or state.custom is not None:
             return []
-        return [ResponseFunctionCallArgumentsDeltaEvent.model_construct(
+        return [_construct(ResponseFunctionCallArgumentsDeltaEvent, 
             type="response.function_call_arguments.delta", item_id=state.item.id or "",
             output_index=state.output_index, delta=arguments, sequence_number=0)]
 
