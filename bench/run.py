@@ -333,7 +333,11 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.05)
         db = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
         with ParleyProcess("--upstream", upstream_url, "--db", db, "--log-level", "warning") as parley:
-            rows = asyncio.run(measure(mode, upstream_url, parley))
+            try:
+                rows = asyncio.run(measure(mode, upstream_url, parley))
+            except Exception:
+                print("Parley's log, last 6000 characters:\n" + parley.log()[-6000:], file=sys.stderr)
+                raise
     finally:
         upstream.terminate()
         upstream.wait()

@@ -2,14 +2,16 @@
 
 Speaks the wire format directly with aiohttp: one streamed ``POST /chat/completions`` per
 backend call, with ``stream_options.include_usage``.  Errors before the first chunk
-(connection refused, 429, 5xx) are retried a bounded number of times with backoff; after
-the first chunk nothing is retried, since the client has already seen part of the answer.
+(connection refused, 429, 5xx, a connection dropped before any answer) are retried a
+bounded number of times; after the first chunk nothing is retried, since the client has
+already seen part of the answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +21,7 @@ import orjson
 from parley.errors import BackendError, BackendRateLimited, BackendRejected, ParleyError
 from parley.settings import UpstreamConfig
 
+log = logging.getLogger("parley.backend")
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
@@ -84,6 +87,7 @@ class OpenAICompatBackend:
 
     async def stream(self, request: dict[str, Any], api_key: str | None = None) -> AsyncIterator[dict[str, Any]]:
         attempt = 0
+        started = False  # once a chunk went out, a retry would repeat it: errors after that are final
         url = f"{self.config.url}/chat/completions"
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
         while True:
@@ -97,6 +101,7 @@ class OpenAICompatBackend:
                             continue
                         raise error
                     async for chunk in _chunks(response):
+                        started = True
                         yield chunk
                     return
             except aiohttp.ClientConnectorError as exc:
@@ -108,6 +113,13 @@ class OpenAICompatBackend:
             except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
                 raise BackendError("The model backend timed out.", code="backend_timeout") from None
             except aiohttp.ClientError as exc:
+                if not started and attempt < self.config.max_retries:
+                    # Dropped before any chunk: most often a pooled keep-alive connection the upstream had
+                    # just closed. Nothing reached the client, so a new connection tries again, at once.
+                    attempt += 1
+                    log.info("upstream %s dropped the connection before answering (%r); retrying",
+                             self.config.name, exc)
+                    continue
                 raise BackendError(
                     f"The connection to the model backend broke: {exc!r}", code="backend_disconnected"
                 ) from None
