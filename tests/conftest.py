@@ -60,7 +60,7 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'parley.db'}"
+        return f"sqlite:///{tmp_path_factory.mktemp('db') / 'parley.db'}"
     return request.getfixturevalue("postgres_url")
 
 

@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     forward_client_key: bool = Field(False, description="Send the client's own bearer token to --upstream "
                                      "instead of --upstream-api-key.")
     db: str | None = Field(
-        None, description="SQLAlchemy URL of the store (sqlite+aiosqlite:///… or postgresql+asyncpg://…). "
+        None, description="SQLAlchemy URL of the store (sqlite:///… or postgresql+asyncpg://…). "
         "Default: a SQLite file in the data directory."
     )
     config: Path | None = Field(None, description="YAML file declaring several upstreams and their models.")
@@ -115,7 +115,7 @@ class Settings(BaseSettings):
         """The store's URL: ``--db`` or the documented default file."""
         if self.db:
             return self.db
-        return f"sqlite+aiosqlite:///{self.data_dir / 'parley.db'}"
+        return f"sqlite:///{self.data_dir / 'parley.db'}"
 
     def upstreams(self) -> list[UpstreamConfig]:
         """Upstreams from ``--config``, then ``--upstream`` (or the embedded model) as the default."""

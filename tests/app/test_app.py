@@ -13,7 +13,7 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture
 async def http(backend, tmp_path):
-    app = create_app(Settings(upstream=backend.url, db=f"sqlite+aiosqlite:///{tmp_path / 'p.db'}"))
+    app = create_app(Settings(upstream=backend.url, db=f"sqlite:///{tmp_path / 'p.db'}"))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://parley") as client:
@@ -82,7 +82,7 @@ async def test_create_retrieve_delete_shapes(http, backend) -> None:
 async def test_unreachable_backend_is_a_typed_502(tmp_path) -> None:
     from parley.testing import free_port
 
-    settings = Settings(upstream=f"http://127.0.0.1:{free_port()}/v1", db=f"sqlite+aiosqlite:///{tmp_path / 'p.db'}")
+    settings = Settings(upstream=f"http://127.0.0.1:{free_port()}/v1", db=f"sqlite:///{tmp_path / 'p.db'}")
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://parley") as client:
@@ -91,7 +91,7 @@ async def test_unreachable_backend_is_a_typed_502(tmp_path) -> None:
 
 
 async def test_body_and_input_limits(backend, tmp_path) -> None:
-    settings = Settings(upstream=backend.url, db=f"sqlite+aiosqlite:///{tmp_path / 'p.db'}", max_body_bytes=2048,
+    settings = Settings(upstream=backend.url, db=f"sqlite:///{tmp_path / 'p.db'}", max_body_bytes=2048,
                         max_input_items=3)
     app = create_app(settings)
     async with app.router.lifespan_context(app):

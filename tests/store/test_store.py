@@ -78,8 +78,7 @@ async def test_migrations_are_recorded_and_idempotent(store) -> None:
     assert await store.migrate() == []
     import sqlalchemy as sa
 
-    async with store.engine.connect() as conn:
-        names = (await conn.execute(sa.text("SELECT name FROM parley_migrations"))).scalars().all()
+    names = await store.run(lambda conn: conn.execute(sa.text("SELECT name FROM parley_migrations")).scalars().all())
     assert set(names) == {name for name, _ in MIGRATIONS}
 
 
@@ -88,7 +87,6 @@ async def test_sqlite_runs_in_wal_mode(tmp_path) -> None:
 
     store = await open_store(f"sqlite:///{tmp_path / 'wal.db'}")
     try:
-        async with store.engine.connect() as conn:
-            assert (await conn.execute(sa.text("PRAGMA journal_mode"))).scalar() == "wal"
+        assert await store.run(lambda conn: conn.execute(sa.text("PRAGMA journal_mode")).scalar()) == "wal"
     finally:
         await store.close()

@@ -42,7 +42,7 @@ def test_defaults_embedded_model_and_sqlite_in_the_data_dir(monkeypatch, tmp_pat
     for name in ("PARLEY_UPSTREAM", "PARLEY_DB", "PARLEY_DATA_DIR", "PARLEY_CONFIG"):
         monkeypatch.delenv(name, raising=False)
     settings = Settings()
-    assert settings.database_url() == f"sqlite+aiosqlite:///{tmp_path / 'parley' / 'parley.db'}"
+    assert settings.database_url() == f"sqlite:///{tmp_path / 'parley' / 'parley.db'}"
     [embedded] = settings.upstreams()
     assert embedded.type == "embedded" and embedded.models == [EMBEDDED_MODEL_ID, "*"]
 
