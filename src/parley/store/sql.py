@@ -134,17 +134,17 @@ class SqlStore:
         return await self.run(migrate)
 
     async def create(self, record: StoredResponse) -> None:
+        # The rows are serialized here, on the caller's thread: the store's thread only runs SQL.
+        row = {"id": record.id, "tenant": record.tenant, "created_at": record.created_at, "status": record.status,
+               "previous_response_id": record.previous_response_id, "response": record.serialized(),
+               "messages": json.dumps(record.messages), "owner": record.owner}
+        items = [{"response_id": record.id, "position": i, "item_id": item["id"], "item": json.dumps(item)}
+                 for i, item in enumerate(record.input_items)]
+
         def create(conn: sa.Connection) -> None:
-            conn.execute(_INSERT_RESPONSE, {
-                "id": record.id, "tenant": record.tenant, "created_at": record.created_at, "status": record.status,
-                "previous_response_id": record.previous_response_id, "response": record.serialized(),
-                "messages": json.dumps(record.messages), "owner": record.owner,
-            })
-            if record.input_items:
-                conn.execute(_INSERT_ITEM, [
-                    {"response_id": record.id, "position": i, "item_id": item["id"], "item": json.dumps(item)}
-                    for i, item in enumerate(record.input_items)
-                ])
+            conn.execute(_INSERT_RESPONSE, row)
+            if items:
+                conn.execute(_INSERT_ITEM, items)
 
         await self.run(create)
 
