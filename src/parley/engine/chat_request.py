@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from parley.engine.client_tools import ClientTools
-from parley.request import CreateResponse, JsonSchemaFormat, ToolChoiceCustom, ToolChoiceFunction
+from parley.request import CreateResponse, JsonSchemaFormat
+from parley.tool_specs import ToolChoiceCustom, ToolChoiceFunction
 
 
 def _tool_choice(request: CreateResponse) -> Any:

@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
-from parley.request import CreateResponse, CustomTool, FunctionTool, NamespaceTool, ToolSearchTool, ToolSpec
+from parley.request import CreateResponse
+from parley.tool_specs import CustomTool, FunctionTool, NamespaceTool, ToolSearchTool, ToolSpec
 
 SEPARATOR = "__"
 TOOL_SEARCH = "tool_search"

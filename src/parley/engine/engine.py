@@ -39,7 +39,8 @@ from parley.items import ReasoningItem, item_resource
 from parley.metrics import Metrics
 from parley.netpolicy import AddressPolicy
 from parley.reasoning import ReasoningCipher
-from parley.request import CreateResponse, McpTool, ToolChoiceHosted, ToolChoiceMcp, WebSearchTool
+from parley.request import CreateResponse
+from parley.tool_specs import McpTool, ToolChoiceHosted, ToolChoiceMcp, WebSearchTool
 from parley.settings import UpstreamConfig
 from parley.store.base import Store, StoredResponse
 from parley.tools import CONTINUES, ServerTools

@@ -14,7 +14,8 @@ from parley.engine.translate import Usage
 from parley.errors import ParleyError
 from parley.ids import new_id
 from parley.items import ToolSearchOutputItem
-from parley.request import CreateResponse, FunctionTool, McpTool, ToolChoiceHosted
+from parley.request import CreateResponse
+from parley.tool_specs import FunctionTool, McpTool, ToolChoiceHosted
 from parley.settings import UpstreamConfig
 from parley.tools.mcp_tools import McpTools
 

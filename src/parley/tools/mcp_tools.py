@@ -31,7 +31,7 @@ from openai.types.responses import (
 from openai.types.responses.response_output_item import McpApprovalRequest, McpCall, McpListTools
 
 from parley.ids import new_id
-from parley.request import McpTool
+from parley.tool_specs import McpTool
 from parley.tools.mcp import MCPConnector, MCPResult, MCPSession, MCPToolInfo, MCPUnavailable
 
 Event = ResponseStreamEvent
