@@ -190,5 +190,3 @@ ToolSpec = Annotated[
           Annotated[NamespaceTool, Tag("Namespace")], Annotated[ToolSearchTool, Tag("ToolSearch")]],
     Discriminator(_tool_kind),
 ]
-
-
