@@ -80,15 +80,15 @@ def test_forced_choices_become_schemas() -> None:
 
 
 def test_a_tools_defs_move_to_the_root_where_its_references_resolve() -> None:
-    from parley.backends.embedded import _has_grammar
+    from parley.backends.embedded import _grammar
 
     tool = {"type": "function", "function": {"name": "book", "parameters": {
         "type": "object", "properties": {"when": {"$ref": "#/$defs/Slot"}}, "$defs": {"Slot": {"type": "integer"}}}}}
     schema = forced_call_schema([tool], "required")
     assert schema["$defs"] == {"Slot": {"type": "integer"}} and "$defs" not in schema["properties"]["arguments"]
-    assert _has_grammar(schema)
+    assert _grammar(schema) is not None
     weird = {"type": "function", "function": {"name": "w", "parameters": {
         "type": "object", "properties": {"x": {"type": "no-such-type"}}}}}
-    assert not _has_grammar(forced_call_schema([weird], "required"))
+    assert _grammar(forced_call_schema([weird], "required")) is None
     loose = forced_call_schema([weird], "required", exact=False)
-    assert loose["properties"]["arguments"] == {"type": "object"} and _has_grammar(loose)
+    assert loose["properties"]["arguments"] == {"type": "object"} and _grammar(loose) is not None

@@ -47,7 +47,8 @@ def _offered_tools(request: dict[str, Any]) -> list[dict[str, Any]]:
     return [] if request.get("tool_choice") == "none" else list(request.get("tools") or [])
 
 
-def _llama_kwargs(request: dict[str, Any]) -> dict[str, Any]:
+def _llama_kwargs(request: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """llama-cpp-python's arguments for ``request``, and whether the answer must be a tool call."""
     tools = _offered_tools(request)
     kwargs: dict[str, Any] = {"messages": render_messages(request["messages"], tools), "stream": True}
     for key in ("temperature", "top_p", "max_tokens"):
@@ -57,29 +58,27 @@ def _llama_kwargs(request: dict[str, Any]) -> dict[str, Any]:
     if response_format and response_format.get("type") == "json_object":
         kwargs["response_format"] = {"type": "json_object"}
     elif response_format and response_format.get("type") == "json_schema":
-        schema = response_format["json_schema"]["schema"]
-        if not _has_grammar(schema):
+        kwargs["grammar"] = _grammar(response_format["json_schema"]["schema"])
+        if kwargs["grammar"] is None:
             raise BackendRejected("The embedded model cannot follow this JSON schema (llama.cpp's grammar "
                                   "converter does not support it).", param="text.format.schema",
                                   code="unsupported_parameter")
-        kwargs["response_format"] = {"type": "json_object", "schema": schema}
     forced = forced_call_schema(tools, request.get("tool_choice")) if tools else None
-    if forced is not None and not _has_grammar(forced):  # keep the call's shape, loosen the arguments
-        forced = forced_call_schema(tools, request.get("tool_choice"), exact=False)
     if forced is not None:  # the answer must be a call: sampling follows the tools' schemas
-        kwargs["response_format"] = {"type": "json_object", "schema": forced}
-    return kwargs
+        kwargs.pop("response_format", None)
+        kwargs["grammar"] = _grammar(forced) or _grammar(  # else keep the call's shape, loosen the arguments
+            forced_call_schema(tools, request.get("tool_choice"), exact=False))
+    return kwargs, forced is not None
 
 
-def _has_grammar(schema: dict[str, Any]) -> bool:
-    """Whether llama.cpp can turn ``schema`` into a sampling grammar."""
+def _grammar(schema: dict[str, Any]) -> Any:
+    """llama.cpp's sampling grammar for ``schema``, or None when its converter cannot express it."""
     from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
 
     try:
-        LlamaGrammar.from_string(json_schema_to_gbnf(json.dumps(schema)), verbose=False)
+        return LlamaGrammar.from_string(json_schema_to_gbnf(json.dumps(schema)), verbose=False)
     except Exception:  # the converter raises assertions and value errors alike
-        return False
-    return True
+        return None
 
 
 class EmbeddedBackend:
@@ -115,10 +114,8 @@ class EmbeddedBackend:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         stop = threading.Event()
-        kwargs = _llama_kwargs(request)
-        tools = _offered_tools(request)
-        parser = ToolCallParser() if tools else None
-        forced = bool(tools) and forced_call_schema(tools, request.get("tool_choice")) is not None
+        kwargs, forced = _llama_kwargs(request)
+        parser = ToolCallParser() if _offered_tools(request) else None
 
         def put(chunk: dict[str, Any]) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, ("chunk", chunk))

@@ -179,9 +179,13 @@ class ToolCallParser:
 
     def _close_block(self, closed: bool = True) -> list[dict[str, Any]]:
         raw = "".join(self._block)
+        return self._call_or_text(raw, OPEN + raw + (CLOSE if closed else ""))
+
+    def _call_or_text(self, raw: str, text: str) -> list[dict[str, Any]]:
+        """The call ``raw`` holds, or ``text`` given back as content when it holds none."""
         parsed = _parse_call(raw.strip())
         if parsed is None:
-            return [_text_chunk(OPEN + raw + (CLOSE if closed else ""))]
+            return [_text_chunk(text)]
         self.calls += 1
         return [_call_chunk(self.calls - 1, *parsed)]
 
@@ -196,11 +200,7 @@ class ToolCallParser:
 
     def parse_whole(self, text: str) -> list[dict[str, Any]]:
         """A forced call: the whole answer is one call's JSON (the grammar made sure of it)."""
-        parsed = _parse_call(text.strip())
-        if parsed is None:
-            return [_text_chunk(text)]
-        self.calls += 1
-        return [_call_chunk(0, *parsed)]
+        return self._call_or_text(text, text)
 
 
 def _partial_suffix(text: str, tag: str) -> int:
