@@ -16,6 +16,7 @@ from parley.errors import InvalidRequest, UnknownParameter, UnsupportedParameter
 from parley.items import InputItem, parse_input
 from parley.tool_specs import (
     WEB_SEARCH_TYPES,
+    StrictModel,
     CustomTool,
     FunctionTool,
     McpTool,
@@ -58,11 +59,7 @@ SUPPORTED_INCLUDES: set[str] = {"web_search_call.action.sources",  # sources are
                                  "reasoning.encrypted_content"}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class JsonSchemaFormat(_Strict):
+class JsonSchemaFormat(StrictModel):
     type: Literal["json_schema"]
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     schema_: dict[str, Any] = Field(alias="schema")
@@ -70,22 +67,22 @@ class JsonSchemaFormat(_Strict):
     strict: bool | None = None
 
 
-class PlainFormat(_Strict):
+class PlainFormat(StrictModel):
     type: Literal["text", "json_object"]
 
 
-class TextConfig(_Strict):
+class TextConfig(StrictModel):
     format: JsonSchemaFormat | PlainFormat = Field(default_factory=lambda: PlainFormat(type="text"))
     verbosity: Literal["low", "medium", "high"] | None = None
 
 
-class ReasoningConfig(_Strict):
+class ReasoningConfig(StrictModel):
     effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
     summary: Literal["auto", "concise", "detailed"] | None = None
     generate_summary: Literal["auto", "concise", "detailed"] | None = None
 
 
-class StreamOptions(_Strict):
+class StreamOptions(StrictModel):
     include_obfuscation: bool | None = None
 
 

@@ -11,11 +11,13 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """A request part whose unknown fields are errors (each a 400 naming the field)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class FunctionTool(_Strict):
+class FunctionTool(StrictModel):
     type: Literal["function"]
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     description: str | None = None
@@ -27,17 +29,17 @@ class FunctionTool(_Strict):
     output_schema: dict[str, Any] | None = None
 
 
-class TextToolFormat(_Strict):
+class TextToolFormat(StrictModel):
     type: Literal["text"]
 
 
-class GrammarToolFormat(_Strict):
+class GrammarToolFormat(StrictModel):
     type: Literal["grammar"]
     syntax: Literal["lark", "regex"]
     definition: str
 
 
-class CustomTool(_Strict):
+class CustomTool(StrictModel):
     """A freeform tool: the model's call carries one ``input`` string (Codex's ``apply_patch``)."""
 
     type: Literal["custom"]
@@ -48,7 +50,7 @@ class CustomTool(_Strict):
     allowed_callers: list[Literal["direct"]] | None = None
 
 
-class ToolSearchTool(_Strict):
+class ToolSearchTool(StrictModel):
     """Deferred tool discovery: tools with ``defer_loading`` stay hidden until a search loads them."""
 
     type: Literal["tool_search"]
@@ -62,7 +64,7 @@ def _namespaced_kind(value: Any) -> str:
     return "Custom" if kind == "custom" else "Function"
 
 
-class NamespaceTool(_Strict):
+class NamespaceTool(StrictModel):
     """A named group of function and custom tools; calls name the inner tool and the namespace."""
 
     type: Literal["namespace"]
@@ -73,17 +75,17 @@ class NamespaceTool(_Strict):
                           Discriminator(_namespaced_kind)]]
 
 
-class ToolNames(_Strict):
+class ToolNames(StrictModel):
     tool_names: list[str] = Field(default_factory=list)
     read_only: bool | None = None
 
 
-class ApprovalFilter(_Strict):
+class ApprovalFilter(StrictModel):
     always: ToolNames | None = None
     never: ToolNames | None = None
 
 
-class McpTool(_Strict):
+class McpTool(StrictModel):
     """A remote MCP server whose tools Parley lists and calls itself."""
 
     type: Literal["mcp"]
@@ -130,11 +132,11 @@ class McpTool(_Strict):
 WEB_SEARCH_TYPES = ("web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11")
 
 
-class SearchFilters(_Strict):
+class SearchFilters(StrictModel):
     allowed_domains: list[str] | None = None
 
 
-class WebSearchTool(_Strict):
+class WebSearchTool(StrictModel):
     """Web search run by Parley through the configured provider."""
 
     type: Literal["web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11"]
@@ -154,21 +156,21 @@ class WebSearchTool(_Strict):
         return list(self.filters.allowed_domains or []) if self.filters else []
 
 
-class ToolChoiceHosted(_Strict):
+class ToolChoiceHosted(StrictModel):
     type: Literal["web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11"]
 
 
-class ToolChoiceFunction(_Strict):
+class ToolChoiceFunction(StrictModel):
     type: Literal["function"]
     name: str
 
 
-class ToolChoiceCustom(_Strict):
+class ToolChoiceCustom(StrictModel):
     type: Literal["custom"]
     name: str
 
 
-class ToolChoiceMcp(_Strict):
+class ToolChoiceMcp(StrictModel):
     type: Literal["mcp"]
     server_label: str
     name: str | None = None
