@@ -86,8 +86,23 @@ wire_api = "responses"
     return events
 
 
+def completed(events: list[dict], kind: str) -> list[dict]:
+    """The items of ``kind`` that Codex reported completed."""
+    return [e["item"] for e in events if e["type"] == "item.completed" and e["item"]["type"] == kind]
+
+
 def agent_messages(events: list[dict]) -> list[str]:
-    return [e["item"]["text"] for e in events if e["type"] == "item.completed" and e["item"]["type"] == "agent_message"]
+    return [item["text"] for item in completed(events, "agent_message")]
+
+
+def call_then_report(call: ToolCall, prefix: str):
+    """A model that makes ``call``, then answers ``prefix`` and the last line of the call's result."""
+    def model(request: dict) -> Reply:
+        if request["messages"][-1]["role"] == "tool":
+            return Reply(text=prefix + request["messages"][-1]["content"].strip().splitlines()[-1])
+        return Reply(tool_calls=[call])
+
+    return model
 
 
 def test_plain_answer(codex_bin, parley_for_codex, backend, tmp_path) -> None:
@@ -101,32 +116,24 @@ def test_plain_answer(codex_bin, parley_for_codex, backend, tmp_path) -> None:
 
 
 def test_shell_tool_call_and_its_result(codex_bin, parley_for_codex, backend, tmp_path) -> None:
-    def model(request: dict) -> Reply:
-        if request["messages"][-1]["role"] == "tool":
-            return Reply(text="Output: " + request["messages"][-1]["content"].strip().splitlines()[-1])
-        return Reply(tool_calls=[ToolCall("exec_command", {"cmd": "echo parley-was-here > proof.txt && cat proof.txt"})])
-
-    backend.reset(model)
+    backend.reset(call_then_report(
+        ToolCall("exec_command", {"cmd": "echo parley-was-here > proof.txt && cat proof.txt"}), "Output: "))
     events = run_codex(codex_bin, parley_for_codex, tmp_path, "Write proof.txt")
-    commands = [e["item"] for e in events if e["type"] == "item.completed" and e["item"]["type"] == "command_execution"]
+    commands = completed(events, "command_execution")
     assert commands and commands[0]["exit_code"] == 0
     assert (tmp_path / "proof.txt").read_text() == "parley-was-here\n"
     assert agent_messages(events) == ["Output: parley-was-here"]
 
 
 def test_mcp_server_configured_in_codex_arrives_as_a_namespace(codex_bin, parley_for_codex, backend, tmp_path) -> None:
-    def model(request: dict) -> Reply:
-        if request["messages"][-1]["role"] == "tool":
-            return Reply(text="Boiling point: " + request["messages"][-1]["content"].strip().splitlines()[-1])
-        return Reply(tool_calls=[ToolCall("mcp__chem__get_boiling_point", {"liquid_name": "polyjuice"})])
-
-    backend.reset(model)
+    backend.reset(call_then_report(ToolCall("mcp__chem__get_boiling_point", {"liquid_name": "polyjuice"}),
+                                   "Boiling point: "))
     with MCPTestServer("streamable-http") as mcp:
         events = run_codex(codex_bin, parley_for_codex, tmp_path, "Boiling point of polyjuice?",
                            f'\n[mcp_servers.chem]\nurl = "{mcp.url}"\n')
     names = {t["function"]["name"] for t in backend.requests[0]["tools"]}
     assert "mcp__chem__get_boiling_point" in names  # the namespace, flattened for the Chat backend
-    calls = [e["item"] for e in events if e["type"] == "item.completed" and e["item"]["type"] == "mcp_tool_call"]
+    calls = completed(events, "mcp_tool_call")
     assert calls and calls[0]["tool"] == "get_boiling_point" and calls[0]["status"] == "completed"
     assert "-100" in agent_messages(events)[-1]
 
@@ -143,7 +150,7 @@ def test_custom_apply_patch_call(codex_bin, parley_for_codex, backend, tmp_path)
     events = run_codex(codex_bin, parley_for_codex, tmp_path, "Add hello.txt")
     offered = {t["function"]["name"]: t["function"] for t in backend.requests[0]["tools"]}
     assert offered["apply_patch"]["parameters"]["required"] == ["input"]  # Codex sent it as a `custom` tool
-    changes = [e["item"] for e in events if e["type"] == "item.completed" and e["item"]["type"] == "file_change"]
+    changes = completed(events, "file_change")
     assert changes and changes[0]["status"] == "completed"
     assert (tmp_path / "hello.txt").read_text() == "hello from parley\n"
     assert backend.requests[-1]["messages"][-1]["role"] == "tool"  # Codex's custom_tool_call_output came back
@@ -166,7 +173,7 @@ def test_live_web_search_through_parleys_provider(codex_bin, scripted_server, ba
         events = run_codex(codex_bin, server, tmp_path, "How many experts has Llama 4 Maverick?", web_search="live")
         assert search.requests  # Parley searched through its provider
     assert "web_search" in {t["function"]["name"] for t in backend.requests[0]["tools"]}
-    searches = [e["item"] for e in events if e["type"] == "item.completed" and e["item"]["type"] == "web_search"]
+    searches = completed(events, "web_search")
     assert searches and searches[0]["query"] == "Llama 4 Maverick experts"
     assert agent_messages(events) == ["Found: Maverick"]
 
@@ -202,6 +209,6 @@ def test_tool_search_loads_deferred_mcp_tools(codex_bin, parley_for_codex, backe
     first = {t["function"]["name"] for t in backend.requests[0]["tools"]}
     assert "tool_search" in first and "mcp__chem__get_boiling_point" not in first  # deferred at first
     assert "mcp__chem__get_boiling_point" in {t["function"]["name"] for t in backend.requests[1]["tools"]}
-    calls = [e["item"] for e in events if e["type"] == "item.completed" and e["item"]["type"] == "mcp_tool_call"]
+    calls = completed(events, "mcp_tool_call")
     assert calls and calls[0]["tool"] == "get_boiling_point" and calls[0]["status"] == "completed"
     assert "-100" in agent_messages(events)[-1]
