@@ -250,7 +250,6 @@ class Engine:
                 for skipped in over:  # answered in the stored chat, so a chained turn can go on from here
                     place_tool_message(state.conversation, {"role": "tool", "tool_call_id": skipped.call_id,
                                                             "content": OVER_LIMIT})
-                await self._save_progress(turn, state)
                 if state.awaiting_approval or translator.client_calls:
                     return
                 if over or iteration == self.max_tool_iterations - 1:
@@ -259,6 +258,7 @@ class Engine:
                     log.info("response %s stopped at its %s bound", turn.id, bound, extra={"response_id": turn.id})
                     state.incomplete_reason = TOOL_BOUND_REASON
                     return
+                await self._save_progress(turn, state)  # only when the model is called again: else the final write
         finally:
             await tools.aclose()
 
