@@ -114,8 +114,9 @@ class Engine:
                     previous_output=previous_output, approved=approved, client_key=client_key)
         if request.store and request.stream:  # stored as in_progress first: a streaming client may poll it
             started = RunState(conversation)
+            turn.opening = snapshot(turn, started, "in_progress")
             try:
-                await self.store.create(self._record(turn, started, snapshot(turn, started, "in_progress")))
+                await self.store.create(self._record(turn, started, turn.opening))
             except Exception:
                 log.exception("response %s could not be stored", turn.id)
                 raise StoreUnavailable("The response could not be stored; try again.") from None
@@ -178,7 +179,7 @@ class Engine:
             state.span.end()
 
     async def _lifecycle_events(self, turn: Turn, state: RunState) -> AsyncIterator[ResponseStreamEvent]:
-        started = snapshot(turn, state, "in_progress")
+        started = turn.opening or snapshot(turn, state, "in_progress")
         yield ResponseCreatedEvent(type="response.created", response=started, sequence_number=0)
         yield ResponseInProgressEvent(type="response.in_progress", response=started, sequence_number=0)
         try:

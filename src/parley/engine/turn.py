@@ -34,6 +34,7 @@ class Turn:
     client_key: str | None = field(default=None, repr=False)  # forwarded upstream only when configured to
     id: str = field(default_factory=lambda: new_id("resp"))
     created_at: int = field(default_factory=lambda: int(time.time()))
+    opening: Response | None = None  # the in_progress snapshot, when prepare already made it to store it
 
     def loaded_tools(self) -> list[dict[str, Any]]:
         """Tools that searches of this conversation loaded: from replayed or earlier tool_search_output items."""
