@@ -7,12 +7,16 @@ type it does not handle yet is a 400 naming ``input[i].type``.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
 
 from parley.errors import InvalidRequest, UnsupportedParameter
 from parley.ids import new_id
+
+
+# Stored as the listable item's id (a column of 120 characters); OpenAI's ids are about 50.
+ItemId = Annotated[str, Field(max_length=120)]
 
 
 class _Lenient(BaseModel):
@@ -24,11 +28,22 @@ class InputText(_Lenient):
     text: str
 
 
+IMAGE_URL_SCHEMES = ("https://", "http://", "data:")
+
+
 class InputImage(_Lenient):
     type: Literal["input_image"]
     image_url: str | None = None
     file_id: str | None = None
     detail: Literal["low", "high", "auto", "original"] = "auto"
+
+    @field_validator("image_url")
+    @classmethod
+    def _fetchable(cls, url: str | None) -> str | None:
+        # Backends fetch image URLs themselves (vLLM does): no file:, ftp: or other scheme reaches them.
+        if url is not None and not url[:8].lower().startswith(IMAGE_URL_SCHEMES):
+            raise ValueError("an image URL must be https://, http:// or a data: URL")
+        return url
 
 
 class OutputText(_Lenient):
@@ -42,7 +57,18 @@ class Refusal(_Lenient):
     refusal: str
 
 
-ContentPart = Union[InputText, InputImage, OutputText, Refusal]
+def _part_kind(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return PART_TAGS.get(kind) if isinstance(kind, str) else None
+
+
+PART_TAGS = {"input_text": "InputText", "input_image": "InputImage", "output_text": "OutputText",
+             "refusal": "Refusal"}
+# Tagged by ``type`` so that a bad field is reported for its own part kind (capitalised tags stay out of the
+# parameter paths in errors).
+ContentPart = Annotated[Union[Annotated[InputText, Tag("InputText")], Annotated[InputImage, Tag("InputImage")],
+                              Annotated[OutputText, Tag("OutputText")], Annotated[Refusal, Tag("Refusal")]],
+                        Discriminator(_part_kind)]
 CONTENT_PARTS = {"input_text": InputText, "input_image": InputImage, "output_text": OutputText, "refusal": Refusal}
 
 
@@ -50,7 +76,7 @@ class MessageItem(_Lenient):
     type: Literal["message"] = "message"
     role: Literal["user", "assistant", "system", "developer"]
     content: str | list[ContentPart]
-    id: str | None = None
+    id: ItemId | None = None
     status: str | None = None
 
 
@@ -59,7 +85,7 @@ class FunctionCallItem(_Lenient):
     call_id: str = Field(min_length=1)
     name: str = Field(min_length=1)
     arguments: str
-    id: str | None = None
+    id: ItemId | None = None
     status: str | None = None
     namespace: str | None = None
 
@@ -69,7 +95,7 @@ class CustomToolCallItem(_Lenient):
     call_id: str = Field(min_length=1)
     name: str = Field(min_length=1)
     input: str
-    id: str | None = None
+    id: ItemId | None = None
     namespace: str | None = None
 
 
@@ -77,14 +103,14 @@ class CustomToolCallOutputItem(_Lenient):
     type: Literal["custom_tool_call_output"]
     call_id: str = Field(min_length=1)
     output: str | list[ContentPart]
-    id: str | None = None
+    id: ItemId | None = None
 
 
 class FunctionCallOutputItem(_Lenient):
     type: Literal["function_call_output"]
     call_id: str = Field(min_length=1)
     output: str | list[ContentPart]
-    id: str | None = None
+    id: ItemId | None = None
     status: str | None = None
 
 
@@ -92,7 +118,7 @@ class ReasoningItem(_Lenient):
     """Replayed reasoning: accepted and kept in ``input_items``; Chat backends take no reasoning input."""
 
     type: Literal["reasoning"]
-    id: str | None = None
+    id: ItemId | None = None
     summary: list[dict[str, Any]] = Field(default_factory=list)
     content: list[dict[str, Any]] | None = None
     encrypted_content: str | None = None
@@ -103,7 +129,7 @@ class ToolSearchCallItem(_Lenient):
     arguments: Any = None
     call_id: str | None = None
     execution: Literal["server", "client"] = "client"
-    id: str | None = None
+    id: ItemId | None = None
     status: str | None = None
 
 
@@ -114,7 +140,7 @@ class ToolSearchOutputItem(_Lenient):
     tools: list[dict[str, Any]]
     call_id: str | None = None
     execution: Literal["server", "client"] = "client"
-    id: str | None = None
+    id: ItemId | None = None
     status: str | None = None
 
 
@@ -125,7 +151,7 @@ class McpApprovalResponseItem(_Lenient):
     approval_request_id: str = Field(min_length=1)
     approve: bool
     reason: str | None = None
-    id: str | None = None
+    id: ItemId | None = None
 
 
 InputItem = Union[MessageItem, FunctionCallItem, FunctionCallOutputItem, ReasoningItem, McpApprovalResponseItem,
@@ -143,12 +169,21 @@ ITEM_TYPES: dict[str, type[BaseModel]] = {
 }
 
 
+def type_of(value: Any, where: str) -> str | None:
+    """The ``type`` of an object in a request (``None`` when it has none); a ``type`` that is not a
+    string is a 400 naming it."""
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind is not None and not isinstance(kind, str):
+        raise InvalidRequest(f"'{where}.type' must be a string.", param=f"{where}.type", code="invalid_type")
+    return kind
+
+
 def _check_parts(raw: Any, where: str) -> None:
     content = raw.get("content") if isinstance(raw, dict) else None
     if not isinstance(content, list):
         return
     for j, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else None
+        kind = type_of(part, f"{where}.content[{j}]")
         if kind not in CONTENT_PARTS:
             raise UnsupportedParameter(f"{where}.content[{j}].type", f"Content part type '{kind}' is not supported.")
         if kind == "input_image" and not part.get("image_url"):
@@ -170,7 +205,7 @@ def parse_input(raw: Any) -> list[InputItem]:
         where = f"input[{i}]"
         if not isinstance(entry, dict):
             raise InvalidRequest(f"'{where}' must be an object.", param=where, code="invalid_type")
-        kind = entry.get("type") or ("message" if "role" in entry else None)
+        kind = type_of(entry, where) or ("message" if "role" in entry else None)
         model = ITEM_TYPES.get(kind or "")
         if model is None:
             raise UnsupportedParameter(f"{where}.type", f"Input item type '{kind}' is not supported by Parley yet.")
@@ -223,3 +258,15 @@ def item_resource(item: InputItem) -> dict[str, Any]:
     else:
         data.setdefault("id", new_id("rs"))
     return data
+
+
+def image_urls(items: list[InputItem]) -> list[tuple[str, str]]:
+    """``(param, url)`` of every http(s) image URL in ``items``: the addresses a backend would fetch."""
+    found = []
+    for i, item in enumerate(items):
+        where = "content" if isinstance(item, MessageItem) else "output"  # a function or custom tool's output
+        parts = getattr(item, where, None)
+        for j, part in enumerate(parts if isinstance(parts, list) else []):
+            if isinstance(part, InputImage) and part.image_url and part.image_url[:5].lower() != "data:":
+                found.append((f"input[{i}].{where}[{j}].image_url", part.image_url))
+    return found

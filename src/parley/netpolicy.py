@@ -1,4 +1,5 @@
-"""Which addresses Parley may contact on a user's behalf (MCP ``server_url``).
+"""Which addresses Parley may contact on a user's behalf (MCP ``server_url``s, and image URLs that a
+backend would fetch).
 
 With API keys configured (a shared service), a URL whose host resolves to a private,
 loopback, link-local or otherwise non-public address is refused unless ``--outbound-allow``
@@ -29,6 +30,22 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 Resolver = Callable[[str], Awaitable[list[str]]]
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052's well-known prefix: the last 32 bits are IPv4
+LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215: a network's own translation prefix
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a packet to ``address`` reaches through a translation or tunnel, if any."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]  # the client behind the Teredo server
+    value = int(address)
+    if address in NAT64 or (value >> 32 == 0 and value > 1):  # NAT64, or IPv4-compatible ::a.b.c.d
+        return ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    return None
 
 
 async def system_resolve(host: str) -> list[str]:
@@ -51,8 +68,22 @@ class AddressPolicy:
             except ValueError:
                 self.hosts.add(entry.lower())
 
+    def _listed(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return any(address in network for network in self.networks)
+
     def _admitted(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        return address.is_global or any(address in network for network in self.networks)
+        """Public, or admitted by the operator.  An IPv6 address that carries an IPv4 address (IPv4-mapped or
+        -compatible, 6to4, Teredo, NAT64) is judged by the IPv4 address it leads to; a local-use NAT64 address
+        leads to one nobody can tell, so only the operator can admit it."""
+        if self._listed(address):
+            return True
+        if isinstance(address, ipaddress.IPv6Address):
+            if address in LOCAL_NAT64:
+                return False
+            inner = embedded_ipv4(address)
+            if inner is not None:
+                return self._admitted(inner)
+        return address.is_global
 
     async def check(self, url: str, param: str) -> None:
         """Raise a 400 naming ``param`` when ``url`` may not be contacted."""

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from parley.errors import InvalidRequest, UnknownParameter, UnsupportedParameter
-from parley.items import InputItem, parse_input
+from parley.items import InputItem, parse_input, type_of
 from parley.tool_specs import (
     WEB_SEARCH_TYPES,
     StrictModel,
@@ -55,6 +55,9 @@ MOVED = {
     "messages": "In the Responses API, use 'input'.",
     "functions": "In the Responses API, use 'tools'.",
 }
+# Deepest nesting of arrays and objects a request body may have (the body itself is level 1): room for
+# JSON schemas about 30 levels deep, where OpenAI's structured outputs stop at 10.
+MAX_JSON_DEPTH = 64
 SUPPORTED_INCLUDES: set[str] = {"web_search_call.action.sources",  # sources are always included
                                  "reasoning.encrypted_content"}
 
@@ -154,8 +157,11 @@ def _param_name(loc: tuple[Any, ...]) -> str:
 
 
 def validation_error(exc: ValidationError, prefix: str = "") -> InvalidRequest:
-    """The first pydantic error as OpenAI's 400 with ``param`` set to the field's path."""
-    err = exc.errors()[0]
+    """The first pydantic error as OpenAI's 400 with ``param`` set to the field's path.  Of the errors about
+    the same field (one per branch of a union), the one that went deepest names what is wrong."""
+    errors = exc.errors()
+    field = errors[0]["loc"][:1]
+    err = max((e for e in errors if e["loc"][:1] == field), key=lambda e: len(e["loc"]))
     param = _param_name(tuple(err["loc"]))
     if prefix:
         param = prefix + (param if param.startswith("[") else "." + param if param else "")
@@ -182,11 +188,32 @@ def _check_names(body: dict[str, Any]) -> None:
         raise UnknownParameter(name)
 
 
+def check_depth(body: Any, limit: int = MAX_JSON_DEPTH) -> None:
+    """A 400 when ``body`` nests arrays and objects more than ``limit`` levels deep: checked before anything
+    reads the body, as deep nesting breaks recursive code (validation, error messages, serializers; orjson
+    writes at most 254 levels) far from where it came in."""
+    stack: list[tuple[Any, int, str]] = [(body, 1, "")]
+    while stack:
+        value, depth, path = stack.pop()
+        children = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, child in children:
+            if isinstance(child, (dict, list)):
+                where = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else str(key)
+                if depth + 1 > limit:
+                    where = where if len(where) <= 200 else where[:200] + "…"
+                    raise InvalidRequest(f"The request nests arrays and objects more than {limit} levels deep "
+                                         f"(at '{where}').", param=where, code="nesting_too_deep")
+                stack.append((child, depth + 1, where))
+
+
 def _check_tools(tools: Any) -> None:
     if not isinstance(tools, list):
         return
     for i, tool in enumerate(tools):
-        kind = tool.get("type") if isinstance(tool, dict) else None
+        kind = type_of(tool, f"tools[{i}]")
+        if kind == "namespace" and isinstance(tool.get("tools"), list):
+            for j, inner in enumerate(tool["tools"]):
+                type_of(inner, f"tools[{i}].tools[{j}]")
         if isinstance(tool, dict) and kind in WEB_SEARCH_TYPES and tool.get("user_location") is not None:
             raise UnsupportedParameter(f"tools[{i}].user_location", "Search providers get no user location yet.")
         for option in ("connector_id", "tunnel_id"):
@@ -201,6 +228,7 @@ def parse_create(body: Any) -> CreateResponse:
     """Validate a create body; raises :class:`InvalidRequest` naming the offending parameter."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
+    check_depth(body)
     body = _drop_nulls(body)
     _check_names(body)
     if "model" not in body:

@@ -181,6 +181,8 @@ TOOL_TAGS = {"mcp": "Mcp", "custom": "Custom", "namespace": "Namespace", "tool_s
 
 def _tool_kind(value: Any) -> str:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    if not isinstance(kind, str):
+        return "Function"  # which then reports the bad type
     return "WebSearch" if kind in WEB_SEARCH_TYPES else TOOL_TAGS.get(kind, "Function")
 
 

@@ -39,3 +39,18 @@ async def test_every_address_a_name_resolves_to_is_checked() -> None:
     with pytest.raises(InvalidRequest) as info:
         await AddressPolicy(enforce=True, resolve=resolve).check("http://mixed.example/mcp", "p")
     assert "10.0.0.7" in info.value.message and info.value.code == "url_not_allowed"
+
+
+@pytest.mark.parametrize("host", ["[64:ff9b::7f00:1]", "[64:ff9b::a9fe:a9fe]", "[2002:7f00:1::]", "[2002:a00:1::1]",
+                                  "[::127.0.0.1]", "[::ffff:127.0.0.1]", "[::ffff:10.0.0.1]", "[64:ff9b:1::a00:1]",
+                                  "[2001:0:4136:e378:8000:63bf:80ff:fffe]"])
+async def test_ipv4_embedded_in_ipv6_is_judged_by_the_ipv4_address(host: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        await AddressPolicy(enforce=True).check(f"http://{host}:8080/mcp", "p")
+    assert info.value.code == "url_not_allowed"
+
+
+async def test_embedded_public_ipv4_and_admitted_ranges_pass() -> None:
+    await AddressPolicy(enforce=True).check("http://[64:ff9b::5db8:d70e]/mcp", "p")  # NAT64 of 93.184.215.14
+    await AddressPolicy(enforce=True).check("http://[2002:5db8:d70e::1]/mcp", "p")  # 6to4 of 93.184.215.14
+    await AddressPolicy(enforce=True, allow="127.0.0.0/8").check("http://[64:ff9b::7f00:1]/mcp", "p")

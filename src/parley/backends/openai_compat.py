@@ -160,11 +160,15 @@ async def _chunks(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, A
         except orjson.JSONDecodeError:
             raise BackendError("The model backend sent malformed SSE data.", code="backend_protocol_error") from None
         if not isinstance(chunk, dict):
-            raise BackendError("The model backend sent malformed SSE data.", code="backend_protocol_error")
+            raise BackendError("The model backend sent a chunk that is not an object.", code="backend_protocol_error")
         if chunk.get("error"):
             message = _upstream_message(200, data)
             raise BackendError(f"The model backend failed mid-stream: {message}", code="backend_error")
-        if any(choice.get("finish_reason") for choice in chunk.get("choices") or []):
+        choices = chunk.get("choices") or []
+        if not isinstance(choices, list) or not all(isinstance(choice, dict) for choice in choices):
+            raise BackendError("The model backend sent 'choices' that are not an array of objects.",
+                               code="backend_protocol_error")
+        if any(choice.get("finish_reason") for choice in choices):
             finished = True
         yield chunk
     if not finished:

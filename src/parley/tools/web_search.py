@@ -32,6 +32,7 @@ from parley.ids import new_id
 log = logging.getLogger("parley.web_search")
 FUNCTION_NAME = "web_search"
 # search_context_size → (results given to the model, characters of text per result)
+WEB_SCHEMES = ("https://", "http://")
 CONTEXT_SIZES = {"low": (3, 300), "medium": (5, 800), "high": (10, 2000)}
 
 
@@ -55,7 +56,7 @@ class SearchFailed(Exception):
 async def _request(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> Any:
     try:
         response = await client.request(method, url, **kwargs)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL: a query too long for a URL, say
         raise SearchFailed(f"the search provider is unreachable: {exc!r}") from None
     if response.status_code >= 400:
         raise SearchFailed(f"the search provider answered HTTP {response.status_code}")
@@ -65,9 +66,13 @@ async def _request(client: httpx.AsyncClient, method: str, url: str, **kwargs: A
         raise SearchFailed("the search provider sent no JSON") from None
 
 
-def _results(entries: list[dict[str, Any]], text_key: str) -> list[SearchResult]:
-    """Provider result entries as :class:`SearchResult` (the providers differ only in the text's key)."""
-    return [SearchResult(r.get("title") or r["url"], r["url"], r.get(text_key) or "") for r in entries if r.get("url")]
+def _results(entries: Any, text_key: str) -> list[SearchResult]:
+    """Provider result entries as :class:`SearchResult` (the providers differ only in the text's key).  Only
+    entries with an http(s) URL are kept: a source is a link a client may show and follow."""
+    if not isinstance(entries, list):
+        raise SearchFailed("the search provider sent results that are not a list")
+    return [SearchResult(str(r.get("title") or r["url"]), r["url"], str(r.get(text_key) or "")) for r in entries
+            if isinstance(r, dict) and isinstance(r.get("url"), str) and r["url"][:8].lower().startswith(WEB_SCHEMES)]
 
 
 @dataclass
@@ -185,6 +190,9 @@ class WebSearchTools:
         except SearchFailed as exc:
             log.warning("web search failed: %s", exc)
             return query, None, f"The web search failed: {exc}."
+        except Exception:  # a provider failure fails its web_search_call item, never the response
+            log.exception("web search failed")
+            return query, None, "The web search failed."
         return query, [r for r in found if in_domains(r.url, self.allowed_domains)][:count], None
 
     def _tool_text(self, results: list[SearchResult]) -> tuple[str, list[Source]]:
