@@ -93,6 +93,7 @@ def scripted_backend(args: argparse.Namespace) -> int:
 
 def serve(settings: Settings) -> None:
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     from parley.http.app import create_app
     from parley.metrics import MULTIPROCESS_ENV
@@ -101,25 +102,33 @@ def serve(settings: Settings) -> None:
     log = logging.getLogger("parley")
     upstreams = ", ".join(f"{u.name} ({u.url or 'embedded'})" for u in settings.upstreams())
     log.info("upstreams: %s; store: %s", upstreams, settings.database_url().split("@")[-1])
-    if settings.workers > 1:
-        # Each worker process builds its own app from the same settings, passed in the environment, and
-        # writes its metrics to one shared directory so that any worker's /metrics covers all of them.
-        os.environ[SETTINGS_ENV] = settings.model_dump_json()
-        given = os.environ.get(MULTIPROCESS_ENV)
-        directory = given or tempfile.mkdtemp(prefix="parley-metrics-")
-        for stale in pathlib.Path(directory).glob("*.db"):  # values of an earlier run
-            stale.unlink()
-        os.environ[MULTIPROCESS_ENV] = directory
-        try:
-            uvicorn.run("parley.cli:app_from_environment", factory=True, workers=settings.workers,
-                        host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                        access_log=False, log_config=None)
-        finally:
-            if not given:
-                shutil.rmtree(directory, ignore_errors=True)
+    options: dict[str, Any] = dict(host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+                                   access_log=False, log_config=None,
+                                   http="parley.http.protocol:HeaderTimeoutProtocol")
+    if settings.workers == 1:
+        config = uvicorn.Config(create_app(settings), **options)
+        config.header_timeout_s = settings.header_timeout_s  # type: ignore[attr-defined]
+        server = uvicorn.Server(config)
+        server.run()
+        if not server.started:  # the app did not start (its lifespan failed): say so in the exit status
+            sys.exit(3)
         return
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                access_log=False, log_config=None)
+    # Each worker process builds its own app from the same settings, passed in the environment, and
+    # writes its metrics to one shared directory so that any worker's /metrics covers all of them.
+    os.environ[SETTINGS_ENV] = settings.model_dump_json()
+    given = os.environ.get(MULTIPROCESS_ENV)
+    directory = given or tempfile.mkdtemp(prefix="parley-metrics-")
+    for stale in pathlib.Path(directory).glob("*.db"):  # values of an earlier run
+        stale.unlink()
+    os.environ[MULTIPROCESS_ENV] = directory
+    try:
+        config = uvicorn.Config("parley.cli:app_from_environment", factory=True, workers=settings.workers,
+                                **options)
+        config.header_timeout_s = settings.header_timeout_s  # type: ignore[attr-defined]
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+    finally:
+        if not given:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def app_from_environment() -> Any:

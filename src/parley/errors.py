@@ -25,6 +25,10 @@ class ParleyError(Exception):
         self.param = param
         self.code = code if code is not None else self.default_code
 
+    def header_pairs(self) -> list[tuple[bytes, bytes]]:
+        """HTTP headers this error's response carries besides the body (``Retry-After``)."""
+        return []
+
     def body(self) -> dict[str, Any]:
         """The JSON body OpenAI sends for this error."""
         return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
@@ -90,3 +94,18 @@ class StoreUnavailable(ParleyError):
     status_code = 503
     error_type = "server_error"
     default_code = "store_unavailable"
+
+
+class ServerBusy(ParleyError):
+    """A bound on work in flight is reached; the client may retry after ``retry_after_s`` seconds."""
+
+    status_code = 503
+    error_type = "server_error"
+    default_code = "server_busy"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def header_pairs(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", str(self.retry_after_s).encode())]

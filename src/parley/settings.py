@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_MODEL_ID = "smollm2-135m-instruct"
@@ -100,8 +100,23 @@ class Settings(BaseSettings):
         30.0, gt=0, description="A server that has not signalled for this long is taken as stopped: its "
         "in_progress responses are marked failed."
     )
+    store_timeout_s: float = Field(
+        5.0, gt=0, description="Seconds the database may take to connect or to answer a statement before the "
+        "request gets a 503 store_unavailable.")
+    store_retry_s: float = Field(
+        15.0, ge=0, description="How long a response's final write is retried while the database is unreachable "
+        "before the response fails.")
     shutdown_grace_s: float = Field(30.0, description="On shutdown, how long running responses may take to finish.")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
+    max_inflight_body_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="Request body bytes all clients together may have in flight; "
+        "beyond it a request gets a 503 with Retry-After.")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds a connection may take to send a request's headers before it is closed.")
+    docs: bool = Field(False, description="Serve the OpenAPI description and its pages at /openapi.json, /docs and "
+                       "/redoc (open to anyone who reaches the port).")
+    public_metrics: bool = Field(False, description="With API keys configured, serve /metrics without a key "
+                                 "(by default a scrape needs a valid key).")
     max_input_items: int = Field(5000, ge=1, description="Most items one request's input may hold (400 above).")
     max_tool_iterations: int = Field(10, ge=1, description="Model calls per response in the tool loop, at most.")
     embedded_model_path: Path | None = Field(
@@ -110,6 +125,13 @@ class Settings(BaseSettings):
     embedded_context: int = Field(
         8192, description="Context window of the embedded model, in tokens (SmolLM2 was trained on 8192).")
     embedded_threads: int | None = Field(None, description="CPU threads for the embedded model.")
+
+    @model_validator(mode="after")
+    def _budget_holds_a_body(self) -> Settings:
+        if self.max_inflight_body_bytes < self.max_body_bytes:
+            raise ValueError("max_inflight_body_bytes must be at least max_body_bytes, or the largest bodies "
+                             "would never be accepted")
+        return self
 
     def database_url(self) -> str:
         """The store's URL: ``--db`` or the documented default file."""

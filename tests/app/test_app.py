@@ -30,7 +30,9 @@ def assert_openai_error(response: httpx.Response, status: int, param: str | None
 
 
 async def test_health(http) -> None:
-    assert (await http.get("/health")).json() == {"status": "ok"}
+    assert (await http.get("/health")).json() == {"status": "ok", "store": "ok"}
+    ready = await http.get("/ready")
+    assert ready.status_code == 200 and ready.json() == {"status": "ready", "store": "ok"}
 
 
 async def test_invalid_json_is_a_400(http) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from parley.store import StoredResponse, open_store
+from parley.store.base import UNSTORED
 from parley.store.migrations import MIGRATIONS
 
 pytestmark = pytest.mark.anyio
@@ -90,3 +91,72 @@ async def test_sqlite_runs_in_wal_mode(tmp_path) -> None:
         assert await store.run(lambda conn: conn.execute(sa.text("PRAGMA journal_mode")).scalar()) == "wal"
     finally:
         await store.close()
+
+
+async def test_a_final_state_never_changes_and_a_retried_write_is_idempotent(store) -> None:
+    import secrets
+
+    rid = f"resp_{secrets.token_hex(6)}"
+    running = record(rid)
+    running.owner = "inst_gone"  # an instance that never beat: its responses are abandoned
+    await store.create(running)
+    assert rid in await store.fail_abandoned(30.0, "inst_here")
+    late = record(rid)
+    late.status, late.response = "completed", {"id": rid, "status": "completed", "output": [{"late": True}]}
+    kept = await store.finish(late)  # the instance comes back and finishes: the failed state stays
+    assert kept is not None and kept.status == "failed" and kept.response["error"]["code"] == "server_error"
+    assert (await store.get(rid)).status == "failed"
+
+    rid2 = f"resp_{secrets.token_hex(6)}"
+    await store.create(record(rid2))
+    final = record(rid2)
+    final.status, final.response = "completed", {"id": rid2, "status": "completed", "output": []}
+    assert await store.finish(final) is None
+    assert await store.finish(final) is None  # a retry whose first try landed changes nothing
+    assert (await store.get(rid2)).response == final.response
+
+
+async def test_a_retried_create_whose_first_try_landed_is_not_an_error(store) -> None:
+    import secrets
+
+    rid = f"resp_{secrets.token_hex(6)}"
+    final = record(rid, items=1)
+    final.status = "completed"
+    assert await store.create(final) is None
+    assert await store.create(final) is None
+    other = record(rid)
+    other.response = {"id": rid, "status": "completed", "output": ["another"]}
+    assert (await store.create(other)).response == final.response  # the stored record is answered
+
+
+async def test_staleness_is_read_on_the_database_clock(store, monkeypatch) -> None:
+    import secrets
+    import time
+
+    rid = f"resp_{secrets.token_hex(6)}"
+    running = record(rid)
+    running.owner = f"inst_{secrets.token_hex(4)}"
+    await store.create(running)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() - 3600)  # this host's clock is an hour behind
+    await store.heartbeat(running.owner)
+    monkeypatch.setattr(time, "time", real)
+    assert rid not in await store.fail_abandoned(30.0, "inst_other")  # it beat just now, by the database's clock
+    assert (await store.get(rid)).status == "in_progress"
+
+
+async def test_an_instance_fails_its_own_rows_it_no_longer_runs(store) -> None:
+    import secrets
+
+    me = f"inst_{secrets.token_hex(4)}"
+    await store.heartbeat(me)
+    running, orphan = (f"resp_{secrets.token_hex(6)}" for _ in range(2))
+    for rid in (running, orphan):
+        row = record(rid)
+        row.owner = me
+        await store.create(row)
+    failed = await store.fail_abandoned(30.0, me, frozenset({running}))
+    assert orphan in failed and running not in failed
+    assert (await store.get(orphan)).response["error"]["message"] == UNSTORED
+    assert (await store.get(running)).status == "in_progress"
+

@@ -9,6 +9,7 @@ only yields content events.  ``respond`` (non-streaming) is a fold over ``run``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -35,7 +36,7 @@ from parley.engine.translate import ChunkTranslator
 from parley.engine.turn import RunState, Turn, snapshot
 from parley.errors import BackendError, InvalidRequest, ParleyError, StoreUnavailable
 from parley.ids import new_id
-from parley.items import ReasoningItem, item_resource
+from parley.items import ReasoningItem, image_urls, item_resource
 from parley.metrics import Metrics
 from parley.netpolicy import AddressPolicy
 from parley.reasoning import ReasoningCipher
@@ -73,7 +74,7 @@ class Engine:
     def __init__(self, store: Store, router: Router, *, max_tool_iterations: int = 10,
                  search_provider: SearchProvider | None = None, address_policy: AddressPolicy | None = None,
                  tool_timeout: float = 30.0, metrics: Metrics | None = None,
-                 cipher: ReasoningCipher | None = None) -> None:
+                 cipher: ReasoningCipher | None = None, store_retry_s: float = 30.0) -> None:
         self.store = store
         self.router = router
         self.address_policy = address_policy or AddressPolicy(enforce=False)
@@ -82,16 +83,22 @@ class Engine:
         self.search_provider = search_provider
         self.metrics = metrics
         self.cipher = cipher
+        self.store_retry_s = store_retry_s
         self.instance_id = new_id("inst")  # owns the responses this process runs, for crash recovery
+        self.running: set[str] = set()  # stored responses this instance runs now (the rest of its rows are orphans)
         _build_protocol_types()
 
     async def prepare(self, request: CreateResponse, tenant: str = "", client_key: str | None = None) -> Turn:
         """Resolve the model and the previous response, build the conversation and store the response
         as ``in_progress``; raises the errors a client gets as plain HTTP errors, before any stream."""
         upstream = self.router.upstream_config(request.model)
+        if request.store and not self.store.available:  # refused before the model runs, not after
+            raise StoreUnavailable("The response store is unavailable; try again.")
         for i, tool in enumerate(request.tools):
             if isinstance(tool, McpTool):
                 await self.address_policy.check(tool.server_url, f"tools[{i}].server_url")
+        for param, url in image_urls(request.input):  # the backend fetches these on the user's behalf
+            await self.address_policy.check(url, param)
         if any(isinstance(t, WebSearchTool) and t.live for t in request.tools):
             require_provider(self.search_provider, "tools")
         prior: list[dict[str, Any]] = []
@@ -115,10 +122,12 @@ class Engine:
         if request.store and request.stream:  # stored as in_progress first: a streaming client may poll it
             started = RunState(conversation)
             turn.opening = snapshot(turn, started, "in_progress")
+            self.running.add(turn.id)  # before the row exists: recovery never takes a row this instance runs
             try:
                 await self.store.create(self._record(turn, started, turn.opening))
-            except Exception:
-                log.exception("response %s could not be stored", turn.id)
+            except Exception as exc:
+                self.running.discard(turn.id)
+                log.warning("response %s could not be stored: %s", turn.id, exc)
                 raise StoreUnavailable("The response could not be stored; try again.") from None
         return turn
 
@@ -192,14 +201,9 @@ class Engine:
             state.error = BackendError("The server had an error while processing the response.")
         status = state.status = "failed" if state.error else "incomplete" if state.incomplete_reason else "completed"
         final = snapshot(turn, state, status)
-        if turn.request.store:
-            try:  # written before the terminal event goes out: a client that saw it can retrieve it
-                record = self._record(turn, state, final)
-                await (self.store.finish(record) if turn.request.stream else self.store.create(record))
-            except Exception:
-                log.exception("response %s could not be stored", turn.id)
-                state.error = StoreUnavailable("The response was produced but could not be stored.")
-                final = snapshot(turn, state, "failed")
+        if turn.request.store:  # written before the terminal event goes out: a client that saw it can retrieve it
+            final = await self._store_final(turn, state, final)
+            status = state.status = final.status or status
         log.info("response %s %s", turn.id, status, extra={
             "response_id": turn.id, "model": turn.request.model, "status": status, "tenant": turn.tenant,
             "input_tokens": state.usage.input_tokens, "output_tokens": state.usage.output_tokens,
@@ -212,6 +216,38 @@ class Engine:
             yield ResponseIncompleteEvent(type="response.incomplete", response=final, sequence_number=0)
         else:
             yield ResponseCompletedEvent(type="response.completed", response=final, sequence_number=0)
+
+    async def _store_final(self, turn: Turn, state: RunState, final: Response) -> Response:
+        """Write the final state, retried until it lands or ``store_retry_s`` has passed; what the client is
+        told is what the store holds.  A write that never lands fails the response (and recovery fails its
+        ``in_progress`` row once the database is back); a final state stored first (recovery took this
+        response for abandoned) stays, and is what the client gets."""
+        record = self._record(turn, state, final)
+        deadline, pause = time.monotonic() + self.store_retry_s, 0.05
+        try:
+            while True:
+                try:
+                    stored = await (self.store.finish(record) if turn.request.stream else self.store.create(record))
+                    break
+                except StoreUnavailable:
+                    log.warning("final write of response %s failed; retrying", turn.id, extra={"response_id": turn.id})
+                    if time.monotonic() + pause > deadline:
+                        log.error("response %s could not be stored; it is failed", turn.id)
+                        state.error = StoreUnavailable("The response was produced but could not be stored.")
+                        return snapshot(turn, state, "failed")
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 2.0)
+        finally:
+            self.running.discard(turn.id)
+        if stored is None:
+            return final
+        log.error("response %s was already %s when it finished; that state stays", turn.id, stored.status,
+                  extra={"response_id": turn.id})
+        kept = Response.model_validate_json(stored.serialized())
+        if kept.status == "failed":
+            message = kept.error.message if kept.error else "The response failed."
+            state.error = ParleyError(message)
+        return kept
 
     async def _step(self, turn: Turn, state: RunState) -> AsyncIterator[ResponseStreamEvent]:
         """The agent loop: list server tools, call the model, run its server-side calls, repeat."""
@@ -335,7 +371,13 @@ class Engine:
                           messages=len(body["messages"]))
         try:
             async for chunk in backend.stream(body, key):
-                for event in translator.feed(chunk):
+                try:
+                    events = translator.feed(chunk)
+                except (TypeError, AttributeError, KeyError, ValueError) as exc:  # a shape feed does not check
+                    log.warning("response %s: unreadable chunk %.300r", turn.id, chunk, exc_info=True)
+                    raise BackendError("The model backend sent a chunk Parley could not read.",
+                                       code="backend_protocol_error") from exc
+                for event in events:
                     yield event
         except Exception as exc:
             fail(span, str(exc))

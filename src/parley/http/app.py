@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import orjson
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from openai.types.responses import ResponseStreamEvent
@@ -19,7 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from parley.auth import ApiKeys
 from parley.backends.router import Router
 from parley.engine.engine import Engine
-from parley.errors import InvalidRequest, NotFound, ParleyError, PayloadTooLarge
+from parley.http.limits import BodyBudget
+from parley.errors import InvalidRequest, NotFound, ParleyError, PayloadTooLarge, StoreUnavailable
 from parley.ids import new_id
 from parley.metrics import Metrics
 from parley.netpolicy import AddressPolicy
@@ -34,7 +35,8 @@ access = logging.getLogger("parley.access")
 
 
 def _error(exc: ParleyError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status_code)
+    headers = {name.decode(): value.decode() for name, value in exc.header_pairs()}
+    return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers or None)
 
 
 def encode_sse(event: ResponseStreamEvent) -> bytes:
@@ -42,10 +44,11 @@ def encode_sse(event: ResponseStreamEvent) -> bytes:
     return f"event: {event.type}\ndata: {event.model_dump_json(by_alias=True)}\n\n".encode()
 
 
-async def _sse(events: AsyncIterator[ResponseStreamEvent], running: set[asyncio.Task[None]],
-               metrics: Metrics) -> AsyncIterator[bytes]:
-    """Frames of a response that runs in its own task, so a client that goes away does not stop it:
-    the response still completes and is stored (when ``store`` is true)."""
+def _sse(events: AsyncIterator[ResponseStreamEvent], running: set[asyncio.Task[None]],
+         metrics: Metrics) -> AsyncIterator[bytes]:
+    """Frames of a response that runs in its own task, started now, so a client that goes away (even
+    before the first frame is sent) does not stop it: the response still completes and is stored (when
+    ``store`` is true)."""
     queue: asyncio.Queue[ResponseStreamEvent | None] = asyncio.Queue()
 
     async def pump() -> None:
@@ -62,6 +65,10 @@ async def _sse(events: AsyncIterator[ResponseStreamEvent], running: set[asyncio.
     task = asyncio.create_task(pump())
     running.add(task)
     task.add_done_callback(running.discard)
+    return _frames(queue)
+
+
+async def _frames(queue: asyncio.Queue[ResponseStreamEvent | None]) -> AsyncIterator[bytes]:
     finished = False
     while not finished:
         # Send every event that is ready in one write: under load this saves a syscall per event.
@@ -76,43 +83,47 @@ async def _sse(events: AsyncIterator[ResponseStreamEvent], running: set[asyncio.
 
 
 async def _recover_abandoned(engine: Engine, stale_s: float) -> None:
-    """Beat this instance's heart and fail the responses of instances that stopped beating
-    (``kill -9``, a crash, a lost machine): at start-up and then every third of ``stale_s``."""
+    """Beat this instance's heart and fail the responses of instances that stopped beating (``kill -9``, a
+    crash, a lost machine) and this instance's own whose final write never landed: at start-up and then every
+    third of ``stale_s``, or every second while the database is unreachable (so the store is seen back soon)."""
     while True:
         try:
             await engine.store.heartbeat(engine.instance_id)
-            failed = await engine.store.fail_abandoned(time.time() - stale_s,
-                                                       "The server stopped before the response finished.")
+            failed = await engine.store.fail_abandoned(stale_s, engine.instance_id, frozenset(engine.running))
             if failed:
-                log.warning("marked %d responses left in_progress by a stopped server as failed", len(failed))
+                log.warning("marked %d abandoned in_progress responses as failed", len(failed))
+        except StoreUnavailable:
+            pass  # the store logs when it becomes unavailable
         except Exception:
             log.exception("crash recovery pass failed; retrying")
-        await asyncio.sleep(stale_s / 3)
+        await asyncio.sleep(stale_s / 3 if engine.store.available else min(1.0, stale_s / 3))
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int) -> bytearray:
     """The body, refused with a 413 as soon as it passes ``limit`` bytes (before reading it all)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The request body is larger than {limit} bytes.", code="request_too_large")
-    chunks, size = [], 0
+    body = bytearray()  # one buffer: a list of chunks joined at the end held the body twice
     async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
+        if len(body) + len(chunk) > limit:
             raise PayloadTooLarge(f"The request body is larger than {limit} bytes.", code="request_too_large")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        body += chunk
+    return body
 
 
-def _route(method: str, path: str) -> str:
-    """A low-cardinality label for a request: ids are left out."""
-    parts = path.strip("/").split("/")
-    if len(parts) >= 3 and parts[1] == "responses":
-        parts[2] = "{id}"
-    return f"{method} /{'/'.join(parts)}" if path in KNOWN_PATHS or parts[:2] == ["v1", "responses"] else "other"
+METHODS = frozenset({"GET", "POST", "DELETE", "HEAD", "OPTIONS"})
 
 
-KNOWN_PATHS = {"/health", "/metrics", "/v1/models", "/v1/responses"}
+def _route(scope: dict[str, Any]) -> str:
+    """A label of bounded cardinality for a request: the method (or ``OTHER``) and the path template of the
+    route it matched (``/v1/responses/{response_id}``), or ``other`` for a path no route serves."""
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    if not isinstance(template, str):
+        return "other"
+    method = scope.get("method", "")
+    return f"{method if method in METHODS else 'OTHER'} {template}"
 
 
 class RequestIds:
@@ -140,7 +151,7 @@ class RequestIds:
         try:
             await self.app(scope, receive, with_id)
         finally:
-            route = _route(scope["method"], scope["path"])
+            route = _route(scope)
             elapsed = time.perf_counter() - started
             self.metrics.requests.labels(route, str(status)).inc()
             self.metrics.latency.labels(route).observe(elapsed)
@@ -160,6 +171,8 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
         log.warning("no API keys configured: serving without authentication (local mode)")
 
     def tenant(request: Request) -> str:
+        """The caller's tenant: a dependency, so a missing or wrong key is a 401 before anything else is
+        read or validated."""
         return keys.tenant(request.headers.get("authorization"))
     running: set[asyncio.Task[None]] = set()
     metrics = Metrics()
@@ -170,12 +183,13 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = await open_store(settings.database_url())
+        store = await open_store(settings.database_url(), settings.store_timeout_s)
         await router.start()
         policy = AddressPolicy(enforce=keys.enabled, allow=settings.outbound_allow)
         engine = Engine(store, router, max_tool_iterations=settings.max_tool_iterations,
                         search_provider=search_provider, address_policy=policy, tool_timeout=settings.tool_timeout,
-                        metrics=metrics, cipher=ReasoningCipher.from_settings(settings.reasoning_key, settings.data_dir))
+                        metrics=metrics, cipher=ReasoningCipher.from_settings(settings.reasoning_key, settings.data_dir),
+                        store_retry_s=settings.store_retry_s)
         app.state.engine = engine
         await store.heartbeat(engine.instance_id)
         watchdog = asyncio.create_task(_recover_abandoned(engine, settings.instance_stale_s))
@@ -187,12 +201,18 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
             if running:  # let responses whose clients left finish, within a bound
                 await asyncio.wait(running, timeout=settings.shutdown_grace_s)
             watchdog.cancel()
-            await store.forget_instance(engine.instance_id)
+            try:
+                await store.forget_instance(engine.instance_id)
+            except StoreUnavailable:
+                log.warning("could not sign this instance off: the database is unavailable")
             await router.aclose()
             await store.close()
             metrics.close()
 
-    app = FastAPI(title="Parley", version="0.1.0", lifespan=lifespan)
+    docs = settings.docs
+    app = FastAPI(title="Parley", version="0.1.0", lifespan=lifespan, openapi_url="/openapi.json" if docs else None,
+                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None)
+    app.add_middleware(BodyBudget, limit=settings.max_inflight_body_bytes, max_body=settings.max_body_bytes)
     app.add_middleware(RequestIds, metrics=metrics)
     app.state.ready = False
 
@@ -219,21 +239,35 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        ready = bool(app.state.ready)
-        return JSONResponse({"status": "ok" if ready else "starting"}, status_code=200 if ready else 503)
+        """Liveness: 200 while the process serves, with the store's state as last seen (no database call)."""
+        if not app.state.ready:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        engine: Engine = app.state.engine
+        return JSONResponse({"status": "ok", "store": "ok" if engine.store.available else "unavailable"})
 
-    @app.get("/metrics")
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        """Readiness: 200 only when the store answers now; a load balancer sends no traffic here otherwise."""
+        if not app.state.ready:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        try:
+            await app.state.engine.store.ping()
+        except StoreUnavailable:
+            return JSONResponse({"status": "unavailable", "store": "unavailable"}, status_code=503)
+        return JSONResponse({"status": "ready", "store": "ok"})
+
+    metrics_guard = [] if settings.public_metrics else [Depends(tenant)]
+
+    @app.get("/metrics", dependencies=metrics_guard)
     async def prometheus() -> Response:
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models")
-    async def list_models(request: Request) -> dict[str, Any]:
-        tenant(request)
+    async def list_models(caller: str = Depends(tenant)) -> dict[str, Any]:
         return {"object": "list", "data": await router.list_models()}
 
     @app.post("/v1/responses")
-    async def create_response(request: Request) -> Response:
-        caller = tenant(request)  # a missing key is a 401 before anything else
+    async def create_response(request: Request, caller: str = Depends(tenant)) -> Response:
         try:  # orjson is strict: NaN, Infinity and lone surrogates are not JSON, and never reach a backend
             body = orjson.loads(await _read_body(request, settings.max_body_bytes))
         except orjson.JSONDecodeError:
@@ -254,15 +288,15 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
         return Response(result.model_dump_json(by_alias=True), media_type="application/json")
 
     @app.get("/v1/responses/{response_id}")
-    async def retrieve_response(request: Request, response_id: str) -> Response:
-        stored = await request.app.state.engine.store.get(response_id, tenant(request))
+    async def retrieve_response(request: Request, response_id: str, caller: str = Depends(tenant)) -> Response:
+        stored = await request.app.state.engine.store.get(response_id, caller)
         if stored is None:
             raise _not_found(response_id)
         return Response(stored.serialized(), media_type="application/json")
 
     @app.delete("/v1/responses/{response_id}")
-    async def delete_response(request: Request, response_id: str) -> dict[str, Any]:
-        if not await request.app.state.engine.store.delete(response_id, tenant(request)):
+    async def delete_response(request: Request, response_id: str, caller: str = Depends(tenant)) -> dict[str, Any]:
+        if not await request.app.state.engine.store.delete(response_id, caller):
             raise _not_found(response_id)
         return {"id": response_id, "object": "response", "deleted": True}
 
@@ -270,13 +304,14 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
     async def list_input_items(
         request: Request,
         response_id: str,
+        caller: str = Depends(tenant),
         after: str | None = None,
         before: str | None = None,
         limit: int = Query(20, ge=1, le=100),
         order: Literal["asc", "desc"] = "desc",
     ) -> dict[str, Any]:
         page = await request.app.state.engine.store.input_items(
-            response_id, tenant(request), after=after, before=before, limit=limit, order=order
+            response_id, caller, after=after, before=before, limit=limit, order=order
         )
         if page is None:
             raise _not_found(response_id)

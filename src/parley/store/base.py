@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 
+# The errors of responses that recovery fails (``fail_abandoned``).
+ABANDONED = "The server stopped before the response finished."
+UNSTORED = "The response was produced but its final state could not be stored."
+
+
 @dataclass
 class StoredResponse:
     """One response as stored: the API object, the chat messages to resume from, its input items.
@@ -41,11 +46,21 @@ class InputItemsPage:
 class Store(Protocol):
     """What the engine and the HTTP edge need from persistence."""
 
-    async def create(self, record: StoredResponse) -> None:
-        """Insert a response (normally ``in_progress``) with its input items."""
+    available: bool  # how the last operation went: False after the database could not be reached
 
-    async def finish(self, record: StoredResponse) -> None:
-        """Write a response's final state (status, object, messages)."""
+    async def ping(self) -> None:
+        """A round trip to the database; raises ``StoreUnavailable`` when it fails."""
+
+    async def create(self, record: StoredResponse) -> StoredResponse | None:
+        """Insert a response (``in_progress``, or final for a response stored only at its end) with its
+        input items.  Safe to retry: when an earlier try of the same write landed, this one changes nothing
+        and returns ``None``; when another record holds the id, that record is returned."""
+
+    async def finish(self, record: StoredResponse) -> StoredResponse | None:
+        """Write a response's final state (status, object, messages) if it is still ``in_progress``.
+
+        Returns ``None`` when the stored state is this record (written now, or by an earlier try of the
+        same write), else the final state stored before, which stays: a final state never changes."""
 
     async def progress(self, record: StoredResponse) -> None:
         """Write a running response's state so far; a no-op once it is no longer ``in_progress``."""
@@ -74,8 +89,11 @@ class Store(Protocol):
     async def forget_instance(self, instance: str) -> None:
         """A server instance stopped cleanly."""
 
-    async def fail_abandoned(self, alive_since: float, message: str) -> list[str]:
-        """Mark ``in_progress`` responses whose instance has not beaten since ``alive_since`` as failed."""
+    async def fail_abandoned(self, stale_s: float, instance: str | None = None,
+                             running: frozenset[str] = frozenset()) -> list[str]:
+        """Mark ``in_progress`` responses as failed when their instance has not beaten for ``stale_s`` seconds
+        of the database's clock, or when they are ``instance``'s own and not among those it is ``running``
+        (a final write that never landed)."""
 
     async def close(self) -> None:
         """Release connections."""

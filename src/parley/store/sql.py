@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,12 +23,16 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
+from openai.types.responses import ResponseError
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from parley.store.base import InputItemsPage, StoredResponse
+from parley.errors import StoreUnavailable
+from parley.store.base import ABANDONED, UNSTORED, InputItemsPage, StoredResponse
 from parley.store.migrations import MIGRATIONS
+
+log = logging.getLogger("parley.store")
 
 metadata = sa.MetaData()
 responses = sa.Table(
@@ -63,9 +68,13 @@ migrations_table = sa.Table(
 # Built once: constructing statements per call showed up in profiles of the request path.
 _INSERT_RESPONSE = responses.insert()
 _INSERT_ITEM = input_items.insert()
-_FINISH_RESPONSE = responses.update().where(responses.c.id == sa.bindparam("rid"))
-_PROGRESS_RESPONSE = responses.update().where(responses.c.id == sa.bindparam("rid"),
-                                              responses.c.status == "in_progress")
+# A final state is written once: every write to a stored response is conditional on its still running.
+_FINISH_RESPONSE = responses.update().where(responses.c.id == sa.bindparam("rid"),
+                                            responses.c.status == "in_progress")
+_PROGRESS_RESPONSE = _FINISH_RESPONSE
+# Failures of the database or the path to it (not of Parley's SQL): each is a 503 store_unavailable.
+_UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, sa.exc.DisconnectionError,
+                OSError, TimeoutError)
 
 
 T = TypeVar("T")
@@ -85,16 +94,31 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
 
 
-class SqlStore:
-    """:class:`parley.store.base.Store` over PostgreSQL (an async engine) or SQLite (a sync engine on its thread)."""
+def _db_now(dialect: str) -> Any:
+    """The database's clock in epoch seconds: heartbeats and staleness are read on one clock, never on
+    each host's own (two hosts whose clocks disagree would otherwise fail each other's responses)."""
+    if dialect == "postgresql":
+        return sa.extract("epoch", sa.func.clock_timestamp())
+    return (sa.func.julianday("now") - 2440587.5) * 86400.0
 
-    def __init__(self, engine: AsyncEngine | sa.Engine) -> None:
+
+class SqlStore:
+    """:class:`parley.store.base.Store` over PostgreSQL (an async engine) or SQLite (a sync engine on its thread).
+
+    Every operation is bounded by ``timeout_s`` (the driver's connect and statement timeouts, and a
+    deadline around the whole operation), and a failure of the database or of the path to it is raised
+    as :class:`~parley.errors.StoreUnavailable`; ``available`` says how the last operation went.
+    """
+
+    def __init__(self, engine: AsyncEngine | sa.Engine, timeout_s: float = 5.0) -> None:
         self.engine = engine
+        self.timeout_s = timeout_s
+        self.available = True
         self._thread = None if isinstance(engine, AsyncEngine) else ThreadPoolExecutor(1, "parley-sqlite")
+        self._now = _db_now(engine.dialect.name)
 
     @property
     def is_postgres(self) -> bool:
@@ -102,15 +126,31 @@ class SqlStore:
 
     async def run(self, operation: Callable[[sa.Connection], T]) -> T:
         """Run ``operation`` in one transaction and return what it returns."""
-        if isinstance(self.engine, AsyncEngine):
-            async with self.engine.begin() as conn:
-                return await conn.run_sync(operation)
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._transaction, operation)
+        try:
+            # The drivers' own timeouts come first; this deadline also covers the pool and any step they miss.
+            async with asyncio.timeout(2 * self.timeout_s + 1):
+                if isinstance(self.engine, AsyncEngine):
+                    async with self.engine.begin() as conn:
+                        result = await conn.run_sync(operation)
+                else:
+                    result = await asyncio.get_running_loop().run_in_executor(self._thread, self._transaction,
+                                                                              operation)
+        except _UNAVAILABLE as exc:
+            if self.available:
+                log.warning("the database is unavailable: %s: %.300s", type(exc).__name__, exc)
+            self.available = False
+            raise StoreUnavailable("The response store is unavailable; try again.") from exc
+        self.available = True
+        return result
 
     def _transaction(self, operation: Callable[[sa.Connection], T]) -> T:
         assert isinstance(self.engine, sa.Engine)
         with self.engine.begin() as conn:
             return operation(conn)
+
+    async def ping(self) -> None:
+        """A round trip to the database; raises :class:`StoreUnavailable` when it fails."""
+        await self.run(lambda conn: conn.execute(sa.text("SELECT 1")).scalar())
 
     async def migrate(self) -> list[str]:
         """Apply pending migrations; returns the names applied now."""
@@ -133,7 +173,7 @@ class SqlStore:
 
         return await self.run(migrate)
 
-    async def create(self, record: StoredResponse) -> None:
+    async def create(self, record: StoredResponse) -> StoredResponse | None:
         # The rows are serialized here, on the caller's thread: the store's thread only runs SQL.
         row = {"id": record.id, "tenant": record.tenant, "created_at": record.created_at, "status": record.status,
                "previous_response_id": record.previous_response_id, "response": record.serialized(),
@@ -146,29 +186,42 @@ class SqlStore:
             if items:
                 conn.execute(_INSERT_ITEM, items)
 
-        await self.run(create)
+        try:
+            await self.run(create)
+        except sa.exc.IntegrityError:  # a retried write whose first try landed (its answer was lost)
+            return await self.run(lambda conn: self._winner(conn, record.id, row["response"]))
+        return None
 
-    async def finish(self, record: StoredResponse) -> None:
-        await self._update(_FINISH_RESPONSE, record, status=record.status)
+    async def finish(self, record: StoredResponse) -> StoredResponse | None:
+        parameters = self._update_parameters(record, status=record.status)
+
+        def finish(conn: sa.Connection) -> StoredResponse | None:
+            if conn.execute(_FINISH_RESPONSE, parameters).rowcount:
+                return None
+            return self._winner(conn, record.id, parameters["response"])
+
+        return await self.run(finish)
+
+    def _winner(self, conn: sa.Connection, response_id: str, ours: str) -> StoredResponse | None:
+        """After a write that changed nothing: ``None`` when the stored row is already this write (a retry
+        whose first try landed), else the stored final state, which stays."""
+        row = conn.execute(sa.select(responses).where(responses.c.id == response_id)).first()
+        if row is None or row.response == ours:
+            return None
+        return _record(row)
 
     async def progress(self, record: StoredResponse) -> None:
-        await self._update(_PROGRESS_RESPONSE, record)
+        parameters = self._update_parameters(record)
+        await self.run(lambda conn: conn.execute(_PROGRESS_RESPONSE, parameters))
 
-    async def _update(self, statement: Any, record: StoredResponse, **values: Any) -> None:
-        parameters = {"rid": record.id, "response": record.serialized(), "messages": json.dumps(record.messages),
-                      **values}
-        await self.run(lambda conn: conn.execute(statement, parameters))
+    @staticmethod
+    def _update_parameters(record: StoredResponse, **values: Any) -> dict[str, Any]:
+        return {"rid": record.id, "response": record.serialized(), "messages": json.dumps(record.messages), **values}
 
     async def get(self, response_id: str, tenant: str = "") -> StoredResponse | None:
         query = sa.select(responses).where(responses.c.id == response_id, responses.c.tenant == tenant)
         row = await self.run(lambda conn: conn.execute(query).first())
-        if row is None:
-            return None
-        return StoredResponse(
-            id=row.id, tenant=row.tenant, created_at=row.created_at, status=row.status,
-            previous_response_id=row.previous_response_id, response=json.loads(row.response),
-            messages=json.loads(row.messages), response_json=row.response,
-        )
+        return None if row is None else _record(row)
 
     async def delete(self, response_id: str, tenant: str = "") -> bool:
         def delete(conn: sa.Connection) -> bool:
@@ -211,8 +264,9 @@ class SqlStore:
         return InputItemsPage(data=[json.loads(row.item) for row in window[:limit]], has_more=len(window) > limit)
 
     async def heartbeat(self, instance: str) -> None:
+        now = self._now
+
         def beat(conn: sa.Connection) -> None:
-            now = time.time()
             updated = conn.execute(instances.update().where(instances.c.id == instance).values(heartbeat_at=now))
             if updated.rowcount == 0:
                 conn.execute(instances.insert().values(id=instance, heartbeat_at=now))
@@ -222,16 +276,22 @@ class SqlStore:
     async def forget_instance(self, instance: str) -> None:
         await self.run(lambda conn: conn.execute(instances.delete().where(instances.c.id == instance)))
 
-    async def fail_abandoned(self, alive_since: float, message: str) -> list[str]:
-        alive = sa.select(instances.c.id).where(instances.c.heartbeat_at >= alive_since)
-        abandoned = sa.select(responses.c.id, responses.c.response).where(
-            responses.c.status == "in_progress", sa.or_(responses.c.owner.is_(None), responses.c.owner.not_in(alive)))
+    async def fail_abandoned(self, stale_s: float, instance: str | None = None,
+                             running: frozenset[str] = frozenset()) -> list[str]:
+        alive = sa.select(instances.c.id).where(instances.c.heartbeat_at >= self._now - stale_s)
+        abandoned = sa.select(responses.c.id, responses.c.owner, responses.c.response).where(
+            responses.c.status == "in_progress",
+            sa.or_(responses.c.owner.is_(None), responses.c.owner.not_in(alive), responses.c.owner == instance))
 
         def fail(conn: sa.Connection) -> list[str]:
             failed = []
             for row in conn.execute(abandoned).all():
+                own = row.owner == instance
+                if own and row.id in running:
+                    continue  # this instance is still running it
                 data = json.loads(row.response)
-                data.update(status="failed", error={"code": "server_error", "message": message})
+                error = ResponseError(code="server_error", message=UNSTORED if own else ABANDONED)
+                data.update(status="failed", error=error.model_dump(mode="json"))
                 result = conn.execute(
                     responses.update().where(responses.c.id == row.id, responses.c.status == "in_progress")
                     .values(status="failed", response=json.dumps(data), owner=None))
@@ -250,8 +310,19 @@ class SqlStore:
         self._thread.shutdown(wait=True)
 
 
-async def open_store(url: str) -> SqlStore:
-    """Connect to ``url``, creating the SQLite file's folder if needed, and migrate."""
+def _record(row: Any) -> StoredResponse:
+    return StoredResponse(
+        id=row.id, tenant=row.tenant, created_at=row.created_at, status=row.status,
+        previous_response_id=row.previous_response_id, response=json.loads(row.response),
+        messages=json.loads(row.messages), response_json=row.response,
+    )
+
+
+async def open_store(url: str, timeout_s: float = 5.0) -> SqlStore:
+    """Connect to ``url``, creating the SQLite file's folder if needed, and migrate.
+
+    ``timeout_s`` bounds each connection attempt and each statement; the SQLite file waits as long for
+    its lock."""
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -260,10 +331,12 @@ async def open_store(url: str) -> SqlStore:
         # One connection, used by the store's one thread: SQLite takes one writer at a time anyway, and
         # concurrent connections turn that into "database is locked" errors under load instead of a short wait.
         sqlite_engine = sa.create_engine(url, poolclass=sa.pool.QueuePool, pool_size=1, max_overflow=0,
-                                         pool_reset_on_return=None)
+                                         pool_reset_on_return=None, connect_args={"timeout": timeout_s})
         event.listen(sqlite_engine, "connect", _sqlite_pragmas)
-        store = SqlStore(sqlite_engine)
+        store = SqlStore(sqlite_engine, timeout_s)
     else:
-        store = SqlStore(create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True))
+        store = SqlStore(create_async_engine(
+            url, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_timeout=timeout_s,
+            connect_args={"timeout": timeout_s, "command_timeout": timeout_s}), timeout_s)
     await store.migrate()
     return store

@@ -1,0 +1,167 @@
+"""The database fails under a real ``parley serve`` on PostgreSQL, through a proxy that cuts or blackholes it:
+requests get a 503 in bounded time instead of hanging or a 500, a final write is retried and, when it never
+lands, the response is failed rather than left ``in_progress``, and a final state never changes."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from parley.store.base import UNSTORED
+from parley.testing import ParleyProcess
+from tests.contract.fault_proxy import FaultProxy
+
+PG_PORT = 5432
+
+
+@pytest.fixture
+def proxy() -> Iterator[FaultProxy]:
+    with FaultProxy(PG_PORT) as proxy:
+        yield proxy
+
+
+def through(proxy: FaultProxy, url: str) -> str:
+    assert f"127.0.0.1:{PG_PORT}" in url
+    return url.replace(f"127.0.0.1:{PG_PORT}", f"127.0.0.1:{proxy.port}")
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.05)
+
+
+def store_state(server: ParleyProcess) -> str:
+    return httpx.get(f"{server.url}/health", timeout=10).json()["store"]
+
+
+def is_ready(server: ParleyProcess) -> bool:
+    return httpx.get(f"{server.url}/ready", timeout=30).status_code == 200
+
+
+def error_code(response: httpx.Response) -> str:
+    return response.json()["error"]["code"]
+
+
+def start_stream(server: ParleyProcess, text: str) -> tuple[object, Iterator[str], str]:
+    """A streamed stored create, read up to ``response.created``: (context, line iterator, response id)."""
+    context = httpx.stream("POST", f"{server.base_url}/responses", timeout=60,
+                           json={"model": "m", "input": text, "stream": True})
+    response = context.__enter__()
+    assert response.status_code == 200, response.read()
+    lines = response.iter_lines()
+    assert next(lines) == "event: response.created"
+    return context, lines, json.loads(next(lines)[6:])["response"]["id"]
+
+
+def last_event(lines: Iterator[str]) -> dict:
+    data = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+    return data[-1]
+
+
+def test_a_blackholed_database_is_a_503_in_bounded_time_and_health_says_so(backend, postgres_url, proxy) -> None:
+    with ParleyProcess("--upstream", backend.url, "--db", through(proxy, postgres_url),
+                       "--store-timeout-s", "1") as server:
+        http = httpx.Client(base_url=server.base_url, timeout=30)  # a hang fails the test at 30 s
+        done = http.post("/responses", json={"model": "m", "input": "hi"}).json()
+        assert is_ready(server) and store_state(server) == "ok"
+        proxy.blackhole()
+        got = http.get(f"/responses/{done['id']}")
+        assert got.status_code == 503 and error_code(got) == "store_unavailable"
+        deleted = http.delete(f"/responses/{done['id']}")
+        assert deleted.status_code == 503 and error_code(deleted) == "store_unavailable"
+        listed = http.get(f"/responses/{done['id']}/input_items")
+        assert listed.status_code == 503 and error_code(listed) == "store_unavailable"
+        health = httpx.get(f"{server.url}/health", timeout=10)
+        assert health.status_code == 200 and health.json() == {"status": "ok", "store": "unavailable"}
+        assert not is_ready(server)
+        calls = len(backend.requests)
+        for stream in (False, True):  # refused before the model runs, not after
+            created = http.post("/responses", json={"model": "m", "input": "x", "stream": stream})
+            assert created.status_code == 503 and error_code(created) == "store_unavailable"
+        assert len(backend.requests) == calls
+        unstored = http.post("/responses", json={"model": "m", "input": "x", "store": False})
+        assert unstored.status_code == 200  # a response that is not stored does not need the store
+        proxy.heal()
+        wait_for(lambda: is_ready(server), "the store is back")
+        assert http.get(f"/responses/{done['id']}").json() == done
+
+
+def test_a_database_that_refuses_connections_is_a_503_not_a_500(backend, postgres_url, proxy) -> None:
+    with ParleyProcess("--upstream", backend.url, "--db", through(proxy, postgres_url),
+                       "--store-timeout-s", "1") as server:
+        http = httpx.Client(base_url=server.base_url, timeout=30)
+        done = http.post("/responses", json={"model": "m", "input": "hi"}).json()
+        proxy.cut()
+        for response in (http.get(f"/responses/{done['id']}"), http.delete(f"/responses/{done['id']}"),
+                         http.post("/responses", json={"model": "m", "input": "x", "stream": True})):
+            assert response.status_code == 503 and error_code(response) == "store_unavailable", response.text
+        assert len(backend.requests) == 1
+        proxy.heal()
+        wait_for(lambda: is_ready(server), "the store is back")
+        assert http.get(f"/responses/{done['id']}").json()["status"] == "completed"
+
+
+def test_a_final_write_that_never_lands_fails_the_response_and_its_row(backend, postgres_url, proxy) -> None:
+    with ParleyProcess("--upstream", backend.url, "--db", through(proxy, postgres_url), "--store-timeout-s", "1",
+                       "--store-retry-s", "1", "--instance-stale-s", "3") as server:
+        backend.hold()
+        context, lines, response_id = start_stream(server, "blip")
+        backend.wait_for_requests(1)
+        proxy.cut()
+        backend.release()
+        final = last_event(lines)
+        context.__exit__(None, None, None)
+        assert final["type"] == "response.failed"
+        assert final["response"]["status"] == "failed"
+        proxy.heal()
+
+        def stored() -> dict:
+            return httpx.get(f"{server.base_url}/responses/{response_id}", timeout=30).json()
+
+        wait_for(lambda: stored().get("status") == "failed", "the unwritten response's row is failed")
+        assert stored()["error"]["message"] == UNSTORED
+
+
+def test_a_final_write_is_retried_until_the_database_is_back(backend, postgres_url, proxy) -> None:
+    with ParleyProcess("--upstream", backend.url, "--db", through(proxy, postgres_url), "--store-timeout-s", "1",
+                       "--store-retry-s", "60") as server:
+        backend.hold()
+        context, lines, response_id = start_stream(server, "blip")
+        backend.wait_for_requests(1)
+        proxy.cut()
+        backend.release()
+        wait_for(lambda: f"final write of response {response_id} failed" in server.log(), "a failed final write")
+        proxy.heal()
+        final = last_event(lines)
+        context.__exit__(None, None, None)
+        assert final["type"] == "response.completed"
+        stored = httpx.get(f"{server.base_url}/responses/{response_id}", timeout=30).json()
+        assert stored["status"] == "completed" and stored["output"] == final["response"]["output"]
+
+
+def test_a_failed_response_stays_failed_when_its_instance_comes_back(backend, postgres_url, proxy) -> None:
+    common = ("--upstream", backend.url, "--instance-stale-s", "1.5", "--store-timeout-s", "1")
+    with ParleyProcess(*common, "--db", through(proxy, postgres_url), "--store-retry-s", "60") as a, \
+            ParleyProcess(*common, "--db", postgres_url) as b:
+        backend.hold()
+        context, lines, response_id = start_stream(a, "long")
+        backend.wait_for_requests(1)
+        proxy.cut()  # A is cut off from the database for longer than the stale window: B takes it for stopped
+
+        def on_b() -> dict:
+            return httpx.get(f"{b.base_url}/responses/{response_id}", timeout=30).json()
+
+        wait_for(lambda: on_b()["status"] == "failed", "B fails A's response")
+        proxy.heal()
+        wait_for(lambda: is_ready(a), "A reaches the database again")
+        backend.release()  # A finishes the response it still runs
+        final = last_event(lines)
+        context.__exit__(None, None, None)
+        assert final["type"] == "response.failed"  # what A's client is told is what the store holds
+        assert on_b()["status"] == "failed" and on_b() == final["response"]
