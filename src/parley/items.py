@@ -15,8 +15,9 @@ from parley.errors import InvalidRequest, UnsupportedParameter
 from parley.ids import new_id
 
 
-# Stored as the listable item's id (a column of 120 characters); OpenAI's ids are about 50.
-ItemId = Annotated[str, Field(max_length=120)]
+# Stored as the listable item's id (a column of 120 characters; OpenAI's ids are about 50), where
+# PostgreSQL refuses a NUL character.
+ItemId = Annotated[str, Field(max_length=120, pattern=r"^[^\x00]*$")]
 
 
 class _Lenient(BaseModel):

@@ -50,6 +50,7 @@ HOSTILE = {
                                                               "schema": nested(300)}}}, None),
     "an item id too long to store": ([{"role": "user", "content": "x", "id": "msg_" + "a" * 500}], {},
                                      "input[0].id"),
+    "a NUL in an item id": ([{"role": "user", "content": "x", "id": "msg_\u0000"}], {}, "input[0].id"),
     "a file: image URL": ([{"role": "user", "content": [{"type": "input_image", "image_url": "file:///etc/passwd"}]}],
                           {}, "input[0].content[0].image_url"),
 }
@@ -147,3 +148,11 @@ def test_image_urls_to_internal_addresses_are_refused_with_keys(scripted_server,
                 error = response.json()["error"]
                 assert error["code"] == "url_not_allowed" and error["param"].startswith("input[0]."), error
         assert backend.requests == []
+
+
+@pytest.mark.parametrize("response_id", ["%00", "resp_%00x", "resp_" + "a" * 200, "r%C3%A9sp"])
+def test_an_id_that_cannot_exist_is_a_404(parley_server, response_id) -> None:
+    for method, path in (("GET", ""), ("DELETE", ""), ("GET", "/input_items")):
+        response = httpx.request(method, f"{parley_server.base_url}/responses/{response_id}{path}", timeout=30)
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.json()["error"]["param"] == "response_id"

@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from parley.errors import StoreUnavailable
+from parley.ids import STORED_ID
 from parley.store.base import ABANDONED, UNSTORED, InputItemsPage, StoredResponse
 from parley.store.migrations import MIGRATIONS
 
@@ -219,11 +220,16 @@ class SqlStore:
         return {"rid": record.id, "response": record.serialized(), "messages": json.dumps(record.messages), **values}
 
     async def get(self, response_id: str, tenant: str = "") -> StoredResponse | None:
+        if not STORED_ID.fullmatch(response_id):  # not an id at all (PostgreSQL refuses a NUL in any string)
+            return None
         query = sa.select(responses).where(responses.c.id == response_id, responses.c.tenant == tenant)
         row = await self.run(lambda conn: conn.execute(query).first())
         return None if row is None else _record(row)
 
     async def delete(self, response_id: str, tenant: str = "") -> bool:
+        if not STORED_ID.fullmatch(response_id):
+            return False
+
         def delete(conn: sa.Connection) -> bool:
             result = conn.execute(responses.delete().where(responses.c.id == response_id, responses.c.tenant == tenant))
             if result.rowcount == 0:
@@ -243,6 +249,9 @@ class SqlStore:
         limit: int = 20,
         order: Literal["asc", "desc"] = "desc",
     ) -> InputItemsPage | None:
+        if not STORED_ID.fullmatch(response_id):
+            return None
+
         def read(conn: sa.Connection) -> list[Any] | None:
             exists = conn.execute(
                 sa.select(responses.c.id).where(responses.c.id == response_id, responses.c.tenant == tenant)).first()
