@@ -1,16 +1,21 @@
-"""Fuzz Parley's HTTP edge: N generated requests (hypothesis), none may get a 5xx.
+"""Fuzz a real ``parley serve`` over HTTP: N generated requests (hypothesis), none may get a 5xx, and the
+server stays healthy throughout.
 
-Runs the app in process in front of the scripted backend; every example sends one create
-request (near-valid JSON, junk JSON, or raw bytes) and one GET to a retrieve, input_items or
-other path.  Prints the number of requests sent and any failure.
+Starts the scripted backend and ``parley serve`` (SQLite by default, ``--db`` for PostgreSQL) on loopback.
+Each example sends one create request, built from the SDK's ``ResponseCreateParams`` shapes or near-valid,
+with one value anywhere replaced by a hostile one (a wrong type, a huge string or number, nesting past any
+limit), or junk JSON, or raw bytes, and one GET to a retrieve, input_items or other path.  Every 250
+examples ``/health`` must answer 200 with the store ok.  Prints the requests sent, the status codes seen,
+Parley's RSS before and after, and any failure.
 
-    .venv/bin/python bench/fuzz.py --examples 5000      # 10,000 requests
+    .venv/bin/python bench/fuzz.py --examples 10000     # 20,000 requests
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import collections
+import json
 import sys
 import tempfile
 import time
@@ -19,48 +24,69 @@ from pathlib import Path
 import httpx
 from hypothesis import HealthCheck, given, settings
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from parley.http.app import create_app  # noqa: E402
-from parley.settings import Settings  # noqa: E402
-from parley.testing import ScriptedBackend  # noqa: E402
-from parley.testing.fuzz import GET_PATHS, raw_body  # noqa: E402
+from parley.testing import ParleyProcess, ScriptedBackend  # noqa: E402
+from tests.fuzz.strategies import GET_PATHS, http_body  # noqa: E402
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--examples", type=int, default=5000)
+    parser.add_argument("--examples", type=int, default=10000)
+    parser.add_argument("--db", default=None, help="SQLAlchemy URL of the store (default: a new SQLite file)")
     args = parser.parse_args()
-    sent = {"requests": 0, "5xx": 0}
-    with ScriptedBackend() as backend:
-        loop = asyncio.new_event_loop()
-        app = create_app(Settings(upstream=backend.url, db=f"sqlite:///{tempfile.mkdtemp()}/fuzz.db"))
-        lifespan = app.router.lifespan_context(app)
-        loop.run_until_complete(lifespan.__aenter__())
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://parley")
+    statuses: collections.Counter[int] = collections.Counter()
+    failures: list[str] = []
+    db = args.db or f"sqlite:///{tempfile.mkdtemp()}/fuzz.db"
+    with ScriptedBackend() as backend, ParleyProcess("--upstream", backend.url, "--db", db) as server:
+        assert server.process is not None
+        rss_before = rss_mib(server.process.pid)
+        client = httpx.Client(base_url=server.url, timeout=60)
+        examples = 0
 
-        @settings(max_examples=args.examples, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
-        @given(request=raw_body, path=GET_PATHS)
+        def send(method: str, path: str, **kwargs: object) -> None:
+            response = client.request(method, path, **kwargs)  # type: ignore[arg-type]
+            statuses[response.status_code] += 1
+            if response.status_code >= 500:
+                failures.append(f"{response.status_code} for {method} {path}: {response.text[:300]}")
+
+        @settings(max_examples=args.examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(request=http_body, path=GET_PATHS)
         def property_no_5xx(request, path) -> None:
+            nonlocal examples
             kind, payload = request
-            post = client.post("/v1/responses", **({"json": payload} if kind == "json" else {"content": payload}))
-            for response in (loop.run_until_complete(post), loop.run_until_complete(client.get(path))):
-                sent["requests"] += 1
-                if response.status_code >= 500:
-                    sent["5xx"] += 1
-                    raise AssertionError(f"{response.status_code} for {payload!r} / {path}: {response.text[:300]}")
+            content = json.dumps(payload).encode() if kind == "json" else payload
+            send("POST", "/v1/responses", content=content, headers={"content-type": "application/json"})
+            send("GET", path)
+            examples += 1
+            if examples % 250 == 0:
+                health = client.get("/health")
+                if health.status_code != 200 or health.json().get("store") != "ok":
+                    failures.append(f"unhealthy after {examples} examples: {health.status_code} {health.text}")
+            if failures:
+                raise AssertionError(failures[0])
 
         start = time.perf_counter()
         try:
             property_no_5xx()
-            outcome = "no 5xx"
-        except AssertionError as failure:
-            outcome = f"FAILED: {failure}"
-        loop.run_until_complete(client.aclose())
-        loop.run_until_complete(lifespan.__aexit__(None, None, None))
-    print(f"{sent['requests']} requests in {time.perf_counter() - start:.0f} s, {sent['5xx']} with a 5xx: {outcome}")
-    return 0 if sent["5xx"] == 0 else 1
+        except AssertionError:
+            pass
+        elapsed = time.perf_counter() - start
+        health = client.get("/health")
+        rss_after = rss_mib(server.process.pid)
+    sent = sum(statuses.values())
+    print(f"{sent} requests in {elapsed:.0f} s; status codes: {dict(sorted(statuses.items()))}; "
+          f"health at the end: {health.status_code} {health.text}; Parley RSS {rss_before:.0f} -> {rss_after:.0f} MiB")
+    print("no 5xx" if not failures else f"FAILED: {failures[0]}")
+    return 0 if not failures and health.status_code == 200 else 1
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Hypothesis strategies for create-request bodies, near-valid and not, to fuzz Parley's edge.
+"""Hypothesis strategies for create-request bodies, near-valid, SDK-shaped and hostile, to fuzz Parley's edge.
 
 Bodies mix the protocol's own parameter names with wrong types, nulls, unknown names,
 malformed items and content parts, so most requests exercise validation and some reach
@@ -73,3 +73,83 @@ raw_body = st.one_of(body.map(lambda b: ("json", b)), st.binary(max_size=60).map
 GET_PATHS = st.sampled_from(["/v1/responses/resp_x", "/v1/responses/resp_x/input_items", "/v1/models",
                              "/v1/responses/%00", "/v1/responses/resp_x/input_items?limit=0",
                              "/v1/responses/resp_x/input_items?order=up&limit=abc", "/v1/nothing"])
+
+
+# -- bodies in the SDK's own request shapes, and hostile mutations of them ------------------------------
+
+HUGE = "x" * 100_000
+
+
+def _jsonable(value: Any) -> Any:
+    """What hypothesis builds from the SDK's TypedDicts, as JSON (its Iterables come as sets or tuples)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, bool, int)) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else 0.0
+    return str(value)  # complex numbers, bytes, dates: a string where the shape wanted something else
+
+
+def _deep(levels: int) -> Any:
+    value: Any = "leaf"
+    for i in range(levels):
+        value = [value] if i % 2 else {"type": value}
+    return value
+
+
+HOSTILE_VALUES = st.sampled_from([None, True, 0, -1, 2**63, 1.5e308, "", HUGE, [], {}, [[[]]], {"type": {}},
+                                  {"type": ["message"]}, [None], _deep(70), _deep(300), "\u0000", "\ud7ff" * 10])
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += _paths(child, prefix + (key,))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found += _paths(child, prefix + (index,))
+    return found
+
+
+def _replace(body: Any, path: tuple[Any, ...], new: Any) -> Any:
+    if not path:
+        return new
+    head, rest = path[0], path[1:]
+    if isinstance(body, dict):
+        return {**body, head: _replace(body[head], rest, new)}
+    copy = list(body)
+    copy[head] = _replace(copy[head], rest, new)
+    return copy
+
+
+@st.composite
+def sdk_body(draw: st.DrawFn) -> dict[str, Any]:
+    """A body of the SDK's ``ResponseCreateParams`` shape; unsupported parameters are mostly left out, so
+    most bodies get past the parameter names to the values."""
+    from openai.types.responses.response_create_params import ResponseCreateParamsNonStreaming
+
+    body = _jsonable(draw(st.from_type(ResponseCreateParamsNonStreaming)))
+    if draw(st.integers(0, 9)):
+        body = {k: v for k, v in body.items() if k not in NOT_YET and k not in ("background", "top_logprobs")}
+    body.setdefault("model", "m")
+    if "input" not in body and draw(st.booleans()):
+        body["input"] = draw(st.text(max_size=20))
+    return body
+
+
+@st.composite
+def hostile_body(draw: st.DrawFn) -> dict[str, Any]:
+    """An SDK-shaped or near-valid body with one value anywhere replaced by a hostile one: a wrong type, a
+    huge string or number, nesting past any limit."""
+    base = draw(st.one_of(sdk_body(), body))
+    paths = _paths(base)
+    path = draw(st.sampled_from(paths))
+    mutated = _replace(base, path, draw(HOSTILE_VALUES)) if path else base
+    return mutated if isinstance(mutated, dict) else {"model": "m", "input": mutated}
+
+
+http_body = st.one_of(hostile_body().map(lambda b: ("json", b)), raw_body)
