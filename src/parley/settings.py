@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(30.0, description="On shutdown, how long running responses may take to finish.")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
     max_inflight_body_bytes: int = Field(
-        256 * 1024 * 1024, ge=1024, description="Request body bytes all clients together may have in flight; "
+        128 * 1024 * 1024, ge=1024, description="Request body bytes all clients together may have in flight; "
         "beyond it a request gets a 503 with Retry-After.")
     header_timeout_s: float = Field(
         10.0, gt=0, description="Seconds a connection may take to send a request's headers before it is closed.")
