@@ -74,7 +74,7 @@ def test_graceful_shutdown_lets_a_running_response_finish(scripted_server, backe
 def test_a_connection_dropped_before_any_answer_is_retried(scripted_server, backend, tmp_path) -> None:
     # The first connection Parley opens is closed with no answer (as when an upstream resets a keep-alive
     # connection it had idled out): nothing reached the client yet, so Parley retries on a new connection.
-    from parley.testing.flaky import DroppingFront
+    from tests.contract.tcp_fronts import DroppingFront
 
     with DroppingFront(scripted_server.port, drops=1) as front, ParleyProcess(
             "--upstream", front.url, "--db", f"sqlite:///{tmp_path / 'p.db'}") as server:

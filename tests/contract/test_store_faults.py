@@ -13,7 +13,7 @@ import pytest
 
 from parley.store.base import UNSTORED
 from parley.testing import ParleyProcess
-from tests.contract.fault_proxy import FaultProxy
+from tests.contract.tcp_fronts import FaultProxy
 
 PG_PORT = 5432
 

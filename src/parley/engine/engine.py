@@ -182,6 +182,7 @@ class Engine:
             async for event in self._lifecycle_events(turn, state):
                 yield event
         finally:
+            self.running.discard(turn.id)  # also when the run was cut short: recovery may then fail the row
             if state.error:
                 fail(state.span, state.error.message)
             state.span.set_attribute("status", state.status)
