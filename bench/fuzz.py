@@ -19,26 +19,23 @@ import json
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import httpx
 from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import HypothesisWarning
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 from parley.testing import ParleyProcess, ScriptedBackend  # noqa: E402
+from run import rss_kib  # noqa: E402  (bench/, the script's folder, is on the path)
 from tests.fuzz.strategies import GET_PATHS, http_body  # noqa: E402
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def main() -> int:
+    warnings.filterwarnings("ignore", category=HypothesisWarning)  # the huge values make long reprs, on purpose
     parser = argparse.ArgumentParser()
     parser.add_argument("--examples", type=int, default=10000)
     parser.add_argument("--db", default=None, help="SQLAlchemy URL of the store (default: a new SQLite file)")
@@ -48,7 +45,7 @@ def main() -> int:
     db = args.db or f"sqlite:///{tempfile.mkdtemp()}/fuzz.db"
     with ScriptedBackend() as backend, ParleyProcess("--upstream", backend.url, "--db", db) as server:
         assert server.process is not None
-        rss_before = rss_mib(server.process.pid)
+        rss_before = rss_kib(server.process.pid) / 1024
         client = httpx.Client(base_url=server.url, timeout=60)
         examples = 0
 
@@ -81,7 +78,7 @@ def main() -> int:
             pass
         elapsed = time.perf_counter() - start
         health = client.get("/health")
-        rss_after = rss_mib(server.process.pid)
+        rss_after = rss_kib(server.process.pid) / 1024
     sent = sum(statuses.values())
     print(f"{sent} requests in {elapsed:.0f} s; status codes: {dict(sorted(statuses.items()))}; "
           f"health at the end: {health.status_code} {health.text}; Parley RSS {rss_before:.0f} -> {rss_after:.0f} MiB")
