@@ -31,6 +31,7 @@ from parley.backends.router import Router
 from parley.engine.approvals import resolve_approvals
 from parley.engine.chat_request import chat_request
 from parley.engine.client_tools import ClientTools
+from parley.engine.persistence import Persistence
 from parley.engine.history import build_messages, place_tool_message, with_instructions
 from parley.engine.translate import ChunkTranslator
 from parley.engine.turn import RunState, Turn, snapshot
@@ -92,7 +93,8 @@ class Engine:
         """Resolve the model and the previous response, build the conversation and store the response
         as ``in_progress``; raises the errors a client gets as plain HTTP errors, before any stream."""
         upstream = self.router.upstream_config(request.model)
-        if request.store and not self.store.available:  # refused before the model runs, not after
+        persistence = Persistence.for_request(store=request.store, stream=request.stream)
+        if persistence.needs_store and not self.store.available:  # refused before the model runs, not after
             raise StoreUnavailable("The response store is unavailable; try again.")
         for i, tool in enumerate(request.tools):
             if isinstance(tool, McpTool):
@@ -118,8 +120,9 @@ class Engine:
             raise InvalidRequest("The input is empty.", param="input", code="invalid_value")
         items = [item_resource(item) for item in request.input]
         turn = Turn(request=request, upstream=upstream, conversation=conversation, input_items=items, tenant=tenant,
-                    previous_output=previous_output, approved=approved, client_key=client_key)
-        if request.store and request.stream:  # stored as in_progress first: a streaming client may poll it
+                    previous_output=previous_output, approved=approved, client_key=client_key,
+                    persistence=persistence)
+        if persistence.at_start:
             started = RunState(conversation)
             turn.opening = snapshot(turn, started, "in_progress")
             self.running.add(turn.id)  # before the row exists: recovery never takes a row this instance runs
@@ -202,7 +205,7 @@ class Engine:
             state.error = BackendError("The server had an error while processing the response.")
         status = state.status = "failed" if state.error else "incomplete" if state.incomplete_reason else "completed"
         final = snapshot(turn, state, status)
-        if turn.request.store:  # written before the terminal event goes out: a client that saw it can retrieve it
+        if turn.persistence.at_end:  # written before the terminal event goes out: a client that saw it can retrieve it
             final = await self._store_final(turn, state, final)
             status = state.status = final.status or status
         log.info("response %s %s", turn.id, status, extra={
@@ -228,7 +231,7 @@ class Engine:
         try:
             while True:
                 try:
-                    stored = await (self.store.finish(record) if turn.request.stream else self.store.create(record))
+                    stored = await (self.store.finish(record) if turn.persistence.at_start else self.store.create(record))
                     break
                 except StoreUnavailable:
                     log.warning("final write of response %s failed; retrying", turn.id, extra={"response_id": turn.id})
@@ -303,7 +306,7 @@ class Engine:
     async def _save_progress(self, turn: Turn, state: RunState) -> None:
         """After a tool step, a streamed stored response is written with its items so far: a client polling
         its id sees them, and a crash keeps them (the recovered response fails with its finished items)."""
-        if not (turn.request.store and turn.request.stream) or not state.output:
+        if not turn.persistence.after_tool_steps or not state.output:
             return
         try:
             await self.store.progress(self._record(turn, state, snapshot(turn, state, "in_progress")))

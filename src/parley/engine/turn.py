@@ -10,6 +10,7 @@ from typing import Any
 from openai.types.responses import Response
 
 from parley.engine.approvals import ApprovedCall
+from parley.engine.persistence import NOT_STORED, Persistence
 from parley.engine.translate import Usage
 from parley.errors import ParleyError
 from parley.ids import new_id
@@ -35,6 +36,7 @@ class Turn:
     id: str = field(default_factory=lambda: new_id("resp"))
     created_at: int = field(default_factory=lambda: int(time.time()))
     opening: Response | None = None  # the in_progress snapshot, when prepare already made it to store it
+    persistence: Persistence = NOT_STORED  # which writes it gets
 
     def loaded_tools(self) -> list[dict[str, Any]]:
         """Tools that searches of this conversation loaded: from replayed or earlier tool_search_output items."""
