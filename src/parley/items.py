@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
 
 from parley.errors import InvalidRequest, UnsupportedParameter
+from parley.validation import validation_error
 from parley.ids import new_id
 
 
@@ -195,8 +196,6 @@ def _check_parts(raw: Any, where: str) -> None:
 
 def parse_input(raw: Any) -> list[InputItem]:
     """Parse ``input`` (a string or a list of items) into typed items."""
-    from parley.request import validation_error  # one error mapping for the whole request
-
     if isinstance(raw, str):
         return [MessageItem(role="user", content=raw)]
     if not isinstance(raw, list):

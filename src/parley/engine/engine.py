@@ -9,7 +9,6 @@ only yields content events.  ``respond`` (non-streaming) is a fold over ``run``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -32,11 +31,11 @@ from parley.engine.approvals import resolve_approvals
 from parley.engine.chat_request import chat_request
 from parley.engine.client_tools import ClientTools
 from parley.engine.persistence import Persistence
+from parley.engine.recorder import Recorder
 from parley.engine.history import build_messages, place_tool_message, with_instructions
 from parley.engine.translate import ChunkTranslator
 from parley.engine.turn import RunState, Turn, snapshot
 from parley.errors import BackendError, InvalidRequest, ParleyError, StoreUnavailable
-from parley.ids import new_id
 from parley.items import ReasoningItem, image_urls, item_resource
 from parley.metrics import Metrics
 from parley.netpolicy import AddressPolicy
@@ -44,7 +43,7 @@ from parley.reasoning import ReasoningCipher
 from parley.request import CreateResponse
 from parley.tool_specs import McpTool, ToolChoiceHosted, ToolChoiceMcp, WebSearchTool
 from parley.settings import UpstreamConfig
-from parley.store.base import Store, StoredResponse
+from parley.store.base import Store
 from parley.tools import CONTINUES, ServerTools
 from parley.tools.mcp import MCPConnector
 from parley.tools.mcp_tools import McpTools
@@ -84,9 +83,7 @@ class Engine:
         self.search_provider = search_provider
         self.metrics = metrics
         self.cipher = cipher
-        self.store_retry_s = store_retry_s
-        self.instance_id = new_id("inst")  # owns the responses this process runs, for crash recovery
-        self.running: set[str] = set()  # stored responses this instance runs now (the rest of its rows are orphans)
+        self.recorder = Recorder(store, store_retry_s)
         _build_protocol_types()
 
     async def prepare(self, request: CreateResponse, tenant: str = "", client_key: str | None = None) -> Turn:
@@ -125,13 +122,7 @@ class Engine:
         if persistence.at_start:
             started = RunState(conversation)
             turn.opening = snapshot(turn, started, "in_progress")
-            self.running.add(turn.id)  # before the row exists: recovery never takes a row this instance runs
-            try:
-                await self.store.create(self._record(turn, started, turn.opening))
-            except Exception as exc:
-                self.running.discard(turn.id)
-                log.warning("response %s could not be stored: %s", turn.id, exc)
-                raise StoreUnavailable("The response could not be stored; try again.") from None
+            await self.recorder.open(turn, started, turn.opening)
         return turn
 
     def _replayed_reasoning(self, request: CreateResponse, upstream: UpstreamConfig) -> dict[int, str]:
@@ -185,7 +176,7 @@ class Engine:
             async for event in self._lifecycle_events(turn, state):
                 yield event
         finally:
-            self.running.discard(turn.id)  # also when the run was cut short: recovery may then fail the row
+            self.recorder.forget(turn.id)  # also when the run was cut short: recovery may then fail the row
             if state.error:
                 fail(state.span, state.error.message)
             state.span.set_attribute("status", state.status)
@@ -222,36 +213,16 @@ class Engine:
             yield ResponseCompletedEvent(type="response.completed", response=final, sequence_number=0)
 
     async def _store_final(self, turn: Turn, state: RunState, final: Response) -> Response:
-        """Write the final state, retried until it lands or ``store_retry_s`` has passed; what the client is
-        told is what the store holds.  A write that never lands fails the response (and recovery fails its
-        ``in_progress`` row once the database is back); a final state stored first (recovery took this
-        response for abandoned) stays, and is what the client gets."""
-        record = self._record(turn, state, final)
-        deadline, pause = time.monotonic() + self.store_retry_s, 0.05
+        """The final state as stored: a write that never lands fails the response; a final state stored
+        before this one (recovery took the response for abandoned) is what the client is told."""
         try:
-            while True:
-                try:
-                    stored = await (self.store.finish(record) if turn.persistence.at_start else self.store.create(record))
-                    break
-                except StoreUnavailable:
-                    log.warning("final write of response %s failed; retrying", turn.id, extra={"response_id": turn.id})
-                    if time.monotonic() + pause > deadline:
-                        log.error("response %s could not be stored; it is failed", turn.id)
-                        state.error = StoreUnavailable("The response was produced but could not be stored.")
-                        return snapshot(turn, state, "failed")
-                    await asyncio.sleep(pause)
-                    pause = min(pause * 2, 2.0)
-        finally:
-            self.running.discard(turn.id)
-        if stored is None:
-            return final
-        log.error("response %s was already %s when it finished; that state stays", turn.id, stored.status,
-                  extra={"response_id": turn.id})
-        kept = Response.model_validate_json(stored.serialized())
-        if kept.status == "failed":
-            message = kept.error.message if kept.error else "The response failed."
-            state.error = ParleyError(message)
-        return kept
+            stored = await self.recorder.close(turn, state, final)
+        except StoreUnavailable:
+            state.error = StoreUnavailable("The response was produced but could not be stored.")
+            return snapshot(turn, state, "failed")
+        if stored is not final and stored.status == "failed":
+            state.error = ParleyError(stored.error.message if stored.error else "The response failed.")
+        return stored
 
     async def _step(self, turn: Turn, state: RunState) -> AsyncIterator[ResponseStreamEvent]:
         """The agent loop: list server tools, call the model, run its server-side calls, repeat."""
@@ -306,12 +277,8 @@ class Engine:
     async def _save_progress(self, turn: Turn, state: RunState) -> None:
         """After a tool step, a streamed stored response is written with its items so far: a client polling
         its id sees them, and a crash keeps them (the recovered response fails with its finished items)."""
-        if not turn.persistence.after_tool_steps or not state.output:
-            return
-        try:
-            await self.store.progress(self._record(turn, state, snapshot(turn, state, "in_progress")))
-        except Exception:  # the final write still decides; a missed progress write loses nothing lasting
-            log.warning("progress of response %s could not be stored", turn.id, exc_info=True)
+        if turn.persistence.after_tool_steps and state.output:
+            await self.recorder.progress(turn, state, snapshot(turn, state, "in_progress"))
 
     @staticmethod
     def _calls_left(turn: Turn, state: RunState) -> int:
@@ -397,11 +364,3 @@ class Engine:
         state.usage.add_chat_usage(translator.usage or {})
         state.conversation = [*state.conversation, translator.assistant_message()]
         state.incomplete_reason = translator.incomplete_reason
-
-    def _record(self, turn: Turn, state: RunState, response: Response) -> StoredResponse:
-        return StoredResponse(
-            id=turn.id, tenant=turn.tenant, created_at=turn.created_at, status=response.status or "in_progress",
-            response={}, response_json=response.model_dump_json(by_alias=True), messages=state.conversation,
-            input_items=turn.input_items, previous_response_id=turn.request.previous_response_id,
-            owner=self.instance_id,
-        )

@@ -88,8 +88,7 @@ async def _recover_abandoned(engine: Engine, stale_s: float) -> None:
     third of ``stale_s``, or every second while the database is unreachable (so the store is seen back soon)."""
     while True:
         try:
-            await engine.store.heartbeat(engine.instance_id)
-            failed = await engine.store.fail_abandoned(stale_s, engine.instance_id, frozenset(engine.running))
+            failed = await engine.recorder.recover(stale_s)
             if failed:
                 log.warning("marked %d abandoned in_progress responses as failed", len(failed))
         except StoreUnavailable:
@@ -191,7 +190,7 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
                         metrics=metrics, cipher=ReasoningCipher.from_settings(settings.reasoning_key, settings.data_dir),
                         store_retry_s=settings.store_retry_s)
         app.state.engine = engine
-        await store.heartbeat(engine.instance_id)
+        await store.heartbeat(engine.recorder.instance_id)  # registered before it serves
         watchdog = asyncio.create_task(_recover_abandoned(engine, settings.instance_stale_s))
         app.state.ready = True
         try:
@@ -202,7 +201,7 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
                 await asyncio.wait(running, timeout=settings.shutdown_grace_s)
             watchdog.cancel()
             try:
-                await store.forget_instance(engine.instance_id)
+                await engine.recorder.sign_off()
             except StoreUnavailable:
                 log.warning("could not sign this instance off: the database is unavailable")
             await router.aclose()

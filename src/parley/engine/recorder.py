@@ -1,0 +1,97 @@
+"""The writes of one server instance's responses, as their :class:`~parley.engine.persistence.Persistence`
+says, and the recovery of the ones left ``in_progress``.
+
+A final write is retried while the database is unreachable, and what a client is told is what the store
+holds: if another instance stored a final state first (it took this one for stopped), that state stays.
+The recorder knows which responses this instance runs, so the rows it owns and no longer runs (a final
+write that never landed) are failed by :meth:`Recorder.recover` once the database is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from openai.types.responses import Response
+
+from parley.engine.turn import RunState, Turn
+from parley.errors import StoreUnavailable
+from parley.ids import new_id
+from parley.store.base import Store, StoredResponse
+
+log = logging.getLogger("parley.engine")
+
+
+class Recorder:
+    def __init__(self, store: Store, retry_s: float = 15.0) -> None:
+        self.store = store
+        self.retry_s = retry_s
+        self.instance_id = new_id("inst")  # owns the responses this process runs, for crash recovery
+        self.running: set[str] = set()  # stored responses this instance runs now (the rest of its rows are orphans)
+
+    def record(self, turn: Turn, state: RunState, response: Response) -> StoredResponse:
+        return StoredResponse(
+            id=turn.id, tenant=turn.tenant, created_at=turn.created_at, status=response.status or "in_progress",
+            response={}, response_json=response.model_dump_json(by_alias=True), messages=state.conversation,
+            input_items=turn.input_items, previous_response_id=turn.request.previous_response_id,
+            owner=self.instance_id,
+        )
+
+    async def open(self, turn: Turn, state: RunState, response: Response) -> None:
+        """The ``in_progress`` row; raises :class:`StoreUnavailable` when it cannot be written."""
+        self.running.add(turn.id)  # before the row exists: recovery never takes a row this instance runs
+        try:
+            await self.store.create(self.record(turn, state, response))
+        except Exception as exc:
+            self.running.discard(turn.id)
+            log.warning("response %s could not be stored: %s", turn.id, exc)
+            raise StoreUnavailable("The response could not be stored; try again.") from None
+
+    async def progress(self, turn: Turn, state: RunState, response: Response) -> None:
+        """The items so far; a missed progress write loses nothing lasting (the final write still decides)."""
+        try:
+            await self.store.progress(self.record(turn, state, response))
+        except Exception:
+            log.warning("progress of response %s could not be stored", turn.id, exc_info=True)
+
+    async def close(self, turn: Turn, state: RunState, final: Response) -> Response:
+        """Write the final state, retried until it lands or ``retry_s`` has passed, and return the final state
+        the store holds: ``final``, or the one stored before it, which stays.  Raises
+        :class:`StoreUnavailable` when the write never lands."""
+        record = self.record(turn, state, final)
+        deadline, pause = time.monotonic() + self.retry_s, 0.05
+        try:
+            while True:
+                try:
+                    stored = await (self.store.finish(record) if turn.persistence.at_start
+                                    else self.store.create(record))
+                    break
+                except StoreUnavailable:
+                    log.warning("final write of response %s failed; retrying", turn.id, extra={"response_id": turn.id})
+                    if time.monotonic() + pause > deadline:
+                        log.error("response %s could not be stored; it is failed", turn.id)
+                        raise
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 2.0)
+        finally:
+            self.forget(turn.id)
+        if stored is None:
+            return final
+        log.error("response %s was already %s when it finished; that state stays", turn.id, stored.status,
+                  extra={"response_id": turn.id})
+        return Response.model_validate_json(stored.serialized())
+
+    def forget(self, response_id: str) -> None:
+        """This instance no longer runs the response (its row, if still ``in_progress``, is recovery's)."""
+        self.running.discard(response_id)
+
+    async def recover(self, stale_s: float) -> list[str]:
+        """Beat this instance's heart; fail the ``in_progress`` responses of instances silent for ``stale_s``
+        seconds and this instance's own that it no longer runs.  Returns the ids failed."""
+        await self.store.heartbeat(self.instance_id)
+        return await self.store.fail_abandoned(stale_s, self.instance_id, frozenset(self.running))
+
+    async def sign_off(self) -> None:
+        """This instance stops cleanly: others may fail what it leaves."""
+        await self.store.forget_instance(self.instance_id)
