@@ -105,8 +105,16 @@ def serve(settings: Settings) -> None:
     options: dict[str, Any] = dict(host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                                    access_log=False, log_config=None,
                                    http="parley.http.protocol:HeaderTimeoutProtocol")
+    from parley.backends.embedded import EmbeddedUnavailable
+    from parley.backends.router import Router
+
+    try:
+        router = Router.from_settings(settings)  # a missing extra is said now, not in each worker
+    except EmbeddedUnavailable as exc:
+        print(f"parley: {exc}", file=sys.stderr)
+        sys.exit(2)
     if settings.workers == 1:
-        config = uvicorn.Config(create_app(settings), **options)
+        config = uvicorn.Config(create_app(settings, router=router), **options)
         config.header_timeout_s = settings.header_timeout_s  # type: ignore[attr-defined]
         server = uvicorn.Server(config)
         server.run()

