@@ -9,6 +9,7 @@ stored object belongs to the tenant ``""``.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from parley.errors import AuthenticationFailed
@@ -31,6 +32,15 @@ def _pairs(text: str, separators: str) -> list[tuple[str, str]]:
     return pairs
 
 
+@dataclass(frozen=True)
+class Caller:
+    """The tenant a request acts for, and the bearer token it sent (forwarded upstream only when the
+    operator configured that)."""
+
+    tenant: str
+    token: str | None = field(default=None, repr=False)
+
+
 class ApiKeys:
     """Resolves ``Authorization: Bearer <key>`` to a tenant."""
 
@@ -48,14 +58,20 @@ class ApiKeys:
     def enabled(self) -> bool:
         return bool(self._tenants)
 
-    def tenant(self, authorization: str | None) -> str:
-        """The caller's tenant; raises a 401 when keys are configured and this one is not among them."""
-        if not self.enabled:
-            return ""
+    def caller(self, authorization: str | None) -> Caller:
+        """Who is calling, from the ``Authorization`` header (read once per request, here); raises a 401 when
+        keys are configured and this one is not among them."""
         scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        bearer = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+        if not self.enabled:
+            return Caller("", bearer)
+        if bearer is None:
             raise AuthenticationFailed("You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.")
-        tenant = self._tenants.get(_digest(token.strip()))
+        tenant = self._tenants.get(_digest(bearer))
         if tenant is None:
             raise AuthenticationFailed("Incorrect API key provided.")
-        return tenant
+        return Caller(tenant, bearer)
+
+    def tenant(self, authorization: str | None) -> str:
+        """The caller's tenant (see :meth:`caller`)."""
+        return self.caller(authorization).tenant

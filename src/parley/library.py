@@ -26,7 +26,7 @@ Start = Callable[[int, list[tuple[bytes, bytes]]], None]
 Chunk = Callable[[bytes | None], None]  # None ends the body
 
 
-class Runtime:
+class AppThread:
     """The app and its event loop on a daemon thread; :meth:`close` shuts it down."""
 
     def __init__(self, settings: Settings) -> None:
@@ -113,7 +113,7 @@ class _AsyncBody(httpx2.AsyncByteStream):
 
 
 class SyncTransport(httpx2.BaseTransport):
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: AppThread) -> None:
         self.runtime = runtime
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
@@ -127,7 +127,7 @@ class SyncTransport(httpx2.BaseTransport):
 
 
 class AsyncTransport(httpx2.AsyncBaseTransport):
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: AppThread) -> None:
         self.runtime = runtime
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
@@ -163,7 +163,7 @@ class Client(openai.OpenAI):
     """
 
     def __init__(self, settings: Settings | None = None, **options: Any) -> None:
-        self.runtime = Runtime(_settings(settings, options))
+        self.runtime = AppThread(_settings(settings, options))
         super().__init__(base_url="http://parley.local/v1", api_key="parley-in-process", max_retries=0,
                          http_client=httpx2.Client(transport=SyncTransport(self.runtime), timeout=None))
 
@@ -176,7 +176,7 @@ class AsyncClient(openai.AsyncOpenAI):
     """An ``openai.AsyncOpenAI`` client whose server is Parley, in this process (see :class:`Client`)."""
 
     def __init__(self, settings: Settings | None = None, **options: Any) -> None:
-        self.runtime = Runtime(_settings(settings, options))
+        self.runtime = AppThread(_settings(settings, options))
         super().__init__(base_url="http://parley.local/v1", api_key="parley-in-process", max_retries=0,
                          http_client=httpx2.AsyncClient(transport=AsyncTransport(self.runtime), timeout=None))
 

@@ -196,10 +196,13 @@ def _check_tools(tools: Any) -> None:
             raise UnsupportedParameter(f"tools[{i}].type", f"Tool type '{kind}' is not supported by Parley yet.")
 
 
-def parse_create(body: Any) -> CreateResponse:
+def parse_create(body: Any, max_input_items: int = 5000) -> CreateResponse:
     """Validate a create body; raises :class:`InvalidRequest` naming the offending parameter."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
+    if isinstance(body.get("input"), list) and len(body["input"]) > max_input_items:
+        raise InvalidRequest(f"'input' holds {len(body['input'])} items; at most {max_input_items} are accepted.",
+                             param="input", code="too_many_items")
     check_depth(body)
     body = _drop_nulls(body)
     _check_names(body)

@@ -1,0 +1,137 @@
+"""The routes: parse, call the engine or the store, encode JSON or SSE.  Each handler reaches the server's
+:class:`~parley.runtime.Runtime` one way (``request.app.state.runtime``) and its caller one way (the
+:func:`caller` dependency, so a missing or wrong key is a 401 before anything else is read or validated)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from parley.auth import Caller
+from parley.errors import InvalidRequest, NotFound, PayloadTooLarge, StoreUnavailable
+from parley.http.sse import sse_frames
+from parley.request import parse_create
+from parley.runtime import Runtime
+
+routes = APIRouter()
+
+
+def runtime(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+def caller(request: Request) -> Caller:
+    return runtime(request).keys.caller(request.headers.get("authorization"))
+
+
+def metrics_reader(request: Request) -> None:
+    """With API keys configured, a scrape needs a key unless ``--public-metrics``."""
+    if not runtime(request).settings.public_metrics:
+        caller(request)
+
+
+def _not_found(response_id: str) -> NotFound:
+    return NotFound(f"Response with id '{response_id}' not found.", param="response_id")
+
+
+async def _read_body(request: Request, limit: int) -> bytearray:
+    """The body, refused with a 413 as soon as it passes ``limit`` bytes (before reading it all)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The request body is larger than {limit} bytes.", code="request_too_large")
+    body = bytearray()  # one buffer: a list of chunks joined at the end held the body twice
+    async for chunk in request.stream():
+        if len(body) + len(chunk) > limit:
+            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.", code="request_too_large")
+        body += chunk
+    return body
+
+
+@routes.get("/health")
+async def health(request: Request) -> JSONResponse:
+    """Liveness: 200 while the process serves, with the store's state as last seen (no database call)."""
+    server = runtime(request)
+    if not server.ready:
+        return JSONResponse({"status": "starting"}, status_code=503)
+    return JSONResponse({"status": "ok", "store": "ok" if server.store.available else "unavailable"})
+
+
+@routes.get("/ready")
+async def ready(request: Request) -> JSONResponse:
+    """Readiness: 200 only when the store answers now; a load balancer sends no traffic here otherwise."""
+    server = runtime(request)
+    if not server.ready:
+        return JSONResponse({"status": "starting"}, status_code=503)
+    try:
+        await server.store.ping()
+    except StoreUnavailable:
+        return JSONResponse({"status": "unavailable", "store": "unavailable"}, status_code=503)
+    return JSONResponse({"status": "ready", "store": "ok"})
+
+
+@routes.get("/metrics", dependencies=[Depends(metrics_reader)])
+async def prometheus(request: Request) -> Response:
+    return Response(runtime(request).metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+
+@routes.get("/v1/models", dependencies=[Depends(caller)])
+async def list_models(request: Request) -> dict[str, Any]:
+    return {"object": "list", "data": await runtime(request).router.list_models()}
+
+
+@routes.post("/v1/responses")
+async def create_response(request: Request, who: Caller = Depends(caller)) -> Response:
+    server = runtime(request)
+    try:  # orjson is strict: NaN, Infinity and lone surrogates are not JSON, and never reach a backend
+        body = orjson.loads(await _read_body(request, server.settings.max_body_bytes))
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("The request body is not valid JSON (UTF-8, no NaN or lone surrogates).",
+                             code="invalid_json") from None
+    create = parse_create(body, max_input_items=server.settings.max_input_items)
+    turn = await server.engine.prepare(create, who.tenant, who.token)
+    if create.stream:
+        return StreamingResponse(sse_frames(server.engine.run(turn), server), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    result = await server.engine.respond(turn)
+    return Response(result.model_dump_json(by_alias=True), media_type="application/json")
+
+
+@routes.get("/v1/responses/{response_id}")
+async def retrieve_response(request: Request, response_id: str, who: Caller = Depends(caller)) -> Response:
+    stored = await runtime(request).store.get(response_id, who.tenant)
+    if stored is None:
+        raise _not_found(response_id)
+    return Response(stored.serialized(), media_type="application/json")
+
+
+@routes.delete("/v1/responses/{response_id}")
+async def delete_response(request: Request, response_id: str, who: Caller = Depends(caller)) -> dict[str, Any]:
+    if not await runtime(request).store.delete(response_id, who.tenant):
+        raise _not_found(response_id)
+    return {"id": response_id, "object": "response", "deleted": True}
+
+
+@routes.get("/v1/responses/{response_id}/input_items")
+async def list_input_items(
+    request: Request,
+    response_id: str,
+    who: Caller = Depends(caller),
+    after: str | None = None,
+    before: str | None = None,
+    limit: int = Query(20, ge=1, le=100),
+    order: Literal["asc", "desc"] = "desc",
+) -> dict[str, Any]:
+    page = await runtime(request).store.input_items(response_id, who.tenant, after=after, before=before,
+                                                    limit=limit, order=order)
+    if page is None:
+        raise _not_found(response_id)
+    return {
+        "object": "list",
+        "data": page.data,
+        "first_id": page.data[0]["id"] if page.data else None,
+        "last_id": page.data[-1]["id"] if page.data else None,
+        "has_more": page.has_more,
+    }

@@ -1,0 +1,109 @@
+"""One runtime: every collaborator of a Parley server, built from :class:`~parley.settings.Settings` in one place.
+
+``parley serve``, each ``--workers`` process, the in-process ``parley.Client`` and the tests all get their
+server from :func:`parley.http.app.create_app`, which holds one :class:`Runtime`: the API keys, metrics,
+model router, search provider, address policy, store and engine, and the background work that keeps the
+store honest (heartbeat and recovery).  Nothing else builds these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from parley.auth import ApiKeys
+from parley.backends.router import Router
+from parley.engine.engine import Engine
+from parley.errors import StoreUnavailable
+from parley.metrics import Metrics
+from parley.netpolicy import AddressPolicy
+from parley.reasoning import ReasoningCipher
+from parley.settings import Settings
+from parley.store.sql import SqlStore, open_store
+from parley.tools.web_search import make_provider
+
+log = logging.getLogger("parley.runtime")
+
+
+class Runtime:
+    """What a server runs with.  Built from settings (no I/O); :meth:`start` opens the store and the backends,
+    :meth:`close` lets running responses finish within ``shutdown_grace_s`` and releases everything."""
+
+    def __init__(self, settings: Settings, router: Router | None = None) -> None:
+        self.settings = settings
+        self.keys = ApiKeys.from_settings(settings.api_keys, settings.api_keys_file)
+        self.metrics = Metrics()
+        self.router = router or Router.from_settings(settings)
+        self.search_provider = make_provider(
+            settings.web_search, tavily_api_key=settings.tavily_api_key, brave_api_key=settings.brave_api_key,
+            timeout=settings.tool_timeout) if settings.web_search else None
+        self.policy = AddressPolicy(enforce=self.keys.enabled, allow=settings.outbound_allow)
+        self.ready = False
+        self._engine: Engine | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()  # responses running on after their client left
+        self._watchdog: asyncio.Task[None] | None = None
+        if not self.keys.enabled:
+            log.warning("no API keys configured: serving without authentication (local mode)")
+
+    @property
+    def engine(self) -> Engine:
+        assert self._engine is not None, "the runtime has not started"
+        return self._engine
+
+    @property
+    def store(self) -> SqlStore:
+        return self.engine.store  # type: ignore[return-value]
+
+    async def start(self) -> None:
+        settings = self.settings
+        store = await open_store(settings.database_url(), settings.store_timeout_s)
+        await self.router.start()
+        self._engine = Engine(
+            store, self.router, max_tool_iterations=settings.max_tool_iterations,
+            search_provider=self.search_provider, address_policy=self.policy, tool_timeout=settings.tool_timeout,
+            metrics=self.metrics, cipher=ReasoningCipher.from_settings(settings.reasoning_key, settings.data_dir),
+            store_retry_s=settings.store_retry_s)
+        await store.heartbeat(self.engine.recorder.instance_id)  # registered before it serves
+        self._watchdog = asyncio.create_task(self._recover_abandoned())
+        self.ready = True
+
+    async def close(self) -> None:
+        self.ready = False
+        if self._tasks:  # let responses whose clients left finish, within a bound
+            await asyncio.wait(self._tasks, timeout=self.settings.shutdown_grace_s)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        try:
+            await self.engine.recorder.sign_off()
+        except StoreUnavailable:
+            log.warning("could not sign this instance off: the database is unavailable")
+        await self.router.aclose()
+        await self.store.close()
+        self.metrics.close()
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``work`` (a streamed response) on its own, so that it finishes even if its client leaves;
+        :meth:`close` waits for it."""
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _recover_abandoned(self) -> None:
+        """Beat this instance's heart and fail the responses of instances that stopped beating (``kill -9``,
+        a crash, a lost machine) and this instance's own whose final write never landed: at start-up and then
+        every third of ``instance_stale_s``, or every second while the database is unreachable (so the store
+        is seen back soon)."""
+        stale_s = self.settings.instance_stale_s
+        while True:
+            try:
+                failed = await self.engine.recorder.recover(stale_s)
+                if failed:
+                    log.warning("marked %d abandoned in_progress responses as failed", len(failed))
+            except StoreUnavailable:
+                pass  # the store logs when it becomes unavailable
+            except Exception:
+                log.exception("crash recovery pass failed; retrying")
+            await asyncio.sleep(stale_s / 3 if self.store.available else min(1.0, stale_s / 3))
