@@ -73,6 +73,7 @@ _INSERT_ITEM = input_items.insert()
 _FINISH_RESPONSE = responses.update().where(responses.c.id == sa.bindparam("rid"),
                                             responses.c.status == "in_progress")
 _PROGRESS_RESPONSE = _FINISH_RESPONSE
+POOL_WAIT_S = 30.0  # how long an operation may wait for one of the pool's connections (load, not failure)
 # Failures of the database or the path to it (not of Parley's SQL): each is a 503 store_unavailable.
 _UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, sa.exc.DisconnectionError,
                 OSError, TimeoutError)
@@ -128,14 +129,14 @@ class SqlStore:
     async def run(self, operation: Callable[[sa.Connection], T]) -> T:
         """Run ``operation`` in one transaction and return what it returns."""
         try:
-            # The drivers' own timeouts come first; this deadline also covers the pool and any step they miss.
-            async with asyncio.timeout(2 * self.timeout_s + 1):
-                if isinstance(self.engine, AsyncEngine):
+            if isinstance(self.engine, AsyncEngine):
+                # The driver's connect and statement timeouts come first; this deadline is a backstop for any
+                # step they miss, beyond the wait for a pooled connection (busy is not unavailable).
+                async with asyncio.timeout(POOL_WAIT_S + 2 * self.timeout_s + 1):
                     async with self.engine.begin() as conn:
                         result = await conn.run_sync(operation)
-                else:
-                    result = await asyncio.get_running_loop().run_in_executor(self._thread, self._transaction,
-                                                                              operation)
+            else:  # a local file: its lock waits are bounded by the busy timeout; waiting for the thread is load
+                result = await asyncio.get_running_loop().run_in_executor(self._thread, self._transaction, operation)
         except _UNAVAILABLE as exc:
             if self.available:
                 log.warning("the database is unavailable: %s: %.300s", type(exc).__name__, exc)
@@ -345,7 +346,7 @@ async def open_store(url: str, timeout_s: float = 5.0) -> SqlStore:
         store = SqlStore(sqlite_engine, timeout_s)
     else:
         store = SqlStore(create_async_engine(
-            url, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_timeout=timeout_s,
+            url, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_timeout=POOL_WAIT_S,
             connect_args={"timeout": timeout_s, "command_timeout": timeout_s}), timeout_s)
     await store.migrate()
     return store
