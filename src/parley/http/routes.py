@@ -23,14 +23,14 @@ def runtime(request: Request) -> Runtime:
     return request.app.state.runtime  # type: ignore[no-any-return]
 
 
-def caller(request: Request) -> Caller:
+async def caller(request: Request) -> Caller:  # async: FastAPI runs a plain def on a worker thread
     return runtime(request).keys.caller(request.headers.get("authorization"))
 
 
-def metrics_reader(request: Request) -> None:
+async def metrics_reader(request: Request) -> None:
     """With API keys configured, a scrape needs a key unless ``--public-metrics``."""
     if not runtime(request).settings.public_metrics:
-        caller(request)
+        await caller(request)
 
 
 def _not_found(response_id: str) -> NotFound:
