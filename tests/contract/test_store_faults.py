@@ -66,8 +66,8 @@ def last_event(lines: Iterator[str]) -> dict:
 
 def test_a_blackholed_database_is_a_503_in_bounded_time_and_health_says_so(backend, postgres_url, proxy) -> None:
     with ParleyProcess("--upstream", backend.url, "--db", through(proxy, postgres_url),
-                       "--store-timeout-s", "1") as server:
-        http = httpx.Client(base_url=server.base_url, timeout=30)  # a hang fails the test at 30 s
+                       "--store-timeout-s", "1") as server, \
+            httpx.Client(base_url=server.base_url, timeout=30) as http:  # a hang fails the test at 30 s
         done = http.post("/responses", json={"model": "m", "input": "hi"}).json()
         assert is_ready(server) and store_state(server) == "ok"
         proxy.blackhole()
@@ -94,8 +94,8 @@ def test_a_blackholed_database_is_a_503_in_bounded_time_and_health_says_so(backe
 
 def test_a_database_that_refuses_connections_is_a_503_not_a_500(backend, postgres_url, proxy) -> None:
     with ParleyProcess("--upstream", backend.url, "--db", through(proxy, postgres_url),
-                       "--store-timeout-s", "1") as server:
-        http = httpx.Client(base_url=server.base_url, timeout=30)
+                       "--store-timeout-s", "1") as server, \
+            httpx.Client(base_url=server.base_url, timeout=30) as http:
         done = http.post("/responses", json={"model": "m", "input": "hi"}).json()
         proxy.cut()
         for response in (http.get(f"/responses/{done['id']}"), http.delete(f"/responses/{done['id']}"),
