@@ -30,9 +30,9 @@ from parley.backends.router import Router
 from parley.engine.approvals import resolve_approvals
 from parley.engine.chat_request import chat_request
 from parley.engine.client_tools import ClientTools
+from parley.engine.history import build_messages, place_tool_message, with_instructions
 from parley.engine.persistence import Persistence
 from parley.engine.recorder import Recorder
-from parley.engine.history import build_messages, place_tool_message, with_instructions
 from parley.engine.translate import ChunkTranslator
 from parley.engine.turn import RunState, Turn, snapshot
 from parley.errors import BackendError, InvalidRequest, ParleyError, StoreUnavailable
@@ -74,7 +74,7 @@ class Engine:
     def __init__(self, store: Store, router: Router, *, max_tool_iterations: int = 10,
                  search_provider: SearchProvider | None = None, address_policy: AddressPolicy | None = None,
                  tool_timeout: float = 30.0, metrics: Metrics | None = None,
-                 cipher: ReasoningCipher | None = None, store_retry_s: float = 30.0) -> None:
+                 cipher: ReasoningCipher | None = None, store_retry_s: float = 15.0) -> None:
         self.store = store
         self.router = router
         self.address_policy = address_policy or AddressPolicy(enforce=False)

@@ -70,9 +70,7 @@ migrations_table = sa.Table(
 _INSERT_RESPONSE = responses.insert()
 _INSERT_ITEM = input_items.insert()
 # A final state is written once: every write to a stored response is conditional on its still running.
-_FINISH_RESPONSE = responses.update().where(responses.c.id == sa.bindparam("rid"),
-                                            responses.c.status == "in_progress")
-_PROGRESS_RESPONSE = _FINISH_RESPONSE
+_UPDATE_RUNNING = responses.update().where(responses.c.id == sa.bindparam("rid"), responses.c.status == "in_progress")
 POOL_WAIT_S = 30.0  # how long an operation may wait for one of the pool's connections (load, not failure)
 # Failures of the database or the path to it (not of Parley's SQL): each is a 503 store_unavailable.
 _UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, sa.exc.DisconnectionError,
@@ -198,7 +196,7 @@ class SqlStore:
         parameters = self._update_parameters(record, status=record.status)
 
         def finish(conn: sa.Connection) -> StoredResponse | None:
-            if conn.execute(_FINISH_RESPONSE, parameters).rowcount:
+            if conn.execute(_UPDATE_RUNNING, parameters).rowcount:
                 return None
             return self._winner(conn, record.id, parameters["response"])
 
@@ -214,7 +212,7 @@ class SqlStore:
 
     async def progress(self, record: StoredResponse) -> None:
         parameters = self._update_parameters(record)
-        await self.run(lambda conn: conn.execute(_PROGRESS_RESPONSE, parameters))
+        await self.run(lambda conn: conn.execute(_UPDATE_RUNNING, parameters))
 
     @staticmethod
     def _update_parameters(record: StoredResponse, **values: Any) -> dict[str, Any]:
