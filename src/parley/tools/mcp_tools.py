@@ -46,15 +46,6 @@ class _Exposed:
 
 
 @dataclass
-class PendingApproval:
-    """An ``mcp_approval_request`` of the previous response and the chat tool call it stands for."""
-
-    request: dict[str, Any]
-    call_id: str
-    approve: bool | None = None
-
-
-@dataclass
 class McpTools:
     servers: list[McpTool]
     connector: MCPConnector
