@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from parley.backends.chunk_shapes import chunk_list, malformed
 from parley.errors import BackendError, BackendRateLimited, BackendRejected, ParleyError
 from parley.settings import UpstreamConfig
 
@@ -164,10 +165,9 @@ async def _chunks(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, A
         if chunk.get("error"):
             message = _upstream_message(200, data)
             raise BackendError(f"The model backend failed mid-stream: {message}", code="backend_error")
-        choices = chunk.get("choices") or []
-        if not isinstance(choices, list) or not all(isinstance(choice, dict) for choice in choices):
-            raise BackendError("The model backend sent 'choices' that are not an array of objects.",
-                               code="backend_protocol_error")
+        choices = chunk_list(chunk.get("choices"), "choices")
+        if not all(isinstance(choice, dict) for choice in choices):
+            raise malformed("a choice that is not an object")
         if any(choice.get("finish_reason") for choice in choices):
             finished = True
         yield chunk

@@ -55,6 +55,7 @@ from openai.types.responses import (
 from openai.types.responses.response_reasoning_item import Content as ReasoningContent
 
 from parley.engine.client_tools import ClientTool, custom_input
+from parley.backends.chunk_shapes import chunk_list, chunk_text, malformed, tool_call_shape, usage_shape
 from parley.errors import BackendError
 from parley.ids import new_id
 
@@ -148,29 +149,29 @@ class ChunkTranslator:
         """Events for one chunk (possibly none); a chunk not in the Chat Completions shape is a
         ``backend_protocol_error``."""
         if not isinstance(chunk, dict):
-            raise _malformed("a chunk that is not an object")
+            raise malformed("a chunk that is not an object")
         if chunk.get("usage"):
-            self.usage = _usage(chunk["usage"])
+            self.usage = usage_shape(chunk["usage"])
         events: list[Event] = []
-        for choice in _list(chunk.get("choices"), "choices"):
+        for choice in chunk_list(chunk.get("choices"), "choices"):
             if not isinstance(choice, dict):
-                raise _malformed("a choice that is not an object")
+                raise malformed("a choice that is not an object")
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
             if not isinstance(delta, dict):
-                raise _malformed("a delta that is not an object")
+                raise malformed("a delta that is not an object")
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if isinstance(reasoning, str) and reasoning:
                 events += self._reasoning_delta(reasoning)
             if delta.get("content"):
-                events += self._message_delta("output_text", _text(delta["content"], "content"))
+                events += self._message_delta("output_text", chunk_text(delta["content"], "content"))
             if delta.get("refusal"):
-                events += self._message_delta("refusal", _text(delta["refusal"], "refusal"))
-            for call in _list(delta.get("tool_calls"), "tool_calls"):
-                events += self._tool_call_delta(_tool_call(call))
+                events += self._message_delta("refusal", chunk_text(delta["refusal"], "refusal"))
+            for call in chunk_list(delta.get("tool_calls"), "tool_calls"):
+                events += self._tool_call_delta(tool_call_shape(call))
             if choice.get("finish_reason"):
-                self.finish_reason = _text(choice["finish_reason"], "finish_reason")
+                self.finish_reason = chunk_text(choice["finish_reason"], "finish_reason")
         return events
 
     def finish(self) -> list[Event]:
@@ -412,7 +413,7 @@ class ChunkTranslator:
         else:
             item = state.item
             if not state.chat_name and not self._aborted:
-                raise _malformed("a tool call with no function name")
+                raise malformed("a tool call with no function name")
             self._tool_calls.append({"id": item.call_id, "type": "function",
                                      "function": {"name": state.chat_name, "arguments": item.arguments}})
             if state.hidden:
@@ -430,45 +431,6 @@ class ChunkTranslator:
             type="response.output_item.done", item=state.item.model_copy(deep=True), output_index=state.output_index,
             sequence_number=0))
         return events
-
-
-def _malformed(what: str) -> BackendError:
-    return BackendError(f"The model backend sent {what}.", code="backend_protocol_error")
-
-
-def _list(value: Any, name: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise _malformed(f"'{name}' that is not an array")
-    return value
-
-
-def _text(value: Any, name: str) -> str:
-    if not isinstance(value, str):
-        raise _malformed(f"'{name}' that is not a string")
-    return value
-
-
-def _tool_call(call: Any) -> dict[str, Any]:
-    if not isinstance(call, dict) or not isinstance(call.get("index", 0), int) or \
-            not isinstance(call.get("id") or "", str) or not isinstance(call.get("function") or {}, dict):
-        raise _malformed("a tool call not in the Chat Completions shape")
-    function = call.get("function") or {}
-    for key in ("name", "arguments"):
-        if function.get(key) is not None:
-            _text(function[key], f"function.{key}")
-    return call
-
-
-def _usage(usage: Any) -> dict[str, Any]:
-    def counts(value: Any) -> bool:
-        return isinstance(value, dict) and all(isinstance(v, int) or v is None for k, v in value.items()
-                                               if k.endswith("_tokens"))
-    if not counts(usage) or not all(counts(usage.get(k) or {}) for k in ("prompt_tokens_details",
-                                                                        "completion_tokens_details")):
-        raise _malformed("'usage' not in the Chat Completions shape")
-    return usage
 
 
 def _json_or_text(arguments: str) -> Any:
