@@ -54,6 +54,8 @@ class AppThread:
         self._submit(self._lifespan.__aexit__(None, None, None)).result(timeout=60)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self.loop.close()  # its selector and self-pipe: a closed client holds no file descriptors
 
     def call(self, request: httpx2.Request, body: bytes, on_start: Start, on_chunk: Chunk) -> Future[None]:
         """Run one request through the app; the callbacks fire on the runtime's thread."""

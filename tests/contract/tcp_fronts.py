@@ -41,6 +41,11 @@ class TcpFront:
             assert self._server is not None
             self._server.close()
             self._reset_all()
+            relays = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in relays:
+                task.cancel()
+            await asyncio.gather(*relays, return_exceptions=True)  # each closes its transports as it ends
+            await asyncio.sleep(0)  # and the closes they scheduled run before the loop stops
 
         self._call(close())
         self._loop.call_soon_threadsafe(self._loop.stop)
