@@ -72,11 +72,14 @@ def parley_server(scripted_server: ScriptedBackend, db_url: str) -> Iterator[Par
 
 
 @pytest.fixture
-def client(parley_server: ParleyProcess, backend: ScriptedBackend) -> openai.OpenAI:
-    """The official client; every Response body and SSE event it receives is validated strictly."""
+def client(parley_server: ParleyProcess, backend: ScriptedBackend) -> Iterator[openai.OpenAI]:
+    """The official client; every Response body and SSE event it receives is validated strictly.  Closed after
+    the test: a client left for the garbage collector fails a later test with its unclosed sockets."""
     import httpx
 
     from tests.contract.helpers import ValidatingTransport
 
     http_client = httpx.Client(transport=ValidatingTransport(), timeout=60)
-    return openai.OpenAI(base_url=parley_server.base_url, api_key="test-key", max_retries=0, http_client=http_client)
+    with openai.OpenAI(base_url=parley_server.base_url, api_key="test-key", max_retries=0,
+                       http_client=http_client) as official:
+        yield official

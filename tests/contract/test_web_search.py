@@ -52,8 +52,9 @@ def ws_client(provider_server, search_backend, search):
     _, server = provider_server
     import httpx
 
-    return openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0,
-                         http_client=httpx.Client(transport=ValidatingTransport(), timeout=60))
+    with openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0,
+                       http_client=httpx.Client(transport=ValidatingTransport(), timeout=60)) as official:
+        yield official
 
 
 def test_seed_web_search_scenario(ws_client, provider_server, search) -> None:
