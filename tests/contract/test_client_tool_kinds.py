@@ -94,15 +94,15 @@ def test_encrypted_reasoning_round_trip_for_stateless_clients(scripted_server, b
         assert assistant["tool_calls"][0]["id"] == "call_q"
         tampered = json.loads(reasoning.model_dump_json())
         tampered["encrypted_content"] = tampered["encrypted_content"][:-4] + "AAAA"
-        client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
-        try:
-            client.responses.create(model="m", input=[tampered, {"role": "user", "content": "x"}])
-            raise AssertionError("a tampered encrypted_content was accepted")
-        except openai.BadRequestError as error:
-            assert error.body["param"] == "input[0].encrypted_content"
-        backend.push(Reply(reasoning="hidden", text="plain"))
-        plain = client.responses.create(model="m", input="no include")
-        assert plain.output[0].type == "reasoning" and plain.output[0].encrypted_content is None
+        with openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as client:
+            try:
+                client.responses.create(model="m", input=[tampered, {"role": "user", "content": "x"}])
+                raise AssertionError("a tampered encrypted_content was accepted")
+            except openai.BadRequestError as error:
+                assert error.body["param"] == "input[0].encrypted_content"
+            backend.push(Reply(reasoning="hidden", text="plain"))
+            plain = client.responses.create(model="m", input="no include")
+            assert plain.output[0].type == "reasoning" and plain.output[0].encrypted_content is None
 
 
 DEFERRED = [{"type": "function", "name": "get_weather", "description": "Weather for a city.", "defer_loading": True,

@@ -27,27 +27,27 @@ def test_models_are_routed_to_their_upstream(two_upstreams) -> None:
     server, first, second = two_upstreams
     first.push(Reply(text="from first"))
     second.push(Reply(text="from second"))
-    client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
-    assert client.responses.create(model="alpha", input="hi").output_text == "from first"
-    assert client.responses.create(model="gamma", input="hi").output_text == "from second"
-    assert first.requests[-1]["model"] == "alpha" and second.requests[-1]["model"] == "gamma"
-    assert second.headers[-1]["authorization"] == "Bearer sk-second"
-    assert "authorization" not in first.headers[-1]
+    with openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as client:
+        assert client.responses.create(model="alpha", input="hi").output_text == "from first"
+        assert client.responses.create(model="gamma", input="hi").output_text == "from second"
+        assert first.requests[-1]["model"] == "alpha" and second.requests[-1]["model"] == "gamma"
+        assert second.headers[-1]["authorization"] == "Bearer sk-second"
+        assert "authorization" not in first.headers[-1]
 
 
 def test_models_endpoint_lists_every_declared_model(two_upstreams) -> None:
     server, _, _ = two_upstreams
-    client = openai.OpenAI(base_url=server.base_url, api_key="x")
-    ids = {m.id for m in client.models.list()}
-    assert {"alpha", "beta", "gamma", "smollm2-135m-instruct"} <= ids
+    with openai.OpenAI(base_url=server.base_url, api_key="x") as client:
+        ids = {m.id for m in client.models.list()}
+        assert {"alpha", "beta", "gamma", "smollm2-135m-instruct"} <= ids
 
 
 def test_unknown_model_is_a_400(two_upstreams) -> None:
     server, _, _ = two_upstreams
-    client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
-    with pytest.raises(openai.BadRequestError) as info:
-        client.responses.create(model="delta", input="hi")
-    assert info.value.body["code"] == "model_not_found" and info.value.body["param"] == "model"
+    with openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as client:
+        with pytest.raises(openai.BadRequestError) as info:
+            client.responses.create(model="delta", input="hi")
+        assert info.value.body["code"] == "model_not_found" and info.value.body["param"] == "model"
 
 
 def test_without_the_embedded_extra_serve_names_it_and_upstreams_still_serve(scripted_server, tmp_path) -> None:

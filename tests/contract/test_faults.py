@@ -38,17 +38,17 @@ def test_slow_mcp_tool_and_down_search_provider_are_reported_in_their_items(scri
     with MCPTestServer("streamable-http", tools="all") as mcp, ParleyProcess(
             "--upstream", scripted_server.url, "--db", f"sqlite:///{tmp_path / 'p.db'}", "--tool-timeout", "1",
             "--web-search", f"searxng:http://127.0.0.1:{dead_search}") as server:
-        client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
-        backend.push(Reply(tool_calls=[ToolCall("rendezvous_a", {"token": "nobody-else"})]), Reply(text="gave up"))
-        response = client.responses.create(model="m", input="x", tools=[{
-            "type": "mcp", "server_label": "s", "server_url": mcp.url, "require_approval": "never"}])
-        call = response.output[1]
-        assert call.status == "failed" and "timed out" in json.dumps(call.error.model_dump())
-        assert response.status == "completed" and response.output_text == "gave up"
-        backend.push(Reply(tool_calls=[ToolCall("web_search", {"query": "anything"})]), Reply(text="no search"))
-        searched = client.responses.create(model="m", input="x", tools=[{"type": "web_search"}])
-        assert searched.output[0].type == "web_search_call" and searched.output[0].status == "failed"
-        assert "unreachable" in backend.requests[-1]["messages"][-1]["content"]
+        with openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as client:
+            backend.push(Reply(tool_calls=[ToolCall("rendezvous_a", {"token": "nobody-else"})]), Reply(text="gave up"))
+            response = client.responses.create(model="m", input="x", tools=[{
+                "type": "mcp", "server_label": "s", "server_url": mcp.url, "require_approval": "never"}])
+            call = response.output[1]
+            assert call.status == "failed" and "timed out" in json.dumps(call.error.model_dump())
+            assert response.status == "completed" and response.output_text == "gave up"
+            backend.push(Reply(tool_calls=[ToolCall("web_search", {"query": "anything"})]), Reply(text="no search"))
+            searched = client.responses.create(model="m", input="x", tools=[{"type": "web_search"}])
+            assert searched.output[0].type == "web_search_call" and searched.output[0].status == "failed"
+            assert "unreachable" in backend.requests[-1]["messages"][-1]["content"]
 
 
 def test_graceful_shutdown_lets_a_running_response_finish(scripted_server, backend, tmp_path) -> None:
@@ -79,7 +79,7 @@ def test_a_connection_dropped_before_any_answer_is_retried(scripted_server, back
     with DroppingFront(scripted_server.port, drops=1) as front, ParleyProcess(
             "--upstream", front.url, "--db", f"sqlite:///{tmp_path / 'p.db'}") as server:
         backend.push(Reply(text="answered after a retry"))
-        client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
-        response = client.responses.create(model="m", input="x")
-        assert front.dropped == 1
+        with openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as client:
+            response = client.responses.create(model="m", input="x")
+            assert front.dropped == 1
     assert response.status == "completed" and response.output_text == "answered after a retry"

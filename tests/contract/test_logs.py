@@ -14,12 +14,13 @@ def test_json_logs_carry_ids_and_no_secrets(scripted_server, backend, tmp_path) 
     with MCPTestServer("sse", auth_token="very-secret-token") as mcp, ParleyProcess(
             "--upstream", scripted_server.url, "--db", f"sqlite:///{tmp_path / 'p.db'}", "--log-format", "json",
             "--upstream-api-key", "sk-upstream-secret") as server:
-        client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
-        backend.push(Reply(tool_calls=[ToolCall("get_boiling_point", {"liquid_name": "polyjuice"})]), Reply(text="ok"))
-        response = client.responses.create(model="m", input="x", tools=[{
-            "type": "mcp", "server_label": "s", "server_url": mcp.url, "require_approval": "never",
-            "headers": {"Authorization": "Bearer very-secret-token"}}])
-        log = server.log()
+        with openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as client:
+            backend.push(Reply(tool_calls=[ToolCall("get_boiling_point", {"liquid_name": "polyjuice"})]),
+                         Reply(text="ok"))
+            response = client.responses.create(model="m", input="x", tools=[{
+                "type": "mcp", "server_label": "s", "server_url": mcp.url, "require_approval": "never",
+                "headers": {"Authorization": "Bearer very-secret-token"}}])
+            log = server.log()
     entries = [json.loads(line) for line in log.splitlines() if line.strip()]
     assert all({"time", "level", "logger", "message"} <= set(e) for e in entries)
     finished = [e for e in entries if e.get("response_id") == response.id]
