@@ -108,9 +108,10 @@ def _db_now(dialect: str) -> Any:
 class SqlStore:
     """:class:`parley.store.base.Store` over PostgreSQL (an async engine) or SQLite (a sync engine on its thread).
 
-    Every operation is bounded by ``timeout_s`` (the driver's connect and statement timeouts, and a
-    deadline around the whole operation), and a failure of the database or of the path to it is raised
-    as :class:`~parley.errors.StoreUnavailable`; ``available`` says how the last operation went.
+    Every operation is bounded by ``timeout_s``: on PostgreSQL the driver's connect and statement timeouts
+    (and a backstop deadline beyond the wait for a pooled connection), on SQLite the busy timeout.  A failure
+    of the database or of the path to it is raised as :class:`~parley.errors.StoreUnavailable`;
+    ``available`` says how the last operation went.
     """
 
     def __init__(self, engine: AsyncEngine | sa.Engine, timeout_s: float = 5.0) -> None:
@@ -202,7 +203,8 @@ class SqlStore:
 
         return await self.run(finish)
 
-    def _winner(self, conn: sa.Connection, response_id: str, ours: str) -> StoredResponse | None:
+    @staticmethod
+    def _winner(conn: sa.Connection, response_id: str, ours: str) -> StoredResponse | None:
         """After a write that changed nothing: ``None`` when the stored row is already this write (a retry
         whose first try landed), else the stored final state, which stays."""
         row = conn.execute(sa.select(responses).where(responses.c.id == response_id)).first()
