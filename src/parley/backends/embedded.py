@@ -96,6 +96,9 @@ def _grammar(schema: dict[str, Any]) -> Any:
         return None
 
 
+_LOAD_LOCK = threading.Lock()  # loading swaps a function of the binding for a moment
+
+
 class EmbeddedBackend:
     """:class:`parley.backends.base.ChatBackend` over llama-cpp-python."""
 
@@ -115,9 +118,27 @@ class EmbeddedBackend:
             self._llm = await loop.run_in_executor(self._executor, self._load)
 
     def _load(self) -> Any:
-        from llama_cpp import Llama  # imported here: loading the native library takes a moment
+        import llama_cpp.llama as binding  # imported here: loading the native library takes a moment
 
-        return Llama(model_path=str(self.model_path), n_ctx=self.n_ctx, n_threads=self.threads, verbose=False)
+        # Without llama.cpp's extra buffer types (weights repacked for AMX and other CPU-specific kernels): on
+        # virtual machines that report AMX without running it, the repacked path dies of SIGILL on the first
+        # prompt of more than a few tokens, and llama-cpp-python offers no option for it.  The model is small,
+        # and the plain kernels keep every CPU feature the build has (AVX2, AVX-512).
+        defaults = binding.llama_cpp.llama_model_default_params
+
+        def without_repacking() -> Any:
+            params = defaults()
+            if hasattr(params, "use_extra_bufts"):
+                params.use_extra_bufts = False
+            return params
+
+        with _LOAD_LOCK:
+            binding.llama_cpp.llama_model_default_params = without_repacking
+            try:
+                return binding.Llama(model_path=str(self.model_path), n_ctx=self.n_ctx, n_threads=self.threads,
+                                     verbose=False)
+            finally:
+                binding.llama_cpp.llama_model_default_params = defaults
 
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
