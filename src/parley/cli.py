@@ -106,11 +106,13 @@ def serve(settings: Settings) -> None:
                                    access_log=False, log_config=None,
                                    http="parley.http.protocol:HeaderTimeoutProtocol")
     from parley.backends.embedded import EmbeddedUnavailable
-    from parley.backends.router import Router
+    from parley.backends.router import Router, UnknownBackendType
+    from parley.runtime import PluginError, load_plugins
 
     try:
-        router = Router.from_settings(settings)  # a missing extra is said now, not in each worker
-    except EmbeddedUnavailable as exc:
+        load_plugins(settings.plugins)  # a plugin that cannot load, or a missing extra, is said now, not in each worker
+        router = Router.from_settings(settings)
+    except (EmbeddedUnavailable, PluginError, UnknownBackendType) as exc:
         print(f"parley: {exc}", file=sys.stderr)
         sys.exit(2)
     if settings.workers == 1:

@@ -13,22 +13,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from parley.errors import InvalidRequest, UnknownParameter, UnsupportedParameter
-from parley.validation import validation_error
-from parley.items import InputItem, parse_input, type_of
-from parley.tool_specs import (
-    WEB_SEARCH_TYPES,
-    StrictModel,
-    CustomTool,
-    FunctionTool,
-    McpTool,
-    ToolChoiceCustom,
-    ToolChoiceFunction,
-    ToolChoiceHosted,
-    ToolChoiceMcp,
-    ToolSearchTool,
-    ToolSpec,
-    WebSearchTool,
-)
+from parley.validation import StrictModel, validation_error
+from parley.items import InputItem, parse_input
+from parley.tools.base import ToolModel
+from parley.tools.registry import REGISTRY
 
 HONOURED = {
     "model", "input", "instructions", "previous_response_id", "store", "stream", "stream_options",
@@ -107,9 +95,8 @@ class CreateResponse(BaseModel):
     top_p: float | None = Field(None, ge=0, le=1)
     max_output_tokens: int | None = Field(None, ge=1)
     text: TextConfig = Field(default_factory=TextConfig)
-    tools: list[ToolSpec] = Field(default_factory=list)
-    tool_choice: (Literal["auto", "none", "required"] | ToolChoiceFunction | ToolChoiceCustom | ToolChoiceMcp
-                  | ToolChoiceHosted) = "auto"
+    tools: list[ToolModel] = Field(default_factory=list)  # each parsed by its kind (parley.tools.registry)
+    tool_choice: Literal["auto", "none", "required"] | ToolModel = "auto"
     parallel_tool_calls: bool = True
     max_tool_calls: int | None = Field(None, ge=1)
     user: str | None = None
@@ -178,24 +165,6 @@ def check_depth(body: Any, limit: int = MAX_JSON_DEPTH) -> None:
                 stack.append((child, depth + 1, where))
 
 
-def _check_tools(tools: Any) -> None:
-    if not isinstance(tools, list):
-        return
-    for i, tool in enumerate(tools):
-        kind = type_of(tool, f"tools[{i}]")
-        if kind == "namespace" and isinstance(tool.get("tools"), list):
-            for j, inner in enumerate(tool["tools"]):
-                type_of(inner, f"tools[{i}].tools[{j}]")
-        if isinstance(tool, dict) and kind in WEB_SEARCH_TYPES and tool.get("user_location") is not None:
-            raise UnsupportedParameter(f"tools[{i}].user_location", "Search providers get no user location yet.")
-        for option in ("connector_id", "tunnel_id"):
-            if kind == "mcp" and isinstance(tool, dict) and tool.get(option) is not None:
-                raise UnsupportedParameter(f"tools[{i}].{option}", "Only MCP servers named by 'server_url' are supported.")
-        if kind is not None and kind not in ("function", "mcp", "custom", "namespace", "tool_search",
-                                             *WEB_SEARCH_TYPES):
-            raise UnsupportedParameter(f"tools[{i}].type", f"Tool type '{kind}' is not supported by Parley yet.")
-
-
 def parse_create(body: Any, max_input_items: int = 5000) -> CreateResponse:
     """Validate a create body; raises :class:`InvalidRequest` naming the offending parameter."""
     if not isinstance(body, dict):
@@ -214,45 +183,16 @@ def parse_create(body: Any, max_input_items: int = 5000) -> CreateResponse:
         raise UnsupportedParameter("truncation", "Only 'disabled' is supported.")
     if body.get("top_logprobs"):
         raise UnsupportedParameter("top_logprobs", "Log probabilities are not supported yet.")
-    _check_tools(body.get("tools"))
-    if isinstance(body.get("tools"), list):
-        body["tools"] = [_drop_nulls(t) if isinstance(t, dict) else t for t in body["tools"]]
     if "input" not in body and "previous_response_id" not in body:
         raise InvalidRequest("Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
     body["input"] = parse_input(body.get("input", []))
+    if "tools" in body:
+        body["tools"] = REGISTRY.parse_tools(body["tools"])
+    if "tool_choice" in body:
+        body["tool_choice"] = REGISTRY.parse_choice(body["tool_choice"])
     try:
         request = CreateResponse.model_validate(body)
     except ValidationError as exc:
         raise validation_error(exc) from None
-    _check_tool_choice(request)
+    REGISTRY.check(request.tools, request.tool_choice)
     return request
-
-
-def _check_tool_choice(request: CreateResponse) -> None:
-    choice = request.tool_choice
-    labels = [t.server_label for t in request.tools if isinstance(t, McpTool)]
-    if len(labels) != len(set(labels)):
-        raise InvalidRequest("Each MCP tool needs a distinct 'server_label'.", param="tools")
-    if isinstance(choice, ToolChoiceMcp) and choice.server_label not in labels:
-        raise InvalidRequest(f"No MCP tool has server_label '{choice.server_label}'.", param="tool_choice")
-    if sum(isinstance(t, ToolSearchTool) for t in request.tools) > 1:
-        raise InvalidRequest("Give at most one tool_search tool.", param="tools")
-    searches = [t for t in request.tools if isinstance(t, WebSearchTool)]
-    if len(searches) > 1:
-        raise InvalidRequest("Give at most one web search tool.", param="tools")
-    if isinstance(choice, ToolChoiceHosted) and not searches:
-        raise InvalidRequest("tool_choice names web search, but 'tools' has no web search tool.", param="tool_choice")
-    if isinstance(choice, ToolChoiceHosted) and not searches[0].live:
-        raise InvalidRequest("tool_choice forces web search, but the web search tool has external_web_access "
-                             "false (cached results only), and this server has no cache of the web.",
-                             param="tool_choice")
-    functions = {t.name for t in request.tools if isinstance(t, FunctionTool)}
-    if isinstance(choice, ToolChoiceCustom) and choice.name not in {t.name for t in request.tools
-                                                                    if isinstance(t, CustomTool)}:
-        raise InvalidRequest(f"Tool choice '{choice.name}' is not a custom tool in 'tools'.", param="tool_choice")
-    if isinstance(choice, ToolChoiceFunction) and choice.name not in functions:
-        raise InvalidRequest(
-            f"Tool choice '{choice.name}' is not one of the tools in 'tools'.", param="tool_choice", code="invalid_value"
-        )
-    if choice == "required" and not request.tools:
-        raise InvalidRequest("tool_choice 'required' needs at least one tool.", param="tool_choice")

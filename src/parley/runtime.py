@@ -9,6 +9,7 @@ store honest (heartbeat and recovery).  Nothing else builds these.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -22,9 +23,32 @@ from parley.netpolicy import AddressPolicy
 from parley.reasoning import ReasoningCipher
 from parley.settings import Settings
 from parley.store.sql import SqlStore, open_store
+from parley.tools.base import ToolEnv
 from parley.tools.web_search import make_provider
 
 log = logging.getLogger("parley.runtime")
+
+
+class PluginError(Exception):
+    pass
+
+
+_LOADED: set[str] = set()
+
+
+def load_plugins(modules: str | None) -> None:
+    """Import each ``--plugins`` module and call its ``register()``, once per process: it registers the tool
+    kinds (:data:`parley.tools.registry.REGISTRY`) or backend types (:func:`parley.backends.router.register_backend`)
+    it adds."""
+    for name in filter(None, (part.strip() for part in (modules or "").split(","))):
+        if name in _LOADED:
+            continue
+        try:
+            register = getattr(importlib.import_module(name), "register")
+            register()
+        except Exception as exc:
+            raise PluginError(f"cannot load plugin module '{name}' (it must define register()): {exc!r}") from exc
+        _LOADED.add(name)
 
 
 class Runtime:
@@ -33,13 +57,15 @@ class Runtime:
 
     def __init__(self, settings: Settings, router: Router | None = None) -> None:
         self.settings = settings
+        load_plugins(settings.plugins)
         self.keys = ApiKeys.from_settings(settings.api_keys, settings.api_keys_file)
         self.metrics = Metrics()
         self.router = router or Router.from_settings(settings)
-        self.search_provider = make_provider(
+        search = make_provider(
             settings.web_search, tavily_api_key=settings.tavily_api_key, brave_api_key=settings.brave_api_key,
             timeout=settings.tool_timeout) if settings.web_search else None
         self.policy = AddressPolicy(enforce=self.keys.enabled, allow=settings.outbound_allow)
+        self.tools = ToolEnv(self.policy, settings.tool_timeout, search)
         self.ready = False
         self._engine: Engine | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # responses running on after their client left
@@ -61,9 +87,7 @@ class Runtime:
         store = await open_store(settings.database_url(), settings.store_timeout_s)
         await self.router.start()
         self._engine = Engine(
-            store, self.router, max_tool_iterations=settings.max_tool_iterations,
-            search_provider=self.search_provider, address_policy=self.policy, tool_timeout=settings.tool_timeout,
-            metrics=self.metrics, cipher=ReasoningCipher.from_settings(settings.reasoning_key, settings.data_dir),
+            store, self.router, self.tools, max_tool_iterations=settings.max_tool_iterations, metrics=self.metrics, cipher=ReasoningCipher.from_settings(settings.reasoning_key, settings.data_dir),
             store_retry_s=settings.store_retry_s)
         await store.heartbeat(self.engine.recorder.instance_id)  # registered before it serves
         self._watchdog = asyncio.create_task(self._recover_abandoned())

@@ -23,7 +23,8 @@ class UpstreamConfig(BaseModel):
     """One backend that serves Chat Completions for a set of models."""
 
     name: str
-    type: Literal["openai", "embedded"] = "openai"
+    type: str = Field("openai", description="The backend type: openai, embedded, or one a --plugins module "
+                      "registers (parley.backends.router.register_backend).")
     url: str | None = None
     api_key: str | None = None
     models: list[str] = Field(default_factory=list, description='Model ids it serves; "*" serves any id.')
@@ -95,6 +96,9 @@ class Settings(BaseSettings):
     )
     tavily_api_key: str | None = Field(None, description="API key for --web-search tavily.")
     brave_api_key: str | None = Field(None, description="API key for --web-search brave.")
+    plugins: str | None = Field(
+        None, description="Python modules to load at start-up, comma-separated: each one's register() adds tool "
+        "kinds or backend types.")
     tool_timeout: float = Field(30.0, description="Seconds an MCP server or search provider may take per call.")
     instance_stale_s: float = Field(
         30.0, gt=0, description="A server that has not signalled for this long is taken as stopped: its "

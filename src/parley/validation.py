@@ -8,9 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from parley.errors import InvalidRequest, UnknownParameter
+
+
+class StrictModel(BaseModel):
+    """A request part whose unknown fields are errors (each a 400 naming the field)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# pydantic's names for the plain-type branches of a union (``str | Model``), which are not fields.
+_BRANCHES = {"str", "int", "float", "bool", "dict", "list", "none", "bytes"}
 
 
 def _param_name(loc: tuple[Any, ...]) -> str:
@@ -18,7 +28,8 @@ def _param_name(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif "[" in str(part) or str(part)[:1].isupper() or str(part).startswith(("literal", "function-", "union")):
+        elif "[" in str(part) or str(part)[:1].isupper() or str(part) in _BRANCHES or \
+                str(part).startswith(("literal", "function-", "union")):
             continue  # pydantic's names for union branches (model names, literal[...]), not fields
         else:
             out += ("." if out else "") + str(part)

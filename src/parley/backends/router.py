@@ -1,12 +1,15 @@
-"""Which backend serves which model.
+"""Which backend serves which model, and the backend types an upstream's ``type`` names.
 
 Each upstream declares its model ids; one whose list holds ``"*"`` serves every id no
 other upstream declares.  A model no upstream serves is a 400 ``model_not_found``.
+A backend type is registered by name with the function that builds it from its upstream's
+config (:func:`register_backend`; a ``--plugins`` module may add one).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from parley.backends.base import ChatBackend
@@ -18,11 +21,31 @@ from parley.settings import Settings, UpstreamConfig
 log = logging.getLogger("parley.router")
 
 
+BackendFactory = Callable[[UpstreamConfig, Settings], ChatBackend]
+BACKEND_TYPES: dict[str, BackendFactory] = {}
+
+
+class UnknownBackendType(ValueError):
+    pass
+
+
+def register_backend(type_name: str, factory: BackendFactory) -> None:
+    if type_name in BACKEND_TYPES:
+        raise ValueError(f"backend type '{type_name}' is already registered")
+    BACKEND_TYPES[type_name] = factory
+
+
 def make_backend(config: UpstreamConfig, settings: Settings) -> ChatBackend:
-    if config.type == "embedded":
-        return EmbeddedBackend(config.name, settings.embedded_model_path, settings.embedded_context,
-                               settings.embedded_threads)
-    return OpenAICompatBackend(config)
+    factory = BACKEND_TYPES.get(config.type)
+    if factory is None:
+        raise UnknownBackendType(f"upstream '{config.name}' has type '{config.type}'; the known types are "
+                                 f"{', '.join(sorted(BACKEND_TYPES))} (a --plugins module may register more)")
+    return factory(config, settings)
+
+
+register_backend("openai", lambda config, settings: OpenAICompatBackend(config))
+register_backend("embedded", lambda config, settings: EmbeddedBackend(
+    config.name, settings.embedded_model_path, settings.embedded_context, settings.embedded_threads))
 
 
 class Router:
@@ -62,7 +85,7 @@ class Router:
         seen: dict[str, str] = {}
         for upstream in self.upstreams:
             ids = [m for m in upstream.models if m != "*"]
-            if "*" in upstream.models and upstream.type == "openai":
+            if "*" in upstream.models:
                 try:
                     ids += await self.backends[upstream.name].models()
                 except Exception as exc:  # an unreachable upstream must not break the listing

@@ -3,32 +3,21 @@ response's ``mcp_approval_request`` items, each standing for a chat tool call le
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from parley.engine.history import place_tool_message, unanswered_calls
 from parley.errors import InvalidRequest
 from parley.items import McpApprovalResponseItem
 from parley.request import CreateResponse
-from parley.tools.mcp_tools import DENIED, NOT_APPROVED
+from parley.tools.approval import DENIED, NOT_APPROVED, ApprovedCall
 
 
-@dataclass
-class ApprovedCall:
-    call_id: str
-    name: str
-    arguments: str
-    server_label: str
-    approval_request_id: str
-
-
-
-def resolve_approvals(request: CreateResponse, previous_output: list[dict[str, Any]],
-                       conversation: list[dict[str, Any]]) -> list[ApprovedCall]:
+def resolve_approvals(request: CreateResponse, previous_output: list[dict[str, Any]], pending: dict[str, str],
+                      conversation: list[dict[str, Any]]) -> list[ApprovedCall]:
     """Match ``mcp_approval_response`` items to the previous response's approval requests.
 
-    Each request stands for a chat tool call left unanswered; a denied or unanswered one is
-    answered now with a tool message saying so, an approved one is returned to be run.
+    Each request stands for the chat tool call stored with it (``pending``), left unanswered; a denied or
+    unanswered one is answered now with a tool message saying so, an approved one is returned to be run.
     """
     answers = {i.approval_request_id: i for i in request.input if isinstance(i, McpApprovalResponseItem)}
     requests = {item["id"]: item for item in previous_output if item.get("type") == "mcp_approval_request"}
@@ -36,17 +25,18 @@ def resolve_approvals(request: CreateResponse, previous_output: list[dict[str, A
         if request_id not in requests:
             raise InvalidRequest(f"No MCP approval request with id '{request_id}' in the previous response.",
                                  param="input", code="invalid_value")
+        if request_id not in pending:
+            raise InvalidRequest(f"The approval request '{request_id}' was stored by an earlier version of Parley "
+                                 "that did not keep its tool call; send the request again.", param="input")
+    open_calls = {call["id"]: call for call in unanswered_calls(conversation)}
     approved: list[ApprovedCall] = []
-    open_calls = unanswered_calls(conversation)
     for request_id, item in requests.items():
-        call = next((c for c in open_calls if c["function"]["name"].split("__")[-1] == item["name"]
-                     and c["function"]["arguments"] == item["arguments"]), None)
+        call = open_calls.get(pending.get(request_id, ""))
         if call is None:
             continue
-        open_calls.remove(call)
         answer = answers.get(request_id)
         if answer is not None and answer.approve:
-            approved.append(ApprovedCall(call["id"], item["name"], item["arguments"], item["server_label"],
+            approved.append(ApprovedCall(call["id"], call["function"]["arguments"], item["server_label"], item["name"],
                                          request_id))
         else:
             text = DENIED if answer is not None else NOT_APPROVED

@@ -4,18 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from parley.engine.client_tools import ClientTools
 from parley.request import CreateResponse, JsonSchemaFormat
-from parley.tool_specs import ToolChoiceCustom, ToolChoiceFunction
-
-
-def _tool_choice(request: CreateResponse) -> Any:
-    choice = request.tool_choice
-    if isinstance(choice, (ToolChoiceFunction, ToolChoiceCustom)):
-        return {"type": "function", "function": {"name": choice.name}}
-    if not isinstance(choice, str):  # {type: mcp}: the engine resolves it to a function once tools are listed
-        return "required"
-    return choice
 
 
 def _response_format(request: CreateResponse) -> dict[str, Any] | None:
@@ -38,11 +27,11 @@ def chat_request(
     *,
     model: str,
     max_tokens_param: str = "max_tokens",
-    server_tools: list[dict[str, Any]] | None = None,
-    tool_choice: Any = None,
-    client_tools: list[dict[str, Any]] | None = None,
+    tools: list[dict[str, Any]] | None = None,
+    tool_choice: Any = "auto",
 ) -> dict[str, Any]:
-    """The body of one streamed ``POST /chat/completions``."""
+    """The body of one streamed ``POST /chat/completions``; ``tools`` are the functions offered to the model
+    and ``tool_choice`` the Chat Completions choice among them."""
     body: dict[str, Any] = {
         "model": model,
         "messages": messages,
@@ -55,12 +44,9 @@ def chat_request(
         body["top_p"] = request.top_p
     if request.max_output_tokens is not None:
         body[max_tokens_param] = request.max_output_tokens
-    if client_tools is None:
-        client_tools = ClientTools(request).chat
-    tools = client_tools + (server_tools or [])
     if tools and request.tool_choice != "none":
         body["tools"] = tools
-        body["tool_choice"] = tool_choice if tool_choice is not None else _tool_choice(request)
+        body["tool_choice"] = tool_choice
         body["parallel_tool_calls"] = request.parallel_tool_calls
     response_format = _response_format(request)
     if response_format:

@@ -24,12 +24,10 @@ from openai.types.responses import (
     ResponseInProgressEvent,
     ResponseStreamEvent,
 )
-from openai.types.responses.response_output_item import McpListTools
 
 from parley.backends.router import Router
 from parley.engine.approvals import resolve_approvals
 from parley.engine.chat_request import chat_request
-from parley.engine.client_tools import ClientTools
 from parley.engine.history import build_messages, place_tool_message, with_instructions
 from parley.engine.persistence import Persistence
 from parley.engine.recorder import Recorder
@@ -38,18 +36,12 @@ from parley.engine.turn import RunState, Turn, snapshot
 from parley.errors import BackendError, InvalidRequest, ParleyError, StoreUnavailable
 from parley.items import ReasoningItem, image_urls, item_resource
 from parley.metrics import Metrics
-from parley.netpolicy import AddressPolicy
 from parley.reasoning import ReasoningCipher
 from parley.request import CreateResponse
-from parley.tool_specs import McpTool, ToolChoiceHosted, ToolChoiceMcp, WebSearchTool
 from parley.settings import UpstreamConfig
 from parley.store.base import Store
-from parley.tools import CONTINUES, ServerTools
-from parley.tools.mcp import MCPConnector
-from parley.tools.mcp_tools import McpTools
-from parley.tools.tool_search import ToolSearchKind
-from parley.tools.web_search import FUNCTION_NAME as WEB_SEARCH_FUNCTION
-from parley.tools.web_search import SearchProvider, WebSearchTools, require_provider
+from parley.tools.base import BindContext, CallDone, ItemDone, ToolCall, ToolEnv
+from parley.tools.registry import REGISTRY, Registry, Toolset
 from parley.tracing import fail, start_span
 
 log = logging.getLogger("parley.engine")
@@ -71,16 +63,14 @@ def _build_protocol_types() -> None:
 class Engine:
     """Runs responses against the backends and keeps them in the store."""
 
-    def __init__(self, store: Store, router: Router, *, max_tool_iterations: int = 10,
-                 search_provider: SearchProvider | None = None, address_policy: AddressPolicy | None = None,
-                 tool_timeout: float = 30.0, metrics: Metrics | None = None,
+    def __init__(self, store: Store, router: Router, tools: ToolEnv | None = None, *, registry: Registry = REGISTRY,
+                 max_tool_iterations: int = 10, metrics: Metrics | None = None,
                  cipher: ReasoningCipher | None = None, store_retry_s: float = 15.0) -> None:
         self.store = store
         self.router = router
-        self.address_policy = address_policy or AddressPolicy(enforce=False)
-        self.connector = MCPConnector(tool_timeout, self.address_policy)
+        self.tools = tools or ToolEnv()
+        self.registry = registry
         self.max_tool_iterations = max_tool_iterations
-        self.search_provider = search_provider
         self.metrics = metrics
         self.cipher = cipher
         self.recorder = Recorder(store, store_retry_s)
@@ -93,13 +83,9 @@ class Engine:
         persistence = Persistence.for_request(store=request.store, stream=request.stream)
         if persistence.needs_store and not self.store.available:  # refused before the model runs, not after
             raise StoreUnavailable("The response store is unavailable; try again.")
-        for i, tool in enumerate(request.tools):
-            if isinstance(tool, McpTool):
-                await self.address_policy.check(tool.server_url, f"tools[{i}].server_url")
+        await self.registry.admit(request.tools, self.tools)
         for param, url in image_urls(request.input):  # the backend fetches these on the user's behalf
-            await self.address_policy.check(url, param)
-        if any(isinstance(t, WebSearchTool) and t.live for t in request.tools):
-            require_provider(self.search_provider, "tools")
+            await self.tools.address_policy.check(url, param)
         prior: list[dict[str, Any]] = []
         previous = None
         if request.previous_response_id:
@@ -111,8 +97,8 @@ class Engine:
                 )
             prior = previous.messages
         conversation = build_messages(prior, request.input, self._replayed_reasoning(request, upstream))
-        previous_output = previous.response.get("output", []) if request.previous_response_id else []
-        approved = resolve_approvals(request, previous_output, conversation)
+        previous_output = previous.response.get("output", []) if previous else []
+        approved = resolve_approvals(request, previous_output, previous.pending if previous else {}, conversation)
         if not conversation:
             raise InvalidRequest("The input is empty.", param="input", code="invalid_value")
         items = [item_resource(item) for item in request.input]
@@ -225,48 +211,40 @@ class Engine:
         return stored
 
     async def _step(self, turn: Turn, state: RunState) -> AsyncIterator[ResponseStreamEvent]:
-        """The agent loop: list server tools, call the model, run its server-side calls, repeat."""
-        mcp = McpTools([t for t in turn.request.tools if isinstance(t, McpTool)], self.connector,
-                       turn.previous_output)
-        search = next((t for t in turn.request.tools if isinstance(t, WebSearchTool) and t.live), None)
-        web = WebSearchTools(self.search_provider, search.search_context_size, search.allowed_domains) \
-            if search else None
-        client = ClientTools(turn.request, loaded=turn.loaded_tools())
-        kinds: list[Any] = [mcp] + ([web] if web else [])
-        if client.search is not None and client.search.execution == "server":
-            kinds.append(ToolSearchKind(client))
-        tools = ServerTools(kinds)
+        """The agent loop: set the tools up, call the model, run its server-side calls, repeat."""
+        tools = self.registry.bind(turn.request.tools, turn.request.tool_choice, BindContext(
+            self.tools, turn.previous_output, list(turn.request.input)))
         try:
-            async for produced in mcp.list_tools(len(state.output)):
-                if isinstance(produced, McpListTools):
-                    state.output.append(produced)
+            async for produced in tools.setup(len(state.output)):
+                if isinstance(produced, ItemDone):
+                    state.output.append(produced.item)
                 else:
                     yield produced
-            async for event in self._run_calls(state, tools, turn.approved_calls(mcp), approved=True):
+            async for event in self._run_calls(state, tools, tools.approved(turn.approved), approved=True):
                 yield event
             await self._save_progress(turn, state)
             for iteration in range(self.max_tool_iterations):
-                translator = ChunkTranslator(first_index=len(state.output), server_names=tools.names(),
-                                             sources=web.sources if web else [], client_tools=client.by_chat_name,
+                body = self._chat_body(turn, state, tools, first=iteration == 0)
+                translator = ChunkTranslator(first_index=len(state.output), server_names=tools.server_names(),
+                                             cite=tools.cite, client_tools=tools.client_tools(),
                                              encrypt=self.cipher.encrypt if self.cipher and
                                              "reasoning.encrypted_content" in turn.request.include else None)
-                body = self._chat_body(turn, state, mcp, tools, client, first=iteration == 0)
                 async for event in self._backend_call(body, turn, state, translator):
                     yield event
                 if not translator.server_calls or state.incomplete_reason:
                     return
+                calls = [ToolCall(c.call_id, c.name, c.arguments) for c in translator.server_calls]
                 left = self._calls_left(turn, state)
-                async for event in self._run_calls(state, tools, translator.server_calls[:left]):
+                async for event in self._run_calls(state, tools, calls[:left]):
                     yield event
-                over = translator.server_calls[left:]
-                for skipped in over:  # answered in the stored chat, so a chained turn can go on from here
+                for skipped in calls[left:]:  # answered in the stored chat, so a chained turn can go on from here
                     place_tool_message(state.conversation, {"role": "tool", "tool_call_id": skipped.call_id,
                                                             "content": OVER_LIMIT})
-                if state.awaiting_approval or translator.client_calls:
+                if state.pending or translator.client_calls:
                     return
-                if over or iteration == self.max_tool_iterations - 1:
+                if calls[left:] or iteration == self.max_tool_iterations - 1:
                     # The model wants more than the bounds allow: the response ends here, incomplete.
-                    bound = "max_tool_calls" if over else "max_tool_iterations"
+                    bound = "max_tool_calls" if calls[left:] else "max_tool_iterations"
                     log.info("response %s stopped at its %s bound", turn.id, bound, extra={"response_id": turn.id})
                     state.incomplete_reason = TOOL_BOUND_REASON
                     return
@@ -285,24 +263,14 @@ class Engine:
         cap = turn.request.max_tool_calls
         return 1 << 30 if cap is None else max(cap - state.server_tool_calls, 0)
 
-    def _chat_body(self, turn: Turn, state: RunState, mcp: McpTools, tools: ServerTools, client: ClientTools, *,
-                   first: bool) -> dict[str, Any]:
-        choice = turn.request.tool_choice
-        override: Any = None
-        if isinstance(choice, ToolChoiceMcp):
-            override = mcp.forced_choice(choice.server_label, choice.name) if first else "auto"
-        elif isinstance(choice, ToolChoiceHosted):
-            override = {"type": "function", "function": {"name": WEB_SEARCH_FUNCTION}} if first else "auto"
-        elif not first and choice != "none":
-            override = "auto"  # a forced choice applies to the first step only, or the loop never ends
+    def _chat_body(self, turn: Turn, state: RunState, tools: Toolset, *, first: bool) -> dict[str, Any]:
         return chat_request(
             turn.request, with_instructions(turn.request.instructions, state.conversation),
             model=turn.request.model, max_tokens_param=turn.upstream.max_tokens_param,
-            server_tools=tools.chat_tools(), tool_choice=override,
-            client_tools=client.chat,
+            tools=tools.chat_tools(), tool_choice=tools.tool_choice(first),
         )
 
-    async def _run_calls(self, state: RunState, tools: ServerTools, calls: list[Any], approved: bool = False
+    async def _run_calls(self, state: RunState, tools: Toolset, calls: list[ToolCall], approved: bool = False
                          ) -> AsyncIterator[ResponseStreamEvent]:
         if not calls:
             return
@@ -311,27 +279,29 @@ class Engine:
         finished = 0  # items come in the order of the calls
         try:
             async for produced in tools.execute(calls, len(state.output), approved_ids):
-                if not isinstance(produced, tuple):
-                    yield produced
-                    continue
-                item, tool_message = produced
-                if tool_message is CONTINUES:
-                    state.output.append(item)
-                    continue
-                spans[finished].set_attribute("item_type", item.type)
-                if getattr(item, "status", None) == "failed":
-                    fail(spans[finished], "the tool call failed")
-                spans[finished].end()
-                finished += 1
-                state.output.append(item)
-                state.server_tool_calls += tool_message is not None
-                if tool_message is None:
-                    state.awaiting_approval = True
+                if isinstance(produced, ItemDone):
+                    state.output.append(produced.item)
+                elif isinstance(produced, CallDone):
+                    self._call_done(state, produced, calls[finished], spans[finished])
+                    finished += 1
                 else:
-                    place_tool_message(state.conversation, tool_message)
+                    yield produced
         finally:
             for span in spans[finished:]:
                 span.end()
+
+    @staticmethod
+    def _call_done(state: RunState, done: CallDone, call: ToolCall, span: Any) -> None:
+        span.set_attribute("item_type", done.item.type)
+        if getattr(done.item, "status", None) == "failed":
+            fail(span, "the tool call failed")
+        span.end()
+        state.output.append(done.item)
+        if done.message is None:  # waits for the client's approval: stored with the call it stands for
+            state.pending[done.item.id] = call.call_id
+        else:
+            state.server_tool_calls += 1
+            place_tool_message(state.conversation, done.message)
 
     async def _backend_call(self, body: dict[str, Any], turn: Turn, state: RunState,
                             translator: ChunkTranslator) -> AsyncIterator[ResponseStreamEvent]:

@@ -17,7 +17,7 @@ import json
 from typing import Any
 
 from parley.errors import InvalidRequest, UnsupportedParameter
-from parley.engine.client_tools import TOOL_SEARCH, chat_tool_name
+from parley.tools.client import TOOL_SEARCH, chat_tool_name
 from parley.items import (
     CustomToolCallItem,
     CustomToolCallOutputItem,

@@ -20,8 +20,6 @@ call, which must not be merged into the previous call's arguments.
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import Any
@@ -31,8 +29,6 @@ from openai.types.responses import (
     ResponseContentPartAddedEvent,
     ResponseContentPartDoneEvent,
     ResponseCustomToolCall,
-    ResponseCustomToolCallInputDeltaEvent,
-    ResponseCustomToolCallInputDoneEvent,
     ResponseFunctionCallArgumentsDeltaEvent,
     ResponseFunctionCallArgumentsDoneEvent,
     ResponseFunctionToolCall,
@@ -54,41 +50,16 @@ from openai.types.responses import (
 )
 from openai.types.responses.response_reasoning_item import Content as ReasoningContent
 
-from parley.engine.client_tools import ClientTool, custom_input
 from parley.backends.chunk_shapes import chunk_list, chunk_text, malformed, tool_call_shape, usage_shape
 from parley.errors import BackendError
 from parley.ids import new_id
+from parley.tools.base import Citation, ClientTool
+from parley.tools.client import client_call_item, close_client_call
 
 _construct = pydantic.BaseModel.model_construct.__func__  # pydantic's, not the openai SDK's override
 
 Event = ResponseStreamEvent
-CITATION = re.compile(r"\[(\d+)\]")
 INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
-
-
-@dataclass
-class Usage:
-    """Token counts summed over every backend call of a response."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
-
-    def add_chat_usage(self, usage: dict[str, Any]) -> None:
-        self.input_tokens += usage.get("prompt_tokens") or 0
-        self.output_tokens += usage.get("completion_tokens") or 0
-        self.cached_tokens += (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-        self.reasoning_tokens += (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
-
-    def as_response_usage(self) -> dict[str, Any]:
-        return {
-            "input_tokens": self.input_tokens,
-            "input_tokens_details": {"cached_tokens": self.cached_tokens, "cache_write_tokens": 0},
-            "output_tokens": self.output_tokens,
-            "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
-            "total_tokens": self.input_tokens + self.output_tokens,
-        }
 
 
 @dataclass
@@ -126,7 +97,7 @@ class ChunkTranslator:
     server_names: frozenset[str] = frozenset()  # calls Parley runs itself: buffered, no events
     items: list[Any] = field(default_factory=list)  # finished output items, in output order
     server_calls: list[ResponseFunctionToolCall] = field(default_factory=list)
-    sources: list[Any] = field(default_factory=list)  # web search sources the answer may cite as [n] or by URL
+    cite: Callable[[str], list[Citation]] | None = None  # the citations of sources that a text holds
     client_tools: dict[str, ClientTool] = field(default_factory=dict)  # by the function name the backend sees
     encrypt: Callable[[str], str] | None = None  # set when the client asked for reasoning.encrypted_content
     finish_reason: str | None = None
@@ -264,25 +235,15 @@ class ChunkTranslator:
 
     def _annotate(self, state: _Message, content_index: int) -> list[Event]:
         """``url_citation`` annotations for citations that the text now holds complete."""
-        if not self.sources:
+        if self.cite is None:
             return []
-        spans = []
-        by_number = {source.number: source for source in self.sources}
-        for match in CITATION.finditer(state.part_text):
-            source = by_number.get(int(match.group(1)))
-            if source is not None:
-                spans.append((match.start(), match.end(), source))
-        for source in self.sources:
-            start = state.part_text.find(source.url)
-            if start >= 0:
-                spans.append((start, start + len(source.url), source))
         events: list[Event] = []
-        for start, end, source in sorted(spans, key=lambda span: span[0]):
-            if (start, end) in state.annotated:
+        for citation in sorted(self.cite(state.part_text), key=lambda c: c.start):
+            if (citation.start, citation.end) in state.annotated:
                 continue
-            state.annotated.add((start, end))
-            annotation = {"type": "url_citation", "start_index": start, "end_index": end, "title": source.title,
-                          "url": source.url}
+            state.annotated.add((citation.start, citation.end))
+            annotation = {"type": "url_citation", "start_index": citation.start, "end_index": citation.end,
+                          "title": citation.title, "url": citation.url}
             events.append(ResponseOutputTextAnnotationAddedEvent(
                 type="response.output_text.annotation.added", item_id=state.item.id,
                 output_index=state.output_index, content_index=content_index,
@@ -318,14 +279,10 @@ class ChunkTranslator:
         )
         state = _Call((position, call_id), item, index, hidden=chat_name in self.server_names, chat_name=chat_name)
         tool = self.client_tools.get(chat_name)
-        if tool is not None and tool.kind == "custom":
-            state.custom = ResponseCustomToolCall(id=new_id("ctc"), type="custom_tool_call", call_id=item.call_id,
-                                                  name=tool.name, input="", namespace=tool.namespace)
-        elif tool is not None and tool.kind == "tool_search":
-            state.custom = ResponseToolSearchCall(id=new_id("tsc"), type="tool_search_call", call_id=item.call_id,
-                                                  arguments={}, execution="client", status="in_progress")
-        elif tool is not None and tool.namespace:
-            item.name, item.namespace = tool.name, tool.namespace  # Codex needs the inner name and its group
+        if tool is not None:
+            state.custom = client_call_item(tool, item.call_id)
+            if state.custom is None and tool.namespace:
+                item.name, item.namespace = tool.name, tool.namespace  # Codex needs the inner name and its group
         self._calls[state.key] = state
         self._latest_call_at[position] = state
         self._open = state
@@ -357,18 +314,6 @@ class ChunkTranslator:
             output_index=state.output_index, delta=arguments, sequence_number=0)]
 
     # -- closing -------------------------------------------------------------------------
-
-    def _close_custom(self, state: _Call) -> list[Event]:
-        """A custom call's input (or a client tool_search's arguments), from its complete arguments."""
-        custom = state.custom
-        assert custom is not None
-        self.items.append(custom)
-        if isinstance(custom, ResponseToolSearchCall):
-            custom.arguments, custom.status = _json_or_text(state.item.arguments), "completed"
-            return [ResponseOutputItemDoneEvent(type="response.output_item.done", item=custom.model_copy(),
-                                                output_index=state.output_index, sequence_number=0)]
-        custom.input = custom_input(state.item.arguments)
-        return _custom_events(custom, state.output_index)
 
     def _close_part(self, state: _Message) -> list[Event]:
         if state.part_kind is None:
@@ -421,7 +366,8 @@ class ChunkTranslator:
                 self.server_calls.append(item)
                 return events
             if state.custom is not None:
-                return events + self._close_custom(state)
+                self.items.append(state.custom)
+                return events + close_client_call(state.custom, item.arguments, state.output_index)
             events.append(ResponseFunctionCallArgumentsDoneEvent(
                 type="response.function_call_arguments.done", item_id=item.id or "", output_index=state.output_index,
                 arguments=item.arguments, name=item.name, sequence_number=0))
@@ -431,24 +377,6 @@ class ChunkTranslator:
             type="response.output_item.done", item=state.item.model_copy(deep=True), output_index=state.output_index,
             sequence_number=0))
         return events
-
-
-def _json_or_text(arguments: str) -> Any:
-    try:
-        return json.loads(arguments or "{}")
-    except ValueError:
-        return arguments
-
-
-def _custom_events(custom: ResponseCustomToolCall, index: int) -> list[Event]:
-    return [
-        ResponseCustomToolCallInputDeltaEvent(type="response.custom_tool_call_input.delta", item_id=custom.id or "",
-                                              output_index=index, delta=custom.input, sequence_number=0),
-        ResponseCustomToolCallInputDoneEvent(type="response.custom_tool_call_input.done", item_id=custom.id or "",
-                                             output_index=index, input=custom.input, sequence_number=0),
-        ResponseOutputItemDoneEvent(type="response.output_item.done", item=custom.model_copy(), output_index=index,
-                                    sequence_number=0),
-    ]
 
 
 def _empty_part(kind: str) -> dict[str, Any]:

@@ -30,6 +30,8 @@ class StoredResponse:
     tenant: str = ""
     owner: str | None = None  # the server instance running it, while in_progress
     response_json: str | None = None  # ``response`` already serialized, when the writer has it
+    # The approval requests among its output items, each with the id of the chat tool call it stands for.
+    pending: dict[str, str] = field(default_factory=dict)
 
     def serialized(self) -> str:
         import json

@@ -39,4 +39,9 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        # Approval requests waiting for the client, each with the chat tool call it stands for (JSON object).
+        "0003_pending_approvals",
+        ["ALTER TABLE parley_responses ADD COLUMN pending TEXT"],
+    ),
 ]

@@ -46,6 +46,7 @@ responses = sa.Table(
     sa.Column("response", sa.Text, nullable=False),
     sa.Column("messages", sa.Text, nullable=False),
     sa.Column("owner", sa.String(64)),
+    sa.Column("pending", sa.Text),
 )
 instances = sa.Table(
     "parley_instances", metadata,
@@ -178,7 +179,7 @@ class SqlStore:
         # The rows are serialized here, on the caller's thread: the store's thread only runs SQL.
         row = {"id": record.id, "tenant": record.tenant, "created_at": record.created_at, "status": record.status,
                "previous_response_id": record.previous_response_id, "response": record.serialized(),
-               "messages": json.dumps(record.messages), "owner": record.owner}
+               "messages": json.dumps(record.messages), "owner": record.owner, "pending": _pending(record)}
         items = [{"response_id": record.id, "position": i, "item_id": item["id"], "item": json.dumps(item)}
                  for i, item in enumerate(record.input_items)]
 
@@ -218,7 +219,8 @@ class SqlStore:
 
     @staticmethod
     def _update_parameters(record: StoredResponse, **values: Any) -> dict[str, Any]:
-        return {"rid": record.id, "response": record.serialized(), "messages": json.dumps(record.messages), **values}
+        return {"rid": record.id, "response": record.serialized(), "messages": json.dumps(record.messages),
+                "pending": _pending(record), **values}
 
     async def get(self, response_id: str, tenant: str = "") -> StoredResponse | None:
         if not STORED_ID.fullmatch(response_id):  # not an id at all (PostgreSQL refuses a NUL in any string)
@@ -320,11 +322,16 @@ class SqlStore:
         self._thread.shutdown(wait=True)
 
 
+def _pending(record: StoredResponse) -> str | None:
+    return json.dumps(record.pending) if record.pending else None
+
+
 def _record(row: Any) -> StoredResponse:
     return StoredResponse(
         id=row.id, tenant=row.tenant, created_at=row.created_at, status=row.status,
         previous_response_id=row.previous_response_id, response=json.loads(row.response),
         messages=json.loads(row.messages), response_json=row.response,
+        pending=json.loads(row.pending) if row.pending else {},
     )
 
 

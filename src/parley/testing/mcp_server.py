@@ -25,8 +25,21 @@ EXPERIMENTS = {"boiling": "exp_42"}
 
 
 def build_server(tools: Literal["seed", "all"] = "seed") -> MCPServer:
+    """The seed's two tools; with ``"all"``, also lookups, a rendezvous of two concurrent calls and a failure."""
     server = MCPServer("parley-test-mcp")
+    _add_seed_tools(server)
+    if tools == "all":
+        _add_lookup_tools(server)
+        _add_rendezvous_tools(server)
 
+        @server.tool()
+        def fail_always(reason: str) -> str:
+            """A tool that always fails."""
+            raise ToolError(f"tool failed on purpose: {reason}")
+    return server
+
+
+def _add_seed_tools(server: MCPServer) -> None:
     @server.tool()
     def greet_everyone(url: str) -> str:
         """Greet everyone at the given URL."""
@@ -39,59 +52,55 @@ def build_server(tools: Literal["seed", "all"] = "seed") -> MCPServer:
             return -100 if celcius else -212
         return 100 if celcius else 212
 
-    if tools == "all":
-        @server.tool()
-        def get_user_id(username: str) -> str:
-            """Look up the id of a user by name."""
-            return USERS.get(username, "unknown_user")
 
-        @server.tool()
-        def get_user_permissions(user_id: str) -> str:
-            """List the permissions of a user id."""
-            return json.dumps(PERMISSIONS.get(user_id, []))
+def _add_lookup_tools(server: MCPServer) -> None:
+    @server.tool()
+    def get_user_id(username: str) -> str:
+        """Look up the id of a user by name."""
+        return USERS.get(username, "unknown_user")
 
-        @server.tool()
-        def check_file_access(user_id: str, filename: str) -> str:
-            """Say whether a user id may read a file."""
-            allowed = "read" in PERMISSIONS.get(user_id, [])
-            return f"{user_id} {'may' if allowed else 'may not'} read {filename}"
+    @server.tool()
+    def get_user_permissions(user_id: str) -> str:
+        """List the permissions of a user id."""
+        return json.dumps(PERMISSIONS.get(user_id, []))
 
-        @server.tool()
-        def get_experiment_id(experiment_name: str) -> str:
-            """Look up the id of an experiment by name."""
-            return EXPERIMENTS.get(experiment_name, "unknown_experiment")
+    @server.tool()
+    def check_file_access(user_id: str, filename: str) -> str:
+        """Say whether a user id may read a file."""
+        allowed = "read" in PERMISSIONS.get(user_id, [])
+        return f"{user_id} {'may' if allowed else 'may not'} read {filename}"
 
-        @server.tool()
-        def get_experiment_results(experiment_id: str) -> str:
-            """The results of an experiment id."""
-            return json.dumps({"experiment_id": experiment_id, "accuracy": 0.93})
+    @server.tool()
+    def get_experiment_id(experiment_name: str) -> str:
+        """Look up the id of an experiment by name."""
+        return EXPERIMENTS.get(experiment_name, "unknown_experiment")
 
-        arrived: dict[tuple[str, str], asyncio.Event] = {}
+    @server.tool()
+    def get_experiment_results(experiment_id: str) -> str:
+        """The results of an experiment id."""
+        return json.dumps({"experiment_id": experiment_id, "accuracy": 0.93})
 
-        async def rendezvous(token: str, me: str, peer: str) -> str:
-            arrived.setdefault((token, me), asyncio.Event()).set()
-            try:
-                await asyncio.wait_for(arrived.setdefault((token, peer), asyncio.Event()).wait(), 5)
-            except asyncio.TimeoutError:
-                return "alone"
-            return "met"
 
-        @server.tool()
-        async def rendezvous_a(token: str) -> str:
-            """Answers 'met' only if rendezvous_b runs with the same token at the same time."""
-            return await rendezvous(token, "a", "b")
+def _add_rendezvous_tools(server: MCPServer) -> None:
+    arrived: dict[tuple[str, str], asyncio.Event] = {}
 
-        @server.tool()
-        async def rendezvous_b(token: str) -> str:
-            """Answers 'met' only if rendezvous_a runs with the same token at the same time."""
-            return await rendezvous(token, "b", "a")
+    async def rendezvous(token: str, me: str, peer: str) -> str:
+        arrived.setdefault((token, me), asyncio.Event()).set()
+        try:
+            await asyncio.wait_for(arrived.setdefault((token, peer), asyncio.Event()).wait(), 5)
+        except asyncio.TimeoutError:
+            return "alone"
+        return "met"
 
-        @server.tool()
-        def fail_always(reason: str) -> str:
-            """A tool that always fails."""
-            raise ToolError(f"tool failed on purpose: {reason}")
+    @server.tool()
+    async def rendezvous_a(token: str) -> str:
+        """Answers 'met' only if rendezvous_b runs with the same token at the same time."""
+        return await rendezvous(token, "a", "b")
 
-    return server
+    @server.tool()
+    async def rendezvous_b(token: str) -> str:
+        """Answers 'met' only if rendezvous_a runs with the same token at the same time."""
+        return await rendezvous(token, "b", "a")
 
 
 class _BearerGate:

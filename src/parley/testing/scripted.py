@@ -147,23 +147,17 @@ def _full_completion(chunks: list[dict[str, Any]]) -> dict[str, Any]:
             "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": chunks[-1]["usage"]}
 
 
-class ScriptedBackend(LoopbackService):
-    """The server; use as a context manager or call :meth:`start` and :meth:`stop`."""
+class Script:
+    """The answers of a scripted model: queued replies, then the responder; every request is recorded."""
 
-    service_name = "scripted backend"
-
-    def __init__(self, responder: Responder | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, responder: Responder | None = None) -> None:
         self.responder: Responder = responder or echo_responder
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []  # the HTTP headers of each request, in order
-        self.host = host
-        self.port = port
         self._queue: deque[Reply | str] = deque()
         self._lock = threading.Lock()
         self._gate = threading.Event()
         self._gate.set()
-
-    # -- scripting -----------------------------------------------------------------------
 
     def push(self, *replies: Reply | str) -> None:
         """Queue answers, used in order before the responder."""
@@ -199,6 +193,52 @@ class ScriptedBackend(LoopbackService):
             self.requests.append(request)
             reply = self._queue.popleft() if self._queue else self.responder(request)
         return Reply(text=reply) if isinstance(reply, str) else reply
+
+
+class ScriptedChat(Script):
+    """The scripted model without a socket: a :class:`~parley.backends.base.ChatBackend` that an engine calls
+    directly, for tests of the engine and the tool loop where HTTP is not the point.  A reply with another
+    ``status`` than 200 fails as the upstream client would fail on that HTTP status; ``cut_after`` ends the
+    stream with a connection error."""
+
+    name = "scripted"
+
+    async def stream(self, request: dict[str, Any], api_key: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        from parley.errors import BackendError, BackendRejected
+
+        reply = self._next_reply(json.loads(json.dumps(request)))  # recorded as a server would have read it
+        if not self._gate.is_set():
+            await asyncio.to_thread(self._gate.wait)
+        if reply.delay_s:
+            await asyncio.sleep(reply.delay_s)
+        if reply.status != 200:
+            error = BackendRejected if 400 <= reply.status < 500 else BackendError
+            raise error(f"The model backend answered HTTP {reply.status}: {reply.error_message}")
+        for i, chunk in enumerate(reply_chunks(reply, request)):
+            if reply.cut_after is not None and i >= reply.cut_after:
+                raise BackendError("The model backend's stream ended before it finished.")
+            yield chunk
+            await asyncio.sleep(0)
+
+    async def models(self) -> list[str]:
+        return ["scripted"]
+
+    async def start(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+class ScriptedBackend(Script, LoopbackService):
+    """The server; use as a context manager or call :meth:`start` and :meth:`stop`."""
+
+    service_name = "scripted backend"
+
+    def __init__(self, responder: Responder | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(responder)
+        self.host = host
+        self.port = port
 
     # -- server --------------------------------------------------------------------------
 

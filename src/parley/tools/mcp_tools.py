@@ -1,10 +1,10 @@
-"""The ``mcp`` tool of one response: its listings, calls, approvals and their output items.
+"""The ``mcp`` tool kind: remote MCP servers whose tools Parley lists and calls itself.
 
-The engine asks it three things: which function names the model may call on MCP servers
-(:meth:`McpTools.chat_tools`), whether a call is one of them (:meth:`owns`), and to run a
-step's calls (:meth:`execute`), which yields the ``mcp_call`` / ``mcp_approval_request``
-items and their events, one item finished before the next, while the calls themselves run
-concurrently.  Sessions are opened once per (URL, headers) per response.
+Before the first model call, each server's tools are listed (an ``mcp_list_tools`` item; a chained
+turn reuses its server's earlier listing), and they are offered to the model as functions.  A call
+becomes an ``mcp_call`` item; one that ``require_approval`` holds becomes an ``mcp_approval_request``
+(the :class:`~parley.tools.approval.Gated` wrapper).  Sessions are opened once per (URL, headers)
+per response.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from openai.types.responses import (
     ResponseMcpCallArgumentsDeltaEvent,
@@ -28,15 +28,80 @@ from openai.types.responses import (
     ResponseOutputItemDoneEvent,
     ResponseStreamEvent,
 )
-from openai.types.responses.response_output_item import McpApprovalRequest, McpCall, McpListTools
+from openai.types.responses.response_output_item import McpCall, McpListTools
 
+from pydantic import Field
+
+from parley.errors import InvalidRequest
 from parley.ids import new_id
-from parley.tool_specs import McpTool
+from parley.tools.approval import Gated
+from parley.tools.base import BindContext, Binding, CallDone, ItemDone, Offered, Produced, ToolCall, ToolEnv, \
+    ToolKind, ToolModel
 from parley.tools.mcp import MCPConnector, MCPResult, MCPSession, MCPToolInfo, MCPUnavailable
 
 Event = ResponseStreamEvent
-DENIED = "The user declined to run this tool call."
-NOT_APPROVED = "This tool call was not approved, so it did not run."
+
+
+class ToolNames(ToolModel):
+    tool_names: list[str] = Field(default_factory=list)
+    read_only: bool | None = None
+
+
+class ApprovalFilter(ToolModel):
+    always: ToolNames | None = None
+    never: ToolNames | None = None
+
+
+class McpTool(ToolModel):
+    """A remote MCP server whose tools Parley lists and calls itself."""
+
+    UNSUPPORTED = {option: "Only MCP servers named by 'server_url' are supported."
+                   for option in ("connector_id", "tunnel_id")}
+    type: Literal["mcp"]
+    server_label: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    server_url: str = Field(pattern=r"^https?://")
+    headers: dict[str, str] | None = None
+    authorization: str | None = None
+    server_description: str | None = None
+    allowed_tools: list[str] | ToolNames | None = None
+    require_approval: Literal["always", "never"] | ApprovalFilter = "always"
+
+    def allows(self, name: str) -> bool:
+        if self.allowed_tools is None:
+            return True
+        names = self.allowed_tools if isinstance(self.allowed_tools, list) else self.allowed_tools.tool_names
+        return name in names
+
+    def needs_approval(self, name: str) -> bool:
+        policy = self.require_approval
+        if isinstance(policy, str):
+            return policy == "always"
+        if policy.never and name in policy.never.tool_names:
+            return False
+        if policy.always and name in policy.always.tool_names:
+            return True
+        return True  # OpenAI's default: a tool neither filter names needs approval
+
+    def connection_headers(self) -> dict[str, str]:
+        headers = dict(self.headers or {})
+        if self.authorization:
+            headers["Authorization"] = f"Bearer {self.authorization}"
+        return headers
+
+    def echo(self) -> dict[str, Any]:
+        """The tool as the Response echoes it: credentials never leave in a response or the store."""
+        data = self.model_dump(exclude_none=True)
+        if self.headers:
+            data["headers"] = {name: "<redacted>" for name in self.headers}
+        if self.authorization:
+            data["authorization"] = "<redacted>"
+        return data
+
+
+class ToolChoiceMcp(ToolModel):
+    type: Literal["mcp"]
+    server_label: str
+    name: str | None = None
 
 
 @dataclass
@@ -46,7 +111,7 @@ class _Exposed:
 
 
 @dataclass
-class McpTools:
+class McpTools(Binding):
     servers: list[McpTool]
     connector: MCPConnector
     previous_output: list[dict[str, Any]] = field(default_factory=list)
@@ -67,7 +132,7 @@ class McpTools:
             name = tool.name if tool.name not in self._exposed else f"{server.server_label}__{tool.name}"
             self._exposed[name] = _Exposed(server, tool)
 
-    async def list_tools(self, first_index: int) -> AsyncIterator[Event | McpListTools]:
+    async def setup(self, first_index: int) -> AsyncIterator[Event | ItemDone]:
         """Yield each new listing's events and, last for each, the finished ``mcp_list_tools`` item."""
         index = first_index
         for server in self.servers:
@@ -90,7 +155,7 @@ class McpTools:
                                                       output_index=index, sequence_number=0)
                 yield ResponseOutputItemDoneEvent(type="response.output_item.done", item=item.model_copy(),
                                                   output_index=index, sequence_number=0)
-                yield item
+                yield ItemDone(item)
                 raise
             item = McpListTools.model_validate({**item.model_dump(), "tools": [t.as_listing() for t in tools]})
             self._expose(server, tools)
@@ -98,7 +163,7 @@ class McpTools:
                                                      output_index=index, sequence_number=0)
             yield ResponseOutputItemDoneEvent(type="response.output_item.done", item=item.model_copy(deep=True),
                                               output_index=index, sequence_number=0)
-            yield item
+            yield ItemDone(item)
             index += 1
 
     async def session(self, server: McpTool) -> MCPSession:
@@ -110,29 +175,21 @@ class McpTools:
 
     # -- what the model sees -------------------------------------------------------------
 
-    def chat_tools(self) -> list[dict[str, Any]]:
-        return [
-            {"type": "function", "function": {
-                "name": name, "parameters": exposed.tool.input_schema,
-                "description": exposed.tool.description or f"{exposed.tool.name} on {exposed.server.server_label}",
-            }}
-            for name, exposed in self._exposed.items()
-        ]
+    def offered(self) -> list[Offered]:
+        return [Offered({"type": "function", "function": {
+            "name": name, "parameters": exposed.tool.input_schema,
+            "description": exposed.tool.description or f"{exposed.tool.name} on {exposed.server.server_label}",
+        }}) for name, exposed in self._exposed.items()]
 
-    def exposed_name(self, server_label: str, tool_name: str) -> str | None:
+    def function_for(self, server_label: str, name: str) -> str | None:
         return next((n for n, e in self._exposed.items()
-                     if e.server.server_label == server_label and e.tool.name == tool_name), None)
+                     if e.server.server_label == server_label and e.tool.name == name), None)
 
-    def owns(self, name: str) -> bool:
-        return name in self._exposed
-
-    def names(self) -> frozenset[str]:
-        return frozenset(self._exposed)
-
-    def forced_choice(self, server_label: str, name: str | None) -> Any:
+    def forced(self, choice: ToolModel) -> Any:
         """``tool_choice: {type: mcp}`` as a Chat Completions tool choice (first step only)."""
-        candidates = [n for n, e in self._exposed.items() if e.server.server_label == server_label
-                      and (name is None or e.tool.name == name)]
+        assert isinstance(choice, ToolChoiceMcp)
+        candidates = [n for n, e in self._exposed.items() if e.server.server_label == choice.server_label
+                      and (choice.name is None or e.tool.name == choice.name)]
         if len(candidates) == 1:
             return {"type": "function", "function": {"name": candidates[0]}}
         return "required"
@@ -152,35 +209,25 @@ class McpTools:
             return MCPResult(None, exc.message)
         return await session.call_tool(exposed.tool.name, parsed)
 
-    def start(self, call: Any, approved: bool) -> asyncio.Task[MCPResult] | None:
-        """Start a call now, or return ``None`` when it must wait for the client's approval."""
+    def approval(self, call: ToolCall) -> dict[str, str] | None:
         exposed = self._exposed[call.name]
-        if not approved and exposed.server.needs_approval(exposed.tool.name):
+        if not exposed.server.needs_approval(exposed.tool.name):
             return None
-        return asyncio.ensure_future(self._call(exposed, call.arguments))
+        return {"server_label": exposed.server.server_label, "name": exposed.tool.name}
 
-    async def emit(self, call: Any, run: asyncio.Task[MCPResult] | None, index: int
-                   ) -> AsyncIterator[Event | tuple[Any, dict[str, Any] | None]]:
-        """The call's item and events; last, the pair (item, tool message or ``None`` if awaiting approval)."""
-        exposed = self._exposed[call.name]
-        if run is not None:
-            async for event in self._emit_call(call, exposed, run, index):
-                yield event
-            return
-        request = McpApprovalRequest(id=new_id("mcpr"), type="mcp_approval_request",
-                                     server_label=exposed.server.server_label,
-                                     name=exposed.tool.name, arguments=call.arguments)
-        yield ResponseOutputItemAddedEvent(type="response.output_item.added", item=request,
-                                           output_index=index, sequence_number=0)
-        yield ResponseOutputItemDoneEvent(type="response.output_item.done", item=request,
-                                          output_index=index, sequence_number=0)
-        yield request, None
+    def start(self, call: ToolCall, approved: bool) -> asyncio.Task[MCPResult]:
+        return asyncio.ensure_future(self._call(self._exposed[call.name], call.arguments))
 
-    async def _emit_call(self, call: Any, exposed: _Exposed, run: asyncio.Task[MCPResult], index: int
-                         ) -> AsyncIterator[Event | tuple[Any, dict[str, Any] | None]]:
+    async def emit(self, call: ToolCall, run: Any, index: int) -> AsyncIterator[Produced]:
+        """The ``mcp_call`` item and its events; last, its :class:`CallDone`."""
+        async for produced in self._emit_call(call, self._exposed[call.name], run, index):
+            yield produced
+
+    async def _emit_call(self, call: ToolCall, exposed: _Exposed, run: asyncio.Task[MCPResult], index: int
+                         ) -> AsyncIterator[Produced]:
         item = McpCall(id=new_id("mcp"), type="mcp_call", name=exposed.tool.name, arguments="",
                        server_label=exposed.server.server_label, status="in_progress",
-                       approval_request_id=getattr(call, "approval_request_id", None))
+                       approval_request_id=call.approval_request_id)
         yield ResponseOutputItemAddedEvent(type="response.output_item.added", item=item.model_copy(),
                                            output_index=index, sequence_number=0)
         yield ResponseMcpCallInProgressEvent(type="response.mcp_call.in_progress", item_id=item.id,
@@ -204,7 +251,7 @@ class McpTools:
         yield ResponseOutputItemDoneEvent(type="response.output_item.done", item=item.model_copy(deep=True),
                                           output_index=index, sequence_number=0)
         content = result.output if result.error is None else f"Error: {result.error}"
-        yield item, {"role": "tool", "tool_call_id": call.call_id, "content": content or ""}
+        yield CallDone(item, {"role": "tool", "tool_call_id": call.call_id, "content": content or ""})
 
     async def aclose(self) -> None:
         for task in self._sessions.values():
@@ -212,3 +259,31 @@ class McpTools:
                 await task.result().aclose()
             else:
                 task.cancel()
+
+
+class McpKind(ToolKind):
+    models = {"mcp": McpTool}
+    choices = {"mcp": ToolChoiceMcp}
+
+    def check(self, tools: list[Any], choice: ToolModel | None) -> None:
+        labels = [t.server_label for t in tools]
+        if len(labels) != len(set(labels)):
+            raise InvalidRequest("Each MCP tool needs a distinct 'server_label'.", param="tools")
+        if isinstance(choice, ToolChoiceMcp) and choice.server_label not in labels:
+            raise InvalidRequest(f"No MCP tool has server_label '{choice.server_label}'.", param="tool_choice")
+
+    async def admit(self, tools: list[tuple[str, Any]], env: ToolEnv) -> None:
+        for where, tool in tools:
+            await env.address_policy.check(tool.server_url, f"{where}.server_url")
+
+    def bind(self, tools: list[Any], context: BindContext) -> Binding | None:
+        if not tools:
+            return None
+        connector = context.env.shared.get("mcp.connector")
+        if connector is None:  # one per server: it remembers which transport each URL speaks
+            connector = context.env.shared["mcp.connector"] = MCPConnector(context.env.tool_timeout,
+                                                                           context.env.address_policy)
+        return Gated(McpTools(tools, connector, context.previous_output))
+
+
+KIND = McpKind()

@@ -10,10 +10,12 @@ the citations become ``url_citation`` annotations.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import urlparse
 
 import httpx
@@ -28,12 +30,50 @@ from openai.types.responses import (
 
 from parley.errors import InvalidRequest
 from parley.ids import new_id
+from parley.tools.base import BindContext, Binding, CallDone, Citation, Offered, Produced, ToolCall, ToolEnv, \
+    ToolKind, ToolModel
 
 log = logging.getLogger("parley.web_search")
 FUNCTION_NAME = "web_search"
 # search_context_size → (results given to the model, characters of text per result)
 WEB_SCHEMES = ("https://", "http://")
 CONTEXT_SIZES = {"low": (3, 300), "medium": (5, 800), "high": (10, 2000)}
+CITATION = re.compile(r"\[(\d+)\]")
+TYPES = ("web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11")
+SearchType = Literal["web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11"]
+
+
+class SearchFilters(ToolModel):
+    allowed_domains: list[str] | None = None
+
+
+class WebSearchTool(ToolModel):
+    """Web search run by Parley through the configured provider."""
+
+    UNSUPPORTED = {"user_location": "Search providers get no user location yet."}
+    type: SearchType
+    search_context_size: Literal["low", "medium", "high"] = "medium"
+    filters: SearchFilters | None = None
+    # False asks for cached results only, never the live web. Parley keeps no cache of the web, so such a
+    # tool is accepted (Codex sends it by default) and never reaches the live web: the model is not offered it.
+    external_web_access: bool | None = None
+    search_content_types: list[Literal["text"]] | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.external_web_access is not False
+
+    @property
+    def allowed_domains(self) -> list[str]:
+        return list(self.filters.allowed_domains or []) if self.filters else []
+
+
+class ToolChoiceHosted(ToolModel):
+    type: SearchType
+
+    def echo(self) -> dict[str, Any]:
+        # Clients send {"type": "web_search"}, but the Response's tool_choice enum only knows the preview names.
+        return {"type": self.type if self.type.startswith("web_search_preview") else "web_search_preview"}
 
 
 @dataclass
@@ -153,30 +193,28 @@ class Source:
 
 
 @dataclass
-class WebSearchTools:
-    """The ``web_search`` tool kind of one response (see :mod:`parley.tools`)."""
+class WebSearchTools(Binding):
+    """The ``web_search`` tool bound to one response."""
 
     provider: SearchProvider | None
     context_size: str = "medium"
     allowed_domains: list[str] = field(default_factory=list)
     sources: list[Source] = field(default_factory=list)  # every source given to the model, numbered from 1
 
-    def names(self) -> frozenset[str]:
-        return frozenset({FUNCTION_NAME})
-
-    def chat_tools(self) -> list[dict[str, Any]]:
-        return [{"type": "function", "function": {
+    def offered(self) -> list[Offered]:
+        return [Offered({"type": "function", "function": {
             "name": FUNCTION_NAME,
             "description": "Search the web. Results are numbered; cite them as [n] in the answer.",
             "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
-        }}]
+        }})]
 
-    def start(self, call: Any, approved: bool) -> asyncio.Task[Any]:
+    def forced(self, choice: ToolModel) -> Any:
+        return {"type": "function", "function": {"name": FUNCTION_NAME}}
+
+    def start(self, call: ToolCall, approved: bool) -> asyncio.Task[Any]:
         return asyncio.ensure_future(self._search(call.arguments))
 
     async def _search(self, arguments: str) -> tuple[str, list[SearchResult] | None, str | None]:
-        import json
-
         try:
             query = str(json.loads(arguments or "{}").get("query") or "").strip()
         except (ValueError, AttributeError):
@@ -205,7 +243,7 @@ class WebSearchTools:
             lines.append(f"[{source.number}] {result.title}\nURL: {result.url}\n{result.content[:chars]}")
         return ("\n\n".join(lines) or "No results."), added
 
-    async def emit(self, call: Any, run: asyncio.Task[Any] | None, index: int) -> AsyncIterator[Any]:
+    async def emit(self, call: ToolCall, run: Any, index: int) -> AsyncIterator[Produced]:
         item = ResponseFunctionWebSearch(id=new_id("ws"), type="web_search_call", status="in_progress",
                                          action={"type": "search", "query": ""})
         yield ResponseOutputItemAddedEvent(type="response.output_item.added", item=item.model_copy(deep=True),
@@ -228,14 +266,46 @@ class WebSearchTools:
         item = ResponseFunctionWebSearch(id=item.id, type="web_search_call", status=status, action=action)
         yield ResponseOutputItemDoneEvent(type="response.output_item.done", item=item.model_copy(deep=True),
                                           output_index=index, sequence_number=0)
-        yield item, {"role": "tool", "tool_call_id": call.call_id, "content": text}
+        yield CallDone(item, {"role": "tool", "tool_call_id": call.call_id, "content": text})
 
-    async def aclose(self) -> None:
-        return None
+    def cite(self, text: str) -> list[Citation]:
+        """The sources ``text`` cites, as ``[n]`` or by their URL."""
+        if not self.sources:
+            return []
+        by_number = {source.number: source for source in self.sources}
+        cited = [(match.start(), match.end(), by_number.get(int(match.group(1))))
+                 for match in CITATION.finditer(text)]
+        cited += [(text.find(source.url), text.find(source.url) + len(source.url), source)
+                  for source in self.sources if source.url in text]
+        return [Citation(start, end, source.title, source.url) for start, end, source in cited if source is not None]
 
 
-def require_provider(provider: SearchProvider | None, where: str) -> None:
-    if provider is None:
-        raise InvalidRequest(
-            "The web_search tool needs a search provider: start Parley with --web-search "
-            "(searxng:http://host:port, tavily or brave).", param=where, code="web_search_not_configured")
+class WebSearchKind(ToolKind):
+    models = dict.fromkeys(TYPES, WebSearchTool)
+    choices = dict.fromkeys(TYPES, ToolChoiceHosted)
+
+    def check(self, tools: list[Any], choice: ToolModel | None) -> None:
+        if len(tools) > 1:
+            raise InvalidRequest("Give at most one web search tool.", param="tools")
+        if choice is not None and not tools:
+            raise InvalidRequest("tool_choice names web search, but 'tools' has no web search tool.",
+                                 param="tool_choice")
+        if choice is not None and not tools[0].live:
+            raise InvalidRequest("tool_choice forces web search, but the web search tool has external_web_access "
+                                 "false (cached results only), and this server has no cache of the web.",
+                                 param="tool_choice")
+
+    async def admit(self, tools: list[tuple[str, Any]], env: ToolEnv) -> None:
+        if env.search is None and any(tool.live for _, tool in tools):
+            raise InvalidRequest(
+                "The web_search tool needs a search provider: start Parley with --web-search "
+                "(searxng:http://host:port, tavily or brave).", param="tools", code="web_search_not_configured")
+
+    def bind(self, tools: list[Any], context: BindContext) -> Binding | None:
+        live = next((t for t in tools if t.live), None)
+        if live is None:
+            return None
+        return WebSearchTools(context.env.search, live.search_context_size, live.allowed_domains)
+
+
+KIND = WebSearchKind()

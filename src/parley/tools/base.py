@@ -1,0 +1,188 @@
+"""The contract between the engine and the tool kinds.
+
+A tool kind (:class:`ToolKind`) is registered once, by the ``type`` values of the tools it
+reads from a request.  It owns their request models, the checks that need no I/O
+(:meth:`ToolKind.check`, at parse time) and the ones that do (:meth:`ToolKind.admit`, before the
+model runs), and it binds a request's tools to one response (:meth:`ToolKind.bind`), which gives
+a :class:`Binding`: the functions the model is offered, and how a call to one of them runs.
+
+A call runs as a stream of protocol events, ended by one :class:`CallDone` (its output item and
+the tool message the model gets back).  A call that makes several items (a tool search: its call
+and its output) yields an :class:`ItemDone` for each item before the last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from openai.types.chat import ChatCompletionToolParam
+from openai.types.responses import ResponseStreamEvent
+from parley.netpolicy import AddressPolicy
+from parley.validation import StrictModel
+
+Event = ResponseStreamEvent
+
+
+class ToolModel(StrictModel):
+    """A tool (or tool choice) of a request: unknown fields are errors (each a 400 naming the field)."""
+
+    # Fields of the protocol that Parley refuses by name (400 unsupported_parameter), with the reason.
+    UNSUPPORTED: ClassVar[dict[str, str]] = {}
+
+    def echo(self) -> dict[str, Any]:
+        """The tool as the Response object echoes it."""
+        return self.model_dump(exclude_none=True)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A call the model made to a function that Parley runs."""
+
+    call_id: str
+    name: str  # the function name the model called
+    arguments: str
+    approval_request_id: str | None = None  # set when the client approved it in an earlier turn
+
+
+@dataclass(frozen=True)
+class ItemDone:
+    """An output item a call finished; the same call makes another item after it."""
+
+    item: Any
+
+
+@dataclass(frozen=True)
+class CallDone:
+    """A call's last output item and the tool message that answers it in the chat, or ``None`` when the
+    call waits for the client (an approval request)."""
+
+    item: Any
+    message: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class ClientTool:
+    """A function the client runs, by the name the backend sees: the item its call becomes."""
+
+    kind: str  # "function", "custom" or "tool_search"
+    name: str
+    namespace: str | None = None
+
+
+@dataclass(frozen=True)
+class Offered:
+    """A function offered to the model; ``client`` is set when the client runs its calls."""
+
+    function: ChatCompletionToolParam
+    client: ClientTool | None = None
+
+    @property
+    def name(self) -> str:
+        return self.function["function"]["name"]
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A span of an answer's text that cites a source: its ``url_citation`` annotation."""
+
+    start: int
+    end: int
+    title: str
+    url: str
+
+
+@dataclass
+class ToolEnv:
+    """What the server gives every tool kind: its settings (``search``: the web search provider, if one is
+    configured) and ``shared``, where a kind keeps what lives as long as the server (the MCP kind's connector)."""
+
+    address_policy: AddressPolicy = field(default_factory=lambda: AddressPolicy(enforce=False))
+    tool_timeout: float = 30.0
+    search: Any = None
+    shared: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BindContext:
+    """What a binding may know of its response: the earlier response's output items (as stored) and this
+    request's input items (typed)."""
+
+    env: ToolEnv
+    previous_output: list[dict[str, Any]] = field(default_factory=list)
+    input: list[Any] = field(default_factory=list)
+
+
+Produced = Event | ItemDone | CallDone
+
+
+def completed(value: Any) -> asyncio.Future[Any]:
+    """A call's run that is already done (a call that needs no I/O)."""
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future
+
+
+class Binding:
+    """One kind's tools bound to one response.  Every method has a default, so a kind implements what it
+    uses: a kind whose calls Parley runs implements :meth:`offered`, :meth:`start` and :meth:`emit`."""
+
+    async def setup(self, first_index: int) -> AsyncIterator[Event | ItemDone]:
+        """Work before the first model call (listing an MCP server's tools): its events and items."""
+        return
+        yield
+
+    def offered(self) -> list[Offered]:
+        return []
+
+    def forced(self, choice: ToolModel) -> Any:
+        """The Chat Completions ``tool_choice`` for a request ``tool_choice`` of this kind (first step)."""
+        return "required"
+
+    def start(self, call: ToolCall, approved: bool) -> Awaitable[Any] | None:
+        """Start a call (so the calls of one step run together); ``None`` when it waits for approval."""
+        return completed(None)
+
+    async def emit(self, call: ToolCall, run: Awaitable[Any] | None, index: int) -> AsyncIterator[Produced]:
+        """The call's events and items, its first item at output ``index``; last, its :class:`CallDone`."""
+        raise NotImplementedError
+        yield
+
+    def approval(self, call: ToolCall) -> dict[str, str] | None:
+        """For a call that needs the client's approval first: ``server_label`` and ``name`` of the
+        ``mcp_approval_request`` that asks for it; ``None`` when it runs without approval."""
+        return None
+
+    def function_for(self, server_label: str, name: str) -> str | None:
+        """The function that now runs an approved call of an earlier turn (named by its approval request)."""
+        return None
+
+    def cite(self, text: str) -> list[Citation]:
+        """The citations of sources this binding gave the model that ``text`` holds."""
+        return []
+
+    async def aclose(self) -> None:
+        return None
+
+
+class ToolKind:
+    """A kind of tool, registered by the ``type`` values it reads (see :mod:`parley.tools.registry`)."""
+
+    models: ClassVar[dict[str, type[ToolModel]]] = {}  # tool type -> request model
+    choices: ClassVar[dict[str, type[ToolModel]]] = {}  # tool_choice type -> model
+
+    def precheck(self, raw: dict[str, Any], where: str) -> None:
+        """Checks of a tool's raw JSON before it is validated (after its model's ``UNSUPPORTED`` fields)."""
+
+    def check(self, tools: list[Any], choice: ToolModel | None) -> None:
+        """Checks across a request's tools of this kind, and of its ``tool_choice`` when it is of this kind."""
+
+    async def admit(self, tools: list[tuple[str, Any]], env: ToolEnv) -> None:
+        """Checks that need the server, of this kind's tools (each with its place, ``tools[i]``): raise
+        :class:`~parley.errors.InvalidRequest` before the model runs."""
+
+    def bind(self, tools: list[Any], context: BindContext) -> Binding | None:
+        """The binding of a request's tools of this kind to one response (``tools`` may be empty)."""
+        return None

@@ -1,0 +1,219 @@
+"""The tool kinds Parley knows, by ``type``, and a request's tools bound to one response.
+
+:data:`REGISTRY` holds the built-in kinds (client-side tools, ``mcp``, ``web_search``); a kind from
+outside the package is added with ``REGISTRY.register(kind)``.  Request parsing asks it to validate
+``tools`` and ``tool_choice``; the engine asks it to admit and bind them, and runs the calls through the
+:class:`Toolset` it returns, never naming a kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from pydantic import TypeAdapter, ValidationError
+
+from parley.errors import InvalidRequest, UnsupportedParameter
+from parley.items import type_of
+from parley.tools import client, mcp_tools, web_search
+from parley.tools.approval import ApprovedCall
+from parley.tools.base import (
+    BindContext,
+    Binding,
+    CallDone,
+    Citation,
+    ClientTool,
+    Event,
+    ItemDone,
+    Produced,
+    ToolCall,
+    ToolEnv,
+    ToolKind,
+    ToolModel,
+)
+from parley.validation import validation_error
+
+Mode = Literal["auto", "none", "required"]
+_MODE: TypeAdapter[Mode] = TypeAdapter(Mode)
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.kinds: list[ToolKind] = []
+        self._tools: dict[str, ToolKind] = {}
+        self._choices: dict[str, ToolKind] = {}
+
+    def register(self, kind: ToolKind) -> ToolKind:
+        taken = (set(kind.models) & set(self._tools)) | (set(kind.choices) & set(self._choices))
+        if taken:
+            raise ValueError(f"tool types already registered: {sorted(taken)}")
+        self.kinds.append(kind)
+        self._tools.update(dict.fromkeys(kind.models, kind))
+        self._choices.update(dict.fromkeys(kind.choices, kind))
+        return kind
+
+    def unregister(self, kind: ToolKind) -> None:
+        self.kinds.remove(kind)
+        self._tools = {t: k for t, k in self._tools.items() if k is not kind}
+        self._choices = {t: k for t, k in self._choices.items() if k is not kind}
+
+    # -- parsing (no I/O) ----------------------------------------------------------------
+
+    def parse_tools(self, raw: Any) -> list[ToolModel]:
+        """A request's ``tools``, each validated by its kind's model; a 400 names the first bad one."""
+        if not isinstance(raw, list):
+            raise InvalidRequest("Invalid value for 'tools': Input should be a valid list.", param="tools")
+        return [self._parse_tool(tool, f"tools[{i}]") for i, tool in enumerate(raw)]
+
+    def _parse_tool(self, raw: Any, where: str) -> ToolModel:
+        if not isinstance(raw, dict):
+            raise InvalidRequest(f"Invalid value for '{where}': Input should be an object.", param=where)
+        tool_type = type_of(raw, where)
+        if tool_type is None:
+            raise InvalidRequest(f"Missing required parameter: '{where}.type'.", param=f"{where}.type",
+                                 code="missing_required_parameter")
+        kind = self._tools.get(tool_type)
+        if kind is None:
+            raise UnsupportedParameter(f"{where}.type", f"Tool type '{tool_type}' is not supported by Parley yet.")
+        model = kind.models[tool_type]
+        for name, why in model.UNSUPPORTED.items():
+            if raw.get(name) is not None:
+                raise UnsupportedParameter(f"{where}.{name}", why)
+        kind.precheck(raw, where)
+        try:
+            return model.model_validate({k: v for k, v in raw.items() if v is not None})
+        except ValidationError as exc:
+            raise validation_error(exc, where) from None
+
+    def parse_choice(self, raw: Any) -> str | ToolModel:
+        if not isinstance(raw, dict):
+            try:
+                return _MODE.validate_python(raw)
+            except ValidationError:
+                raise InvalidRequest("Invalid value for 'tool_choice': use 'auto', 'none', 'required' or an "
+                                     "object naming a tool.", param="tool_choice") from None
+        choice_type = type_of(raw, "tool_choice")
+        kind = self._choices.get(choice_type or "")
+        if kind is None:
+            known = ", ".join(sorted(self._choices))
+            raise InvalidRequest(f"Unsupported tool_choice type '{choice_type}': Parley accepts 'auto', 'none', "
+                                 f"'required' or an object of type {known}.", param="tool_choice.type")
+        try:
+            return kind.choices[choice_type or ""].model_validate(raw)
+        except ValidationError as exc:
+            raise validation_error(exc, "tool_choice") from None
+
+    def check(self, tools: list[ToolModel], choice: str | ToolModel) -> None:
+        """Checks across the tools of each kind, and of ``tool_choice`` against them."""
+        for kind in self.kinds:
+            owned = choice if isinstance(choice, ToolModel) and self._choices.get(choice.type) is kind else None
+            kind.check(self._of(kind, tools), owned)  # type: ignore[arg-type]
+        if choice == "required" and not tools:
+            raise InvalidRequest("tool_choice 'required' needs at least one tool.", param="tool_choice")
+
+    def _of(self, kind: ToolKind, tools: list[ToolModel]) -> list[ToolModel]:
+        return [t for t in tools if self._tools.get(t.type) is kind]  # type: ignore[attr-defined]
+
+    # -- serving -------------------------------------------------------------------------
+
+    async def admit(self, tools: list[ToolModel], env: ToolEnv) -> None:
+        for kind in self.kinds:
+            placed = [(f"tools[{i}]", t) for i, t in enumerate(tools) if self._tools.get(t.type) is kind]  # type: ignore
+            if placed:
+                await kind.admit(placed, env)
+
+    def bind(self, tools: list[ToolModel], choice: str | ToolModel, context: BindContext) -> Toolset:
+        bindings: list[Binding] = []
+        owner: Binding | None = None
+        for kind in self.kinds:
+            binding = kind.bind(self._of(kind, tools), context)
+            if binding is None:
+                continue
+            bindings.append(binding)
+            if isinstance(choice, ToolModel) and self._choices.get(choice.type) is kind:  # type: ignore[attr-defined]
+                owner = binding
+        return Toolset(bindings, choice, owner)
+
+
+class Toolset:
+    """Every binding of one response: what the model is offered, and the running of its calls."""
+
+    def __init__(self, bindings: list[Binding], choice: str | ToolModel = "auto", owner: Binding | None = None
+                 ) -> None:
+        self.bindings = bindings
+        self.choice = choice
+        self._owner_of_choice = owner
+        self._by_name: dict[str, Binding] = {}
+
+    async def setup(self, first_index: int) -> AsyncIterator[Event | ItemDone]:
+        index = first_index
+        for binding in self.bindings:
+            async for produced in binding.setup(index):
+                index += isinstance(produced, ItemDone)
+                yield produced
+
+    def _offered(self) -> list[tuple[Binding, Any]]:
+        return [(binding, offer) for binding in self.bindings for offer in binding.offered()]
+
+    def chat_tools(self) -> list[dict[str, Any]]:
+        """The functions offered to the model now: the client's first, then Parley's own."""
+        offered = self._offered()
+        self._by_name = {offer.name: binding for binding, offer in offered if offer.client is None}
+        return [dict(offer.function) for _, offer in offered if offer.client is not None] + \
+               [dict(offer.function) for _, offer in offered if offer.client is None]
+
+    def server_names(self) -> frozenset[str]:
+        return frozenset(self._by_name)
+
+    def client_tools(self) -> dict[str, ClientTool]:
+        return {offer.name: offer.client for _, offer in self._offered() if offer.client is not None}
+
+    def tool_choice(self, first: bool) -> Any:
+        """The Chat Completions ``tool_choice``: a forced choice applies to the first step only, or the loop
+        would never end."""
+        if isinstance(self.choice, str):
+            return self.choice if first or self.choice == "none" else "auto"
+        if not first:
+            return "auto"
+        return self._owner_of_choice.forced(self.choice) if self._owner_of_choice else "required"
+
+    def approved(self, calls: list[ApprovedCall]) -> list[ToolCall]:
+        """Approved calls of an earlier turn under the function that runs them now; a call no binding takes
+        any more (its server left the request) is left out."""
+        out = []
+        for call in calls:
+            for binding in self.bindings:
+                function = binding.function_for(call.server_label, call.name)
+                if function is not None:
+                    self._by_name.setdefault(function, binding)
+                    out.append(ToolCall(call.call_id, function, call.arguments, call.approval_request_id))
+                    break
+        return out
+
+    def cite(self, text: str) -> list[Citation]:
+        return [citation for binding in self.bindings for citation in binding.cite(text)]
+
+    async def execute(self, calls: list[ToolCall], first_index: int, approved_ids: set[str]
+                      ) -> AsyncIterator[Produced]:
+        """Starts every call, then streams each one's events and items in the order of the calls."""
+        owners = [self._by_name[call.name] for call in calls]
+        runs = [owner.start(call, call.call_id in approved_ids) for owner, call in zip(owners, calls)]
+        index = first_index
+        try:
+            for owner, call, run in zip(owners, calls, runs):
+                async for produced in owner.emit(call, run, index):
+                    index += isinstance(produced, (ItemDone, CallDone))
+                    yield produced
+        finally:
+            for run in runs:
+                if hasattr(run, "cancel"):
+                    run.cancel()  # type: ignore[union-attr]
+
+    async def aclose(self) -> None:
+        for binding in self.bindings:
+            await binding.aclose()
+
+
+REGISTRY = Registry()
+for _kind in (client.KIND, mcp_tools.KIND, web_search.KIND):
+    REGISTRY.register(_kind)
