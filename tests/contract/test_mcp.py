@@ -132,6 +132,24 @@ def test_approval_approve_and_deny(chain_mcp, backend, client) -> None:
     assert backend.requests[-1]["messages"][-1]["content"] == "The user declined to run this tool call."
 
 
+def test_each_approval_answers_the_call_it_was_stored_with(chain_mcp, backend, client) -> None:
+    # Two identical calls wait for approval; the client approves the second only. Each answer reaches the
+    # chat call its request stood for (stored with it), whatever the names and arguments.
+    tools = [mcp_tool(chain_mcp.url, require_approval="always")]
+    same = {"username": "bob"}
+    backend.push(Reply(tool_calls=[ToolCall("get_user_id", same, id="call_one"), ToolCall("get_user_id", same,
+                                                                                           id="call_two")]))
+    first = client.responses.create(model="m", input="bob twice", tools=tools)
+    one, two = [i for i in first.output if i.type == "mcp_approval_request"]
+    backend.push(Reply(text="ok"))
+    second = client.responses.create(model="m", previous_response_id=first.id, tools=tools, input=[
+        {"type": "mcp_approval_response", "approval_request_id": one.id, "approve": False},
+        {"type": "mcp_approval_response", "approval_request_id": two.id, "approve": True}])
+    assert [(i.type, i.approval_request_id) for i in second.output if i.type == "mcp_call"] == [("mcp_call", two.id)]
+    answers = {m["tool_call_id"]: m["content"] for m in backend.requests[-1]["messages"] if m["role"] == "tool"}
+    assert answers == {"call_one": "The user declined to run this tool call.", "call_two": "user_2"}
+
+
 def test_approval_filter_by_tool_name(chain_mcp, backend, client) -> None:
     backend.push(Reply(tool_calls=[ToolCall("get_user_id", {"username": "bob"})]),
                  Reply(tool_calls=[ToolCall("get_user_permissions", {"user_id": "user_2"})]))

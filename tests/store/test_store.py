@@ -160,3 +160,13 @@ async def test_an_instance_fails_its_own_rows_it_no_longer_runs(store) -> None:
     assert (await store.get(orphan)).response["error"]["message"] == UNSTORED
     assert (await store.get(running)).status == "in_progress"
 
+
+
+async def test_pending_approvals_are_stored_with_their_call_ids(store, request) -> None:
+    rid = f"resp_pend_{request.node.name[-20:]}".replace("[", "_").replace("]", "_")
+    await store.create(record(rid))
+    assert (await store.get(rid)).pending == {}
+    final = record(rid)
+    final.status, final.pending = "completed", {"mcpr_1": "call_a", "mcpr_2": "call_b"}
+    await store.finish(final)
+    assert (await store.get(rid)).pending == {"mcpr_1": "call_a", "mcpr_2": "call_b"}

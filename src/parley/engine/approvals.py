@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from openai.types.chat import ChatCompletionMessageParam
+from openai.types.responses.response_output_item import McpApprovalRequest
+
 from parley.engine.history import place_tool_message, unanswered_calls
 from parley.errors import InvalidRequest
 from parley.items import McpApprovalResponseItem
@@ -12,15 +15,15 @@ from parley.request import CreateResponse
 from parley.tools.approval import DENIED, NOT_APPROVED, ApprovedCall
 
 
-def resolve_approvals(request: CreateResponse, previous_output: list[dict[str, Any]], pending: dict[str, str],
-                      conversation: list[dict[str, Any]]) -> list[ApprovedCall]:
+def resolve_approvals(request: CreateResponse, previous_output: list[Any], pending: dict[str, str],
+                      conversation: list[ChatCompletionMessageParam]) -> list[ApprovedCall]:
     """Match ``mcp_approval_response`` items to the previous response's approval requests.
 
     Each request stands for the chat tool call stored with it (``pending``), left unanswered; a denied or
     unanswered one is answered now with a tool message saying so, an approved one is returned to be run.
     """
     answers = {i.approval_request_id: i for i in request.input if isinstance(i, McpApprovalResponseItem)}
-    requests = {item["id"]: item for item in previous_output if item.get("type") == "mcp_approval_request"}
+    requests = {item.id: item for item in previous_output if isinstance(item, McpApprovalRequest)}
     for request_id in answers:
         if request_id not in requests:
             raise InvalidRequest(f"No MCP approval request with id '{request_id}' in the previous response.",
@@ -36,7 +39,7 @@ def resolve_approvals(request: CreateResponse, previous_output: list[dict[str, A
             continue
         answer = answers.get(request_id)
         if answer is not None and answer.approve:
-            approved.append(ApprovedCall(call["id"], call["function"]["arguments"], item["server_label"], item["name"],
+            approved.append(ApprovedCall(call["id"], call["function"]["arguments"], item.server_label, item.name,
                                          request_id))
         else:
             text = DENIED if answer is not None else NOT_APPROVED

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from openai.types.chat import ChatCompletionMessageParam
+
 from parley.request import CreateResponse, JsonSchemaFormat
 
 
@@ -23,7 +25,7 @@ def _response_format(request: CreateResponse) -> dict[str, Any] | None:
 
 def chat_request(
     request: CreateResponse,
-    messages: list[dict[str, Any]],
+    messages: list[ChatCompletionMessageParam],
     *,
     model: str,
     max_tokens_param: str = "max_tokens",

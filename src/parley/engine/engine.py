@@ -97,7 +97,8 @@ class Engine:
                 )
             prior = previous.messages
         conversation = build_messages(prior, request.input, self._replayed_reasoning(request, upstream))
-        previous_output = previous.response.get("output", []) if previous else []
+        # The stored response, parsed once into the protocol's types: what the tools and approvals read of it.
+        previous_output = Response.model_validate_json(previous.serialized()).output if previous else []
         approved = resolve_approvals(request, previous_output, previous.pending if previous else {}, conversation)
         if not conversation:
             raise InvalidRequest("The input is empty.", param="input", code="invalid_value")

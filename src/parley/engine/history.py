@@ -18,6 +18,8 @@ from typing import Any
 
 from parley.errors import InvalidRequest, UnsupportedParameter
 from parley.tools.client import TOOL_SEARCH, chat_tool_name
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionMessageToolCallParam
+
 from parley.items import (
     CustomToolCallItem,
     CustomToolCallOutputItem,
@@ -31,7 +33,7 @@ from parley.items import (
     ToolSearchOutputItem,
 )
 
-Message = dict[str, Any]
+Message = ChatCompletionMessageParam  # the openai SDK's TypedDicts: plain dicts at run time
 
 
 def _text_of(parts: list[Any]) -> str:
@@ -158,7 +160,7 @@ def build_messages(prior: list[Message], items: list[InputItem],
     return messages
 
 
-def unanswered_calls(messages: list[Message]) -> list[dict[str, Any]]:
+def unanswered_calls(messages: list[Message]) -> list[ChatCompletionMessageToolCallParam]:
     """Tool calls of assistant messages that no tool message answers yet, in order."""
     answered = {m.get("tool_call_id") for m in messages if m.get("role") == "tool"}
     return [call for m in messages for call in m.get("tool_calls") or [] if call["id"] not in answered]

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pydantic
+from openai.types.chat import ChatCompletionAssistantMessageParam, ChatCompletionMessageToolCallParam
 from openai.types.responses import (
     ResponseContentPartAddedEvent,
     ResponseContentPartDoneEvent,
@@ -106,7 +107,7 @@ class ChunkTranslator:
     _calls: dict[tuple[int, str | None], _Call] = field(default_factory=dict)
     _latest_call_at: dict[int, _Call] = field(default_factory=dict)
     _text: list[str] = field(default_factory=list)
-    _tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    _tool_calls: list[ChatCompletionMessageToolCallParam] = field(default_factory=list)
     _aborted: bool = False
 
     @property
@@ -166,9 +167,9 @@ class ChunkTranslator:
         return [item for item in self.items
                 if isinstance(item, (ResponseFunctionToolCall, ResponseCustomToolCall, ResponseToolSearchCall))]
 
-    def assistant_message(self) -> dict[str, Any]:
+    def assistant_message(self) -> ChatCompletionAssistantMessageParam:
         """The chat message this call produced, as the next backend call must see it."""
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(self._text) or None}
+        message: ChatCompletionAssistantMessageParam = {"role": "assistant", "content": "".join(self._text) or None}
         if self._tool_calls:
             message["tool_calls"] = self._tool_calls
         return message

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from openai.types.chat import ChatCompletionMessageParam
 from openai.types.responses import Response
 
 from parley.engine.persistence import NOT_STORED, Persistence
@@ -24,10 +25,10 @@ class Turn:
 
     request: CreateResponse
     upstream: UpstreamConfig
-    conversation: list[dict[str, Any]]
+    conversation: list[ChatCompletionMessageParam]  # the chat so far (the SDK's TypedDicts)
     input_items: list[dict[str, Any]]
     tenant: str = ""
-    previous_output: list[dict[str, Any]] = field(default_factory=list)
+    previous_output: list[Any] = field(default_factory=list)  # the earlier response's output items (SDK types)
     approved: list[ApprovedCall] = field(default_factory=list)  # calls approved in this request, run first
     client_key: str | None = field(default=None, repr=False)  # forwarded upstream only when configured to
     id: str = field(default_factory=lambda: new_id("resp"))
@@ -40,7 +41,7 @@ class Turn:
 class RunState:
     """What a run has produced so far."""
 
-    conversation: list[dict[str, Any]]
+    conversation: list[ChatCompletionMessageParam]
     output: list[Any] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     incomplete_reason: str | None = None

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from openai.types.chat import ChatCompletionToolParam
+from openai.types.chat import ChatCompletionToolMessageParam, ChatCompletionToolParam
 from openai.types.responses import ResponseStreamEvent
 from parley.netpolicy import AddressPolicy
 from parley.validation import StrictModel
@@ -60,7 +60,7 @@ class CallDone:
     call waits for the client (an approval request)."""
 
     item: Any
-    message: dict[str, Any] | None
+    message: ChatCompletionToolMessageParam | None
 
 
 @dataclass(frozen=True)
@@ -107,11 +107,11 @@ class ToolEnv:
 
 @dataclass
 class BindContext:
-    """What a binding may know of its response: the earlier response's output items (as stored) and this
-    request's input items (typed)."""
+    """What a binding may know of its response: the earlier response's output items and this request's input
+    items (both typed: the SDK's output items, Parley's input items)."""
 
     env: ToolEnv
-    previous_output: list[dict[str, Any]] = field(default_factory=list)
+    previous_output: list[Any] = field(default_factory=list)
     input: list[Any] = field(default_factory=list)
 
 

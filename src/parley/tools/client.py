@@ -326,8 +326,8 @@ class ClientKind(ToolKind):
 
     def bind(self, tools: list[Any], context: BindContext) -> Binding | None:
         replayed = [item.tools for item in context.input if isinstance(item, ToolSearchOutputItem)]
-        earlier = [item.get("tools", []) for item in context.previous_output
-                   if item.get("type") == "tool_search_output"]
+        earlier = [[tool.model_dump(exclude_none=True) for tool in item.tools] for item in context.previous_output
+                   if isinstance(item, ResponseToolSearchOutputItem)]
         loaded = [tool for group in earlier + replayed for tool in group]
         return ClientTools(tools, loaded) if tools or loaded else None
 

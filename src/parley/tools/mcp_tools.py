@@ -114,17 +114,16 @@ class _Exposed:
 class McpTools(Binding):
     servers: list[McpTool]
     connector: MCPConnector
-    previous_output: list[dict[str, Any]] = field(default_factory=list)
+    previous_output: list[Any] = field(default_factory=list)  # the earlier response's output items
     _exposed: dict[str, _Exposed] = field(default_factory=dict)
     _sessions: dict[tuple[str, str], asyncio.Task[MCPSession]] = field(default_factory=dict)
 
     # -- listing -------------------------------------------------------------------------
 
-    def _earlier_listing(self, server: McpTool) -> list[dict[str, Any]] | None:
+    def _earlier_listing(self, server: McpTool) -> list[MCPToolInfo] | None:
         for item in self.previous_output:
-            if item.get("type") == "mcp_list_tools" and item.get("server_label") == server.server_label \
-                    and not item.get("error"):
-                return item["tools"]
+            if isinstance(item, McpListTools) and item.server_label == server.server_label and not item.error:
+                return [MCPToolInfo(t.name, t.description, t.input_schema or {}, t.annotations) for t in item.tools]
         return None
 
     def _expose(self, server: McpTool, tools: list[MCPToolInfo]) -> None:
@@ -138,8 +137,7 @@ class McpTools(Binding):
         for server in self.servers:
             earlier = self._earlier_listing(server)
             if earlier is not None:  # a chained turn reuses the listing its server already gave
-                self._expose(server, [MCPToolInfo(t["name"], t.get("description"), t.get("input_schema") or {},
-                                                  t.get("annotations")) for t in earlier if server.allows(t["name"])])
+                self._expose(server, [tool for tool in earlier if server.allows(tool.name)])
                 continue
             item = McpListTools(id=new_id("mcpl"), type="mcp_list_tools", server_label=server.server_label, tools=[])
             yield ResponseOutputItemAddedEvent(type="response.output_item.added", item=item.model_copy(),
