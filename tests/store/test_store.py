@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from parley.store import StoredResponse, open_store
@@ -14,7 +16,7 @@ pytestmark = pytest.mark.anyio
 def record(response_id: str, items: int = 0, tenant: str = "") -> StoredResponse:
     return StoredResponse(
         id=response_id, created_at=1.0, status="in_progress", tenant=tenant,
-        response={"id": response_id, "status": "in_progress", "output": []},
+        response_json=json.dumps({"id": response_id, "status": "in_progress", "output": []}),
         messages=[{"role": "user", "content": "hi"}],
         input_items=[{"id": f"msg_{response_id}_{i}", "type": "message", "role": "user",
                       "content": [{"type": "input_text", "text": str(i)}]} for i in range(items)],

@@ -33,7 +33,7 @@ class Recorder:
     def record(self, turn: Turn, state: RunState, response: Response) -> StoredResponse:
         return StoredResponse(
             id=turn.id, tenant=turn.tenant, created_at=turn.created_at, status=response.status or "in_progress",
-            response={}, response_json=response.model_dump_json(by_alias=True), messages=state.conversation,
+            response_json=response.model_dump_json(by_alias=True), messages=state.conversation,
             input_items=turn.input_items, previous_response_id=turn.request.previous_response_id,
             owner=self.instance_id, pending=state.pending,
         )

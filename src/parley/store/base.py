@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -23,20 +24,27 @@ class StoredResponse:
     id: str
     created_at: float
     status: str
-    response: dict[str, Any]
+    response_json: str  # the Response object as stored: JSON text, parsed once by whoever reads it
     messages: list[dict[str, Any]] = field(default_factory=list)
     input_items: list[dict[str, Any]] = field(default_factory=list)
     previous_response_id: str | None = None
     tenant: str = ""
     owner: str | None = None  # the server instance running it, while in_progress
-    response_json: str | None = None  # ``response`` already serialized, when the writer has it
     # The approval requests among its output items, each with the id of the chat tool call it stands for.
     pending: dict[str, str] = field(default_factory=dict)
 
-    def serialized(self) -> str:
-        import json
+    @property
+    def response(self) -> dict[str, Any]:
+        """The Response object as a dict, parsed anew at each use (the engine parses it into the SDK's
+        ``Response`` instead)."""
+        return json.loads(self.response_json)
 
-        return self.response_json if self.response_json is not None else json.dumps(self.response)
+    @response.setter
+    def response(self, value: dict[str, Any]) -> None:
+        self.response_json = json.dumps(value)
+
+    def serialized(self) -> str:
+        return self.response_json
 
 
 @dataclass

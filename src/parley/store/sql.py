@@ -329,8 +329,7 @@ def _pending(record: StoredResponse) -> str | None:
 def _record(row: Any) -> StoredResponse:
     return StoredResponse(
         id=row.id, tenant=row.tenant, created_at=row.created_at, status=row.status,
-        previous_response_id=row.previous_response_id, response=json.loads(row.response),
-        messages=json.loads(row.messages), response_json=row.response,
+        previous_response_id=row.previous_response_id, response_json=row.response, messages=json.loads(row.messages),
         pending=json.loads(row.pending) if row.pending else {},
     )
 
