@@ -11,7 +11,7 @@ import logging
 import time
 
 FIELDS = ("request_id", "response_id", "model", "status", "route", "duration_ms", "tenant", "input_tokens",
-          "output_tokens", "error_code")
+          "output_tokens", "error_code", "param")
 
 
 class JsonFormatter(logging.Formatter):

@@ -20,7 +20,7 @@ from parley.tools.registry import REGISTRY
 
 HONOURED = {
     "model", "input", "instructions", "previous_response_id", "store", "stream", "stream_options",
-    "metadata", "temperature", "top_p", "max_output_tokens", "text", "tools", "tool_choice",
+    "metadata", "temperature", "top_p", "presence_penalty", "frequency_penalty", "max_output_tokens", "text", "tools", "tool_choice",
     "parallel_tool_calls", "max_tool_calls", "user", "safety_identifier", "reasoning", "include",
     "truncation", "service_tier", "prompt_cache_key", "prompt_cache_retention", "top_logprobs", "background",
     "client_metadata",  # Codex's client description: informational, as at OpenAI
@@ -93,6 +93,8 @@ class CreateResponse(BaseModel):
     metadata: dict[str, str] | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)  # Open Responses; sent to the upstream as is
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
     max_output_tokens: int | None = Field(None, ge=1)
     text: TextConfig = Field(default_factory=TextConfig)
     tools: list[ToolModel] = Field(default_factory=list)  # each parsed by its kind (parley.tools.registry)

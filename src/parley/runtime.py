@@ -65,7 +65,7 @@ class Runtime:
             settings.web_search, tavily_api_key=settings.tavily_api_key, brave_api_key=settings.brave_api_key,
             timeout=settings.tool_timeout) if settings.web_search else None
         self.policy = AddressPolicy(enforce=self.keys.enabled, allow=settings.outbound_allow)
-        self.tools = ToolEnv(self.policy, settings.tool_timeout, search)
+        self.tools = ToolEnv(self.policy, settings.tool_timeout, search, settings.mcp_require_approval)
         self.ready = False
         self._engine: Engine | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # responses running on after their client left

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     plugins: str | None = Field(
         None, description="Python modules to load at start-up, comma-separated: each one's register() adds tool "
         "kinds or backend types.")
+    mcp_require_approval: Literal["always", "never"] = Field(
+        "never", description="What an MCP tool without require_approval gets: never (run its calls, as the "
+        "seed's clients expect) or always (hold each call for the client's approval, OpenAI's default).")
     tool_timeout: float = Field(30.0, description="Seconds an MCP server or search provider may take per call.")
     instance_stale_s: float = Field(
         30.0, gt=0, description="A server that has not signalled for this long is taken as stopped: its "

@@ -7,7 +7,7 @@ import json
 import openai
 import pytest
 
-from parley.testing import Reply, ToolCall
+from parley.testing import ParleyProcess, Reply, ToolCall
 from parley.testing.grammar import check_stream
 from parley.testing.mcp_server import MCPTestServer
 from parley.testing.server import free_port
@@ -15,7 +15,8 @@ from tests.contract.helpers import stream_raw
 
 
 def mcp_tool(url: str, **extra) -> dict:
-    return {"type": "mcp", "server_label": "localmcp", "server_url": url, "require_approval": "never", **extra}
+    """An MCP tool as the seed sends it: without require_approval (the server's default, "never", applies)."""
+    return {"type": "mcp", "server_label": "localmcp", "server_url": url, **extra}
 
 
 BOILING = [Reply(tool_calls=[ToolCall("get_boiling_point", {"liquid_name": "polyjuice", "celcius": True})]),
@@ -148,6 +149,20 @@ def test_each_approval_answers_the_call_it_was_stored_with(chain_mcp, backend, c
     assert [(i.type, i.approval_request_id) for i in second.output if i.type == "mcp_call"] == [("mcp_call", two.id)]
     answers = {m["tool_call_id"]: m["content"] for m in backend.requests[-1]["messages"] if m["role"] == "tool"}
     assert answers == {"call_one": "The user declined to run this tool call.", "call_two": "user_2"}
+
+
+def test_an_operator_can_make_approval_the_default(seed_mcp, scripted_server, backend, tmp_path) -> None:
+    with ParleyProcess("--upstream", scripted_server.url, "--db", f"sqlite:///{tmp_path / 'a.db'}",
+                       "--mcp-require-approval", "always") as server, \
+            openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0) as strict:
+        backend.push(BOILING[0])
+        held = strict.responses.create(model="m", input="boiling?", tools=[mcp_tool(seed_mcp.url)])
+        backend.push(*BOILING)
+        ran = strict.responses.create(model="m", input="boiling?", tools=[mcp_tool(seed_mcp.url,
+                                                                                   require_approval="never")])
+    assert [i.type for i in held.output] == ["mcp_list_tools", "mcp_approval_request"]
+    assert "require_approval" not in held.tools[0].model_dump(exclude_none=True)  # echoed as sent
+    assert [i.type for i in ran.output] == ["mcp_list_tools", "mcp_call", "message"]
 
 
 def test_approval_filter_by_tool_name(chain_mcp, backend, client) -> None:

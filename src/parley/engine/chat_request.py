@@ -44,6 +44,9 @@ def chat_request(
         body["temperature"] = request.temperature
     if request.top_p is not None:
         body["top_p"] = request.top_p
+    for penalty in ("presence_penalty", "frequency_penalty"):
+        if getattr(request, penalty) is not None:
+            body[penalty] = getattr(request, penalty)
     if request.max_output_tokens is not None:
         body[max_tokens_param] = request.max_output_tokens
     if tools and request.tool_choice != "none":

@@ -19,6 +19,7 @@ from parley.engine.turn import RunState, Turn
 from parley.errors import StoreUnavailable
 from parley.ids import new_id
 from parley.store.base import Store, StoredResponse
+from parley.wire import to_json
 
 log = logging.getLogger("parley.engine")
 
@@ -33,7 +34,7 @@ class Recorder:
     def record(self, turn: Turn, state: RunState, response: Response) -> StoredResponse:
         return StoredResponse(
             id=turn.id, tenant=turn.tenant, created_at=turn.created_at, status=response.status or "in_progress",
-            response_json=response.model_dump_json(by_alias=True), messages=state.conversation,
+            response_json=to_json(response), messages=state.conversation,
             input_items=turn.input_items, previous_response_id=turn.request.previous_response_id,
             owner=self.instance_id, pending=state.pending,
         )

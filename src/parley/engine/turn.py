@@ -72,6 +72,9 @@ def snapshot(turn: Turn, state: RunState, status: str) -> Response:
         parallel_tool_calls=request.parallel_tool_calls,
         temperature=request.temperature if request.temperature is not None else 1.0,
         top_p=request.top_p if request.top_p is not None else 1.0,
+        # Open Responses fields, which the SDK's type keeps as extra fields
+        presence_penalty=request.presence_penalty or 0.0,
+        frequency_penalty=request.frequency_penalty or 0.0,
         tool_choice=request.tool_choice if isinstance(request.tool_choice, str) else request.tool_choice.echo(),
         tools=[tool.echo() for tool in request.tools],
         usage=state.usage.as_response_usage() if terminal else None,

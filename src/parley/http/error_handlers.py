@@ -21,16 +21,20 @@ def error_response(exc: ParleyError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers or None)
 
 
-async def _parley_error(_request: Request, exc: Exception) -> JSONResponse:
+ERROR_KEY = "parley.error"  # the error a request was answered with, for its access log line
+
+
+async def _parley_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ParleyError)
+    request.scope[ERROR_KEY] = exc
     return error_response(exc)
 
 
-async def _validation(_request: Request, exc: Exception) -> JSONResponse:
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     err = exc.errors()[0]
     param = str(err["loc"][-1]) if err.get("loc") else None
-    return error_response(InvalidRequest(f"Invalid value for '{param}': {err['msg']}.", param=param))
+    return await _parley_error(request, InvalidRequest(f"Invalid value for '{param}': {err['msg']}.", param=param))
 
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from parley.errors import ServerBusy
+from parley.http.error_handlers import ERROR_KEY
 from parley.ids import new_id
 from parley.metrics import Metrics
 
@@ -69,8 +70,14 @@ class RequestIds:
             elapsed = time.perf_counter() - started
             self.metrics.requests.labels(route, str(status)).inc()
             self.metrics.latency.labels(route).observe(elapsed)
-            access.info("%s %s", route, status, extra={"request_id": request_id.decode(), "route": route,
-                                                        "status": status, "duration_ms": round(elapsed * 1000, 2)})
+            extra = {"request_id": request_id.decode(), "route": route, "status": status,
+                     "duration_ms": round(elapsed * 1000, 2)}
+            error = scope.get(ERROR_KEY)
+            if error is None:
+                access.info("%s %s", route, status, extra=extra)
+            else:  # an operator sees which parameter was refused, and why, without the body
+                extra.update(error_code=error.code, param=error.param)
+                access.info("%s %s %s param=%s", route, status, error.code, error.param, extra=extra)
 
 
 class BodyBudget:

@@ -11,9 +11,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from parley.auth import Caller
-from parley.errors import InvalidRequest, NotFound, PayloadTooLarge, StoreUnavailable
+from parley.errors import InvalidRequest, NotFound, PayloadTooLarge, StoreUnavailable, UnsupportedParameter
 from parley.http.sse import sse_frames
 from parley.request import parse_create
+from parley.wire import integer_timestamps, to_json
 from parley.runtime import Runtime
 
 routes = APIRouter()
@@ -96,15 +97,35 @@ async def create_response(request: Request, who: Caller = Depends(caller)) -> Re
         return StreamingResponse(sse_frames(server.engine.run(turn), server), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     result = await server.engine.respond(turn)
-    return Response(result.model_dump_json(by_alias=True), media_type="application/json")
+    return Response(to_json(result), media_type="application/json")
+
+
+# What retrieve and input_items can honour of ``include``: what every stored response and item already holds.
+RETRIEVE_INCLUDES = {"web_search_call.action.sources"}
+INPUT_ITEMS_INCLUDES = {"message.input_image.image_url"}
+
+
+def _refuse_what_is_not_honoured(request: Request, includes: set[str]) -> None:
+    """A 400 naming a query parameter Parley would otherwise ignore (``stream`` until resume exists)."""
+    query = request.query_params
+    if query.get("stream", "false").lower() != "false":
+        raise UnsupportedParameter("stream", "Streaming a stored response again (resume) is not supported yet; "
+                                   "retrieve it without stream.")
+    if "starting_after" in query:
+        raise UnsupportedParameter("starting_after", "It goes with stream, which is not supported yet.")
+    for value in query.getlist("include[]") + query.getlist("include"):
+        if value not in includes:
+            raise UnsupportedParameter("include", f"include value '{value}' is not supported here; supported: "
+                                       f"{', '.join(sorted(includes))}.")
 
 
 @routes.get("/v1/responses/{response_id}")
 async def retrieve_response(request: Request, response_id: str, who: Caller = Depends(caller)) -> Response:
+    _refuse_what_is_not_honoured(request, RETRIEVE_INCLUDES)
     stored = await runtime(request).store.get(response_id, who.tenant)
     if stored is None:
         raise _not_found(response_id)
-    return Response(stored.serialized(), media_type="application/json")
+    return Response(integer_timestamps(stored.serialized()), media_type="application/json")  # rows stored before
 
 
 @routes.delete("/v1/responses/{response_id}")
@@ -124,6 +145,7 @@ async def list_input_items(
     limit: int = Query(20, ge=1, le=100),
     order: Literal["asc", "desc"] = "desc",
 ) -> dict[str, Any]:
+    _refuse_what_is_not_honoured(request, INPUT_ITEMS_INCLUDES)
     page = await runtime(request).store.input_items(response_id, who.tenant, after=after, before=before,
                                                     limit=limit, order=order)
     if page is None:

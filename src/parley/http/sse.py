@@ -14,13 +14,14 @@ from collections.abc import AsyncIterator
 from openai.types.responses import ResponseStreamEvent
 
 from parley.runtime import Runtime
+from parley.wire import to_json
 
 log = logging.getLogger("parley.http")
 
 
 def encode_sse(event: ResponseStreamEvent) -> bytes:
     """One SSE frame: ``event:`` line, one ``data:`` line, blank line."""
-    return f"event: {event.type}\ndata: {event.model_dump_json(by_alias=True)}\n\n".encode()
+    return f"event: {event.type}\ndata: {to_json(event, hasattr(event, 'response'))}\n\n".encode()
 
 
 def sse_frames(events: AsyncIterator[ResponseStreamEvent], runtime: Runtime) -> AsyncIterator[bytes]:

@@ -102,6 +102,7 @@ class ToolEnv:
     address_policy: AddressPolicy = field(default_factory=lambda: AddressPolicy(enforce=False))
     tool_timeout: float = 30.0
     search: Any = None
+    mcp_require_approval: str = "never"  # what an MCP tool without require_approval gets
     shared: dict[str, Any] = field(default_factory=dict)
 
 

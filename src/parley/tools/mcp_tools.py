@@ -64,7 +64,7 @@ class McpTool(ToolModel):
     authorization: str | None = None
     server_description: str | None = None
     allowed_tools: list[str] | ToolNames | None = None
-    require_approval: Literal["always", "never"] | ApprovalFilter = "always"
+    require_approval: Literal["always", "never"] | ApprovalFilter | None = None  # None: the server's default
 
     def allows(self, name: str) -> bool:
         if self.allowed_tools is None:
@@ -72,8 +72,8 @@ class McpTool(ToolModel):
         names = self.allowed_tools if isinstance(self.allowed_tools, list) else self.allowed_tools.tool_names
         return name in names
 
-    def needs_approval(self, name: str) -> bool:
-        policy = self.require_approval
+    def needs_approval(self, name: str, default: str = "never") -> bool:
+        policy = self.require_approval or default
         if isinstance(policy, str):
             return policy == "always"
         if policy.never and name in policy.never.tool_names:
@@ -115,6 +115,7 @@ class McpTools(Binding):
     servers: list[McpTool]
     connector: MCPConnector
     previous_output: list[Any] = field(default_factory=list)  # the earlier response's output items
+    default_approval: str = "never"  # for a tool that does not say (--mcp-require-approval)
     _exposed: dict[str, _Exposed] = field(default_factory=dict)
     _sessions: dict[tuple[str, str], asyncio.Task[MCPSession]] = field(default_factory=dict)
 
@@ -209,7 +210,7 @@ class McpTools(Binding):
 
     def approval(self, call: ToolCall) -> dict[str, str] | None:
         exposed = self._exposed[call.name]
-        if not exposed.server.needs_approval(exposed.tool.name):
+        if not exposed.server.needs_approval(exposed.tool.name, self.default_approval):
             return None
         return {"server_label": exposed.server.server_label, "name": exposed.tool.name}
 
@@ -281,7 +282,7 @@ class McpKind(ToolKind):
         if connector is None:  # one per server: it remembers which transport each URL speaks
             connector = context.env.shared["mcp.connector"] = MCPConnector(context.env.tool_timeout,
                                                                            context.env.address_policy)
-        return Gated(McpTools(tools, connector, context.previous_output))
+        return Gated(McpTools(tools, connector, context.previous_output, context.env.mcp_require_approval))
 
 
 KIND = McpKind()

@@ -1,0 +1,26 @@
+"""Protocol objects as JSON text, the way clients with typed timestamps read them.
+
+The ``openai`` SDK types ``created_at`` and ``completed_at`` as floats, so its serializer writes
+``1795697041.0``; OpenAI's API sends integers, and clients with integer types (Rust, Go) and the Open
+Responses specification expect them.  Parley's timestamps are whole seconds, so the text is written with
+integers here, the one place every Response and lifecycle event is serialized.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel
+
+_WHOLE_TIMESTAMP = re.compile(r'"(created_at|completed_at)":(-?\d+)\.0(?=[,}])')
+
+
+def integer_timestamps(text: str) -> str:
+    return _WHOLE_TIMESTAMP.sub(r'"\1":\2', text)
+
+
+def to_json(model: BaseModel, has_response: bool = True) -> str:
+    """``model`` (a Response, or an event) as JSON; ``has_response=False`` skips the timestamp pass for
+    events that carry no Response (the per-token deltas)."""
+    text = model.model_dump_json(by_alias=True)
+    return integer_timestamps(text) if has_response else text

@@ -1,0 +1,65 @@
+"""Protocol completeness against a real ``parley serve``: Open Responses fields, integer timestamps, honest
+retrieval options, and 4xx log lines that name what was refused."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import openai
+import pytest
+
+from parley.testing import ParleyProcess
+
+
+def test_penalties_are_sent_upstream_and_echoed_with_defaults(client, backend, parley_server) -> None:
+    client.responses.create(model="m", input="x", extra_body={"presence_penalty": 0.5, "frequency_penalty": -1})
+    assert backend.requests[-1]["presence_penalty"] == 0.5 and backend.requests[-1]["frequency_penalty"] == -1
+    raw = httpx.post(f"{parley_server.base_url}/responses", json={"model": "m", "input": "x"}, timeout=60).json()
+    assert raw["presence_penalty"] == 0 and raw["frequency_penalty"] == 0
+    assert "presence_penalty" not in backend.requests[-1]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="m", input="x", extra_body={"presence_penalty": 3})
+    assert info.value.body["param"] == "presence_penalty"
+
+
+def test_timestamps_are_integers_in_bodies_events_and_stored_responses(parley_server, backend) -> None:
+    created = httpx.post(f"{parley_server.base_url}/responses", json={"model": "m", "input": "x"}, timeout=60).json()
+    assert type(created["created_at"]) is int and type(created["completed_at"]) is int
+    stored = httpx.get(f"{parley_server.base_url}/responses/{created['id']}", timeout=60).json()
+    assert type(stored["created_at"]) is int and type(stored["completed_at"]) is int
+    with httpx.stream("POST", f"{parley_server.base_url}/responses", timeout=60,
+                      json={"model": "m", "input": "x", "stream": True}) as stream:
+        frames = stream.read().decode()
+    lifecycle = [json.loads(line[6:]) for line in frames.splitlines()
+                 if line.startswith("data:") and '"response":' in line]
+    assert len(lifecycle) == 3 and all(type(e["response"]["created_at"]) is int for e in lifecycle)
+    assert type(lifecycle[-1]["response"]["completed_at"]) is int
+
+
+def test_retrieve_refuses_what_it_cannot_honour_by_name(client, parley_server) -> None:
+    response = client.responses.create(model="m", input="x")
+    with pytest.raises(openai.BadRequestError) as info:
+        list(client.responses.retrieve(response.id, stream=True))
+    assert info.value.body["param"] == "stream"
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.retrieve(response.id, include=["reasoning.encrypted_content"])
+    assert info.value.body["param"] == "include"
+    assert client.responses.retrieve(response.id, include=["web_search_call.action.sources"]).id == response.id
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.input_items.list(response.id, include=["reasoning.encrypted_content"])
+    assert info.value.body["param"] == "include"
+    assert client.responses.input_items.list(response.id, include=["message.input_image.image_url"]).data
+
+
+def test_a_refused_request_is_logged_with_its_code_and_parameter(scripted_server, tmp_path) -> None:
+    with ParleyProcess("--upstream", scripted_server.url, "--db", f"sqlite:///{tmp_path / 'l.db'}") as server, \
+            openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0) as plain:
+        with pytest.raises(openai.BadRequestError):
+            plain.responses.create(model="m", input="x", extra_body={"top_p": 7})
+        line = "POST /v1/responses 400 invalid_value param=top_p"
+        deadline = time.monotonic() + 10  # the access line is written once the response has gone out
+        while line not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert line in server.log()
