@@ -306,3 +306,15 @@ def test_tool_choice_mcp_forces_the_first_step_only(seed_mcp, backend, client) -
                             tool_choice={"type": "mcp", "server_label": "localmcp", "name": "get_boiling_point"})
     assert backend.requests[0]["tool_choice"] == {"type": "function", "function": {"name": "get_boiling_point"}}
     assert backend.requests[1]["tool_choice"] == "auto"
+
+
+def test_allowed_tools_can_name_an_mcp_server_or_one_of_its_tools(seed_mcp, backend, client) -> None:
+    weather = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
+    client.responses.create(model="m", input="x", tools=[weather, mcp_tool(seed_mcp.url)], tool_choice={
+        "type": "allowed_tools", "mode": "auto", "tools": [{"type": "mcp", "server_label": "localmcp"}]})
+    assert {t["function"]["name"] for t in backend.requests[-1]["tools"]} == {"get_boiling_point", "greet_everyone"}
+    client.responses.create(model="m", input="x", tools=[weather, mcp_tool(seed_mcp.url)], tool_choice={
+        "type": "allowed_tools", "mode": "auto",
+        "tools": [{"type": "mcp", "server_label": "localmcp", "name": "greet_everyone"}, {"type": "function",
+                                                                                          "name": "get_weather"}]})
+    assert [t["function"]["name"] for t in backend.requests[-1]["tools"]] == ["get_weather", "greet_everyone"]

@@ -63,3 +63,30 @@ def test_a_refused_request_is_logged_with_its_code_and_parameter(scripted_server
         while line not in server.log() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert line in server.log()
+
+
+WEATHER = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
+TIME = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+
+
+def test_allowed_tools_offers_the_named_subset_this_turn(client, backend) -> None:
+    response = client.responses.create(model="m", input="x", tools=[WEATHER, TIME], tool_choice={
+        "type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "get_time"}]})
+    sent = backend.requests[-1]
+    assert [t["function"]["name"] for t in sent["tools"]] == ["get_time"] and sent["tool_choice"] == "required"
+    assert response.tool_choice.type == "allowed_tools" and response.tool_choice.mode == "required"
+    assert [t.name for t in response.tools] == ["get_weather", "get_time"]  # the rest stay for later turns
+    client.responses.create(model="m", input="x", tools=[WEATHER, TIME], tool_choice={
+        "type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "get_weather"},
+                                                           {"type": "function", "name": "get_time"}]})
+    assert len(backend.requests[-1]["tools"]) == 2 and backend.requests[-1]["tool_choice"] == "auto"
+
+
+def test_allowed_tools_and_other_tool_choices_are_refused_accurately(client) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="m", input="x", tools=[WEATHER], tool_choice={
+            "type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "nope"}]})
+    assert info.value.body["param"] == "tool_choice.tools[0]"
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="m", input="x", tools=[WEATHER], tool_choice={"type": "file_search"})
+    assert info.value.body["param"] == "tool_choice.type" and "allowed_tools" in info.value.body["message"]

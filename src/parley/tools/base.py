@@ -36,6 +36,15 @@ class ToolModel(StrictModel):
         """The tool as the Response object echoes it."""
         return self.model_dump(exclude_none=True)
 
+    def reference(self) -> dict[str, str]:
+        """How a ``tool_choice: allowed_tools`` entry names this tool (its type, and its name if it has one)."""
+        return {"type": self.canonical_type(getattr(self, "type", ""))}
+
+    @classmethod
+    def canonical_type(cls, tool_type: str) -> str:
+        """The one name of a type that has aliases (``web_search_preview`` is ``web_search``)."""
+        return tool_type
+
 
 @dataclass(frozen=True)
 class ToolCall:
@@ -78,10 +87,14 @@ class Offered:
 
     function: ChatCompletionToolParam
     client: ClientTool | None = None
+    # The request tool it comes from, as a ``tool_choice: allowed_tools`` entry names it: {"type": "function",
+    # "name": …}, {"type": "mcp", "server_label": …, "name": …}, {"type": "web_search"}…
+    source: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.function["function"]["name"]
+
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,9 @@ class FunctionTool(ToolModel):
         return {"type": "function", "name": self.name, "description": self.description,
                 "parameters": self.parameters, "strict": self.strict}
 
+    def reference(self) -> dict[str, str]:
+        return {"type": "function", "name": self.name}
+
 
 class TextToolFormat(ToolModel):
     type: Literal["text"]
@@ -86,6 +89,9 @@ class CustomTool(ToolModel):
     format: TextToolFormat | GrammarToolFormat | None = None
     defer_loading: bool | None = None
     allowed_callers: list[Literal["direct"]] | None = None
+
+    def reference(self) -> dict[str, str]:
+        return {"type": "custom", "name": self.name}
 
 
 def _namespaced_kind(value: Any) -> str:
@@ -230,7 +236,7 @@ class ClientTools(Binding):
                 continue  # a tool kind this path cannot load (e.g. hosted); the model simply lacks it
         if self.search is not None:
             runner = ClientTool("tool_search", TOOL_SEARCH) if self.search.execution == "client" else None
-            self._offered[TOOL_SEARCH] = Offered(tool_search_function(self.search), runner)
+            self._offered[TOOL_SEARCH] = Offered(tool_search_function(self.search), runner, {"type": "tool_search"})
 
     def _register(self, tool: Any, defer: bool) -> None:
         if isinstance(tool, NamespaceTool):
@@ -245,8 +251,9 @@ class ClientTools(Binding):
         chat_name = chat_tool_name(namespace, tool.name)
         custom = isinstance(tool, CustomTool)
         function = _custom_function(tool, chat_name) if custom else _function(tool, chat_name)  # type: ignore
-        self._offered[chat_name] = Offered(function, ClientTool("custom" if custom else "function", tool.name,
-                                                                namespace))
+        kind = "custom" if custom else "function"
+        self._offered[chat_name] = Offered(function, ClientTool(kind, tool.name, namespace),
+                                           {"type": kind, "name": tool.name})
         self._sources[chat_name] = source
         if deferred:
             self.deferred.add(chat_name)

@@ -88,6 +88,9 @@ class McpTool(ToolModel):
             headers["Authorization"] = f"Bearer {self.authorization}"
         return headers
 
+    def reference(self) -> dict[str, str]:
+        return {"type": "mcp", "server_label": self.server_label}
+
     def echo(self) -> dict[str, Any]:
         """The tool as the Response echoes it: credentials never leave in a response or the store."""
         data = self.model_dump(exclude_none=True)
@@ -178,7 +181,8 @@ class McpTools(Binding):
         return [Offered({"type": "function", "function": {
             "name": name, "parameters": exposed.tool.input_schema,
             "description": exposed.tool.description or f"{exposed.tool.name} on {exposed.server.server_label}",
-        }}) for name, exposed in self._exposed.items()]
+        }}, source={"type": "mcp", "server_label": exposed.server.server_label, "name": exposed.tool.name})
+            for name, exposed in self._exposed.items()]
 
     def function_for(self, server_label: str, name: str) -> str | None:
         return next((n for n, e in self._exposed.items()

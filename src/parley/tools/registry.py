@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from parley.errors import InvalidRequest, UnsupportedParameter
 from parley.items import type_of
@@ -35,6 +35,16 @@ from parley.validation import validation_error
 
 Mode = Literal["auto", "none", "required"]
 _MODE: TypeAdapter[Mode] = TypeAdapter(Mode)
+
+
+class ToolChoiceAllowed(ToolModel):
+    """``tool_choice: {"type": "allowed_tools"}``: only these of the request's tools are offered this turn
+    (the others stay in ``tools``, for later turns); ``mode`` is the choice among them on the first step."""
+
+    type: Literal["allowed_tools"]
+    mode: Literal["auto", "required"]
+    tools: list[dict[str, str]] = Field(min_length=1)
+
 
 
 class Registry:
@@ -93,11 +103,16 @@ class Registry:
                 raise InvalidRequest("Invalid value for 'tool_choice': use 'auto', 'none', 'required' or an "
                                      "object naming a tool.", param="tool_choice") from None
         choice_type = type_of(raw, "tool_choice")
+        if choice_type == "allowed_tools":
+            try:
+                return ToolChoiceAllowed.model_validate(raw)
+            except ValidationError as exc:
+                raise validation_error(exc, "tool_choice") from None
         kind = self._choices.get(choice_type or "")
         if kind is None:
             known = ", ".join(sorted(self._choices))
             raise InvalidRequest(f"Unsupported tool_choice type '{choice_type}': Parley accepts 'auto', 'none', "
-                                 f"'required' or an object of type {known}.", param="tool_choice.type")
+                                 f"'required' or an object of type allowed_tools, {known}.", param="tool_choice.type")
         try:
             return kind.choices[choice_type or ""].model_validate(raw)
         except ValidationError as exc:
@@ -110,6 +125,18 @@ class Registry:
             kind.check(self._of(kind, tools), owned)  # type: ignore[arg-type]
         if choice == "required" and not tools:
             raise InvalidRequest("tool_choice 'required' needs at least one tool.", param="tool_choice")
+        if isinstance(choice, ToolChoiceAllowed):
+            choice.tools = [self._canonical(entry, f"tool_choice.tools[{i}]") for i, entry in enumerate(choice.tools)]
+            for i, entry in enumerate(choice.tools):
+                if not any(_names(entry, tool.reference()) for tool in tools):
+                    raise InvalidRequest(f"tool_choice.tools[{i}] names no tool of the request.",
+                                         param=f"tool_choice.tools[{i}]")
+
+    def _canonical(self, entry: dict[str, str], where: str) -> dict[str, str]:
+        kind = self._tools.get(entry.get("type", ""))
+        if kind is None:
+            raise InvalidRequest(f"'{where}.type' names no tool type Parley serves.", param=f"{where}.type")
+        return {**entry, "type": kind.models[entry["type"]].canonical_type(entry["type"])}
 
     def _of(self, kind: ToolKind, tools: list[ToolModel]) -> list[ToolModel]:
         return [t for t in tools if self._tools.get(t.type) is kind]  # type: ignore[attr-defined]
@@ -135,6 +162,13 @@ class Registry:
         return Toolset(bindings, choice, owner)
 
 
+def _names(entry: dict[str, str], reference: dict[str, str]) -> bool:
+    """Whether an ``allowed_tools`` entry names what ``reference`` describes: the same type, and the same
+    value for every other key both give (an entry {"type": "mcp", "server_label": "x"} names all of x's tools)."""
+    return bool(reference) and entry.get("type") == reference.get("type") and \
+        all(reference[key] == value for key, value in entry.items() if key in reference)
+
+
 class Toolset:
     """Every binding of one response: what the model is offered, and the running of its calls."""
 
@@ -156,8 +190,11 @@ class Toolset:
         return [(binding, offer) for binding in self.bindings for offer in binding.offered()]
 
     def chat_tools(self) -> list[dict[str, Any]]:
-        """The functions offered to the model now: the client's first, then Parley's own."""
+        """The functions offered to the model now: the client's first, then Parley's own (with ``tool_choice:
+        allowed_tools``, only those it names)."""
         offered = self._offered()
+        if isinstance(self.choice, ToolChoiceAllowed):
+            offered = [(b, offer) for b, offer in offered if any(_names(e, offer.source) for e in self.choice.tools)]
         self._by_name = {offer.name: binding for binding, offer in offered if offer.client is None}
         return [dict(offer.function) for _, offer in offered if offer.client is not None] + \
                [dict(offer.function) for _, offer in offered if offer.client is None]
@@ -175,6 +212,8 @@ class Toolset:
             return self.choice if first or self.choice == "none" else "auto"
         if not first:
             return "auto"
+        if isinstance(self.choice, ToolChoiceAllowed):
+            return self.choice.mode
         return self._owner_of_choice.forced(self.choice) if self._owner_of_choice else "required"
 
     def approved(self, calls: list[ApprovedCall]) -> list[ToolCall]:

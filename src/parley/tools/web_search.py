@@ -59,6 +59,10 @@ class WebSearchTool(ToolModel):
     external_web_access: bool | None = None
     search_content_types: list[Literal["text"]] | None = None
 
+    @classmethod
+    def canonical_type(cls, tool_type: str) -> str:
+        return "web_search"
+
     @property
     def live(self) -> bool:
         return self.external_web_access is not False
@@ -206,7 +210,7 @@ class WebSearchTools(Binding):
             "name": FUNCTION_NAME,
             "description": "Search the web. Results are numbered; cite them as [n] in the answer.",
             "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
-        }})]
+        }}, source={"type": "web_search"})]
 
     def forced(self, choice: ToolModel) -> Any:
         return {"type": "function", "function": {"name": FUNCTION_NAME}}
