@@ -19,6 +19,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 EMBEDDED_MODEL_ID = "smollm2-135m-instruct"
 
 
+# Responses parameters Chat Completions upstreams may take under the same name.
+ForwardParam = Literal["service_tier", "prompt_cache_key", "prompt_cache_retention", "safety_identifier"]
+
+
 class UpstreamConfig(BaseModel):
     """One backend that serves Chat Completions for a set of models."""
 
@@ -31,6 +35,9 @@ class UpstreamConfig(BaseModel):
     timeout_s: float = 600.0
     max_retries: int = 2
     forward_client_key: bool = False
+    forward_params: list[ForwardParam] = Field(default_factory=list, description=(
+        "Request parameters sent on to this upstream as they are (OpenAI's API takes them all; most servers "
+        "refuse fields they do not know)."))
     replay_reasoning: bool = Field(False, description="Send replayed reasoning back as reasoning_content.")
     max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = Field(
         "max_tokens", description="Which Chat Completions field carries max_output_tokens."
@@ -71,6 +78,9 @@ class Settings(BaseSettings):
     upstream_api_key: str | None = Field(None, description="API key sent to --upstream.")
     upstream_timeout_s: float = Field(600.0, gt=0, description="Seconds --upstream may stay silent before the "
                                       "response fails with backend_timeout.")
+    upstream_forward: str | None = Field(
+        None, description="Parameters to send on to --upstream, comma-separated: service_tier, prompt_cache_key, "
+        "prompt_cache_retention, safety_identifier (OpenAI's API takes them all).")
     forward_client_key: bool = Field(False, description="Send the client's own bearer token to --upstream "
                                      "instead of --upstream-api-key.")
     db: str | None = Field(
@@ -154,7 +164,9 @@ class Settings(BaseSettings):
             declared = FileConfig.model_validate(raw).upstreams
         if self.upstream:
             default = UpstreamConfig(name="default", url=self.upstream, api_key=self.upstream_api_key, models=["*"],
-                                     timeout_s=self.upstream_timeout_s, forward_client_key=self.forward_client_key)
+                                     timeout_s=self.upstream_timeout_s, forward_client_key=self.forward_client_key,
+                                     forward_params=[p.strip() for p in (self.upstream_forward or "").split(",")
+                                                     if p.strip()])
         else:
             # The embedded model answers to its own id; with no --config it also answers every
             # other model name, so clients written for OpenAI work unchanged at zero set-up.

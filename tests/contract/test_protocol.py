@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from parley.testing import ParleyProcess
+from parley.testing import ParleyProcess, Reply
 
 
 def test_penalties_are_sent_upstream_and_echoed_with_defaults(client, backend, parley_server) -> None:
@@ -90,3 +90,20 @@ def test_allowed_tools_and_other_tool_choices_are_refused_accurately(client) -> 
     with pytest.raises(openai.BadRequestError) as info:
         client.responses.create(model="m", input="x", tools=[WEATHER], tool_choice={"type": "file_search"})
     assert info.value.body["param"] == "tool_choice.type" and "allowed_tools" in info.value.body["message"]
+
+
+def test_pass_through_parameters_reach_upstreams_that_take_them(client, backend, scripted_server, tmp_path) -> None:
+    params = {"service_tier": "flex", "prompt_cache_key": "k1", "prompt_cache_retention": "24h",
+              "safety_identifier": "hash-1"}
+    client.responses.create(model="m", input="x", **params)
+    assert not {"service_tier", "prompt_cache_key", "prompt_cache_retention", "safety_identifier"} & \
+        set(backend.requests[-1])  # a default upstream may refuse fields it does not know
+    with ParleyProcess("--upstream", scripted_server.url, "--db", f"sqlite:///{tmp_path / 'f.db'}",
+                       "--upstream-forward", "service_tier,prompt_cache_key,prompt_cache_retention,safety_identifier"
+                       ) as server, openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0) as forwarding:
+        backend.push(Reply(text="ok", service_tier="flex"))
+        response = forwarding.responses.create(model="m", input="x", **params)
+        unreported = forwarding.responses.create(model="m", input="x", service_tier="priority")
+    assert {name: backend.requests[-2][name] for name in params} == params
+    assert response.service_tier == "flex"  # what the upstream reported
+    assert unreported.service_tier == "default" and backend.requests[-1]["service_tier"] == "priority"

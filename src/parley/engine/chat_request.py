@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from openai.types.chat import ChatCompletionMessageParam
@@ -31,6 +32,7 @@ def chat_request(
     max_tokens_param: str = "max_tokens",
     tools: list[dict[str, Any]] | None = None,
     tool_choice: Any = "auto",
+    forward: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The body of one streamed ``POST /chat/completions``; ``tools`` are the functions offered to the model
     and ``tool_choice`` the Chat Completions choice among them."""
@@ -63,4 +65,7 @@ def chat_request(
     end_user = request.safety_identifier or request.user
     if end_user:
         body["user"] = end_user
+    for name in forward:  # what this upstream takes under the Responses name (UpstreamConfig.forward_params)
+        if getattr(request, name) is not None:
+            body[name] = getattr(request, name)
     return body

@@ -268,7 +268,7 @@ class Engine:
         return chat_request(
             turn.request, with_instructions(turn.request.instructions, state.conversation),
             model=turn.request.model, max_tokens_param=turn.upstream.max_tokens_param,
-            tools=tools.chat_tools(), tool_choice=tools.tool_choice(first),
+            tools=tools.chat_tools(), tool_choice=tools.tool_choice(first), forward=turn.upstream.forward_params,
         )
 
     async def _run_calls(self, state: RunState, tools: Toolset, calls: list[ToolCall], approved: bool = False
@@ -335,3 +335,4 @@ class Engine:
         state.usage.add_chat_usage(translator.usage or {})
         state.conversation = [*state.conversation, translator.assistant_message()]
         state.incomplete_reason = translator.incomplete_reason
+        state.service_tier = translator.service_tier or state.service_tier

@@ -102,6 +102,7 @@ class ChunkTranslator:
     client_tools: dict[str, ClientTool] = field(default_factory=dict)  # by the function name the backend sees
     encrypt: Callable[[str], str] | None = None  # set when the client asked for reasoning.encrypted_content
     finish_reason: str | None = None
+    service_tier: str | None = None  # the tier the upstream says served the call
     usage: dict[str, Any] | None = None
     _open: _Call | _Message | _Reasoning | None = None
     _calls: dict[tuple[int, str | None], _Call] = field(default_factory=dict)
@@ -124,6 +125,8 @@ class ChunkTranslator:
             raise malformed("a chunk that is not an object")
         if chunk.get("usage"):
             self.usage = usage_shape(chunk["usage"])
+        if isinstance(chunk.get("service_tier"), str):
+            self.service_tier = chunk["service_tier"]
         events: list[Event] = []
         for choice in chunk_list(chunk.get("choices"), "choices"):
             if not isinstance(choice, dict):

@@ -49,6 +49,7 @@ class RunState:
     pending: dict[str, str] = field(default_factory=dict)  # approval request id -> the chat call it holds
     server_tool_calls: int = 0
     status: str = "in_progress"
+    service_tier: str | None = None  # as the upstream reported it
     span: Any = None  # the response's tracing span (see parley.tracing)
 
 
@@ -88,7 +89,7 @@ def snapshot(turn: Turn, state: RunState, status: str) -> Response:
               "verbosity": request.text.verbosity or "medium"},
         truncation=request.truncation,
         top_logprobs=0,
-        service_tier="default",
+        service_tier=state.service_tier or "default",
         store=request.store,
         user=request.user,
         safety_identifier=request.safety_identifier,

@@ -66,6 +66,7 @@ class Reply:
     cut_after: int | None = None
     raw: list[str] | None = None
     delay_s: float = 0.0
+    service_tier: str | None = None  # reported in every chunk, as OpenAI does
 
 
 Responder = Callable[[dict[str, Any]], "Reply | str"]
@@ -124,6 +125,9 @@ def reply_chunks(reply: Reply, request: dict[str, Any]) -> list[dict[str, Any]]:
              "total_tokens": reply.prompt_tokens + produced}
     chunks.append({"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": int(time.time()),
                    "model": "scripted", "choices": [], "usage": usage})
+    if reply.service_tier is not None:
+        for chunk in chunks:
+            chunk["service_tier"] = reply.service_tier
     return chunks
 
 
