@@ -125,6 +125,10 @@ class CreateResponse(BaseModel):
                 raise ValueError("metadata keys are at most 64 characters and values at most 512")
         return metadata
 
+    @property
+    def wants_reasoning_summary(self) -> bool:
+        return bool(self.reasoning and (self.reasoning.summary or self.reasoning.generate_summary))
+
     @field_validator("include")
     @classmethod
     def _includes(cls, include: list[str]) -> list[str]:

@@ -39,6 +39,9 @@ class UpstreamConfig(BaseModel):
         "Request parameters sent on to this upstream as they are (OpenAI's API takes them all; most servers "
         "refuse fields they do not know)."))
     replay_reasoning: bool = Field(False, description="Send replayed reasoning back as reasoning_content.")
+    reasoning_parser: Literal["think_tags", "think_tags_open"] | None = Field(
+        None, description="Reasoning the upstream writes in its answer between <think> and </think> (think_tags), "
+        "or after a <think> its chat template puts in the prompt (think_tags_open), becomes reasoning items.")
     max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = Field(
         "max_tokens", description="Which Chat Completions field carries max_output_tokens."
     )
@@ -78,6 +81,9 @@ class Settings(BaseSettings):
     upstream_api_key: str | None = Field(None, description="API key sent to --upstream.")
     upstream_timeout_s: float = Field(600.0, gt=0, description="Seconds --upstream may stay silent before the "
                                       "response fails with backend_timeout.")
+    upstream_reasoning_parser: Literal["think_tags", "think_tags_open"] | None = Field(
+        None, description="How --upstream writes reasoning into its answers: think_tags (<think>…</think>) or "
+        "think_tags_open (its chat template opens <think> in the prompt).")
     upstream_forward: str | None = Field(
         None, description="Parameters to send on to --upstream, comma-separated: service_tier, prompt_cache_key, "
         "prompt_cache_retention, safety_identifier (OpenAI's API takes them all).")
@@ -166,7 +172,7 @@ class Settings(BaseSettings):
             default = UpstreamConfig(name="default", url=self.upstream, api_key=self.upstream_api_key, models=["*"],
                                      timeout_s=self.upstream_timeout_s, forward_client_key=self.forward_client_key,
                                      forward_params=[p.strip() for p in (self.upstream_forward or "").split(",")
-                                                     if p.strip()])
+                                                     if p.strip()], reasoning_parser=self.upstream_reasoning_parser)
         else:
             # The embedded model answers to its own id; with no --config it also answers every
             # other model name, so clients written for OpenAI work unchanged at zero set-up.

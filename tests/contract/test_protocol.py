@@ -11,6 +11,8 @@ import openai
 import pytest
 
 from parley.testing import ParleyProcess, Reply
+from parley.testing.grammar import check_stream
+from tests.contract.helpers import stream_raw
 
 
 def test_penalties_are_sent_upstream_and_echoed_with_defaults(client, backend, parley_server) -> None:
@@ -107,3 +109,30 @@ def test_pass_through_parameters_reach_upstreams_that_take_them(client, backend,
     assert {name: backend.requests[-2][name] for name in params} == params
     assert response.service_tier == "flex"  # what the upstream reported
     assert unreported.service_tier == "default" and backend.requests[-1]["service_tier"] == "priority"
+
+
+def test_reasoning_summary_carries_the_reasoning_and_streams_as_summary_events(client, backend, parley_server) -> None:
+    backend.push(Reply(reasoning="First add, then check.", text="5"))
+    plain = client.responses.create(model="m", input="2+3?")
+    assert plain.output[0].content[0].text == "First add, then check." and plain.output[0].summary == []
+    backend.push(Reply(reasoning="First add, then check.", text="5", chunk_size=3))
+    events = stream_raw(parley_server.base_url, {"model": "m", "input": "2+3?", "reasoning": {"summary": "auto"}})
+    check_stream(events)
+    kinds = [e.type for e in events]
+    assert "response.reasoning_summary_text.delta" in kinds and "response.reasoning_text.delta" not in kinds
+    reasoning = events[-1].response.output[0]
+    assert [s.text for s in reasoning.summary] == ["First add, then check."]
+    assert "".join(e.delta for e in events if e.type == "response.reasoning_summary_text.delta") == \
+        "First add, then check."
+
+
+def test_think_tags_become_reasoning_items_across_chunks(scripted_server, backend, tmp_path) -> None:
+    with ParleyProcess("--upstream", scripted_server.url, "--db", f"sqlite:///{tmp_path / 't.db'}",
+                       "--upstream-reasoning-parser", "think_tags") as server:
+        backend.push(Reply(text="<think>Add 2 and 3.</think>It is 5.", chunk_size=3))
+        events = stream_raw(server.base_url, {"model": "m", "input": "2+3?"})
+    check_stream(events)
+    final = events[-1].response
+    assert [item.type for item in final.output] == ["reasoning", "message"]
+    assert final.output[0].content[0].text == "Add 2 and 3." and final.output_text == "It is 5."
+    assert "".join(e.delta for e in events if e.type == "response.reasoning_text.delta") == "Add 2 and 3."

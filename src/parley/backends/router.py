@@ -15,6 +15,7 @@ from typing import Any
 from parley.backends.base import ChatBackend
 from parley.backends.embedded import EmbeddedBackend
 from parley.backends.openai_compat import OpenAICompatBackend
+from parley.backends.think_tags import ThinkTagsBackend
 from parley.errors import InvalidRequest
 from parley.settings import Settings, UpstreamConfig
 
@@ -40,7 +41,10 @@ def make_backend(config: UpstreamConfig, settings: Settings) -> ChatBackend:
     if factory is None:
         raise UnknownBackendType(f"upstream '{config.name}' has type '{config.type}'; the known types are "
                                  f"{', '.join(sorted(BACKEND_TYPES))} (a --plugins module may register more)")
-    return factory(config, settings)
+    backend = factory(config, settings)
+    if config.reasoning_parser is not None:
+        return ThinkTagsBackend(backend, start_inside=config.reasoning_parser == "think_tags_open")
+    return backend
 
 
 register_backend("openai", lambda config, settings: OpenAICompatBackend(config))

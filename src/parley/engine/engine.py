@@ -229,7 +229,8 @@ class Engine:
                 translator = ChunkTranslator(first_index=len(state.output), server_names=tools.server_names(),
                                              cite=tools.cite, client_tools=tools.client_tools(),
                                              encrypt=self.cipher.encrypt if self.cipher and
-                                             "reasoning.encrypted_content" in turn.request.include else None)
+                                             "reasoning.encrypted_content" in turn.request.include else None,
+                                             reasoning_summary=turn.request.wants_reasoning_summary)
                 async for event in self._backend_call(body, turn, state, translator):
                     yield event
                 if not translator.server_calls or state.incomplete_reason:

@@ -39,9 +39,6 @@ from openai.types.responses import (
     ResponseOutputTextAnnotationAddedEvent,
     ResponseOutputRefusal,
     ResponseOutputText,
-    ResponseReasoningItem,
-    ResponseReasoningTextDeltaEvent,
-    ResponseReasoningTextDoneEvent,
     ResponseRefusalDeltaEvent,
     ResponseRefusalDoneEvent,
     ResponseStreamEvent,
@@ -49,10 +46,10 @@ from openai.types.responses import (
     ResponseTextDoneEvent,
     ResponseToolSearchCall,
 )
-from openai.types.responses.response_reasoning_item import Content as ReasoningContent
 
 from parley.backends.chunk_shapes import chunk_list, chunk_text, malformed, tool_call_shape, usage_shape
 from parley.errors import BackendError
+from parley.engine.reasoning_stream import ReasoningStream
 from parley.ids import new_id
 from parley.tools.base import Citation, ClientTool
 from parley.tools.client import client_call_item, close_client_call
@@ -84,13 +81,6 @@ class _Message:
 
 
 @dataclass
-class _Reasoning:
-    item: ResponseReasoningItem
-    output_index: int
-    text: str = ""
-
-
-@dataclass
 class ChunkTranslator:
     """State of one backend call's translation; ``first_index`` is where its items start."""
 
@@ -101,10 +91,11 @@ class ChunkTranslator:
     cite: Callable[[str], list[Citation]] | None = None  # the citations of sources that a text holds
     client_tools: dict[str, ClientTool] = field(default_factory=dict)  # by the function name the backend sees
     encrypt: Callable[[str], str] | None = None  # set when the client asked for reasoning.encrypted_content
+    reasoning_summary: bool = False  # the client set reasoning.summary: reasoning streams as the summary
     finish_reason: str | None = None
     service_tier: str | None = None  # the tier the upstream says served the call
     usage: dict[str, Any] | None = None
-    _open: _Call | _Message | _Reasoning | None = None
+    _open: _Call | _Message | ReasoningStream | None = None
     _calls: dict[tuple[int, str | None], _Call] = field(default_factory=dict)
     _latest_call_at: dict[int, _Call] = field(default_factory=dict)
     _text: list[str] = field(default_factory=list)
@@ -184,24 +175,11 @@ class ChunkTranslator:
 
     def _reasoning_delta(self, text: str) -> list[Event]:
         events: list[Event] = []
-        if not isinstance(self._open, _Reasoning):
+        if not isinstance(self._open, ReasoningStream):
             events += self._close()
-            index = self.next_index
-            item = ResponseReasoningItem(id=new_id("rs"), type="reasoning", summary=[], content=[], status="in_progress")
-            self._open = _Reasoning(item, index)
-            events.append(ResponseOutputItemAddedEvent(
-                type="response.output_item.added", item=item.model_copy(deep=True), output_index=index,
-                sequence_number=0))
-            events.append(ResponseContentPartAddedEvent(
-                type="response.content_part.added", item_id=item.id, output_index=index, content_index=0,
-                part={"type": "reasoning_text", "text": ""}, sequence_number=0))
-        state = self._open
-        assert isinstance(state, _Reasoning)
-        state.text += text
-        events.append(_construct(ResponseReasoningTextDeltaEvent, 
-            type="response.reasoning_text.delta", item_id=state.item.id, output_index=state.output_index,
-            content_index=0, delta=text, sequence_number=0))
-        return events
+            self._open, added = ReasoningStream.open(self.next_index, self.reasoning_summary)
+            events += added
+        return events + [self._open.delta(text)]
 
     def _message_delta(self, kind: str, text: str) -> list[Event]:
         events: list[Event] = []
@@ -348,17 +326,8 @@ class ChunkTranslator:
         events: list[Event] = []
         if isinstance(state, _Message):
             events += self._close_part(state)
-        elif isinstance(state, _Reasoning):
-            part = ReasoningContent(type="reasoning_text", text=state.text)
-            state.item.content = [part]
-            if self.encrypt is not None:
-                state.item.encrypted_content = self.encrypt(state.text)
-            events.append(ResponseReasoningTextDoneEvent(
-                type="response.reasoning_text.done", item_id=state.item.id, output_index=state.output_index,
-                content_index=0, text=state.text, sequence_number=0))
-            events.append(ResponseContentPartDoneEvent(
-                type="response.content_part.done", item_id=state.item.id, output_index=state.output_index,
-                content_index=0, part=part.model_dump(), sequence_number=0))
+        elif isinstance(state, ReasoningStream):
+            events += state.close(self.encrypt)
         else:
             item = state.item
             if not state.chat_name and not self._aborted:

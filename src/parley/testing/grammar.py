@@ -50,6 +50,7 @@ class _ItemTracker:
         self.open_parts: set[int] = set()
         self.arguments = ""
         self.part_done: dict[int, Any] = {}
+        self.summary: str | None = None  # the reasoning summary part being streamed
 
     def feed(self, event: Any) -> None:
         kind = event.type
@@ -69,6 +70,17 @@ class _ItemTracker:
             _require(index in self.open_parts, f"content_part.done for part {index} that is not open")
             self.open_parts.discard(index)
             self.part_done[index] = event.part
+        elif kind == "response.reasoning_summary_part.added":
+            _require(self.summary is None, "a second reasoning summary part opened before the first was done")
+            self.summary = ""
+        elif kind == "response.reasoning_summary_text.delta":
+            _require(self.summary is not None, f"{kind} before reasoning_summary_part.added")
+            self.summary = (self.summary or "") + event.delta
+        elif kind == "response.reasoning_summary_text.done":
+            _require(event.text == self.summary, f"{kind} text differs from its deltas")
+        elif kind == "response.reasoning_summary_part.done":
+            _require(event.part.text == self.summary, f"{kind} part differs from its deltas")
+            self.summary = None
         elif kind in ("response.function_call_arguments.delta", "response.mcp_call_arguments.delta",
                       "response.custom_tool_call_input.delta"):
             self.arguments += event.delta
@@ -77,6 +89,7 @@ class _ItemTracker:
 
     def finish(self, event: Any) -> None:
         _require(not self.open_parts, f"item {self.item.id} done with open content parts {self.open_parts}")
+        _require(self.summary is None, f"item {self.item.id} done with an open summary part")
         self.done = event.item
         _require(self.done.id == self.item.id, "output_item.done id differs from output_item.added")
         if self.done.type == "message":
