@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError,
+                      field_validator, model_validator)
 
 from parley.errors import InvalidRequest, UnsupportedParameter
 from parley.validation import validation_error
@@ -48,6 +49,30 @@ class InputImage(_Lenient):
         return url
 
 
+class InputFile(_Lenient):
+    """A document sent inline (``file_data``) or by URL (``file_url``); the engine reads its text before the
+    model runs (:mod:`parley.files`), and chat backends get that text."""
+
+    type: Literal["input_file"]
+    file_data: str | None = None
+    file_url: str | None = None
+    filename: str | None = Field(None, max_length=512)
+    _extracted: str = PrivateAttr("")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> InputFile:
+        if (self.file_data is None) == (self.file_url is None):
+            raise ValueError("an input_file needs one of file_data or file_url")
+        if self.file_url is not None and not self.file_url[:8].lower().startswith(("https://", "http://")):
+            raise ValueError("a file_url must be https:// or http://")
+        return self
+
+    @property
+    def text(self) -> str:
+        """What the model reads: the file's name, then its text."""
+        return f"[file: {self.filename or 'attached file'}]\n{self._extracted}"
+
+
 class OutputText(_Lenient):
     type: Literal["output_text"]
     text: str
@@ -65,13 +90,15 @@ def _part_kind(value: Any) -> str | None:
 
 
 PART_TAGS = {"input_text": "InputText", "input_image": "InputImage", "output_text": "OutputText",
-             "refusal": "Refusal"}
+             "refusal": "Refusal", "input_file": "InputFile"}
 # Tagged by ``type`` so that a bad field is reported for its own part kind (capitalised tags stay out of the
 # parameter paths in errors).
 ContentPart = Annotated[Union[Annotated[InputText, Tag("InputText")], Annotated[InputImage, Tag("InputImage")],
-                              Annotated[OutputText, Tag("OutputText")], Annotated[Refusal, Tag("Refusal")]],
+                              Annotated[OutputText, Tag("OutputText")], Annotated[Refusal, Tag("Refusal")],
+                              Annotated[InputFile, Tag("InputFile")]],
                         Discriminator(_part_kind)]
-CONTENT_PARTS = {"input_text": InputText, "input_image": InputImage, "output_text": OutputText, "refusal": Refusal}
+CONTENT_PARTS = {"input_text": InputText, "input_image": InputImage, "output_text": OutputText, "refusal": Refusal,
+                 "input_file": InputFile}
 
 
 class MessageItem(_Lenient):
@@ -192,6 +219,9 @@ def _check_parts(raw: Any, where: str) -> None:
             raise UnsupportedParameter(
                 f"{where}.content[{j}].file_id", "Images are accepted by 'image_url' (http(s) or data URL) only."
             )
+        if kind == "input_file" and part.get("file_id") is not None:
+            raise UnsupportedParameter(f"{where}.content[{j}].file_id", "Files are accepted inline ('file_data') "
+                                       "or by 'file_url' until the Files API exists.")
 
 
 def parse_input(raw: Any) -> list[InputItem]:
@@ -270,3 +300,9 @@ def image_urls(items: list[InputItem]) -> list[tuple[str, str]]:
             if isinstance(part, InputImage) and part.image_url and part.image_url[:5].lower() != "data:":
                 found.append((f"input[{i}].{where}[{j}].image_url", part.image_url))
     return found
+
+
+def input_files(items: list[InputItem]) -> list[tuple[str, InputFile]]:
+    """``(param, part)`` of every ``input_file`` part of the messages in ``items``."""
+    return [(f"input[{i}].content[{j}]", part) for i, item in enumerate(items) if isinstance(item, MessageItem)
+            and isinstance(item.content, list) for j, part in enumerate(item.content) if isinstance(part, InputFile)]

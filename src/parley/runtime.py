@@ -18,6 +18,7 @@ from parley.auth import ApiKeys
 from parley.backends.router import Router
 from parley.engine.engine import Engine
 from parley.errors import StoreUnavailable
+from parley.files import FileReader
 from parley.metrics import Metrics
 from parley.netpolicy import AddressPolicy
 from parley.reasoning import ReasoningCipher
@@ -87,8 +88,10 @@ class Runtime:
         store = await open_store(settings.database_url(), settings.store_timeout_s)
         await self.router.start()
         self._engine = Engine(
-            store, self.router, self.tools, max_tool_iterations=settings.max_tool_iterations, metrics=self.metrics, cipher=ReasoningCipher.from_settings(settings.reasoning_key, settings.data_dir),
-            store_retry_s=settings.store_retry_s)
+            store, self.router, self.tools, max_tool_iterations=settings.max_tool_iterations, metrics=self.metrics,
+            cipher=ReasoningCipher.from_settings(settings.reasoning_key, settings.data_dir),
+            store_retry_s=settings.store_retry_s, files=FileReader(self.policy, settings.max_file_bytes,
+                                                                   settings.tool_timeout))
         await store.heartbeat(self.engine.recorder.instance_id)  # registered before it serves
         self._watchdog = asyncio.create_task(self._recover_abandoned())
         self.ready = True

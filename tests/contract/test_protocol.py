@@ -136,3 +136,51 @@ def test_think_tags_become_reasoning_items_across_chunks(scripted_server, backen
     assert [item.type for item in final.output] == ["reasoning", "message"]
     assert final.output[0].content[0].text == "Add 2 and 3." and final.output_text == "It is 5."
     assert "".join(e.delta for e in events if e.type == "response.reasoning_text.delta") == "Add 2 and 3."
+
+
+def _file_message(text: str, part: dict) -> list[dict]:
+    return [{"role": "user", "content": [{"type": "input_text", "text": text}, part]}]
+
+
+def test_input_files_reach_the_model_as_their_text(client, backend, tmp_path) -> None:
+    import base64
+    import functools
+    import http.server
+    import threading
+
+    from tests.files_fixtures import tiny_pdf
+
+    pdf = "data:application/pdf;base64," + base64.b64encode(tiny_pdf("Revenue grew 12 percent")).decode()
+    client.responses.create(model="m", input=_file_message("Summarize.", {
+        "type": "input_file", "filename": "report.pdf", "file_data": pdf}))
+    assert backend.requests[-1]["messages"][-1]["content"] == \
+        "Summarize.\n\n[file: report.pdf]\nRevenue grew 12 percent"
+    notes = base64.b64encode("# Plan\n- ship it".encode()).decode()
+    client.responses.create(model="m", input=_file_message("Read.", {
+        "type": "input_file", "filename": "notes.md", "file_data": notes}))
+    assert backend.requests[-1]["messages"][-1]["content"].endswith("[file: notes.md]\n# Plan\n- ship it")
+    (tmp_path / "page.html").write_text("<html><body><h1>Llamas</h1><script>x</script><p>live in Peru</p></body>")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as site:
+        threading.Thread(target=site.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{site.server_address[1]}/page.html"
+        stored = client.responses.create(model="m", input=_file_message("Where?", {
+            "type": "input_file", "file_url": url}))
+        site.shutdown()
+    assert backend.requests[-1]["messages"][-1]["content"].endswith("[file: attached file]\nLlamas\nlive in Peru")
+    item = client.responses.input_items.list(stored.id).data[0]
+    assert item.content[1].type == "input_file" and item.content[1].file_url == url  # stored as sent
+
+
+@pytest.mark.parametrize("part,param", [
+    ({"type": "input_file", "filename": "a.png", "file_data": "aGk="}, "input[0].content[1]"),
+    ({"type": "input_file", "filename": "a.txt", "file_data": "%%%"}, "input[0].content[1].file_data"),
+    ({"type": "input_file", "file_url": "http://127.0.0.1:9/missing.pdf"}, "input[0].content[1].file_url"),
+    ({"type": "input_file", "file_id": "file-abc"}, "input[0].content[1].file_id"),
+    ({"type": "input_file", "filename": "a.txt"}, "input[0].content[1]"),
+])
+def test_an_input_file_that_cannot_be_read_is_a_400_naming_it(client, backend, part, param) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="m", input=_file_message("x", part))
+    assert info.value.body["param"] == param
+    assert backend.requests == []

@@ -34,7 +34,8 @@ from parley.engine.recorder import Recorder
 from parley.engine.translate import ChunkTranslator
 from parley.engine.turn import RunState, Turn, snapshot
 from parley.errors import BackendError, InvalidRequest, ParleyError, StoreUnavailable
-from parley.items import ReasoningItem, image_urls, item_resource
+from parley.files import FileReader
+from parley.items import ReasoningItem, image_urls, input_files, item_resource
 from parley.metrics import Metrics
 from parley.reasoning import ReasoningCipher
 from parley.request import CreateResponse
@@ -65,10 +66,12 @@ class Engine:
 
     def __init__(self, store: Store, router: Router, tools: ToolEnv | None = None, *, registry: Registry = REGISTRY,
                  max_tool_iterations: int = 10, metrics: Metrics | None = None,
-                 cipher: ReasoningCipher | None = None, store_retry_s: float = 15.0) -> None:
+                 cipher: ReasoningCipher | None = None, store_retry_s: float = 15.0,
+                 files: FileReader | None = None) -> None:
         self.store = store
         self.router = router
         self.tools = tools or ToolEnv()
+        self.files = files or FileReader(self.tools.address_policy, timeout=self.tools.tool_timeout)
         self.registry = registry
         self.max_tool_iterations = max_tool_iterations
         self.metrics = metrics
@@ -86,6 +89,7 @@ class Engine:
         await self.registry.admit(request.tools, self.tools)
         for param, url in image_urls(request.input):  # the backend fetches these on the user's behalf
             await self.tools.address_policy.check(url, param)
+        await self.files.read(input_files(request.input))
         prior: list[dict[str, Any]] = []
         previous = None
         if request.previous_response_id:

@@ -25,6 +25,7 @@ from parley.items import (
     CustomToolCallOutputItem,
     FunctionCallItem,
     FunctionCallOutputItem,
+    InputFile,
     InputImage,
     InputItem,
     MessageItem,
@@ -41,9 +42,11 @@ def _text_of(parts: list[Any]) -> str:
     for part in parts:
         if isinstance(part, Refusal):
             texts.append(part.refusal)
+        elif isinstance(part, InputFile):  # a document stands apart from the text around it
+            texts.append(f"\n\n{part.text}\n\n")
         elif not isinstance(part, InputImage):
             texts.append(part.text)
-    return "".join(texts)
+    return "".join(texts).strip("\n") if any(isinstance(p, InputFile) for p in parts) else "".join(texts)
 
 
 def _image_part(part: InputImage) -> dict[str, Any]:

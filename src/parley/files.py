@@ -1,0 +1,149 @@
+"""``input_file`` parts: the file's text, extracted here and sent to chat backends as a text part.
+
+Chat Completions backends take no documents, so Parley reads them: PDF through ``pypdf``, HTML as its
+visible text (the standard library's parser), and text, markdown, JSON and CSV as UTF-8.  A file comes as
+``file_data`` (base64, or a ``data:`` URL) or ``file_url`` (fetched by Parley, within the address policy
+and ``--max-file-bytes``).  An unreadable, unsupported or oversized file is a 400 naming its part.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import logging
+import mimetypes
+from html.parser import HTMLParser
+
+import httpx2
+
+from parley.errors import InvalidRequest
+from parley.items import InputFile
+from parley.netpolicy import AddressPolicy
+
+log = logging.getLogger("parley.files")
+TEXT_TYPES = {"text/plain", "text/markdown", "text/csv", "application/json", "text/json", "text/x-markdown"}
+KINDS = "PDF, text, markdown, HTML, JSON and CSV"
+EXTENSIONS = {".md": "text/markdown", ".markdown": "text/markdown", ".csv": "text/csv", ".json": "application/json",
+              ".txt": "text/plain", ".html": "text/html", ".htm": "text/html", ".pdf": "application/pdf"}
+
+
+def media_type(filename: str | None, declared: str | None = None) -> str | None:
+    """The file's type: as declared (a data URL's or the server's), else from its name's extension."""
+    if declared and declared.split(";")[0].strip() not in ("", "application/octet-stream"):
+        return declared.split(";")[0].strip().lower()
+    if filename:
+        suffix = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+        return EXTENSIONS.get(suffix) or mimetypes.guess_type(filename)[0]
+    return None
+
+
+def decode_file_data(data: str, where: str) -> tuple[bytes, str | None]:
+    """``file_data`` as bytes and the media type a ``data:`` URL declares."""
+    declared = None
+    if data.startswith("data:"):
+        header, _, data = data.partition(",")
+        declared = header[5:].replace(";base64", "") or None
+    try:
+        return base64.b64decode(data, validate=True), declared
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(f"'{where}.file_data' is not base64.", param=f"{where}.file_data") from None
+
+
+async def fetch(url: str, where: str, policy: AddressPolicy, max_bytes: int, timeout: float) -> tuple[bytes, str | None]:
+    """The bytes at ``url`` (within the address policy and ``max_bytes``) and their declared type."""
+    param = f"{where}.file_url"
+    await policy.check(url, param)
+    transport = policy.transport(param) if policy.enforce else None
+    try:
+        async with httpx2.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False) as client:
+            async with client.stream("GET", url) as response:
+                if response.status_code >= 400:
+                    raise InvalidRequest(f"'{param}' answered HTTP {response.status_code}.", param=param)
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > max_bytes:
+                        raise _too_large(param, max_bytes)
+                return bytes(body), response.headers.get("content-type")
+    except httpx2.HTTPError as exc:
+        raise InvalidRequest(f"'{param}' could not be fetched: {exc.__class__.__name__}.", param=param) from None
+
+
+def _too_large(param: str, max_bytes: int) -> InvalidRequest:
+    return InvalidRequest(f"The file of '{param}' is larger than {max_bytes} bytes (--max-file-bytes).",
+                          param=param, code="file_too_large")
+
+
+def extract_text(data: bytes, kind: str | None, where: str, max_bytes: int) -> str:
+    """The text of a file of media type ``kind``."""
+    if len(data) > max_bytes:
+        raise _too_large(where, max_bytes)
+    if kind == "application/pdf":
+        return _pdf_text(data, where)
+    if kind not in TEXT_TYPES and kind != "text/html":
+        raise InvalidRequest(f"'{where}' is a file of type {kind or 'unknown'}; Parley reads {KINDS} files "
+                             "(give 'filename' with its extension, or a data URL with its type).",
+                             param=where, code="unsupported_file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidRequest(f"'{where}' is not UTF-8 text.", param=where, code="unsupported_file") from None
+    return _html_text(text) if kind == "text/html" else text
+
+
+def _pdf_text(data: bytes, where: str) -> str:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            raise InvalidRequest(f"'{where}' is an encrypted PDF.", param=where, code="unsupported_file")
+        return "\n\n".join((page.extract_text() or "").strip() for page in reader.pages).strip()
+    except (PdfReadError, ValueError, KeyError, TypeError) as exc:
+        log.info("unreadable PDF at %s: %s", where, exc)
+        raise InvalidRequest(f"'{where}' is not a readable PDF.", param=where, code="unsupported_file") from None
+
+
+class _Visible(HTMLParser):
+    SKIP = {"script", "style", "head", "noscript", "template"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self.skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: object) -> None:
+        self.skipping += tag in self.SKIP
+
+    def handle_endtag(self, tag: str) -> None:
+        self.skipping -= tag in self.SKIP and self.skipping > 0
+
+    def handle_data(self, data: str) -> None:
+        if not self.skipping and data.strip():
+            self.parts.append(data.strip())
+
+
+def _html_text(html: str) -> str:
+    parser = _Visible()
+    parser.feed(html)
+    return "\n".join(parser.parts)
+
+
+class FileReader:
+    """Reads the ``input_file`` parts of a request, within the server's limits."""
+
+    def __init__(self, policy: AddressPolicy, max_bytes: int = 20 * 1024 * 1024, timeout: float = 30.0) -> None:
+        self.policy = policy
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+
+    async def read(self, parts: list[tuple[str, InputFile]]) -> None:
+        """Extract each part's text into it (a 400 naming the part when it cannot be read)."""
+        for where, part in parts:
+            if part.file_url is not None:
+                data, declared = await fetch(part.file_url, where, self.policy, self.max_bytes, self.timeout)
+            else:
+                data, declared = decode_file_data(part.file_data or "", where)
+            part._extracted = extract_text(data, media_type(part.filename, declared), where, self.max_bytes)
