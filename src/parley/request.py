@@ -48,6 +48,7 @@ MOVED = {
 # JSON schemas about 30 levels deep, where OpenAI's structured outputs stop at 10.
 MAX_JSON_DEPTH = 64
 SUPPORTED_INCLUDES: set[str] = {"web_search_call.action.sources",  # sources are always included
+                                 "message.output_text.logprobs",
                                  "reasoning.encrypted_content"}
 
 
@@ -109,7 +110,7 @@ class CreateResponse(BaseModel):
     service_tier: Literal["auto", "default", "flex", "scale", "priority", "fast", "ultrafast"] | None = None
     prompt_cache_key: str | None = None
     prompt_cache_retention: Literal["in_memory", "24h"] | None = None
-    top_logprobs: Literal[0] | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     background: Literal[False] = False
     client_metadata: dict[str, Any] | None = None
 
@@ -124,6 +125,10 @@ class CreateResponse(BaseModel):
             if len(key) > 64 or len(value) > 512:
                 raise ValueError("metadata keys are at most 64 characters and values at most 512")
         return metadata
+
+    @property
+    def wants_logprobs(self) -> bool:
+        return bool(self.top_logprobs) or "message.output_text.logprobs" in self.include
 
     @property
     def wants_reasoning_summary(self) -> bool:
@@ -187,8 +192,6 @@ def parse_create(body: Any, max_input_items: int = 5000) -> CreateResponse:
         raise UnsupportedParameter("background", "Background responses are not supported yet.")
     if body.get("truncation") == "auto":
         raise UnsupportedParameter("truncation", "Only 'disabled' is supported.")
-    if body.get("top_logprobs"):
-        raise UnsupportedParameter("top_logprobs", "Log probabilities are not supported yet.")
     if "input" not in body and "previous_response_id" not in body:
         raise InvalidRequest("Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
     body["input"] = parse_input(body.get("input", []))

@@ -184,3 +184,28 @@ def test_an_input_file_that_cannot_be_read_is_a_400_naming_it(client, backend, p
         client.responses.create(model="m", input=_file_message("x", part))
     assert info.value.body["param"] == param
     assert backend.requests == []
+
+
+def test_logprobs_are_asked_for_and_returned_on_parts_and_events(client, backend, parley_server) -> None:
+    backend.push(Reply(text="Hello there", chunk_size=4))
+    response = client.responses.create(model="m", input="hi", top_logprobs=2,
+                                       include=["message.output_text.logprobs"])
+    sent = backend.requests[-1]
+    assert sent["logprobs"] is True and sent["top_logprobs"] == 2
+    part = response.output[0].content[0]
+    assert [lp.token for lp in part.logprobs] == ["Hell", "o th", "ere"]
+    assert all(len(lp.top_logprobs) == 2 for lp in part.logprobs) and response.top_logprobs == 2
+    backend.push(Reply(text="Hello there", chunk_size=4))
+    events = stream_raw(parley_server.base_url, {"model": "m", "input": "hi",
+                                                 "include": ["message.output_text.logprobs"]})
+    check_stream(events)
+    assert "top_logprobs" not in backend.requests[-1] and backend.requests[-1]["logprobs"] is True
+    deltas = [e for e in events if e.type == "response.output_text.delta"]
+    assert [lp.token for e in deltas for lp in e.logprobs] == ["Hell", "o th", "ere"]
+    done = next(e for e in events if e.type == "response.output_text.done")
+    assert [lp.logprob for lp in done.logprobs] == [lp.logprob for e in deltas for lp in e.logprobs]
+    client.responses.create(model="m", input="hi")
+    assert "logprobs" not in backend.requests[-1]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="m", input="hi", top_logprobs=21)
+    assert info.value.body["param"] == "top_logprobs"

@@ -32,7 +32,7 @@ def test_unknown_parameter() -> None:
 
 
 @pytest.mark.parametrize("name, value", [("conversation", "conv_1"), ("background", True),
-                                         ("prompt", {"id": "p"}), ("truncation", "auto"), ("top_logprobs", 3),
+                                         ("prompt", {"id": "p"}), ("truncation", "auto"),
                                          ("response_format", {"type": "json_object"}),
                                          ("context_management", [{"type": "compaction"}])])
 def test_known_but_unsupported_parameters_are_named(name: str, value: object) -> None:
@@ -47,7 +47,7 @@ def test_unsupported_tool_type_is_named() -> None:
 
 
 def test_unsupported_include_value() -> None:
-    err = error_of({"model": "m", "input": "hi", "include": ["message.output_text.logprobs"]})
+    err = error_of({"model": "m", "input": "hi", "include": ["code_interpreter_call.outputs"]})
     assert err.param == "include"
 
 

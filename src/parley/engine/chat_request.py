@@ -46,6 +46,10 @@ def chat_request(
         body["temperature"] = request.temperature
     if request.top_p is not None:
         body["top_p"] = request.top_p
+    if request.wants_logprobs:
+        body["logprobs"] = True
+        if request.top_logprobs:
+            body["top_logprobs"] = request.top_logprobs
     for penalty in ("presence_penalty", "frequency_penalty"):
         if getattr(request, penalty) is not None:
             body[penalty] = getattr(request, penalty)

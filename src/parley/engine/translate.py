@@ -49,6 +49,7 @@ from openai.types.responses import (
 
 from parley.backends.chunk_shapes import chunk_list, chunk_text, malformed, tool_call_shape, usage_shape
 from parley.errors import BackendError
+from parley.engine.logprobs import chunk_logprobs, for_delta, for_done, for_part
 from parley.engine.reasoning_stream import ReasoningStream
 from parley.ids import new_id
 from parley.tools.base import Citation, ClientTool
@@ -78,6 +79,7 @@ class _Message:
     part_text: str = ""
     annotations: list[dict[str, Any]] = field(default_factory=list)
     annotated: set[tuple[int, int]] = field(default_factory=set)
+    logprobs: list[dict[str, Any]] = field(default_factory=list)  # the part's token logprobs, when asked for
 
 
 @dataclass
@@ -131,7 +133,8 @@ class ChunkTranslator:
             if isinstance(reasoning, str) and reasoning:
                 events += self._reasoning_delta(reasoning)
             if delta.get("content"):
-                events += self._message_delta("output_text", chunk_text(delta["content"], "content"))
+                events += self._message_delta("output_text", chunk_text(delta["content"], "content"),
+                                              chunk_logprobs(choice))
             if delta.get("refusal"):
                 events += self._message_delta("refusal", chunk_text(delta["refusal"], "refusal"))
             for call in chunk_list(delta.get("tool_calls"), "tool_calls"):
@@ -181,7 +184,7 @@ class ChunkTranslator:
             events += added
         return events + [self._open.delta(text)]
 
-    def _message_delta(self, kind: str, text: str) -> list[Event]:
+    def _message_delta(self, kind: str, text: str, logprobs: list[dict[str, Any]] | None = None) -> list[Event]:
         events: list[Event] = []
         if not isinstance(self._open, _Message):
             events += self._close()
@@ -197,6 +200,7 @@ class ChunkTranslator:
         if state.part_kind != kind:
             events += self._close_part(state)
             state.part_kind, state.part_text, state.annotations, state.annotated = kind, "", [], set()
+            state.logprobs = []
             part = _empty_part(kind)
             events.append(ResponseContentPartAddedEvent(
                 type="response.content_part.added", item_id=state.item.id, output_index=state.output_index,
@@ -205,9 +209,10 @@ class ChunkTranslator:
         content_index = len(state.item.content)
         if kind == "output_text":
             self._text.append(text)
-            events.append(_construct(ResponseTextDeltaEvent, 
+            state.logprobs += logprobs or []
+            events.append(_construct(ResponseTextDeltaEvent,
                 type="response.output_text.delta", item_id=state.item.id, output_index=state.output_index,
-                content_index=content_index, delta=text, logprobs=[], sequence_number=0))
+                content_index=content_index, delta=text, logprobs=for_delta(logprobs or []), sequence_number=0))
             events += self._annotate(state, content_index)
         else:
             events.append(_construct(ResponseRefusalDeltaEvent, 
@@ -304,10 +309,10 @@ class ChunkTranslator:
         content_index = len(item.content)
         if state.part_kind == "output_text":
             part: Any = ResponseOutputText(type="output_text", text=state.part_text, annotations=state.annotations,
-                                           logprobs=[])
+                                           logprobs=for_part(state.logprobs))
             done: Event = ResponseTextDoneEvent(
                 type="response.output_text.done", item_id=item.id, output_index=index, content_index=content_index,
-                text=state.part_text, logprobs=[], sequence_number=0)
+                text=state.part_text, logprobs=for_done(state.logprobs), sequence_number=0)
         else:
             part = ResponseOutputRefusal(type="refusal", refusal=state.part_text)
             done = ResponseRefusalDoneEvent(

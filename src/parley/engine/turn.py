@@ -88,7 +88,7 @@ def snapshot(turn: Turn, state: RunState, status: str) -> Response:
         text={"format": request.text.format.model_dump(by_alias=True),
               "verbosity": request.text.verbosity or "medium"},
         truncation=request.truncation,
-        top_logprobs=0,
+        top_logprobs=request.top_logprobs or 0,
         service_tier=state.service_tier or "default",
         store=request.store,
         user=request.user,

@@ -97,6 +97,12 @@ def _chunk(delta: dict[str, Any], finish_reason: str | None = None, model: str =
             "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
 
 
+def _logprob(token: str, position: int, top: int) -> dict[str, Any]:
+    """A made-up logprob for a token: the same for the same request, lower further into the answer."""
+    entry = {"token": token, "logprob": -0.01 * (position + 1), "bytes": list(token.encode())}
+    return {**entry, "top_logprobs": [{**entry, "logprob": entry["logprob"] - k} for k in range(top)]}
+
+
 def reply_chunks(reply: Reply, request: dict[str, Any]) -> list[dict[str, Any]]:
     """The streamed chunks of ``reply`` for ``request`` (max_tokens honoured), usage last."""
     limit = request.get("max_tokens") or request.get("max_completion_tokens")
@@ -109,6 +115,9 @@ def reply_chunks(reply: Reply, request: dict[str, Any]) -> list[dict[str, Any]]:
                 finish = "length"
                 break
             chunks.append(_chunk({kind: piece}))
+            if kind == "content" and request.get("logprobs"):  # one token per piece, as it was counted
+                chunks[-1]["choices"][0]["logprobs"] = {"content": [_logprob(piece, produced,
+                                                                              request.get("top_logprobs") or 0)]}
             produced += 1
     if finish != "length":
         for i, call in enumerate(reply.tool_calls):
