@@ -183,8 +183,55 @@ class McpApprovalResponseItem(_Lenient):
     id: ItemId | None = None
 
 
+class WebSearchCallItem(_Lenient):
+    """A replayed web search: the model's search and the sources it got (their page text is not in the item)."""
+
+    type: Literal["web_search_call"]
+    id: ItemId = Field(min_length=1)
+    status: str | None = None
+    action: dict[str, Any] = Field(default_factory=dict)
+
+
+class McpListToolsItem(_Lenient):
+    """A replayed listing: it also stands for that server's listing in this response, as with chaining."""
+
+    type: Literal["mcp_list_tools"]
+    id: ItemId | None = None
+    server_label: str
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    error: str | None = None
+
+
+class McpCallItem(_Lenient):
+    type: Literal["mcp_call"]
+    id: ItemId = Field(min_length=1)
+    server_label: str
+    name: str = Field(min_length=1)
+    arguments: str = ""
+    output: str | None = None
+    error: Any = None
+    status: str | None = None
+    approval_request_id: str | None = None
+
+
+class McpApprovalRequestItem(_Lenient):
+    """A replayed approval request; an ``mcp_approval_response`` in the same input answers it."""
+
+    type: Literal["mcp_approval_request"]
+    id: ItemId = Field(min_length=1)
+    server_label: str
+    name: str = Field(min_length=1)
+    arguments: str = ""
+
+
+def replayed_call_id(item_id: str) -> str:
+    """The chat tool call id a replayed server-side call item stands for (its own id, so it is stable)."""
+    return f"call_{item_id}"
+
+
 InputItem = Union[MessageItem, FunctionCallItem, FunctionCallOutputItem, ReasoningItem, McpApprovalResponseItem,
-                  CustomToolCallItem, CustomToolCallOutputItem, ToolSearchCallItem, ToolSearchOutputItem]
+                  CustomToolCallItem, CustomToolCallOutputItem, ToolSearchCallItem, ToolSearchOutputItem,
+                  WebSearchCallItem, McpListToolsItem, McpCallItem, McpApprovalRequestItem]
 ITEM_TYPES: dict[str, type[BaseModel]] = {
     "message": MessageItem,
     "function_call": FunctionCallItem,
@@ -195,6 +242,10 @@ ITEM_TYPES: dict[str, type[BaseModel]] = {
     "custom_tool_call_output": CustomToolCallOutputItem,
     "tool_search_call": ToolSearchCallItem,
     "tool_search_output": ToolSearchOutputItem,
+    "web_search_call": WebSearchCallItem,
+    "mcp_list_tools": McpListToolsItem,
+    "mcp_call": McpCallItem,
+    "mcp_approval_request": McpApprovalRequestItem,
 }
 
 
@@ -285,6 +336,8 @@ def item_resource(item: InputItem) -> dict[str, Any]:
         data.setdefault("id", new_id("tsc"))
     elif isinstance(item, ToolSearchOutputItem):
         data.setdefault("id", new_id("tso"))
+    elif isinstance(item, McpListToolsItem):
+        data.setdefault("id", new_id("mcpl"))
     else:
         data.setdefault("id", new_id("rs"))
     return data

@@ -318,3 +318,66 @@ def test_allowed_tools_can_name_an_mcp_server_or_one_of_its_tools(seed_mcp, back
         "tools": [{"type": "mcp", "server_label": "localmcp", "name": "greet_everyone"}, {"type": "function",
                                                                                           "name": "get_weather"}]})
     assert [t["function"]["name"] for t in backend.requests[-1]["tools"]] == ["get_weather", "greet_everyone"]
+
+
+def _same_shape(messages: list[dict]) -> list[dict]:
+    """Messages with tool call ids replaced by their order of appearance (a replay cannot know the backend's)."""
+    ids: dict[str, str] = {}
+    out = []
+    for m in messages:
+        m = dict(m)
+        if m.get("tool_calls"):
+            m["tool_calls"] = [{**c, "id": ids.setdefault(c["id"], f"c{len(ids)}")} for c in m["tool_calls"]]
+        if "tool_call_id" in m:
+            m["tool_call_id"] = ids.setdefault(m["tool_call_id"], f"c{len(ids)}")
+        out.append(m)
+    return out
+
+
+def _replayed(response) -> list[dict]:
+    return [item.model_dump(exclude_none=True) for item in response.output]
+
+
+def test_output_replayed_as_input_gives_the_history_chaining_gives(seed_mcp, backend, client) -> None:
+    tools = [mcp_tool(seed_mcp.url)]
+    backend.push(*BOILING)
+    first = client.responses.create(model="m", input="boiling?", tools=tools)
+    backend.push(Reply(text="ok"))
+    client.responses.create(model="m", input="and now?", previous_response_id=first.id, tools=tools)
+    chained = backend.requests[-1]["messages"]
+    backend.push(Reply(text="ok"))
+    replay = client.responses.create(model="m", tools=tools, input=[
+        {"role": "user", "content": "boiling?"}, *_replayed(first), {"role": "user", "content": "and now?"}])
+    assert _same_shape(backend.requests[-1]["messages"]) == _same_shape(chained)
+    assert [i.type for i in replay.output] == ["message"]  # the replayed listing stands: no new listing
+
+
+def test_an_approval_round_trip_replays_as_input(chain_mcp, backend, client) -> None:
+    tools = [mcp_tool(chain_mcp.url, require_approval="always")]
+    backend.push(Reply(tool_calls=[ToolCall("get_user_id", {"username": "bob"})]))
+    asked = client.responses.create(model="m", input="bob's id?", tools=tools)
+    approval = {"type": "mcp_approval_response", "approval_request_id": asked.output[-1].id, "approve": True}
+    backend.push(Reply(text="Bob is user_2."))
+    ran = client.responses.create(model="m", previous_response_id=asked.id, tools=tools, input=[approval])
+    backend.push(Reply(text="ok"))
+    client.responses.create(model="m", input="thanks", previous_response_id=ran.id, tools=tools)
+    chained = backend.requests[-1]["messages"]
+    backend.push(Reply(text="ok"))
+    client.responses.create(model="m", tools=tools, input=[
+        {"role": "user", "content": "bob's id?"}, *_replayed(asked), approval, *_replayed(ran),
+        {"role": "user", "content": "thanks"}])
+    assert _same_shape(backend.requests[-1]["messages"]) == _same_shape(chained)
+
+
+def test_an_approval_request_answered_in_the_same_input_runs(chain_mcp, backend, client) -> None:
+    tools = [mcp_tool(chain_mcp.url, require_approval="always")]
+    backend.push(Reply(tool_calls=[ToolCall("get_user_id", {"username": "bob"})]))
+    asked = client.responses.create(model="m", input="bob's id?", tools=tools, store=False)
+    request = asked.output[-1]
+    backend.push(Reply(text="Bob is user_2."))
+    ran = client.responses.create(model="m", tools=tools, input=[
+        {"role": "user", "content": "bob's id?"}, *_replayed(asked),
+        {"type": "mcp_approval_response", "approval_request_id": request.id, "approve": True}])
+    assert [(i.type, getattr(i, "approval_request_id", None)) for i in ran.output] == [
+        ("mcp_call", request.id), ("message", None)]
+    assert ran.output[0].output == "user_2"

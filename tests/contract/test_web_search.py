@@ -143,3 +143,18 @@ def test_cached_only_web_search_never_reaches_the_live_web(client, backend, ws_c
     with pytest.raises(openai.BadRequestError) as info:
         client.responses.create(model="m", input="x", tools=[cached], tool_choice={"type": "web_search"})
     assert info.value.body["param"] == "tool_choice"
+
+
+def test_a_web_search_call_replayed_as_input_keeps_its_query_and_sources(ws_client, search_backend) -> None:
+    first = ws_client.responses.create(model="m", input=QUESTION, tools=[{"type": "web_search"}])
+    search_backend.reset(lambda r: Reply(text="ok"))
+    ws_client.responses.create(model="m", input=[{"role": "user", "content": QUESTION},
+                                                 *[i.model_dump(exclude_none=True) for i in first.output],
+                                                 {"role": "user", "content": "Thanks."}])
+    messages = search_backend.requests[-1]["messages"]
+    call = messages[1]["tool_calls"][0]
+    assert call["function"] == {"name": "web_search", "arguments": '{"query": "Llama 4 Maverick experts"}'}
+    sources = [f"[{n}] {s.url}" for n, s in enumerate(first.output[0].action.sources, 1)]
+    assert sources[0] == "[1] https://ai.meta.example/llama-4-maverick"
+    assert messages[2] == {"role": "tool", "tool_call_id": call["id"], "content": "\n".join(sources)}
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant", "user"]

@@ -10,7 +10,7 @@ from openai.types.responses.response_output_item import McpApprovalRequest
 
 from parley.engine.history import place_tool_message, unanswered_calls
 from parley.errors import InvalidRequest
-from parley.items import McpApprovalResponseItem
+from parley.items import McpApprovalRequestItem, McpApprovalResponseItem, replayed_call_id
 from parley.request import CreateResponse
 from parley.tools.approval import DENIED, NOT_APPROVED, ApprovedCall
 
@@ -23,10 +23,14 @@ def resolve_approvals(request: CreateResponse, previous_output: list[Any], pendi
     unanswered one is answered now with a tool message saying so, an approved one is returned to be run.
     """
     answers = {i.approval_request_id: i for i in request.input if isinstance(i, McpApprovalResponseItem)}
-    requests = {item.id: item for item in previous_output if isinstance(item, McpApprovalRequest)}
+    requests: dict[str, Any] = {item.id: item for item in previous_output if isinstance(item, McpApprovalRequest)}
+    replayed = {i.id: i for i in request.input if isinstance(i, McpApprovalRequestItem)}  # answered in this input
+    requests.update(replayed)
+    pending = {**pending, **{request_id: replayed_call_id(request_id) for request_id in replayed}}
     for request_id in answers:
         if request_id not in requests:
-            raise InvalidRequest(f"No MCP approval request with id '{request_id}' in the previous response.",
+            raise InvalidRequest(f"No MCP approval request with id '{request_id}' in the previous response or "
+                                 "the input.",
                                  param="input", code="invalid_value")
         if request_id not in pending:
             raise InvalidRequest(f"The approval request '{request_id}' was stored by an earlier version of Parley "

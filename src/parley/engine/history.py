@@ -27,6 +27,10 @@ from parley.items import (
     FunctionCallOutputItem,
     InputFile,
     InputImage,
+    McpApprovalRequestItem,
+    McpCallItem,
+    WebSearchCallItem,
+    replayed_call_id,
     InputItem,
     MessageItem,
     Refusal,
@@ -109,17 +113,44 @@ def place_tool_message(messages: list[Message], tool_message: Message) -> bool:
     return False
 
 
-def _append_call(messages: list[Message], item: FunctionCallItem | CustomToolCallItem | ToolSearchCallItem,
-                 new_from: int) -> None:
-    """Calls replayed with their namespace, custom calls and tool searches, under the names backends saw."""
+ReplayedCall = FunctionCallItem | CustomToolCallItem | ToolSearchCallItem | WebSearchCallItem | McpCallItem | \
+    McpApprovalRequestItem
+
+
+def _call_of(item: ReplayedCall) -> tuple[str, str, str]:
+    """(call id, function name, arguments) of a replayed call, as the backend saw it."""
     if isinstance(item, ToolSearchCallItem):
-        name = TOOL_SEARCH
         arguments = item.arguments if isinstance(item.arguments, str) else json.dumps(item.arguments or {})
-    elif isinstance(item, CustomToolCallItem):
-        name, arguments = chat_tool_name(item.namespace, item.name), json.dumps({"input": item.input})
+        return item.call_id or "", TOOL_SEARCH, arguments
+    if isinstance(item, CustomToolCallItem):
+        return item.call_id, chat_tool_name(item.namespace, item.name), json.dumps({"input": item.input})
+    if isinstance(item, WebSearchCallItem):
+        return replayed_call_id(item.id), "web_search", json.dumps({"query": item.action.get("query", "")})
+    if isinstance(item, (McpCallItem, McpApprovalRequestItem)):
+        return replayed_call_id(item.approval_request_id or item.id) if isinstance(item, McpCallItem) \
+            else replayed_call_id(item.id), item.name, item.arguments
+    return item.call_id, chat_tool_name(item.namespace, item.name), item.arguments
+
+
+def _server_result(item: WebSearchCallItem | McpCallItem) -> Message:
+    """The tool message a replayed server-side call was answered with (a web search's: its source URLs)."""
+    if isinstance(item, WebSearchCallItem):
+        sources = [s.get("url") for s in item.action.get("sources") or [] if isinstance(s, dict)]
+        content = "\n".join(f"[{n}] {url}" for n, url in enumerate(sources, 1)) or "No results."
+    elif item.error is None:
+        content = item.output or ""
     else:
-        name, arguments = chat_tool_name(item.namespace, item.name), item.arguments
-    call = {"id": item.call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+        parts = item.error.get("content", []) if isinstance(item.error, dict) else []
+        content = "Error: " + ("".join(p.get("text", "") for p in parts if isinstance(p, dict)) or str(item.error))
+    return {"role": "tool", "tool_call_id": _call_of(item)[0], "content": content}
+
+
+def _append_call(messages: list[Message], item: ReplayedCall, new_from: int) -> None:
+    """A replayed call under the name the backend saw; calls in a row share one assistant message."""
+    call_id, name, arguments = _call_of(item)
+    if isinstance(item, McpCallItem) and any(call_id in _call_ids(m) for m in messages[new_from:]):
+        return  # the call an approval request in this input already stands for, run after its approval
+    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
     last = messages[-1] if len(messages) > new_from else None
     if last is not None and last["role"] == "assistant":
         last.setdefault("tool_calls", []).append(call)  # one assistant message per run of calls
@@ -137,6 +168,7 @@ def build_messages(prior: list[Message], items: list[InputItem],
     messages = [dict(m) for m in prior]
     new_from = len(messages)
     outputs: list[tuple[int, FunctionCallOutputItem | CustomToolCallOutputItem | ToolSearchOutputItem]] = []
+    results: list[Message] = []  # tool messages of replayed server-side calls
     pending_reasoning: str | None = None
     for i, item in enumerate(items):
         if reasoning and i in reasoning:
@@ -145,9 +177,12 @@ def build_messages(prior: list[Message], items: list[InputItem],
         before = len(messages)
         if isinstance(item, MessageItem):
             messages.append(message_to_chat(item))
-        elif isinstance(item, (FunctionCallItem, CustomToolCallItem)) or \
+        elif isinstance(item, (FunctionCallItem, CustomToolCallItem, McpApprovalRequestItem)) or \
                 (isinstance(item, ToolSearchCallItem) and item.call_id):
             _append_call(messages, item, new_from)  # type: ignore[arg-type]
+        elif isinstance(item, (WebSearchCallItem, McpCallItem)):  # answered where the original turn ran it
+            _append_call(messages, item, new_from)
+            results.append(_server_result(item))
         elif isinstance(item, (FunctionCallOutputItem, CustomToolCallOutputItem)) or \
                 (isinstance(item, ToolSearchOutputItem) and item.call_id):
             outputs.append((i, item))  # type: ignore[arg-type]
@@ -155,6 +190,8 @@ def build_messages(prior: list[Message], items: list[InputItem],
                 (len(messages) > before or isinstance(item, (FunctionCallItem, CustomToolCallItem))):
             messages[-1]["reasoning_content"] = pending_reasoning
             pending_reasoning = None
+    for result in results:
+        place_tool_message(messages, result)
     for i, item in outputs:
         if not place_tool_message(messages, _tool_message(item, f"input[{i}]")):
             raise InvalidRequest(

@@ -34,6 +34,7 @@ from pydantic import Field
 
 from parley.errors import InvalidRequest
 from parley.ids import new_id
+from parley.items import McpListToolsItem
 from parley.tools.approval import Gated
 from parley.tools.base import BindContext, Binding, CallDone, ItemDone, Offered, Produced, ToolCall, ToolEnv, \
     ToolKind, ToolModel
@@ -286,7 +287,9 @@ class McpKind(ToolKind):
         if connector is None:  # one per server: it remembers which transport each URL speaks
             connector = context.env.shared["mcp.connector"] = MCPConnector(context.env.tool_timeout,
                                                                            context.env.address_policy)
-        return Gated(McpTools(tools, connector, context.previous_output, context.env.mcp_require_approval))
+        replayed = [McpListTools.model_validate({**item.model_dump(exclude_none=True), "id": item.id or new_id("mcpl")})
+                    for item in context.input if isinstance(item, McpListToolsItem)]  # listings sent back as input
+        return Gated(McpTools(tools, connector, context.previous_output + replayed, context.env.mcp_require_approval))
 
 
 KIND = McpKind()
