@@ -224,6 +224,13 @@ class McpApprovalRequestItem(_Lenient):
     arguments: str = ""
 
 
+class ItemReference(_Lenient):
+    """An item of a stored response, named by its id; the engine puts the item itself in its place."""
+
+    type: Literal["item_reference"] = "item_reference"
+    id: ItemId = Field(min_length=1)
+
+
 def replayed_call_id(item_id: str) -> str:
     """The chat tool call id a replayed server-side call item stands for (its own id, so it is stable)."""
     return f"call_{item_id}"
@@ -231,7 +238,7 @@ def replayed_call_id(item_id: str) -> str:
 
 InputItem = Union[MessageItem, FunctionCallItem, FunctionCallOutputItem, ReasoningItem, McpApprovalResponseItem,
                   CustomToolCallItem, CustomToolCallOutputItem, ToolSearchCallItem, ToolSearchOutputItem,
-                  WebSearchCallItem, McpListToolsItem, McpCallItem, McpApprovalRequestItem]
+                  WebSearchCallItem, McpListToolsItem, McpCallItem, McpApprovalRequestItem, ItemReference]
 ITEM_TYPES: dict[str, type[BaseModel]] = {
     "message": MessageItem,
     "function_call": FunctionCallItem,
@@ -246,6 +253,7 @@ ITEM_TYPES: dict[str, type[BaseModel]] = {
     "mcp_list_tools": McpListToolsItem,
     "mcp_call": McpCallItem,
     "mcp_approval_request": McpApprovalRequestItem,
+    "item_reference": ItemReference,
 }
 
 
@@ -281,22 +289,24 @@ def parse_input(raw: Any) -> list[InputItem]:
         return [MessageItem(role="user", content=raw)]
     if not isinstance(raw, list):
         raise InvalidRequest("'input' must be a string or an array of items.", param="input", code="invalid_type")
-    items: list[InputItem] = []
-    for i, entry in enumerate(raw):
-        where = f"input[{i}]"
-        if not isinstance(entry, dict):
-            raise InvalidRequest(f"'{where}' must be an object.", param=where, code="invalid_type")
-        kind = type_of(entry, where) or ("message" if "role" in entry else None)
-        model = ITEM_TYPES.get(kind or "")
-        if model is None:
-            raise UnsupportedParameter(f"{where}.type", f"Input item type '{kind}' is not supported by Parley yet.")
-        if kind == "message":
-            _check_parts(entry, where)
-        try:
-            items.append(model.model_validate({k: v for k, v in entry.items() if v is not None}))
-        except ValidationError as exc:
-            raise validation_error(exc, prefix=where) from None
-    return items
+    return [parse_item(entry, f"input[{i}]") for i, entry in enumerate(raw)]
+
+
+def parse_item(entry: Any, where: str) -> InputItem:
+    """One input item (also an item that an ``item_reference`` named, as it was stored)."""
+    if not isinstance(entry, dict):
+        raise InvalidRequest(f"'{where}' must be an object.", param=where, code="invalid_type")
+    kind = type_of(entry, where) or ("message" if "role" in entry else "item_reference" if set(entry) == {"id"}
+                                     else None)
+    model = ITEM_TYPES.get(kind or "")
+    if model is None:
+        raise UnsupportedParameter(f"{where}.type", f"Input item type '{kind}' is not supported by Parley yet.")
+    if kind == "message":
+        _check_parts(entry, where)
+    try:
+        return model.model_validate({k: v for k, v in entry.items() if v is not None})  # type: ignore[return-value]
+    except ValidationError as exc:
+        raise validation_error(exc, prefix=where) from None
 
 
 def _parts_resource(item: MessageItem) -> list[dict[str, Any]]:

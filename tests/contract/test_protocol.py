@@ -209,3 +209,16 @@ def test_logprobs_are_asked_for_and_returned_on_parts_and_events(client, backend
     with pytest.raises(openai.BadRequestError) as info:
         client.responses.create(model="m", input="hi", top_logprobs=21)
     assert info.value.body["param"] == "top_logprobs"
+
+
+def test_item_reference_resolves_stored_items_by_id(client, backend) -> None:
+    first = client.responses.create(model="m", input="Which planet?")
+    client.responses.create(model="m", input=[
+        {"type": "message", "role": "user", "content": "Which planet?"},
+        {"type": "item_reference", "id": first.output[0].id}, {"role": "user", "content": "Sure?"}])
+    assert backend.requests[-1]["messages"] == [
+        {"role": "user", "content": "Which planet?"}, {"role": "assistant", "content": "You said: Which planet?"},
+        {"role": "user", "content": "Sure?"}]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="m", input=[{"type": "item_reference", "id": "msg_unknown"}])
+    assert info.value.body["param"] == "input[0].id" and info.value.code == "item_not_found"

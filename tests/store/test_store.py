@@ -172,3 +172,18 @@ async def test_pending_approvals_are_stored_with_their_call_ids(store, request) 
     final.status, final.pending = "completed", {"mcpr_1": "call_a", "mcpr_2": "call_b"}
     await store.finish(final)
     assert (await store.get(rid)).pending == {"mcpr_1": "call_a", "mcpr_2": "call_b"}
+
+
+async def test_items_are_found_by_id_in_outputs_and_inputs_of_the_tenant_only(store, request) -> None:
+    rid = f"resp_find_{request.node.name[-20:]}".replace("[", "_").replace("]", "_")
+    final = record(rid, items=1, tenant="t1")
+    final.status = "completed"
+    final.response = {"id": rid, "status": "completed", "output": [{"id": f"msg_out_{rid}", "type": "message"}]}
+    final.output_ids = [f"msg_out_{rid}"]
+    await store.create(final)
+    assert await store.find_item(f"msg_out_{rid}", "t1") == {"id": f"msg_out_{rid}", "type": "message"}
+    assert (await store.find_item(f"msg_{rid}_0", "t1"))["content"][0]["text"] == "0"
+    assert await store.find_item(f"msg_out_{rid}", "t2") is None
+    assert await store.find_item("msg_nothing", "t1") is None
+    await store.delete(rid, "t1")
+    assert await store.find_item(f"msg_out_{rid}", "t1") is None

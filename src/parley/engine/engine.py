@@ -35,7 +35,7 @@ from parley.engine.translate import ChunkTranslator
 from parley.engine.turn import RunState, Turn, snapshot
 from parley.errors import BackendError, InvalidRequest, ParleyError, StoreUnavailable
 from parley.files import FileReader
-from parley.items import ReasoningItem, image_urls, input_files, item_resource
+from parley.items import InputItem, ItemReference, ReasoningItem, image_urls, input_files, item_resource, parse_item
 from parley.metrics import Metrics
 from parley.reasoning import ReasoningCipher
 from parley.request import CreateResponse
@@ -86,6 +86,7 @@ class Engine:
         persistence = Persistence.for_request(store=request.store, stream=request.stream)
         if persistence.needs_store and not self.store.available:  # refused before the model runs, not after
             raise StoreUnavailable("The response store is unavailable; try again.")
+        request.input = await self._resolve_references(request.input, tenant)
         await self.registry.admit(request.tools, self.tools)
         for param, url in image_urls(request.input):  # the backend fetches these on the user's behalf
             await self.tools.address_policy.check(url, param)
@@ -115,6 +116,18 @@ class Engine:
             turn.opening = snapshot(turn, started, "in_progress")
             await self.recorder.open(turn, started, turn.opening)
         return turn
+
+    async def _resolve_references(self, items: list[InputItem], tenant: str) -> list[InputItem]:
+        """Each ``item_reference`` replaced by the stored item it names (of the caller's tenant)."""
+        resolved = list(items)
+        for i, item in enumerate(items):
+            if isinstance(item, ItemReference):
+                found = await self.store.find_item(item.id, tenant)
+                if found is None:
+                    raise InvalidRequest(f"No stored item with id '{item.id}'.", param=f"input[{i}].id",
+                                         code="item_not_found")
+                resolved[i] = parse_item(found, f"input[{i}]")
+        return resolved
 
     def _replayed_reasoning(self, request: CreateResponse, upstream: UpstreamConfig) -> dict[int, str]:
         """Decrypt replayed ``encrypted_content``; an altered or foreign one is a 400."""

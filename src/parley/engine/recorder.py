@@ -37,6 +37,7 @@ class Recorder:
             response_json=to_json(response), messages=state.conversation,
             input_items=turn.input_items, previous_response_id=turn.request.previous_response_id,
             owner=self.instance_id, pending=state.pending,
+            output_ids=[getattr(item, "id", None) or "" for item in state.output],
         )
 
     async def open(self, turn: Turn, state: RunState, response: Response) -> None:

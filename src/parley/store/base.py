@@ -32,6 +32,7 @@ class StoredResponse:
     owner: str | None = None  # the server instance running it, while in_progress
     # The approval requests among its output items, each with the id of the chat tool call it stands for.
     pending: dict[str, str] = field(default_factory=dict)
+    output_ids: list[str] = field(default_factory=list)  # its output items' ids, indexed for item_reference
 
     @property
     def response(self) -> dict[str, Any]:
@@ -80,6 +81,9 @@ class Store(Protocol):
 
     async def delete(self, response_id: str, tenant: str = "") -> bool:
         """Delete a response and its items; ``False`` when there was none."""
+
+    async def find_item(self, item_id: str, tenant: str = "") -> dict[str, Any] | None:
+        """An output or input item of the tenant's stored responses, by its id (``None`` when there is none)."""
 
     async def input_items(
         self,

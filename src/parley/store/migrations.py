@@ -44,4 +44,19 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "0003_pending_approvals",
         ["ALTER TABLE parley_responses ADD COLUMN pending TEXT"],
     ),
+    (
+        # Which response holds each output item, and an index on input items' ids: item_reference finds an
+        # item by its id without a scan.
+        "0004_item_index",
+        [
+            """CREATE TABLE parley_output_items (
+                response_id VARCHAR(80) NOT NULL,
+                position INTEGER NOT NULL,
+                item_id VARCHAR(120) NOT NULL,
+                PRIMARY KEY (response_id, position)
+            )""",
+            "CREATE INDEX ix_parley_output_items_item_id ON parley_output_items (item_id)",
+            "CREATE INDEX ix_parley_input_items_item_id ON parley_input_items (item_id)",
+        ],
+    ),
 ]

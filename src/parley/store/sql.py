@@ -60,6 +60,12 @@ input_items = sa.Table(
     sa.Column("item_id", sa.String(120), nullable=False),
     sa.Column("item", sa.Text, nullable=False),
 )
+output_items = sa.Table(
+    "parley_output_items", metadata,
+    sa.Column("response_id", sa.String(80), primary_key=True),
+    sa.Column("position", sa.Integer, primary_key=True),
+    sa.Column("item_id", sa.String(120), nullable=False),
+)
 migrations_table = sa.Table(
     "parley_migrations", metadata,
     sa.Column("name", sa.String(200), primary_key=True),
@@ -70,6 +76,7 @@ migrations_table = sa.Table(
 # Built once: constructing statements per call showed up in profiles of the request path.
 _INSERT_RESPONSE = responses.insert()
 _INSERT_ITEM = input_items.insert()
+_INSERT_OUTPUT_ID = output_items.insert()
 # A final state is written once: every write to a stored response is conditional on its still running.
 _UPDATE_RUNNING = responses.update().where(responses.c.id == sa.bindparam("rid"), responses.c.status == "in_progress")
 POOL_WAIT_S = 30.0  # how long an operation may wait for one of the pool's connections (load, not failure)
@@ -183,10 +190,14 @@ class SqlStore:
         items = [{"response_id": record.id, "position": i, "item_id": item["id"], "item": json.dumps(item)}
                  for i, item in enumerate(record.input_items)]
 
+        outputs = _output_rows(record) if record.status != "in_progress" else []
+
         def create(conn: sa.Connection) -> None:
             conn.execute(_INSERT_RESPONSE, row)
             if items:
                 conn.execute(_INSERT_ITEM, items)
+            if outputs:
+                conn.execute(_INSERT_OUTPUT_ID, outputs)
 
         try:
             await self.run(create)
@@ -196,9 +207,12 @@ class SqlStore:
 
     async def finish(self, record: StoredResponse) -> StoredResponse | None:
         parameters = self._update_parameters(record, status=record.status)
+        outputs = _output_rows(record)
 
         def finish(conn: sa.Connection) -> StoredResponse | None:
             if conn.execute(_UPDATE_RUNNING, parameters).rowcount:
+                if outputs:
+                    conn.execute(_INSERT_OUTPUT_ID, outputs)
                 return None
             return self._winner(conn, record.id, parameters["response"])
 
@@ -238,9 +252,28 @@ class SqlStore:
             if result.rowcount == 0:
                 return False
             conn.execute(input_items.delete().where(input_items.c.response_id == response_id))
+            conn.execute(output_items.delete().where(output_items.c.response_id == response_id))
             return True
 
         return await self.run(delete)
+
+    async def find_item(self, item_id: str, tenant: str = "") -> dict[str, Any] | None:
+        """An item of the tenant's stored responses (output first, then input) by its id, through the indexes."""
+        if not item_id or "\x00" in item_id or len(item_id) > 120:
+            return None
+        in_output = sa.select(responses.c.response).join(output_items, output_items.c.response_id == responses.c.id) \
+            .where(output_items.c.item_id == item_id, responses.c.tenant == tenant).limit(1)
+        in_input = sa.select(input_items.c.item).join(responses, input_items.c.response_id == responses.c.id) \
+            .where(input_items.c.item_id == item_id, responses.c.tenant == tenant).limit(1)
+
+        def find(conn: sa.Connection) -> dict[str, Any] | None:
+            response = conn.execute(in_output).scalar()
+            if response is not None:
+                return next((i for i in json.loads(response).get("output", []) if i.get("id") == item_id), None)
+            item = conn.execute(in_input).scalar()
+            return None if item is None else json.loads(item)
+
+        return await self.run(find)
 
     async def input_items(
         self,
@@ -320,6 +353,11 @@ class SqlStore:
         await asyncio.get_running_loop().run_in_executor(self._thread, self.engine.dispose)
         assert self._thread is not None
         self._thread.shutdown(wait=True)
+
+
+def _output_rows(record: StoredResponse) -> list[dict[str, Any]]:
+    return [{"response_id": record.id, "position": i, "item_id": item_id}
+            for i, item_id in enumerate(record.output_ids) if item_id]
 
 
 def _pending(record: StoredResponse) -> str | None:
