@@ -224,6 +224,61 @@ class McpApprovalRequestItem(_Lenient):
     arguments: str = ""
 
 
+class ShellCallItem(_Lenient):
+    type: Literal["shell_call"]
+    call_id: str = Field(min_length=1)
+    action: dict[str, Any] = Field(default_factory=dict)
+    id: ItemId | None = None
+    status: str | None = None
+
+
+class ShellCallOutputItem(_Lenient):
+    type: Literal["shell_call_output"]
+    call_id: str = Field(min_length=1)
+    output: list[dict[str, Any]] = Field(default_factory=list)
+    id: ItemId | None = None
+
+
+class LocalShellCallItem(_Lenient):
+    type: Literal["local_shell_call"]
+    call_id: str = Field(min_length=1)
+    action: dict[str, Any] = Field(default_factory=dict)
+    id: ItemId | None = None
+    status: str | None = None
+
+
+class LocalShellCallOutputItem(_Lenient):
+    """The output of a local_shell call; its ``id`` is the call's ``call_id``, as the protocol defines it."""
+
+    type: Literal["local_shell_call_output"]
+    id: ItemId = Field(min_length=1)
+    output: str = ""
+
+    @property
+    def call_id(self) -> str:
+        return self.id
+
+
+class ApplyPatchCallItem(_Lenient):
+    type: Literal["apply_patch_call"]
+    call_id: str = Field(min_length=1)
+    operation: dict[str, Any] = Field(default_factory=dict)
+    id: ItemId | None = None
+    status: str | None = None
+
+
+class ApplyPatchCallOutputItem(_Lenient):
+    type: Literal["apply_patch_call_output"]
+    call_id: str = Field(min_length=1)
+    status: Literal["completed", "failed"]
+    output: str | None = None
+    id: ItemId | None = None
+
+
+NATIVE_CALLS = (ShellCallItem, LocalShellCallItem, ApplyPatchCallItem)
+NATIVE_OUTPUTS = (ShellCallOutputItem, LocalShellCallOutputItem, ApplyPatchCallOutputItem)
+
+
 class ItemReference(_Lenient):
     """An item of a stored response, named by its id; the engine puts the item itself in its place."""
 
@@ -238,7 +293,9 @@ def replayed_call_id(item_id: str) -> str:
 
 InputItem = Union[MessageItem, FunctionCallItem, FunctionCallOutputItem, ReasoningItem, McpApprovalResponseItem,
                   CustomToolCallItem, CustomToolCallOutputItem, ToolSearchCallItem, ToolSearchOutputItem,
-                  WebSearchCallItem, McpListToolsItem, McpCallItem, McpApprovalRequestItem, ItemReference]
+                  WebSearchCallItem, McpListToolsItem, McpCallItem, McpApprovalRequestItem, ItemReference,
+                  ShellCallItem, ShellCallOutputItem, LocalShellCallItem, LocalShellCallOutputItem, ApplyPatchCallItem,
+                  ApplyPatchCallOutputItem]
 ITEM_TYPES: dict[str, type[BaseModel]] = {
     "message": MessageItem,
     "function_call": FunctionCallItem,
@@ -254,6 +311,12 @@ ITEM_TYPES: dict[str, type[BaseModel]] = {
     "mcp_call": McpCallItem,
     "mcp_approval_request": McpApprovalRequestItem,
     "item_reference": ItemReference,
+    "shell_call": ShellCallItem,
+    "shell_call_output": ShellCallOutputItem,
+    "local_shell_call": LocalShellCallItem,
+    "local_shell_call_output": LocalShellCallOutputItem,
+    "apply_patch_call": ApplyPatchCallItem,
+    "apply_patch_call_output": ApplyPatchCallOutputItem,
 }
 
 
@@ -349,7 +412,7 @@ def item_resource(item: InputItem) -> dict[str, Any]:
     elif isinstance(item, McpListToolsItem):
         data.setdefault("id", new_id("mcpl"))
     else:
-        data.setdefault("id", new_id("rs"))
+        data.setdefault("id", new_id("rs" if isinstance(item, ReasoningItem) else "item"))
     return data
 
 

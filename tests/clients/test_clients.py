@@ -154,3 +154,47 @@ def test_langchain_tool_call_and_result(chat_model, backend) -> None:
                                                     "content": "sunny in Rome"}
     assert json.loads(backend.requests[-1]["messages"][-2]["tool_calls"][0]["function"]["arguments"]) == \
         {"city": "Rome"}
+
+
+@pytest.mark.anyio
+async def test_agents_sdk_shell_and_apply_patch_tools_run_a_full_turn(agents_model, backend, tmp_path) -> None:
+    from agents import (Agent, ApplyPatchResult, ApplyPatchTool, Runner, ShellCallOutcome, ShellCommandOutput,
+                        ShellResult, ShellTool)
+
+    ran: list[list[str]] = []
+
+    async def shell(request) -> ShellResult:  # the SDK's executor: runs nothing here, answers as a shell would
+        commands = list(request.data.action.commands)
+        ran.append(commands)
+        return ShellResult(output=[ShellCommandOutput(stdout=f"ran {c}\n", stderr="", command=c,
+                                                      outcome=ShellCallOutcome(type="exit", exit_code=0))
+                                   for c in commands])
+
+    class Editor:
+        def __init__(self) -> None:
+            self.files: dict[str, str] = {}
+
+        def create_file(self, operation) -> ApplyPatchResult:
+            self.files[operation.path] = operation.diff or ""
+            return ApplyPatchResult(status="completed", output=f"created {operation.path}")
+
+        def update_file(self, operation) -> ApplyPatchResult:
+            return ApplyPatchResult(status="failed", output="not expected")
+
+        def delete_file(self, operation) -> ApplyPatchResult:
+            return ApplyPatchResult(status="failed", output="not expected")
+
+    editor = Editor()
+    backend.push(Reply(tool_calls=[ToolCall("shell", {"commands": ["ls"]})]),
+                 Reply(tool_calls=[ToolCall("apply_patch", {"type": "create_file", "path": "notes.md",
+                                                            "diff": "+# Notes"})]),
+                 Reply(text="Listed and wrote notes.md."))
+    agent = Agent(name="coder", instructions="Use the tools.", model=agents_model,
+                  tools=[ShellTool(executor=shell, environment={"type": "local"}), ApplyPatchTool(editor=editor)])
+    result = await Runner.run(agent, "List the files, then write notes.md.")
+    assert result.final_output == "Listed and wrote notes.md."
+    assert ran == [["ls"]] and editor.files == {"notes.md": "+# Notes"}
+    tools_sent = {t["function"]["name"] for t in backend.requests[0]["tools"]}
+    assert tools_sent == {"shell", "apply_patch"}
+    answers = [m["content"] for m in backend.requests[-1]["messages"] if m["role"] == "tool"]
+    assert answers[0].startswith("exit code 0\nstdout:\nran ls") and answers[1] == "completed: created notes.md"

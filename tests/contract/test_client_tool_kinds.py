@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import openai
+import pytest
+
 from parley.testing import Reply, ToolCall
 from parley.testing.grammar import check_stream
 from parley.testing.strict import stream_raw
@@ -145,3 +148,41 @@ def test_client_tool_search_returns_the_call_and_accepts_the_output(backend, par
     assert "billing__refund" in {t["function"]["name"] for t in request["tools"]}
     assert request["messages"][1]["tool_calls"][0]["function"]["name"] == "tool_search"
     assert request["messages"][2]["content"] == "Loaded tools: billing."
+
+
+NATIVE = [{"type": "shell", "environment": {"type": "local"}}, {"type": "apply_patch"}, {"type": "local_shell"}]
+
+
+def test_native_client_tools_become_their_items_and_outputs_come_back(client, backend, parley_server) -> None:
+    backend.push(Reply(tool_calls=[ToolCall("shell", {"commands": ["ls", "pwd"], "timeout_ms": 5000}),
+                                   ToolCall("apply_patch", {"type": "create_file", "path": "a.txt", "diff": "+hi"}),
+                                   ToolCall("local_shell", {"command": ["echo", "x"], "working_directory": "/tmp"})]))
+    events = stream_raw(parley_server.base_url, {"model": "m", "input": "do it", "tools": NATIVE,
+                                                 "tool_choice": {"type": "shell"}})
+    check_stream(events)
+    assert backend.requests[-1]["tool_choice"] == {"type": "function", "function": {"name": "shell"}}
+    assert sorted(t["function"]["name"] for t in backend.requests[-1]["tools"]) == ["apply_patch", "local_shell",
+                                                                                     "shell"]
+    shell, patch, local = events[-1].response.output
+    assert shell.type == "shell_call" and shell.action.commands == ["ls", "pwd"] and shell.action.timeout_ms == 5000
+    assert [e.command for e in events if e.type == "response.shell_call_command.done"] == ["ls", "pwd"]
+    assert patch.type == "apply_patch_call" and (patch.operation.type, patch.operation.path, patch.operation.diff) \
+        == ("create_file", "a.txt", "+hi")
+    assert local.type == "local_shell_call" and local.action.command == ["echo", "x"]
+    backend.push(Reply(text="Done."))
+    done = client.responses.create(model="m", previous_response_id=events[-1].response.id, tools=NATIVE, input=[
+        {"type": "shell_call_output", "call_id": shell.call_id, "output": [
+            {"stdout": "a.txt\n", "stderr": "", "outcome": {"type": "exit", "exit_code": 0}},
+            {"stdout": "/tmp\n", "stderr": "", "outcome": {"type": "exit", "exit_code": 0}}]},
+        {"type": "apply_patch_call_output", "call_id": patch.call_id, "status": "completed", "output": "created"},
+        {"type": "local_shell_call_output", "id": local.call_id, "output": "x\n"}])
+    assert done.output_text == "Done."
+    answers = {m["tool_call_id"]: m["content"] for m in backend.requests[-1]["messages"] if m["role"] == "tool"}
+    assert answers == {shell.call_id: "exit code 0\nstdout:\na.txt\n\nstderr:\n\n\nexit code 0\nstdout:\n/tmp\n\nstderr:\n",
+                       patch.call_id: "completed: created", local.call_id: "x\n"}
+
+
+def test_a_hosted_shell_environment_is_refused_by_name(client) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="m", input="x", tools=[{"type": "shell", "environment": {"type": "container_auto"}}])
+    assert info.value.body["param"] == "tools[0].environment"

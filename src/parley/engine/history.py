@@ -27,8 +27,16 @@ from parley.items import (
     FunctionCallOutputItem,
     InputFile,
     InputImage,
+    NATIVE_CALLS,
+    NATIVE_OUTPUTS,
+    ApplyPatchCallItem,
+    ApplyPatchCallOutputItem,
+    LocalShellCallItem,
+    LocalShellCallOutputItem,
     McpApprovalRequestItem,
     McpCallItem,
+    ShellCallItem,
+    ShellCallOutputItem,
     WebSearchCallItem,
     replayed_call_id,
     InputItem,
@@ -77,8 +85,9 @@ def message_to_chat(item: MessageItem) -> Message:
     return {"role": role, "content": _text_of(item.content)}
 
 
-def _tool_message(item: FunctionCallOutputItem | CustomToolCallOutputItem | ToolSearchOutputItem,
-                  where: str) -> Message:
+def _tool_message(item: Any, where: str) -> Message:
+    if isinstance(item, NATIVE_OUTPUTS):
+        return {"role": "tool", "tool_call_id": item.call_id, "content": _native_output(item)}
     if isinstance(item, ToolSearchOutputItem):
         names = [str(tool.get("name")) for tool in item.tools]
         content = f"Loaded tools: {', '.join(names)}." if names else "No tools matched."
@@ -114,7 +123,29 @@ def place_tool_message(messages: list[Message], tool_message: Message) -> bool:
 
 
 ReplayedCall = FunctionCallItem | CustomToolCallItem | ToolSearchCallItem | WebSearchCallItem | McpCallItem | \
-    McpApprovalRequestItem
+    McpApprovalRequestItem | ShellCallItem | LocalShellCallItem | ApplyPatchCallItem
+
+
+def _native_arguments(item: ShellCallItem | LocalShellCallItem | ApplyPatchCallItem) -> dict[str, Any]:
+    """The function arguments a native call was made with (see parley.tools.native)."""
+    if isinstance(item, ApplyPatchCallItem):
+        return {k: v for k, v in item.operation.items() if k in ("type", "path", "diff")}
+    if isinstance(item, LocalShellCallItem):
+        return {k: v for k, v in item.action.items() if k != "type" and v not in (None, {})}
+    return {k: v for k, v in item.action.items() if v is not None}
+
+
+def _native_output(item: ShellCallOutputItem | LocalShellCallOutputItem | ApplyPatchCallOutputItem) -> str:
+    if isinstance(item, LocalShellCallOutputItem):
+        return item.output
+    if isinstance(item, ApplyPatchCallOutputItem):
+        return f"{item.status}: {item.output}" if item.output else item.status
+    parts = []
+    for result in item.output:
+        outcome = result.get("outcome") or {}
+        ended = f"exit code {outcome.get('exit_code')}" if outcome.get("type") == "exit" else "timed out"
+        parts.append(f"{ended}\nstdout:\n{result.get('stdout', '')}\nstderr:\n{result.get('stderr', '')}")
+    return "\n\n".join(parts)
 
 
 def _call_of(item: ReplayedCall) -> tuple[str, str, str]:
@@ -126,6 +157,8 @@ def _call_of(item: ReplayedCall) -> tuple[str, str, str]:
         return item.call_id, chat_tool_name(item.namespace, item.name), json.dumps({"input": item.input})
     if isinstance(item, WebSearchCallItem):
         return replayed_call_id(item.id), "web_search", json.dumps({"query": item.action.get("query", "")})
+    if isinstance(item, NATIVE_CALLS):
+        return item.call_id, item.type.removesuffix("_call"), json.dumps(_native_arguments(item))
     if isinstance(item, (McpCallItem, McpApprovalRequestItem)):
         return replayed_call_id(item.approval_request_id or item.id) if isinstance(item, McpCallItem) \
             else replayed_call_id(item.id), item.name, item.arguments
@@ -177,13 +210,13 @@ def build_messages(prior: list[Message], items: list[InputItem],
         before = len(messages)
         if isinstance(item, MessageItem):
             messages.append(message_to_chat(item))
-        elif isinstance(item, (FunctionCallItem, CustomToolCallItem, McpApprovalRequestItem)) or \
+        elif isinstance(item, (FunctionCallItem, CustomToolCallItem, McpApprovalRequestItem, *NATIVE_CALLS)) or \
                 (isinstance(item, ToolSearchCallItem) and item.call_id):
             _append_call(messages, item, new_from)  # type: ignore[arg-type]
         elif isinstance(item, (WebSearchCallItem, McpCallItem)):  # answered where the original turn ran it
             _append_call(messages, item, new_from)
             results.append(_server_result(item))
-        elif isinstance(item, (FunctionCallOutputItem, CustomToolCallOutputItem)) or \
+        elif isinstance(item, (FunctionCallOutputItem, CustomToolCallOutputItem, *NATIVE_OUTPUTS)) or \
                 (isinstance(item, ToolSearchOutputItem) and item.call_id):
             outputs.append((i, item))  # type: ignore[arg-type]
         if pending_reasoning is not None and messages and messages[-1]["role"] == "assistant" and \

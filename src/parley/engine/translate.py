@@ -29,7 +29,6 @@ from openai.types.chat import ChatCompletionAssistantMessageParam, ChatCompletio
 from openai.types.responses import (
     ResponseContentPartAddedEvent,
     ResponseContentPartDoneEvent,
-    ResponseCustomToolCall,
     ResponseFunctionCallArgumentsDeltaEvent,
     ResponseFunctionCallArgumentsDoneEvent,
     ResponseFunctionToolCall,
@@ -44,7 +43,6 @@ from openai.types.responses import (
     ResponseStreamEvent,
     ResponseTextDeltaEvent,
     ResponseTextDoneEvent,
-    ResponseToolSearchCall,
 )
 
 from parley.backends.chunk_shapes import chunk_list, chunk_text, malformed, tool_call_shape, usage_shape
@@ -68,7 +66,7 @@ class _Call:
     output_index: int
     hidden: bool = False  # a server-side tool call: the engine emits its own items for it
     chat_name: str = ""
-    custom: ResponseCustomToolCall | ResponseToolSearchCall | None = None  # a custom or client tool_search call
+    custom: Any = None  # the item of a client call that is not a function_call (custom, tool_search, shell…)
 
 
 @dataclass
@@ -160,9 +158,9 @@ class ChunkTranslator:
 
     @property
     def client_calls(self) -> list[Any]:
-        """The calls the client runs (function, custom and client tool_search calls)."""
-        return [item for item in self.items
-                if isinstance(item, (ResponseFunctionToolCall, ResponseCustomToolCall, ResponseToolSearchCall))]
+        """The calls the client runs (function, custom, native and client tool_search calls): every item but
+        messages and reasoning (Parley's own calls are not among the items)."""
+        return [item for item in self.items if item.type not in ("message", "reasoning")]
 
     def assistant_message(self) -> ChatCompletionAssistantMessageParam:
         """The chat message this call produced, as the next backend call must see it."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal, Union
 
 from openai.types.responses import (
@@ -154,8 +154,15 @@ def custom_input(arguments: str) -> str:
     return parsed["input"] if isinstance(parsed, dict) and isinstance(parsed.get("input"), str) else arguments
 
 
-def client_call_item(tool: ClientTool, call_id: str) -> ResponseCustomToolCall | ResponseToolSearchCall | None:
+# Other client tool kinds (parley.tools.native) add the items their calls become, by tool kind and item type.
+CALL_OPENERS: dict[str, Callable[[ClientTool, str], Any]] = {}
+CALL_CLOSERS: dict[str, Callable[[Any, str, int], list[Any]]] = {}
+
+
+def client_call_item(tool: ClientTool, call_id: str) -> Any:
     """The item a call of a client tool becomes, when it is not a ``function_call``."""
+    if tool.kind in CALL_OPENERS:
+        return CALL_OPENERS[tool.kind](tool, call_id)
     if tool.kind == "custom":
         return ResponseCustomToolCall(id=new_id("ctc"), type="custom_tool_call", call_id=call_id, name=tool.name,
                                       input="", namespace=tool.namespace)
@@ -165,9 +172,10 @@ def client_call_item(tool: ClientTool, call_id: str) -> ResponseCustomToolCall |
     return None
 
 
-def close_client_call(item: ResponseCustomToolCall | ResponseToolSearchCall, arguments: str, index: int
-                      ) -> list[Any]:
-    """Finish a custom call's input (or a client tool_search's arguments) from the complete arguments: its events."""
+def close_client_call(item: Any, arguments: str, index: int) -> list[Any]:
+    """Finish a custom call's input (or a client tool_search's arguments…) from the complete arguments: its events."""
+    if item.type in CALL_CLOSERS:
+        return CALL_CLOSERS[item.type](item, arguments, index)
     if isinstance(item, ResponseToolSearchCall):
         try:
             item.arguments = json.loads(arguments or "{}")

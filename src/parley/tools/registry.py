@@ -15,7 +15,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from parley.errors import InvalidRequest, UnsupportedParameter
 from parley.items import type_of
-from parley.tools import client, mcp_tools, web_search
+from parley.tools import client, mcp_tools, native, web_search
 from parley.tools.approval import ApprovedCall
 from parley.tools.base import (
     BindContext,
@@ -254,5 +254,5 @@ class Toolset:
 
 
 REGISTRY = Registry()
-for _kind in (client.KIND, mcp_tools.KIND, web_search.KIND):
+for _kind in (client.KIND, native.KIND, mcp_tools.KIND, web_search.KIND):
     REGISTRY.register(_kind)

@@ -1,0 +1,175 @@
+"""The native client tools ``shell``, ``local_shell`` and ``apply_patch``: the client runs them (the Agents
+SDK's ShellTool and ApplyPatchTool, Codex), Parley offers them to chat backends as functions with the
+arguments those tools define and turns the calls back into ``shell_call``, ``local_shell_call`` and
+``apply_patch_call`` items; their ``*_output`` items come back as input (see :mod:`parley.engine.history`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from openai.types.responses import (
+    ResponseApplyPatchToolCall,
+    ResponseFunctionShellToolCall,
+    ResponseOutputItemDoneEvent,
+    ResponseShellCallCommandAddedEvent,
+    ResponseShellCallCommandDeltaEvent,
+    ResponseShellCallCommandDoneEvent,
+)
+from openai.types.responses.response_output_item import LocalShellCall
+from pydantic import field_validator
+
+from parley.errors import InvalidRequest
+from parley.ids import new_id
+from parley.tools.base import BindContext, Binding, ClientTool, Offered, ToolKind, ToolModel
+from parley.tools.client import CALL_CLOSERS, CALL_OPENERS
+
+STRINGS = {"type": "array", "items": {"type": "string"}}
+FUNCTIONS: dict[str, dict[str, Any]] = {
+    "shell": {"description": "Run shell commands on the user's machine; each command's output comes back.",
+              "parameters": {"type": "object", "required": ["commands"], "properties": {
+                  "commands": {**STRINGS, "description": "Shell commands, run in order."},
+                  "timeout_ms": {"type": "integer"}, "max_output_length": {"type": "integer"}}}},
+    "local_shell": {"description": "Run one command (its argv) on the user's machine.",
+                    "parameters": {"type": "object", "required": ["command"], "properties": {
+                        "command": {**STRINGS, "description": "The program and its arguments."},
+                        "working_directory": {"type": "string"}, "timeout_ms": {"type": "integer"},
+                        "env": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "user": {"type": "string"}}}},
+    "apply_patch": {"description": "Create, update or delete one file; create and update take a V4A diff.",
+                    "parameters": {"type": "object", "required": ["type", "path"], "properties": {
+                        "type": {"type": "string", "enum": ["create_file", "update_file", "delete_file"]},
+                        "path": {"type": "string"}, "diff": {"type": "string"}}}},
+}
+
+
+class ShellTool(ToolModel):
+    type: Literal["shell"]
+    environment: dict[str, Any] | None = None
+    allowed_callers: list[Literal["direct"]] | None = None
+
+    @field_validator("environment")
+    @classmethod
+    def _local(cls, environment: dict[str, Any] | None) -> dict[str, Any] | None:
+        if environment is not None and environment.get("type") != "local":
+            raise ValueError("Parley has no hosted containers: the shell runs in the client's local environment")
+        return environment
+
+
+class LocalShellTool(ToolModel):
+    type: Literal["local_shell"]
+
+
+class ApplyPatchTool(ToolModel):
+    type: Literal["apply_patch"]
+    allowed_callers: list[Literal["direct"]] | None = None
+
+
+class ToolChoiceNative(ToolModel):
+    type: Literal["shell", "apply_patch"]
+
+
+def _arguments(arguments: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(arguments or "{}")
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _strings(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)] if value else []
+
+
+def _open(tool: ClientTool, call_id: str) -> Any:
+    if tool.kind == "shell":
+        return ResponseFunctionShellToolCall(id=new_id("sh"), type="shell_call", call_id=call_id,
+                                             action={"commands": []}, status="in_progress")
+    if tool.kind == "local_shell":
+        return LocalShellCall(id=new_id("lsh"), type="local_shell_call", call_id=call_id, status="in_progress",
+                              action={"type": "exec", "command": [], "env": {}})
+    return ResponseApplyPatchToolCall(id=new_id("apc"), type="apply_patch_call", call_id=call_id, status="in_progress",
+                                      operation={"type": "delete_file", "path": ""})
+
+
+def _done(item: Any, index: int) -> ResponseOutputItemDoneEvent:
+    return ResponseOutputItemDoneEvent(type="response.output_item.done", item=item.model_copy(), output_index=index,
+                                       sequence_number=0)
+
+
+def _close_shell(item: ResponseFunctionShellToolCall, arguments: str, index: int) -> list[Any]:
+    args = _arguments(arguments)
+    action: dict[str, Any] = {"commands": _strings(args.get("commands"))}
+    action.update({k: args[k] for k in ("timeout_ms", "max_output_length") if isinstance(args.get(k), int)})
+    updated = item.model_validate({**item.model_dump(), "action": action, "status": "completed"})
+    item.__dict__.update(updated.__dict__)
+    events: list[Any] = []
+    for i, command in enumerate(item.action.commands):
+        events += [ResponseShellCallCommandAddedEvent(type="response.shell_call_command.added", command="",
+                                                      command_index=i, output_index=index, sequence_number=0),
+                   ResponseShellCallCommandDeltaEvent(type="response.shell_call_command.delta", delta=command,
+                                                      command_index=i, output_index=index, sequence_number=0),
+                   ResponseShellCallCommandDoneEvent(type="response.shell_call_command.done", command=command,
+                                                     command_index=i, output_index=index, sequence_number=0)]
+    return events + [_done(item, index)]
+
+
+def _close_local_shell(item: LocalShellCall, arguments: str, index: int) -> list[Any]:
+    args = _arguments(arguments)
+    action = {"type": "exec", "command": _strings(args.get("command")),
+              "env": {str(k): str(v) for k, v in (args.get("env") or {}).items()} if isinstance(args.get("env"), dict)
+              else {}}
+    action.update({k: args[k] for k in ("working_directory", "user") if isinstance(args.get(k), str)})
+    if isinstance(args.get("timeout_ms"), int):
+        action["timeout_ms"] = args["timeout_ms"]
+    updated = item.model_validate({**item.model_dump(), "action": action, "status": "completed"})
+    item.__dict__.update(updated.__dict__)
+    return [_done(item, index)]
+
+
+def _close_apply_patch(item: ResponseApplyPatchToolCall, arguments: str, index: int) -> list[Any]:
+    args = _arguments(arguments)
+    kind = args.get("type") if args.get("type") in ("create_file", "update_file", "delete_file") else "update_file"
+    operation: dict[str, Any] = {"type": kind, "path": str(args.get("path") or "")}
+    if kind != "delete_file":
+        operation["diff"] = str(args.get("diff") or "")
+    updated = item.model_validate({**item.model_dump(), "operation": operation, "status": "completed"})
+    item.__dict__.update(updated.__dict__)
+    return [_done(item, index)]
+
+
+CALL_OPENERS.update(dict.fromkeys(FUNCTIONS, _open))
+CALL_CLOSERS.update({"shell_call": _close_shell, "local_shell_call": _close_local_shell,
+                     "apply_patch_call": _close_apply_patch})
+
+
+class NativeTools(Binding):
+    def __init__(self, kinds: list[str]) -> None:
+        self.kinds = kinds
+
+    def offered(self) -> list[Offered]:
+        return [Offered({"type": "function", "function": {"name": kind, **FUNCTIONS[kind]}},
+                        ClientTool(kind, kind), {"type": kind}) for kind in self.kinds]
+
+    def forced(self, choice: ToolModel) -> Any:
+        return {"type": "function", "function": {"name": choice.type}}  # type: ignore[attr-defined]
+
+
+class NativeKind(ToolKind):
+    models = {"shell": ShellTool, "local_shell": LocalShellTool, "apply_patch": ApplyPatchTool}
+    choices = {"shell": ToolChoiceNative, "apply_patch": ToolChoiceNative}
+
+    def check(self, tools: list[Any], choice: ToolModel | None) -> None:
+        kinds = [t.type for t in tools]
+        if len(kinds) != len(set(kinds)):
+            raise InvalidRequest("Give each of shell, local_shell and apply_patch at most once.", param="tools")
+        if choice is not None and choice.type not in kinds:  # type: ignore[attr-defined]
+            raise InvalidRequest(f"tool_choice names {choice.type}, but 'tools' has no such tool.",  # type: ignore
+                                 param="tool_choice")
+
+    def bind(self, tools: list[Any], context: BindContext) -> Binding | None:
+        return NativeTools([t.type for t in tools]) if tools else None
+
+
+KIND = NativeKind()
