@@ -14,6 +14,42 @@ from pydantic import TypeAdapter
 
 EVENT = TypeAdapter(ResponseStreamEvent)
 
+# The Response object's fields the Open Responses specification requires (its ResponseResource schema), each
+# with the JSON types it allows; the openai SDK's types leave several of them optional.
+_NUMBER, _NULL = (int, float), type(None)
+OPEN_RESPONSES_REQUIRED: dict[str, tuple[type, ...]] = {
+    "id": (str,), "object": (str,), "created_at": (int,), "completed_at": (int, _NULL), "status": (str,),
+    "incomplete_details": (dict, _NULL), "model": (str,), "previous_response_id": (str, _NULL),
+    "instructions": (str, list, _NULL), "output": (list,), "error": (dict, _NULL), "tools": (list,),
+    "tool_choice": (str, dict), "truncation": (str,), "parallel_tool_calls": (bool,), "text": (dict,),
+    "top_p": _NUMBER, "presence_penalty": _NUMBER, "frequency_penalty": _NUMBER, "top_logprobs": (int,),
+    "temperature": _NUMBER, "reasoning": (dict, _NULL), "user": (str, _NULL), "usage": (dict, _NULL),
+    "max_output_tokens": (int, _NULL), "max_tool_calls": (int, _NULL), "store": (bool,), "background": (bool,),
+    "service_tier": (str,), "metadata": (dict,), "safety_identifier": (str, _NULL), "prompt_cache_key": (str, _NULL),
+}
+
+
+def check_open_responses(body: dict[str, Any]) -> None:
+    """Every field the Open Responses specification requires of a Response object, with an allowed type."""
+    for name, types in OPEN_RESPONSES_REQUIRED.items():
+        assert name in body, f"the Response object lacks '{name}', which Open Responses requires"
+        value = body[name]
+        allowed = not (isinstance(value, bool) and bool not in types) and isinstance(value, types)
+        assert allowed, f"Response '{name}' is {value!r}, not of the type Open Responses requires"
+    assert body["object"] == "response"
+
+
+def validate_response(payload: dict[str, Any]) -> Response:
+    """A Response body checked against the Open Responses requirements and the SDK's types."""
+    check_open_responses(payload)
+    return Response.model_validate(payload)
+
+
+def _validate_event(payload: dict[str, Any]) -> Any:
+    if isinstance(payload.get("response"), dict):
+        check_open_responses(payload["response"])
+    return EVENT.validate_python(payload)
+
 
 def parse_sse(text: str) -> list[Any]:
     """Every frame validated as a ``ResponseStreamEvent``; the ``event:`` line must match ``type``."""
@@ -27,7 +63,7 @@ def parse_sse(text: str) -> list[Any]:
         assert len(data) == 1, f"expected one data line per frame: {frame!r}"
         payload = json.loads(data[0])
         assert names == [payload["type"]], f"event line {names} does not match type {payload['type']}"
-        events.append(EVENT.validate_python(payload))
+        events.append(_validate_event(payload))
     return events
 
 
@@ -44,7 +80,7 @@ def create_raw(base_url: str, body: dict[str, Any], headers: dict[str, str] | No
     """POST a create and return the body validated strictly as a ``Response``."""
     response = httpx.post(f"{base_url}/responses", json=body, headers=headers, timeout=120)
     assert response.status_code == 200, response.text
-    return Response.model_validate(response.json())
+    return validate_response(response.json())
 
 
 class _ValidatingStream(httpx.SyncByteStream):
@@ -80,7 +116,7 @@ class ValidatingTransport(httpx.HTTPTransport):
         if kind.startswith("text/event-stream"):
             validate = lambda body: parse_sse(body.decode())  # noqa: E731
         elif request.method in ("GET", "POST") and not path.endswith("/input_items"):
-            validate = lambda body: Response.model_validate(json.loads(body))  # noqa: E731
+            validate = lambda body: validate_response(json.loads(body))  # noqa: E731
         else:
             return response
         ValidatingTransport.seen += 1
