@@ -44,6 +44,13 @@ def conformance_responder(request: dict[str, Any]) -> Reply:
         return Reply(tool_calls=[ToolCall("get_weather", {"location": city})])
     if "boiling point" in question and "get_boiling_point" in offered:
         return Reply(tool_calls=[ToolCall("get_boiling_point", {"liquid_name": "polyjuice", "celcius": True})])
+    if "shell" in offered and "files" in question:
+        return Reply(tool_calls=[ToolCall("shell", {"commands": ["ls"]})])
+    if "apply_patch" in offered and "create" in question:
+        return Reply(tool_calls=[ToolCall("apply_patch", {"type": "create_file", "path": "hello.txt",
+                                                           "diff": "+Hello"})])
+    if "[file:" in question:  # answers from the document it was given
+        return Reply(text="The file says: " + question.split("]", 1)[1].strip())
     if "web_search" in offered:
         return Reply(tool_calls=[ToolCall("web_search", {"query": re.sub(r"[?]", "", question)})])
     if "all caps" in question:

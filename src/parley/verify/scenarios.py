@@ -227,6 +227,60 @@ def error_unknown_previous_response(ctx: Context) -> None:
     _expect(error["param"] == "previous_response_id", f"param is {error['param']!r}")
 
 
+def replay(ctx: Context) -> None:
+    """The output sent back as input without previous_response_id, then an item_reference to a stored item."""
+    question = {"role": "user", "content": "What's the weather like in San Francisco?"}
+    first = ctx.client.responses.create(model=ctx.model, input=[question], tools=[WEATHER_TOOL])
+    calls = [item for item in first.output if item.type == "function_call"]
+    _expect(len(calls) == 1, f"expected one function_call: {first.output}")
+    replayed = [item.model_dump(exclude_none=True) for item in first.output]
+    second = ctx.client.responses.create(model=ctx.model, tools=[WEATHER_TOOL], input=[
+        question, *replayed, {"type": "function_call_output", "call_id": calls[0].call_id, "output": "18C and sunny"}])
+    _expect(second.status == "completed" and second.output_text, "no answer after replaying the output as input")
+    answer = next(item for item in second.output if item.type == "message")
+    third = ctx.client.responses.create(model=ctx.model, input=[
+        {"type": "item_reference", "id": answer.id}, {"role": "user", "content": "Repeat that in all caps."}])
+    _expect(third.status == "completed" and third.output_text, "no answer after an item_reference")
+
+
+def logprobs(ctx: Context) -> None:
+    response = ctx.client.responses.create(model=ctx.model, input="Which planet do humans live on?", top_logprobs=2,
+                                           include=["message.output_text.logprobs"])
+    part = next(item for item in response.output if item.type == "message").content[0]
+    _expect(bool(part.logprobs), "no logprobs on the output_text part")
+    _expect(all(len(lp.top_logprobs) <= 2 for lp in part.logprobs), "more top_logprobs than asked for")
+    events = stream_raw(ctx.base_url, {"model": ctx.model, "input": "Which planet do humans live on?",
+                                       "include": ["message.output_text.logprobs"]}, ctx.headers)
+    deltas = [e for e in events if e.type == "response.output_text.delta"]
+    _expect(any(e.logprobs for e in deltas), "no logprobs on the output_text.delta events")
+
+
+def shell_apply_patch(ctx: Context) -> None:
+    tools = [{"type": "shell", "environment": {"type": "local"}}, {"type": "apply_patch"}]
+    response = ctx.client.responses.create(model=ctx.model, input="List the files here.", tools=tools,
+                                           tool_choice={"type": "shell"})
+    shells = [item for item in response.output if item.type == "shell_call"]
+    _expect(len(shells) >= 1 and shells[0].action.commands, f"expected a shell_call with commands: {response.output}")
+    follow = ctx.client.responses.create(model=ctx.model, previous_response_id=response.id, tools=tools, input=[
+        {"type": "shell_call_output", "call_id": shells[0].call_id, "output": [
+            {"stdout": "README.md\n", "stderr": "", "outcome": {"type": "exit", "exit_code": 0}}]}])
+    _expect(follow.status == "completed", "no answer after the shell_call_output")
+    patch = ctx.client.responses.create(model=ctx.model, input="Create hello.txt saying Hello.", tools=tools,
+                                        tool_choice={"type": "apply_patch"})
+    patches = [item for item in patch.output if item.type == "apply_patch_call"]
+    _expect(len(patches) >= 1 and patches[0].operation.path, f"expected an apply_patch_call: {patch.output}")
+
+
+def input_file(ctx: Context) -> None:
+    import base64
+
+    data = base64.b64encode(b"The secret word is llama.").decode()
+    response = ctx.client.responses.create(model=ctx.model, input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "What is the secret word in the file?"},
+        {"type": "input_file", "filename": "note.txt", "file_data": f"data:text/plain;base64,{data}"}]}])
+    _expect("llama" in response.output_text.lower(), f"no 'llama' in {response.output_text!r}")
+
+
 SCENARIOS: dict[str, Callable[[Context], None]] = {
     "basic": basic,
     "streaming": streaming,
@@ -242,4 +296,8 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "error_unknown_id": error_unknown_id,
     "error_bad_parameter": error_bad_parameter,
     "error_unknown_previous_response": error_unknown_previous_response,
+    "replay": replay,
+    "logprobs": logprobs,
+    "shell_apply_patch": shell_apply_patch,
+    "input_file": input_file,
 }
