@@ -198,3 +198,22 @@ async def test_agents_sdk_shell_and_apply_patch_tools_run_a_full_turn(agents_mod
     assert tools_sent == {"shell", "apply_patch"}
     answers = [m["content"] for m in backend.requests[-1]["messages"] if m["role"] == "tool"]
     assert answers[0].startswith("exit code 0\nstdout:\nran ls") and answers[1] == "completed: created notes.md"
+
+
+@pytest.mark.anyio
+async def test_agents_sdk_keeps_history_itself_and_sends_hosted_tool_items_back(agents_model, backend) -> None:
+    from agents import Agent, HostedMCPTool, Runner
+
+    with MCPTestServer("streamable-http") as server:
+        backend.push(Reply(tool_calls=[ToolCall("get_boiling_point", {"liquid_name": "polyjuice"})]),
+                     Reply(text="Polyjuice boils at -100 degrees."), Reply(text="That is -148 Fahrenheit."))
+        agent = Agent(name="chemist", instructions="Use the tools.", model=agents_model, tools=[HostedMCPTool(
+            tool_config={"type": "mcp", "server_label": "chem", "server_url": server.url})])
+        first = await Runner.run(agent, "Boiling point of polyjuice?")
+        history = first.to_input_list()  # the SDK's own history: the mcp_list_tools and mcp_call items included
+        assert {"mcp_list_tools", "mcp_call"} <= {item.get("type") for item in history}
+        second = await Runner.run(agent, [*history, {"role": "user", "content": "And in Fahrenheit?"}])
+    assert second.final_output == "That is -148 Fahrenheit."
+    messages = backend.requests[-1]["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "assistant", "user"]
+    assert messages[2]["tool_calls"][0]["function"]["name"] == "get_boiling_point" and messages[3]["content"] == "-100"
