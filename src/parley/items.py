@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError,
+from pydantic import (BaseModel, Discriminator, Field, PrivateAttr, Tag, ValidationError,
                       field_validator, model_validator)
 
 from parley.errors import InvalidRequest, UnsupportedParameter
@@ -17,13 +17,21 @@ from parley.validation import validation_error
 from parley.ids import new_id
 
 
-# Stored as the listable item's id (a column of 120 characters; OpenAI's ids are about 50), where
-# PostgreSQL refuses a NUL character.
-ItemId = Annotated[str, Field(max_length=120, pattern=r"^[^\x00]*$")]
-
-
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+from parley.replayed_items import (
+    ApplyPatchCallItem,
+    ApplyPatchCallOutputItem,
+    ItemId,
+    ItemReference,
+    Lenient as _Lenient,
+    LocalShellCallItem,
+    LocalShellCallOutputItem,
+    McpApprovalRequestItem,
+    McpCallItem,
+    McpListToolsItem,
+    ShellCallItem,
+    ShellCallOutputItem,
+    WebSearchCallItem,
+)
 
 
 class InputText(_Lenient):
@@ -181,114 +189,6 @@ class McpApprovalResponseItem(_Lenient):
     approve: bool
     reason: str | None = None
     id: ItemId | None = None
-
-
-class WebSearchCallItem(_Lenient):
-    """A replayed web search: the model's search and the sources it got (their page text is not in the item)."""
-
-    type: Literal["web_search_call"]
-    id: ItemId = Field(min_length=1)
-    status: str | None = None
-    action: dict[str, Any] = Field(default_factory=dict)
-
-
-class McpListToolsItem(_Lenient):
-    """A replayed listing: it also stands for that server's listing in this response, as with chaining."""
-
-    type: Literal["mcp_list_tools"]
-    id: ItemId | None = None
-    server_label: str
-    tools: list[dict[str, Any]] = Field(default_factory=list)
-    error: str | None = None
-
-
-class McpCallItem(_Lenient):
-    type: Literal["mcp_call"]
-    id: ItemId = Field(min_length=1)
-    server_label: str
-    name: str = Field(min_length=1)
-    arguments: str = ""
-    output: str | None = None
-    error: Any = None
-    status: str | None = None
-    approval_request_id: str | None = None
-
-
-class McpApprovalRequestItem(_Lenient):
-    """A replayed approval request; an ``mcp_approval_response`` in the same input answers it."""
-
-    type: Literal["mcp_approval_request"]
-    id: ItemId = Field(min_length=1)
-    server_label: str
-    name: str = Field(min_length=1)
-    arguments: str = ""
-
-
-class ShellCallItem(_Lenient):
-    type: Literal["shell_call"]
-    call_id: str = Field(min_length=1)
-    action: dict[str, Any] = Field(default_factory=dict)
-    id: ItemId | None = None
-    status: str | None = None
-
-
-class ShellCallOutputItem(_Lenient):
-    type: Literal["shell_call_output"]
-    call_id: str = Field(min_length=1)
-    output: list[dict[str, Any]] = Field(default_factory=list)
-    id: ItemId | None = None
-
-
-class LocalShellCallItem(_Lenient):
-    type: Literal["local_shell_call"]
-    call_id: str = Field(min_length=1)
-    action: dict[str, Any] = Field(default_factory=dict)
-    id: ItemId | None = None
-    status: str | None = None
-
-
-class LocalShellCallOutputItem(_Lenient):
-    """The output of a local_shell call; its ``id`` is the call's ``call_id``, as the protocol defines it."""
-
-    type: Literal["local_shell_call_output"]
-    id: ItemId = Field(min_length=1)
-    output: str = ""
-
-    @property
-    def call_id(self) -> str:
-        return self.id
-
-
-class ApplyPatchCallItem(_Lenient):
-    type: Literal["apply_patch_call"]
-    call_id: str = Field(min_length=1)
-    operation: dict[str, Any] = Field(default_factory=dict)
-    id: ItemId | None = None
-    status: str | None = None
-
-
-class ApplyPatchCallOutputItem(_Lenient):
-    type: Literal["apply_patch_call_output"]
-    call_id: str = Field(min_length=1)
-    status: Literal["completed", "failed"]
-    output: str | None = None
-    id: ItemId | None = None
-
-
-NATIVE_CALLS = (ShellCallItem, LocalShellCallItem, ApplyPatchCallItem)
-NATIVE_OUTPUTS = (ShellCallOutputItem, LocalShellCallOutputItem, ApplyPatchCallOutputItem)
-
-
-class ItemReference(_Lenient):
-    """An item of a stored response, named by its id; the engine puts the item itself in its place."""
-
-    type: Literal["item_reference"] = "item_reference"
-    id: ItemId = Field(min_length=1)
-
-
-def replayed_call_id(item_id: str) -> str:
-    """The chat tool call id a replayed server-side call item stands for (its own id, so it is stable)."""
-    return f"call_{item_id}"
 
 
 InputItem = Union[MessageItem, FunctionCallItem, FunctionCallOutputItem, ReasoningItem, McpApprovalResponseItem,

@@ -10,7 +10,8 @@ from openai.types.responses.response_output_item import McpApprovalRequest
 
 from parley.engine.history import place_tool_message, unanswered_calls
 from parley.errors import InvalidRequest
-from parley.items import McpApprovalRequestItem, McpApprovalResponseItem, replayed_call_id
+from parley.items import McpApprovalResponseItem
+from parley.replayed_items import McpApprovalRequestItem, replayed_call_id
 from parley.request import CreateResponse
 from parley.tools.approval import DENIED, NOT_APPROVED, ApprovedCall
 

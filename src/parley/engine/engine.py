@@ -35,7 +35,8 @@ from parley.engine.translate import ChunkTranslator
 from parley.engine.turn import RunState, Turn, snapshot
 from parley.errors import BackendError, InvalidRequest, ParleyError, StoreUnavailable
 from parley.files import FileReader
-from parley.items import InputItem, ItemReference, ReasoningItem, image_urls, input_files, item_resource, parse_item
+from parley.items import InputItem, ReasoningItem, image_urls, input_files, item_resource, parse_item
+from parley.replayed_items import ItemReference
 from parley.metrics import Metrics
 from parley.reasoning import ReasoningCipher
 from parley.request import CreateResponse

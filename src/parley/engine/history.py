@@ -27,6 +27,13 @@ from parley.items import (
     FunctionCallOutputItem,
     InputFile,
     InputImage,
+    InputItem,
+    MessageItem,
+    Refusal,
+    ToolSearchCallItem,
+    ToolSearchOutputItem,
+)
+from parley.replayed_items import (
     NATIVE_CALLS,
     NATIVE_OUTPUTS,
     ApplyPatchCallItem,
@@ -39,11 +46,6 @@ from parley.items import (
     ShellCallOutputItem,
     WebSearchCallItem,
     replayed_call_id,
-    InputItem,
-    MessageItem,
-    Refusal,
-    ToolSearchCallItem,
-    ToolSearchOutputItem,
 )
 
 Message = ChatCompletionMessageParam  # the openai SDK's TypedDicts: plain dicts at run time

@@ -34,7 +34,7 @@ from pydantic import Field
 
 from parley.errors import InvalidRequest
 from parley.ids import new_id
-from parley.items import McpListToolsItem
+from parley.replayed_items import McpListToolsItem
 from parley.tools.approval import Gated
 from parley.tools.base import BindContext, Binding, CallDone, ItemDone, Offered, Produced, ToolCall, ToolEnv, \
     ToolKind, ToolModel

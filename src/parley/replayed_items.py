@@ -1,0 +1,125 @@
+"""Items a client sends back as input that Parley's own tools and the native client tools produced: server-side
+calls (web search, MCP), native client calls and their outputs (shell, local_shell, apply_patch), and
+``item_reference``.  Each becomes the chat history the original turn had (:mod:`parley.engine.history`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Stored as the listable item's id (a column of 120 characters; OpenAI's ids are about 50), where
+# PostgreSQL refuses a NUL character.
+ItemId = Annotated[str, Field(max_length=120, pattern=r"^[^\x00]*$")]
+
+
+class Lenient(BaseModel):
+    """An input item or part: fields Parley does not use are ignored (clients replay whole output items)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class _ClientCall(Lenient):
+    call_id: str = Field(min_length=1)
+    id: ItemId | None = None
+    status: str | None = None
+
+
+class WebSearchCallItem(Lenient):
+    """A replayed web search: the model's search and the sources it got (their page text is not in the item)."""
+
+    type: Literal["web_search_call"]
+    id: ItemId = Field(min_length=1)
+    status: str | None = None
+    action: dict[str, Any] = Field(default_factory=dict)
+
+
+class McpListToolsItem(Lenient):
+    """A replayed listing: it also stands for that server's listing in this response, as with chaining."""
+
+    type: Literal["mcp_list_tools"]
+    id: ItemId | None = None
+    server_label: str
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    error: str | None = None
+
+
+class McpCallItem(Lenient):
+    type: Literal["mcp_call"]
+    id: ItemId = Field(min_length=1)
+    server_label: str
+    name: str = Field(min_length=1)
+    arguments: str = ""
+    output: str | None = None
+    error: Any = None
+    status: str | None = None
+    approval_request_id: str | None = None
+
+
+class McpApprovalRequestItem(Lenient):
+    """A replayed approval request; an ``mcp_approval_response`` in the same input answers it."""
+
+    type: Literal["mcp_approval_request"]
+    id: ItemId = Field(min_length=1)
+    server_label: str
+    name: str = Field(min_length=1)
+    arguments: str = ""
+
+
+class ShellCallItem(_ClientCall):
+    type: Literal["shell_call"]
+    action: dict[str, Any] = Field(default_factory=dict)
+
+
+class ShellCallOutputItem(Lenient):
+    type: Literal["shell_call_output"]
+    call_id: str = Field(min_length=1)
+    output: list[dict[str, Any]] = Field(default_factory=list)
+    id: ItemId | None = None
+
+
+class LocalShellCallItem(_ClientCall):
+    type: Literal["local_shell_call"]
+    action: dict[str, Any] = Field(default_factory=dict)
+
+
+class LocalShellCallOutputItem(Lenient):
+    """The output of a local_shell call; its ``id`` is the call's ``call_id``, as the protocol defines it."""
+
+    type: Literal["local_shell_call_output"]
+    id: ItemId = Field(min_length=1)
+    output: str = ""
+
+    @property
+    def call_id(self) -> str:
+        return self.id
+
+
+class ApplyPatchCallItem(_ClientCall):
+    type: Literal["apply_patch_call"]
+    operation: dict[str, Any] = Field(default_factory=dict)
+
+
+class ApplyPatchCallOutputItem(Lenient):
+    type: Literal["apply_patch_call_output"]
+    call_id: str = Field(min_length=1)
+    status: Literal["completed", "failed"]
+    output: str | None = None
+    id: ItemId | None = None
+
+
+NATIVE_CALLS = (ShellCallItem, LocalShellCallItem, ApplyPatchCallItem)
+NATIVE_OUTPUTS = (ShellCallOutputItem, LocalShellCallOutputItem, ApplyPatchCallOutputItem)
+
+
+class ItemReference(Lenient):
+    """An item of a stored response, named by its id; the engine puts the item itself in its place."""
+
+    type: Literal["item_reference"] = "item_reference"
+    id: ItemId = Field(min_length=1)
+
+
+def replayed_call_id(item_id: str) -> str:
+    """The chat tool call id a replayed server-side call item stands for (its own id, so it is stable)."""
+    return f"call_{item_id}"
