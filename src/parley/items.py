@@ -152,13 +152,21 @@ class FunctionCallOutputItem(_Lenient):
 
 
 class ReasoningItem(_Lenient):
-    """Replayed reasoning: accepted and kept in ``input_items``; Chat backends take no reasoning input."""
+    """Replayed reasoning: kept in ``input_items``, and sent back to upstreams that take reasoning
+    (``replay_reasoning``) as the next assistant message's ``reasoning_content``."""
 
     type: Literal["reasoning"]
     id: ItemId | None = None
     summary: list[dict[str, Any]] = Field(default_factory=list)
     content: list[dict[str, Any]] | None = None
     encrypted_content: str | None = None
+
+    @property
+    def text(self) -> str:
+        """Its reasoning text (or, without one, its summary)."""
+        parts = [p.get("text", "") for p in self.content or [] if isinstance(p, dict)] or \
+            [p.get("text", "") for p in self.summary if isinstance(p, dict)]
+        return "".join(str(t) for t in parts)
 
 
 class ToolSearchCallItem(_Lenient):

@@ -186,3 +186,23 @@ def test_a_hosted_shell_environment_is_refused_by_name(client) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client.responses.create(model="m", input="x", tools=[{"type": "shell", "environment": {"type": "container_auto"}}])
     assert info.value.body["param"] == "tools[0].environment"
+
+
+def test_replayed_reasoning_text_reaches_upstreams_that_take_reasoning_only(client, backend, scripted_server,
+                                                                            tmp_path) -> None:
+    from parley.testing import ParleyProcess
+
+    reasoning = {"type": "reasoning", "id": "rs_1", "summary": [],
+                 "content": [{"type": "reasoning_text", "text": "Earth is the third planet."}]}
+    replay = [{"role": "user", "content": "Which planet?"}, reasoning,
+              {"role": "assistant", "content": "Earth."}, {"role": "user", "content": "Sure?"}]
+    client.responses.create(model="m", input=replay)
+    assert "reasoning_content" not in backend.requests[-1]["messages"][1]  # a default upstream takes none
+    config = tmp_path / "parley.yaml"
+    config.write_text(f"upstreams:\n  - name: r\n    url: {scripted_server.url}\n    models: ['*']\n"
+                      "    replay_reasoning: true\n")
+    with ParleyProcess("--config", str(config), "--db", f"sqlite:///{tmp_path / 'p.db'}") as server, \
+            openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as taking:
+        taking.responses.create(model="m", input=replay)
+    assert backend.requests[-1]["messages"][1] == {"role": "assistant", "content": "Earth.",
+                                                   "reasoning_content": "Earth is the third planet."}

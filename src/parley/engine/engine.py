@@ -131,16 +131,20 @@ class Engine:
         return resolved
 
     def _replayed_reasoning(self, request: CreateResponse, upstream: UpstreamConfig) -> dict[int, str]:
-        """Decrypt replayed ``encrypted_content``; an altered or foreign one is a 400."""
+        """The text of replayed reasoning items, for upstreams that take reasoning back (``replay_reasoning``):
+        decrypted ``encrypted_content`` (an altered or foreign one is a 400), else the item's own text."""
         texts: dict[int, str] = {}
         for i, item in enumerate(request.input):
-            if isinstance(item, ReasoningItem) and item.encrypted_content:
+            if not isinstance(item, ReasoningItem):
+                continue
+            text = item.text
+            if item.encrypted_content:
                 text = self.cipher.decrypt(item.encrypted_content) if self.cipher else None
                 if text is None:
                     raise InvalidRequest("This encrypted_content was not made by this server or was altered.",
                                          param=f"input[{i}].encrypted_content", code="invalid_encrypted_content")
-                if upstream.replay_reasoning:
-                    texts[i] = text
+            if upstream.replay_reasoning and text:
+                texts[i] = text
         return texts
 
     async def run(self, turn: Turn, state: RunState | None = None) -> AsyncIterator[ResponseStreamEvent]:
