@@ -145,8 +145,19 @@ def test_cached_only_web_search_never_reaches_the_live_web(client, backend, ws_c
     assert info.value.body["param"] == "tool_choice"
 
 
-def test_a_web_search_call_replayed_as_input_keeps_its_query_and_sources(ws_client, search_backend) -> None:
+def test_a_web_search_call_replayed_as_input_gives_the_history_chaining_gives(ws_client, search_backend) -> None:
     first = ws_client.responses.create(model="m", input=QUESTION, tools=[{"type": "web_search"}])
+    search_backend.reset(lambda r: Reply(text="ok"))
+    ws_client.responses.create(model="m", input="Thanks.", previous_response_id=first.id)
+    chained = search_backend.requests[-1]["messages"]
+    ws_client.responses.create(model="m", input=[{"role": "user", "content": QUESTION},
+                                                 *[i.model_dump(exclude_none=True) for i in first.output],
+                                                 {"role": "user", "content": "Thanks."}])
+    assert search_backend.requests[-1]["messages"] == chained  # the stored call and its results, exactly
+
+
+def test_a_web_search_call_from_elsewhere_keeps_its_query_and_sources(ws_client, search_backend) -> None:
+    first = ws_client.responses.create(model="m", input=QUESTION, tools=[{"type": "web_search"}], store=False)
     search_backend.reset(lambda r: Reply(text="ok"))
     ws_client.responses.create(model="m", input=[{"role": "user", "content": QUESTION},
                                                  *[i.model_dump(exclude_none=True) for i in first.output],

@@ -164,14 +164,22 @@ async def test_an_instance_fails_its_own_rows_it_no_longer_runs(store) -> None:
 
 
 
-async def test_pending_approvals_are_stored_with_their_call_ids(store, request) -> None:
+async def test_server_side_items_are_stored_with_their_call_ids(store, request) -> None:
     rid = f"resp_pend_{request.node.name[-20:]}".replace("[", "_").replace("]", "_")
     await store.create(record(rid))
-    assert (await store.get(rid)).pending == {}
+    assert (await store.get(rid)).call_ids == {}
     final = record(rid)
-    final.status, final.pending = "completed", {"mcpr_1": "call_a", "mcpr_2": "call_b"}
+    final.status, final.call_ids = "completed", {"mcpr_1": "call_a", "ws_2": "call_b"}
+    final.messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_b", "type": "function", "function": {"name": "web_search", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_b", "content": "[1] Result"}]
+    final.output_ids = ["mcpr_1", "ws_2"]
     await store.finish(final)
-    assert (await store.get(rid)).pending == {"mcpr_1": "call_a", "mcpr_2": "call_b"}
+    assert (await store.get(rid)).call_ids == {"mcpr_1": "call_a", "ws_2": "call_b"}
+    call, answer = await store.find_call("ws_2")
+    assert call["id"] == "call_b" and answer["content"] == "[1] Result"
+    assert await store.find_call("mcpr_1") is None  # its call has no answer in the stored messages
+    assert await store.find_call("ws_2", "other-tenant") is None
 
 
 async def test_items_are_found_by_id_in_outputs_and_inputs_of_the_tenant_only(store, request) -> None:

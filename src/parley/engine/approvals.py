@@ -16,18 +16,18 @@ from parley.request import CreateResponse
 from parley.tools.approval import DENIED, NOT_APPROVED, ApprovedCall
 
 
-def resolve_approvals(request: CreateResponse, previous_output: list[Any], pending: dict[str, str],
+def resolve_approvals(request: CreateResponse, previous_output: list[Any], call_ids: dict[str, str],
                       conversation: list[ChatCompletionMessageParam]) -> list[ApprovedCall]:
     """Match ``mcp_approval_response`` items to the previous response's approval requests.
 
-    Each request stands for the chat tool call stored with it (``pending``), left unanswered; a denied or
+    Each request stands for the chat tool call stored with it (``call_ids``), left unanswered; a denied or
     unanswered one is answered now with a tool message saying so, an approved one is returned to be run.
     """
     answers = {i.approval_request_id: i for i in request.input if isinstance(i, McpApprovalResponseItem)}
     requests: dict[str, Any] = {item.id: item for item in previous_output if isinstance(item, McpApprovalRequest)}
     replayed = {i.id: i for i in request.input if isinstance(i, McpApprovalRequestItem)}  # answered in this input
     requests.update(replayed)
-    pending = {**pending, **{request_id: replayed_call_id(request_id) for request_id in replayed}}
+    pending = {**call_ids, **{request_id: replayed_call_id(request_id) for request_id in replayed}}
     for request_id in answers:
         if request_id not in requests:
             raise InvalidRequest(f"No MCP approval request with id '{request_id}' in the previous response or "

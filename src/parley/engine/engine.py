@@ -36,7 +36,7 @@ from parley.engine.turn import RunState, Turn, snapshot
 from parley.errors import BackendError, InvalidRequest, ParleyError, StoreUnavailable
 from parley.files import FileReader
 from parley.items import InputItem, ReasoningItem, image_urls, input_files, item_resource, parse_item
-from parley.replayed_items import ItemReference
+from parley.replayed_items import ItemReference, McpCallItem, WebSearchCallItem
 from parley.metrics import Metrics
 from parley.reasoning import ReasoningCipher
 from parley.request import CreateResponse
@@ -102,10 +102,11 @@ class Engine:
                     param="previous_response_id", code="previous_response_not_found",
                 )
             prior = previous.messages
-        conversation = build_messages(prior, request.input, self._replayed_reasoning(request, upstream))
+        conversation = build_messages(prior, request.input, self._replayed_reasoning(request, upstream),
+                                      await self._stored_calls(request.input, tenant))
         # The stored response, parsed once into the protocol's types: what the tools and approvals read of it.
         previous_output = Response.model_validate_json(previous.serialized()).output if previous else []
-        approved = resolve_approvals(request, previous_output, previous.pending if previous else {}, conversation)
+        approved = resolve_approvals(request, previous_output, previous.call_ids if previous else {}, conversation)
         if not conversation:
             raise InvalidRequest("The input is empty.", param="input", code="invalid_value")
         items = [item_resource(item) for item in request.input]
@@ -129,6 +130,17 @@ class Engine:
                                          code="item_not_found")
                 resolved[i] = parse_item(found, f"input[{i}]")
         return resolved
+
+    async def _stored_calls(self, items: list[InputItem], tenant: str) -> dict[str, Any]:
+        """For replayed server-side items that this tenant's stored responses made: their chat call and result."""
+        known = {}
+        for item in items:
+            # (a call run after an approval stays under the id its approval request gives it in the replay)
+            if isinstance(item, WebSearchCallItem) or (isinstance(item, McpCallItem) and not item.approval_request_id):
+                found = await self.store.find_call(item.id, tenant)
+                if found is not None:
+                    known[item.id] = found
+        return known
 
     def _replayed_reasoning(self, request: CreateResponse, upstream: UpstreamConfig) -> dict[int, str]:
         """The text of replayed reasoning items, for upstreams that take reasoning back (``replay_reasoning``):
@@ -264,7 +276,7 @@ class Engine:
                 for skipped in calls[left:]:  # answered in the stored chat, so a chained turn can go on from here
                     place_tool_message(state.conversation, {"role": "tool", "tool_call_id": skipped.call_id,
                                                             "content": OVER_LIMIT})
-                if state.pending or translator.client_calls:
+                if state.awaiting_approval or translator.client_calls:
                     return
                 if calls[left:] or iteration == self.max_tool_iterations - 1:
                     # The model wants more than the bounds allow: the response ends here, incomplete.
@@ -321,8 +333,9 @@ class Engine:
             fail(span, "the tool call failed")
         span.end()
         state.output.append(done.item)
-        if done.message is None:  # waits for the client's approval: stored with the call it stands for
-            state.pending[done.item.id] = call.call_id
+        state.call_ids[done.item.id] = call.call_id  # stored: an approval or a replay finds its exact call
+        if done.message is None:  # waits for the client's approval
+            state.awaiting_approval = True
         else:
             state.server_tool_calls += 1
             place_tool_message(state.conversation, done.message)

@@ -180,9 +180,12 @@ def _server_result(item: WebSearchCallItem | McpCallItem) -> Message:
     return {"role": "tool", "tool_call_id": _call_of(item)[0], "content": content}
 
 
-def _append_call(messages: list[Message], item: ReplayedCall, new_from: int) -> None:
-    """A replayed call under the name the backend saw; calls in a row share one assistant message."""
+def _append_call(messages: list[Message], item: ReplayedCall, new_from: int, stored: Any = None) -> None:
+    """A replayed call under the name the backend saw (``stored``: the original chat call, when known); calls in
+    a row share one assistant message."""
     call_id, name, arguments = _call_of(item)
+    if stored is not None:
+        call_id, name, arguments = stored["id"], stored["function"]["name"], stored["function"]["arguments"]
     if isinstance(item, McpCallItem) and any(call_id in _call_ids(m) for m in messages[new_from:]):
         return  # the call an approval request in this input already stands for, run after its approval
     call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
@@ -193,12 +196,14 @@ def _append_call(messages: list[Message], item: ReplayedCall, new_from: int) -> 
     messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
 
 
-def build_messages(prior: list[Message], items: list[InputItem],
-                   reasoning: dict[int, str] | None = None) -> list[Message]:
+def build_messages(prior: list[Message], items: list[InputItem], reasoning: dict[int, str] | None = None,
+                   known: dict[str, tuple[Any, Message]] | None = None) -> list[Message]:
     """The conversation (without instructions) after appending ``items`` to ``prior``.
 
     ``reasoning`` maps the positions of replayed reasoning items to their decrypted text; each
-    text goes to the next assistant message as ``reasoning_content``.
+    text goes to the next assistant message as ``reasoning_content``.  ``known`` holds, by item id, the chat
+    call and tool message that replayed server-side items (web search, MCP calls) had in the stored response
+    that made them: the history is then exactly the original turn's.
     """
     messages = [dict(m) for m in prior]
     new_from = len(messages)
@@ -216,8 +221,9 @@ def build_messages(prior: list[Message], items: list[InputItem],
                 (isinstance(item, ToolSearchCallItem) and item.call_id):
             _append_call(messages, item, new_from)  # type: ignore[arg-type]
         elif isinstance(item, (WebSearchCallItem, McpCallItem)):  # answered where the original turn ran it
-            _append_call(messages, item, new_from)
-            results.append(_server_result(item))
+            call, answer = (known or {}).get(item.id) or (None, None)
+            _append_call(messages, item, new_from, call)
+            results.append(answer or _server_result(item))
         elif isinstance(item, (FunctionCallOutputItem, CustomToolCallOutputItem, *NATIVE_OUTPUTS)) or \
                 (isinstance(item, ToolSearchOutputItem) and item.call_id):
             outputs.append((i, item))  # type: ignore[arg-type]

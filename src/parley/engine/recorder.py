@@ -36,7 +36,7 @@ class Recorder:
             id=turn.id, tenant=turn.tenant, created_at=turn.created_at, status=response.status or "in_progress",
             response_json=to_json(response), messages=state.conversation,
             input_items=turn.input_items, previous_response_id=turn.request.previous_response_id,
-            owner=self.instance_id, pending=state.pending,
+            owner=self.instance_id, call_ids=state.call_ids,
             output_ids=[getattr(item, "id", None) or "" for item in state.output],
         )
 

@@ -46,7 +46,8 @@ class RunState:
     usage: Usage = field(default_factory=Usage)
     incomplete_reason: str | None = None
     error: ParleyError | None = None
-    pending: dict[str, str] = field(default_factory=dict)  # approval request id -> the chat call it holds
+    awaiting_approval: bool = False
+    call_ids: dict[str, str] = field(default_factory=dict)  # server-side output item id -> its chat tool call id
     server_tool_calls: int = 0
     status: str = "in_progress"
     service_tier: str | None = None  # as the upstream reported it

@@ -30,8 +30,9 @@ class StoredResponse:
     previous_response_id: str | None = None
     tenant: str = ""
     owner: str | None = None  # the server instance running it, while in_progress
-    # The approval requests among its output items, each with the id of the chat tool call it stands for.
-    pending: dict[str, str] = field(default_factory=dict)
+    # Its server-side output items (MCP calls and approval requests, web searches), each with the id of the chat
+    # tool call it stands for.
+    call_ids: dict[str, str] = field(default_factory=dict)
     output_ids: list[str] = field(default_factory=list)  # its output items' ids, indexed for item_reference
 
     @property
@@ -81,6 +82,9 @@ class Store(Protocol):
 
     async def delete(self, response_id: str, tenant: str = "") -> bool:
         """Delete a response and its items; ``False`` when there was none."""
+
+    async def find_call(self, item_id: str, tenant: str = "") -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The chat tool call and tool message of a stored server-side output item (``None`` when unknown)."""
 
     async def find_item(self, item_id: str, tenant: str = "") -> dict[str, Any] | None:
         """An output or input item of the tenant's stored responses, by its id (``None`` when there is none)."""

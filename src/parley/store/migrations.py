@@ -40,9 +40,10 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         ],
     ),
     (
-        # Approval requests waiting for the client, each with the chat tool call it stands for (JSON object).
-        "0003_pending_approvals",
-        ["ALTER TABLE parley_responses ADD COLUMN pending TEXT"],
+        # The chat tool call id of each server-side output item (MCP calls and approval requests, web searches):
+        # an approval answers its exact call, and a replayed item finds its call and result (JSON object).
+        "0003_call_ids",
+        ["ALTER TABLE parley_responses ADD COLUMN call_ids TEXT"],
     ),
     (
         # Which response holds each output item, and an index on input items' ids: item_reference finds an

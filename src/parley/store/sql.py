@@ -46,7 +46,7 @@ responses = sa.Table(
     sa.Column("response", sa.Text, nullable=False),
     sa.Column("messages", sa.Text, nullable=False),
     sa.Column("owner", sa.String(64)),
-    sa.Column("pending", sa.Text),
+    sa.Column("call_ids", sa.Text),
 )
 instances = sa.Table(
     "parley_instances", metadata,
@@ -186,7 +186,7 @@ class SqlStore:
         # The rows are serialized here, on the caller's thread: the store's thread only runs SQL.
         row = {"id": record.id, "tenant": record.tenant, "created_at": record.created_at, "status": record.status,
                "previous_response_id": record.previous_response_id, "response": record.serialized(),
-               "messages": json.dumps(record.messages), "owner": record.owner, "pending": _pending(record)}
+               "messages": json.dumps(record.messages), "owner": record.owner, "call_ids": _call_ids(record)}
         items = [{"response_id": record.id, "position": i, "item_id": item["id"], "item": json.dumps(item)}
                  for i, item in enumerate(record.input_items)]
 
@@ -234,7 +234,7 @@ class SqlStore:
     @staticmethod
     def _update_parameters(record: StoredResponse, **values: Any) -> dict[str, Any]:
         return {"rid": record.id, "response": record.serialized(), "messages": json.dumps(record.messages),
-                "pending": _pending(record), **values}
+                "call_ids": _call_ids(record), **values}
 
     async def get(self, response_id: str, tenant: str = "") -> StoredResponse | None:
         if not STORED_ID.fullmatch(response_id):  # not an id at all (PostgreSQL refuses a NUL in any string)
@@ -256,6 +256,27 @@ class SqlStore:
             return True
 
         return await self.run(delete)
+
+    async def find_call(self, item_id: str, tenant: str = "") -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The chat tool call a server-side output item stands for, and the tool message that answered it, from
+        the tenant's stored response that made the item (``None`` when there is none)."""
+        if not item_id or "\x00" in item_id or len(item_id) > 120:
+            return None
+        query = sa.select(responses.c.messages, responses.c.call_ids) \
+            .join(output_items, output_items.c.response_id == responses.c.id) \
+            .where(output_items.c.item_id == item_id, responses.c.tenant == tenant).limit(1)
+
+        def find(conn: sa.Connection) -> tuple[dict[str, Any], dict[str, Any]] | None:
+            row = conn.execute(query).first()
+            call_id = json.loads(row.call_ids).get(item_id) if row is not None and row.call_ids else None
+            if call_id is None:
+                return None
+            messages = json.loads(row.messages)
+            call = next((c for m in messages for c in m.get("tool_calls") or [] if c.get("id") == call_id), None)
+            answer = next((m for m in messages if m.get("role") == "tool" and m.get("tool_call_id") == call_id), None)
+            return (call, answer) if call is not None and answer is not None else None
+
+        return await self.run(find)
 
     async def find_item(self, item_id: str, tenant: str = "") -> dict[str, Any] | None:
         """An item of the tenant's stored responses (output first, then input) by its id, through the indexes."""
@@ -360,15 +381,15 @@ def _output_rows(record: StoredResponse) -> list[dict[str, Any]]:
             for i, item_id in enumerate(record.output_ids) if item_id]
 
 
-def _pending(record: StoredResponse) -> str | None:
-    return json.dumps(record.pending) if record.pending else None
+def _call_ids(record: StoredResponse) -> str | None:
+    return json.dumps(record.call_ids) if record.call_ids else None
 
 
 def _record(row: Any) -> StoredResponse:
     return StoredResponse(
         id=row.id, tenant=row.tenant, created_at=row.created_at, status=row.status,
         previous_response_id=row.previous_response_id, response_json=row.response, messages=json.loads(row.messages),
-        pending=json.loads(row.pending) if row.pending else {},
+        call_ids=json.loads(row.call_ids) if row.call_ids else {},
     )
 
 
