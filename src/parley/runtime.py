@@ -23,6 +23,7 @@ from parley.metrics import Metrics
 from parley.netpolicy import AddressPolicy
 from parley.reasoning import ReasoningCipher
 from parley.settings import Settings
+from parley.store.files import SqlFiles
 from parley.store.sql import SqlStore, open_store
 from parley.tools.base import ToolEnv
 from parley.tools.web_search import make_provider
@@ -69,6 +70,7 @@ class Runtime:
         self.tools = ToolEnv(self.policy, settings.tool_timeout, search, settings.mcp_require_approval)
         self.ready = False
         self._engine: Engine | None = None
+        self._files: SqlFiles | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # responses running on after their client left
         self._watchdog: asyncio.Task[None] | None = None
         if not self.keys.enabled:
@@ -80,12 +82,18 @@ class Runtime:
         return self._engine
 
     @property
+    def files(self) -> SqlFiles:
+        assert self._files is not None, "the runtime has not started"
+        return self._files
+
+    @property
     def store(self) -> SqlStore:
         return self.engine.store  # type: ignore[return-value]
 
     async def start(self) -> None:
         settings = self.settings
         store = await open_store(settings.database_url(), settings.store_timeout_s)
+        self._files = SqlFiles(store)
         await self.router.start()
         self._engine = Engine(
             store, self.router, self.tools, max_tool_iterations=settings.max_tool_iterations, metrics=self.metrics,

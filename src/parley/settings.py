@@ -140,8 +140,8 @@ class Settings(BaseSettings):
                        "/redoc (open to anyone who reaches the port).")
     public_metrics: bool = Field(False, description="With API keys configured, serve /metrics without a key "
                                  "(by default a scrape needs a valid key).")
-    max_file_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest input_file Parley reads (inline or "
-                                "fetched by file_url); larger ones get a 400.")
+    max_file_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest file Parley takes: an upload to "
+                                "/v1/files (413 above) or an input_file it reads (400 above).")
     max_input_items: int = Field(5000, ge=1, description="Most items one request's input may hold (400 above).")
     max_tool_iterations: int = Field(10, ge=1, description="Model calls per response in the tool loop, at most.")
     embedded_model_path: Path | None = Field(

@@ -63,3 +63,13 @@ def test_with_keys_a_loopback_mcp_server_is_refused_unless_allowed(keyed_server,
         with pytest.raises(openai.APIStatusError) as info:  # admitted, so it is tried: nothing listens there
             client_for(allowed, "sk-a").responses.create(model="m", input="x", tools=tools)
         assert info.value.status_code == 424
+
+
+def test_another_tenants_file_is_a_404_everywhere(keyed_server) -> None:
+    with client_for(keyed_server, "sk-alice") as alice, client_for(keyed_server, "sk-bob") as bob:
+        mine = alice.files.create(file=("secret.txt", b"alice only"), purpose="user_data")
+        for call in (bob.files.retrieve, bob.files.content, bob.files.delete):
+            with pytest.raises(openai.NotFoundError):
+                call(mine.id)
+        assert mine.id not in [f.id for f in bob.files.list()]
+        assert alice.files.content(mine.id).read() == b"alice only"

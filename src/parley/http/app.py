@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from parley.backends.router import Router
 from parley.http import error_handlers
 from parley.http.middleware import BodyBudget, RequestIds
+from parley.http.files import file_routes
 from parley.http.routes import routes
 from parley.runtime import Runtime
 from parley.settings import Settings
@@ -41,5 +42,6 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
     app.add_middleware(BodyBudget, limit=settings.max_inflight_body_bytes, max_body=settings.max_body_bytes)
     app.add_middleware(RequestIds, metrics=runtime.metrics)
     error_handlers.install(app)
-    app.router.routes.extend(routes.routes)  # the routes themselves: include_router adds a layer to every request
+    # the routes themselves: include_router adds a layer to every request
+    app.router.routes.extend(routes.routes + file_routes.routes)
     return app

@@ -60,4 +60,29 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX ix_parley_input_items_item_id ON parley_input_items (item_id)",
         ],
     ),
+    (
+        # Uploaded files (/v1/files): their description, and their bytes in chunks of at most 1 MiB, so that
+        # every instance can read them and none holds a whole file in memory.
+        "0005_files",
+        [
+            """CREATE TABLE parley_files (
+                id VARCHAR(80) PRIMARY KEY,
+                tenant VARCHAR(200) NOT NULL,
+                purpose VARCHAR(40) NOT NULL,
+                filename VARCHAR(512) NOT NULL,
+                bytes BIGINT NOT NULL,
+                created_at BIGINT NOT NULL,
+                created_ns BIGINT NOT NULL,
+                expires_at BIGINT,
+                complete BOOLEAN NOT NULL
+            )""",
+            "CREATE INDEX ix_parley_files_tenant_created ON parley_files (tenant, created_ns)",
+            """CREATE TABLE parley_file_chunks (
+                file_id VARCHAR(80) NOT NULL,
+                seq INTEGER NOT NULL,
+                data BYTEA NOT NULL,
+                PRIMARY KEY (file_id, seq)
+            )""",
+        ],
+    ),
 ]

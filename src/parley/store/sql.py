@@ -31,47 +31,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from parley.errors import StoreUnavailable
 from parley.ids import STORED_ID
 from parley.store.base import ABANDONED, UNSTORED, InputItemsPage, StoredResponse
+from parley.store.lookups import ItemLookups
 from parley.store.migrations import MIGRATIONS
+from parley.store.tables import input_items, instances, migrations_table, output_items, responses
 
 log = logging.getLogger("parley.store")
-
-metadata = sa.MetaData()
-responses = sa.Table(
-    "parley_responses", metadata,
-    sa.Column("id", sa.String(80), primary_key=True),
-    sa.Column("tenant", sa.String(200), nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("status", sa.String(20), nullable=False),
-    sa.Column("previous_response_id", sa.String(80)),
-    sa.Column("response", sa.Text, nullable=False),
-    sa.Column("messages", sa.Text, nullable=False),
-    sa.Column("owner", sa.String(64)),
-    sa.Column("call_ids", sa.Text),
-)
-instances = sa.Table(
-    "parley_instances", metadata,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("heartbeat_at", sa.Float, nullable=False),
-)
-input_items = sa.Table(
-    "parley_input_items", metadata,
-    sa.Column("response_id", sa.String(80), primary_key=True),
-    sa.Column("position", sa.Integer, primary_key=True),
-    sa.Column("item_id", sa.String(120), nullable=False),
-    sa.Column("item", sa.Text, nullable=False),
-)
-output_items = sa.Table(
-    "parley_output_items", metadata,
-    sa.Column("response_id", sa.String(80), primary_key=True),
-    sa.Column("position", sa.Integer, primary_key=True),
-    sa.Column("item_id", sa.String(120), nullable=False),
-)
-migrations_table = sa.Table(
-    "parley_migrations", metadata,
-    sa.Column("name", sa.String(200), primary_key=True),
-    sa.Column("applied_at", sa.Float, nullable=False),
-)
-
 
 # Built once: constructing statements per call showed up in profiles of the request path.
 _INSERT_RESPONSE = responses.insert()
@@ -113,7 +77,7 @@ def _db_now(dialect: str) -> Any:
     return (sa.func.julianday("now") - 2440587.5) * 86400.0
 
 
-class SqlStore:
+class SqlStore(ItemLookups):
     """:class:`parley.store.base.Store` over PostgreSQL (an async engine) or SQLite (a sync engine on its thread).
 
     Every operation is bounded by ``timeout_s``: on PostgreSQL the driver's connect and statement timeouts
@@ -256,45 +220,6 @@ class SqlStore:
             return True
 
         return await self.run(delete)
-
-    async def find_call(self, item_id: str, tenant: str = "") -> tuple[dict[str, Any], dict[str, Any]] | None:
-        """The chat tool call a server-side output item stands for, and the tool message that answered it, from
-        the tenant's stored response that made the item (``None`` when there is none)."""
-        if not item_id or "\x00" in item_id or len(item_id) > 120:
-            return None
-        query = sa.select(responses.c.messages, responses.c.call_ids) \
-            .join(output_items, output_items.c.response_id == responses.c.id) \
-            .where(output_items.c.item_id == item_id, responses.c.tenant == tenant).limit(1)
-
-        def find(conn: sa.Connection) -> tuple[dict[str, Any], dict[str, Any]] | None:
-            row = conn.execute(query).first()
-            call_id = json.loads(row.call_ids).get(item_id) if row is not None and row.call_ids else None
-            if call_id is None:
-                return None
-            messages = json.loads(row.messages)
-            call = next((c for m in messages for c in m.get("tool_calls") or [] if c.get("id") == call_id), None)
-            answer = next((m for m in messages if m.get("role") == "tool" and m.get("tool_call_id") == call_id), None)
-            return (call, answer) if call is not None and answer is not None else None
-
-        return await self.run(find)
-
-    async def find_item(self, item_id: str, tenant: str = "") -> dict[str, Any] | None:
-        """An item of the tenant's stored responses (output first, then input) by its id, through the indexes."""
-        if not item_id or "\x00" in item_id or len(item_id) > 120:
-            return None
-        in_output = sa.select(responses.c.response).join(output_items, output_items.c.response_id == responses.c.id) \
-            .where(output_items.c.item_id == item_id, responses.c.tenant == tenant).limit(1)
-        in_input = sa.select(input_items.c.item).join(responses, input_items.c.response_id == responses.c.id) \
-            .where(input_items.c.item_id == item_id, responses.c.tenant == tenant).limit(1)
-
-        def find(conn: sa.Connection) -> dict[str, Any] | None:
-            response = conn.execute(in_output).scalar()
-            if response is not None:
-                return next((i for i in json.loads(response).get("output", []) if i.get("id") == item_id), None)
-            item = conn.execute(in_input).scalar()
-            return None if item is None else json.loads(item)
-
-        return await self.run(find)
 
     async def input_items(
         self,

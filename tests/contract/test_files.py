@@ -1,0 +1,62 @@
+"""The Files API against a real parley serve, with the official client, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import openai
+import pytest
+
+
+def test_upload_retrieve_list_download_and_delete(client) -> None:
+    notes = client.files.create(file=("notes.md", b"# Notes\n- ship it\n", "text/markdown"), purpose="user_data")
+    assert (notes.object, notes.filename, notes.bytes, notes.purpose, notes.status) == \
+        ("file", "notes.md", 18, "user_data", "processed")
+    assert isinstance(notes.created_at, int) and notes.id.startswith("file")
+    assert client.files.retrieve(notes.id).model_dump() == notes.model_dump()
+    assert client.files.content(notes.id).read() == b"# Notes\n- ship it\n"
+    assert notes.id in [f.id for f in client.files.list(purpose="user_data")]
+    assert notes.id not in [f.id for f in client.files.list(purpose="batch")]
+    deleted = client.files.delete(notes.id)
+    assert (deleted.id, deleted.deleted) == (notes.id, True)
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(notes.id)
+    with pytest.raises(openai.NotFoundError):
+        client.files.content(notes.id)
+
+
+def test_a_file_of_several_chunks_comes_back_byte_for_byte(client) -> None:
+    data = os.urandom(2 * 1024 * 1024 + 12345)  # three stored chunks of at most 1 MiB
+    uploaded = client.files.create(file=("blob.bin", data), purpose="assistants")
+    assert uploaded.bytes == len(data)
+    assert hashlib.sha256(client.files.content(uploaded.id).read()).digest() == hashlib.sha256(data).digest()
+    client.files.delete(uploaded.id)
+
+
+def test_the_list_pages_newest_first_and_in_order(client) -> None:
+    ids = [client.files.create(file=(f"p{i}.txt", b"x"), purpose="evals").id for i in range(3)]
+    first = client.files.list(purpose="evals", limit=2)
+    assert [f.id for f in first.data] == ids[::-1][:2] and first.has_more
+    rest = client.files.list(purpose="evals", limit=2, after=first.data[-1].id)
+    assert [f.id for f in rest.data] == [ids[0]] and not rest.has_more
+    ascending = client.files.list(purpose="evals", order="asc")
+    assert [f.id for f in ascending.data][-3:] == ids
+    for file_id in ids:
+        client.files.delete(file_id)
+
+
+def test_expiry_is_kept_and_bad_uploads_are_4xx_naming_the_part(client) -> None:
+    expiring = client.files.create(file=("e.txt", b"soon"), purpose="user_data",
+                                   expires_after={"anchor": "created_at", "seconds": 3600})
+    assert expiring.expires_at == expiring.created_at + 3600
+    cases = [({"file": ("x.txt", b"x"), "purpose": "nonsense"}, "purpose"),
+             ({"file": ("empty.txt", b""), "purpose": "user_data"}, "file"),
+             ({"file": ("x.txt", b"x"), "purpose": "user_data",
+               "expires_after": {"anchor": "created_at", "seconds": 5}}, "expires_after.seconds")]
+    for arguments, param in cases:
+        with pytest.raises(openai.BadRequestError) as info:
+            client.files.create(**arguments)
+        assert info.value.body["param"] == param
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve("file-nothing")
