@@ -14,6 +14,7 @@ import io
 import logging
 import mimetypes
 from html.parser import HTMLParser
+from typing import Any
 
 import httpx2
 
@@ -134,16 +135,31 @@ def _html_text(html: str) -> str:
 class FileReader:
     """Reads the ``input_file`` parts of a request, within the server's limits."""
 
-    def __init__(self, policy: AddressPolicy, max_bytes: int = 20 * 1024 * 1024, timeout: float = 30.0) -> None:
+    def __init__(self, policy: AddressPolicy, max_bytes: int = 20 * 1024 * 1024, timeout: float = 30.0,
+                 uploads: Any = None) -> None:
         self.policy = policy
         self.max_bytes = max_bytes
         self.timeout = timeout
+        self.uploads = uploads  # the Files API's store (parley.store.files.SqlFiles), for file_id
 
-    async def read(self, parts: list[tuple[str, InputFile]]) -> None:
+    async def read(self, parts: list[tuple[str, InputFile]], tenant: str = "") -> None:
         """Extract each part's text into it (a 400 naming the part when it cannot be read)."""
         for where, part in parts:
-            if part.file_url is not None:
+            if part.file_id is not None:
+                data, declared = await self._uploaded(part, where, tenant)
+            elif part.file_url is not None:
                 data, declared = await fetch(part.file_url, where, self.policy, self.max_bytes, self.timeout)
             else:
                 data, declared = decode_file_data(part.file_data or "", where)
             part._extracted = extract_text(data, media_type(part.filename, declared), where, self.max_bytes)
+
+    async def _uploaded(self, part: InputFile, where: str, tenant: str) -> tuple[bytes, str | None]:
+        """An uploaded file's bytes (uploads are bounded by the same limit); its name names the part."""
+        record = await self.uploads.get(part.file_id, tenant) if self.uploads is not None else None
+        if record is None:
+            raise InvalidRequest(f"No file with id '{part.file_id}' found.", param=f"{where}.file_id",
+                                 code="file_not_found")
+        part.filename = part.filename or record.filename
+        if record.bytes > self.max_bytes:
+            raise _too_large(where, self.max_bytes)
+        return b"".join([piece async for piece in self.uploads.content(record.id)]), None

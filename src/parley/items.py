@@ -64,13 +64,14 @@ class InputFile(_Lenient):
     type: Literal["input_file"]
     file_data: str | None = None
     file_url: str | None = None
+    file_id: str | None = Field(None, max_length=80)
     filename: str | None = Field(None, max_length=512)
     _extracted: str = PrivateAttr("")
 
     @model_validator(mode="after")
     def _one_source(self) -> InputFile:
-        if (self.file_data is None) == (self.file_url is None):
-            raise ValueError("an input_file needs one of file_data or file_url")
+        if [self.file_data, self.file_url, self.file_id].count(None) != 2:
+            raise ValueError("an input_file needs one of file_data, file_url or file_id")
         if self.file_url is not None and not self.file_url[:8].lower().startswith(("https://", "http://")):
             raise ValueError("a file_url must be https:// or http://")
         return self
@@ -249,9 +250,6 @@ def _check_parts(raw: Any, where: str) -> None:
             raise UnsupportedParameter(
                 f"{where}.content[{j}].file_id", "Images are accepted by 'image_url' (http(s) or data URL) only."
             )
-        if kind == "input_file" and part.get("file_id") is not None:
-            raise UnsupportedParameter(f"{where}.content[{j}].file_id", "Files are accepted inline ('file_data') "
-                                       "or by 'file_url' until the Files API exists.")
 
 
 def parse_input(raw: Any) -> list[InputItem]:

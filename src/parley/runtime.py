@@ -99,7 +99,7 @@ class Runtime:
             store, self.router, self.tools, max_tool_iterations=settings.max_tool_iterations, metrics=self.metrics,
             cipher=ReasoningCipher.from_settings(settings.reasoning_key, settings.data_dir),
             store_retry_s=settings.store_retry_s, files=FileReader(self.policy, settings.max_file_bytes,
-                                                                   settings.tool_timeout))
+                                                                   settings.tool_timeout, self._files))
         await store.heartbeat(self.engine.recorder.instance_id)  # registered before it serves
         self._watchdog = asyncio.create_task(self._recover_abandoned())
         self.ready = True

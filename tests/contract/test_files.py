@@ -60,3 +60,16 @@ def test_expiry_is_kept_and_bad_uploads_are_4xx_naming_the_part(client) -> None:
         assert info.value.body["param"] == param
     with pytest.raises(openai.NotFoundError):
         client.files.retrieve("file-nothing")
+
+
+def test_an_uploaded_file_is_an_input_file_by_its_id(client, backend) -> None:
+    notes = client.files.create(file=("plan.md", b"# Plan\nShip on Friday.\n"), purpose="user_data")
+    client.responses.create(model="m", input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "When do we ship?"}, {"type": "input_file", "file_id": notes.id}]}])
+    assert backend.requests[-1]["messages"][-1]["content"] == \
+        "When do we ship?\n\n[file: plan.md]\n# Plan\nShip on Friday."
+    client.files.delete(notes.id)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="m", input=[{"role": "user", "content": [
+            {"type": "input_text", "text": "x"}, {"type": "input_file", "file_id": notes.id}]}])
+    assert info.value.body["param"] == "input[0].content[1].file_id" and info.value.code == "file_not_found"

@@ -91,7 +91,7 @@ class Engine:
         await self.registry.admit(request.tools, self.tools)
         for param, url in image_urls(request.input):  # the backend fetches these on the user's behalf
             await self.tools.address_policy.check(url, param)
-        await self.files.read(input_files(request.input))
+        await self.files.read(input_files(request.input), tenant)
         prior: list[dict[str, Any]] = []
         previous = None
         if request.previous_response_id:
