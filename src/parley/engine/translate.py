@@ -342,8 +342,9 @@ class ChunkTranslator:
                 self.server_calls.append(item)
                 return events
             if state.custom is not None:
-                self.items.append(state.custom)
-                return events + close_client_call(state.custom, item.arguments, state.output_index)
+                done, closing = close_client_call(state.custom, item.arguments, state.output_index)
+                self.items.append(done)
+                return events + closing
             events.append(ResponseFunctionCallArgumentsDoneEvent(
                 type="response.function_call_arguments.done", item_id=item.id or "", output_index=state.output_index,
                 arguments=item.arguments, name=item.name, sequence_number=0))

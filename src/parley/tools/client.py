@@ -156,7 +156,7 @@ def custom_input(arguments: str) -> str:
 
 # Other client tool kinds (parley.tools.native) add the items their calls become, by tool kind and item type.
 CALL_OPENERS: dict[str, Callable[[ClientTool, str], Any]] = {}
-CALL_CLOSERS: dict[str, Callable[[Any, str, int], list[Any]]] = {}
+CALL_CLOSERS: dict[str, Callable[[Any, str, int], tuple[Any, list[Any]]]] = {}
 
 
 def client_call_item(tool: ClientTool, call_id: str) -> Any:
@@ -172,20 +172,21 @@ def client_call_item(tool: ClientTool, call_id: str) -> Any:
     return None
 
 
-def close_client_call(item: Any, arguments: str, index: int) -> list[Any]:
-    """Finish a custom call's input (or a client tool_search's arguments…) from the complete arguments: its events."""
+def close_client_call(item: Any, arguments: str, index: int) -> tuple[Any, list[Any]]:
+    """The finished item of a client call that is not a ``function_call`` (a custom call's input, a client
+    tool_search's arguments…, from the complete arguments) and its closing events."""
     if item.type in CALL_CLOSERS:
         return CALL_CLOSERS[item.type](item, arguments, index)
     if isinstance(item, ResponseToolSearchCall):
         try:
-            item.arguments = json.loads(arguments or "{}")
+            parsed: Any = json.loads(arguments or "{}")
         except ValueError:
-            item.arguments = arguments
-        item.status = "completed"
-        return [ResponseOutputItemDoneEvent(type="response.output_item.done", item=item.model_copy(),
-                                            output_index=index, sequence_number=0)]
-    item.input = custom_input(arguments)
-    return [
+            parsed = arguments
+        item = item.model_copy(update={"arguments": parsed, "status": "completed"})
+        return item, [ResponseOutputItemDoneEvent(type="response.output_item.done", item=item.model_copy(),
+                                                  output_index=index, sequence_number=0)]
+    item = item.model_copy(update={"input": custom_input(arguments)})
+    return item, [
         ResponseCustomToolCallInputDeltaEvent(type="response.custom_tool_call_input.delta", item_id=item.id or "",
                                               output_index=index, delta=item.input, sequence_number=0),
         ResponseCustomToolCallInputDoneEvent(type="response.custom_tool_call_input.done", item_id=item.id or "",

@@ -98,12 +98,11 @@ def _done(item: Any, index: int) -> ResponseOutputItemDoneEvent:
                                        sequence_number=0)
 
 
-def _close_shell(item: ResponseFunctionShellToolCall, arguments: str, index: int) -> list[Any]:
+def _close_shell(item: ResponseFunctionShellToolCall, arguments: str, index: int) -> tuple[Any, list[Any]]:
     args = _arguments(arguments)
     action: dict[str, Any] = {"commands": _strings(args.get("commands"))}
     action.update({k: args[k] for k in ("timeout_ms", "max_output_length") if isinstance(args.get(k), int)})
-    updated = item.model_validate({**item.model_dump(), "action": action, "status": "completed"})
-    item.__dict__.update(updated.__dict__)
+    item = item.model_validate({**item.model_dump(), "action": action, "status": "completed"})
     events: list[Any] = []
     for i, command in enumerate(item.action.commands):
         events += [ResponseShellCallCommandAddedEvent(type="response.shell_call_command.added", command="",
@@ -112,10 +111,10 @@ def _close_shell(item: ResponseFunctionShellToolCall, arguments: str, index: int
                                                       command_index=i, output_index=index, sequence_number=0),
                    ResponseShellCallCommandDoneEvent(type="response.shell_call_command.done", command=command,
                                                      command_index=i, output_index=index, sequence_number=0)]
-    return events + [_done(item, index)]
+    return item, events + [_done(item, index)]
 
 
-def _close_local_shell(item: LocalShellCall, arguments: str, index: int) -> list[Any]:
+def _close_local_shell(item: LocalShellCall, arguments: str, index: int) -> tuple[Any, list[Any]]:
     args = _arguments(arguments)
     action = {"type": "exec", "command": _strings(args.get("command")),
               "env": {str(k): str(v) for k, v in (args.get("env") or {}).items()} if isinstance(args.get("env"), dict)
@@ -123,20 +122,18 @@ def _close_local_shell(item: LocalShellCall, arguments: str, index: int) -> list
     action.update({k: args[k] for k in ("working_directory", "user") if isinstance(args.get(k), str)})
     if isinstance(args.get("timeout_ms"), int):
         action["timeout_ms"] = args["timeout_ms"]
-    updated = item.model_validate({**item.model_dump(), "action": action, "status": "completed"})
-    item.__dict__.update(updated.__dict__)
-    return [_done(item, index)]
+    item = item.model_validate({**item.model_dump(), "action": action, "status": "completed"})
+    return item, [_done(item, index)]
 
 
-def _close_apply_patch(item: ResponseApplyPatchToolCall, arguments: str, index: int) -> list[Any]:
+def _close_apply_patch(item: ResponseApplyPatchToolCall, arguments: str, index: int) -> tuple[Any, list[Any]]:
     args = _arguments(arguments)
     kind = args.get("type") if args.get("type") in ("create_file", "update_file", "delete_file") else "update_file"
     operation: dict[str, Any] = {"type": kind, "path": str(args.get("path") or "")}
     if kind != "delete_file":
         operation["diff"] = str(args.get("diff") or "")
-    updated = item.model_validate({**item.model_dump(), "operation": operation, "status": "completed"})
-    item.__dict__.update(updated.__dict__)
-    return [_done(item, index)]
+    item = item.model_validate({**item.model_dump(), "operation": operation, "status": "completed"})
+    return item, [_done(item, index)]
 
 
 CALL_OPENERS.update(dict.fromkeys(FUNCTIONS, _open))

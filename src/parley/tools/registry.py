@@ -178,6 +178,7 @@ class Toolset:
         self.choice = choice
         self._owner_of_choice = owner
         self._by_name: dict[str, Binding] = {}
+        self._client: dict[str, ClientTool] = {}
 
     async def setup(self, first_index: int) -> AsyncIterator[Event | ItemDone]:
         index = first_index
@@ -193,6 +194,7 @@ class Toolset:
         """The functions offered to the model now: the client's first, then Parley's own (with ``tool_choice:
         allowed_tools``, only those it names)."""
         offered = self._offered()
+        self._client = {offer.name: offer.client for _, offer in offered if offer.client is not None}
         if isinstance(self.choice, ToolChoiceAllowed):
             offered = [(b, offer) for b, offer in offered if any(_names(e, offer.source) for e in self.choice.tools)]
         self._by_name = {offer.name: binding for binding, offer in offered if offer.client is None}
@@ -203,7 +205,8 @@ class Toolset:
         return frozenset(self._by_name)
 
     def client_tools(self) -> dict[str, ClientTool]:
-        return {offer.name: offer.client for _, offer in self._offered() if offer.client is not None}
+        """The client's functions by name, as the last :meth:`chat_tools` found them (the item each call becomes)."""
+        return self._client
 
     def tool_choice(self, first: bool) -> Any:
         """The Chat Completions ``tool_choice``: a forced choice applies to the first step only, or the loop
