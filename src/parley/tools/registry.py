@@ -121,8 +121,7 @@ class Registry:
     def check(self, tools: list[ToolModel], choice: str | ToolModel) -> None:
         """Checks across the tools of each kind, and of ``tool_choice`` against them."""
         for kind in self.kinds:
-            owned = choice if isinstance(choice, ToolModel) and self._choices.get(choice.type) is kind else None
-            kind.check(self._of(kind, tools), owned)  # type: ignore[arg-type]
+            kind.check(self._of(kind, tools), choice if self._owns(kind, choice) else None)  # type: ignore[arg-type]
         if choice == "required" and not tools:
             raise InvalidRequest("tool_choice 'required' needs at least one tool.", param="tool_choice")
         if isinstance(choice, ToolChoiceAllowed):
@@ -138,14 +137,22 @@ class Registry:
             raise InvalidRequest(f"'{where}.type' names no tool type Parley serves.", param=f"{where}.type")
         return {**entry, "type": kind.models[entry["type"]].canonical_type(entry["type"])}
 
+    def _placed(self, kind: ToolKind, tools: list[ToolModel]) -> list[tuple[str, ToolModel]]:
+        """The request's tools of ``kind``, each with its place (``tools[i]``)."""
+        return [(f"tools[{i}]", t) for i, t in enumerate(tools) if self._tools.get(t.type) is kind]  # type: ignore
+
     def _of(self, kind: ToolKind, tools: list[ToolModel]) -> list[ToolModel]:
-        return [t for t in tools if self._tools.get(t.type) is kind]  # type: ignore[attr-defined]
+        return [tool for _, tool in self._placed(kind, tools)]
+
+    def _owns(self, kind: ToolKind, choice: str | ToolModel) -> bool:
+        """Whether ``choice`` is a tool choice of ``kind``."""
+        return isinstance(choice, ToolModel) and self._choices.get(choice.type) is kind  # type: ignore[attr-defined]
 
     # -- serving -------------------------------------------------------------------------
 
     async def admit(self, tools: list[ToolModel], env: ToolEnv) -> None:
         for kind in self.kinds:
-            placed = [(f"tools[{i}]", t) for i, t in enumerate(tools) if self._tools.get(t.type) is kind]  # type: ignore
+            placed = self._placed(kind, tools)
             if placed:
                 await kind.admit(placed, env)
 
@@ -157,7 +164,7 @@ class Registry:
             if binding is None:
                 continue
             bindings.append(binding)
-            if isinstance(choice, ToolModel) and self._choices.get(choice.type) is kind:  # type: ignore[attr-defined]
+            if self._owns(kind, choice):
                 owner = binding
         return Toolset(bindings, choice, owner)
 
