@@ -89,3 +89,15 @@ def test_without_the_embedded_extra_serve_names_it_and_upstreams_still_serve(scr
     finally:
         serving.terminate()
         serving.wait(15)
+
+
+def test_an_upstream_of_an_unknown_backend_type_stops_serve_naming_it(scripted_server, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "parley.yaml"
+    config.write_text(f"upstreams:\n  - name: odd\n    type: bogus\n    url: {scripted_server.url}\n    models: ['*']\n")
+    refused = subprocess.run([sys.executable, "-m", "parley", "serve", "--config", str(config),
+                              "--db", f"sqlite:///{tmp_path / 'p.db'}"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2
+    assert "upstream 'odd' has type 'bogus'" in refused.stderr and "embedded, openai" in refused.stderr
