@@ -1,7 +1,8 @@
 """``input_file`` parts: the file's text, extracted here and sent to chat backends as a text part.
 
-Chat Completions backends take no documents, so Parley reads them: PDF through ``pypdf``, HTML as its
-visible text (the standard library's parser), and text, markdown, JSON and CSV as UTF-8.  A file comes as
+Chat Completions backends take no documents, so Parley reads them: PDF through ``pypdf``, DOCX through
+``python-docx``, HTML as its visible text (the standard library's parser), and text, markdown, JSON, CSV and
+source code as UTF-8.  Vector stores read their files the same way.  A file comes as
 ``file_data`` (base64, or a ``data:`` URL) or ``file_url`` (fetched by Parley, within the address policy
 and ``--max-file-bytes``).  An unreadable, unsupported or oversized file is a 400 naming its part.
 """
@@ -24,9 +25,15 @@ from parley.netpolicy import AddressPolicy
 
 log = logging.getLogger("parley.files")
 TEXT_TYPES = {"text/plain", "text/markdown", "text/csv", "application/json", "text/json", "text/x-markdown"}
-KINDS = "PDF, text, markdown, HTML, JSON and CSV"
+KINDS = "PDF, DOCX, text, markdown, HTML, JSON, CSV and source code"
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 EXTENSIONS = {".md": "text/markdown", ".markdown": "text/markdown", ".csv": "text/csv", ".json": "application/json",
-              ".txt": "text/plain", ".html": "text/html", ".htm": "text/html", ".pdf": "application/pdf"}
+              ".txt": "text/plain", ".html": "text/html", ".htm": "text/html", ".pdf": "application/pdf",
+              ".docx": DOCX}
+# Source code and other text formats, read as UTF-8 text whatever type the platform's tables give them.
+CODE = {".py", ".js", ".mjs", ".ts", ".tsx", ".jsx", ".java", ".kt", ".c", ".h", ".cc", ".cpp", ".hpp", ".cs",
+        ".go", ".rs", ".rb", ".php", ".sh", ".swift", ".scala", ".sql", ".css", ".tex", ".yaml", ".yml", ".toml",
+        ".xml", ".ini", ".cfg", ".r", ".lua", ".pl", ".jl", ".ipynb", ".rst", ".log"}
 
 
 def media_type(filename: str | None, declared: str | None = None) -> str | None:
@@ -35,6 +42,8 @@ def media_type(filename: str | None, declared: str | None = None) -> str | None:
         return declared.split(";")[0].strip().lower()
     if filename:
         suffix = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+        if suffix in CODE:
+            return "text/plain"
         return EXTENSIONS.get(suffix) or mimetypes.guess_type(filename)[0]
     return None
 
@@ -82,7 +91,9 @@ def extract_text(data: bytes, kind: str | None, where: str, max_bytes: int) -> s
         raise _too_large(where, max_bytes)
     if kind == "application/pdf":
         return _pdf_text(data, where)
-    if kind not in TEXT_TYPES and kind != "text/html":
+    if kind == DOCX:
+        return _docx_text(data, where)
+    if kind not in TEXT_TYPES and kind != "text/html" and not (kind or "").startswith("text/"):
         raise InvalidRequest(f"'{where}' is a file of type {kind or 'unknown'}; Parley reads {KINDS} files "
                              "(give 'filename' with its extension, or a data URL with its type).",
                              param=where, code="unsupported_file")
@@ -105,6 +116,22 @@ def _pdf_text(data: bytes, where: str) -> str:
     except (PdfReadError, ValueError, KeyError, TypeError) as exc:
         log.info("unreadable PDF at %s: %s", where, exc)
         raise InvalidRequest(f"'{where}' is not a readable PDF.", param=where, code="unsupported_file") from None
+
+
+def _docx_text(data: bytes, where: str) -> str:
+    import zipfile
+
+    import docx
+    from docx.opc.exceptions import PackageNotFoundError
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+        log.info("unreadable DOCX at %s: %s", where, exc)
+        raise InvalidRequest(f"'{where}' is not a readable DOCX file.", param=where, code="unsupported_file") from None
+    paragraphs = [p.text for p in document.paragraphs if p.text.strip()]
+    cells = ["\t".join(cell.text for cell in row.cells) for table in document.tables for row in table.rows]
+    return "\n\n".join(paragraphs + cells).strip()
 
 
 class _Visible(HTMLParser):

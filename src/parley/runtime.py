@@ -23,6 +23,8 @@ from parley.metrics import Metrics
 from parley.netpolicy import AddressPolicy
 from parley.reasoning import ReasoningCipher
 from parley.settings import Settings
+from parley.retrieval.embeddings import Embedders
+from parley.retrieval.service import Retrieval
 from parley.store.files import SqlFiles
 from parley.store.sql import SqlStore, open_store
 from parley.tools.base import ToolEnv
@@ -71,6 +73,7 @@ class Runtime:
         self.ready = False
         self._engine: Engine | None = None
         self._files: SqlFiles | None = None
+        self._retrieval: Retrieval | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # responses running on after their client left
         self._watchdog: asyncio.Task[None] | None = None
         if not self.keys.enabled:
@@ -87,6 +90,11 @@ class Runtime:
         return self._files
 
     @property
+    def retrieval(self) -> Retrieval:
+        assert self._retrieval is not None, "the runtime has not started"
+        return self._retrieval
+
+    @property
     def store(self) -> SqlStore:
         return self.engine.store  # type: ignore[return-value]
 
@@ -101,6 +109,12 @@ class Runtime:
             store_retry_s=settings.store_retry_s, files=FileReader(self.policy, settings.max_file_bytes,
                                                                    settings.tool_timeout, self._files))
         await store.heartbeat(self.engine.recorder.instance_id)  # registered before it serves
+        self._retrieval = Retrieval(
+            store, self._files, Embedders(settings.embedding_upstream, settings.embedding_api_key,
+                                          settings.upstream_timeout_s),
+            instance=self.engine.recorder.instance_id, stale_s=settings.instance_stale_s,
+            max_bytes=settings.max_file_bytes, concurrency=settings.ingest_concurrency)
+        self.tools.retrieval = self._retrieval
         self._watchdog = asyncio.create_task(self._recover_abandoned())
         self.ready = True
 
@@ -110,6 +124,8 @@ class Runtime:
             await asyncio.wait(self._tasks, timeout=self.settings.shutdown_grace_s)
         if self._watchdog is not None:
             self._watchdog.cancel()
+        if self._retrieval is not None:
+            await self._retrieval.aclose()  # before signing off: its work is handed back
         try:
             await self.engine.recorder.sign_off()
         except StoreUnavailable:

@@ -142,6 +142,14 @@ class Settings(BaseSettings):
                                  "(by default a scrape needs a valid key).")
     max_file_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest file Parley takes: an upload to "
                                 "/v1/files (413 above) or an input_file it reads (400 above).")
+    embedding_model: str = Field(
+        "local", description="The embedding model of new vector stores: 'local' (WordLlama, offline, in process) "
+        "or a model that --embedding-upstream serves; a store keeps the model it was made with.")
+    embedding_upstream: str | None = Field(
+        None, description="OpenAI-compatible base URL (ending in /v1) whose /embeddings serves models other than "
+        "'local' (vLLM, Ollama, OpenAI).")
+    embedding_api_key: str | None = Field(None, description="API key sent to --embedding-upstream.")
+    ingest_concurrency: int = Field(2, ge=1, description="Files one instance indexes into vector stores at once.")
     max_input_items: int = Field(5000, ge=1, description="Most items one request's input may hold (400 above).")
     max_tool_iterations: int = Field(10, ge=1, description="Model calls per response in the tool loop, at most.")
     embedded_model_path: Path | None = Field(

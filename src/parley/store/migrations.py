@@ -1,12 +1,61 @@
 """Named, append-only schema migrations.
 
 Never edit or reorder an entry that has shipped: add a new one at the end.  Each is
-applied once, in order, and recorded in ``parley_migrations``.
+applied once, in order, and recorded in ``parley_migrations``.  An entry's statements are one list for both
+databases, or a mapping from the dialect's name (``sqlite``, ``postgresql``) to its own list where they differ.
 """
 
 from __future__ import annotations
 
-MIGRATIONS: list[tuple[str, list[str]]] = [
+Statements = list[str] | dict[str, list[str]]
+
+
+def statements_for(statements: Statements, dialect: str) -> list[str]:
+    return statements if isinstance(statements, list) else statements[dialect]
+
+
+_VECTOR_STORES = [
+    """CREATE TABLE parley_vector_stores (
+        id VARCHAR(80) PRIMARY KEY,
+        tenant VARCHAR(200) NOT NULL,
+        name VARCHAR(512),
+        description TEXT,
+        created_at BIGINT NOT NULL,
+        created_ns BIGINT NOT NULL,
+        last_active_at BIGINT NOT NULL,
+        metadata TEXT,
+        expires_after TEXT,
+        embedding_model VARCHAR(200) NOT NULL
+    )""",
+    "CREATE INDEX ix_parley_vector_stores_tenant ON parley_vector_stores (tenant, created_ns)",
+    """CREATE TABLE parley_vector_store_files (
+        vector_store_id VARCHAR(80) NOT NULL,
+        file_id VARCHAR(80) NOT NULL,
+        tenant VARCHAR(200) NOT NULL,
+        filename VARCHAR(512) NOT NULL,
+        batch_id VARCHAR(80),
+        created_at BIGINT NOT NULL,
+        created_ns BIGINT NOT NULL,
+        status VARCHAR(20) NOT NULL,
+        last_error TEXT,
+        attributes TEXT,
+        chunking TEXT NOT NULL,
+        usage_bytes BIGINT NOT NULL,
+        owner VARCHAR(64),
+        PRIMARY KEY (vector_store_id, file_id)
+    )""",
+    "CREATE INDEX ix_parley_vector_store_files_status ON parley_vector_store_files (status)",
+    "CREATE INDEX ix_parley_vector_store_files_batch ON parley_vector_store_files (batch_id)",
+    """CREATE TABLE parley_vector_store_batches (
+        id VARCHAR(80) PRIMARY KEY,
+        vector_store_id VARCHAR(80) NOT NULL,
+        tenant VARCHAR(200) NOT NULL,
+        created_at BIGINT NOT NULL,
+        cancelled BOOLEAN NOT NULL
+    )""",
+]
+
+MIGRATIONS: list[tuple[str, Statements]] = [
     (
         "0001_responses",
         [
@@ -84,5 +133,46 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 PRIMARY KEY (file_id, seq)
             )""",
         ],
+    ),
+    (
+        # Vector stores: their files (the ingestion work, claimed by an instance through ``owner``), batches, and
+        # the chunks with their embeddings (float32, little-endian) and a full-text index of their text: FTS5 on
+        # SQLite (sqlite-vec gives the vector distance), a tsvector with a GIN index on PostgreSQL.
+        "0006_vector_stores",
+        {
+            "sqlite": _VECTOR_STORES + [
+                """CREATE TABLE parley_vector_store_chunks (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    vector_store_id VARCHAR(80) NOT NULL,
+                    file_id VARCHAR(80) NOT NULL,
+                    seq INTEGER NOT NULL,
+                    text TEXT NOT NULL,
+                    embedding BLOB NOT NULL
+                )""",
+                "CREATE INDEX ix_parley_vector_store_chunks_file ON parley_vector_store_chunks (vector_store_id, file_id)",
+                """CREATE VIRTUAL TABLE parley_vector_store_fts USING fts5(
+                    text, content='parley_vector_store_chunks', content_rowid='id', tokenize='porter unicode61')""",
+                """CREATE TRIGGER parley_vector_store_chunks_ai AFTER INSERT ON parley_vector_store_chunks BEGIN
+                    INSERT INTO parley_vector_store_fts(rowid, text) VALUES (new.id, new.text);
+                END""",
+                """CREATE TRIGGER parley_vector_store_chunks_ad AFTER DELETE ON parley_vector_store_chunks BEGIN
+                    INSERT INTO parley_vector_store_fts(parley_vector_store_fts, rowid, text)
+                    VALUES ('delete', old.id, old.text);
+                END""",
+            ],
+            "postgresql": _VECTOR_STORES + [
+                """CREATE TABLE parley_vector_store_chunks (
+                    id BIGSERIAL PRIMARY KEY,
+                    vector_store_id VARCHAR(80) NOT NULL,
+                    file_id VARCHAR(80) NOT NULL,
+                    seq INTEGER NOT NULL,
+                    text TEXT NOT NULL,
+                    embedding BYTEA NOT NULL,
+                    tsv TSVECTOR GENERATED ALWAYS AS (to_tsvector('english', text)) STORED
+                )""",
+                "CREATE INDEX ix_parley_vector_store_chunks_file ON parley_vector_store_chunks (vector_store_id, file_id)",
+                "CREATE INDEX ix_parley_vector_store_chunks_tsv ON parley_vector_store_chunks USING GIN (tsv)",
+            ],
+        },
     ),
 ]

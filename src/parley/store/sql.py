@@ -32,7 +32,7 @@ from parley.errors import StoreUnavailable
 from parley.ids import STORED_ID
 from parley.store.base import ABANDONED, UNSTORED, InputItemsPage, StoredResponse
 from parley.store.lookups import ItemLookups
-from parley.store.migrations import MIGRATIONS
+from parley.store.migrations import MIGRATIONS, statements_for
 from parley.store.tables import input_items, instances, migrations_table, output_items, responses
 
 log = logging.getLogger("parley.store")
@@ -63,6 +63,11 @@ def normalize_url(url: str) -> str:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    import sqlite_vec  # vector distances for vector stores' search
+
+    dbapi_connection.enable_load_extension(True)  # sqlean's build allows it on every platform
+    sqlite_vec.load(dbapi_connection)
+    dbapi_connection.enable_load_extension(False)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -128,6 +133,7 @@ class SqlStore(ItemLookups):
     async def migrate(self) -> list[str]:
         """Apply pending migrations; returns the names applied now."""
         postgres = self.is_postgres
+        dialect = self.engine.dialect.name
 
         def migrate(conn: sa.Connection) -> list[str]:
             if postgres:  # several processes may start at once
@@ -138,7 +144,7 @@ class SqlStore(ItemLookups):
             for name, statements in MIGRATIONS:
                 if name in done:
                     continue
-                for statement in statements:
+                for statement in statements_for(statements, dialect):
                     conn.execute(sa.text(statement))
                 conn.execute(migrations_table.insert().values(name=name, applied_at=time.time()))
                 applied_now.append(name)
@@ -330,8 +336,13 @@ async def open_store(url: str, timeout_s: float = 5.0) -> SqlStore:
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         # One connection, used by the store's one thread: SQLite takes one writer at a time anyway, and
         # concurrent connections turn that into "database is locked" errors under load instead of a short wait.
-        sqlite_engine = sa.create_engine(url, poolclass=sa.pool.QueuePool, pool_size=1, max_overflow=0,
-                                         pool_reset_on_return=None, connect_args={"timeout": timeout_s})
+        # sqlean.py: Python's sqlite3 module built with a recent SQLite (FTS5) that may load extensions
+        # (sqlite-vec), which many Pythons' own sqlite3 (pyenv's, some distributions') may not.
+        import sqlean
+
+        sqlite_engine = sa.create_engine(url, module=sqlean, poolclass=sa.pool.QueuePool, pool_size=1,
+                                         max_overflow=0, pool_reset_on_return=None,
+                                         connect_args={"timeout": timeout_s})
         event.listen(sqlite_engine, "connect", _sqlite_pragmas)
         store = SqlStore(sqlite_engine, timeout_s)
     else:

@@ -1,0 +1,1 @@
+"""Retrieval for vector stores and the ``file_search`` tool: chunking, embeddings, ingestion and search."""

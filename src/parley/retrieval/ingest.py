@@ -1,0 +1,115 @@
+"""Ingestion of vector store files, in the background of every instance.
+
+Each file added to a vector store is a row ``in_progress`` that no instance holds.  An instance's workers
+claim such rows (or rows held by an instance whose heartbeat stopped), read the file, extract its text, chunk
+and embed it, and store the chunks and ``completed`` in one transaction that applies only while the
+instance still holds the row.  A file that cannot be read ends ``failed`` with ``last_error``.  Nothing stays
+``in_progress`` forever: work of a dead instance is taken over once its heartbeat is stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import numpy as np
+
+from parley.errors import InvalidRequest
+from parley.files import extract_text, media_type
+from parley.retrieval.chunking import chunk
+from parley.retrieval.embeddings import EmbeddingFailed, Embedders
+from parley.store.files import SqlFiles
+from parley.store.vector_stores import Job, SqlVectorStores
+
+log = logging.getLogger("parley.ingest")
+EMBED_BATCH = 256
+
+
+class Ingestor:
+    """``concurrency`` workers claiming files to index; :meth:`wake` after adding work for a prompt start."""
+
+    def __init__(self, vector_stores: SqlVectorStores, files: SqlFiles, embedders: Embedders, *, instance: str,
+                 stale_s: float, max_bytes: int, concurrency: int = 2, poll_s: float | None = None) -> None:
+        self.vector_stores = vector_stores
+        self.files = files
+        self.embedders = embedders
+        self.instance = instance
+        self.stale_s = stale_s
+        self.max_bytes = max_bytes
+        self.poll_s = poll_s if poll_s is not None else max(0.5, stale_s / 3)
+        self._wake = asyncio.Event()
+        self._workers = [asyncio.create_task(self._work(), name=f"parley-ingest-{i}") for i in range(concurrency)]
+        self._busy: set[tuple[str, str]] = set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _work(self) -> None:
+        while True:
+            try:
+                job = await self.vector_stores.claim(self.instance, self.stale_s, frozenset(self._busy))
+            except Exception:  # the database is away: try again later
+                log.debug("could not claim ingestion work", exc_info=True)
+                job = None
+            if job is None:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                except TimeoutError:
+                    pass
+                continue
+            key = (job.vector_store_id, job.file_id)
+            self._busy.add(key)
+            try:
+                await self.ingest(job)
+            except Exception:
+                log.exception("ingesting %s into %s failed", job.file_id, job.vector_store_id)
+                await self._fail(job, "server_error", "Parley could not index the file; see the server log.")
+            finally:
+                self._busy.discard(key)
+
+    async def ingest(self, job: Job) -> None:
+        record = await self.files.get(job.file_id, job.tenant)
+        if record is None:
+            await self._fail(job, "invalid_file", f"The file {job.file_id} no longer exists.")
+            return
+        data = bytearray()
+        async for piece in self.files.content(record.id):
+            data += piece
+        try:
+            text = await asyncio.to_thread(extract_text, bytes(data), media_type(record.filename), record.filename,
+                                           self.max_bytes)
+        except InvalidRequest as exc:
+            await self._fail(job, "unsupported_file" if exc.code == "unsupported_file" else "invalid_file",
+                             exc.message)
+            return
+        texts = await asyncio.to_thread(chunk, text, job.chunking)
+        try:
+            vectors = await self._embed(job.embedding_model, texts)
+        except EmbeddingFailed as exc:
+            await self._fail(job, "server_error", f"Embedding failed: {exc}.")
+            return
+        if not await self.vector_stores.complete(job, self.instance, texts, vectors):
+            log.info("dropped the chunks of %s in %s: no longer this instance's work", job.file_id, job.vector_store_id)
+
+    async def _embed(self, model: str, texts: list[str]) -> np.ndarray:
+        embedder = self.embedders.get(model)
+        parts = [await embedder.embed(texts[i:i + EMBED_BATCH]) for i in range(0, len(texts), EMBED_BATCH)]
+        return np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
+
+    async def _fail(self, job: Job, code: str, message: str) -> None:
+        try:
+            await self.vector_stores.fail(job, self.instance, code, message)
+        except Exception:
+            log.warning("could not mark %s failed; another instance will take it over", job.file_id)
+
+    async def aclose(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        try:
+            await self.vector_stores.release(self.instance)
+        except Exception:
+            log.warning("could not hand back this instance's ingestion work; it is taken over when stale")
+
+

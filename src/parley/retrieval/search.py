@@ -1,0 +1,180 @@
+"""Search over vector stores: vector similarity and full-text, fused by reciprocal rank fusion (the default,
+``hybrid``), or either alone.
+
+Both halves run in SQL, filtered by the stores and the attribute filter: on SQLite, ``vec_distance_cosine``
+from sqlite-vec over the chunks' embeddings and FTS5's ``bm25``; on PostgreSQL the ``tsvector`` index with
+``ts_rank`` (normalized by the log of the chunk's length), and the vector distance over the filtered chunks' embeddings (until pgvector's index is
+wired in).  Each store's chunks are compared only with a query embedded by that store's own model.
+
+Scores are in [0, 1]: the cosine similarity (vector), ``s / (1 + s)`` of the BM25 score (keyword), or the fused
+reciprocal-rank score divided by the best one possible (hybrid: 1.0 is first in every list).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import sqlalchemy as sa
+
+from parley.retrieval.embeddings import Embedders
+from parley.retrieval.filters import to_sql
+from parley.store.sql import SqlStore
+from parley.store.vector_stores import StoreInfo, store_chunks, store_files
+
+# Reciprocal rank fusion's constant and the halves' default weights, chosen on bench/retrieval's labelled set
+# (held-out halves agree; bench/README.md): a smaller k trusts the first ranks more, and the keyword half is
+# the stronger one with the local embedding model.
+RRF_K = 10
+EMBEDDING_WEIGHT, TEXT_WEIGHT = 0.5, 1.0
+Mode = Literal["hybrid", "vector", "keyword"]
+WORD = re.compile(r"\w+", re.UNICODE)
+STOPWORDS = frozenset(
+    "a an and are as at be by can could did do does for from had has have how i in is it its me my of on or our "
+    "should so that the their them there these they this to was we were what when where which who whom why will "
+    "with would you your about into than then please tell find show give".split())
+
+
+@dataclass
+class Hit:
+    chunk_id: int
+    vector_store_id: str
+    file_id: str
+    filename: str
+    attributes: dict[str, Any]
+    text: str
+    score: float
+
+
+@dataclass
+class Query:
+    """What to search for and how."""
+
+    queries: list[str]
+    max_results: int = 10
+    mode: Mode = "hybrid"
+    score_threshold: float = 0.0
+    filters: dict[str, Any] | None = None
+    embedding_weight: float = EMBEDDING_WEIGHT
+    text_weight: float = TEXT_WEIGHT
+
+
+def rewrite(query: str) -> str:
+    """A query rewritten for search: its words without punctuation and common function words."""
+    words = [w for w in WORD.findall(query) if w.lower() not in STOPWORDS]
+    return " ".join(words) or query.strip()
+
+
+def keywords(query: str) -> list[str]:
+    return list(dict.fromkeys(w.lower() for w in WORD.findall(query)))[:64]
+
+
+class Searcher:
+    def __init__(self, store: SqlStore, embedders: Embedders) -> None:
+        self.store = store
+        self.embedders = embedders
+        self.dialect = store.engine.dialect.name
+
+    def _scope(self, store_ids: list[str], filters: dict[str, Any] | None) -> Any:
+        condition = sa.and_(store_chunks.c.vector_store_id.in_(store_ids), store_files.c.status == "completed")
+        if filters is not None:
+            condition = sa.and_(condition, to_sql(filters, store_files.c.attributes, self.dialect))
+        return condition
+
+    def _joined(self, *columns: Any) -> sa.Select[Any]:
+        return sa.select(*columns).select_from(store_chunks.join(store_files, sa.and_(
+            store_files.c.vector_store_id == store_chunks.c.vector_store_id,
+            store_files.c.file_id == store_chunks.c.file_id)))
+
+    async def _vector(self, store_ids: list[str], vector: np.ndarray, filters: Any, pool: int) -> list[tuple[int, float]]:
+        """(chunk id, cosine similarity), best first."""
+        scope = self._scope(store_ids, filters)
+        if self.dialect == "sqlite":
+            distance = sa.func.vec_distance_cosine(store_chunks.c.embedding, sa.literal(vector.astype("<f4").tobytes()))
+            query = self._joined(store_chunks.c.id, distance.label("d")).where(scope).order_by("d").limit(pool)
+            rows = await self.store.run(lambda conn: conn.execute(query).all())
+            return [(row.id, 1.0 - float(row.d)) for row in rows]
+        query = self._joined(store_chunks.c.id, store_chunks.c.embedding).where(scope)
+        rows = await self.store.run(lambda conn: conn.execute(query).all())
+        if not rows:
+            return []
+        matrix = np.frombuffer(b"".join(bytes(r.embedding) for r in rows), dtype="<f4").reshape(len(rows), -1)
+        similarity = matrix @ vector.astype(np.float32)
+        best = np.argsort(-similarity)[:pool]
+        return [(rows[i].id, float(similarity[i])) for i in best]
+
+    async def _keyword(self, store_ids: list[str], query_text: str, filters: Any, pool: int) -> list[tuple[int, float]]:
+        """(chunk id, BM25-like score > 0), best first."""
+        words = keywords(query_text)
+        if not words:
+            return []
+        scope = self._scope(store_ids, filters)
+        if self.dialect == "sqlite":
+            match = " OR ".join('"' + w.replace('"', "") + '"' for w in words)
+            fts = sa.table("parley_vector_store_fts", sa.column("rowid"))
+            score = sa.func.bm25(sa.literal_column("parley_vector_store_fts"))
+            query = self._joined(store_chunks.c.id, score.label("s")).join(
+                fts, fts.c.rowid == store_chunks.c.id).where(
+                scope, sa.literal_column("parley_vector_store_fts").op("MATCH")(match)).order_by("s").limit(pool)
+            rows = await self.store.run(lambda conn: conn.execute(query).all())
+            return [(row.id, -float(row.s)) for row in rows]
+        tsquery = sa.func.to_tsquery("english", " | ".join(words))
+        tsv = sa.literal_column("parley_vector_store_chunks.tsv")
+        rank = sa.func.ts_rank(tsv, tsquery, 1)
+        query = self._joined(store_chunks.c.id, rank.label("s")).where(scope, tsv.op("@@")(tsquery)) \
+            .order_by(sa.desc("s")).limit(pool)
+        rows = await self.store.run(lambda conn: conn.execute(query).all())
+        return [(row.id, float(row.s)) for row in rows]
+
+    async def search(self, stores: list[StoreInfo], query: Query) -> list[Hit]:
+        pool = max(4 * query.max_results, 40)
+        by_model: dict[str, list[str]] = defaultdict(list)
+        for info in stores:
+            by_model[info.embedding_model].append(info.id)
+        all_ids = [info.id for info in stores]
+        scored: dict[int, float] = defaultdict(float)
+        lists = 0
+        for text in query.queries:
+            vector_lists: list[list[tuple[int, float]]] = []
+            if query.mode != "keyword" and query.embedding_weight > 0:
+                for model, ids in by_model.items():
+                    vector = (await self.embedders.get(model).embed([text]))[0]
+                    vector_lists.append(await self._vector(ids, vector, query.filters, pool))
+                merged = sorted((hit for found in vector_lists for hit in found), key=lambda h: -h[1])
+            else:
+                merged = []
+            found = await self._keyword(all_ids, text, query.filters, pool) \
+                if query.mode != "vector" and query.text_weight > 0 else []
+            if query.mode == "vector":
+                for chunk_id, similarity in merged:
+                    scored[chunk_id] = max(scored[chunk_id], max(0.0, min(1.0, similarity)))
+            elif query.mode == "keyword":
+                for chunk_id, bm25 in found:
+                    scored[chunk_id] = max(scored[chunk_id], bm25 / (1.0 + bm25))
+            else:
+                lists += 1
+                for rank, (chunk_id, _) in enumerate(merged):
+                    scored[chunk_id] += query.embedding_weight / (RRF_K + rank + 1)
+                for rank, (chunk_id, _) in enumerate(found):
+                    scored[chunk_id] += query.text_weight / (RRF_K + rank + 1)
+        if query.mode == "hybrid" and lists:
+            best = lists * (query.embedding_weight + query.text_weight) / (RRF_K + 1)
+            scored = defaultdict(float, {k: v / best for k, v in scored.items()})
+        ranked = sorted(((s, c) for c, s in scored.items() if s >= query.score_threshold), key=lambda p: -p[0])
+        return await self._hits(ranked[:query.max_results])
+
+    async def _hits(self, ranked: list[tuple[float, int]]) -> list[Hit]:
+        if not ranked:
+            return []
+        ids = [chunk_id for _, chunk_id in ranked]
+        query = self._joined(store_chunks.c.id, store_chunks.c.vector_store_id, store_chunks.c.file_id,
+                             store_chunks.c.text, store_files.c.filename, store_files.c.attributes) \
+            .where(store_chunks.c.id.in_(ids))
+        rows = {row.id: row for row in await self.store.run(lambda conn: conn.execute(query).all())}
+        return [Hit(chunk_id, rows[chunk_id].vector_store_id, rows[chunk_id].file_id, rows[chunk_id].filename,
+                    json.loads(rows[chunk_id].attributes) if rows[chunk_id].attributes else {},
+                    rows[chunk_id].text, round(score, 6)) for score, chunk_id in ranked if chunk_id in rows]

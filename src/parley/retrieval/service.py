@@ -1,0 +1,82 @@
+"""Retrieval as the server runs it: the vector stores, their ingestion and their search, for the HTTP routes
+and the ``file_search`` tool alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from parley.errors import InvalidRequest, NotFound
+from parley.retrieval.embeddings import Embedders
+from parley.retrieval.ingest import Ingestor
+from parley.retrieval.search import Hit, Mode, Query, Searcher
+from parley.store.files import SqlFiles
+from parley.store.sql import SqlStore
+from parley.store.vector_stores import SqlVectorStores, StoreInfo
+
+# OpenAI's rankers (each is the hybrid search here), and Parley's own: either half alone.
+RANKERS: dict[str, Mode] = {"auto": "hybrid", "default-2024-11-15": "hybrid", "none": "hybrid",
+                            "hybrid": "hybrid", "vector": "vector", "keyword": "keyword"}
+
+
+def parse_ranking(raw: Any, param: str = "ranking_options") -> dict[str, Any]:
+    """``ranking_options`` as :class:`Query` fields: ``ranker``, ``score_threshold`` and ``hybrid_search``
+    weights."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or set(raw) - {"ranker", "score_threshold", "hybrid_search"}:
+        raise InvalidRequest(f"'{param}' takes ranker, score_threshold and hybrid_search.", param=param)
+    out: dict[str, Any] = {}
+    ranker = raw.get("ranker")
+    if ranker is not None:
+        if ranker not in RANKERS:
+            raise InvalidRequest(f"'{param}.ranker' must be one of {', '.join(RANKERS)}.", param=f"{param}.ranker")
+        out["mode"] = RANKERS[ranker]
+    threshold = raw.get("score_threshold")
+    if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+            raise InvalidRequest(f"'{param}.score_threshold' must be a number from 0 to 1.",
+                                 param=f"{param}.score_threshold")
+        out["score_threshold"] = float(threshold)
+    weights = raw.get("hybrid_search")
+    if weights is not None:
+        keys = ("embedding_weight", "text_weight")
+        if not isinstance(weights, dict) or set(weights) != set(keys) or not all(
+                isinstance(weights[k], (int, float)) and not isinstance(weights[k], bool) and weights[k] >= 0
+                for k in keys) or not any(weights[k] > 0 for k in keys):
+            raise InvalidRequest(f"'{param}.hybrid_search' needs embedding_weight and text_weight: numbers of at "
+                                 "least 0, not both 0.", param=f"{param}.hybrid_search")
+        out.update(embedding_weight=float(weights["embedding_weight"]), text_weight=float(weights["text_weight"]))
+    return out
+
+
+class Retrieval:
+    def __init__(self, store: SqlStore, files: SqlFiles, embedders: Embedders, *, instance: str, stale_s: float,
+                 max_bytes: int, concurrency: int) -> None:
+        self.files = files
+        self.embedders = embedders
+        self.vector_stores = SqlVectorStores(store)
+        self.searcher = Searcher(store, embedders)
+        self.ingestor = Ingestor(self.vector_stores, files, embedders, instance=instance, stale_s=stale_s,
+                                 max_bytes=max_bytes, concurrency=concurrency)
+
+    async def stores(self, store_ids: list[str], tenant: str, param: str) -> list[StoreInfo]:
+        """The tenant's vector stores by id: a 404 naming any other, a 400 for an expired one."""
+        infos = []
+        for i, store_id in enumerate(store_ids):
+            info = await self.vector_stores.info(store_id, tenant)
+            if info is None:
+                raise NotFound(f"Vector store with id '{store_id}' not found.", param=f"{param}[{i}]")
+            if info.expired:
+                raise InvalidRequest(f"Vector store '{store_id}' has expired.", param=f"{param}[{i}]",
+                                     code="vector_store_expired")
+            infos.append(info)
+        return infos
+
+    async def search(self, stores: list[StoreInfo], query: Query) -> list[Hit]:
+        hits = await self.searcher.search(stores, query)
+        await self.vector_stores.touch([s.id for s in stores])
+        return hits
+
+    async def aclose(self) -> None:
+        await self.ingestor.aclose()
+        await self.embedders.aclose()
