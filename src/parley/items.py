@@ -31,6 +31,7 @@ from parley.replayed_items import (
     ShellCallItem,
     ShellCallOutputItem,
     WebSearchCallItem,
+    FileSearchCallItem,
 )
 
 
@@ -202,7 +203,7 @@ class McpApprovalResponseItem(_Lenient):
 
 InputItem = Union[MessageItem, FunctionCallItem, FunctionCallOutputItem, ReasoningItem, McpApprovalResponseItem,
                   CustomToolCallItem, CustomToolCallOutputItem, ToolSearchCallItem, ToolSearchOutputItem,
-                  WebSearchCallItem, McpListToolsItem, McpCallItem, McpApprovalRequestItem, ItemReference,
+                  WebSearchCallItem, FileSearchCallItem, McpListToolsItem, McpCallItem, McpApprovalRequestItem, ItemReference,
                   ShellCallItem, ShellCallOutputItem, LocalShellCallItem, LocalShellCallOutputItem, ApplyPatchCallItem,
                   ApplyPatchCallOutputItem]
 ITEM_TYPES: dict[str, type[BaseModel]] = {
@@ -216,6 +217,7 @@ ITEM_TYPES: dict[str, type[BaseModel]] = {
     "tool_search_call": ToolSearchCallItem,
     "tool_search_output": ToolSearchOutputItem,
     "web_search_call": WebSearchCallItem,
+    "file_search_call": FileSearchCallItem,
     "mcp_list_tools": McpListToolsItem,
     "mcp_call": McpCallItem,
     "mcp_approval_request": McpApprovalRequestItem,

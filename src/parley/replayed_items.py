@@ -35,6 +35,16 @@ class WebSearchCallItem(Lenient):
     action: dict[str, Any] = Field(default_factory=dict)
 
 
+class FileSearchCallItem(Lenient):
+    """A replayed file search: the model's queries, and the chunks found when the response included them."""
+
+    type: Literal["file_search_call"]
+    id: ItemId = Field(min_length=1)
+    status: str | None = None
+    queries: list[str] = Field(default_factory=list)
+    results: list[dict[str, Any]] | None = None
+
+
 class McpListToolsItem(Lenient):
     """A replayed listing: it also stands for that server's listing in this response, as with chaining."""
 

@@ -49,7 +49,8 @@ MOVED = {
 MAX_JSON_DEPTH = 64
 SUPPORTED_INCLUDES: set[str] = {"web_search_call.action.sources",  # sources are always included
                                  "message.output_text.logprobs",
-                                 "reasoning.encrypted_content"}
+                                 "reasoning.encrypted_content",
+                                 "file_search_call.results"}
 
 
 class JsonSchemaFormat(StrictModel):

@@ -217,3 +217,29 @@ async def test_agents_sdk_keeps_history_itself_and_sends_hosted_tool_items_back(
     messages = backend.requests[-1]["messages"]
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "assistant", "user"]
     assert messages[2]["tool_calls"][0]["function"]["name"] == "get_boiling_point" and messages[3]["content"] == "-100"
+
+
+@pytest.mark.anyio
+async def test_agents_sdk_file_search_tool_runs_a_turn_and_sends_its_item_back(agents_model, parley_server,
+                                                                             backend) -> None:
+    from agents import Agent, FileSearchTool, Runner
+
+    with openai.OpenAI(base_url=parley_server.base_url, api_key="x", max_retries=0) as client:
+        store = client.vector_stores.create(name="handbook")
+        done = client.vector_stores.files.upload_and_poll(
+            vector_store_id=store.id, file=("leave.md", b"Employees get 27 days of paid leave each year."))
+        assert done.status == "completed"
+    backend.push(Reply(tool_calls=[ToolCall("file_search", {"queries": ["paid leave days"]})]),
+                 Reply(text="You get 27 days [1]."), Reply(text="That is over five weeks."))
+    agent = Agent(name="hr", instructions="Answer from the handbook.", model=agents_model,
+                  tools=[FileSearchTool(vector_store_ids=[store.id], max_num_results=3, include_search_results=True)])
+    first = await Runner.run(agent, "How much paid leave do I get?")
+    assert first.final_output == "You get 27 days [1]."
+    assert "27 days of paid leave" in backend.requests[-1]["messages"][-1]["content"]
+    history = first.to_input_list()
+    assert "file_search_call" in {item.get("type") for item in history}
+    second = await Runner.run(agent, [*history, {"role": "user", "content": "In weeks?"}])
+    assert second.final_output == "That is over five weeks."
+    replayed = backend.requests[-1]["messages"]
+    assert [m["role"] for m in replayed][-4:] == ["assistant", "tool", "assistant", "user"]
+    assert "27 days of paid leave" in replayed[-3]["content"]

@@ -90,8 +90,11 @@ def test_allowed_tools_and_other_tool_choices_are_refused_accurately(client) -> 
             "type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "nope"}]})
     assert info.value.body["param"] == "tool_choice.tools[0]"
     with pytest.raises(openai.BadRequestError) as info:
-        client.responses.create(model="m", input="x", tools=[WEATHER], tool_choice={"type": "file_search"})
+        client.responses.create(model="m", input="x", tools=[WEATHER], tool_choice={"type": "image_generation"})
     assert info.value.body["param"] == "tool_choice.type" and "allowed_tools" in info.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="m", input="x", tools=[WEATHER], tool_choice={"type": "file_search"})
+    assert info.value.body["param"] == "tool_choice" and "no file_search tool" in info.value.body["message"]
 
 
 def test_pass_through_parameters_reach_upstreams_that_take_them(client, backend, scripted_server, tmp_path) -> None:

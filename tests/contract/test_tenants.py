@@ -73,3 +73,29 @@ def test_another_tenants_file_is_a_404_everywhere(keyed_server) -> None:
                 call(mine.id)
         assert mine.id not in [f.id for f in bob.files.list()]
         assert alice.files.content(mine.id).read() == b"alice only"
+
+
+def test_another_tenants_vector_stores_are_404_everywhere(keyed_server, backend) -> None:
+    alice, bob = client_for(keyed_server, "sk-alice"), client_for(keyed_server, "sk-bob")
+    secret = alice.files.create(file=("plan.md", b"The launch code is 1234."), purpose="assistants")
+    store = alice.vector_stores.create(name="alice's", file_ids=[secret.id])
+    calls = [lambda: bob.vector_stores.retrieve(store.id), lambda: bob.vector_stores.delete(store.id),
+             lambda: bob.vector_stores.update(store.id, name="mine"),
+             lambda: bob.vector_stores.files.list(store.id),
+             lambda: bob.vector_stores.files.retrieve(file_id=secret.id, vector_store_id=store.id),
+             lambda: bob.vector_stores.files.content(file_id=secret.id, vector_store_id=store.id),
+             lambda: bob.vector_stores.files.delete(file_id=secret.id, vector_store_id=store.id),
+             lambda: bob.vector_stores.search(store.id, query="launch code")]
+    for call in calls:
+        with pytest.raises(openai.NotFoundError):
+            call()
+    with pytest.raises(openai.NotFoundError) as info:
+        bob.responses.create(model="m", input="x", tools=[{"type": "file_search", "vector_store_ids": [store.id]}])
+    assert info.value.body["param"] == "tools[0].vector_store_ids[0]"
+    own = bob.vector_stores.create(name="bob's")
+    with pytest.raises(openai.NotFoundError):
+        bob.vector_stores.files.create(vector_store_id=own.id, file_id=secret.id)
+    with pytest.raises(openai.NotFoundError):
+        bob.vector_stores.create(file_ids=[secret.id])
+    assert store.id not in [s.id for s in bob.vector_stores.list().data]
+    assert alice.vector_stores.retrieve(store.id).name == "alice's"  # bob's delete and update did nothing

@@ -36,7 +36,7 @@ from parley.engine.turn import RunState, Turn, snapshot
 from parley.errors import BackendError, InvalidRequest, ParleyError, StoreUnavailable
 from parley.files import FileReader
 from parley.items import InputItem, ReasoningItem, image_urls, input_files, item_resource, parse_item
-from parley.replayed_items import ItemReference, McpCallItem, WebSearchCallItem
+from parley.replayed_items import FileSearchCallItem, ItemReference, McpCallItem, WebSearchCallItem
 from parley.metrics import Metrics
 from parley.reasoning import ReasoningCipher
 from parley.request import CreateResponse
@@ -88,7 +88,7 @@ class Engine:
         if persistence.needs_store and not self.store.available:  # refused before the model runs, not after
             raise StoreUnavailable("The response store is unavailable; try again.")
         request.input = await self._resolve_references(request.input, tenant)
-        await self.registry.admit(request.tools, self.tools)
+        await self.registry.admit(request.tools, self.tools, tenant)
         for param, url in image_urls(request.input):  # the backend fetches these on the user's behalf
             await self.tools.address_policy.check(url, param)
         await self.files.read(input_files(request.input), tenant)
@@ -136,7 +136,7 @@ class Engine:
         known = {}
         for item in items:
             # (a call run after an approval stays under the id its approval request gives it in the replay)
-            if isinstance(item, WebSearchCallItem) or (isinstance(item, McpCallItem) and not item.approval_request_id):
+            if isinstance(item, (WebSearchCallItem, FileSearchCallItem)) or (isinstance(item, McpCallItem) and not item.approval_request_id):
                 found = await self.store.find_call(item.id, tenant)
                 if found is not None:
                     known[item.id] = found
@@ -248,7 +248,7 @@ class Engine:
     async def _step(self, turn: Turn, state: RunState) -> AsyncIterator[ResponseStreamEvent]:
         """The agent loop: set the tools up, call the model, run its server-side calls, repeat."""
         tools = self.registry.bind(turn.request.tools, turn.request.tool_choice, BindContext(
-            self.tools, turn.previous_output, list(turn.request.input)))
+            self.tools, turn.previous_output, list(turn.request.input), turn.tenant, list(turn.request.include)))
         try:
             async for produced in tools.setup(len(state.output)):
                 if isinstance(produced, ItemDone):

@@ -219,7 +219,7 @@ class ChunkTranslator:
         return events
 
     def _annotate(self, state: _Message, content_index: int) -> list[Event]:
-        """``url_citation`` annotations for citations that the text now holds complete."""
+        """Annotations (``url_citation``, ``file_citation``) for citations that the text now holds complete."""
         if self.cite is None:
             return []
         events: list[Event] = []
@@ -227,8 +227,7 @@ class ChunkTranslator:
             if (citation.start, citation.end) in state.annotated:
                 continue
             state.annotated.add((citation.start, citation.end))
-            annotation = {"type": "url_citation", "start_index": citation.start, "end_index": citation.end,
-                          "title": citation.title, "url": citation.url}
+            annotation = citation.annotation
             events.append(ResponseOutputTextAnnotationAddedEvent(
                 type="response.output_text.annotation.added", item_id=state.item.id,
                 output_index=state.output_index, content_index=content_index,

@@ -15,6 +15,7 @@ from typing import Any
 TERMINAL = {"response.completed", "response.incomplete", "response.failed"}
 ITEM_EVENT_PREFIXES = ("response.output_text.", "response.refusal.", "response.function_call_arguments.",
                        "response.content_part.", "response.reasoning_text.", "response.mcp_", "response.web_search_call.",
+                       "response.file_search_call.",
                        "response.custom_tool_call_input.", "response.reasoning_summary", "response.shell_call_command.")
 
 

@@ -14,7 +14,8 @@ and its output) yields an :class:`ItemDone` for each item before the last.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -99,12 +100,12 @@ class Offered:
 
 @dataclass(frozen=True)
 class Citation:
-    """A span of an answer's text that cites a source: its ``url_citation`` annotation."""
+    """A span of an answer's text that cites a source, and the annotation it becomes (``url_citation``,
+    ``file_citation``)."""
 
     start: int
     end: int
-    title: str
-    url: str
+    annotation: dict[str, Any] = field(hash=False, compare=False)
 
 
 @dataclass
@@ -116,6 +117,7 @@ class ToolEnv:
     tool_timeout: float = 30.0
     search: Any = None
     mcp_require_approval: str = "never"  # what an MCP tool without require_approval gets
+    retrieval: Any = None  # vector stores and their search (parley.retrieval.service.Retrieval), once started
     shared: dict[str, Any] = field(default_factory=dict)
 
 
@@ -127,6 +129,11 @@ class BindContext:
     env: ToolEnv
     previous_output: list[Any] = field(default_factory=list)
     input: list[Any] = field(default_factory=list)
+    tenant: str = ""
+    include: list[str] = field(default_factory=list)
+    # The numbers of the sources given to the model, shared by the kinds that give sources ([1], [2]…), so that
+    # one number names one source across web and file search.
+    source_numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
 
 Produced = Event | ItemDone | CallDone
@@ -193,9 +200,9 @@ class ToolKind:
     def check(self, tools: list[Any], choice: ToolModel | None) -> None:
         """Checks across a request's tools of this kind, and of its ``tool_choice`` when it is of this kind."""
 
-    async def admit(self, tools: list[tuple[str, Any]], env: ToolEnv) -> None:
-        """Checks that need the server, of this kind's tools (each with its place, ``tools[i]``): raise
-        :class:`~parley.errors.InvalidRequest` before the model runs."""
+    async def admit(self, tools: list[tuple[str, Any]], env: ToolEnv, tenant: str = "") -> None:
+        """Checks that need the server, of this kind's tools (each with its place, ``tools[i]``) for the caller's
+        ``tenant``: raise :class:`~parley.errors.InvalidRequest` (or ``NotFound``) before the model runs."""
 
     def bind(self, tools: list[Any], context: BindContext) -> Binding | None:
         """The binding of a request's tools of this kind to one response (``tools`` may be empty)."""

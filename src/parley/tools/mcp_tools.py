@@ -276,7 +276,7 @@ class McpKind(ToolKind):
         if isinstance(choice, ToolChoiceMcp) and choice.server_label not in labels:
             raise InvalidRequest(f"No MCP tool has server_label '{choice.server_label}'.", param="tool_choice")
 
-    async def admit(self, tools: list[tuple[str, Any]], env: ToolEnv) -> None:
+    async def admit(self, tools: list[tuple[str, Any]], env: ToolEnv, tenant: str = "") -> None:
         for where, tool in tools:
             await env.address_policy.check(tool.server_url, f"{where}.server_url")
 

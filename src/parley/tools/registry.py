@@ -1,6 +1,6 @@
 """The tool kinds Parley knows, by ``type``, and a request's tools bound to one response.
 
-:data:`REGISTRY` holds the built-in kinds (client-side tools, ``mcp``, ``web_search``); a kind from
+:data:`REGISTRY` holds the built-in kinds (client-side tools, ``mcp``, ``web_search``, ``file_search``); a kind from
 outside the package is added with ``REGISTRY.register(kind)``.  Request parsing asks it to validate
 ``tools`` and ``tool_choice``; the engine asks it to admit and bind them, and runs the calls through the
 :class:`Toolset` it returns, never naming a kind.
@@ -15,7 +15,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from parley.errors import InvalidRequest, UnsupportedParameter
 from parley.items import type_of
-from parley.tools import client, mcp_tools, native, web_search
+from parley.tools import client, file_search, mcp_tools, native, web_search
 from parley.tools.approval import ApprovedCall
 from parley.tools.base import (
     BindContext,
@@ -150,11 +150,11 @@ class Registry:
 
     # -- serving -------------------------------------------------------------------------
 
-    async def admit(self, tools: list[ToolModel], env: ToolEnv) -> None:
+    async def admit(self, tools: list[ToolModel], env: ToolEnv, tenant: str = "") -> None:
         for kind in self.kinds:
             placed = self._placed(kind, tools)
             if placed:
-                await kind.admit(placed, env)
+                await kind.admit(placed, env, tenant)
 
     def bind(self, tools: list[ToolModel], choice: str | ToolModel, context: BindContext) -> Toolset:
         bindings: list[Binding] = []
@@ -264,5 +264,5 @@ class Toolset:
 
 
 REGISTRY = Registry()
-for _kind in (client.KIND, native.KIND, mcp_tools.KIND, web_search.KIND):
+for _kind in (client.KIND, native.KIND, mcp_tools.KIND, web_search.KIND, file_search.KIND):
     REGISTRY.register(_kind)

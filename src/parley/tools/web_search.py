@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from urllib.parse import urlparse
@@ -201,6 +201,7 @@ class WebSearchTools(Binding):
     """The ``web_search`` tool bound to one response."""
 
     provider: SearchProvider | None
+    numbers: Iterator[int]
     context_size: str = "medium"
     allowed_domains: list[str] = field(default_factory=list)
     sources: list[Source] = field(default_factory=list)  # every source given to the model, numbered from 1
@@ -241,7 +242,7 @@ class WebSearchTools(Binding):
         _, chars = CONTEXT_SIZES[self.context_size]
         lines, added = [], []
         for result in results:
-            source = Source(len(self.sources) + 1, result.title, result.url)
+            source = Source(next(self.numbers), result.title, result.url)
             self.sources.append(source)
             added.append(source)
             lines.append(f"[{source.number}] {result.title}\nURL: {result.url}\n{result.content[:chars]}")
@@ -281,7 +282,9 @@ class WebSearchTools(Binding):
                  for match in CITATION.finditer(text)]
         cited += [(text.find(source.url), text.find(source.url) + len(source.url), source)
                   for source in self.sources if source.url in text]
-        return [Citation(start, end, source.title, source.url) for start, end, source in cited if source is not None]
+        return [Citation(start, end, {"type": "url_citation", "start_index": start, "end_index": end,
+                                      "title": source.title, "url": source.url})
+                for start, end, source in cited if source is not None]
 
 
 class WebSearchKind(ToolKind):
@@ -299,7 +302,7 @@ class WebSearchKind(ToolKind):
                                  "false (cached results only), and this server has no cache of the web.",
                                  param="tool_choice")
 
-    async def admit(self, tools: list[tuple[str, Any]], env: ToolEnv) -> None:
+    async def admit(self, tools: list[tuple[str, Any]], env: ToolEnv, tenant: str = "") -> None:
         if env.search is None and any(tool.live for _, tool in tools):
             raise InvalidRequest(
                 "The web_search tool needs a search provider: start Parley with --web-search "
@@ -309,7 +312,8 @@ class WebSearchKind(ToolKind):
         live = next((t for t in tools if t.live), None)
         if live is None:
             return None
-        return WebSearchTools(context.env.search, live.search_context_size, live.allowed_domains)
+        return WebSearchTools(context.env.search, context.source_numbers, live.search_context_size,
+                              live.allowed_domains)
 
 
 KIND = WebSearchKind()
