@@ -160,6 +160,13 @@ class Settings(BaseSettings):
     embedded_threads: int | None = Field(None, description="CPU threads for the embedded model.")
 
     @model_validator(mode="after")
+    def _embedding_model_is_served(self) -> Settings:
+        if self.embedding_model != "local" and not self.embedding_upstream:
+            raise ValueError(f"embedding_model '{self.embedding_model}' needs embedding_upstream (only 'local' is "
+                             "served without one)")
+        return self
+
+    @model_validator(mode="after")
     def _budget_holds_a_body(self) -> Settings:
         if self.max_inflight_body_bytes < self.max_body_bytes:
             raise ValueError("max_inflight_body_bytes must be at least max_body_bytes, or the largest bodies "

@@ -157,3 +157,45 @@ def test_rewrite_query_returns_the_rewritten_query(client, store) -> None:
                                        rewrite_query=True)
     assert page.search_query == ["often space station orbit Earth"]
     assert page.data[0].filename == "orbit.md"
+
+
+@pytest.fixture(scope="module")
+def embedding_server(scripted_server, tmp_path_factory):
+    from parley.testing import ParleyProcess
+
+    folder = tmp_path_factory.mktemp("emb")
+    with ParleyProcess("--upstream", scripted_server.url, "--db", f"sqlite:///{folder / 'e.db'}",
+                       "--embedding-upstream", scripted_server.url) as server:
+        yield server
+
+
+def test_a_store_embeds_with_the_upstream_model_it_was_made_with(embedding_server, backend) -> None:
+    with openai.OpenAI(base_url=embedding_server.base_url, api_key="x", max_retries=0) as client:
+        store = client.vector_stores.create(name="upstream", extra_body={"embedding_model": "scripted-embed"})
+        for name, text in DOCS.items():
+            done = client.vector_stores.files.upload_and_poll(vector_store_id=store.id, file=(name, text.encode()))
+            assert done.status == "completed", done.last_error
+        ingested = len(backend.embedding_requests)
+        assert ingested >= 1 and {r["model"] for r in backend.embedding_requests} == {"scripted-embed"}
+        page = client.vector_stores.search(store.id, query="sourdough starter yeast",
+                                           ranking_options={"ranker": "vector"})
+        assert page.data[0].filename == "bread.txt"
+        query = backend.embedding_requests[ingested:]
+        assert [(r["model"], r["input"]) for r in query] == [("scripted-embed", ["sourdough starter yeast"])]
+        local = client.vector_stores.create(name="local")  # the server's default model stays local
+        client.vector_stores.files.upload_and_poll(vector_store_id=local.id, file=("bread.txt", DOCS["bread.txt"].encode()))
+        assert len(backend.embedding_requests) == ingested + 1
+        failing = client.vector_stores.create(name="failing", extra_body={"embedding_model": "fail-embed"})
+        done = client.vector_stores.files.upload_and_poll(vector_store_id=failing.id, file=("x.txt", b"some text"))
+        assert done.status == "failed" and done.last_error.code == "server_error"
+        assert "HTTP 500" in done.last_error.message
+
+
+def test_serve_refuses_an_embedding_model_no_upstream_serves(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "parley", "serve", "--upstream", "http://127.0.0.1:9/v1",
+                             "--db", f"sqlite:///{tmp_path / 'x.db'}", "--embedding-model", "nomic-embed-text"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "embedding_upstream" in result.stderr

@@ -1,7 +1,7 @@
 """A scripted Chat Completions backend: a real HTTP server on loopback whose answers a test writes.
 
 It speaks the Chat Completions wire format (streamed SSE chunks with usage, or one JSON
-body), records every request it receives, and can hold its answer until released, fail
+body) and ``/v1/embeddings`` (hashed bag-of-words vectors), records every request it receives, and can hold its answer until released, fail
 with an HTTP status, cut a stream short or send malformed data.  Parley's own tests, its
 benchmarks and library users all use it the same way::
 
@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import re
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -167,6 +169,7 @@ class Script:
         self.responder: Responder = responder or echo_responder
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []  # the HTTP headers of each request, in order
+        self.embedding_requests: list[dict[str, Any]] = []  # the bodies sent to /v1/embeddings
         self._queue: deque[Reply | str] = deque()
         self._lock = threading.Lock()
         self._gate = threading.Event()
@@ -198,6 +201,7 @@ class Script:
             self._queue.clear()
             self.requests.clear()
             self.headers.clear()
+            self.embedding_requests.clear()
             self.responder = responder or echo_responder
         self._gate.set()
 
@@ -264,7 +268,26 @@ class ScriptedBackend(Script, LoopbackService):
         return Starlette(routes=[
             Route("/v1/chat/completions", self._completions, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
+            Route("/v1/embeddings", self._embeddings, methods=["POST"]),
         ])
+
+    async def _embeddings(self, http_request: Request) -> JSONResponse:
+        """OpenAI's /v1/embeddings with hashed bag-of-words vectors (64 dimensions): texts that share words are
+        near.  A model whose name starts with ``fail`` answers HTTP 500."""
+        request = await http_request.json()
+        with self._lock:
+            self.embedding_requests.append(request)
+        if str(request.get("model", "")).startswith("fail"):
+            return JSONResponse({"error": {"message": "scripted failure", "type": "scripted"}}, status_code=500)
+        texts = request["input"] if isinstance(request["input"], list) else [request["input"]]
+        data = []
+        for i, text in enumerate(texts):
+            vector = [0.0] * 64
+            for word in re.findall(r"\w+", text.lower()):
+                vector[zlib.crc32(word.encode()) % 64] += 1.0
+            data.append({"object": "embedding", "index": i, "embedding": vector})
+        return JSONResponse({"object": "list", "data": data, "model": request["model"],
+                             "usage": {"prompt_tokens": 0, "total_tokens": 0}})
 
     async def _models(self, _request: Request) -> JSONResponse:
         return JSONResponse({"object": "list", "data": [{"id": "scripted", "object": "model", "created": 0,
