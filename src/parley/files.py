@@ -20,11 +20,12 @@ from typing import Any
 import httpx2
 
 from parley.errors import InvalidRequest
-from parley.items import InputFile
+from parley.items import InputFile, InputImage
 from parley.netpolicy import AddressPolicy
 
 log = logging.getLogger("parley.files")
 TEXT_TYPES = {"text/plain", "text/markdown", "text/csv", "application/json", "text/json", "text/x-markdown"}
+IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
 KINDS = "PDF, DOCX, text, markdown, HTML, JSON, CSV and source code"
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 EXTENSIONS = {".md": "text/markdown", ".markdown": "text/markdown", ".csv": "text/csv", ".json": "application/json",
@@ -179,6 +180,23 @@ class FileReader:
             else:
                 data, declared = decode_file_data(part.file_data or "", where)
             part._extracted = extract_text(data, media_type(part.filename, declared), where, self.max_bytes)
+
+    async def read_images(self, parts: list[tuple[str, InputImage]], tenant: str = "") -> None:
+        """Each uploaded image as a data URL for the chat backend (a 400 naming the part for a file that is not
+        the tenant's or not an image)."""
+        for where, part in parts:
+            record = await self.uploads.get(part.file_id, tenant) if self.uploads is not None else None
+            if record is None:
+                raise InvalidRequest(f"No file with id '{part.file_id}' found.", param=f"{where}.file_id",
+                                     code="file_not_found")
+            kind = media_type(record.filename)
+            if kind not in IMAGE_TYPES:
+                raise InvalidRequest(f"The file '{record.filename}' is not an image Parley sends to models "
+                                     "(PNG, JPEG, GIF or WebP).", param=f"{where}.file_id", code="unsupported_file")
+            if record.bytes > self.max_bytes:
+                raise _too_large(f"{where}.file_id", self.max_bytes)
+            data = b"".join([piece async for piece in self.uploads.content(record.id)])
+            part._data_url = f"data:{kind};base64,{base64.b64encode(data).decode()}"
 
     async def _uploaded(self, part: InputFile, where: str, tenant: str) -> tuple[bytes, str | None]:
         """An uploaded file's bytes (uploads are bounded by the same limit); its name names the part."""

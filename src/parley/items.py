@@ -48,6 +48,12 @@ class InputImage(_Lenient):
     image_url: str | None = None
     file_id: str | None = None
     detail: Literal["low", "high", "auto", "original"] = "auto"
+    _data_url: str = PrivateAttr("")  # an uploaded image (file_id), read by the engine for chat backends
+
+    @property
+    def url(self) -> str:
+        """What a chat backend gets: the image URL, or the uploaded file as a data URL."""
+        return self.image_url or self._data_url
 
     @field_validator("image_url")
     @classmethod
@@ -248,10 +254,9 @@ def _check_parts(raw: Any, where: str) -> None:
         kind = type_of(part, f"{where}.content[{j}]")
         if kind not in CONTENT_PARTS:
             raise UnsupportedParameter(f"{where}.content[{j}].type", f"Content part type '{kind}' is not supported.")
-        if kind == "input_image" and not part.get("image_url"):
-            raise UnsupportedParameter(
-                f"{where}.content[{j}].file_id", "Images are accepted by 'image_url' (http(s) or data URL) only."
-            )
+        if kind == "input_image" and [part.get("image_url"), part.get("file_id")].count(None) != 1:
+            raise InvalidRequest("An input_image needs one of 'image_url' (http(s) or data URL) or 'file_id'.",
+                                 param=f"{where}.content[{j}].image_url")
 
 
 def parse_input(raw: Any) -> list[InputItem]:
@@ -334,6 +339,13 @@ def image_urls(items: list[InputItem]) -> list[tuple[str, str]]:
             if isinstance(part, InputImage) and part.image_url and part.image_url[:5].lower() != "data:":
                 found.append((f"input[{i}].{where}[{j}].image_url", part.image_url))
     return found
+
+
+def uploaded_images(items: list[InputItem]) -> list[tuple[str, InputImage]]:
+    """``(param, part)`` of every ``input_image`` part given by ``file_id``."""
+    return [(f"input[{i}].content[{j}]", part) for i, item in enumerate(items) if isinstance(item, MessageItem)
+            and isinstance(item.content, list) for j, part in enumerate(item.content)
+            if isinstance(part, InputImage) and part.file_id is not None]
 
 
 def input_files(items: list[InputItem]) -> list[tuple[str, InputFile]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 
@@ -73,3 +74,27 @@ def test_an_uploaded_file_is_an_input_file_by_its_id(client, backend) -> None:
         client.responses.create(model="m", input=[{"role": "user", "content": [
             {"type": "input_text", "text": "x"}, {"type": "input_file", "file_id": notes.id}]}])
     assert info.value.body["param"] == "input[0].content[1].file_id" and info.value.code == "file_not_found"
+
+
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
+
+
+def test_input_image_by_file_id_reaches_the_model_as_a_data_url(client, backend) -> None:
+    image = client.files.create(file=("dot.png", PNG), purpose="vision")
+    response = client.responses.create(model="m", input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "what is this?"}, {"type": "input_image", "file_id": image.id}]}])
+    assert response.status == "completed"
+    [part] = [p for p in backend.requests[-1]["messages"][-1]["content"] if p["type"] == "image_url"]
+    assert part["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(PNG).decode()
+    stored = client.responses.input_items.list(response.id).data[0]
+    assert stored.content[1].file_id == image.id and stored.content[1].image_url is None
+    text = client.files.create(file=("notes.txt", b"not an image"), purpose="user_data")
+    for file_id, code in ((text.id, "unsupported_file"), ("file-missing", "file_not_found")):
+        with pytest.raises(openai.BadRequestError) as info:
+            client.responses.create(model="m", input=[{"role": "user", "content": [
+                {"type": "input_image", "file_id": file_id}]}])
+        assert info.value.body["param"] == "input[0].content[0].file_id" and info.value.code == code
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="m", input=[{"role": "user", "content": [{"type": "input_image"}]}])
+    assert info.value.body["param"] == "input[0].content[0].image_url"

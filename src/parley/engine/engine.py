@@ -35,7 +35,7 @@ from parley.engine.translate import ChunkTranslator
 from parley.engine.turn import RunState, Turn, snapshot
 from parley.errors import BackendError, InvalidRequest, ParleyError, StoreUnavailable
 from parley.files import FileReader
-from parley.items import InputItem, ReasoningItem, image_urls, input_files, item_resource, parse_item
+from parley.items import InputItem, ReasoningItem, image_urls, input_files, item_resource, parse_item, uploaded_images
 from parley.replayed_items import FileSearchCallItem, ItemReference, McpCallItem, WebSearchCallItem
 from parley.metrics import Metrics
 from parley.reasoning import ReasoningCipher
@@ -92,6 +92,7 @@ class Engine:
         for param, url in image_urls(request.input):  # the backend fetches these on the user's behalf
             await self.tools.address_policy.check(url, param)
         await self.files.read(input_files(request.input), tenant)
+        await self.files.read_images(uploaded_images(request.input), tenant)
         prior: list[dict[str, Any]] = []
         previous = None
         if request.previous_response_id:

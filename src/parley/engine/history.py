@@ -65,7 +65,7 @@ def _text_of(parts: list[Any]) -> str:
 
 
 def _image_part(part: InputImage) -> dict[str, Any]:
-    image_url: dict[str, Any] = {"url": part.image_url}
+    image_url: dict[str, Any] = {"url": part.url}
     if part.detail in ("low", "high"):
         image_url["detail"] = part.detail
     elif part.detail == "original":
