@@ -98,3 +98,19 @@ def test_input_image_by_file_id_reaches_the_model_as_a_data_url(client, backend)
     with pytest.raises(openai.BadRequestError) as info:
         client.responses.create(model="m", input=[{"role": "user", "content": [{"type": "input_image"}]}])
     assert info.value.body["param"] == "input[0].content[0].image_url"
+
+
+def test_uploads_past_the_request_body_limit_follow_max_file_bytes(scripted_server, tmp_path) -> None:
+    from parley.testing import ParleyProcess
+
+    limit = 40 * 1000 * 1000  # above the 32 MiB limit of JSON request bodies
+    with ParleyProcess("--upstream", scripted_server.url, "--db", f"sqlite:///{tmp_path / 'big.db'}",
+                       "--max-file-bytes", str(limit)) as server, \
+            openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0, timeout=120) as big:
+        data = os.urandom(36 * 1000 * 1000)
+        uploaded = big.files.create(file=("big.bin", data), purpose="assistants")
+        assert uploaded.bytes == len(data)
+        assert hashlib.sha256(big.files.content(uploaded.id).read()).digest() == hashlib.sha256(data).digest()
+        with pytest.raises(openai.APIStatusError) as info:
+            big.files.create(file=("bigger.bin", os.urandom(limit + 1)), purpose="assistants")
+        assert info.value.status_code == 413 and info.value.body["param"] == "file"
