@@ -31,6 +31,7 @@ from parley.store.vector_stores import StoreInfo, store_chunks, store_files
 # the stronger one with the local embedding model.
 RRF_K = 10
 EMBEDDING_WEIGHT, TEXT_WEIGHT = 0.5, 1.0
+MAX_KEYWORDS = 64
 Mode = Literal["hybrid", "vector", "keyword"]
 WORD = re.compile(r"\w+", re.UNICODE)
 STOPWORDS = frozenset(
@@ -70,7 +71,10 @@ def rewrite(query: str) -> str:
 
 
 def keywords(query: str) -> list[str]:
-    return list(dict.fromkeys(w.lower() for w in WORD.findall(query)))[:64]
+    """The words a keyword search looks for: without common function words (they match most chunks, which
+    costs time and ranks nothing), at most ``MAX_KEYWORDS``, the longest first."""
+    words = [w for w in dict.fromkeys(w.lower() for w in WORD.findall(query)) if w not in STOPWORDS]
+    return sorted(words, key=len, reverse=True)[:MAX_KEYWORDS]
 
 
 class Searcher:

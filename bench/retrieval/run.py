@@ -1,0 +1,191 @@
+"""Retrieval benchmarks through a real ``parley serve``: quality on the labelled set, and ingestion and
+search at scale, on SQLite and PostgreSQL.
+
+    .venv/bin/python bench/retrieval/run.py quality [--db sqlite,postgres]
+    .venv/bin/python bench/retrieval/run.py scale --chunks 10000,100000 [--db sqlite,postgres]
+
+quality: the evaluation set (``eval_set.json.gz``, see make_eval_set.py) is uploaded and indexed through the
+API; each question is searched with each ranker (hybrid, vector, keyword), 10 results.  recall@5 is the share
+of a question's relevant chunks in the first 5 results, averaged; nDCG@10 uses binary relevance.
+scale: synthetic documents (the set's sentences shuffled) are indexed until the store holds N chunks;
+ingestion is chunks per second of wall time from the batch's creation to its completion; search latency is
+measured over 100 sequential searches per ranker (on PostgreSQL after an ANALYZE, as autovacuum would do
+soon after a bulk load); memory is the server's peak RSS (VmHWM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import openai
+
+from parley.testing import ParleyProcess, ScriptedBackend
+
+EVAL_SET = Path(__file__).with_name("eval_set.json.gz")
+RANKERS = ("hybrid", "vector", "keyword")
+PG_ADMIN = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-c"]
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+class Server:
+    """A parley serve on a fresh SQLite file or PostgreSQL database."""
+
+    def __init__(self, db: str) -> None:
+        self.db = db
+        self.folder = tempfile.TemporaryDirectory()
+        self.pg_name = f"parley_bench_{int(time.time())}"
+
+    def __enter__(self) -> tuple[ParleyProcess, openai.OpenAI]:
+        if self.db == "postgres":
+            subprocess.run(PG_ADMIN + [f"CREATE DATABASE {self.pg_name}"], check=True)
+            url = f"postgresql://postgres@127.0.0.1:5432/{self.pg_name}"
+        else:
+            url = f"sqlite:///{self.folder.name}/bench.db"
+        self.backend = ScriptedBackend().__enter__()
+        self.process = ParleyProcess("--upstream", self.backend.url, "--db", url, "--max-file-bytes",
+                                     str(30 * 1024 * 1024)).__enter__()
+        self.client = openai.OpenAI(base_url=self.process.base_url, api_key="x", max_retries=0, timeout=600)
+        return self.process, self.client
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+        self.process.__exit__(*exc)
+        self.backend.__exit__(*exc)
+        if self.db == "postgres":
+            subprocess.run(PG_ADMIN + [f"DROP DATABASE IF EXISTS {self.pg_name}"], check=False)
+        self.folder.cleanup()
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def index(client: openai.OpenAI, docs: dict[str, str], chunking: dict) -> tuple[str, dict[str, str], float]:
+    """Upload and index the documents in one batch: (store id, file id by name, seconds to index)."""
+    ids = {name: client.files.create(file=(f"{name}.txt", text.encode()), purpose="assistants").id
+           for name, text in docs.items()}
+    store = client.vector_stores.create(name="bench")
+    started = time.perf_counter()
+    batch = client.vector_stores.file_batches.create_and_poll(
+        vector_store_id=store.id, file_ids=list(ids.values()), chunking_strategy=chunking, poll_interval_ms=100)
+    seconds = time.perf_counter() - started
+    if batch.file_counts.completed != len(ids):
+        raise SystemExit(f"indexing failed: {batch.file_counts}")
+    return store.id, ids, seconds
+
+
+def analyze(server: Server) -> None:
+    """PostgreSQL: refresh the planner's statistics after the bulk load, as autovacuum does within a minute or
+    so; searching before that measures plans made for an empty table."""
+    if server.db == "postgres":
+        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-d", server.pg_name, "-c", "ANALYZE"],
+                       check=True)
+
+
+def quality(db: str) -> dict:
+    data = json.loads(gzip.open(EVAL_SET, "rt", encoding="utf-8").read())
+    with (server := Server(db)) as (process, client):
+        store_id, ids, seconds = index(client, {n: d["text"] for n, d in data["docs"].items()}, data["chunking"])
+        analyze(server)
+        position = {}  # (file id, chunk text) -> (doc, chunk index)
+        for name, file_id in ids.items():
+            texts = [part.text for part in client.vector_stores.files.content(file_id=file_id,
+                                                                               vector_store_id=store_id)]
+            if len(texts) != data["docs"][name]["chunks"]:
+                raise SystemExit(f"{name}: {len(texts)} chunks stored, {data['docs'][name]['chunks']} expected")
+            position.update({(file_id, text): (name, i) for i, text in enumerate(texts)})
+        chunks = len(position)
+        out = {"db": db, "questions": len(data["questions"]), "chunks": chunks,
+               "ingest_chunks_per_s": round(chunks / seconds, 1)}
+        for ranker in RANKERS:
+            recall, ndcg, latencies = [], [], []
+            for q in data["questions"]:
+                started = time.perf_counter()
+                page = client.vector_stores.search(store_id, query=q["question"], max_num_results=10,
+                                                   ranking_options={"ranker": ranker})
+                latencies.append((time.perf_counter() - started) * 1000)
+                found = [position.get((r.file_id, r.content[0].text)) for r in page.data]
+                relevant = {(q["doc"], i) for i in q["relevant"]}
+                recall.append(len(relevant & set(found[:5])) / len(relevant))
+                dcg = sum(1 / math.log2(rank + 2) for rank, hit in enumerate(found[:10]) if hit in relevant)
+                ideal = sum(1 / math.log2(rank + 2) for rank in range(min(10, len(relevant))))
+                ndcg.append(dcg / ideal)
+            out[ranker] = {"recall@5": round(sum(recall) / len(recall), 3), "ndcg@10": round(sum(ndcg) / len(ndcg), 3),
+                           "search_p50_ms": round(pct(latencies, 50), 1)}
+        out["peak_rss_mib"] = round(peak_rss_mib(process.process.pid), 1)
+    return out
+
+
+def synthetic_docs(chunks: int) -> dict[str, str]:
+    """Documents of the set's sentences, shuffled, enough for about ``chunks`` chunks of 120 tokens."""
+    data = json.loads(gzip.open(EVAL_SET, "rt", encoding="utf-8").read())
+    sentences = [s for d in data["docs"].values() for s in d["text"].replace("\n", " ").split(". ") if s.strip()]
+    rng = random.Random(chunks)
+    docs, target_chars = {}, chunks * 100 * 4  # about 100 new tokens per chunk, about 4 characters per token
+    total, n = 0, 0
+    while total < target_chars:
+        text = ". ".join(rng.choice(sentences) for _ in range(4000)) + "."
+        docs[f"synthetic-{n:04d}"] = text
+        total += len(text)
+        n += 1
+    return docs
+
+
+def scale(db: str, chunks: int) -> dict:
+    chunking = {"type": "static", "static": {"max_chunk_size_tokens": 120, "chunk_overlap_tokens": 20}}
+    questions = [q["question"] for q in json.loads(gzip.open(EVAL_SET, "rt", encoding="utf-8").read())["questions"]]
+    with (server := Server(db)) as (process, client):
+        store_id, ids, seconds = index(client, synthetic_docs(chunks), chunking)
+        analyze(server)
+        stored = sum(len(list(client.vector_stores.files.content(file_id=f, vector_store_id=store_id)))
+                     for f in ids.values())
+        out = {"db": db, "chunks": stored, "ingest_s": round(seconds, 1),
+               "ingest_chunks_per_s": round(stored / seconds, 1)}
+        for ranker in RANKERS:
+            latencies = []
+            for question in questions[:100]:
+                started = time.perf_counter()
+                client.vector_stores.search(store_id, query=question, max_num_results=10,
+                                            ranking_options={"ranker": ranker})
+                latencies.append((time.perf_counter() - started) * 1000)
+            out[ranker] = {"p50_ms": round(pct(latencies, 50), 1), "p99_ms": round(pct(latencies, 99), 1)}
+        out["peak_rss_mib"] = round(peak_rss_mib(process.process.pid), 1)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=["quality", "scale"])
+    parser.add_argument("--db", default="sqlite,postgres")
+    parser.add_argument("--chunks", default="10000,100000")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    results = []
+    for db in args.db.split(","):
+        for measured in ([quality(db)] if args.what == "quality" else
+                         (scale(db, int(n)) for n in args.chunks.split(","))):
+            results.append(measured)
+            print(json.dumps(measured), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
