@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from openai.types.chat import ChatCompletionToolMessageParam, ChatCompletionToolParam
 from openai.types.responses import ResponseStreamEvent
@@ -106,6 +107,16 @@ class Citation:
     start: int
     end: int
     annotation: dict[str, Any] = field(hash=False, compare=False)
+
+
+T = TypeVar("T")
+NUMBERED = re.compile(r"\[(\d+)\]")
+
+
+def numbered(text: str, sources: dict[int, T]) -> list[tuple[int, int, T]]:
+    """The ``[n]`` markers in ``text`` that name one of ``sources`` (by number): (start, end, source)."""
+    found = [(m.start(), m.end(), sources.get(int(m.group(1)))) for m in NUMBERED.finditer(text)]
+    return [(start, end, source) for start, end, source in found if source is not None]
 
 
 @dataclass

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -32,11 +31,10 @@ from parley.retrieval.filters import check_filter
 from parley.retrieval.search import Hit, Query
 from parley.retrieval.service import parse_ranking
 from parley.tools.base import BindContext, Binding, CallDone, Citation, Offered, Produced, ToolCall, ToolEnv, \
-    ToolKind, ToolModel
+    ToolKind, ToolModel, numbered
 
 log = logging.getLogger("parley.file_search")
 FUNCTION_NAME = "file_search"
-CITATION = re.compile(r"\[(\d+)\]")
 INCLUDE_RESULTS = "file_search_call.results"
 
 
@@ -153,15 +151,9 @@ class FileSearchTools(Binding):
         """The chunks ``text`` cites as ``[n]``: ``file_citation`` annotations at the marker."""
         if not self.sources:
             return []
-        by_number = {source.number: source for source in self.sources}
-        citations = []
-        for match in CITATION.finditer(text):
-            source = by_number.get(int(match.group(1)))
-            if source is not None:
-                citations.append(Citation(match.start(), match.end(), {
-                    "type": "file_citation", "file_id": source.hit.file_id, "filename": source.hit.filename,
-                    "index": match.start()}))
-        return citations
+        return [Citation(start, end, {"type": "file_citation", "file_id": source.hit.file_id,
+                                      "filename": source.hit.filename, "index": start})
+                for start, end, source in numbered(text, {source.number: source for source in self.sources})]
 
 
 class FileSearchKind(ToolKind):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -31,14 +30,13 @@ from openai.types.responses import (
 from parley.errors import InvalidRequest
 from parley.ids import new_id
 from parley.tools.base import BindContext, Binding, CallDone, Citation, Offered, Produced, ToolCall, ToolEnv, \
-    ToolKind, ToolModel
+    ToolKind, ToolModel, numbered
 
 log = logging.getLogger("parley.web_search")
 FUNCTION_NAME = "web_search"
 # search_context_size → (results given to the model, characters of text per result)
 WEB_SCHEMES = ("https://", "http://")
 CONTEXT_SIZES = {"low": (3, 300), "medium": (5, 800), "high": (10, 2000)}
-CITATION = re.compile(r"\[(\d+)\]")
 TYPES = ("web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11")
 SearchType = Literal["web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11"]
 
@@ -277,14 +275,11 @@ class WebSearchTools(Binding):
         """The sources ``text`` cites, as ``[n]`` or by their URL."""
         if not self.sources:
             return []
-        by_number = {source.number: source for source in self.sources}
-        cited = [(match.start(), match.end(), by_number.get(int(match.group(1))))
-                 for match in CITATION.finditer(text)]
+        cited = numbered(text, {source.number: source for source in self.sources})
         cited += [(text.find(source.url), text.find(source.url) + len(source.url), source)
                   for source in self.sources if source.url in text]
         return [Citation(start, end, {"type": "url_citation", "start_index": start, "end_index": end,
-                                      "title": source.title, "url": source.url})
-                for start, end, source in cited if source is not None]
+                                      "title": source.title, "url": source.url}) for start, end, source in cited]
 
 
 class WebSearchKind(ToolKind):
