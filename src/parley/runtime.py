@@ -114,6 +114,7 @@ class Runtime:
                                           settings.upstream_timeout_s),
             instance=self.engine.recorder.instance_id, stale_s=settings.instance_stale_s,
             max_bytes=settings.max_file_bytes, concurrency=settings.ingest_concurrency)
+        await self._retrieval.start()
         self.tools.retrieval = self._retrieval
         self._watchdog = asyncio.create_task(self._recover_abandoned())
         self.ready = True

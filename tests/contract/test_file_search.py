@@ -37,8 +37,8 @@ def fs_backend():
 
 
 @pytest.fixture(scope="module")
-def fs_server(fs_backend, db_url):
-    with ParleyProcess("--upstream", fs_backend.url, "--db", db_url) as server:
+def fs_server(fs_backend, retrieval_db_url):
+    with ParleyProcess("--upstream", fs_backend.url, "--db", retrieval_db_url) as server:
         yield server
 
 

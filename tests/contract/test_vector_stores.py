@@ -16,6 +16,20 @@ DOCS = {
 }
 
 
+@pytest.fixture(scope="module")
+def parley_server(scripted_server, retrieval_db_url):
+    """This module's server: on SQLite, PostgreSQL, and PostgreSQL with pgvector."""
+    from parley.testing import ParleyProcess
+
+    with ParleyProcess("--upstream", scripted_server.url, "--db", retrieval_db_url) as server:
+        yield server
+
+
+def test_the_server_uses_pgvector_exactly_where_the_database_has_it(parley_server, retrieval_db_url) -> None:
+    uses = "vector search uses HNSW indexes" in parley_server.log()
+    assert uses == ("host=" in retrieval_db_url), parley_server.log()[-2000:]
+
+
 def _upload(client, name: str, text: str | bytes):
     data = text.encode() if isinstance(text, str) else text
     return client.files.create(file=(name, data), purpose="assistants")

@@ -37,9 +37,13 @@ class Ingestor:
         self.stale_s = stale_s
         self.max_bytes = max_bytes
         self.poll_s = poll_s if poll_s is not None else max(0.5, stale_s / 3)
+        self.concurrency = concurrency
         self._wake = asyncio.Event()
-        self._workers = [asyncio.create_task(self._work(), name=f"parley-ingest-{i}") for i in range(concurrency)]
+        self._workers: list[asyncio.Task[None]] = []
         self._busy: set[tuple[str, str]] = set()
+
+    def start(self) -> None:
+        self._workers = [asyncio.create_task(self._work(), name=f"parley-ingest-{i}") for i in range(self.concurrency)]
 
     def wake(self) -> None:
         self._wake.set()

@@ -3,8 +3,9 @@
 
 Both halves run in SQL, filtered by the stores and the attribute filter: on SQLite, ``vec_distance_cosine``
 from sqlite-vec over the chunks' embeddings and FTS5's ``bm25``; on PostgreSQL the ``tsvector`` index with
-``ts_rank`` (normalized by the log of the chunk's length), and the vector distance over the filtered chunks' embeddings (until pgvector's index is
-wired in).  Each store's chunks are compared only with a query embedded by that store's own model.
+``ts_rank`` (normalized by the log of the chunk's length), and pgvector's HNSW index where the server has
+pgvector (else the filtered chunks' embeddings compared in numpy).  Each store's chunks are compared only
+with a query embedded by that store's own model.
 
 Scores are in [0, 1]: the cosine similarity (vector), ``s / (1 + s)`` of the BM25 score (keyword), or the fused
 reciprocal-rank score divided by the best one possible (hybrid: 1.0 is first in every list).
@@ -23,6 +24,7 @@ import sqlalchemy as sa
 
 from parley.retrieval.embeddings import Embedders
 from parley.retrieval.filters import to_sql
+from parley.store.pgvector import PgVector
 from parley.store.sql import SqlStore
 from parley.store.vector_stores import StoreInfo, store_chunks, store_files
 
@@ -78,8 +80,9 @@ def keywords(query: str) -> list[str]:
 
 
 class Searcher:
-    def __init__(self, store: SqlStore, embedders: Embedders) -> None:
+    def __init__(self, store: SqlStore, embedders: Embedders, pgvector: PgVector) -> None:
         self.store = store
+        self.pgvector = pgvector
         self.embedders = embedders
         self.dialect = store.engine.dialect.name
 
@@ -102,6 +105,8 @@ class Searcher:
             query = self._joined(store_chunks.c.id, distance.label("d")).where(scope).order_by("d").limit(pool)
             rows = await self.store.run(lambda conn: conn.execute(query).all())
             return [(row.id, 1.0 - float(row.d)) for row in rows]
+        if self.pgvector.enabled:
+            return await self.store.run(self.pgvector.nearest(self._joined(store_chunks.c.id), scope, vector, pool))
         query = self._joined(store_chunks.c.id, store_chunks.c.embedding).where(scope)
         rows = await self.store.run(lambda conn: conn.execute(query).all())
         if not rows:

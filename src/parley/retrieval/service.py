@@ -55,9 +55,13 @@ class Retrieval:
         self.files = files
         self.embedders = embedders
         self.vector_stores = SqlVectorStores(store)
-        self.searcher = Searcher(store, embedders)
+        self.searcher = Searcher(store, embedders, self.vector_stores.pgvector)
         self.ingestor = Ingestor(self.vector_stores, files, embedders, instance=instance, stale_s=stale_s,
                                  max_bytes=max_bytes, concurrency=concurrency)
+
+    async def start(self) -> None:
+        await self.vector_stores.prepare()
+        self.ingestor.start()
 
     async def stores(self, store_ids: list[str], tenant: str, param: str) -> list[StoreInfo]:
         """The tenant's vector stores by id: a 404 naming any other, a 400 for an expired one."""

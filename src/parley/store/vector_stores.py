@@ -14,6 +14,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from parley.ids import STORED_ID, new_id
+from parley.store.pgvector import PgVector
 from parley.store.sql import SqlStore
 from parley.store.tables import instances, metadata
 
@@ -173,6 +174,11 @@ class SqlVectorStores:
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
+        self.pgvector = PgVector()
+
+    async def prepare(self) -> None:
+        """Enable pgvector where the database has it (see :mod:`parley.store.pgvector`)."""
+        await self.pgvector.prepare(self.store)
 
     # -- stores --------------------------------------------------------------------------------------------
 
@@ -468,7 +474,9 @@ class SqlVectorStores:
             if not conn.execute(store_files.update().where(self._held(job, instance))
                                 .values(status="completed", owner=None, usage_bytes=usage)).rowcount:
                 return False
-            if rows:
+            if rows and self.pgvector.enabled:
+                self.pgvector.insert(conn, rows, vectors)
+            elif rows:
                 conn.execute(store_chunks.insert(), rows)
             return True
 
