@@ -195,7 +195,7 @@ class FileReader:
                                      "(PNG, JPEG, GIF or WebP).", param=f"{where}.file_id", code="unsupported_file")
             if record.bytes > self.max_bytes:
                 raise _too_large(f"{where}.file_id", self.max_bytes)
-            data = b"".join([piece async for piece in self.uploads.content(record.id)])
+            data = b"".join([piece async for piece in self.uploads.content(record)])
             part._data_url = f"data:{kind};base64,{base64.b64encode(data).decode()}"
 
     async def _uploaded(self, part: InputFile, where: str, tenant: str) -> tuple[bytes, str | None]:
@@ -207,4 +207,4 @@ class FileReader:
         part.filename = part.filename or record.filename
         if record.bytes > self.max_bytes:
             raise _too_large(where, self.max_bytes)
-        return b"".join([piece async for piece in self.uploads.content(record.id)]), None
+        return b"".join([piece async for piece in self.uploads.content(record)]), None

@@ -101,7 +101,7 @@ class Runtime:
     async def start(self) -> None:
         settings = self.settings
         store = await open_store(settings.database_url(), settings.store_timeout_s)
-        self._files = SqlFiles(store)
+        self._files = SqlFiles(store, settings.files_dir)
         await self.router.start()
         self._engine = Engine(
             store, self.router, self.tools, max_tool_iterations=settings.max_tool_iterations, metrics=self.metrics,

@@ -150,6 +150,9 @@ class Settings(BaseSettings):
         "'local' (vLLM, Ollama, OpenAI).")
     embedding_api_key: str | None = Field(None, description="API key sent to --embedding-upstream.")
     ingest_concurrency: int = Field(2, ge=1, description="Files one instance indexes into vector stores at once.")
+    files_dir: Path | None = Field(
+        None, description="Keep the bytes of files uploaded to /v1/files in this directory (one every instance "
+        "shares) instead of the database.")
     max_input_items: int = Field(5000, ge=1, description="Most items one request's input may hold (400 above).")
     max_tool_iterations: int = Field(10, ge=1, description="Model calls per response in the tool loop, at most.")
     embedded_model_path: Path | None = Field(

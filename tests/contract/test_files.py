@@ -114,3 +114,29 @@ def test_uploads_past_the_request_body_limit_follow_max_file_bytes(scripted_serv
         with pytest.raises(openai.APIStatusError) as info:
             big.files.create(file=("bigger.bin", os.urandom(limit + 1)), purpose="assistants")
         assert info.value.status_code == 413 and info.value.body["param"] == "file"
+
+
+def test_files_dir_keeps_the_bytes_in_a_directory_and_both_kinds_stay_readable(scripted_server, db_url,
+                                                                               tmp_path) -> None:
+    from parley.testing import ParleyProcess
+
+    folder = tmp_path / "files"
+    data = os.urandom(1024 * 1024 + 7)
+    args = ("--upstream", scripted_server.url, "--db", db_url)
+    with ParleyProcess(*args) as plain, \
+            openai.OpenAI(base_url=plain.base_url, api_key="x", max_retries=0) as client:
+        in_database = client.files.create(file=("db.bin", b"kept in the database"), purpose="user_data")
+    with ParleyProcess(*args, "--files-dir", str(folder)) as server, \
+            openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as client:
+        uploaded = client.files.create(file=("dir.bin", data), purpose="assistants")
+        assert (folder / uploaded.id).read_bytes() == data and not list(folder.glob("*.part"))
+        assert client.files.content(uploaded.id).read() == data
+        assert client.files.content(in_database.id).read() == b"kept in the database"
+        indexed = client.vector_stores.files.upload_and_poll(
+            vector_store_id=client.vector_stores.create(name="d").id, file=("notes.md", b"Kept on disk, indexed."))
+        assert indexed.status == "completed"
+        client.files.delete(uploaded.id)
+        assert not (folder / uploaded.id).exists()
+    with ParleyProcess(*args) as later, \
+            openai.OpenAI(base_url=later.base_url, api_key="x", max_retries=0) as client:
+        assert client.files.content(indexed.id).read() == b"Kept on disk, indexed."  # the row keeps its path

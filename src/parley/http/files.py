@@ -87,7 +87,7 @@ async def file_content(request: Request, file_id: str, who: Caller = Depends(cal
     record = await server.files.get(file_id, who.tenant)
     if record is None:
         raise _not_found(file_id)
-    return StreamingResponse(server.files.content(record.id), media_type="application/octet-stream",
+    return StreamingResponse(server.files.content(record), media_type="application/octet-stream",
                              headers={"content-length": str(record.bytes)})
 
 

@@ -78,7 +78,7 @@ class Ingestor:
             await self._fail(job, "invalid_file", f"The file {job.file_id} no longer exists.")
             return
         data = bytearray()
-        async for piece in self.files.content(record.id):
+        async for piece in self.files.content(record):
             data += piece
         try:
             text = await asyncio.to_thread(extract_text, bytes(data), media_type(record.filename), record.filename,

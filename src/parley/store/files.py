@@ -1,15 +1,19 @@
-"""Uploaded files (``/v1/files``) in the same database as the responses: their description in
-``parley_files`` and their bytes in ``parley_file_chunks``, 1 MiB a row, so every instance can read them and no
-request holds a whole file in memory.  A file is written chunk by chunk, each in its own short transaction,
-and becomes visible once its last chunk is in (``complete``); files belong to a tenant.
+"""Uploaded files (``/v1/files``): their description in ``parley_files`` and their bytes in
+``parley_file_chunks``, 1 MiB a row, in the same database as the responses, so every instance can read them
+and no request holds a whole file in memory; or, with ``--files-dir``, in a directory that every instance
+shares (the row keeps the file's path, so a file stays readable whatever the setting is later).  A file is
+written chunk by chunk and becomes visible once it is whole (``complete``); files belong to a tenant.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any, Literal
 
 import sqlalchemy as sa
@@ -31,6 +35,7 @@ files = sa.Table(
     sa.Column("created_ns", sa.BigInteger, nullable=False),  # the list's order: files of one second stay in order
     sa.Column("expires_at", sa.BigInteger),
     sa.Column("complete", sa.Boolean, nullable=False),
+    sa.Column("path", sa.Text),  # where the bytes are, when not in parley_file_chunks
 )
 chunks = sa.Table(
     "parley_file_chunks", metadata,
@@ -48,6 +53,7 @@ class FileRecord:
     bytes: int
     created_at: int
     expires_at: int | None
+    path: str | None = None
 
     def resource(self) -> dict[str, Any]:
         """The file object as OpenAI's API returns it."""
@@ -57,7 +63,7 @@ class FileRecord:
 
 
 def _record(row: Any) -> FileRecord:
-    return FileRecord(row.id, row.purpose, row.filename, row.bytes, row.created_at, row.expires_at)
+    return FileRecord(row.id, row.purpose, row.filename, row.bytes, row.created_at, row.expires_at, row.path)
 
 
 def _live(tenant: str) -> Any:
@@ -69,8 +75,11 @@ def _live(tenant: str) -> Any:
 class SqlFiles:
     """The files of every tenant, in the store's database (the store's connections and bounds)."""
 
-    def __init__(self, store: SqlStore) -> None:
+    def __init__(self, store: SqlStore, directory: Path | None = None) -> None:
         self.store = store
+        self.directory = directory
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
 
     async def create(self, tenant: str, purpose: str, filename: str, source: IO[bytes],
                      expires_after_s: int | None = None) -> FileRecord:
@@ -82,18 +91,25 @@ class SqlFiles:
             id=record.id, tenant=tenant, purpose=purpose, filename=filename, bytes=0, created_at=now,
             created_ns=now_ns, expires_at=record.expires_at, complete=False)))
         try:
-            seq = 0
-            while piece := source.read(CHUNK):
-                row = {"file_id": record.id, "seq": seq, "data": piece}
-                await self.store.run(lambda conn, row=row: conn.execute(chunks.insert().values(**row)))
-                record.bytes += len(piece)
-                seq += 1
-            await self.store.run(lambda conn: conn.execute(
-                files.update().where(files.c.id == record.id).values(bytes=record.bytes, complete=True)))
+            if self.directory is not None:
+                record.path = str(self.directory.resolve() / record.id)
+                record.bytes = await asyncio.to_thread(_copy, source, Path(record.path))
+            else:
+                await self._copy_in(record, source)
+            await self.store.run(lambda conn: conn.execute(files.update().where(files.c.id == record.id).values(
+                bytes=record.bytes, complete=True, path=record.path)))
         except BaseException:
-            await self._remove(record.id)
+            await self._remove(record)
             raise
         return record
+
+    async def _copy_in(self, record: FileRecord, source: IO[bytes]) -> None:
+        seq = 0
+        while piece := source.read(CHUNK):
+            row = {"file_id": record.id, "seq": seq, "data": piece}
+            await self.store.run(lambda conn, row=row: conn.execute(chunks.insert().values(**row)))
+            record.bytes += len(piece)
+            seq += 1
 
     async def get(self, file_id: str, tenant: str) -> FileRecord | None:
         query = sa.select(files).where(files.c.id == file_id, _live(tenant))
@@ -117,8 +133,14 @@ class SqlFiles:
         rows = await self.store.run(lambda conn: conn.execute(query).all())
         return [_record(r) for r in rows[:limit]], len(rows) > limit
 
-    async def content(self, file_id: str) -> AsyncIterator[bytes]:
-        """The file's bytes, one stored chunk at a time."""
+    async def content(self, record: FileRecord) -> AsyncIterator[bytes]:
+        """The file's bytes, one stored chunk (or 1 MiB of its file) at a time."""
+        if record.path is not None:
+            with open(record.path, "rb") as f:  # noqa: ASYNC230 - each read is on a worker thread
+                while piece := await asyncio.to_thread(f.read, CHUNK):
+                    yield piece
+            return
+        file_id = record.id
         seq = 0
         while True:
             query = sa.select(chunks.c.data).where(chunks.c.file_id == file_id, chunks.c.seq == seq)
@@ -129,18 +151,35 @@ class SqlFiles:
             seq += 1
 
     async def delete(self, file_id: str, tenant: str) -> bool:
-        query = sa.select(files.c.id).where(files.c.id == file_id, _live(tenant))
-        if await self.store.run(lambda conn: conn.execute(query).scalar()) is None:
+        record = await self.get(file_id, tenant)
+        if record is None:
             return False
-        await self._remove(file_id)
+        await self._remove(record)
         return True
 
-    async def _remove(self, file_id: str) -> None:
+    async def _remove(self, record: FileRecord) -> None:
         def remove(conn: sa.Connection) -> None:
-            conn.execute(chunks.delete().where(chunks.c.file_id == file_id))
-            conn.execute(files.delete().where(files.c.id == file_id))
+            conn.execute(chunks.delete().where(chunks.c.file_id == record.id))
+            conn.execute(files.delete().where(files.c.id == record.id))
 
         await self.store.run(remove)
+        if record.path is not None:
+            Path(record.path).unlink(missing_ok=True)
+            Path(record.path + ".part").unlink(missing_ok=True)
+
+
+def _copy(source: IO[bytes], path: Path) -> int:
+    """Write ``source`` to ``path`` through a ``.part`` file renamed once whole; the bytes written."""
+    part = path.with_name(path.name + ".part")
+    size = 0
+    with open(part, "wb") as out:
+        while piece := source.read(CHUNK):
+            out.write(piece)
+            size += len(piece)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(part, path)
+    return size
 
 
 def encode_list(records: list[FileRecord], has_more: bool) -> str:

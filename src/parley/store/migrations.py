@@ -175,4 +175,9 @@ MIGRATIONS: list[tuple[str, Statements]] = [
             ],
         },
     ),
+    (
+        # Where an uploaded file's bytes are when they are not in parley_file_chunks (--files-dir).
+        "0007_file_paths",
+        ["ALTER TABLE parley_files ADD COLUMN path TEXT"],
+    ),
 ]
