@@ -213,3 +213,32 @@ def test_serve_refuses_an_embedding_model_no_upstream_serves(tmp_path) -> None:
                              "--db", f"sqlite:///{tmp_path / 'x.db'}", "--embedding-model", "nomic-embed-text"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "embedding_upstream" in result.stderr
+
+
+def test_pdf_docx_html_json_csv_and_code_files_are_read(client, store) -> None:
+    import io
+
+    import docx
+
+    from tests.files_fixtures import tiny_pdf
+
+    document = docx.Document()
+    document.add_paragraph("The quarterly report mentions a heron colony.")
+    table = document.add_table(rows=1, cols=2)
+    table.rows[0].cells[0].text, table.rows[0].cells[1].text = "budget", "4200 euros"
+    buffer = io.BytesIO()
+    document.save(buffer)
+    files = {"report.docx": (buffer.getvalue(), "heron colony", "4200 euros"),
+             "scan.pdf": (tiny_pdf("Pelicans nest near the estuary"), "Pelicans nest", None),
+             "page.html": (b"<html><head><script>var x=1</script></head><body><p>Flamingos wade.</p></body></html>",
+                           "Flamingos wade.", None),
+             "data.json": (b'{"bird": "kingfisher"}', "kingfisher", None),
+             "rows.csv": (b"bird,count\nstork,3\n", "stork,3", None),
+             "module.py": (b"def egret():\n    return 'white'\n", "def egret", None)}
+    for name, (data, expected, also) in files.items():
+        done = client.vector_stores.files.upload_and_poll(vector_store_id=store.id, file=(name, data))
+        assert done.status == "completed", (name, done.last_error)
+        text = "".join(part.text for part in client.vector_stores.files.content(file_id=done.id,
+                                                                                 vector_store_id=store.id))
+        assert expected in text and (also is None or also in text), (name, text)
+        assert "var x" not in text
