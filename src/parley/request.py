@@ -24,10 +24,10 @@ HONOURED = {
     "parallel_tool_calls", "max_tool_calls", "user", "safety_identifier", "reasoning", "include",
     "truncation", "service_tier", "prompt_cache_key", "prompt_cache_retention", "top_logprobs", "background",
     "client_metadata",  # Codex's client description: informational, as at OpenAI
+    "conversation",
 }
 # Known to the protocol; Parley refuses them by name until it honours them.
 NOT_YET = {
-    "conversation": "Conversations are not supported yet; chain turns with 'previous_response_id'.",
     "prompt": "Stored prompt templates are not supported.",
     "context_management": "Server-side compaction is not supported.",
     "moderation": "Moderation is not supported.",
@@ -114,6 +114,7 @@ class CreateResponse(BaseModel):
     top_logprobs: int | None = Field(None, ge=0, le=20)
     background: Literal[False] = False
     client_metadata: dict[str, Any] | None = None
+    conversation: str | None = Field(None, max_length=80)  # the id; {"id": ...} is unwrapped by parse_create
 
     @field_validator("metadata")
     @classmethod
@@ -193,6 +194,13 @@ def parse_create(body: Any, max_input_items: int = 5000) -> CreateResponse:
         raise UnsupportedParameter("background", "Background responses are not supported yet.")
     if body.get("truncation") == "auto":
         raise UnsupportedParameter("truncation", "Only 'disabled' is supported.")
+    if isinstance(body.get("conversation"), dict):
+        if set(body["conversation"]) != {"id"}:
+            raise InvalidRequest("'conversation' is an id or an object with only 'id'.", param="conversation")
+        body["conversation"] = body["conversation"]["id"]
+    if "conversation" in body and "previous_response_id" in body:
+        raise InvalidRequest("Mutually exclusive parameters: give one of 'previous_response_id' or 'conversation'.",
+                             param="conversation", code="mutually_exclusive_parameters")
     if "input" not in body and "previous_response_id" not in body:
         raise InvalidRequest("Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
     body["input"] = parse_input(body.get("input", []))

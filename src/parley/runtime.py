@@ -25,6 +25,7 @@ from parley.reasoning import ReasoningCipher
 from parley.settings import Settings
 from parley.retrieval.embeddings import Embedders
 from parley.retrieval.service import Retrieval
+from parley.store.conversations import SqlConversations
 from parley.store.files import SqlFiles
 from parley.store.sql import SqlStore, open_store
 from parley.tools.base import ToolEnv
@@ -74,6 +75,7 @@ class Runtime:
         self._engine: Engine | None = None
         self._files: SqlFiles | None = None
         self._retrieval: Retrieval | None = None
+        self._conversations: SqlConversations | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # responses running on after their client left
         self._watchdog: asyncio.Task[None] | None = None
         if not self.keys.enabled:
@@ -90,6 +92,11 @@ class Runtime:
         return self._files
 
     @property
+    def conversations(self) -> SqlConversations:
+        assert self._conversations is not None, "the runtime has not started"
+        return self._conversations
+
+    @property
     def retrieval(self) -> Retrieval:
         assert self._retrieval is not None, "the runtime has not started"
         return self._retrieval
@@ -102,12 +109,14 @@ class Runtime:
         settings = self.settings
         store = await open_store(settings.database_url(), settings.store_timeout_s)
         self._files = SqlFiles(store, settings.files_dir)
+        self._conversations = SqlConversations(store)
         await self.router.start()
         self._engine = Engine(
             store, self.router, self.tools, max_tool_iterations=settings.max_tool_iterations, metrics=self.metrics,
             cipher=ReasoningCipher.from_settings(settings.reasoning_key, settings.data_dir),
             store_retry_s=settings.store_retry_s, files=FileReader(self.policy, settings.max_file_bytes,
-                                                                   settings.tool_timeout, self._files))
+                                                                   settings.tool_timeout, self._files),
+            conversations=self._conversations)
         await store.heartbeat(self.engine.recorder.instance_id)  # registered before it serves
         self._retrieval = Retrieval(
             store, self._files, Embedders(settings.embedding_upstream, settings.embedding_api_key,

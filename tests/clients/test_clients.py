@@ -243,3 +243,33 @@ async def test_agents_sdk_file_search_tool_runs_a_turn_and_sends_its_item_back(a
     replayed = backend.requests[-1]["messages"]
     assert [m["role"] for m in replayed][-4:] == ["assistant", "tool", "assistant", "user"]
     assert "27 days of paid leave" in replayed[-3]["content"]
+
+
+@pytest.mark.anyio
+async def test_agents_sdk_conversations_session_keeps_a_conversation_across_runs(agents_model, parley_server,
+                                                                               backend) -> None:
+    from agents import Agent, Runner
+    from agents.memory import OpenAIConversationsSession
+
+    client = openai.AsyncOpenAI(base_url=parley_server.base_url, api_key="x", max_retries=0)
+    try:
+        session = OpenAIConversationsSession(openai_client=client)
+        agent = Agent(name="assistant", instructions="Be brief.", model=agents_model)
+        backend.push(Reply(text="Nice to meet you, Ada."), Reply(text="Your name is Ada."))
+        await Runner.run(agent, "My name is Ada.", session=session)
+        second = await Runner.run(agent, "What is my name?", session=session)
+        assert second.final_output == "Your name is Ada."
+        sent = [(m["role"], m["content"]) for m in backend.requests[-1]["messages"]]
+        assert sent[-3:] == [("user", "My name is Ada."), ("assistant", "Nice to meet you, Ada."),
+                             ("user", "What is my name?")]
+        items = await session.get_items()
+        assert [item["role"] for item in items] == ["user", "assistant", "user", "assistant"]
+        conversation = await client.conversations.retrieve(await session._get_session_id())
+        assert conversation.object == "conversation"
+        popped = await session.pop_item()
+        assert popped["role"] == "assistant" and len(await session.get_items()) == 3
+        await session.clear_session()
+        with pytest.raises(openai.NotFoundError):
+            await client.conversations.retrieve(conversation.id)
+    finally:
+        await client.close()

@@ -31,6 +31,11 @@ def test_missing_or_wrong_key_is_a_401_in_openai_shape(keyed_server, backend) ->
     with pytest.raises(openai.AuthenticationError):
         client_for(keyed_server, "sk-wrong").responses.retrieve("resp_x")
     assert httpx.get(f"{keyed_server.url}/health").status_code == 200
+    for path in ("/files", "/vector_stores", "/vector_stores/vs_x/search", "/conversations",
+                 "/conversations/conv_x/items"):
+        answer = httpx.request("POST" if path.endswith(("search", "items", "conversations")) else "GET",
+                               f"{keyed_server.base_url}{path}", json={})
+        assert answer.status_code == 401, path
 
 
 def test_another_tenants_response_is_a_404_everywhere(keyed_server, backend) -> None:
@@ -99,3 +104,21 @@ def test_another_tenants_vector_stores_are_404_everywhere(keyed_server, backend)
         bob.vector_stores.create(file_ids=[secret.id])
     assert store.id not in [s.id for s in bob.vector_stores.list().data]
     assert alice.vector_stores.retrieve(store.id).name == "alice's"  # bob's delete and update did nothing
+
+
+def test_another_tenants_conversations_are_404_everywhere(keyed_server, backend) -> None:
+    alice, bob = client_for(keyed_server, "sk-alice"), client_for(keyed_server, "sk-bob")
+    mine = alice.conversations.create(metadata={"owner": "alice"})
+    alice.responses.create(model="m", input="alice's secret", conversation=mine.id)
+    item_id = alice.conversations.items.list(mine.id).data[0].id
+    calls = [lambda: bob.conversations.retrieve(mine.id), lambda: bob.conversations.update(mine.id, metadata={}),
+             lambda: bob.conversations.delete(mine.id), lambda: bob.conversations.items.list(mine.id),
+             lambda: bob.conversations.items.create(mine.id, items=[{"role": "user", "content": "x"}]),
+             lambda: bob.conversations.items.retrieve(item_id, conversation_id=mine.id),
+             lambda: bob.conversations.items.delete(item_id, conversation_id=mine.id),
+             lambda: bob.responses.create(model="m", input="x", conversation=mine.id)]
+    for call in calls:
+        with pytest.raises(openai.NotFoundError):
+            call()
+    assert alice.conversations.retrieve(mine.id).metadata == {"owner": "alice"}
+    assert len(alice.conversations.items.list(mine.id).data) == 2

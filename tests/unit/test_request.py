@@ -31,13 +31,24 @@ def test_unknown_parameter() -> None:
     assert (err.code, err.param, err.status_code) == ("unknown_parameter", "system", 400)
 
 
-@pytest.mark.parametrize("name, value", [("conversation", "conv_1"), ("background", True),
+@pytest.mark.parametrize("name, value", [("background", True),
                                          ("prompt", {"id": "p"}), ("truncation", "auto"),
                                          ("response_format", {"type": "json_object"}),
                                          ("context_management", [{"type": "compaction"}])])
 def test_known_but_unsupported_parameters_are_named(name: str, value: object) -> None:
     err = error_of({"model": "m", "input": "hi", name: value})
     assert err.code == "unsupported_parameter" and err.param == name
+
+
+def test_conversation_is_an_id_or_an_object_with_one_and_excludes_previous_response_id() -> None:
+    from parley.request import parse_create
+
+    assert parse_create({"model": "m", "input": "hi", "conversation": "conv_1"}).conversation == "conv_1"
+    assert parse_create({"model": "m", "input": "hi", "conversation": {"id": "conv_2"}}).conversation == "conv_2"
+    err = error_of({"model": "m", "input": "hi", "conversation": {"id": "c", "extra": 1}})
+    assert err.param == "conversation" and err.status_code == 400
+    err = error_of({"model": "m", "input": "hi", "conversation": "c", "previous_response_id": "resp_1"})
+    assert (err.param, err.code) == ("conversation", "mutually_exclusive_parameters")
 
 
 def test_unsupported_tool_type_is_named() -> None:

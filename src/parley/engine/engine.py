@@ -9,6 +9,7 @@ only yields content events.  ``respond`` (non-streaming) is a fold over ``run``.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -33,7 +34,7 @@ from parley.engine.persistence import Persistence
 from parley.engine.recorder import Recorder
 from parley.engine.translate import ChunkTranslator
 from parley.engine.turn import RunState, Turn, snapshot
-from parley.errors import BackendError, InvalidRequest, ParleyError, StoreUnavailable
+from parley.errors import BackendError, InvalidRequest, NotFound, ParleyError, StoreUnavailable
 from parley.files import FileReader
 from parley.items import InputItem, ReasoningItem, image_urls, input_files, item_resource, parse_item, uploaded_images
 from parley.replayed_items import FileSearchCallItem, ItemReference, McpCallItem, WebSearchCallItem
@@ -68,8 +69,9 @@ class Engine:
     def __init__(self, store: Store, router: Router, tools: ToolEnv | None = None, *, registry: Registry = REGISTRY,
                  max_tool_iterations: int = 10, metrics: Metrics | None = None,
                  cipher: ReasoningCipher | None = None, store_retry_s: float = 15.0,
-                 files: FileReader | None = None) -> None:
+                 files: FileReader | None = None, conversations: Any = None) -> None:
         self.store = store
+        self.conversations = conversations  # parley.store.conversations.SqlConversations, for `conversation`
         self.router = router
         self.tools = tools or ToolEnv()
         self.files = files or FileReader(self.tools.address_policy, timeout=self.tools.tool_timeout)
@@ -103,6 +105,8 @@ class Engine:
                     param="previous_response_id", code="previous_response_not_found",
                 )
             prior = previous.messages
+        elif request.conversation:
+            prior = await self._conversation_history(request.conversation, tenant)
         conversation = build_messages(prior, request.input, self._replayed_reasoning(request, upstream),
                                       await self._stored_calls(request.input, tenant))
         # The stored response, parsed once into the protocol's types: what the tools and approvals read of it.
@@ -119,6 +123,14 @@ class Engine:
             turn.opening = snapshot(turn, started, "in_progress")
             await self.recorder.open(turn, started, turn.opening)
         return turn
+
+    async def _conversation_history(self, conversation_id: str, tenant: str) -> list[dict[str, Any]]:
+        """The chat that a conversation's items make (the history a response on it continues)."""
+        stored = await self.conversations.items(conversation_id, tenant) if self.conversations else None
+        if stored is None:
+            raise NotFound(f"Conversation with id '{conversation_id}' not found.", param="conversation")
+        items = [parse_item(entry, f"conversation.items[{i}]") for i, entry in enumerate(stored)]
+        return build_messages([], items, None, await self._stored_calls(items, tenant))
 
     async def _resolve_references(self, items: list[InputItem], tenant: str) -> list[InputItem]:
         """Each ``item_reference`` replaced by the stored item it names (of the caller's tenant)."""
@@ -218,6 +230,9 @@ class Engine:
             state.error = BackendError("The server had an error while processing the response.")
         status = state.status = "failed" if state.error else "incomplete" if state.incomplete_reason else "completed"
         final = snapshot(turn, state, status)
+        if turn.request.conversation and not state.error:
+            final = await self._append_turn(turn, state, final)
+            status = state.status = final.status or status
         if turn.persistence.at_end:  # written before the terminal event goes out: a client that saw it can retrieve it
             final = await self._store_final(turn, state, final)
             status = state.status = final.status or status
@@ -233,6 +248,19 @@ class Engine:
             yield ResponseIncompleteEvent(type="response.incomplete", response=final, sequence_number=0)
         else:
             yield ResponseCompletedEvent(type="response.completed", response=final, sequence_number=0)
+
+    async def _append_turn(self, turn: Turn, state: RunState, final: Response) -> Response:
+        """Add the turn's input and output items to its conversation, as one block; a turn that cannot be added
+        fails (its conversation was deleted, or the database is away)."""
+        items = turn.input_items + [json.loads(item.model_dump_json(exclude_none=True)) for item in final.output]
+        try:
+            if await self.conversations.append(turn.request.conversation, turn.tenant, items):
+                return final
+            state.error = NotFound(f"Conversation with id '{turn.request.conversation}' was deleted.",
+                                   param="conversation")
+        except StoreUnavailable:
+            state.error = StoreUnavailable("The response was produced but could not be added to its conversation.")
+        return snapshot(turn, state, "failed")
 
     async def _store_final(self, turn: Turn, state: RunState, final: Response) -> Response:
         """The final state as stored: a write that never lands fails the response; a final state stored

@@ -96,5 +96,5 @@ def snapshot(turn: Turn, state: RunState, status: str) -> Response:
         safety_identifier=request.safety_identifier,
         prompt_cache_key=request.prompt_cache_key,
         prompt_cache_retention=request.prompt_cache_retention,
-        conversation=None,
+        conversation={"id": request.conversation} if request.conversation else None,
     )

@@ -18,6 +18,7 @@ from parley.backends.router import Router
 from parley.http import error_handlers
 from parley.http.middleware import BodyBudget, RequestIds
 from parley.http.files import file_routes
+from parley.http.conversations import conversation_routes
 from parley.http.vector_stores import vector_store_routes
 from parley.http.routes import routes
 from parley.runtime import Runtime
@@ -44,5 +45,6 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
     app.add_middleware(RequestIds, metrics=runtime.metrics)
     error_handlers.install(app)
     # the routes themselves: include_router adds a layer to every request
-    app.router.routes.extend(routes.routes + file_routes.routes + vector_store_routes.routes)
+    app.router.routes.extend(routes.routes + file_routes.routes + vector_store_routes.routes +
+                             conversation_routes.routes)
     return app

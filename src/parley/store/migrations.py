@@ -180,4 +180,24 @@ MIGRATIONS: list[tuple[str, Statements]] = [
         "0007_file_paths",
         ["ALTER TABLE parley_files ADD COLUMN path TEXT"],
     ),
+    (
+        # Conversations (/v1/conversations) and their items, in order; a turn's items are appended as one block.
+        "0008_conversations",
+        [
+            """CREATE TABLE parley_conversations (
+                id VARCHAR(80) PRIMARY KEY,
+                tenant VARCHAR(200) NOT NULL,
+                created_at BIGINT NOT NULL,
+                metadata TEXT
+            )""",
+            """CREATE TABLE parley_conversation_items (
+                conversation_id VARCHAR(80) NOT NULL,
+                position INTEGER NOT NULL,
+                item_id VARCHAR(120) NOT NULL,
+                item TEXT NOT NULL,
+                PRIMARY KEY (conversation_id, position)
+            )""",
+            "CREATE INDEX ix_parley_conversation_items_item_id ON parley_conversation_items (conversation_id, item_id)",
+        ],
+    ),
 ]
