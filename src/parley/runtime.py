@@ -9,6 +9,7 @@ store honest (heartbeat and recovery).  Nothing else builds these.
 from __future__ import annotations
 
 import asyncio
+import time
 import importlib
 import logging
 from collections.abc import Coroutine
@@ -78,6 +79,7 @@ class Runtime:
         self._conversations: SqlConversations | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # responses running on after their client left
         self._watchdog: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         if not self.keys.enabled:
             log.warning("no API keys configured: serving without authentication (local mode)")
 
@@ -126,6 +128,7 @@ class Runtime:
         await self._retrieval.start()
         self.tools.retrieval = self._retrieval
         self._watchdog = asyncio.create_task(self._recover_abandoned())
+        self._sweeper = asyncio.create_task(self._sweep()) if settings.retention_days > 0 else None
         self.ready = True
 
     async def close(self) -> None:
@@ -134,6 +137,8 @@ class Runtime:
             await asyncio.wait(self._tasks, timeout=self.settings.shutdown_grace_s)
         if self._watchdog is not None:
             self._watchdog.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._retrieval is not None:
             await self._retrieval.aclose()  # before signing off: its work is handed back
         try:
@@ -151,6 +156,22 @@ class Runtime:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    async def _sweep(self) -> None:
+        """Retention: every ``retention_sweep_s``, delete stored responses older than ``retention_days`` and
+        conversations unused for as long.  Any instance may sweep; the deletes are idempotent."""
+        while True:
+            before = time.time() - self.settings.retention_days * 86400
+            try:
+                responses = await self.store.sweep(before)
+                conversations = await self.conversations.sweep(before)
+                if responses or conversations:
+                    log.info("retention: deleted %d responses and %d conversations", responses, conversations)
+            except StoreUnavailable:
+                pass
+            except Exception:
+                log.exception("retention sweep failed; retrying")
+            await asyncio.sleep(self.settings.retention_sweep_s)
 
     async def _recover_abandoned(self) -> None:
         """Beat this instance's heart and fail the responses of instances that stopped beating (``kill -9``,

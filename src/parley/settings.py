@@ -119,6 +119,10 @@ class Settings(BaseSettings):
         "never", description="What an MCP tool without require_approval gets: never (run its calls, as the "
         "seed's clients expect) or always (hold each call for the client's approval, OpenAI's default).")
     tool_timeout: float = Field(30.0, description="Seconds an MCP server or search provider may take per call.")
+    retention_days: float = Field(
+        30.0, ge=0, description="Stored responses, and conversations unused for this long, are deleted by a sweep "
+        "any instance runs (0 keeps them forever).")
+    retention_sweep_s: float = Field(600.0, gt=0, description="Seconds between two retention sweeps of an instance.")
     instance_stale_s: float = Field(
         30.0, gt=0, description="A server that has not signalled for this long is taken as stopped: its "
         "in_progress responses are marked failed."

@@ -24,6 +24,7 @@ conversations = sa.Table(
     sa.Column("tenant", sa.String(200), nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("metadata", sa.Text),
+    sa.Column("updated_at", sa.BigInteger),
 )
 conversation_items = sa.Table(
     "parley_conversation_items", metadata,
@@ -62,6 +63,11 @@ class SqlConversations:
             query = query.with_for_update()
         return conn.execute(query).first()
 
+    @staticmethod
+    def _touch(conn: sa.Connection, conversation_id: str) -> None:
+        conn.execute(conversations.update().where(conversations.c.id == conversation_id)
+                     .values(updated_at=int(time.time())))
+
     def _append(self, conn: sa.Connection, conversation_id: str, items: list[dict[str, Any]]) -> None:
         last = conn.execute(sa.select(sa.func.max(conversation_items.c.position))
                             .where(conversation_items.c.conversation_id == conversation_id)).scalar()
@@ -72,7 +78,8 @@ class SqlConversations:
                  "item": json.dumps(item)} for i, item in enumerate(items)])
 
     async def create(self, tenant: str, metadata: dict[str, str], items: list[dict[str, Any]]) -> dict[str, Any]:
-        row = {"id": new_id("conv"), "tenant": tenant, "created_at": int(time.time()),
+        now = int(time.time())
+        row = {"id": new_id("conv"), "tenant": tenant, "created_at": now, "updated_at": now,
                "metadata": json.dumps(metadata)}
 
         def create(conn: sa.Connection) -> dict[str, Any]:
@@ -91,7 +98,7 @@ class SqlConversations:
             if self._row(conn, conversation_id, tenant) is None:
                 return None
             conn.execute(conversations.update().where(conversations.c.id == conversation_id)
-                         .values(metadata=json.dumps(metadata)))
+                         .values(metadata=json.dumps(metadata), updated_at=int(time.time())))
             return _resource(self._row(conn, conversation_id, tenant))
 
         return await self.store.run(update)
@@ -112,6 +119,7 @@ class SqlConversations:
             if self._row(conn, conversation_id, tenant, lock=True) is None:
                 return False
             self._append(conn, conversation_id, items)
+            self._touch(conn, conversation_id)
             return True
 
         return await self.store.run(append)
@@ -167,3 +175,19 @@ class SqlConversations:
             return _resource(row)
 
         return await self.store.run(delete)
+
+    async def sweep(self, before: float, batch: int = 500) -> int:
+        """Delete conversations unused since ``before`` (epoch seconds), with their items, a batch per
+        transaction; the number deleted."""
+        def sweep(conn: sa.Connection) -> int:
+            ids = list(conn.execute(sa.select(conversations.c.id).where(conversations.c.updated_at < before)
+                                    .limit(batch)).scalars())
+            if ids:
+                conn.execute(conversation_items.delete().where(conversation_items.c.conversation_id.in_(ids)))
+                conn.execute(conversations.delete().where(conversations.c.id.in_(ids)))
+            return len(ids)
+
+        total = 0
+        while deleted := await self.store.run(sweep):
+            total += deleted
+        return total

@@ -200,4 +200,14 @@ MIGRATIONS: list[tuple[str, Statements]] = [
             "CREATE INDEX ix_parley_conversation_items_item_id ON parley_conversation_items (conversation_id, item_id)",
         ],
     ),
+    (
+        # When a conversation was last used: retention counts from there.
+        "0009_conversation_activity",
+        [
+            "ALTER TABLE parley_conversations ADD COLUMN updated_at BIGINT",
+            "UPDATE parley_conversations SET updated_at = created_at",
+            "CREATE INDEX ix_parley_conversations_updated_at ON parley_conversations (updated_at)",
+            "CREATE INDEX ix_parley_responses_created_at ON parley_responses (created_at)",
+        ],
+    ),
 ]

@@ -298,6 +298,23 @@ class SqlStore(ItemLookups):
 
         return await self.run(fail)
 
+    async def sweep(self, before: float, batch: int = 500) -> int:
+        """Delete finished responses created before ``before`` (epoch seconds), with their items, a batch per
+        transaction; the number deleted."""
+        def sweep(conn: sa.Connection) -> int:
+            ids = list(conn.execute(sa.select(responses.c.id).where(
+                responses.c.created_at < before, responses.c.status != "in_progress").limit(batch)).scalars())
+            if ids:
+                conn.execute(input_items.delete().where(input_items.c.response_id.in_(ids)))
+                conn.execute(output_items.delete().where(output_items.c.response_id.in_(ids)))
+                conn.execute(responses.delete().where(responses.c.id.in_(ids)))
+            return len(ids)
+
+        total = 0
+        while deleted := await self.run(sweep):
+            total += deleted
+        return total
+
     async def close(self) -> None:
         if isinstance(self.engine, AsyncEngine):
             await self.engine.dispose()
