@@ -19,7 +19,7 @@ from parley.files import extract_text, media_type
 from parley.retrieval.chunking import chunk
 from parley.retrieval.embeddings import EmbeddingFailed, Embedders
 from parley.store.files import SqlFiles
-from parley.store.vector_stores import Job, SqlVectorStores
+from parley.store.ingestion_work import IngestionWork, Job
 
 log = logging.getLogger("parley.ingest")
 EMBED_BATCH = 256
@@ -28,9 +28,9 @@ EMBED_BATCH = 256
 class Ingestor:
     """``concurrency`` workers claiming files to index; :meth:`wake` after adding work for a prompt start."""
 
-    def __init__(self, vector_stores: SqlVectorStores, files: SqlFiles, embedders: Embedders, *, instance: str,
+    def __init__(self, work: IngestionWork, files: SqlFiles, embedders: Embedders, *, instance: str,
                  stale_s: float, max_bytes: int, concurrency: int = 2, poll_s: float | None = None) -> None:
-        self.vector_stores = vector_stores
+        self.work = work
         self.files = files
         self.embedders = embedders
         self.instance = instance
@@ -51,7 +51,7 @@ class Ingestor:
     async def _work(self) -> None:
         while True:
             try:
-                job = await self.vector_stores.claim(self.instance, self.stale_s, frozenset(self._busy))
+                job = await self.work.claim(self.instance, self.stale_s, frozenset(self._busy))
             except Exception:  # the database is away: try again later
                 log.debug("could not claim ingestion work", exc_info=True)
                 job = None
@@ -93,7 +93,7 @@ class Ingestor:
         except EmbeddingFailed as exc:
             await self._fail(job, "server_error", f"Embedding failed: {exc}.")
             return
-        if not await self.vector_stores.complete(job, self.instance, texts, vectors):
+        if not await self.work.complete(job, self.instance, texts, vectors):
             log.info("dropped the chunks of %s in %s: no longer this instance's work", job.file_id, job.vector_store_id)
 
     async def _embed(self, model: str, texts: list[str]) -> np.ndarray:
@@ -103,7 +103,7 @@ class Ingestor:
 
     async def _fail(self, job: Job, code: str, message: str) -> None:
         try:
-            await self.vector_stores.fail(job, self.instance, code, message)
+            await self.work.fail(job, self.instance, code, message)
         except Exception:
             log.warning("could not mark %s failed; another instance will take it over", job.file_id)
 
@@ -112,7 +112,7 @@ class Ingestor:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         try:
-            await self.vector_stores.release(self.instance)
+            await self.work.release(self.instance)
         except Exception:
             log.warning("could not hand back this instance's ingestion work; it is taken over when stale")
 

@@ -11,6 +11,7 @@ from parley.retrieval.ingest import Ingestor
 from parley.retrieval.search import Hit, Mode, Query, Searcher
 from parley.store.files import SqlFiles
 from parley.store.sql import SqlStore
+from parley.store.ingestion_work import IngestionWork
 from parley.store.vector_stores import SqlVectorStores, StoreInfo
 
 # OpenAI's rankers (each is the hybrid search here), and Parley's own: either half alone.
@@ -56,7 +57,7 @@ class Retrieval:
         self.embedders = embedders
         self.vector_stores = SqlVectorStores(store)
         self.searcher = Searcher(store, embedders, self.vector_stores.pgvector)
-        self.ingestor = Ingestor(self.vector_stores, files, embedders, instance=instance, stale_s=stale_s,
+        self.ingestor = Ingestor(IngestionWork(store, self.vector_stores.pgvector), files, embedders, instance=instance, stale_s=stale_s,
                                  max_bytes=max_bytes, concurrency=concurrency)
 
     async def start(self) -> None:
