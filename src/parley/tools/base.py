@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from openai.types.chat import ChatCompletionToolMessageParam, ChatCompletionToolParam
-from openai.types.responses import ResponseStreamEvent
+from openai.types.responses import ResponseOutputItemAddedEvent, ResponseOutputItemDoneEvent, ResponseStreamEvent
 from parley.netpolicy import AddressPolicy
 from parley.validation import StrictModel
 
@@ -218,3 +218,25 @@ class ToolKind:
     def bind(self, tools: list[Any], context: BindContext) -> Binding | None:
         """The binding of a request's tools of this kind to one response (``tools`` may be empty)."""
         return None
+
+
+def search_opening(item: Any, index: int, in_progress: type, searching: type) -> list[Event]:
+    """A search call's first events (web or file search): the item added, ``in_progress``, ``searching``."""
+    common = {"item_id": item.id, "output_index": index, "sequence_number": 0}
+    return [ResponseOutputItemAddedEvent(type="response.output_item.added", item=item.model_copy(deep=True),
+                                         output_index=index, sequence_number=0),
+            in_progress(type=f"response.{item.type}.in_progress", **common),
+            searching(type=f"response.{item.type}.searching", **common)]
+
+
+def search_closing(item: Any, index: int, completed: type, call_id: str, text: str) -> list[Produced]:
+    """A search call's last events: ``completed`` (when it completed), the item done, and its tool message."""
+    events: list[Produced] = []
+    if item.status == "completed":
+        events.append(completed(type=f"response.{item.type}.completed", item_id=item.id, output_index=index,
+                                sequence_number=0))
+    events.append(ResponseOutputItemDoneEvent(type="response.output_item.done", item=item.model_copy(deep=True),
+                                              output_index=index, sequence_number=0))
+    events.append(CallDone(item, {"role": "tool", "tool_call_id": call_id, "content": text}))
+    return events
+

@@ -20,8 +20,6 @@ from openai.types.responses import (
     ResponseFileSearchCallInProgressEvent,
     ResponseFileSearchCallSearchingEvent,
     ResponseFileSearchToolCall,
-    ResponseOutputItemAddedEvent,
-    ResponseOutputItemDoneEvent,
 )
 from pydantic import Field, field_validator
 
@@ -30,8 +28,8 @@ from parley.ids import new_id
 from parley.retrieval.filters import check_filter
 from parley.retrieval.search import Hit, Query
 from parley.retrieval.service import parse_ranking
-from parley.tools.base import BindContext, Binding, CallDone, Citation, Offered, Produced, ToolCall, ToolEnv, \
-    ToolKind, ToolModel, numbered
+from parley.tools.base import BindContext, Binding, Citation, Offered, Produced, ToolCall, ToolEnv, ToolKind, \
+    ToolModel, numbered, search_closing, search_opening
 
 log = logging.getLogger("parley.file_search")
 FUNCTION_NAME = "file_search"
@@ -123,12 +121,9 @@ class FileSearchTools(Binding):
 
     async def emit(self, call: ToolCall, run: Any, index: int) -> AsyncIterator[Produced]:
         item = ResponseFileSearchToolCall(id=new_id("fs"), type="file_search_call", status="in_progress", queries=[])
-        yield ResponseOutputItemAddedEvent(type="response.output_item.added", item=item.model_copy(deep=True),
-                                           output_index=index, sequence_number=0)
-        yield ResponseFileSearchCallInProgressEvent(type="response.file_search_call.in_progress", item_id=item.id,
-                                                    output_index=index, sequence_number=0)
-        yield ResponseFileSearchCallSearchingEvent(type="response.file_search_call.searching", item_id=item.id,
-                                                   output_index=index, sequence_number=0)
+        for event in search_opening(item, index, ResponseFileSearchCallInProgressEvent,
+                                    ResponseFileSearchCallSearchingEvent):
+            yield event
         assert run is not None
         queries, hits, error = await run
         results = None
@@ -139,13 +134,10 @@ class FileSearchTools(Binding):
             if self.include_results:
                 results = [{"file_id": h.file_id, "filename": h.filename, "score": h.score, "text": h.text,
                             "attributes": h.attributes} for h in hits or []]
-            yield ResponseFileSearchCallCompletedEvent(type="response.file_search_call.completed", item_id=item.id,
-                                                       output_index=index, sequence_number=0)
         item = ResponseFileSearchToolCall(id=item.id, type="file_search_call", status=status, queries=queries,
                                           results=results)
-        yield ResponseOutputItemDoneEvent(type="response.output_item.done", item=item.model_copy(deep=True),
-                                          output_index=index, sequence_number=0)
-        yield CallDone(item, {"role": "tool", "tool_call_id": call.call_id, "content": text})
+        for produced in search_closing(item, index, ResponseFileSearchCallCompletedEvent, call.call_id, text):
+            yield produced
 
     def cite(self, text: str) -> list[Citation]:
         """The chunks ``text`` cites as ``[n]``: ``file_citation`` annotations at the marker."""

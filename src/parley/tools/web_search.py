@@ -20,8 +20,6 @@ from urllib.parse import urlparse
 import httpx
 from openai.types.responses import (
     ResponseFunctionWebSearch,
-    ResponseOutputItemAddedEvent,
-    ResponseOutputItemDoneEvent,
     ResponseWebSearchCallCompletedEvent,
     ResponseWebSearchCallInProgressEvent,
     ResponseWebSearchCallSearchingEvent,
@@ -29,8 +27,8 @@ from openai.types.responses import (
 
 from parley.errors import InvalidRequest
 from parley.ids import new_id
-from parley.tools.base import BindContext, Binding, CallDone, Citation, Offered, Produced, ToolCall, ToolEnv, \
-    ToolKind, ToolModel, numbered
+from parley.tools.base import BindContext, Binding, Citation, Offered, Produced, ToolCall, ToolEnv, ToolKind, \
+    ToolModel, numbered, search_closing, search_opening
 
 log = logging.getLogger("parley.web_search")
 FUNCTION_NAME = "web_search"
@@ -249,12 +247,9 @@ class WebSearchTools(Binding):
     async def emit(self, call: ToolCall, run: Any, index: int) -> AsyncIterator[Produced]:
         item = ResponseFunctionWebSearch(id=new_id("ws"), type="web_search_call", status="in_progress",
                                          action={"type": "search", "query": ""})
-        yield ResponseOutputItemAddedEvent(type="response.output_item.added", item=item.model_copy(deep=True),
-                                           output_index=index, sequence_number=0)
-        yield ResponseWebSearchCallInProgressEvent(type="response.web_search_call.in_progress", item_id=item.id,
-                                                   output_index=index, sequence_number=0)
-        yield ResponseWebSearchCallSearchingEvent(type="response.web_search_call.searching", item_id=item.id,
-                                                  output_index=index, sequence_number=0)
+        for event in search_opening(item, index, ResponseWebSearchCallInProgressEvent,
+                                    ResponseWebSearchCallSearchingEvent):
+            yield event
         assert run is not None
         query, results, error = await run
         action: dict[str, Any] = {"type": "search", "query": query}
@@ -264,12 +259,9 @@ class WebSearchTools(Binding):
             text, added = self._tool_text(results or [])
             status = "completed"
             action["sources"] = [{"type": "url", "url": s.url} for s in added]
-            yield ResponseWebSearchCallCompletedEvent(type="response.web_search_call.completed", item_id=item.id,
-                                                      output_index=index, sequence_number=0)
         item = ResponseFunctionWebSearch(id=item.id, type="web_search_call", status=status, action=action)
-        yield ResponseOutputItemDoneEvent(type="response.output_item.done", item=item.model_copy(deep=True),
-                                          output_index=index, sequence_number=0)
-        yield CallDone(item, {"role": "tool", "tool_call_id": call.call_id, "content": text})
+        for produced in search_closing(item, index, ResponseWebSearchCallCompletedEvent, call.call_id, text):
+            yield produced
 
     def cite(self, text: str) -> list[Citation]:
         """The sources ``text`` cites, as ``[n]`` or by their URL."""
