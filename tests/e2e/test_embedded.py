@@ -99,3 +99,14 @@ def test_embedded_refuses_images_by_name(embedded_server) -> None:
             client.responses.create(model="m", input=[{"role": "user", "content": [
                 {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}]}])
         assert info.value.body["param"] == "input"
+
+
+def test_embedded_counts_input_tokens_with_its_own_tokenizer(embedded_server) -> None:
+    server, _ = embedded_server
+    with openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0) as client:
+        short = client.responses.input_tokens.with_raw_response.count(model="smollm2-135m-instruct", input="Hi")
+        assert short.headers["x-parley-token-count"] == "tokenizer"
+        longer = client.responses.input_tokens.count(model="smollm2-135m-instruct", input="Hi " * 50)
+        answered = client.responses.create(model="smollm2-135m-instruct", input="Hi " * 50, max_output_tokens=16)
+    assert 0 < short.parse().input_tokens < longer.input_tokens
+    assert longer.input_tokens == answered.usage.input_tokens  # what the model was sent, token for token

@@ -146,6 +146,26 @@ class EmbeddedBackend:
     async def models(self) -> list[str]:
         return [EMBEDDED_MODEL_ID]
 
+    async def count_tokens(self, request: dict[str, Any]) -> int | None:
+        """The prompt's tokens, as :meth:`stream` would send it (tools rendered into the messages)."""
+        await self.start()
+        messages = _llama_kwargs(request)[0]["messages"]
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._prompt_length, messages)
+
+    def _prompt_length(self, messages: list[dict[str, Any]]) -> int | None:
+        """The tokens of ``messages`` in the model's own chat template (from the GGUF), as llama-cpp-python
+        renders and tokenizes them; ``None`` for a model without a template."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        llm = self._llm
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            return None
+        formatter = Jinja2ChatFormatter(template=template, eos_token=llm.detokenize([llm.token_eos()]).decode(),
+                                        bos_token=llm.detokenize([llm.token_bos()]).decode())
+        result = formatter(messages=messages)
+        return len(llm.tokenize(result.prompt.encode(), add_bos=not result.added_special, special=True))
+
     async def stream(self, request: dict[str, Any], api_key: str | None = None) -> AsyncIterator[dict[str, Any]]:
         _check_supported(request)
         await self.start()
@@ -182,7 +202,10 @@ class EmbeddedBackend:
                             put(parsed)
                         reason = "tool_calls" if parser.calls else choice["finish_reason"]
                         put({"choices": [{"index": 0, "delta": {}, "finish_reason": reason}]})
-                usage = {"prompt_tokens": max(self._llm.n_tokens - produced, 0), "completion_tokens": produced}
+                # The prompt as the template renders it: n_tokens misses the last sampled token, never evaluated.
+                prompt = self._prompt_length(kwargs["messages"])
+                usage = {"prompt_tokens": prompt if prompt is not None else max(self._llm.n_tokens - produced, 0),
+                         "completion_tokens": produced}
                 loop.call_soon_threadsafe(queue.put_nowait, ("chunk", {"choices": [], "usage": usage}))
                 loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
             except Exception as exc:  # reported to the caller, not lost in the thread

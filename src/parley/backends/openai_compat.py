@@ -86,6 +86,32 @@ class OpenAICompatBackend:
                 raise status_error(response.status, body)
         return [entry["id"] for entry in json.loads(body).get("data", [])]
 
+    async def count_tokens(self, request: dict[str, Any]) -> int | None:
+        """The prompt's tokens by the server's own tokenizer: vLLM's ``/tokenize`` (which applies the chat
+        template), else llama.cpp's ``/apply-template`` and ``/tokenize``; ``None`` when the server has neither."""
+        root = self.config.url.removesuffix("/").removesuffix("/v1")
+        messages = {"model": request.get("model"), "messages": request.get("messages", [])}
+        if request.get("tools"):
+            messages["tools"] = request["tools"]
+        try:
+            found = await self._post_json(f"{root}/tokenize", messages)
+            if isinstance(found, dict) and isinstance(found.get("count"), int):
+                return int(found["count"])
+            templated = await self._post_json(f"{root}/apply-template", {"messages": request.get("messages", [])})
+            if isinstance(templated, dict) and isinstance(templated.get("prompt"), str):
+                tokens = await self._post_json(f"{root}/tokenize", {"content": templated["prompt"]})
+                if isinstance(tokens, dict) and isinstance(tokens.get("tokens"), list):
+                    return len(tokens["tokens"])
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        return None
+
+    async def _post_json(self, url: str, body: dict[str, Any]) -> Any:
+        async with self._client().post(url, json=body) as response:
+            if response.status >= 400:
+                return None
+            return json.loads(await response.read())
+
     async def stream(self, request: dict[str, Any], api_key: str | None = None) -> AsyncIterator[dict[str, Any]]:
         attempt = 0
         started = False  # once a chunk went out, a retry would repeat it: errors after that are final

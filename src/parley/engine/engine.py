@@ -34,6 +34,7 @@ from parley.engine.persistence import Persistence
 from parley.engine.recorder import Recorder
 from parley.engine.translate import ChunkTranslator
 from parley.engine.turn import RunState, Turn, snapshot
+from parley.engine import token_count
 from parley.errors import BackendError, InvalidRequest, NotFound, ParleyError, StoreUnavailable
 from parley.files import FileReader
 from parley.items import InputItem, ReasoningItem, image_urls, input_files, item_resource, parse_item, uploaded_images
@@ -123,6 +124,19 @@ class Engine:
             turn.opening = snapshot(turn, started, "in_progress")
             await self.recorder.open(turn, started, turn.opening)
         return turn
+
+    async def count_input_tokens(self, request: CreateResponse, tenant: str = "") -> tuple[int, str]:
+        """The tokens the first model call of this request would send (its messages and the tools offered as
+        functions, MCP tools excepted: counting does not connect to MCP servers); nothing is stored."""
+        request = request.model_copy(update={"store": False, "stream": False})
+        turn = await self.prepare(request, tenant)
+        tools = self.registry.bind(request.tools, request.tool_choice, BindContext(
+            self.tools, turn.previous_output, list(request.input), tenant, list(request.include)))
+        try:
+            body = self._chat_body(turn, RunState(conversation=turn.conversation), tools, first=True)
+        finally:
+            await tools.aclose()
+        return await token_count.count(self.router.backend_for(request.model), body)
 
     async def _conversation_history(self, conversation_id: str, tenant: str) -> list[dict[str, Any]]:
         """The chat that a conversation's items make (the history a response on it continues)."""

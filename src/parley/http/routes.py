@@ -83,21 +83,38 @@ async def list_models(request: Request) -> dict[str, Any]:
     return {"object": "list", "data": await runtime(request).router.list_models()}
 
 
-@routes.post("/v1/responses")
-async def create_response(request: Request, who: Caller = Depends(caller)) -> Response:
-    server = runtime(request)
+async def _create_body(request: Request) -> Any:
     try:  # orjson is strict: NaN, Infinity and lone surrogates are not JSON, and never reach a backend
-        body = orjson.loads(await _read_body(request, server.settings.max_body_bytes))
+        return orjson.loads(await _read_body(request, runtime(request).settings.max_body_bytes))
     except orjson.JSONDecodeError:
         raise InvalidRequest("The request body is not valid JSON (UTF-8, no NaN or lone surrogates).",
                              code="invalid_json") from None
-    create = parse_create(body, max_input_items=server.settings.max_input_items)
+
+
+@routes.post("/v1/responses")
+async def create_response(request: Request, who: Caller = Depends(caller)) -> Response:
+    server = runtime(request)
+    create = parse_create(await _create_body(request), max_input_items=server.settings.max_input_items)
     turn = await server.engine.prepare(create, who.tenant, who.token)
     if create.stream:
         return StreamingResponse(sse_frames(server.engine.run(turn), server), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     result = await server.engine.respond(turn)
     return Response(to_json(result), media_type="application/json")
+
+
+@routes.post("/v1/responses/input_tokens")
+async def count_input_tokens(request: Request, who: Caller = Depends(caller)) -> Response:
+    """The tokens a create with this body would send to the model first (``x-parley-token-count`` says whether
+    the backend's tokenizer counted them or they are estimated)."""
+    server = runtime(request)
+    body = await _create_body(request)
+    if isinstance(body, dict) and ("stream" in body or "background" in body):
+        raise UnsupportedParameter("stream" if "stream" in body else "background", "Not a parameter of a count.")
+    create = parse_create(body, max_input_items=server.settings.max_input_items)
+    tokens, how = await server.engine.count_input_tokens(create, who.tenant)
+    return JSONResponse({"object": "response.input_tokens", "input_tokens": tokens},
+                        headers={"x-parley-token-count": how})
 
 
 # What retrieve and input_items can honour of ``include``: what every stored response and item already holds.

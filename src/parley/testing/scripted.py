@@ -170,6 +170,7 @@ class Script:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []  # the HTTP headers of each request, in order
         self.embedding_requests: list[dict[str, Any]] = []  # the bodies sent to /v1/embeddings
+        self.tokenize = True  # whether /tokenize answers
         self._queue: deque[Reply | str] = deque()
         self._lock = threading.Lock()
         self._gate = threading.Event()
@@ -202,6 +203,7 @@ class Script:
             self.requests.clear()
             self.headers.clear()
             self.embedding_requests.clear()
+            self.tokenize = True
             self.responder = responder or echo_responder
         self._gate.set()
 
@@ -269,7 +271,21 @@ class ScriptedBackend(Script, LoopbackService):
             Route("/v1/chat/completions", self._completions, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
             Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+            Route("/tokenize", self._tokenize, methods=["POST"]),
         ])
+
+    async def _tokenize(self, http_request: Request) -> JSONResponse:
+        """vLLM's ``/tokenize`` for chat messages, counting 3 tokens per message plus one per whitespace-separated
+        word of its text; a 404 while ``tokenize`` is off (a server without a tokenizer endpoint)."""
+        if not self.tokenize:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        request = await http_request.json()
+        total = 0
+        for message in request.get("messages", []):
+            content = message.get("content") or ""
+            text = content if isinstance(content, str) else " ".join(p.get("text", "") for p in content)
+            total += 3 + len(text.split())
+        return JSONResponse({"count": total, "max_model_len": 8192, "tokens": list(range(total))})
 
     async def _embeddings(self, http_request: Request) -> JSONResponse:
         """OpenAI's /v1/embeddings with hashed bag-of-words vectors (64 dimensions): texts that share words are

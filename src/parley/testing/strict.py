@@ -115,7 +115,7 @@ class ValidatingTransport(httpx.HTTPTransport):
         path = request.url.path
         if kind.startswith("text/event-stream"):
             validate = lambda body: parse_sse(body.decode())  # noqa: E731
-        elif request.method in ("GET", "POST") and not path.endswith("/input_items"):
+        elif request.method in ("GET", "POST") and not path.endswith(("/input_items", "/input_tokens")):
             validate = lambda body: validate_response(json.loads(body))  # noqa: E731
         else:
             return response
