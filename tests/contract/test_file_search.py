@@ -120,6 +120,10 @@ def test_bad_file_search_tools_are_4xx(fs_client, store_id) -> None:
              ({"type": "file_search", "vector_store_ids": []}, openai.BadRequestError, "tools[0].vector_store_ids"),
              ({"type": "file_search", "vector_store_ids": [store_id], "filters": {"type": "eq"}},
               openai.BadRequestError, None),
+             ({"type": "file_search", "vector_store_ids": [store_id], "ranking_options": {"ranker": []}},
+              openai.BadRequestError, None),
+             ({"type": "file_search", "vector_store_ids": [store_id], "filters": {"type": {}, "filters": []}},
+              openai.BadRequestError, None),
              ({"type": "file_search", "vector_store_ids": [store_id], "max_num_results": 0},
               openai.BadRequestError, "tools[0].max_num_results")]
     for tool, error, param in cases:

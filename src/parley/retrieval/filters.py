@@ -42,6 +42,7 @@ def check_filter(raw: Any, param: str = "filters") -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise InvalidRequest(f"'{param}' must be a comparison or compound filter object.", param=param)
     kind = raw.get("type")
+    kind = kind if isinstance(kind, str) else None  # a list or object names no filter type
     if kind in COMPOUNDS:
         if set(raw) != {"type", "filters"} or not isinstance(raw["filters"], list) or not raw["filters"]:
             raise InvalidRequest(f"'{param}' ({kind}) needs a non-empty 'filters' list and nothing else.",

@@ -29,7 +29,7 @@ def parse_ranking(raw: Any, param: str = "ranking_options") -> dict[str, Any]:
     out: dict[str, Any] = {}
     ranker = raw.get("ranker")
     if ranker is not None:
-        if ranker not in RANKERS:
+        if not isinstance(ranker, str) or ranker not in RANKERS:
             raise InvalidRequest(f"'{param}.ranker' must be one of {', '.join(RANKERS)}.", param=f"{param}.ranker")
         out["mode"] = RANKERS[ranker]
     threshold = raw.get("score_threshold")
