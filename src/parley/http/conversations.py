@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 from parley.auth import Caller
 from parley.errors import InvalidRequest, NotFound
 from parley.http.routes import caller, runtime
-from parley.http.vector_stores import _body, _metadata
+from parley.http.bodies import check_metadata, parse_body
 from parley.items import item_resource, parse_item
 from parley.validation import StrictModel
 
@@ -27,12 +27,12 @@ INCLUDES = {"web_search_call.action.sources", "file_search_call.results", "messa
 class CreateConversation(StrictModel):
     items: list[Any] | None = Field(None, max_length=MAX_ITEMS)
     metadata: dict[str, Any] | None = None
-    _metadata = field_validator("metadata")(_metadata)
+    _metadata = field_validator("metadata")(check_metadata)
 
 
 class UpdateConversation(StrictModel):
     metadata: dict[str, Any]
-    _metadata = field_validator("metadata")(_metadata)
+    _metadata = field_validator("metadata")(check_metadata)
 
 
 class AddItems(StrictModel):
@@ -56,7 +56,7 @@ def _check_include(request: Request) -> None:
 
 @conversation_routes.post("/v1/conversations")
 async def create_conversation(request: Request, who: Caller = Depends(caller)) -> Response:
-    body: CreateConversation = await _body(request, CreateConversation)
+    body: CreateConversation = await parse_body(request, CreateConversation)
     resource = await runtime(request).conversations.create(who.tenant, body.metadata or {}, _items(body.items or []))
     return JSONResponse(resource)
 
@@ -71,7 +71,7 @@ async def retrieve_conversation(request: Request, conversation_id: str, who: Cal
 
 @conversation_routes.post("/v1/conversations/{conversation_id}")
 async def update_conversation(request: Request, conversation_id: str, who: Caller = Depends(caller)) -> Response:
-    body: UpdateConversation = await _body(request, UpdateConversation)
+    body: UpdateConversation = await parse_body(request, UpdateConversation)
     resource = await runtime(request).conversations.update(conversation_id, who.tenant, body.metadata)
     if resource is None:
         raise _missing(conversation_id)
@@ -99,7 +99,7 @@ async def list_items(request: Request, conversation_id: str, who: Caller = Depen
 @conversation_routes.post("/v1/conversations/{conversation_id}/items")
 async def add_items(request: Request, conversation_id: str, who: Caller = Depends(caller)) -> Response:
     _check_include(request)
-    body: AddItems = await _body(request, AddItems)
+    body: AddItems = await parse_body(request, AddItems)
     items = _items(body.items)
     if not await runtime(request).conversations.append(conversation_id, who.tenant, items):
         raise _missing(conversation_id)

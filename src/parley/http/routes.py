@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from parley.auth import Caller
-from parley.errors import InvalidRequest, NotFound, PayloadTooLarge, StoreUnavailable, UnsupportedParameter
+from parley.errors import NotFound, StoreUnavailable, UnsupportedParameter
+from parley.http.bodies import read_json
 from parley.http.sse import sse_frames
 from parley.request import parse_create
 from parley.wire import integer_timestamps, to_json
@@ -36,19 +36,6 @@ async def metrics_reader(request: Request) -> None:
 
 def _not_found(response_id: str) -> NotFound:
     return NotFound(f"Response with id '{response_id}' not found.", param="response_id")
-
-
-async def _read_body(request: Request, limit: int) -> bytearray:
-    """The body, refused with a 413 as soon as it passes ``limit`` bytes (before reading it all)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"The request body is larger than {limit} bytes.", code="request_too_large")
-    body = bytearray()  # one buffer: a list of chunks joined at the end held the body twice
-    async for chunk in request.stream():
-        if len(body) + len(chunk) > limit:
-            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.", code="request_too_large")
-        body += chunk
-    return body
 
 
 @routes.get("/health")
@@ -83,18 +70,10 @@ async def list_models(request: Request) -> dict[str, Any]:
     return {"object": "list", "data": await runtime(request).router.list_models()}
 
 
-async def _create_body(request: Request) -> Any:
-    try:  # orjson is strict: NaN, Infinity and lone surrogates are not JSON, and never reach a backend
-        return orjson.loads(await _read_body(request, runtime(request).settings.max_body_bytes))
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("The request body is not valid JSON (UTF-8, no NaN or lone surrogates).",
-                             code="invalid_json") from None
-
-
 @routes.post("/v1/responses")
 async def create_response(request: Request, who: Caller = Depends(caller)) -> Response:
     server = runtime(request)
-    create = parse_create(await _create_body(request), max_input_items=server.settings.max_input_items)
+    create = parse_create(await read_json(request), max_input_items=server.settings.max_input_items)
     turn = await server.engine.prepare(create, who.tenant, who.token)
     if create.stream:
         return StreamingResponse(sse_frames(server.engine.run(turn), server), media_type="text/event-stream",
@@ -108,7 +87,7 @@ async def count_input_tokens(request: Request, who: Caller = Depends(caller)) ->
     """The tokens a create with this body would send to the model first (``x-parley-token-count`` says whether
     the backend's tokenizer counted them or they are estimated)."""
     server = runtime(request)
-    body = await _create_body(request)
+    body = await read_json(request)
     if isinstance(body, dict) and ("stream" in body or "background" in body):
         raise UnsupportedParameter("stream" if "stream" in body else "background", "Not a parameter of a count.")
     create = parse_create(body, max_input_items=server.settings.max_input_items)

@@ -6,21 +6,21 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from parley.auth import Caller
 from parley.errors import InvalidRequest, NotFound
-from parley.http.routes import _read_body, caller, runtime
+from parley.http.bodies import check_metadata, parse_body
+from parley.http.routes import caller, runtime
 from parley.retrieval.chunking import parse_strategy
 from parley.retrieval.filters import check_attributes, check_filter
 from parley.retrieval.search import Query as SearchQuery
 from parley.retrieval.search import rewrite
 from parley.retrieval.service import Retrieval, parse_ranking
 from parley.store.vector_stores import STATUSES, Entry
-from parley.validation import StrictModel, validation_error
+from parley.validation import StrictModel
 
 vector_store_routes = APIRouter()
 POLL_AFTER_MS = "100"
@@ -32,14 +32,6 @@ class ExpiresAfter(StrictModel):
     days: int = Field(ge=1, le=365)
 
 
-def _metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    if value is not None and (len(value) > 16 or any(
-            not isinstance(v, str) or len(k) > 64 or len(v) > 512 for k, v in value.items())):
-        raise ValueError("metadata holds at most 16 keys of at most 64 characters, with string values of at "
-                         "most 512 characters")
-    return value
-
-
 class CreateStore(StrictModel):
     name: str | None = Field(None, max_length=512)
     description: str | None = Field(None, max_length=2048)
@@ -48,14 +40,14 @@ class CreateStore(StrictModel):
     metadata: dict[str, Any] | None = None
     expires_after: ExpiresAfter | None = None
     embedding_model: str | None = Field(None, description="Parley's own: the store's embedding model.")
-    _metadata = field_validator("metadata")(_metadata)
+    _metadata = field_validator("metadata")(check_metadata)
 
 
 class UpdateStore(StrictModel):
     name: str | None = Field(None, max_length=512)
     metadata: dict[str, Any] | None = None
     expires_after: ExpiresAfter | None = None
-    _metadata = field_validator("metadata")(_metadata)
+    _metadata = field_validator("metadata")(check_metadata)
 
 
 class AddFile(StrictModel):
@@ -81,20 +73,6 @@ class Search(StrictModel):
     max_num_results: int = Field(10, ge=1, le=50)
     ranking_options: dict[str, Any] | None = None
     rewrite_query: bool = False
-
-
-async def _body(request: Request, model: type[StrictModel]) -> Any:
-    raw = await _read_body(request, runtime(request).settings.max_body_bytes)
-    try:
-        data = orjson.loads(raw) if raw else {}
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("The body is not valid JSON.") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("The body must be a JSON object.")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
 
 
 def _retrieval(request: Request) -> Retrieval:
@@ -130,7 +108,7 @@ async def _entries(retrieval: Retrieval, tenant: str, items: list[tuple[str, Any
 
 @vector_store_routes.post("/v1/vector_stores")
 async def create_store(request: Request, who: Caller = Depends(caller)) -> Response:
-    body: CreateStore = await _body(request, CreateStore)
+    body: CreateStore = await parse_body(request, CreateStore)
     retrieval = _retrieval(request)
     model = body.embedding_model or runtime(request).settings.embedding_model
     retrieval.embedders.check(model)
@@ -165,7 +143,7 @@ async def retrieve_store(request: Request, store_id: str, who: Caller = Depends(
 
 @vector_store_routes.post("/v1/vector_stores/{store_id}")
 async def update_store(request: Request, store_id: str, who: Caller = Depends(caller)) -> Response:
-    body: UpdateStore = await _body(request, UpdateStore)
+    body: UpdateStore = await parse_body(request, UpdateStore)
     values = body.model_dump(exclude_unset=True)
     resource = await _retrieval(request).vector_stores.update(store_id, who.tenant, values)
     if resource is None:
@@ -184,7 +162,7 @@ async def delete_store(request: Request, store_id: str, who: Caller = Depends(ca
 
 @vector_store_routes.post("/v1/vector_stores/{store_id}/files")
 async def add_file(request: Request, store_id: str, who: Caller = Depends(caller)) -> Response:
-    body: AddFile = await _body(request, AddFile)
+    body: AddFile = await parse_body(request, AddFile)
     retrieval = _retrieval(request)
     if await retrieval.vector_stores.get(store_id, who.tenant) is None:
         raise _store_missing(store_id)
@@ -225,7 +203,7 @@ async def retrieve_store_file(request: Request, store_id: str, file_id: str, who
 
 @vector_store_routes.post("/v1/vector_stores/{store_id}/files/{file_id}")
 async def update_store_file(request: Request, store_id: str, file_id: str, who: Caller = Depends(caller)) -> Response:
-    body: UpdateFile = await _body(request, UpdateFile)
+    body: UpdateFile = await parse_body(request, UpdateFile)
     resource = await _retrieval(request).vector_stores.update_file(store_id, file_id, who.tenant,
                                                                    check_attributes(body.attributes))
     if resource is None:
@@ -254,7 +232,7 @@ async def store_file_content(request: Request, store_id: str, file_id: str, who:
 
 @vector_store_routes.post("/v1/vector_stores/{store_id}/file_batches")
 async def create_batch(request: Request, store_id: str, who: Caller = Depends(caller)) -> Response:
-    body: CreateBatch = await _body(request, CreateBatch)
+    body: CreateBatch = await parse_body(request, CreateBatch)
     if (body.file_ids is None) == (body.files is None):
         raise InvalidRequest("Give either 'file_ids' or 'files'.", param="file_ids")
     if body.files is not None and (body.attributes is not None or body.chunking_strategy is not None):
@@ -305,7 +283,7 @@ async def list_batch_files(request: Request, store_id: str, batch_id: str, who: 
 
 @vector_store_routes.post("/v1/vector_stores/{store_id}/search")
 async def search(request: Request, store_id: str, who: Caller = Depends(caller)) -> Response:
-    body: Search = await _body(request, Search)
+    body: Search = await parse_body(request, Search)
     queries = [body.query] if isinstance(body.query, str) else list(body.query)
     if not queries or not all(isinstance(q, str) and q.strip() for q in queries) or len(queries) > 10:
         raise InvalidRequest("'query' must be a non-empty string or a list of 1 to 10 of them.", param="query")
