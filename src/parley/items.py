@@ -209,7 +209,8 @@ class McpApprovalResponseItem(_Lenient):
 
 InputItem = Union[MessageItem, FunctionCallItem, FunctionCallOutputItem, ReasoningItem, McpApprovalResponseItem,
                   CustomToolCallItem, CustomToolCallOutputItem, ToolSearchCallItem, ToolSearchOutputItem,
-                  WebSearchCallItem, FileSearchCallItem, McpListToolsItem, McpCallItem, McpApprovalRequestItem, ItemReference,
+                  WebSearchCallItem, FileSearchCallItem, McpListToolsItem, McpCallItem, McpApprovalRequestItem,
+                  ItemReference,
                   ShellCallItem, ShellCallOutputItem, LocalShellCallItem, LocalShellCallOutputItem, ApplyPatchCallItem,
                   ApplyPatchCallOutputItem]
 ITEM_TYPES: dict[str, type[BaseModel]] = {

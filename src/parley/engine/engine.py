@@ -163,7 +163,8 @@ class Engine:
         known = {}
         for item in items:
             # (a call run after an approval stays under the id its approval request gives it in the replay)
-            if isinstance(item, (WebSearchCallItem, FileSearchCallItem)) or (isinstance(item, McpCallItem) and not item.approval_request_id):
+            if isinstance(item, (WebSearchCallItem, FileSearchCallItem)) or (
+                    isinstance(item, McpCallItem) and not item.approval_request_id):
                 found = await self.store.find_call(item.id, tenant)
                 if found is not None:
                     known[item.id] = found

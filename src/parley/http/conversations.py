@@ -108,7 +108,8 @@ async def add_items(request: Request, conversation_id: str, who: Caller = Depend
 
 
 @conversation_routes.get("/v1/conversations/{conversation_id}/items/{item_id}")
-async def retrieve_item(request: Request, conversation_id: str, item_id: str, who: Caller = Depends(caller)) -> Response:
+async def retrieve_item(request: Request, conversation_id: str, item_id: str,
+                        who: Caller = Depends(caller)) -> Response:
     _check_include(request)
     item = await runtime(request).conversations.item(conversation_id, item_id, who.tenant)
     if item is None:

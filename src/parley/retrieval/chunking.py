@@ -44,7 +44,8 @@ def parse_strategy(raw: Any, param: str = "chunking_strategy") -> dict[str, Any]
 def tokenizer() -> Tokenizer:
     import wordllama
 
-    return Tokenizer.from_file(str(Path(wordllama.__file__).parent / "tokenizers" / "l2_supercat_tokenizer_config.json"))
+    folder = Path(wordllama.__file__).parent / "tokenizers"
+    return Tokenizer.from_file(str(folder / "l2_supercat_tokenizer_config.json"))
 
 
 def chunk_spans(text: str, strategy: dict[str, Any]) -> list[tuple[int, int]]:

@@ -97,7 +97,8 @@ class Searcher:
             store_files.c.vector_store_id == store_chunks.c.vector_store_id,
             store_files.c.file_id == store_chunks.c.file_id)))
 
-    async def _vector(self, store_ids: list[str], vector: np.ndarray, filters: Any, pool: int) -> list[tuple[int, float]]:
+    async def _vector(self, store_ids: list[str], vector: np.ndarray, filters: Any,
+                      pool: int) -> list[tuple[int, float]]:
         """(chunk id, cosine similarity), best first."""
         scope = self._scope(store_ids, filters)
         if self.dialect == "sqlite":

@@ -57,7 +57,8 @@ class Retrieval:
         self.embedders = embedders
         self.vector_stores = SqlVectorStores(store)
         self.searcher = Searcher(store, embedders, self.vector_stores.pgvector)
-        self.ingestor = Ingestor(IngestionWork(store, self.vector_stores.pgvector), files, embedders, instance=instance, stale_s=stale_s,
+        self.ingestor = Ingestor(IngestionWork(store, self.vector_stores.pgvector), files, embedders,
+                                 instance=instance, stale_s=stale_s,
                                  max_bytes=max_bytes, concurrency=concurrency)
 
     async def start(self) -> None:

@@ -1,8 +1,9 @@
 """A scripted Chat Completions backend: a real HTTP server on loopback whose answers a test writes.
 
 It speaks the Chat Completions wire format (streamed SSE chunks with usage, or one JSON
-body) and ``/v1/embeddings`` (hashed bag-of-words vectors), records every request it receives, and can hold its answer until released, fail
-with an HTTP status, cut a stream short or send malformed data.  Parley's own tests, its
+body), ``/v1/embeddings`` (hashed bag-of-words vectors) and vLLM's ``/tokenize``; it records every request
+it receives, and can hold its answer until released, fail with an HTTP status, cut a stream short or send
+malformed data.  Parley's own tests, its
 benchmarks and library users all use it the same way::
 
     with ScriptedBackend() as backend:
