@@ -114,8 +114,6 @@ async def create_store(request: Request, who: Caller = Depends(caller)) -> Respo
     retrieval.embedders.check(model)
     chunking = parse_strategy(body.chunking_strategy)
     entries = await _entries(retrieval, who.tenant, [(f, None, chunking) for f in body.file_ids], "file_ids")
-    for entry in entries:
-        entry.chunking = chunking
     resource = await retrieval.vector_stores.create(
         who.tenant, name=body.name, description=body.description, metadata=body.metadata or {},
         expires_after=body.expires_after.model_dump() if body.expires_after else None, embedding_model=model,

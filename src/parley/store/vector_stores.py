@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -93,7 +93,6 @@ class StoreInfo:
     embedding_model: str
     name: str | None
     expired: bool
-    resource: dict[str, Any] = field(default_factory=dict)
 
 
 def _counts(rows: list[Any]) -> dict[str, int]:
@@ -109,9 +108,14 @@ def _expires_at(row: Any) -> int | None:
     return row.last_active_at + after["days"] * 86400 if after else None
 
 
+def _expired(row: Any) -> bool:
+    expires_at = _expires_at(row)
+    return expires_at is not None and expires_at <= time.time()
+
+
 def store_resource(row: Any, counts: dict[str, int], usage: int) -> dict[str, Any]:
     expires_at = _expires_at(row)
-    expired = expires_at is not None and expires_at <= time.time()
+    expired = _expired(row)
     return {"id": row.id, "object": "vector_store", "created_at": row.created_at, "name": row.name,
             "description": row.description, "usage_bytes": usage, "file_counts": counts,
             "status": "expired" if expired else "in_progress" if counts["in_progress"] else "completed",
@@ -203,13 +207,12 @@ class SqlVectorStores:
         return await self.store.run(lambda conn: self._resource(conn, store_id, tenant))
 
     async def info(self, store_id: str, tenant: str) -> StoreInfo | None:
-        """What a search needs of the store (``None``: not the tenant's)."""
-        resource = await self.get(store_id, tenant)
-        if resource is None:
+        """What a search needs of the store, from its row alone (``None``: not the tenant's)."""
+        if not STORED_ID.fullmatch(store_id):
             return None
-        model = await self.store.run(lambda conn: conn.execute(
-            sa.select(stores.c.embedding_model).where(stores.c.id == store_id)).scalar())
-        return StoreInfo(store_id, tenant, model, resource["name"], resource["status"] == "expired", resource)
+        row = await self.store.run(lambda conn: conn.execute(
+            sa.select(stores).where(stores.c.id == store_id, stores.c.tenant == tenant)).first())
+        return None if row is None else StoreInfo(store_id, tenant, row.embedding_model, row.name, _expired(row))
 
     async def touch(self, store_ids: list[str]) -> None:
         """Record use (``last_active_at``, from which an ``expires_after`` counts)."""
