@@ -112,7 +112,7 @@ class CreateResponse(BaseModel):
     prompt_cache_key: str | None = None
     prompt_cache_retention: Literal["in_memory", "24h"] | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    background: Literal[False] = False
+    background: bool = False
     client_metadata: dict[str, Any] | None = None
     conversation: str | None = Field(None, max_length=80)  # the id; {"id": ...} is unwrapped by parse_create
 
@@ -190,8 +190,9 @@ def parse_create(body: Any, max_input_items: int = 5000) -> CreateResponse:
     _check_names(body)
     if "model" not in body:
         raise InvalidRequest("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
-    if body.get("background") is True:
-        raise UnsupportedParameter("background", "Background responses are not supported yet.")
+    if body.get("background") is True and body.get("store") is False:
+        raise InvalidRequest("A background response is stored: 'background' needs 'store' true (or left out).",
+                             param="background", code="invalid_value")
     if body.get("truncation") == "auto":
         raise UnsupportedParameter("truncation", "Only 'disabled' is supported.")
     if isinstance(body.get("conversation"), dict):

@@ -16,6 +16,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from parley.auth import ApiKeys
+from parley.background import Background, make_background
 from parley.backends.router import Router
 from parley.engine.engine import Engine
 from parley.errors import StoreUnavailable
@@ -77,6 +78,7 @@ class Runtime:
         self._files: SqlFiles | None = None
         self._retrieval: Retrieval | None = None
         self._conversations: SqlConversations | None = None
+        self._background: Background | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # responses running on after their client left
         self._watchdog: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -97,6 +99,11 @@ class Runtime:
     def conversations(self) -> SqlConversations:
         assert self._conversations is not None, "the runtime has not started"
         return self._conversations
+
+    @property
+    def background(self) -> Background:
+        assert self._background is not None, "the runtime has not started"
+        return self._background
 
     @property
     def retrieval(self) -> Retrieval:
@@ -127,6 +134,8 @@ class Runtime:
             max_bytes=settings.max_file_bytes, concurrency=settings.ingest_concurrency)
         await self._retrieval.start()
         self.tools.retrieval = self._retrieval
+        self._background = make_background(self.engine, store, settings)
+        self._background.start()
         self._watchdog = asyncio.create_task(self._recover_abandoned())
         self._sweeper = asyncio.create_task(self._sweep()) if settings.retention_days > 0 else None
         self.ready = True
@@ -135,6 +144,8 @@ class Runtime:
         self.ready = False
         if self._tasks:  # let responses whose clients left finish, within a bound
             await asyncio.wait(self._tasks, timeout=self.settings.shutdown_grace_s)
+        if self._background is not None:
+            await self._background.aclose()
         if self._watchdog is not None:
             self._watchdog.cancel()
         if self._sweeper is not None:

@@ -123,6 +123,12 @@ class Settings(BaseSettings):
         30.0, ge=0, description="Stored responses, and conversations unused for this long, are deleted by a sweep "
         "any instance runs (0 keeps them forever).")
     retention_sweep_s: float = Field(600.0, gt=0, description="Seconds between two retention sweeps of an instance.")
+    max_background_runs: int = Field(
+        8, ge=0, description="Background responses one instance runs at once; the rest wait, queued, for any "
+        "instance (0: this instance accepts and follows them but leaves running them to others).")
+    background_poll_s: float = Field(
+        0.5, gt=0, description="Seconds between an instance's looks for queued background responses (one queued "
+        "on the instance itself starts at once).")
     instance_stale_s: float = Field(
         30.0, gt=0, description="A server that has not signalled for this long is taken as stopped: its "
         "in_progress responses are marked failed."

@@ -9,6 +9,7 @@ only yields content events.  ``respond`` (non-streaming) is a fold over ``run``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -33,7 +34,7 @@ from parley.engine.history import build_messages, place_tool_message, with_instr
 from parley.engine.persistence import Persistence
 from parley.engine.recorder import Recorder
 from parley.engine.translate import ChunkTranslator
-from parley.engine.turn import RunState, Turn, snapshot
+from parley.engine.turn import Queued, RunState, Turn, snapshot
 from parley.engine import token_count
 from parley.errors import BackendError, InvalidRequest, NotFound, ParleyError, StoreUnavailable
 from parley.files import FileReader
@@ -83,11 +84,16 @@ class Engine:
         self.recorder = Recorder(store, store_retry_s)
         _build_protocol_types()
 
-    async def prepare(self, request: CreateResponse, tenant: str = "", client_key: str | None = None) -> Turn:
+    async def prepare(self, request: CreateResponse, tenant: str = "", client_key: str | None = None,
+                      queued: Queued | None = None) -> Turn:
         """Resolve the model and the previous response, build the conversation and store the response
-        as ``in_progress``; raises the errors a client gets as plain HTTP errors, before any stream."""
+        as ``in_progress``; raises the errors a client gets as plain HTTP errors, before any stream.
+
+        A background request is stored by :mod:`parley.background` as ``queued`` instead; the instance that
+        claims it prepares it again, with what was kept of it (``queued``), and runs it."""
         upstream = self.router.upstream_config(request.model)
-        persistence = Persistence.for_request(store=request.store, stream=request.stream)
+        persistence = Persistence.for_request(store=request.store, stream=request.stream,
+                                              background=request.background)
         if persistence.needs_store and not self.store.available:  # refused before the model runs, not after
             raise StoreUnavailable("The response store is unavailable; try again.")
         request.input = await self._resolve_references(request.input, tenant)
@@ -119,10 +125,16 @@ class Engine:
         turn = Turn(request=request, upstream=upstream, conversation=conversation, input_items=items, tenant=tenant,
                     previous_output=previous_output, approved=approved, client_key=client_key,
                     persistence=persistence)
-        if persistence.at_start:
+        if queued is not None:
+            turn.id, turn.created_at, turn.input_items, turn.queued = (
+                queued.id, int(queued.created_at), queued.input_items, True)
+        if persistence.at_start and (queued is not None or not request.background):
             started = RunState(conversation)
             turn.opening = snapshot(turn, started, "in_progress")
-            await self.recorder.open(turn, started, turn.opening)
+            if queued is not None:
+                await self.recorder.adopt(turn, started, turn.opening)
+            else:
+                await self.recorder.open(turn, started, turn.opening)
         return turn
 
     async def count_input_tokens(self, request: CreateResponse, tenant: str = "") -> tuple[int, str]:
@@ -188,9 +200,10 @@ class Engine:
         return texts
 
     async def run(self, turn: Turn, state: RunState | None = None) -> AsyncIterator[ResponseStreamEvent]:
-        """Every event of the response, numbered from 0."""
+        """Every event of the response, numbered from 0 (from 2 for a queued one: ``response.created`` and
+        ``response.queued`` were sent when it was queued)."""
         state = state or RunState(conversation=turn.conversation)
-        sequence, started, first_token = 0, time.perf_counter(), True
+        sequence, started, first_token = 2 if turn.queued else 0, time.perf_counter(), True
         async for event in self._lifecycle(turn, state):
             event.sequence_number = sequence
             sequence += 1
@@ -233,19 +246,29 @@ class Engine:
 
     async def _lifecycle_events(self, turn: Turn, state: RunState) -> AsyncIterator[ResponseStreamEvent]:
         started = turn.opening or snapshot(turn, state, "in_progress")
-        yield ResponseCreatedEvent(type="response.created", response=started, sequence_number=0)
+        if not turn.queued:
+            yield ResponseCreatedEvent(type="response.created", response=started, sequence_number=0)
         yield ResponseInProgressEvent(type="response.in_progress", response=started, sequence_number=0)
+        state.stepping = True
         try:
             async for event in self._step(turn, state):
                 yield event
         except ParleyError as exc:
             state.error = exc
+        except asyncio.CancelledError:  # a background response's cancel (parley.background), or shutdown
+            if not state.cancel_requested:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            state.cancelled = True
         except Exception:
             log.exception("response %s failed", turn.id)
             state.error = BackendError("The server had an error while processing the response.")
-        status = state.status = "failed" if state.error else "incomplete" if state.incomplete_reason else "completed"
+        finally:
+            state.stepping = False
+        status = state.status = ("cancelled" if state.cancelled else "failed" if state.error else
+                                 "incomplete" if state.incomplete_reason else "completed")
         final = snapshot(turn, state, status)
-        if turn.request.conversation and not state.error:
+        if turn.request.conversation and status in ("completed", "incomplete"):
             final = await self._append_turn(turn, state, final)
             status = state.status = final.status or status
         if turn.persistence.at_end:  # written before the terminal event goes out: a client that saw it can retrieve it
@@ -258,6 +281,8 @@ class Engine:
         if state.error:
             yield ResponseErrorEvent(type="error", code=state.error.code, message=state.error.message,
                                      param=state.error.param, sequence_number=0)
+            yield ResponseFailedEvent(type="response.failed", response=final, sequence_number=0)
+        elif status == "cancelled":  # the protocol has no event of its own for it: a failed one, status cancelled
             yield ResponseFailedEvent(type="response.failed", response=final, sequence_number=0)
         elif status == "incomplete":
             yield ResponseIncompleteEvent(type="response.incomplete", response=final, sequence_number=0)
@@ -401,8 +426,8 @@ class Engine:
                                        code="backend_protocol_error") from exc
                 for event in events:
                     yield event
-        except Exception as exc:
-            fail(span, str(exc))
+        except (Exception, asyncio.CancelledError) as exc:  # (cancelled: a background response's cancel)
+            fail(span, str(exc) or type(exc).__name__)
             for event in translator.abort():  # the partial item is kept, marked incomplete
                 yield event
             state.output += translator.items

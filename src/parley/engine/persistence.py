@@ -4,6 +4,7 @@
 - streamed (``stream: true``): an ``in_progress`` row before the first event (so the client, or anyone
   with its id, can poll it, and recovery can fail it after a crash), the items so far after each tool step
   that calls the model again, and the final state before the terminal event.
+- background: a ``queued`` row when it is accepted, then as streamed once an instance runs it.
 - not streamed: the final state only, before the answer is sent.  The client waits on the connection and
   learns of a crash from it; one write instead of three keeps the latency down.
 
@@ -24,10 +25,10 @@ class Persistence:
     at_end: bool = False  # the final state, before the terminal event
 
     @classmethod
-    def for_request(cls, *, store: bool, stream: bool) -> Persistence:
+    def for_request(cls, *, store: bool, stream: bool, background: bool = False) -> Persistence:
         if not store:
             return NOT_STORED
-        return STREAMED if stream else ANSWERED
+        return STREAMED if stream or background else ANSWERED
 
     @property
     def needs_store(self) -> bool:

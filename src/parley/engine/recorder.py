@@ -30,6 +30,9 @@ class Recorder:
         self.retry_s = retry_s
         self.instance_id = new_id("inst")  # owns the responses this process runs, for crash recovery
         self.running: set[str] = set()  # stored responses this instance runs now (the rest of its rows are orphans)
+        # Held while rows become this instance's outside :meth:`open` (claims of queued responses) and by
+        # recovery, so recovery never takes a row claimed a moment ago for an orphan.
+        self.guard = asyncio.Lock()
 
     def record(self, turn: Turn, state: RunState, response: Response) -> StoredResponse:
         return StoredResponse(
@@ -49,6 +52,10 @@ class Recorder:
             self.running.discard(turn.id)
             log.warning("response %s could not be stored: %s", turn.id, exc)
             raise StoreUnavailable("The response could not be stored; try again.") from None
+
+    async def adopt(self, turn: Turn, state: RunState, response: Response) -> None:
+        """A queued response this instance claimed (already in :attr:`running`): its ``in_progress`` state."""
+        await self.progress(turn, state, response)
 
     async def progress(self, turn: Turn, state: RunState, response: Response) -> None:
         """The items so far; a missed progress write loses nothing lasting (the final write still decides)."""
@@ -92,7 +99,8 @@ class Recorder:
         """Beat this instance's heart; fail the ``in_progress`` responses of instances silent for ``stale_s``
         seconds and this instance's own that it no longer runs.  Returns the ids failed."""
         await self.store.heartbeat(self.instance_id)
-        return await self.store.fail_abandoned(stale_s, self.instance_id, frozenset(self.running))
+        async with self.guard:
+            return await self.store.fail_abandoned(stale_s, self.instance_id, frozenset(self.running))
 
     async def sign_off(self) -> None:
         """This instance stops cleanly: others may fail what it leaves."""

@@ -35,6 +35,16 @@ class Turn:
     created_at: int = field(default_factory=lambda: int(time.time()))
     opening: Response | None = None  # the in_progress snapshot, when prepare already made it to store it
     persistence: Persistence = NOT_STORED  # which writes it gets
+    queued: bool = False  # a background response run after it was queued (its first events were sent then)
+
+
+@dataclass
+class Queued:
+    """A queued background response an instance claimed: what it keeps of the queued one."""
+
+    id: str
+    created_at: float
+    input_items: list[dict[str, Any]]
 
 
 @dataclass
@@ -52,12 +62,15 @@ class RunState:
     status: str = "in_progress"
     service_tier: str | None = None  # as the upstream reported it
     span: Any = None  # the response's tracing span (see parley.tracing)
+    stepping: bool = False  # in the agent loop, where a cancel may stop it (see parley.background)
+    cancel_requested: bool = False
+    cancelled: bool = False
 
 
 def snapshot(turn: Turn, state: RunState, status: str) -> Response:
     """The full Response object at one point of the run (every field present)."""
     request = turn.request
-    terminal = status in ("completed", "incomplete", "failed")
+    terminal = status in ("completed", "incomplete", "failed", "cancelled")
     error = state.error
     return Response(
         id=turn.id,
@@ -81,7 +94,7 @@ def snapshot(turn: Turn, state: RunState, status: str) -> Response:
         tools=[tool.echo() for tool in request.tools],
         usage=state.usage.as_response_usage() if terminal else None,
         previous_response_id=request.previous_response_id,
-        background=False,
+        background=request.background,
         max_output_tokens=request.max_output_tokens,
         max_tool_calls=request.max_tool_calls,
         reasoning={"effort": request.reasoning.effort if request.reasoning else None,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from parley.auth import Caller
-from parley.errors import NotFound, StoreUnavailable, UnsupportedParameter
+from parley.errors import InvalidRequest, NotFound, StoreUnavailable, UnsupportedParameter
 from parley.http.bodies import read_json
 from parley.http.sse import sse_frames
 from parley.request import parse_create
@@ -70,14 +70,24 @@ async def list_models(request: Request) -> dict[str, Any]:
     return {"object": "list", "data": await runtime(request).router.list_models()}
 
 
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
 @routes.post("/v1/responses")
 async def create_response(request: Request, who: Caller = Depends(caller)) -> Response:
     server = runtime(request)
-    create = parse_create(await read_json(request), max_input_items=server.settings.max_input_items)
+    body = await read_json(request)
+    create = parse_create(body, max_input_items=server.settings.max_input_items)
     turn = await server.engine.prepare(create, who.tenant, who.token)
+    if create.background:  # queued: any instance runs it; a stream follows it from its first event
+        queued = await server.background.enqueue(turn, body)
+        if create.stream:
+            return StreamingResponse(server.background.follow(turn.id), media_type="text/event-stream",
+                                     headers=SSE_HEADERS)
+        return Response(to_json(queued), media_type="application/json")
     if create.stream:
         return StreamingResponse(sse_frames(server.engine.run(turn), server), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                                 headers=SSE_HEADERS)
     result = await server.engine.respond(turn)
     return Response(to_json(result), media_type="application/json")
 
@@ -102,26 +112,50 @@ INPUT_ITEMS_INCLUDES = {"message.input_image.image_url"}
 
 
 def _refuse_what_is_not_honoured(request: Request, includes: set[str]) -> None:
-    """A 400 naming a query parameter Parley would otherwise ignore (``stream`` until resume exists)."""
+    """A 400 naming an ``include`` value Parley would otherwise ignore."""
     query = request.query_params
-    if query.get("stream", "false").lower() != "false":
-        raise UnsupportedParameter("stream", "Streaming a stored response again (resume) is not supported yet; "
-                                   "retrieve it without stream.")
-    if "starting_after" in query:
-        raise UnsupportedParameter("starting_after", "It goes with stream, which is not supported yet.")
     for value in query.getlist("include[]") + query.getlist("include"):
         if value not in includes:
             raise UnsupportedParameter("include", f"include value '{value}' is not supported here; supported: "
                                        f"{', '.join(sorted(includes))}.")
 
 
+def _stream_query(request: Request) -> tuple[bool, int]:
+    """``stream`` and ``starting_after`` of a retrieve (-1: from the first event)."""
+    query = request.query_params
+    stream = query.get("stream", "false").lower()
+    if stream not in ("true", "false"):
+        raise InvalidRequest("'stream' is true or false.", param="stream", code="invalid_type")
+    after = query.get("starting_after")
+    if after is None:
+        return stream == "true", -1
+    if stream != "true":
+        raise InvalidRequest("'starting_after' goes with stream=true.", param="starting_after")
+    if not after.lstrip("-").isdigit() or int(after) < -1 or len(after) > 12:
+        raise InvalidRequest("'starting_after' is an event's sequence_number.", param="starting_after",
+                             code="invalid_type")
+    return True, int(after)
+
+
 @routes.get("/v1/responses/{response_id}")
 async def retrieve_response(request: Request, response_id: str, who: Caller = Depends(caller)) -> Response:
     _refuse_what_is_not_honoured(request, RETRIEVE_INCLUDES)
+    stream, after = _stream_query(request)
+    if stream:  # the kept events after `starting_after`, then the live ones: a background response's stream
+        background = runtime(request).background
+        await background.check_followable(response_id, who.tenant)
+        return StreamingResponse(background.follow(response_id, after), media_type="text/event-stream",
+                                 headers=SSE_HEADERS)
     stored = await runtime(request).store.get(response_id, who.tenant)
     if stored is None:
         raise _not_found(response_id)
     return Response(integer_timestamps(stored.serialized()), media_type="application/json")  # rows stored before
+
+
+@routes.post("/v1/responses/{response_id}/cancel")
+async def cancel_response(request: Request, response_id: str, who: Caller = Depends(caller)) -> Response:
+    stored = await runtime(request).background.cancel(response_id, who.tenant)
+    return Response(integer_timestamps(stored), media_type="application/json")
 
 
 @routes.delete("/v1/responses/{response_id}")

@@ -210,4 +210,26 @@ MIGRATIONS: list[tuple[str, Statements]] = [
             "CREATE INDEX ix_parley_responses_created_at ON parley_responses (created_at)",
         ],
     ),
+    (
+        # Background responses: the request each queued one runs (any instance claims it), a cancel asked of
+        # it, and the events of its stream, kept so a client can resume it from any instance.
+        "0010_background",
+        [
+            """CREATE TABLE parley_background (
+                response_id VARCHAR(80) PRIMARY KEY,
+                tenant VARCHAR(200) NOT NULL,
+                request TEXT NOT NULL,
+                cancel_requested BOOLEAN NOT NULL DEFAULT FALSE
+            )""",
+            """CREATE TABLE parley_response_events (
+                response_id VARCHAR(80) NOT NULL,
+                seq INTEGER NOT NULL,
+                type VARCHAR(80) NOT NULL,
+                data TEXT NOT NULL,
+                PRIMARY KEY (response_id, seq)
+            )""",
+            # The queue: only queued rows are in it, oldest first.
+            "CREATE INDEX ix_parley_responses_queued ON parley_responses (created_at) WHERE status = 'queued'",
+        ],
+    ),
 ]

@@ -33,7 +33,8 @@ from parley.ids import STORED_ID
 from parley.store.base import ABANDONED, UNSTORED, InputItemsPage, StoredResponse
 from parley.store.lookups import ItemLookups
 from parley.store.migrations import MIGRATIONS, statements_for
-from parley.store.tables import input_items, instances, migrations_table, output_items, responses
+from parley.store.tables import (background, input_items, instances, migrations_table, output_items,
+                                 response_events, responses)
 
 log = logging.getLogger("parley.store")
 
@@ -153,6 +154,17 @@ class SqlStore(ItemLookups):
         return await self.run(migrate)
 
     async def create(self, record: StoredResponse) -> StoredResponse | None:
+        insert = self.inserter(record)
+        try:
+            await self.run(insert)
+        except sa.exc.IntegrityError:  # a retried write whose first try landed (its answer was lost)
+            return await self.run(lambda conn: self._winner(conn, record.id, record.serialized()))
+        return None
+
+    @staticmethod
+    def inserter(record: StoredResponse) -> Callable[[sa.Connection], None]:
+        """The insert of a response with its items, as an operation (a queued background response adds its
+        own rows to the same transaction)."""
         # The rows are serialized here, on the caller's thread: the store's thread only runs SQL.
         row = {"id": record.id, "tenant": record.tenant, "created_at": record.created_at, "status": record.status,
                "previous_response_id": record.previous_response_id, "response": record.serialized(),
@@ -169,11 +181,7 @@ class SqlStore(ItemLookups):
             if outputs:
                 conn.execute(_INSERT_OUTPUT_ID, outputs)
 
-        try:
-            await self.run(create)
-        except sa.exc.IntegrityError:  # a retried write whose first try landed (its answer was lost)
-            return await self.run(lambda conn: self._winner(conn, record.id, row["response"]))
-        return None
+        return create
 
     async def finish(self, record: StoredResponse) -> StoredResponse | None:
         parameters = self._update_parameters(record, status=record.status)
@@ -221,8 +229,7 @@ class SqlStore(ItemLookups):
             result = conn.execute(responses.delete().where(responses.c.id == response_id, responses.c.tenant == tenant))
             if result.rowcount == 0:
                 return False
-            conn.execute(input_items.delete().where(input_items.c.response_id == response_id))
-            conn.execute(output_items.delete().where(output_items.c.response_id == response_id))
+            _delete_dependents(conn, [response_id])
             return True
 
         return await self.run(delete)
@@ -303,10 +310,10 @@ class SqlStore(ItemLookups):
         transaction; the number deleted."""
         def sweep(conn: sa.Connection) -> int:
             ids = list(conn.execute(sa.select(responses.c.id).where(
-                responses.c.created_at < before, responses.c.status != "in_progress").limit(batch)).scalars())
+                responses.c.created_at < before, responses.c.status.not_in(("in_progress", "queued")))
+                .limit(batch)).scalars())
             if ids:
-                conn.execute(input_items.delete().where(input_items.c.response_id.in_(ids)))
-                conn.execute(output_items.delete().where(output_items.c.response_id.in_(ids)))
+                _delete_dependents(conn, ids)
                 conn.execute(responses.delete().where(responses.c.id.in_(ids)))
             return len(ids)
 
@@ -322,6 +329,12 @@ class SqlStore(ItemLookups):
         await asyncio.get_running_loop().run_in_executor(self._thread, self.engine.dispose)
         assert self._thread is not None
         self._thread.shutdown(wait=True)
+
+
+def _delete_dependents(conn: sa.Connection, ids: list[str]) -> None:
+    """The rows that belong to these responses: their items, background job and kept events."""
+    for table in (input_items, output_items, background, response_events):
+        conn.execute(table.delete().where(table.c.response_id.in_(ids)))
 
 
 def _output_rows(record: StoredResponse) -> list[dict[str, Any]]:

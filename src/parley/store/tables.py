@@ -40,3 +40,17 @@ migrations_table = sa.Table(
     sa.Column("name", sa.String(200), primary_key=True),
     sa.Column("applied_at", sa.Float, nullable=False),
 )
+background = sa.Table(
+    "parley_background", metadata,
+    sa.Column("response_id", sa.String(80), primary_key=True),
+    sa.Column("tenant", sa.String(200), nullable=False),
+    sa.Column("request", sa.Text, nullable=False),  # the create body, run by whichever instance claims it
+    sa.Column("cancel_requested", sa.Boolean, nullable=False),
+)
+response_events = sa.Table(
+    "parley_response_events", metadata,
+    sa.Column("response_id", sa.String(80), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("type", sa.String(80), nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+)

@@ -69,6 +69,7 @@ class Reply:
     cut_after: int | None = None
     raw: list[str] | None = None
     delay_s: float = 0.0
+    chunk_delay_s: float = 0.0  # a pause before each chunk after the first (a model that takes its time)
     service_tier: str | None = None  # reported in every chunk, as OpenAI does
 
 
@@ -237,6 +238,8 @@ class ScriptedChat(Script):
         for i, chunk in enumerate(reply_chunks(reply, request)):
             if reply.cut_after is not None and i >= reply.cut_after:
                 raise BackendError("The model backend's stream ended before it finished.")
+            if i and reply.chunk_delay_s:
+                await asyncio.sleep(reply.chunk_delay_s)
             yield chunk
             await asyncio.sleep(0)
 
@@ -335,6 +338,8 @@ class ScriptedBackend(Script, LoopbackService):
         for i, chunk in enumerate(chunks):
             if reply.cut_after is not None and i >= reply.cut_after:
                 return
+            if i and reply.chunk_delay_s:
+                await asyncio.sleep(reply.chunk_delay_s)
             yield f"data: {json.dumps(chunk)}\n\n".encode()
             await asyncio.sleep(0)
         yield b"data: [DONE]\n\n"

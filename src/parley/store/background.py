@@ -1,0 +1,218 @@
+"""Background responses in the store: the queue, cancel requests and the kept events of their streams.
+
+A queued response is a row of ``parley_responses`` with status ``queued`` plus its create body in
+``parley_background``.  Any instance claims queued rows, oldest first, with ``SELECT … FOR UPDATE SKIP LOCKED``
+on PostgreSQL (instances never wait on each other's claims) and a conditional update on both databases (a row
+is claimed once: its status goes from ``queued`` to ``in_progress`` exactly once).  From there the response is
+an ordinary stored response owned by its instance, failed by recovery if that instance stops.
+
+The events of a background response are kept in ``parley_response_events`` under their ``sequence_number``,
+so a stream resumes from any instance with the numbers the first stream had.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from parley.ids import STORED_ID
+from parley.store.base import StoredResponse
+from parley.store.sql import SqlStore
+from parley.store.tables import background, response_events, responses
+
+TERMINAL = ("completed", "incomplete", "failed", "cancelled")
+TERMINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
+# A literal, not a parameter: PostgreSQL then uses the partial index of queued rows for every plan.
+_QUEUED = sa.literal_column("'queued'")
+
+
+@dataclass
+class Claimed:
+    """A queued response this instance now runs."""
+
+    id: str
+    tenant: str
+    created_at: float
+    request: str  # the create body, JSON
+
+
+@dataclass
+class Event:
+    """One kept event: its ``sequence_number``, type and JSON."""
+
+    seq: int
+    type: str
+    data: str
+
+
+CancelOutcome = Literal["not_found", "not_background", "finished", "cancelled", "requested"]
+# Makes the terminal event of a response from its stored JSON and sequence number (see parley.background).
+TerminalEvent = Callable[[str, int], Event]
+
+
+class SqlBackground:
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        dialect = postgresql if store.is_postgres else sqlite
+        self._insert_event = dialect.insert(response_events).on_conflict_do_nothing()
+
+    async def enqueue(self, record: StoredResponse, request: str, events: list[Event]) -> None:
+        """Store a ``queued`` response with its create body and first events, in one transaction."""
+        insert = self.store.inserter(record)
+        rows = [{"response_id": record.id, "seq": e.seq, "type": e.type, "data": e.data} for e in events]
+
+        def enqueue(conn: sa.Connection) -> None:
+            insert(conn)
+            conn.execute(background.insert().values(response_id=record.id, tenant=record.tenant, request=request,
+                                                    cancel_requested=False))
+            conn.execute(response_events.insert(), rows)
+
+        await self.store.run(enqueue)
+
+    async def claim(self, instance: str, limit: int) -> list[Claimed]:
+        """Up to ``limit`` queued responses, oldest first, now ``in_progress`` and owned by ``instance``."""
+        candidates = (sa.select(responses.c.id, responses.c.response).where(responses.c.status == _QUEUED)
+                      .order_by(responses.c.created_at).limit(limit))
+        if self.store.is_postgres:
+            candidates = candidates.with_for_update(skip_locked=True)
+
+        def claim(conn: sa.Connection) -> list[Claimed]:
+            won = []
+            for row in conn.execute(candidates).all():
+                data = json.loads(row.response)
+                data["status"] = "in_progress"
+                taken = conn.execute(responses.update().where(responses.c.id == row.id, responses.c.status == "queued")
+                                     .values(status="in_progress", owner=instance, response=json.dumps(data)))
+                if taken.rowcount:
+                    won.append(row.id)
+            if not won:
+                return []
+            found = conn.execute(
+                sa.select(responses.c.id, responses.c.tenant, responses.c.created_at, background.c.request)
+                .join(background, background.c.response_id == responses.c.id)
+                .where(responses.c.id.in_(won)).order_by(responses.c.created_at)).all()
+            return [Claimed(row.id, row.tenant, row.created_at, row.request) for row in found]
+
+        return await self.store.run(claim)
+
+    async def stored_input_items(self, claimed: Claimed) -> list[dict[str, Any]]:
+        """The input items stored when the response was queued (with the ids the client was given)."""
+        page = await self.store.input_items(claimed.id, claimed.tenant, limit=1 << 30, order="asc")
+        return page.data if page else []
+
+    async def is_background(self, response_id: str, tenant: str) -> bool:
+        if not STORED_ID.fullmatch(response_id):
+            return False
+        query = sa.select(background.c.response_id).where(background.c.response_id == response_id,
+                                                          background.c.tenant == tenant)
+        return await self.store.run(lambda conn: conn.execute(query).first()) is not None
+
+    async def request_cancel(self, response_id: str, tenant: str, terminal: TerminalEvent
+                             ) -> tuple[CancelOutcome, str | None]:
+        """Cancel a background response: a queued one is ``cancelled`` at once (with its stream's terminal
+        event); a running one is marked, for the instance running it to stop it (``requested``).  Returns the
+        outcome and the response's stored JSON."""
+        if not STORED_ID.fullmatch(response_id):
+            return "not_found", None
+        query = (sa.select(responses.c.status, responses.c.response, background.c.response_id.label("job"))
+                 .outerjoin(background, background.c.response_id == responses.c.id)
+                 .where(responses.c.id == response_id, responses.c.tenant == tenant))
+        if self.store.is_postgres:
+            query = query.with_for_update(of=responses)
+
+        def cancel(conn: sa.Connection) -> tuple[CancelOutcome, str | None]:
+            row = conn.execute(query).first()
+            if row is None:
+                return "not_found", None
+            if row.job is None:
+                return "not_background", row.response
+            if row.status == "cancelled":
+                return "cancelled", row.response
+            if row.status in TERMINAL:
+                return "finished", row.response
+            if row.status == "in_progress":
+                conn.execute(background.update().where(background.c.response_id == response_id)
+                             .values(cancel_requested=True))
+                return "requested", row.response
+            cancelled = _ended(row.response, "cancelled")
+            if not conn.execute(responses.update().where(responses.c.id == response_id,
+                                                         responses.c.status == "queued")
+                                .values(status="cancelled", response=cancelled, owner=None)).rowcount:
+                return "requested", row.response  # claimed meanwhile (SQLite, another process)
+            self._append_terminal(conn, response_id, cancelled, terminal)
+            return "cancelled", cancelled
+
+        return await self.store.run(cancel)
+
+    async def end_running(self, response_id: str, status: str, error: dict[str, str] | None = None) -> str | None:
+        """End a running response as it is stored: ``cancelled`` when its instance did not stop it in time (it
+        stopped, or is stuck), ``failed`` when it could not start.  Returns the stored JSON as it now is."""
+        def end(conn: sa.Connection) -> str | None:
+            row = conn.execute(sa.select(responses.c.status, responses.c.response)
+                               .where(responses.c.id == response_id)).first()
+            if row is None or row.status != "in_progress":
+                return None if row is None else row.response
+            ended = _ended(row.response, status, error)
+            conn.execute(responses.update().where(responses.c.id == response_id, responses.c.status == "in_progress")
+                         .values(status=status, response=ended, owner=None))
+            return ended
+
+        return await self.store.run(end)
+
+    async def cancels_requested(self, response_ids: list[str]) -> set[str]:
+        query = sa.select(background.c.response_id).where(background.c.response_id.in_(response_ids),
+                                                          background.c.cancel_requested.is_(True))
+        return set(await self.store.run(lambda conn: list(conn.execute(query).scalars())))
+
+    async def append(self, response_id: str, events: list[Event]) -> None:
+        """Keep events; an event whose number is already kept stays as it was."""
+        rows = [{"response_id": response_id, "seq": e.seq, "type": e.type, "data": e.data} for e in events]
+        await self.store.run(lambda conn: conn.execute(self._insert_event, rows))
+
+    async def events_after(self, response_id: str, after: int, limit: int = 1000) -> list[Event]:
+        query = (sa.select(response_events.c.seq, response_events.c.type, response_events.c.data)
+                 .where(response_events.c.response_id == response_id, response_events.c.seq > after)
+                 .order_by(response_events.c.seq).limit(limit))
+        rows = await self.store.run(lambda conn: conn.execute(query).all())
+        return [Event(row.seq, row.type, row.data) for row in rows]
+
+    async def state(self, response_id: str) -> tuple[str, str] | None:
+        """The stored status and JSON of a response (``None`` once it is deleted)."""
+        query = sa.select(responses.c.status, responses.c.response).where(responses.c.id == response_id)
+        row = await self.store.run(lambda conn: conn.execute(query).first())
+        return None if row is None else (row.status, row.response)
+
+    async def close_stream(self, response_id: str, terminal: TerminalEvent) -> None:
+        """Give a finished response's kept events their terminal event, when its instance could not (it
+        stopped, or another instance cancelled the response for it)."""
+        def close(conn: sa.Connection) -> None:
+            row = conn.execute(sa.select(responses.c.status, responses.c.response)
+                               .where(responses.c.id == response_id)).first()
+            if row is not None and row.status in TERMINAL:
+                self._append_terminal(conn, response_id, row.response, terminal)
+
+        await self.store.run(close)
+
+    def _append_terminal(self, conn: sa.Connection, response_id: str, response_json: str,
+                         terminal: TerminalEvent) -> None:
+        last = conn.execute(sa.select(response_events.c.seq, response_events.c.type)
+                            .where(response_events.c.response_id == response_id)
+                            .order_by(response_events.c.seq.desc()).limit(1)).first()
+        if last is not None and last.type in TERMINAL_EVENTS:
+            return  # closed already
+        event = terminal(response_json, 0 if last is None else last.seq + 1)
+        conn.execute(self._insert_event, [{"response_id": response_id, "seq": event.seq, "type": event.type,
+                                           "data": event.data}])
+
+
+def _ended(response_json: str, status: str, error: dict[str, str] | None = None) -> str:
+    data = json.loads(response_json)
+    data["status"] = status
+    if error is not None:
+        data["error"] = error
+    return json.dumps(data)

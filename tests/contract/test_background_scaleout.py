@@ -1,0 +1,104 @@
+"""Background responses on two real parley serve processes sharing PostgreSQL: accepted on one, followed,
+resumed and cancelled through the other; taken over from an instance killed with SIGKILL; 50 at once."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+
+import asyncpg
+import openai
+
+from parley.store.base import ABANDONED
+from parley.testing import ParleyProcess
+from parley.testing.scripted import Reply
+from tests.contract.test_background import LONG, settle
+
+STALE = "1.5"
+
+
+def _clients(*servers: ParleyProcess) -> list[openai.OpenAI]:
+    return [openai.OpenAI(base_url=s.base_url, api_key="x", max_retries=0) for s in servers]
+
+
+def test_accepted_on_one_polled_resumed_and_cancelled_through_the_other(scripted_server, backend,
+                                                                         postgres_url) -> None:
+    args = ("--upstream", scripted_server.url, "--db", postgres_url, "--instance-stale-s", STALE)
+    # b runs no background responses: whatever it shows of them comes from the database
+    with ParleyProcess(*args) as a, ParleyProcess(*args, "--max-background-runs", "0") as b:
+        one, other = _clients(a, b)
+        with one, other:
+            backend.push(Reply(text=LONG * 5, chunk_size=2, chunk_delay_s=0.01))
+            queued = one.responses.create(model="m", input="go", background=True)
+            backend.wait_for_requests(1)
+            assert other.responses.retrieve(queued.id).status == "in_progress"
+            resumed = []
+            with other.responses.retrieve(queued.id, stream=True, starting_after=5) as stream:
+                for event in stream:
+                    resumed.append(event)
+                    if len(resumed) == 20:
+                        break
+            assert [e.sequence_number for e in resumed] == list(range(6, 26))
+            cancelled = other.responses.cancel(queued.id)
+            assert cancelled.status == "cancelled" and 0 < len(cancelled.output_text) < len(LONG * 5)
+            replay_a = list(one.responses.retrieve(queued.id, stream=True))
+            replay_b = list(other.responses.retrieve(queued.id, stream=True))
+            assert [e.model_dump() for e in replay_a] == [e.model_dump() for e in replay_b]
+            assert [e.model_dump() for e in replay_b[6:26]] == [e.model_dump() for e in resumed]
+            assert replay_b[-1].type == "response.failed" and replay_b[-1].response.status == "cancelled"
+            assert "cancelled" in a.log() and f"response {queued.id} cancelled" not in b.log()
+
+
+def test_the_instance_running_it_is_killed(scripted_server, backend, postgres_url) -> None:
+    args = ("--upstream", scripted_server.url, "--db", postgres_url, "--instance-stale-s", STALE)
+    with ParleyProcess(*args) as a, ParleyProcess(*args, "--max-background-runs", "0") as b:
+        one, other = _clients(a, b)
+        with one, other:
+            backend.push(Reply(text=LONG * 20, chunk_size=2, chunk_delay_s=0.02))
+            queued = one.responses.create(model="m", input="go", background=True)
+            backend.wait_for_requests(1)
+            time.sleep(0.3)
+            a.process.kill()  # SIGKILL: no shutdown code runs
+            a.process.wait()
+            started = time.monotonic()
+            events = list(other.responses.retrieve(queued.id, stream=True))  # ends: b closes the stream for it
+            waited = time.monotonic() - started
+            failed = other.responses.retrieve(queued.id)
+            assert failed.status == "failed" and failed.error.message == ABANDONED
+            assert events[-1].type == "response.failed" and events[-1].response.status == "failed"
+            assert [e.sequence_number for e in events] == list(range(len(events)))
+            assert waited < 30  # the stale window (1.5 s), a recovery pass and the settling of its events
+
+
+def test_fifty_concurrent_background_responses_run_once_each(scripted_server, backend, postgres_url) -> None:
+    args = ("--upstream", scripted_server.url, "--db", postgres_url, "--max-background-runs", "4")
+    with ParleyProcess(*args) as a, ParleyProcess(*args) as b:
+        clients = _clients(a, b)
+        backend.reset(lambda request: Reply(text=f"done {request['messages'][-1]['content']}", delay_s=0.05))
+
+        def create(i: int) -> str:
+            return clients[i % 2].responses.create(model="m", input=f"job {i}", background=True).id
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            ids = list(pool.map(create, range(50)))
+        finished = [settle(clients[i % 2], response_id, timeout=60) for i, response_id in enumerate(ids)]
+        for client in clients:
+            client.close()
+    assert [r.status for r in finished] == ["completed"] * 50
+    assert [r.output_text for r in finished] == [f"done job {i}" for i in range(50)]
+    asked = sorted(r["messages"][-1]["content"] for r in backend.requests)
+    assert asked == sorted(f"job {i}" for i in range(50))  # each ran once
+    assert asyncio.run(_runs_started(postgres_url, ids)) == {response_id: 1 for response_id in ids}
+
+
+async def _runs_started(url: str, ids: list[str]) -> dict[str, int]:
+    """How many times each response's run started: its kept ``response.in_progress`` events."""
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    try:
+        rows = await conn.fetch("SELECT response_id, count(*) FROM parley_response_events "
+                                "WHERE type = 'response.in_progress' AND response_id = ANY($1) GROUP BY response_id",
+                                ids)
+    finally:
+        await conn.close()
+    return {row[0]: row[1] for row in rows}
