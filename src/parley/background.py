@@ -40,7 +40,7 @@ from parley.engine.engine import Engine
 from parley.engine.turn import Queued, RunState, Turn, snapshot
 from parley.errors import InvalidRequest, NotFound, ParleyError, StoreUnavailable
 from parley.request import parse_create
-from parley.store.background import TERMINAL, TERMINAL_EVENTS, Claimed, Event, SqlBackground
+from parley.store.background import TERMINAL, Chunk, Claimed, SqlBackground
 from parley.wire import to_json
 
 log = logging.getLogger("parley.background")
@@ -49,20 +49,22 @@ FLUSH_S = 0.1  # how often a run's new events are written for followers on other
 CANCEL_POLL_S = 0.2  # how often an instance running background responses looks for cancels asked elsewhere
 CANCEL_WAIT_S = 3.0  # how long a cancel waits for the running instance to stop the response
 FOLLOW_POLL_S = 0.1  # how often a follower on another instance reads new events
+TERMINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
 SETTLE_S = 2.0  # how long a finished response's events stay quiet before its stream is closed for it
 
 
-def frame(type_: str, data: str) -> bytes:
-    return f"event: {type_}\ndata: {data}\n\n".encode()
+def frame(type_: str, data: str) -> str:
+    return f"event: {type_}\ndata: {data}\n\n"
 
 
-def terminal_event(response_json: str, seq: int) -> Event:
+def terminal_event(response_json: str, seq: int) -> Chunk:
     """The terminal event a stored final state makes (for a stream its instance could not close)."""
     response = json.loads(response_json)
     status = response.get("status")
     type_ = "response.completed" if status == "completed" else (
         "response.incomplete" if status == "incomplete" else "response.failed")
-    return Event(seq, type_, json.dumps({"type": type_, "response": response, "sequence_number": seq}))
+    return Chunk(seq, seq, True, frame(type_, json.dumps({"type": type_, "response": response,
+                                                          "sequence_number": seq})))
 
 
 @dataclass
@@ -72,8 +74,8 @@ class LiveRun:
 
     id: str
     first_seq: int = 2
-    frames: list[bytes] = field(default_factory=list)
-    pending: list[Event] = field(default_factory=list)
+    frames: list[str] = field(default_factory=list)
+    pending_from: int = 2  # the number of the first event not yet written
     terminal: int | None = None  # the terminal event's number, once produced
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     flushing: asyncio.Lock = field(default_factory=asyncio.Lock)  # batches are written in order
@@ -81,16 +83,18 @@ class LiveRun:
     task: asyncio.Task[None] | None = None
 
     def add(self, event: ResponseStreamEvent) -> None:
-        data = to_json(event, hasattr(event, "response"))
-        self.frames.append(frame(event.type, data))
-        self.pending.append(Event(event.sequence_number, event.type, data))
+        self.frames.append(frame(event.type, to_json(event, hasattr(event, "response"))))
         if event.type in TERMINAL_EVENTS:
             self.terminal = event.sequence_number
         self.changed.set()
         self.changed = asyncio.Event()
 
-    def after(self, seq: int) -> list[bytes]:
+    def after(self, seq: int) -> list[str]:
         return self.frames[seq + 1 - self.first_seq:]
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + len(self.frames) - 1
 
     def cancel(self) -> bool:
         """Stop the agent loop (only there: the writes around it always complete); ``False`` when the run is
@@ -115,6 +119,7 @@ class Background:
         self.max_input_items = max_input_items
         self.grace_s = grace_s
         self.live: dict[str, LiveRun] = {}
+        self._claimed = asyncio.Event()  # set (and replaced) when this instance starts running responses
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._runs: set[asyncio.Task[None]] = set()
@@ -150,8 +155,8 @@ class Background:
                   ResponseQueuedEvent(type="response.queued", response=queued, sequence_number=1)]
         record = self.engine.recorder.record(turn, state, queued)
         record.owner = None
-        await self.store.enqueue(record, json.dumps(body), [
-            Event(e.sequence_number, e.type, to_json(e, True)) for e in events])
+        await self.store.enqueue(record, json.dumps(body), Chunk(0, 1, False, "".join(
+            frame(e.type, to_json(e, True)) for e in events)))
         self._wake.set()
         return queued
 
@@ -177,6 +182,9 @@ class Background:
                     task = live.task = asyncio.create_task(self._run(job, live))
                     self._runs.add(task)
                     task.add_done_callback(self._ran)
+                if claimed:
+                    self._claimed.set()
+                    self._claimed = asyncio.Event()
                 if claimed and len(claimed) == free:
                     continue  # there may be more
             try:
@@ -222,12 +230,13 @@ class Background:
         final write is)."""
         deadline = time.monotonic() + (self.engine.recorder.retry_s if final else 0)
         async with live.flushing:
-            while live.pending:
-                batch, live.pending = live.pending, []
+            while live.pending_from <= live.last_seq:
+                first, last = live.pending_from, live.last_seq
+                chunk = Chunk(first, last, live.terminal == last, "".join(live.frames[first - live.first_seq:]))
                 try:
-                    await self.store.append(live.id, batch)
+                    await self.store.append(live.id, chunk)
+                    live.pending_from = last + 1
                 except StoreUnavailable:
-                    live.pending[:0] = batch
                     if time.monotonic() > deadline:
                         return
                     await asyncio.sleep(0.2)
@@ -236,7 +245,7 @@ class Background:
         while True:
             await asyncio.sleep(FLUSH_S)
             for live in list(self.live.values()):
-                if live.pending:
+                if live.pending_from <= live.last_seq:
                     try:
                         await self._flush(live)
                     except Exception:
@@ -311,7 +320,7 @@ class Background:
             if live is not None and last >= live.first_seq - 1:
                 frames = live.after(last)
                 if frames:
-                    yield b"".join(frames)
+                    yield "".join(frames).encode()
                     last += len(frames)
                     if live.terminal is not None and last >= live.terminal:
                         return
@@ -323,14 +332,14 @@ class Background:
                     except TimeoutError:
                         pass
                 continue
-            events = await self.store.events_after(response_id, last)
-            if events:
+            chunks = await self.store.events_after(response_id, last)
+            if chunks:
                 quiet_since = None
-                ends = next((i for i, e in enumerate(events) if e.type in TERMINAL_EVENTS), None)
-                events = events if ends is None else events[:ends + 1]
-                yield b"".join(frame(e.type, e.data) for e in events)
-                last = events[-1].seq
-                if ends is not None:
+                ends = next((i for i, chunk in enumerate(chunks) if chunk.terminal), len(chunks) - 1)
+                yield "".join(chunk.after(last) if n == 0 else chunk.frames
+                              for n, chunk in enumerate(chunks[:ends + 1])).encode()
+                last = chunks[ends].last
+                if chunks[ends].terminal:
                     return
                 continue
             state = await self.store.state(response_id)
@@ -342,7 +351,11 @@ class Background:
                     await self.store.close_stream(response_id, terminal_event)
                     quiet_since = None
                     continue
-            await asyncio.sleep(FOLLOW_POLL_S)
+            claimed = self._claimed  # a claim here wakes it at once; others' runs are read every poll
+            try:
+                await asyncio.wait_for(claimed.wait(), FOLLOW_POLL_S)
+            except TimeoutError:
+                pass
 
 
 def make_background(engine: Engine, store: Any, settings: Any) -> Background:

@@ -96,9 +96,11 @@ async def _runs_started(url: str, ids: list[str]) -> dict[str, int]:
     """How many times each response's run started: its kept ``response.in_progress`` events."""
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1))
     try:
-        rows = await conn.fetch("SELECT response_id, count(*) FROM parley_response_events "
-                                "WHERE type = 'response.in_progress' AND response_id = ANY($1) GROUP BY response_id",
+        rows = await conn.fetch("SELECT response_id, frames FROM parley_response_events WHERE response_id = ANY($1)",
                                 ids)
     finally:
         await conn.close()
-    return {row[0]: row[1] for row in rows}
+    started: dict[str, int] = {}
+    for response_id, frames in rows:
+        started[response_id] = started.get(response_id, 0) + frames.count("event: response.in_progress\n")
+    return {response_id: count for response_id, count in started.items() if count}

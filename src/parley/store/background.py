@@ -26,7 +26,6 @@ from parley.store.sql import SqlStore
 from parley.store.tables import background, response_events, responses
 
 TERMINAL = ("completed", "incomplete", "failed", "cancelled")
-TERMINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
 # A literal, not a parameter: PostgreSQL then uses the partial index of queued rows for every plan.
 _QUEUED = sa.literal_column("'queued'")
 
@@ -42,17 +41,28 @@ class Claimed:
 
 
 @dataclass
-class Event:
-    """One kept event: its ``sequence_number``, type and JSON."""
+class Chunk:
+    """Consecutive kept events, ``first``..``last`` by ``sequence_number``, as SSE frames."""
 
-    seq: int
-    type: str
-    data: str
+    first: int
+    last: int
+    terminal: bool  # the last one is the response's terminal event
+    frames: str
+
+    def after(self, seq: int) -> str:
+        """The frames of the events after ``seq``."""
+        if seq < self.first:
+            return self.frames
+        return "".join(frame + "\n\n" for frame in self.frames.split("\n\n")[seq + 1 - self.first:-1])
+
+    def row(self, response_id: str) -> dict[str, Any]:
+        return {"response_id": response_id, "first_seq": self.first, "last_seq": self.last,
+                "terminal": self.terminal, "frames": self.frames}
 
 
 CancelOutcome = Literal["not_found", "not_background", "finished", "cancelled", "requested"]
 # Makes the terminal event of a response from its stored JSON and sequence number (see parley.background).
-TerminalEvent = Callable[[str, int], Event]
+TerminalEvent = Callable[[str, int], Chunk]
 
 
 class SqlBackground:
@@ -61,16 +71,15 @@ class SqlBackground:
         dialect = postgresql if store.is_postgres else sqlite
         self._insert_event = dialect.insert(response_events).on_conflict_do_nothing()
 
-    async def enqueue(self, record: StoredResponse, request: str, events: list[Event]) -> None:
+    async def enqueue(self, record: StoredResponse, request: str, first: Chunk) -> None:
         """Store a ``queued`` response with its create body and first events, in one transaction."""
         insert = self.store.inserter(record)
-        rows = [{"response_id": record.id, "seq": e.seq, "type": e.type, "data": e.data} for e in events]
 
         def enqueue(conn: sa.Connection) -> None:
             insert(conn)
             conn.execute(background.insert().values(response_id=record.id, tenant=record.tenant, request=request,
                                                     cancel_requested=False))
-            conn.execute(response_events.insert(), rows)
+            conn.execute(response_events.insert(), [first.row(record.id)])
 
         await self.store.run(enqueue)
 
@@ -169,17 +178,17 @@ class SqlBackground:
                                                           background.c.cancel_requested.is_(True))
         return set(await self.store.run(lambda conn: list(conn.execute(query).scalars())))
 
-    async def append(self, response_id: str, events: list[Event]) -> None:
-        """Keep events; an event whose number is already kept stays as it was."""
-        rows = [{"response_id": response_id, "seq": e.seq, "type": e.type, "data": e.data} for e in events]
-        await self.store.run(lambda conn: conn.execute(self._insert_event, rows))
+    async def append(self, response_id: str, chunk: Chunk) -> None:
+        """Keep events; events whose first number is already kept stay as they were."""
+        row = chunk.row(response_id)
+        await self.store.run(lambda conn: conn.execute(self._insert_event, [row]))
 
-    async def events_after(self, response_id: str, after: int, limit: int = 1000) -> list[Event]:
-        query = (sa.select(response_events.c.seq, response_events.c.type, response_events.c.data)
-                 .where(response_events.c.response_id == response_id, response_events.c.seq > after)
-                 .order_by(response_events.c.seq).limit(limit))
+    async def events_after(self, response_id: str, after: int, limit: int = 100) -> list[Chunk]:
+        query = (sa.select(response_events).where(response_events.c.response_id == response_id,
+                                                  response_events.c.last_seq > after)
+                 .order_by(response_events.c.first_seq).limit(limit))
         rows = await self.store.run(lambda conn: conn.execute(query).all())
-        return [Event(row.seq, row.type, row.data) for row in rows]
+        return [Chunk(row.first_seq, row.last_seq, row.terminal, row.frames) for row in rows]
 
     async def state(self, response_id: str) -> tuple[str, str] | None:
         """The stored status and JSON of a response (``None`` once it is deleted)."""
@@ -200,14 +209,13 @@ class SqlBackground:
 
     def _append_terminal(self, conn: sa.Connection, response_id: str, response_json: str,
                          terminal: TerminalEvent) -> None:
-        last = conn.execute(sa.select(response_events.c.seq, response_events.c.type)
+        last = conn.execute(sa.select(response_events.c.last_seq, response_events.c.terminal)
                             .where(response_events.c.response_id == response_id)
-                            .order_by(response_events.c.seq.desc()).limit(1)).first()
-        if last is not None and last.type in TERMINAL_EVENTS:
+                            .order_by(response_events.c.first_seq.desc()).limit(1)).first()
+        if last is not None and last.terminal:
             return  # closed already
-        event = terminal(response_json, 0 if last is None else last.seq + 1)
-        conn.execute(self._insert_event, [{"response_id": response_id, "seq": event.seq, "type": event.type,
-                                           "data": event.data}])
+        conn.execute(self._insert_event, [terminal(response_json, 0 if last is None else last.last_seq + 1)
+                                          .row(response_id)])
 
 
 def _ended(response_json: str, status: str, error: dict[str, str] | None = None) -> str:

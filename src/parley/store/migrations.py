@@ -221,12 +221,14 @@ MIGRATIONS: list[tuple[str, Statements]] = [
                 request TEXT NOT NULL,
                 cancel_requested BOOLEAN NOT NULL DEFAULT FALSE
             )""",
+            # A run of consecutive events per row, as SSE frames: one row per write, not one per event.
             """CREATE TABLE parley_response_events (
                 response_id VARCHAR(80) NOT NULL,
-                seq INTEGER NOT NULL,
-                type VARCHAR(80) NOT NULL,
-                data TEXT NOT NULL,
-                PRIMARY KEY (response_id, seq)
+                first_seq INTEGER NOT NULL,
+                last_seq INTEGER NOT NULL,
+                terminal BOOLEAN NOT NULL,
+                frames TEXT NOT NULL,
+                PRIMARY KEY (response_id, first_seq)
             )""",
             # The queue: only queued rows are in it, oldest first.
             "CREATE INDEX ix_parley_responses_queued ON parley_responses (created_at) WHERE status = 'queued'",

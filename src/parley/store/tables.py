@@ -50,7 +50,8 @@ background = sa.Table(
 response_events = sa.Table(
     "parley_response_events", metadata,
     sa.Column("response_id", sa.String(80), primary_key=True),
-    sa.Column("seq", sa.Integer, primary_key=True),
-    sa.Column("type", sa.String(80), nullable=False),
-    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("first_seq", sa.Integer, primary_key=True),
+    sa.Column("last_seq", sa.Integer, nullable=False),
+    sa.Column("terminal", sa.Boolean, nullable=False),
+    sa.Column("frames", sa.Text, nullable=False),  # the events first_seq..last_seq as SSE frames
 )
