@@ -80,13 +80,13 @@ async def _kept(db: str, ids: list[str]) -> tuple[int, int]:
 
         conn = sqlite3.connect(db.split("///", 1)[1])
         marks = ",".join("?" * len(ids))
-        rows, size = conn.execute(f"SELECT count(*), coalesce(sum(length(data)), 0) FROM parley_response_events "
+        rows, size = conn.execute(f"SELECT count(*), coalesce(sum(length(frames)), 0) FROM parley_response_events "
                                   f"WHERE response_id IN ({marks})", ids).fetchone()
         conn.close()
         return rows, size
     conn = await asyncpg.connect(db.replace("postgresql+asyncpg://", "postgresql://", 1))
     try:
-        row = await conn.fetchrow("SELECT count(*), coalesce(sum(octet_length(data)), 0) FROM parley_response_events "
+        row = await conn.fetchrow("SELECT count(*), coalesce(sum(octet_length(frames)), 0) FROM parley_response_events "
                                   "WHERE response_id = ANY($1)", ids)
     finally:
         await conn.close()
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             common = ("--upstream", upstream_url, "--db", db, "--log-level", "warning")
             with ParleyProcess(*common) as parley:
                 assert parley.process is not None
-                print(f"\n### {kind}\n\n| way | wall ms / response | Parley CPU ms / response | kept events / "
+                print(f"\n### {kind}\n\n| way | wall ms / response | Parley CPU ms / response | kept rows / "
                       "response | kept bytes / response |\n| --- | --- | --- | --- | --- |")
                 for way, wall, cpu, rows, size in asyncio.run(per_response(parley.base_url, db, parley.process.pid,
                                                                           args.count)):

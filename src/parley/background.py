@@ -316,6 +316,7 @@ class Background:
         """The frames of the events after ``after``, kept and then live, until the terminal event."""
         last, quiet_since = after, None
         while True:
+            claimed = self._claimed  # taken before reading: a claim while it reads still wakes it
             live = self.live.get(response_id)
             if live is not None and last >= live.first_seq - 1:
                 frames = live.after(last)
@@ -351,8 +352,7 @@ class Background:
                     await self.store.close_stream(response_id, terminal_event)
                     quiet_since = None
                     continue
-            claimed = self._claimed  # a claim here wakes it at once; others' runs are read every poll
-            try:
+            try:  # a claim here wakes it at once; runs on other instances are read every poll
                 await asyncio.wait_for(claimed.wait(), FOLLOW_POLL_S)
             except TimeoutError:
                 pass

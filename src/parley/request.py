@@ -107,7 +107,7 @@ class CreateResponse(BaseModel):
     safety_identifier: str | None = Field(None, max_length=64)
     reasoning: ReasoningConfig | None = None
     include: list[str] = Field(default_factory=list)
-    truncation: Literal["disabled"] = "disabled"
+    truncation: Literal["disabled", "auto"] = "disabled"
     service_tier: Literal["auto", "default", "flex", "scale", "priority", "fast", "ultrafast"] | None = None
     prompt_cache_key: str | None = None
     prompt_cache_retention: Literal["in_memory", "24h"] | None = None
@@ -193,8 +193,6 @@ def parse_create(body: Any, max_input_items: int = 5000) -> CreateResponse:
     if body.get("background") is True and body.get("store") is False:
         raise InvalidRequest("A background response is stored: 'background' needs 'store' true (or left out).",
                              param="background", code="invalid_value")
-    if body.get("truncation") == "auto":
-        raise UnsupportedParameter("truncation", "Only 'disabled' is supported.")
     if isinstance(body.get("conversation"), dict):
         if set(body["conversation"]) != {"id"}:
             raise InvalidRequest("'conversation' is an id or an object with only 'id'.", param="conversation")

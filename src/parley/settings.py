@@ -42,6 +42,9 @@ class UpstreamConfig(BaseModel):
     reasoning_parser: Literal["think_tags", "think_tags_open"] | None = Field(
         None, description="Reasoning the upstream writes in its answer between <think> and </think> (think_tags), "
         "or after a <think> its chat template puts in the prompt (think_tags_open), becomes reasoning items.")
+    context_window: int | None = Field(
+        None, gt=0, description="Context window of its models, in tokens, for truncation: auto (default: what its "
+        "/models listing says, as vLLM's max_model_len or llama.cpp's n_ctx_train).")
     max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = Field(
         "max_tokens", description="Which Chat Completions field carries max_output_tokens."
     )
@@ -89,6 +92,9 @@ class Settings(BaseSettings):
         "prompt_cache_retention, safety_identifier (OpenAI's API takes them all).")
     forward_client_key: bool = Field(False, description="Send the client's own bearer token to --upstream "
                                      "instead of --upstream-api-key.")
+    upstream_context_window: int | None = Field(
+        None, gt=0, description="Context window of --upstream's models, in tokens, for truncation: auto (default: "
+        "what its /models listing says, as vLLM's max_model_len).")
     db: str | None = Field(
         None, description="SQLAlchemy URL of the store (sqlite:///… or postgresql+asyncpg://…). "
         "Default: a SQLite file in the data directory."
@@ -202,12 +208,14 @@ class Settings(BaseSettings):
             default = UpstreamConfig(name="default", url=self.upstream, api_key=self.upstream_api_key, models=["*"],
                                      timeout_s=self.upstream_timeout_s, forward_client_key=self.forward_client_key,
                                      forward_params=[p.strip() for p in (self.upstream_forward or "").split(",")
-                                                     if p.strip()], reasoning_parser=self.upstream_reasoning_parser)
+                                                     if p.strip()], reasoning_parser=self.upstream_reasoning_parser,
+                                     context_window=self.upstream_context_window)
         else:
             # The embedded model answers to its own id; with no --config it also answers every
             # other model name, so clients written for OpenAI work unchanged at zero set-up.
             models = [EMBEDDED_MODEL_ID] + ([] if declared else ["*"])
-            default = UpstreamConfig(name="embedded", type="embedded", models=models)
+            default = UpstreamConfig(name="embedded", type="embedded", models=models,
+                                     context_window=self.embedded_context)
         if not any(u.name == default.name for u in declared):
             declared.append(default)
         return declared

@@ -31,7 +31,7 @@ def test_unknown_parameter() -> None:
     assert (err.code, err.param, err.status_code) == ("unknown_parameter", "system", 400)
 
 
-@pytest.mark.parametrize("name, value", [("prompt", {"id": "p"}), ("truncation", "auto"),
+@pytest.mark.parametrize("name, value", [("prompt", {"id": "p"}),
                                          ("response_format", {"type": "json_object"}),
                                          ("context_management", [{"type": "compaction"}])])
 def test_known_but_unsupported_parameters_are_named(name: str, value: object) -> None:

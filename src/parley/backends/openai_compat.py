@@ -86,6 +86,23 @@ class OpenAICompatBackend:
                 raise status_error(response.status, body)
         return [entry["id"] for entry in json.loads(body).get("data", [])]
 
+    async def context_window(self, model: str) -> int | None:
+        """The model's context window as the server lists it: vLLM's ``max_model_len``, ``context_length``
+        (OpenRouter, Together, LM Studio), ``context_window`` (Groq) or llama.cpp's ``meta.n_ctx_train``."""
+        async with self._client().get(f"{self.config.url}/models") as response:
+            if response.status >= 400:
+                return None
+            listing = json.loads(await response.read())
+        for entry in listing.get("data", []) if isinstance(listing, dict) else []:
+            if not isinstance(entry, dict) or entry.get("id") != model:
+                continue
+            meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
+            for value in (entry.get("max_model_len"), entry.get("context_length"), entry.get("context_window"),
+                          meta.get("n_ctx_train")):
+                if isinstance(value, int) and value > 0:
+                    return value
+        return None
+
     async def count_tokens(self, request: dict[str, Any]) -> int | None:
         """The prompt's tokens by the server's own tokenizer: vLLM's ``/tokenize`` (which applies the chat
         template), else llama.cpp's ``/apply-template`` and ``/tokenize``; ``None`` when the server has neither."""

@@ -60,6 +60,7 @@ class Router:
         self.backends = backends
         self._by_model = {m: u.name for u in upstreams for m in u.models if m != "*"}
         self._catch_all = next((u.name for u in upstreams if "*" in u.models), None)
+        self._windows: dict[str, int] = {}  # context windows upstreams listed
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Router:
@@ -75,6 +76,26 @@ class Router:
 
     def backend_for(self, model: str) -> ChatBackend:
         return self.backends[self.upstream_config(model).name]
+
+    async def context_window(self, model: str) -> int:
+        """The model's context window in tokens: its upstream's ``context_window``, else what the upstream lists
+        (learned once); a 400 naming the model when neither says."""
+        upstream = self.upstream_config(model)
+        window = upstream.context_window or self._windows.get(model)
+        if window is None:
+            lookup = getattr(self.backends[upstream.name], "context_window", None)
+            try:
+                window = await lookup(model) if lookup is not None else None
+            except Exception as exc:  # unreachable or unreadable: unknown, asked again next time
+                log.warning("cannot read the context window of %s from upstream %s: %s", model, upstream.name, exc)
+            if window is not None:
+                self._windows[model] = window
+        if window is None:
+            raise InvalidRequest(
+                f"The context window of model '{model}' is unknown, so truncation 'auto' cannot be applied: set "
+                "context_window on its upstream (--upstream-context-window), or use truncation 'disabled'.",
+                param="model", code="context_window_unknown")
+        return window
 
     async def start(self) -> None:
         for backend in self.backends.values():

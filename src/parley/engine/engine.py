@@ -35,7 +35,7 @@ from parley.engine.persistence import Persistence
 from parley.engine.recorder import Recorder
 from parley.engine.translate import ChunkTranslator
 from parley.engine.turn import Queued, RunState, Turn, snapshot
-from parley.engine import token_count
+from parley.engine import context, token_count
 from parley.errors import BackendError, InvalidRequest, NotFound, ParleyError, StoreUnavailable
 from parley.files import FileReader
 from parley.items import InputItem, ReasoningItem, image_urls, input_files, item_resource, parse_item, uploaded_images
@@ -125,6 +125,8 @@ class Engine:
         turn = Turn(request=request, upstream=upstream, conversation=conversation, input_items=items, tenant=tenant,
                     previous_output=previous_output, approved=approved, client_key=client_key,
                     persistence=persistence)
+        if request.truncation == "auto":  # unknown: a 400 now, not a failure in the stream
+            turn.context_window = await self.router.context_window(request.model)
         if queued is not None:
             turn.id, turn.created_at, turn.input_items, turn.queued = (
                 queued.id, int(queued.created_at), queued.input_items, True)
@@ -145,10 +147,24 @@ class Engine:
         tools = self.registry.bind(request.tools, request.tool_choice, BindContext(
             self.tools, turn.previous_output, list(request.input), tenant, list(request.include)))
         try:
-            body = self._chat_body(turn, RunState(conversation=turn.conversation), tools, first=True)
+            body = await self._fitted(turn, self._chat_body(turn, RunState(conversation=turn.conversation), tools,
+                                                            first=True))
         finally:
             await tools.aclose()
         return await token_count.count(self.router.backend_for(request.model), body)
+
+    async def _fitted(self, turn: Turn, body: dict[str, Any]) -> dict[str, Any]:
+        """The chat body cut to the model's context window, for ``truncation: "auto"``."""
+        if turn.context_window is None:
+            return body
+        backend = self.router.backends[turn.upstream.name]
+
+        async def count(candidate: dict[str, Any]) -> int:
+            return (await token_count.count(backend, candidate))[0]
+
+        return await context.fit(body, turn.context_window,
+                                 context.answer_room(turn.context_window, turn.request.max_output_tokens),
+                                 count, turn.request.model)
 
     async def _conversation_history(self, conversation_id: str, tenant: str) -> list[dict[str, Any]]:
         """The chat that a conversation's items make (the history a response on it continues)."""
@@ -328,7 +344,7 @@ class Engine:
                 yield event
             await self._save_progress(turn, state)
             for iteration in range(self.max_tool_iterations):
-                body = self._chat_body(turn, state, tools, first=iteration == 0)
+                body = await self._fitted(turn, self._chat_body(turn, state, tools, first=iteration == 0))
                 translator = ChunkTranslator(first_index=len(state.output), server_names=tools.server_names(),
                                              cite=tools.cite, client_tools=tools.client_tools(),
                                              encrypt=self.cipher.encrypt if self.cipher and

@@ -35,6 +35,7 @@ class Turn:
     created_at: int = field(default_factory=lambda: int(time.time()))
     opening: Response | None = None  # the in_progress snapshot, when prepare already made it to store it
     persistence: Persistence = NOT_STORED  # which writes it gets
+    context_window: int | None = None  # known when the request asks for truncation: auto
     queued: bool = False  # a background response run after it was queued (its first events were sent then)
 
 

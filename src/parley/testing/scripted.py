@@ -173,6 +173,7 @@ class Script:
         self.headers: list[dict[str, str]] = []  # the HTTP headers of each request, in order
         self.embedding_requests: list[dict[str, Any]] = []  # the bodies sent to /v1/embeddings
         self.tokenize = True  # whether /tokenize answers
+        self.context_windows: dict[str, int] = {}  # models /v1/models lists with their max_model_len
         self._queue: deque[Reply | str] = deque()
         self._lock = threading.Lock()
         self._gate = threading.Event()
@@ -206,6 +207,7 @@ class Script:
             self.headers.clear()
             self.embedding_requests.clear()
             self.tokenize = True
+            self.context_windows = {}
             self.responder = responder or echo_responder
         self._gate.set()
 
@@ -310,8 +312,10 @@ class ScriptedBackend(Script, LoopbackService):
                              "usage": {"prompt_tokens": 0, "total_tokens": 0}})
 
     async def _models(self, _request: Request) -> JSONResponse:
+        listed = [{"id": model, "object": "model", "created": 0, "owned_by": "parley-testing", "max_model_len": size}
+                  for model, size in self.context_windows.items()]
         return JSONResponse({"object": "list", "data": [{"id": "scripted", "object": "model", "created": 0,
-                                                         "owned_by": "parley-testing"}]})
+                                                         "owned_by": "parley-testing"}, *listed]})
 
     async def _completions(self, http_request: Request) -> Response:
         request = await http_request.json()
