@@ -177,6 +177,16 @@ class ReasoningItem(_Lenient):
         return "".join(str(t) for t in parts)
 
 
+class CompactionItem(_Lenient):
+    """What ``POST /v1/responses/compact`` (or a response's ``context_management``) made of a conversation's
+    earlier items: a summary, encrypted with the server's key; it stands for them in the chat."""
+
+    type: Literal["compaction"]
+    encrypted_content: str = Field(min_length=1)
+    id: ItemId | None = None
+    created_by: str | None = None
+
+
 class ToolSearchCallItem(_Lenient):
     type: Literal["tool_search_call"]
     arguments: Any = None
@@ -212,7 +222,7 @@ InputItem = Union[MessageItem, FunctionCallItem, FunctionCallOutputItem, Reasoni
                   WebSearchCallItem, FileSearchCallItem, McpListToolsItem, McpCallItem, McpApprovalRequestItem,
                   ItemReference,
                   ShellCallItem, ShellCallOutputItem, LocalShellCallItem, LocalShellCallOutputItem, ApplyPatchCallItem,
-                  ApplyPatchCallOutputItem]
+                  ApplyPatchCallOutputItem, CompactionItem]
 ITEM_TYPES: dict[str, type[BaseModel]] = {
     "message": MessageItem,
     "function_call": FunctionCallItem,
@@ -235,6 +245,7 @@ ITEM_TYPES: dict[str, type[BaseModel]] = {
     "local_shell_call_output": LocalShellCallOutputItem,
     "apply_patch_call": ApplyPatchCallItem,
     "apply_patch_call_output": ApplyPatchCallOutputItem,
+    "compaction": CompactionItem,
 }
 
 
@@ -325,6 +336,8 @@ def item_resource(item: InputItem) -> dict[str, Any]:
         data.setdefault("id", new_id("tso"))
     elif isinstance(item, McpListToolsItem):
         data.setdefault("id", new_id("mcpl"))
+    elif isinstance(item, CompactionItem):
+        data.setdefault("id", new_id("cmp"))
     else:
         data.setdefault("id", new_id("rs" if isinstance(item, ReasoningItem) else "item"))
     return data

@@ -24,12 +24,11 @@ HONOURED = {
     "parallel_tool_calls", "max_tool_calls", "user", "safety_identifier", "reasoning", "include",
     "truncation", "service_tier", "prompt_cache_key", "prompt_cache_retention", "top_logprobs", "background",
     "client_metadata",  # Codex's client description: informational, as at OpenAI
-    "conversation",
+    "conversation", "context_management",
 }
 # Known to the protocol; Parley refuses them by name until it honours them.
 NOT_YET = {
     "prompt": "Stored prompt templates are not supported.",
-    "context_management": "Server-side compaction is not supported.",
     "moderation": "Moderation is not supported.",
     "prompt_cache_options": "Explicit prompt-cache control is not supported.",
     "access_programs": "Access programs are not supported.",
@@ -76,6 +75,14 @@ class ReasoningConfig(StrictModel):
     generate_summary: Literal["auto", "concise", "detailed"] | None = None
 
 
+class ContextManagement(StrictModel):
+    """Server-side compaction: the history is compacted before a model call whose prompt would pass
+    ``compact_threshold`` tokens (default: 80% of the model's context window)."""
+
+    type: Literal["compaction"]
+    compact_threshold: int | None = Field(None, ge=1000)
+
+
 class StreamOptions(StrictModel):
     include_obfuscation: bool | None = None
 
@@ -115,6 +122,7 @@ class CreateResponse(BaseModel):
     background: bool = False
     client_metadata: dict[str, Any] | None = None
     conversation: str | None = Field(None, max_length=80)  # the id; {"id": ...} is unwrapped by parse_create
+    context_management: list[ContextManagement] | None = Field(None, max_length=1)
 
     @field_validator("metadata")
     @classmethod

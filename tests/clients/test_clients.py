@@ -273,3 +273,32 @@ async def test_agents_sdk_conversations_session_keeps_a_conversation_across_runs
             await client.conversations.retrieve(conversation.id)
     finally:
         await client.close()
+
+
+@pytest.mark.anyio
+async def test_agents_sdk_compaction_session_compacts_through_parley(agents_model, parley_server, backend,
+                                                                     tmp_path) -> None:
+    from agents import Agent, Runner, SQLiteSession
+    from agents.memory import OpenAIResponsesCompactionSession
+
+    client = openai.AsyncOpenAI(base_url=parley_server.base_url, api_key="x", max_retries=0)
+    try:
+        session = OpenAIResponsesCompactionSession(
+            "ada", SQLiteSession("ada", str(tmp_path / "session.db")), client=client, model="gpt-4.1",
+            should_trigger_compaction=lambda context: len(context["compaction_candidate_items"]) >= 2)
+        agent = Agent(name="assistant", instructions="Be brief.", model=agents_model)
+        backend.push("Nice to meet you, Ada.", "Paris is lovely.", "The user is Ada and lives in Paris.",
+                     "You live in Paris.")
+        await Runner.run(agent, "My name is Ada.", session=session)
+        await Runner.run(agent, "I live in Paris.", session=session)  # two answers: the session compacts
+        compact_request = backend.requests[2]
+        assert compact_request["model"] == "gpt-4.1" and "I live in Paris." in compact_request["messages"][1]["content"]
+        items = await session.get_items()
+        assert [item.get("type", "message") for item in items] == ["message", "message", "compaction"]
+        third = await Runner.run(agent, "Where do I live?", session=session)
+        assert third.final_output == "You live in Paris."
+        sent = [(m["role"], m["content"]) for m in backend.requests[-1]["messages"]]
+        assert sent[-2][0] == "assistant" and sent[-2][1].endswith("The user is Ada and lives in Paris.")
+        assert sent[-1] == ("user", "Where do I live?")
+    finally:
+        await client.close()

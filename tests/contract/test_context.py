@@ -80,3 +80,56 @@ def test_input_tokens_counts_what_truncation_leaves(client, backend) -> None:
     cut = client.responses.input_tokens.count(model="count-window", input="q", previous_response_id=previous,
                                               truncation="auto")
     assert whole.input_tokens > 100 - 12 >= cut.input_tokens
+
+
+def test_compact_keeps_the_user_messages_and_a_summary_that_is_accepted_back(client, backend) -> None:
+    previous = _history(client, "m", 3)
+    backend.push("Ada asked three things; each was answered.")
+    compacted = client.responses.compact(model="m", previous_response_id=previous)
+    assert compacted.object == "response.compaction" and compacted.usage.output_tokens > 0
+    assert [item.type for item in compacted.output] == ["message"] * 3 + ["compaction"]
+    assert [item.content[0].text for item in compacted.output[:3]] == [f"turn {i} " + "word " * 20 for i in range(3)]
+    asked = backend.requests[-1]["messages"]
+    assert asked[0]["role"] == "system" and "summary" in asked[0]["content"]
+    assert "[user]\nturn 0" in asked[1]["content"] and "[assistant]\nYou said: turn 2" in asked[1]["content"]
+    replay = [item.model_dump(exclude_none=True, warnings=False) for item in compacted.output]  # (SDK typing)
+    client.responses.create(model="m", input=[*replay, {"role": "user", "content": "next"}])
+    sent = backend.requests[-1]["messages"]
+    assert [m["role"] for m in sent] == ["user"] * 3 + ["assistant", "user"]
+    assert sent[3]["content"].endswith("Ada asked three things; each was answered.")
+    altered = dict(replay[-1], encrypted_content=replay[-1]["encrypted_content"][:-4] + "AAAA")
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="m", input=[altered, {"role": "user", "content": "next"}])
+    assert (refused.value.body["param"], refused.value.body["code"]) == ("input[0].encrypted_content",
+                                                                         "invalid_encrypted_content")
+    from_input = client.responses.compact(model="m", input=[{"role": "user", "content": "hello"},
+                                                            {"role": "assistant", "content": "hi there"}])
+    assert [item.type for item in from_input.output] == ["message", "compaction"]
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.post("/responses/compact", body={"model": "m", "input": "x", "stream": True}, cast_to=object)
+    assert refused.value.body["param"] == "stream"
+
+
+def test_context_management_compacts_the_history_past_its_threshold(client, backend) -> None:
+    previous = None
+    for i in range(3):  # about 1,300 tokens as the scripted /tokenize counts
+        previous = client.responses.create(model="m", input=f"part {i} " + "word " * 200,
+                                           previous_response_id=previous).id
+    backend.push("Three long parts were read.", "Short answer.")
+    answer = client.responses.create(model="m", input="now", previous_response_id=previous,
+                                     context_management=[{"type": "compaction", "compact_threshold": 1000}])
+    assert [item.type for item in answer.output] == ["compaction", "message"]
+    assert answer.output_text == "Short answer."
+    sent = backend.requests[-1]["messages"]
+    assert [m["role"] for m in sent] == ["user"] * 3 + ["assistant", "user"]
+    assert sent[3]["content"].endswith("Three long parts were read.") and sent[-1]["content"] == "now"
+    client.responses.create(model="m", input="after", previous_response_id=answer.id)
+    assert len(backend.requests[-1]["messages"]) == 7  # it goes on from the compacted history
+    small = client.responses.create(model="m", input="tiny", previous_response_id=answer.id, stream=True,
+                                    context_management=[{"type": "compaction", "compact_threshold": 100000}])
+    done = [e for e in small if e.type == "response.completed"][0]
+    assert [item.type for item in done.response.output] == ["message"]  # under the threshold: untouched
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="m", input="x", context_management=[{"type": "compaction",
+                                                                            "compact_threshold": 10}])
+    assert refused.value.body["param"].startswith("context_management")

@@ -53,6 +53,17 @@ def test_another_tenants_response_is_a_404_everywhere(keyed_server, backend) -> 
     assert chained.status == "completed"
 
 
+def test_another_tenants_background_response_cannot_be_cancelled_or_followed(keyed_server, backend) -> None:
+    alice, bob = client_for(keyed_server, "sk-alice"), client_for(keyed_server, "sk-bob")
+    queued = alice.responses.create(model="m", input="alice's job", background=True)
+    for call in (lambda: bob.responses.cancel(queued.id), lambda: list(bob.responses.retrieve(queued.id, stream=True)),
+                 lambda: bob.responses.retrieve(queued.id)):
+        with pytest.raises(openai.NotFoundError):
+            call()
+    events = list(alice.responses.retrieve(queued.id, stream=True))
+    assert events[-1].type == "response.completed" and events[-1].response.output_text == "You said: alice's job"
+
+
 def test_local_mode_says_it_has_no_authentication(parley_server) -> None:
     assert "serving without authentication" in parley_server.log()
 

@@ -33,7 +33,7 @@ def test_unknown_parameter() -> None:
 
 @pytest.mark.parametrize("name, value", [("prompt", {"id": "p"}),
                                          ("response_format", {"type": "json_object"}),
-                                         ("context_management", [{"type": "compaction"}])])
+                                         ("moderation", {"mode": "x"})])
 def test_known_but_unsupported_parameters_are_named(name: str, value: object) -> None:
     err = error_of({"model": "m", "input": "hi", name: value})
     assert err.code == "unsupported_parameter" and err.param == name

@@ -18,6 +18,9 @@ from typing import Any, get_args
 
 from openai.types.responses import (
     Response,
+    ResponseCompactionItem,
+    ResponseOutputItemAddedEvent,
+    ResponseOutputItemDoneEvent,
     ResponseCompletedEvent,
     ResponseCreatedEvent,
     ResponseErrorEvent,
@@ -35,7 +38,7 @@ from parley.engine.persistence import Persistence
 from parley.engine.recorder import Recorder
 from parley.engine.translate import ChunkTranslator
 from parley.engine.turn import Queued, RunState, Turn, snapshot
-from parley.engine import context, token_count
+from parley.engine import compaction, context, token_count
 from parley.errors import BackendError, InvalidRequest, NotFound, ParleyError, StoreUnavailable
 from parley.files import FileReader
 from parley.items import InputItem, ReasoningItem, image_urls, input_files, item_resource, parse_item, uploaded_images
@@ -115,7 +118,8 @@ class Engine:
         elif request.conversation:
             prior = await self._conversation_history(request.conversation, tenant)
         conversation = build_messages(prior, request.input, self._replayed_reasoning(request, upstream),
-                                      await self._stored_calls(request.input, tenant))
+                                      await self._stored_calls(request.input, tenant),
+                                      compaction.summaries(self.cipher, request.input, "input"))
         # The stored response, parsed once into the protocol's types: what the tools and approvals read of it.
         previous_output = Response.model_validate_json(previous.serialized()).output if previous else []
         approved = resolve_approvals(request, previous_output, previous.call_ids if previous else {}, conversation)
@@ -127,6 +131,9 @@ class Engine:
                     persistence=persistence)
         if request.truncation == "auto":  # unknown: a 400 now, not a failure in the stream
             turn.context_window = await self.router.context_window(request.model)
+        if request.context_management:
+            turn.compact_threshold = request.context_management[0].compact_threshold or int(
+                0.8 * (turn.context_window or await self.router.context_window(request.model)))
         if queued is not None:
             turn.id, turn.created_at, turn.input_items, turn.queued = (
                 queued.id, int(queued.created_at), queued.input_items, True)
@@ -153,6 +160,46 @@ class Engine:
             await tools.aclose()
         return await token_count.count(self.router.backend_for(request.model), body)
 
+    async def compact(self, request: CreateResponse, tenant: str = "", client_key: str | None = None
+                      ) -> dict[str, Any]:
+        """``POST /v1/responses/compact``: the user messages of the request's history and a ``compaction`` item
+        holding the model's summary of the rest (see :mod:`parley.engine.compaction`); nothing is stored."""
+        turn = await self.prepare(request.model_copy(update={"store": False, "stream": False}), tenant, client_key)
+        summary, usage = await self._summarize(turn, turn.conversation)
+        items = compaction.user_items(turn.conversation) + [compaction.seal(self.cipher, summary)]
+        return compaction.compacted_response(items, usage)
+
+    async def _summarize(self, turn: Turn, messages: list[Any]) -> tuple[str, Any]:
+        key = turn.client_key if turn.upstream.forward_client_key else None
+        base = chat_request(turn.request, [], model=turn.request.model, max_tokens_param=turn.upstream.max_tokens_param,
+                            forward=turn.upstream.forward_params)
+        base.pop(turn.upstream.max_tokens_param, None)  # the answer's bound is not the summary's
+        return await compaction.summarize(self.router.backends[turn.upstream.name], key, base, messages,
+                                          turn.request.instructions)
+
+    async def _compacted(self, turn: Turn, state: RunState, body: dict[str, Any]
+                         ) -> AsyncIterator[ResponseStreamEvent]:
+        """``context_management``: when this call's prompt passes the threshold, the history before the current
+        turn becomes its user messages and a summary, and the ``compaction`` item goes into the output."""
+        messages = state.conversation
+        current = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=0)
+        if current == 0:
+            return  # nothing before the current turn to compact
+        backend = self.router.backends[turn.upstream.name]
+        if (await token_count.count(backend, body))[0] <= (turn.compact_threshold or 0):
+            return
+        summary, usage = await self._summarize(turn, messages[:current])
+        state.usage.input_tokens += usage.input_tokens
+        state.usage.output_tokens += usage.output_tokens
+        state.conversation = compaction.compacted_chat(messages[:current], summary) + messages[current:]
+        item = ResponseCompactionItem(**compaction.seal(self.cipher, summary))
+        index = len(state.output)
+        yield ResponseOutputItemAddedEvent(type="response.output_item.added", item=item, output_index=index,
+                                           sequence_number=0)
+        yield ResponseOutputItemDoneEvent(type="response.output_item.done", item=item, output_index=index,
+                                          sequence_number=0)
+        state.output.append(item)
+
     async def _fitted(self, turn: Turn, body: dict[str, Any]) -> dict[str, Any]:
         """The chat body cut to the model's context window, for ``truncation: "auto"``."""
         if turn.context_window is None:
@@ -172,7 +219,8 @@ class Engine:
         if stored is None:
             raise NotFound(f"Conversation with id '{conversation_id}' not found.", param="conversation")
         items = [parse_item(entry, f"conversation.items[{i}]") for i, entry in enumerate(stored)]
-        return build_messages([], items, None, await self._stored_calls(items, tenant))
+        return build_messages([], items, None, await self._stored_calls(items, tenant),
+                              compaction.summaries(self.cipher, items, "conversation.items"))
 
     async def _resolve_references(self, items: list[InputItem], tenant: str) -> list[InputItem]:
         """Each ``item_reference`` replaced by the stored item it names (of the caller's tenant)."""
@@ -344,6 +392,11 @@ class Engine:
                 yield event
             await self._save_progress(turn, state)
             for iteration in range(self.max_tool_iterations):
+                if turn.compact_threshold is not None and not any(
+                        getattr(item, "type", None) == "compaction" for item in state.output):  # once per response
+                    async for event in self._compacted(turn, state, self._chat_body(turn, state, tools,
+                                                                                     first=iteration == 0)):
+                        yield event
                 body = await self._fitted(turn, self._chat_body(turn, state, tools, first=iteration == 0))
                 translator = ChunkTranslator(first_index=len(state.output), server_names=tools.server_names(),
                                              cite=tools.cite, client_tools=tools.client_tools(),

@@ -21,6 +21,7 @@ from parley.tools.client import TOOL_SEARCH, chat_tool_name
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionMessageToolCallParam
 
 from parley.items import (
+    CompactionItem,
     CustomToolCallItem,
     CustomToolCallOutputItem,
     FunctionCallItem,
@@ -204,14 +205,24 @@ def _append_call(messages: list[Message], item: ReplayedCall, new_from: int, sto
     messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
 
 
+def summary_message(summary: str) -> Message:
+    """The chat message a compaction item stands for: the summary of what it replaced."""
+    return {"role": "assistant", "content": f"{SUMMARY_HEADER}\n\n{summary}"}
+
+
+SUMMARY_HEADER = "Summary of the earlier part of this conversation (its messages were compacted into it):"
+
+
 def build_messages(prior: list[Message], items: list[InputItem], reasoning: dict[int, str] | None = None,
-                   known: dict[str, tuple[Any, Message]] | None = None) -> list[Message]:
+                   known: dict[str, tuple[Any, Message]] | None = None,
+                   summaries: dict[int, str] | None = None) -> list[Message]:
     """The conversation (without instructions) after appending ``items`` to ``prior``.
 
     ``reasoning`` maps the positions of replayed reasoning items to their decrypted text; each
     text goes to the next assistant message as ``reasoning_content``.  ``known`` holds, by item id, the chat
     call and tool message that replayed server-side items (web search, MCP calls) had in the stored response
-    that made them: the history is then exactly the original turn's.
+    that made them: the history is then exactly the original turn's.  ``summaries`` maps the positions of
+    compaction items to their decrypted summaries, each an assistant message where the item stands.
     """
     messages = [dict(m) for m in prior]
     new_from = len(messages)
@@ -219,6 +230,9 @@ def build_messages(prior: list[Message], items: list[InputItem], reasoning: dict
     results: list[Message] = []  # tool messages of replayed server-side calls
     pending_reasoning: str | None = None
     for i, item in enumerate(items):
+        if isinstance(item, CompactionItem):
+            messages.append(summary_message((summaries or {})[i]))
+            continue
         if reasoning and i in reasoning:
             pending_reasoning = reasoning[i]
             continue

@@ -36,6 +36,7 @@ class Turn:
     opening: Response | None = None  # the in_progress snapshot, when prepare already made it to store it
     persistence: Persistence = NOT_STORED  # which writes it gets
     context_window: int | None = None  # known when the request asks for truncation: auto
+    compact_threshold: int | None = None  # the prompt size that compacts the history (context_management)
     queued: bool = False  # a background response run after it was queued (its first events were sent then)
 
 

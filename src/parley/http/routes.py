@@ -10,7 +10,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from parley.auth import Caller
-from parley.errors import InvalidRequest, NotFound, StoreUnavailable, UnsupportedParameter
+from parley.engine.compaction import COMPACT_PARAMETERS
+from parley.errors import InvalidRequest, NotFound, StoreUnavailable, UnknownParameter, UnsupportedParameter
 from parley.http.bodies import read_json
 from parley.http.sse import sse_frames
 from parley.request import parse_create
@@ -104,6 +105,18 @@ async def count_input_tokens(request: Request, who: Caller = Depends(caller)) ->
     tokens, how = await server.engine.count_input_tokens(create, who.tenant)
     return JSONResponse({"object": "response.input_tokens", "input_tokens": tokens},
                         headers={"x-parley-token-count": how})
+
+
+@routes.post("/v1/responses/compact")
+async def compact_response(request: Request, who: Caller = Depends(caller)) -> Response:
+    """The user messages of a history and a ``compaction`` item summarizing the rest (nothing is stored)."""
+    server = runtime(request)
+    body = await read_json(request)
+    for name in body if isinstance(body, dict) else ():
+        if name not in COMPACT_PARAMETERS:
+            raise UnknownParameter(name)
+    create = parse_create(body, max_input_items=server.settings.max_input_items)
+    return JSONResponse(await server.engine.compact(create, who.tenant, who.token))
 
 
 # What retrieve and input_items can honour of ``include``: what every stored response and item already holds.

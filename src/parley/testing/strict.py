@@ -45,6 +45,23 @@ def validate_response(payload: dict[str, Any]) -> Response:
     return Response.model_validate(payload)
 
 
+def validate_compacted(payload: dict[str, Any]) -> None:
+    """A ``/responses/compact`` answer: the SDK's ``CompactedResponse`` envelope and usage, user messages with
+    input parts (the SDK types output messages as the assistant's only, so those are checked here), and
+    ``compaction`` items."""
+    from openai.types.responses import ResponseCompactionItem, ResponseUsage
+
+    assert payload["object"] == "response.compaction" and isinstance(payload["created_at"], int)
+    assert isinstance(payload["id"], str) and payload["id"]
+    ResponseUsage.model_validate(payload["usage"])
+    for item in payload["output"]:
+        if item["type"] == "compaction":
+            ResponseCompactionItem.model_validate(item)
+            continue
+        assert item["type"] == "message" and item["role"] == "user" and item["id"], item
+        assert all(part["type"] in ("input_text", "input_image", "input_file") for part in item["content"]), item
+
+
 def _validate_event(payload: dict[str, Any]) -> Any:
     if isinstance(payload.get("response"), dict):
         check_open_responses(payload["response"])
@@ -115,6 +132,8 @@ class ValidatingTransport(httpx.HTTPTransport):
         path = request.url.path
         if kind.startswith("text/event-stream"):
             validate = lambda body: parse_sse(body.decode())  # noqa: E731
+        elif path.endswith("/compact"):
+            validate = lambda body: validate_compacted(json.loads(body))  # noqa: E731
         elif request.method in ("GET", "POST") and not path.endswith(("/input_items", "/input_tokens")):
             validate = lambda body: validate_response(json.loads(body))  # noqa: E731
         else:
