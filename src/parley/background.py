@@ -144,8 +144,9 @@ class Background:
 
     # accepting
 
-    async def enqueue(self, turn: Turn, body: dict[str, Any]) -> Response:
-        """Store a prepared background request as ``queued``; its answer (status ``queued``)."""
+    async def enqueue(self, turn: Turn, body: dict[str, Any]) -> tuple[Response, Chunk]:
+        """Store a prepared background request as ``queued``; its answer (status ``queued``) and its first
+        events."""
         if turn.client_key is not None and turn.upstream.forward_client_key:
             raise InvalidRequest("This model's upstream takes the caller's own key, which Parley does not keep: "
                                  "it cannot run a response in the background.", param="background")
@@ -155,10 +156,10 @@ class Background:
                   ResponseQueuedEvent(type="response.queued", response=queued, sequence_number=1)]
         record = self.engine.recorder.record(turn, state, queued)
         record.owner = None
-        await self.store.enqueue(record, json.dumps(body), Chunk(0, 1, False, "".join(
-            frame(e.type, to_json(e, True)) for e in events)))
+        first = Chunk(0, 1, False, "".join(frame(e.type, to_json(e, True)) for e in events))
+        await self.store.enqueue(record, json.dumps(body), first)
         self._wake.set()
-        return queued
+        return queued, first
 
     # running
 
@@ -312,9 +313,13 @@ class Background:
             raise InvalidRequest("Only a response created with background=true can be streamed again; retrieve "
                                  "it without stream.", param="stream")
 
-    async def follow(self, response_id: str, after: int = -1) -> AsyncIterator[bytes]:
-        """The frames of the events after ``after``, kept and then live, until the terminal event."""
+    async def follow(self, response_id: str, after: int = -1, first: Chunk | None = None) -> AsyncIterator[bytes]:
+        """The frames of the events after ``after``, kept and then live, until the terminal event (``first``:
+        the events its create just kept)."""
         last, quiet_since = after, None
+        if first is not None:
+            yield first.after(last).encode()
+            last = first.last
         while True:
             claimed = self._claimed  # taken before reading: a claim while it reads still wakes it
             live = self.live.get(response_id)

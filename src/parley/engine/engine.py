@@ -140,9 +140,7 @@ class Engine:
         if persistence.at_start and (queued is not None or not request.background):
             started = RunState(conversation)
             turn.opening = snapshot(turn, started, "in_progress")
-            if queued is not None:
-                await self.recorder.adopt(turn, started, turn.opening)
-            else:
+            if queued is None:  # (a claimed one's row became in_progress when it was claimed)
                 await self.recorder.open(turn, started, turn.opening)
         return turn
 

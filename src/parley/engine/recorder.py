@@ -53,10 +53,6 @@ class Recorder:
             log.warning("response %s could not be stored: %s", turn.id, exc)
             raise StoreUnavailable("The response could not be stored; try again.") from None
 
-    async def adopt(self, turn: Turn, state: RunState, response: Response) -> None:
-        """A queued response this instance claimed (already in :attr:`running`): its ``in_progress`` state."""
-        await self.progress(turn, state, response)
-
     async def progress(self, turn: Turn, state: RunState, response: Response) -> None:
         """The items so far; a missed progress write loses nothing lasting (the final write still decides)."""
         try:

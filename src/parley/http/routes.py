@@ -81,9 +81,9 @@ async def create_response(request: Request, who: Caller = Depends(caller)) -> Re
     create = parse_create(body, max_input_items=server.settings.max_input_items)
     turn = await server.engine.prepare(create, who.tenant, who.token)
     if create.background:  # queued: any instance runs it; a stream follows it from its first event
-        queued = await server.background.enqueue(turn, body)
+        queued, first = await server.background.enqueue(turn, body)
         if create.stream:
-            return StreamingResponse(server.background.follow(turn.id), media_type="text/event-stream",
+            return StreamingResponse(server.background.follow(turn.id, first=first), media_type="text/event-stream",
                                      headers=SSE_HEADERS)
         return Response(to_json(queued), media_type="application/json")
     if create.stream:
