@@ -30,6 +30,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,7 @@ CANCEL_POLL_S = 0.2  # how often an instance running background responses looks 
 CANCEL_WAIT_S = 3.0  # how long a cancel waits for the running instance to stop the response
 FOLLOW_POLL_S = 0.1  # how often a follower on another instance reads new events
 TERMINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
+PREPARED_KEPT = 256  # requests accepted here kept as prepared, for when this instance runs them
 SETTLE_S = 2.0  # how long a finished response's events stay quiet before its stream is closed for it
 
 
@@ -119,6 +121,9 @@ class Background:
         self.max_input_items = max_input_items
         self.grace_s = grace_s
         self.live: dict[str, LiveRun] = {}
+        # Requests accepted here, as prepared then: run here, they are not prepared again (bounded: a request
+        # another instance runs leaves its entry until it is pushed out).
+        self._prepared: OrderedDict[str, Turn] = OrderedDict()
         self._claimed = asyncio.Event()  # set (and replaced) when this instance starts running responses
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
@@ -158,6 +163,9 @@ class Background:
         record.owner = None
         first = Chunk(0, 1, False, "".join(frame(e.type, to_json(e, True)) for e in events))
         await self.store.enqueue(record, json.dumps(body), first)
+        self._prepared[turn.id] = turn
+        while len(self._prepared) > PREPARED_KEPT:
+            self._prepared.popitem(last=False)
         self._wake.set()
         return queued, first
 
@@ -199,13 +207,18 @@ class Background:
 
     async def _run(self, job: Claimed, live: LiveRun) -> None:
         try:
-            try:
-                request = parse_create(json.loads(job.request), max_input_items=self.max_input_items)
-                turn = await self.engine.prepare(request, job.tenant, None, queued=Queued(
-                    job.id, job.created_at, await self.store.stored_input_items(job)))
-            except ParleyError as exc:  # what changed since it was accepted (its previous response was deleted…)
-                await self._fail(job, exc)
-                return
+            turn = self._prepared.pop(job.id, None)
+            if turn is not None:  # accepted here: prepared then
+                turn.queued = True
+                turn.opening = snapshot(turn, RunState(conversation=turn.conversation), "in_progress")
+            else:
+                try:
+                    request = parse_create(json.loads(job.request), max_input_items=self.max_input_items)
+                    turn = await self.engine.prepare(request, job.tenant, None, queued=Queued(
+                        job.id, job.created_at, await self.store.stored_input_items(job)))
+                except ParleyError as exc:  # what changed since it was accepted (its previous response is gone…)
+                    await self._fail(job, exc)
+                    return
             live.state = RunState(conversation=turn.conversation)
             async for event in self.engine.run(turn, live.state):
                 live.add(event)  # never awaits: a cancel reaches the run only inside the engine's agent loop
@@ -290,8 +303,8 @@ class Background:
         deadline = time.monotonic() + CANCEL_WAIT_S
         while True:
             live = self.live.get(response_id)
-            if live is not None:
-                live.cancel()  # running here: no need to wait for the poll
+            if live is not None and live.cancel() and live.task is not None:  # running here: wait for its end
+                await asyncio.wait({live.task}, timeout=max(0.0, deadline - time.monotonic()))
             state = await self.store.state(response_id)
             if state is None:
                 raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")

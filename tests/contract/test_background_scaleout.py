@@ -104,3 +104,23 @@ async def _runs_started(url: str, ids: list[str]) -> dict[str, int]:
     for response_id, frames in rows:
         started[response_id] = started.get(response_id, 0) + frames.count("event: response.in_progress\n")
     return {response_id: count for response_id, count in started.items() if count}
+
+
+def test_a_response_accepted_by_an_instance_that_runs_none_is_run_by_another(scripted_server, backend,
+                                                                              postgres_url) -> None:
+    args = ("--upstream", scripted_server.url, "--db", postgres_url)
+    with ParleyProcess(*args) as a, ParleyProcess(*args, "--max-background-runs", "0") as b:
+        one, other = _clients(a, b)
+        with one, other:
+            first = one.responses.create(model="m", input="my name is Ada")
+            queued = other.responses.create(model="m", input=[{"role": "user", "content": "what is my name?"}],
+                                            previous_response_id=first.id, instructions="Be brief.",
+                                            background=True, metadata={"via": "b"})
+            done = settle(other, queued.id)
+            assert (done.status, done.output_text, done.metadata) == ("completed", "You said: what is my name?",
+                                                                      {"via": "b"})
+            assert [m["content"] for m in backend.requests[-1]["messages"]] == [
+                "Be brief.", "my name is Ada", "You said: my name is Ada", "what is my name?"]
+            items = other.responses.input_items.list(queued.id).data
+            assert [item.id for item in items] == [item.id for item in one.responses.input_items.list(queued.id).data]
+            assert f"response {queued.id} completed" in a.log() and f"response {queued.id}" not in b.log()
