@@ -330,6 +330,7 @@ class Background:
         """The frames of the events after ``after``, kept and then live, until the terminal event (``first``:
         the events its create just kept)."""
         last, quiet_since = after, None
+        waiting = first is not None  # nothing more is kept until the response runs: wait before reading
         if first is not None:
             yield first.after(last).encode()
             last = first.last
@@ -350,6 +351,13 @@ class Background:
                         await asyncio.wait_for(changed.wait(), 1.0)
                     except TimeoutError:
                         pass
+                continue
+            if waiting:
+                waiting = False
+                try:
+                    await asyncio.wait_for(claimed.wait(), FOLLOW_POLL_S)
+                except TimeoutError:
+                    pass
                 continue
             chunks = await self.store.events_after(response_id, last)
             if chunks:
