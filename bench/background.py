@@ -20,23 +20,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
-import httpx
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from parley.testing.server import ParleyProcess, free_port  # noqa: E402
-from run import cpu_seconds, model, pct  # noqa: E402
+from parley.testing.server import ParleyProcess  # noqa: E402
+from run import cpu_seconds, model, pct, synthetic_upstream  # noqa: E402
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 SHAPE = model(tokens=200)
@@ -147,16 +147,23 @@ async def cancel_times(create_on: str, cancel_on: str, count: int) -> tuple[floa
     return pct(times, 50) * 1000, max(times) * 1000
 
 
-def _postgres() -> str:
+@contextmanager
+def _postgres() -> Iterator[str]:
+    """A new database on the local PostgreSQL, dropped afterwards."""
     name = f"parley_bench_{secrets.token_hex(4)}"
 
-    async def create() -> None:
+    async def admin(sql: str) -> None:
         conn = await asyncpg.connect(ADMIN)
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        await conn.close()
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
 
-    asyncio.run(create())
-    return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,42 +171,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", default="sqlite,postgres")
     parser.add_argument("--count", type=int, default=200, help="responses per way")
     args = parser.parse_args(argv)
-    port = free_port()
-    upstream = subprocess.Popen([sys.executable, str(HERE / "upstream.py"), "--port", str(port)])
-    upstream_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{upstream_url}/models", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+    with synthetic_upstream() as upstream_url:
         for kind in args.db.split(","):
-            db = f"sqlite:///{tempfile.mkdtemp()}/bench.db" if kind == "sqlite" else _postgres()
-            common = ("--upstream", upstream_url, "--db", db, "--log-level", "warning")
-            with ParleyProcess(*common) as parley:
-                assert parley.process is not None
-                print(f"\n### {kind}\n\n| way | wall ms / response | Parley CPU ms / response | kept rows / "
-                      "response | kept bytes / response |\n| --- | --- | --- | --- | --- |")
-                for way, wall, cpu, rows, size in asyncio.run(per_response(parley.base_url, db, parley.process.pid,
-                                                                          args.count)):
-                    print(f"| {way} | {wall:.2f} | {cpu:.2f} | {rows:.0f} | {size / 1024:.1f} KiB |")
-                print("\n| time to first token, one at a time | p50 ms | p99 ms |\n| --- | --- | --- |")
-                for way, p50, p99 in asyncio.run(first_token(parley.base_url, 50)):
-                    print(f"| {way} | {p50:.2f} | {p99:.2f} |")
-                p50, worst = asyncio.run(cancel_times(parley.base_url, parley.base_url, 10))
-                print(f"\ncancel on the instance running it: p50 {p50:.0f} ms, worst {worst:.0f} ms (10 cancels)")
-                if kind != "sqlite":
-                    with ParleyProcess(*common, "--max-background-runs", "0") as other:
-                        p50, worst = asyncio.run(cancel_times(parley.base_url, other.base_url, 10))
-                    print(f"cancel through another instance: p50 {p50:.0f} ms, worst {worst:.0f} ms (10 cancels)")
-    finally:
-        upstream.terminate()
-        upstream.wait()
+            with ExitStack() as stack:
+                db = f"sqlite:///{tempfile.mkdtemp()}/bench.db" if kind == "sqlite" else stack.enter_context(
+                    _postgres())
+                _measure(kind, db, upstream_url, args.count)
     return 0
+
+
+def _measure(kind: str, db: str, upstream_url: str, count: int) -> None:
+    common = ("--upstream", upstream_url, "--db", db, "--log-level", "warning")
+    with ParleyProcess(*common) as parley:
+        assert parley.process is not None
+        print(f"\n### {kind}\n\n| way | wall ms / response | Parley CPU ms / response | kept rows / "
+              "response | kept bytes / response |\n| --- | --- | --- | --- | --- |")
+        for way, wall, cpu, rows, size in asyncio.run(per_response(parley.base_url, db, parley.process.pid, count)):
+            print(f"| {way} | {wall:.2f} | {cpu:.2f} | {rows:.0f} | {size / 1024:.1f} KiB |")
+        print("\n| time to first token, one at a time | p50 ms | p99 ms |\n| --- | --- | --- |")
+        for way, p50, p99 in asyncio.run(first_token(parley.base_url, 50)):
+            print(f"| {way} | {p50:.2f} | {p99:.2f} |")
+        p50, worst = asyncio.run(cancel_times(parley.base_url, parley.base_url, 10))
+        print(f"\ncancel on the instance running it: p50 {p50:.0f} ms, worst {worst:.0f} ms (10 cancels)")
+        if kind != "sqlite":
+            with ParleyProcess(*common, "--max-background-runs", "0") as other:
+                p50, worst = asyncio.run(cancel_times(parley.base_url, other.base_url, 10))
+            print(f"cancel through another instance: p50 {p50:.0f} ms, worst {worst:.0f} ms (10 cancels)")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -308,6 +310,28 @@ async def measure(mode: Mode, upstream_url: str, parley: ParleyProcess) -> list[
     return rows
 
 
+@contextmanager
+def synthetic_upstream() -> Iterator[str]:
+    """bench/upstream.py on a free loopback port, once it answers; its base URL."""
+    port = free_port()
+    upstream = subprocess.Popen([sys.executable, str(HERE / "upstream.py"), "--port", str(port)])
+    try:
+        url = f"http://127.0.0.1:{port}/v1"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/models", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield url
+    finally:
+        upstream.terminate()
+        upstream.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     group = parser.add_mutually_exclusive_group()
@@ -318,19 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-embedded", action="store_true", help="leave out the embedded model's figure")
     args = parser.parse_args(argv)
     mode = FULL if args.full else SMOKE if args.smoke else QUICK
-    port = free_port()
-    upstream = subprocess.Popen([sys.executable, str(HERE / "upstream.py"), "--port", str(port)])
-    try:
-        upstream_url = f"http://127.0.0.1:{port}/v1"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{upstream_url}/models", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+    with synthetic_upstream() as upstream_url:
         db = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
         with ParleyProcess("--upstream", upstream_url, "--db", db, "--log-level", "warning") as parley:
             try:
@@ -338,9 +350,6 @@ def main(argv: list[str] | None = None) -> int:
             except Exception:
                 print("Parley's log, last 6000 characters:\n" + parley.log()[-6000:], file=sys.stderr)
                 raise
-    finally:
-        upstream.terminate()
-        upstream.wait()
     if not args.skip_embedded:
         rows += embedded_rows(mode)
     print(render(rows, mode))

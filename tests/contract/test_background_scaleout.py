@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import asyncpg
 import openai
@@ -22,53 +24,56 @@ def _clients(*servers: ParleyProcess) -> list[openai.OpenAI]:
     return [openai.OpenAI(base_url=s.base_url, api_key="x", max_retries=0) for s in servers]
 
 
-def test_accepted_on_one_polled_resumed_and_cancelled_through_the_other(scripted_server, backend,
-                                                                         postgres_url) -> None:
-    args = ("--upstream", scripted_server.url, "--db", postgres_url, "--instance-stale-s", STALE)
-    # b runs no background responses: whatever it shows of them comes from the database
+@contextmanager
+def _runner_and_watcher(upstream: str, db: str) -> Iterator[tuple[ParleyProcess, ParleyProcess, openai.OpenAI,
+                                                                    openai.OpenAI]]:
+    """Two instances: a runs background responses; b runs none, so whatever it shows of them comes from the
+    database.  With their clients."""
+    args = ("--upstream", upstream, "--db", db, "--instance-stale-s", STALE)
     with ParleyProcess(*args) as a, ParleyProcess(*args, "--max-background-runs", "0") as b:
         one, other = _clients(a, b)
         with one, other:
-            backend.push(Reply(text=LONG * 5, chunk_size=2, chunk_delay_s=0.01))
-            queued = one.responses.create(model="m", input="go", background=True)
-            backend.wait_for_requests(1)
-            assert other.responses.retrieve(queued.id).status == "in_progress"
-            resumed = []
-            with other.responses.retrieve(queued.id, stream=True, starting_after=5) as stream:
-                for event in stream:
-                    resumed.append(event)
-                    if len(resumed) == 20:
-                        break
-            assert [e.sequence_number for e in resumed] == list(range(6, 26))
-            cancelled = other.responses.cancel(queued.id)
-            assert cancelled.status == "cancelled" and 0 < len(cancelled.output_text) < len(LONG * 5)
-            replay_a = list(one.responses.retrieve(queued.id, stream=True))
-            replay_b = list(other.responses.retrieve(queued.id, stream=True))
-            assert [e.model_dump() for e in replay_a] == [e.model_dump() for e in replay_b]
-            assert [e.model_dump() for e in replay_b[6:26]] == [e.model_dump() for e in resumed]
-            assert replay_b[-1].type == "response.failed" and replay_b[-1].response.status == "cancelled"
-            assert "cancelled" in a.log() and f"response {queued.id} cancelled" not in b.log()
+            yield a, b, one, other
+
+
+def test_accepted_on_one_polled_resumed_and_cancelled_through_the_other(scripted_server, backend,
+                                                                         postgres_url) -> None:
+    with _runner_and_watcher(scripted_server.url, postgres_url) as (a, b, one, other):
+        backend.push(Reply(text=LONG * 5, chunk_size=2, chunk_delay_s=0.01))
+        queued = one.responses.create(model="m", input="go", background=True)
+        backend.wait_for_requests(1)
+        assert other.responses.retrieve(queued.id).status == "in_progress"
+        resumed = []
+        with other.responses.retrieve(queued.id, stream=True, starting_after=5) as stream:
+            for event in stream:
+                resumed.append(event)
+                if len(resumed) == 20:
+                    break
+        assert [e.sequence_number for e in resumed] == list(range(6, 26))
+        cancelled = other.responses.cancel(queued.id)
+        assert cancelled.status == "cancelled" and 0 < len(cancelled.output_text) < len(LONG * 5)
+        replay_a = list(one.responses.retrieve(queued.id, stream=True))
+        replay_b = list(other.responses.retrieve(queued.id, stream=True))
+        assert [e.model_dump() for e in replay_a] == [e.model_dump() for e in replay_b]
+        assert [e.model_dump() for e in replay_b[6:26]] == [e.model_dump() for e in resumed]
+        assert replay_b[-1].type == "response.failed" and replay_b[-1].response.status == "cancelled"
+        assert "cancelled" in a.log() and f"response {queued.id} cancelled" not in b.log()
 
 
 def test_the_instance_running_it_is_killed(scripted_server, backend, postgres_url) -> None:
-    args = ("--upstream", scripted_server.url, "--db", postgres_url, "--instance-stale-s", STALE)
-    with ParleyProcess(*args) as a, ParleyProcess(*args, "--max-background-runs", "0") as b:
-        one, other = _clients(a, b)
-        with one, other:
-            backend.push(Reply(text=LONG * 20, chunk_size=2, chunk_delay_s=0.02))
-            queued = one.responses.create(model="m", input="go", background=True)
-            backend.wait_for_requests(1)
-            time.sleep(0.3)
-            a.process.kill()  # SIGKILL: no shutdown code runs
-            a.process.wait()
-            started = time.monotonic()
-            events = list(other.responses.retrieve(queued.id, stream=True))  # ends: b closes the stream for it
-            waited = time.monotonic() - started
-            failed = other.responses.retrieve(queued.id)
-            assert failed.status == "failed" and failed.error.message == ABANDONED
-            assert events[-1].type == "response.failed" and events[-1].response.status == "failed"
-            assert [e.sequence_number for e in events] == list(range(len(events)))
-            assert waited < 30  # the stale window (1.5 s), a recovery pass and the settling of its events
+    with _runner_and_watcher(scripted_server.url, postgres_url) as (a, b, one, other):
+        backend.push(Reply(text=LONG * 20, chunk_size=2, chunk_delay_s=0.02))
+        queued = one.responses.create(model="m", input="go", background=True)
+        backend.wait_for_requests(1)
+        time.sleep(0.3)
+        a.process.kill()  # SIGKILL: no shutdown code runs
+        a.process.wait()
+        # b's stream ends: recovery fails the response after the stale window, b closes its stream for it
+        events = list(other.responses.retrieve(queued.id, stream=True))
+        failed = other.responses.retrieve(queued.id)
+        assert failed.status == "failed" and failed.error.message == ABANDONED
+        assert events[-1].type == "response.failed" and events[-1].response.status == "failed"
+        assert [e.sequence_number for e in events] == list(range(len(events)))
 
 
 def test_fifty_concurrent_background_responses_run_once_each(scripted_server, backend, postgres_url) -> None:
@@ -108,19 +113,16 @@ async def _runs_started(url: str, ids: list[str]) -> dict[str, int]:
 
 def test_a_response_accepted_by_an_instance_that_runs_none_is_run_by_another(scripted_server, backend,
                                                                               postgres_url) -> None:
-    args = ("--upstream", scripted_server.url, "--db", postgres_url)
-    with ParleyProcess(*args) as a, ParleyProcess(*args, "--max-background-runs", "0") as b:
-        one, other = _clients(a, b)
-        with one, other:
-            first = one.responses.create(model="m", input="my name is Ada")
-            queued = other.responses.create(model="m", input=[{"role": "user", "content": "what is my name?"}],
-                                            previous_response_id=first.id, instructions="Be brief.",
-                                            background=True, metadata={"via": "b"})
-            done = settle(other, queued.id)
-            assert (done.status, done.output_text, done.metadata) == ("completed", "You said: what is my name?",
-                                                                      {"via": "b"})
-            assert [m["content"] for m in backend.requests[-1]["messages"]] == [
-                "Be brief.", "my name is Ada", "You said: my name is Ada", "what is my name?"]
-            items = other.responses.input_items.list(queued.id).data
-            assert [item.id for item in items] == [item.id for item in one.responses.input_items.list(queued.id).data]
-            assert f"response {queued.id} completed" in a.log() and f"response {queued.id}" not in b.log()
+    with _runner_and_watcher(scripted_server.url, postgres_url) as (a, b, one, other):
+        first = one.responses.create(model="m", input="my name is Ada")
+        queued = other.responses.create(model="m", input=[{"role": "user", "content": "what is my name?"}],
+                                        previous_response_id=first.id, instructions="Be brief.",
+                                        background=True, metadata={"via": "b"})
+        done = settle(other, queued.id)
+        assert (done.status, done.output_text, done.metadata) == ("completed", "You said: what is my name?",
+                                                                  {"via": "b"})
+        assert [m["content"] for m in backend.requests[-1]["messages"]] == [
+            "Be brief.", "my name is Ada", "You said: my name is Ada", "what is my name?"]
+        items = other.responses.input_items.list(queued.id).data
+        assert [item.id for item in items] == [item.id for item in one.responses.input_items.list(queued.id).data]
+        assert f"response {queued.id} completed" in a.log() and f"response {queued.id}" not in b.log()
