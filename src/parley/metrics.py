@@ -41,19 +41,32 @@ class Metrics:
         self.tool_calls = Counter("parley_tool_calls", "Server-side and client tool calls by type", ["type"],
                                   registry=self.registry)
 
+        self._children: dict[tuple[Any, ...], Any] = {}  # labelled series, looked up once (labels() locks)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def request(self, route: str, status: int, seconds: float) -> None:
+        self._child(self.requests, route, str(status)).inc()
+        self._child(self.latency, route).observe(seconds)
+
     def first_token(self, seconds: float) -> None:
         self.ttft.observe(seconds)
 
     def finished(self, response: Any, error_code: str | None) -> None:
-        self.responses.labels(response.status or "unknown").inc()
+        self._child(self.responses, response.status or "unknown").inc()
         if response.usage is not None:
-            self.tokens.labels("input").inc(response.usage.input_tokens)
-            self.tokens.labels("output").inc(response.usage.output_tokens)
+            self._child(self.tokens, "input").inc(response.usage.input_tokens)
+            self._child(self.tokens, "output").inc(response.usage.output_tokens)
         for item in response.output:
             if item.type != "message" and item.type != "reasoning" and item.type != "mcp_list_tools":
-                self.tool_calls.labels(item.type).inc()
+                self._child(self.tool_calls, item.type).inc()
         if error_code:
-            self.backend_errors.labels(error_code).inc()
+            self._child(self.backend_errors, error_code).inc()
 
     def exposition(self) -> bytes:
         if not self.shared:

@@ -68,8 +68,7 @@ class RequestIds:
         finally:
             route = _route(scope)
             elapsed = time.perf_counter() - started
-            self.metrics.requests.labels(route, str(status)).inc()
-            self.metrics.latency.labels(route).observe(elapsed)
+            self.metrics.request(route, status, elapsed)
             extra = {"request_id": request_id.decode(), "route": route, "status": status,
                      "duration_ms": round(elapsed * 1000, 2)}
             error = scope.get(ERROR_KEY)

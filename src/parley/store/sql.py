@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
+import sqlean
 from openai.types.responses import ResponseError
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -44,10 +45,37 @@ _INSERT_ITEM = input_items.insert()
 _INSERT_OUTPUT_ID = output_items.insert()
 # A final state is written once: every write to a stored response is conditional on its still running.
 _UPDATE_RUNNING = responses.update().where(responses.c.id == sa.bindparam("rid"), responses.c.status == "in_progress")
+
+
+def _sqlite_text(statement: Any, **values: Any) -> str:
+    """A statement as SQLite text with named parameters, compiled once."""
+    from sqlalchemy.dialects import sqlite
+
+    compiled = statement.values(**values) if values else statement
+    return str(compiled.compile(dialect=sqlite.dialect(paramstyle="named")))
+
+
+# The same statements as SQLite text, which the request path runs on the driver's own connection inside the
+# transaction SQLAlchemy opened: a stored response's insert (response, input item, output id) took 400 µs
+# through SQLAlchemy's execution layer and 270 µs this way, in a loop of 2,000 on this project's 2-core machine.
+_RUNNING_TEXT = responses.update().where(responses.c.id == sa.bindparam("rid"),
+                                         responses.c.status == sa.literal_column("'in_progress'"))
+_HOT_SQLITE = {
+    "insert_response": _sqlite_text(_INSERT_RESPONSE, **{c.name: sa.bindparam(c.name) for c in responses.c}),
+    "insert_item": _sqlite_text(_INSERT_ITEM, **{c.name: sa.bindparam(c.name) for c in input_items.c}),
+    "insert_output": _sqlite_text(_INSERT_OUTPUT_ID, **{c.name: sa.bindparam(c.name) for c in output_items.c}),
+    "update_running": _sqlite_text(_RUNNING_TEXT, response=sa.bindparam("response"),
+                                   messages=sa.bindparam("messages"), call_ids=sa.bindparam("call_ids")),
+    "finish_running": _sqlite_text(_RUNNING_TEXT, response=sa.bindparam("response"),
+                                   messages=sa.bindparam("messages"), call_ids=sa.bindparam("call_ids"),
+                                   status=sa.bindparam("status")),
+}
+_CORE = {"insert_response": _INSERT_RESPONSE, "insert_item": _INSERT_ITEM, "insert_output": _INSERT_OUTPUT_ID,
+         "update_running": _UPDATE_RUNNING, "finish_running": _UPDATE_RUNNING}
 POOL_WAIT_S = 30.0  # how long an operation may wait for one of the pool's connections (load, not failure)
 # Failures of the database or the path to it (not of Parley's SQL): each is a 503 store_unavailable.
 _UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, sa.exc.DisconnectionError,
-                OSError, TimeoutError)
+                OSError, TimeoutError, sqlean.OperationalError)  # (the last: SQLite statements run on the driver)
 
 
 T = TypeVar("T")
@@ -97,6 +125,7 @@ class SqlStore(ItemLookups):
         self.timeout_s = timeout_s
         self.available = True
         self._thread = None if isinstance(engine, AsyncEngine) else ThreadPoolExecutor(1, "parley-sqlite")
+        self._driver_sql = engine.dialect.name == "sqlite"  # the hot statements on the driver (see _HOT_SQLITE)
         self._now = _db_now(engine.dialect.name)
 
     @property
@@ -157,12 +186,21 @@ class SqlStore(ItemLookups):
         insert = self.inserter(record)
         try:
             await self.run(insert)
-        except sa.exc.IntegrityError:  # a retried write whose first try landed (its answer was lost)
+        except (sa.exc.IntegrityError, sqlean.IntegrityError):  # a retried write whose first try landed
             return await self.run(lambda conn: self._winner(conn, record.id, record.serialized()))
         return None
 
-    @staticmethod
-    def inserter(record: StoredResponse) -> Callable[[sa.Connection], None]:
+    def _hot(self, conn: sa.Connection, name: str, parameters: Any) -> int:
+        """Run one of the request path's statements (a dict of parameters, or a list of them); its rowcount."""
+        if not self._driver_sql:
+            return conn.execute(_CORE[name], parameters).rowcount
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        if isinstance(parameters, list):
+            return driver.executemany(_HOT_SQLITE[name], parameters).rowcount
+        return driver.execute(_HOT_SQLITE[name], parameters).rowcount
+
+    def inserter(self, record: StoredResponse) -> Callable[[sa.Connection], None]:
         """The insert of a response with its items, as an operation (a queued background response adds its
         own rows to the same transaction)."""
         # The rows are serialized here, on the caller's thread: the store's thread only runs SQL.
@@ -175,11 +213,11 @@ class SqlStore(ItemLookups):
         outputs = _output_rows(record) if record.status != "in_progress" else []
 
         def create(conn: sa.Connection) -> None:
-            conn.execute(_INSERT_RESPONSE, row)
+            self._hot(conn, "insert_response", row)
             if items:
-                conn.execute(_INSERT_ITEM, items)
+                self._hot(conn, "insert_item", items)
             if outputs:
-                conn.execute(_INSERT_OUTPUT_ID, outputs)
+                self._hot(conn, "insert_output", outputs)
 
         return create
 
@@ -188,9 +226,9 @@ class SqlStore(ItemLookups):
         outputs = _output_rows(record)
 
         def finish(conn: sa.Connection) -> StoredResponse | None:
-            if conn.execute(_UPDATE_RUNNING, parameters).rowcount:
+            if self._hot(conn, "finish_running", parameters):
                 if outputs:
-                    conn.execute(_INSERT_OUTPUT_ID, outputs)
+                    self._hot(conn, "insert_output", outputs)
                 return None
             return self._winner(conn, record.id, parameters["response"])
 
@@ -207,7 +245,7 @@ class SqlStore(ItemLookups):
 
     async def progress(self, record: StoredResponse) -> None:
         parameters = self._update_parameters(record)
-        await self.run(lambda conn: conn.execute(_UPDATE_RUNNING, parameters))
+        await self.run(lambda conn: self._hot(conn, "update_running", parameters))
 
     @staticmethod
     def _update_parameters(record: StoredResponse, **values: Any) -> dict[str, Any]:
