@@ -17,9 +17,10 @@ def test_bench_smoke_mode_prints_every_row(tmp_path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
     metrics = " ".join(row["metric"] for row in rows)
-    for expected in ("latency p50, concurrency 1", "latency p99", "time to first token", "at saturation",
-                     "CPU time per streamed token", "concurrent streams: errors", "memory per in-flight stream",
-                     "chain turn 1", "chain turn 3"):
+    for expected in ("latency p50, concurrency 1", "latency p99", "time to first token", "throughput, 1 client,",
+                     "throughput, 8 clients", "throughput, 32 clients", "per streamed token, 32 unpaced",
+                     "per streamed token, 10 streams at 50 tokens/s", "concurrent streams: errors",
+                     "memory per in-flight stream", "concurrent slow streams: errors", "chain turn 1", "chain turn 3"):
         assert expected in metrics, expected
     assert "| metric | Parley | direct |" in done.stdout
-    assert [row["parley"] for row in rows if "errors" in row["metric"]] == [0]
+    assert [row["parley"] for row in rows if "errors" in row["metric"]] == [0, 0]
