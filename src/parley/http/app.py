@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from parley.backends.router import Router
 from parley.http import error_handlers
+from parley.http.create import CreateRoute
 from parley.http.middleware import BodyBudget, RequestIds
 from parley.http.files import file_routes
 from parley.http.conversations import conversation_routes
@@ -41,6 +42,7 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
     app = FastAPI(title="Parley", version="0.1.0", lifespan=lifespan, openapi_url="/openapi.json" if docs else None,
                   docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None)
     app.state.runtime = runtime
+    app.add_middleware(CreateRoute, runtime=runtime)  # the hot path, inside Parley's middleware (see create.py)
     app.add_middleware(BodyBudget, limit=settings.max_inflight_body_bytes, max_body=settings.max_body_bytes)
     app.add_middleware(RequestIds, metrics=runtime.metrics)
     error_handlers.install(app)

@@ -4,6 +4,7 @@ model whose errors are 400s naming the parameter.  One place for every JSON endp
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import orjson
@@ -16,17 +17,29 @@ from parley.validation import StrictModel, validation_error
 M = TypeVar("M", bound=StrictModel)
 
 
-async def read_body(request: Request, limit: int) -> bytearray:
-    """The body, refused with a 413 as soon as it passes ``limit`` bytes (before reading it all)."""
-    declared = request.headers.get("content-length")
+async def collect(chunks: AsyncIterator[bytes], declared: str | None, limit: int) -> bytearray:
+    """A body from its chunks, refused with a 413 as soon as it passes ``limit`` bytes (before reading it all;
+    at once when its declared ``Content-Length`` does)."""
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The request body is larger than {limit} bytes.", code="request_too_large")
     body = bytearray()  # one buffer: a list of chunks joined at the end held the body twice
-    async for chunk in request.stream():
+    async for chunk in chunks:
         if len(body) + len(chunk) > limit:
             raise PayloadTooLarge(f"The request body is larger than {limit} bytes.", code="request_too_large")
         body += chunk
     return body
+
+
+def loads(raw: bytes | bytearray) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("The request body is not valid JSON (UTF-8, no NaN or lone surrogates).",
+                             code="invalid_json") from None
+
+
+async def read_body(request: Request, limit: int) -> bytearray:
+    return await collect(request.stream(), request.headers.get("content-length"), limit)
 
 
 async def read_json(request: Request, empty: Any = None) -> Any:
@@ -34,11 +47,7 @@ async def read_json(request: Request, empty: Any = None) -> Any:
     raw = await read_body(request, request.app.state.runtime.settings.max_body_bytes)
     if not raw and empty is not None:
         return empty
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("The request body is not valid JSON (UTF-8, no NaN or lone surrogates).",
-                             code="invalid_json") from None
+    return loads(raw)
 
 
 async def parse_body(request: Request, model: type[M]) -> M:

@@ -13,9 +13,8 @@ from parley.auth import Caller
 from parley.engine.compaction import COMPACT_PARAMETERS
 from parley.errors import InvalidRequest, NotFound, StoreUnavailable, UnknownParameter, UnsupportedParameter
 from parley.http.bodies import read_json
-from parley.http.sse import sse_frames
 from parley.request import parse_create
-from parley.wire import integer_timestamps, to_json
+from parley.wire import integer_timestamps
 from parley.runtime import Runtime
 
 routes = APIRouter()
@@ -69,28 +68,6 @@ async def prometheus(request: Request) -> Response:
 @routes.get("/v1/models", dependencies=[Depends(caller)])
 async def list_models(request: Request) -> dict[str, Any]:
     return {"object": "list", "data": await runtime(request).router.list_models()}
-
-
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-@routes.post("/v1/responses")
-async def create_response(request: Request, who: Caller = Depends(caller)) -> Response:
-    server = runtime(request)
-    body = await read_json(request)
-    create = parse_create(body, max_input_items=server.settings.max_input_items)
-    turn = await server.engine.prepare(create, who.tenant, who.token)
-    if create.background:  # queued: any instance runs it; a stream follows it from its first event
-        queued, first = await server.background.enqueue(turn, body)
-        if create.stream:
-            return StreamingResponse(server.background.follow(turn.id, first=first), media_type="text/event-stream",
-                                     headers=SSE_HEADERS)
-        return Response(to_json(queued), media_type="application/json")
-    if create.stream:
-        return StreamingResponse(sse_frames(server.engine.run(turn), server), media_type="text/event-stream",
-                                 headers=SSE_HEADERS)
-    result = await server.engine.respond(turn)
-    return Response(to_json(result), media_type="application/json")
 
 
 @routes.post("/v1/responses/input_tokens")
@@ -158,7 +135,7 @@ async def retrieve_response(request: Request, response_id: str, who: Caller = De
         background = runtime(request).background
         await background.check_followable(response_id, who.tenant)
         return StreamingResponse(background.follow(response_id, after), media_type="text/event-stream",
-                                 headers=SSE_HEADERS)
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     stored = await runtime(request).store.get(response_id, who.tenant)
     if stored is None:
         raise _not_found(response_id)
