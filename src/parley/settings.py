@@ -145,6 +145,9 @@ class Settings(BaseSettings):
     store_retry_s: float = Field(
         15.0, ge=0, description="How long a response's final write is retried while the database is unreachable "
         "before the response fails.")
+    slow_client_s: float = Field(
+        30.0, gt=0, description="A streaming client that accepts nothing for this long is left behind: its response "
+        "runs on at the model's pace and is stored, and its connection is closed.")
     shutdown_grace_s: float = Field(30.0, description="On shutdown, how long running responses may take to finish.")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
     max_inflight_body_bytes: int = Field(

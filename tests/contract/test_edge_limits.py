@@ -123,3 +123,31 @@ def test_a_connection_that_never_finishes_its_headers_is_closed(scripted_server,
             assert sock.recv(4096) == b"", "the server answered instead of closing"  # closed by the server
             sock.close()
         assert httpx.get(f"{server.url}/health").status_code == 200  # and it serves on
+
+
+def test_a_streaming_client_that_stops_reading_is_left_behind_and_its_response_is_stored(scripted_server, backend,
+                                                                                         tmp_path) -> None:
+    from parley.testing import Reply
+
+    text = "word " * 400_000  # 2 MB of deltas: more than the sockets on the way hold
+    backend.push(Reply(text=text, chunk_size=2000))
+    with ParleyProcess("--upstream", scripted_server.url, "--db", f"sqlite:///{tmp_path}/p.db",
+                       "--slow-client-s", "1") as server:
+        body = b'{"model": "m", "input": "long", "stream": true}'
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            head = b""
+            while not (found := re.search(rb'"id":"(resp_[0-9a-f]+)"', head)):  # the first frames, then no more
+                head += sock.recv(4096)
+            response_id = found.group(1).decode()
+            deadline = time.monotonic() + 60
+            while True:
+                stored = httpx.get(f"{server.base_url}/responses/{response_id}").json()
+                if stored["status"] != "in_progress" or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+        assert stored["status"] == "completed"
+        assert "".join(part["text"] for part in stored["output"][0]["content"]) == text
+        assert "stopped reading" in server.log()

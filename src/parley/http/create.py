@@ -21,7 +21,7 @@ import orjson
 from parley.errors import InvalidRequest, ParleyError
 from parley.http.bodies import collect, loads
 from parley.http.error_handlers import ERROR_KEY
-from parley.http.sse import SSE_HEADERS, write_events, write_frames
+from parley.http.sse import SSE_HEADERS, SlowClients, write_events, write_frames
 from parley.request import parse_create
 from parley.runtime import Runtime
 from parley.wire import to_json
@@ -39,6 +39,7 @@ class CreateRoute:
     def __init__(self, app: Any, runtime: Runtime) -> None:
         self.app = app
         self.runtime = runtime
+        self.slow_clients = SlowClients(runtime.settings.slow_client_s)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
@@ -71,7 +72,7 @@ class CreateRoute:
             return
         if create.stream:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-            await write_events(server.engine.run(turn), server, send)
+            await write_events(server.engine.run(turn), server, send, self.slow_clients)
             return
         result = await server.engine.respond(turn)
         await send_json(send, 200, to_json(result))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -31,29 +32,62 @@ def encode_sse(event: ResponseStreamEvent) -> bytes:
     return f"event: {event.type}\ndata: {to_json(event, hasattr(event, 'response'))}\n\n".encode()
 
 
-SLOW_CLIENT_S = 30.0  # a client that takes longer than this to accept one frame is left behind
-
-
 class _Client:
     """The stream's side of the connection: frames go out until the client is gone (or stopped reading for
-    ``SLOW_CLIENT_S``: the server's send waits while the client's socket is full), then nowhere, so the response
-    runs on at the model's pace whatever the client does."""
+    ``--slow-client-s``: the server's send waits while the client's socket is full), then nowhere, so the response
+    runs on at the model's pace whatever the client does.  A stalled send is found by :class:`SlowClients`
+    (one look a second for all streams: a timer per frame cost 5 % of a streamed token's CPU)."""
 
     def __init__(self, send: Any) -> None:
         self.send = send
         self.gone = False
+        self.sending_since = 0.0  # when the send in progress began (0: none)
+        self.stalled = False
 
     async def write(self, data: bytes, more: bool = True) -> None:
         if self.gone:
             return
+        self.sending_since = time.monotonic()
         try:
-            async with asyncio.timeout(SLOW_CLIENT_S):
-                await self.send({"type": "http.response.body", "body": data, "more_body": more})
-        except Exception:  # gone, or too slow (TimeoutError): the response goes on without it
+            await self.send({"type": "http.response.body", "body": data, "more_body": more})
+        except asyncio.CancelledError:
+            if not self.stalled:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            self.gone = True  # too slow: left behind
+        except Exception:  # the client went away: the response goes on without it
             self.gone = True
+        finally:
+            self.sending_since = 0.0
 
 
-async def write_events(events: AsyncIterator[ResponseStreamEvent], runtime: Runtime, send: Any) -> None:
+class SlowClients:
+    """Leaves behind the clients of streams whose send has waited ``after_s`` (see :class:`_Client`): one look
+    a second while any stream runs."""
+
+    def __init__(self, after_s: float) -> None:
+        self.after_s = after_s
+        self.streams: dict[_Client, asyncio.Task[Any]] = {}
+        self._watch: asyncio.Task[None] | None = None
+
+    def add(self, client: _Client, task: asyncio.Task[Any]) -> None:
+        self.streams[client] = task
+        if self._watch is None or self._watch.done():
+            self._watch = asyncio.create_task(self._look())
+
+    async def _look(self) -> None:
+        while self.streams:
+            await asyncio.sleep(min(1.0, self.after_s / 2))
+            now = time.monotonic()
+            for client, task in list(self.streams.items()):
+                if client.sending_since and now - client.sending_since > self.after_s and not client.stalled:
+                    log.info("a stream's client stopped reading; the response goes on without it")
+                    client.stalled = True
+                    task.cancel()
+
+
+async def write_events(events: AsyncIterator[ResponseStreamEvent], runtime: Runtime, send: Any,
+                       slow: SlowClients) -> None:
     """Write ``events`` as frames from a task that runs to the end whatever the client does; returns when the
     stream has ended."""
     client = _Client(send)
@@ -61,6 +95,7 @@ async def write_events(events: AsyncIterator[ResponseStreamEvent], runtime: Runt
 
     async def pump() -> None:
         streams.inc()
+        slow.add(client, asyncio.current_task())  # type: ignore[arg-type]
         try:
             async for event in events:
                 await client.write(encode_sse(event))
@@ -69,6 +104,7 @@ async def write_events(events: AsyncIterator[ResponseStreamEvent], runtime: Runt
         finally:
             streams.dec()
             await client.write(b"", more=False)
+            del slow.streams[client]
 
     await asyncio.shield(runtime.spawn(pump()))
 
