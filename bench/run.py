@@ -249,54 +249,41 @@ def open_files_limit(pid: int) -> int:
     return 1024
 
 
-async def idle_stream_rows(paths: Paths, mode: Mode, parley_pid: int) -> list[Row]:
-    """Many slow streams at once (an upstream giving 2 tokens per second): each holds a client connection
-    and an upstream connection in Parley, so one process's file limit bounds how many can be tried."""
-    count = min(mode.idle_streams, (open_files_limit(parley_pid) - 400) // 2)
+async def held_streams(paths: Paths, path: str, m: str, count: int, parley_pid: int,
+                       tokens: int) -> tuple[int, int, int]:
+    """``count`` streams at once: how many failed or came short, and Parley's RSS before and at its peak."""
     baseline, peak, stop = rss_kib(parley_pid), 0, False
 
     async def sample() -> None:
         nonlocal peak
         while not stop:
             peak = max(peak, rss_kib(parley_pid))
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
 
     sampler = asyncio.create_task(sample())
-    results = await asyncio.gather(*(paths.stream("parley", model(tps=2, tokens=10)) for _ in range(count)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(*(paths.stream(path, m) for _ in range(count)), return_exceptions=True)
     stop = True
     await sampler
-    errors = sum(1 for r in results if isinstance(r, BaseException) or r[1] != 10)
+    return sum(1 for r in results if isinstance(r, BaseException) or r[1] != tokens), baseline, peak
+
+
+async def idle_stream_rows(paths: Paths, mode: Mode, parley_pid: int) -> list[Row]:
+    """Many slow streams at once (an upstream giving 2 tokens per second): each holds a client connection
+    and an upstream connection in Parley, so one process's file limit bounds how many can be tried."""
+    count = min(mode.idle_streams, (open_files_limit(parley_pid) - 400) // 2)
+    errors, baseline, peak = await held_streams(paths, "parley", model(tps=2, tokens=10), count, parley_pid, 10)
     return [Row(f"{count} concurrent slow streams: errors", errors, None, "count", "0 (10,000 wanted)"),
             Row(f"{count} concurrent slow streams: memory per stream", (peak - baseline) / count, None, "KiB")]
 
 
 async def concurrent_stream_rows(paths: Paths, mode: Mode, parley_pid: int) -> list[Row]:
     m = model(tps=20, tokens=60)  # each stream stays open about 3 s
-    rows = []
-    for path in ("direct", "parley"):
-        baseline, peak, stop = rss_kib(parley_pid), 0, False
-
-        async def sample() -> None:
-            nonlocal peak
-            while not stop:
-                peak = max(peak, rss_kib(parley_pid))
-                await asyncio.sleep(0.05)
-
-        sampler = asyncio.create_task(sample())
-        results = await asyncio.gather(*(paths.stream(path, m) for _ in range(mode.streams)),
-                                       return_exceptions=True)
-        stop = True
-        await sampler
-        errors = sum(1 for r in results if isinstance(r, BaseException) or r[1] != 60)
-        if path == "direct":
-            direct_errors = errors
-            continue
-        rows.append(Row(f"{mode.streams} concurrent streams: errors", errors, direct_errors, "count", "0"))
-        rows.append(Row(f"{mode.streams} concurrent streams: Parley peak RSS", peak / 1024, None, "MiB"))
-        rows.append(Row(f"{mode.streams} concurrent streams: memory per in-flight stream",
-                        (peak - baseline) / mode.streams, None, "KiB", "≤ 50 KiB"))
-    return rows
+    direct_errors, _, _ = await held_streams(paths, "direct", m, mode.streams, parley_pid, 60)
+    errors, baseline, peak = await held_streams(paths, "parley", m, mode.streams, parley_pid, 60)
+    return [Row(f"{mode.streams} concurrent streams: errors", errors, direct_errors, "count", "0"),
+            Row(f"{mode.streams} concurrent streams: Parley peak RSS", peak / 1024, None, "MiB"),
+            Row(f"{mode.streams} concurrent streams: memory per in-flight stream", (peak - baseline) / mode.streams,
+                None, "KiB", "≤ 50 KiB")]
 
 
 async def chain_rows(paths: Paths, mode: Mode) -> list[Row]:
