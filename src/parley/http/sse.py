@@ -75,6 +75,12 @@ class SlowClients:
         if self._watch is None or self._watch.done():
             self._watch = asyncio.create_task(self._look())
 
+    def remove(self, client: _Client) -> None:
+        del self.streams[client]
+        if not self.streams and self._watch is not None:  # nothing to watch: no task left pending at shutdown
+            self._watch.cancel()
+            self._watch = None
+
     async def _look(self) -> None:
         while self.streams:
             await asyncio.sleep(min(1.0, self.after_s / 2))
@@ -104,7 +110,7 @@ async def write_events(events: AsyncIterator[ResponseStreamEvent], runtime: Runt
         finally:
             streams.dec()
             await client.write(b"", more=False)
-            del slow.streams[client]
+            slow.remove(client)
 
     await asyncio.shield(runtime.spawn(pump()))
 
