@@ -57,7 +57,10 @@ def test_accepted_on_one_polled_resumed_and_cancelled_through_the_other(scripted
         assert [e.model_dump() for e in replay_a] == [e.model_dump() for e in replay_b]
         assert [e.model_dump() for e in replay_b[6:26]] == [e.model_dump() for e in resumed]
         assert replay_b[-1].type == "response.failed" and replay_b[-1].response.status == "cancelled"
-        assert "cancelled" in a.log() and f"response {queued.id} cancelled" not in b.log()
+        deadline = time.monotonic() + 10  # (a logs the run just after it stores it)
+        while f"response {queued.id} cancelled" not in a.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert f"response {queued.id} cancelled" in a.log() and f"response {queued.id} cancelled" not in b.log()
 
 
 def test_the_instance_running_it_is_killed(scripted_server, backend, postgres_url) -> None:
@@ -125,4 +128,7 @@ def test_a_response_accepted_by_an_instance_that_runs_none_is_run_by_another(scr
             "Be brief.", "my name is Ada", "You said: my name is Ada", "what is my name?"]
         items = other.responses.input_items.list(queued.id).data
         assert [item.id for item in items] == [item.id for item in one.responses.input_items.list(queued.id).data]
+        deadline = time.monotonic() + 10  # (a logs the run just after it stores it)
+        while f"response {queued.id} completed" not in a.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert f"response {queued.id} completed" in a.log() and f"response {queued.id}" not in b.log()
