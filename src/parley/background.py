@@ -359,25 +359,29 @@ class Background:
                 except TimeoutError:
                     pass
                 continue
-            chunks = await self.store.events_after(response_id, last)
-            if chunks:
-                quiet_since = None
-                ends = next((i for i, chunk in enumerate(chunks) if chunk.terminal), len(chunks) - 1)
-                yield "".join(chunk.after(last) if n == 0 else chunk.frames
-                              for n, chunk in enumerate(chunks[:ends + 1])).encode()
-                last = chunks[ends].last
-                if chunks[ends].terminal:
-                    return
-                continue
-            state = await self.store.state(response_id)
-            if state is None:
-                return  # deleted meanwhile
-            if state[0] in TERMINAL and response_id not in self.live:
-                quiet_since = quiet_since or time.monotonic()
-                if time.monotonic() - quiet_since >= SETTLE_S:
-                    await self.store.close_stream(response_id, terminal_event)
+            try:
+                chunks = await self.store.events_after(response_id, last)
+                if chunks:
                     quiet_since = None
+                    ends = next((i for i, chunk in enumerate(chunks) if chunk.terminal), len(chunks) - 1)
+                    yield "".join(chunk.after(last) if n == 0 else chunk.frames
+                                  for n, chunk in enumerate(chunks[:ends + 1])).encode()
+                    last = chunks[ends].last
+                    if chunks[ends].terminal:
+                        return
                     continue
+                state = await self.store.state(response_id)
+                if state is None:
+                    return  # deleted meanwhile
+                if state[0] in TERMINAL and response_id not in self.live:
+                    quiet_since = quiet_since or time.monotonic()
+                    if time.monotonic() - quiet_since >= SETTLE_S:
+                        await self.store.close_stream(response_id, terminal_event)
+                        quiet_since = None
+                        continue
+            except StoreUnavailable:  # the database is away: the stream waits for it, as a poll of it would
+                await asyncio.sleep(0.5)
+                continue
             try:  # a claim here wakes it at once; runs on other instances are read every poll
                 await asyncio.wait_for(claimed.wait(), FOLLOW_POLL_S)
             except TimeoutError:

@@ -124,8 +124,9 @@ def test_a_response_accepted_by_an_instance_that_runs_none_is_run_by_another(scr
         done = settle(other, queued.id)
         assert (done.status, done.output_text, done.metadata) == ("completed", "You said: what is my name?",
                                                                   {"via": "b"})
-        assert [m["content"] for m in backend.requests[-1]["messages"]] == [
-            "Be brief.", "my name is Ada", "You said: my name is Ada", "what is my name?"]
+        asked = [r["messages"] for r in backend.requests if r["messages"][-1]["content"] == "what is my name?"]
+        assert [[m["content"] for m in messages] for messages in asked] == [
+            ["Be brief.", "my name is Ada", "You said: my name is Ada", "what is my name?"]]
         items = other.responses.input_items.list(queued.id).data
         assert [item.id for item in items] == [item.id for item in one.responses.input_items.list(queued.id).data]
         deadline = time.monotonic() + 10  # (a logs the run just after it stores it)

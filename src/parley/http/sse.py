@@ -124,5 +124,7 @@ async def write_frames(frames: AsyncIterator[bytes], send: Any) -> None:
             await client.write(data)
             if client.gone:
                 return
+    except Exception:  # the response started: nothing to answer with but the end of the stream
+        log.exception("a followed stream broke off")
     finally:
         await client.write(b"", more=False)
