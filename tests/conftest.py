@@ -44,9 +44,7 @@ async def _admin(sql: str) -> None:
         await conn.close()
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session (PostgreSQL must be running)."""
+def _fresh_postgres() -> Iterator[str]:
     name = f"parley_test_{secrets.token_hex(4)}"
     try:
         asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
@@ -55,6 +53,19 @@ def postgres_url() -> Iterator[str]:
     base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
     yield f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
     asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session (PostgreSQL must be running)."""
+    yield from _fresh_postgres()
+
+
+@pytest.fixture
+def own_postgres_url() -> Iterator[str]:
+    """A PostgreSQL database for this test alone: no server of another test works on it (background responses
+    queued there are claimed only by this test's instances)."""
+    yield from _fresh_postgres()
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
