@@ -37,12 +37,12 @@ from typing import Any
 
 from openai.types.responses import Response, ResponseCreatedEvent, ResponseQueuedEvent, ResponseStreamEvent
 
-from parley.engine.engine import Engine
+from parley.engine.engine import TERMINAL_EVENTS, Engine
 from parley.engine.turn import Queued, RunState, Turn, snapshot
 from parley.errors import InvalidRequest, NotFound, ParleyError, StoreUnavailable
 from parley.request import parse_create
 from parley.store.background import TERMINAL, Chunk, Claimed, SqlBackground
-from parley.wire import to_json
+from parley.wire import event_frame, sse_frame
 
 log = logging.getLogger("parley.background")
 
@@ -50,13 +50,8 @@ FLUSH_S = 0.1  # how often a run's new events are written for followers on other
 CANCEL_POLL_S = 0.2  # how often an instance running background responses looks for cancels asked elsewhere
 CANCEL_WAIT_S = 3.0  # how long a cancel waits for the running instance to stop the response
 FOLLOW_POLL_S = 0.1  # how often a follower on another instance reads new events
-TERMINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
 PREPARED_KEPT = 256  # requests accepted here kept as prepared, for when this instance runs them
 SETTLE_S = 2.0  # how long a finished response's events stay quiet before its stream is closed for it
-
-
-def frame(type_: str, data: str) -> str:
-    return f"event: {type_}\ndata: {data}\n\n"
 
 
 def terminal_event(response_json: str, seq: int) -> Chunk:
@@ -65,7 +60,7 @@ def terminal_event(response_json: str, seq: int) -> Chunk:
     status = response.get("status")
     type_ = "response.completed" if status == "completed" else (
         "response.incomplete" if status == "incomplete" else "response.failed")
-    return Chunk(seq, seq, True, frame(type_, json.dumps({"type": type_, "response": response,
+    return Chunk(seq, seq, True, sse_frame(type_, json.dumps({"type": type_, "response": response,
                                                           "sequence_number": seq})))
 
 
@@ -85,7 +80,7 @@ class LiveRun:
     task: asyncio.Task[None] | None = None
 
     def add(self, event: ResponseStreamEvent) -> None:
-        self.frames.append(frame(event.type, to_json(event, hasattr(event, "response"))))
+        self.frames.append(event_frame(event))
         if event.type in TERMINAL_EVENTS:
             self.terminal = event.sequence_number
         self.changed.set()
@@ -161,7 +156,7 @@ class Background:
                   ResponseQueuedEvent(type="response.queued", response=queued, sequence_number=1)]
         record = self.engine.recorder.record(turn, state, queued)
         record.owner = None
-        first = Chunk(0, 1, False, "".join(frame(e.type, to_json(e, True)) for e in events))
+        first = Chunk(0, 1, False, "".join(event_frame(e) for e in events))
         await self.store.enqueue(record, json.dumps(body), first)
         self._prepared[turn.id] = turn
         while len(self._prepared) > PREPARED_KEPT:

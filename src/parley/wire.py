@@ -24,3 +24,14 @@ def to_json(model: BaseModel, has_response: bool = True) -> str:
     events that carry no Response (the per-token deltas)."""
     text = model.model_dump_json(by_alias=True)
     return integer_timestamps(text) if has_response else text
+
+
+def sse_frame(event_type: str, data: str) -> str:
+    """One server-sent event: an ``event:`` line, one ``data:`` line, a blank line."""
+    return f"event: {event_type}\ndata: {data}\n\n"
+
+
+def event_frame(event: BaseModel) -> str:
+    """A stream event as its SSE frame (the per-token deltas skip the timestamp pass)."""
+    event_type = event.type  # type: ignore[attr-defined]
+    return sse_frame(event_type, to_json(event, hasattr(event, "response")))

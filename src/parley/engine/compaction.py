@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from parley.engine.history import SUMMARY_HEADER
+from parley.engine.history import summary_message
 from parley.engine.usage import Usage
 from parley.errors import BackendError, InvalidRequest
 from parley.ids import new_id
@@ -110,7 +110,7 @@ def user_items(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def compacted_chat(messages: list[dict[str, Any]], summary: str) -> list[dict[str, Any]]:
     """What a chat becomes after compaction: its user messages, then the summary."""
     kept = [m for m in messages if m.get("role") == "user" or m.get("role") in ("system", "developer")]
-    return [*kept, {"role": "assistant", "content": f"{SUMMARY_HEADER}\n\n{summary}"}]
+    return [*kept, summary_message(summary)]
 
 
 async def summarize(backend: Any, key: str | None, base: dict[str, Any], messages: list[dict[str, Any]],

@@ -390,12 +390,15 @@ class Engine:
                 yield event
             await self._save_progress(turn, state)
             for iteration in range(self.max_tool_iterations):
+                body = self._chat_body(turn, state, tools, first=iteration == 0)
                 if turn.compact_threshold is not None and not any(
                         getattr(item, "type", None) == "compaction" for item in state.output):  # once per response
-                    async for event in self._compacted(turn, state, self._chat_body(turn, state, tools,
-                                                                                     first=iteration == 0)):
+                    history = state.conversation
+                    async for event in self._compacted(turn, state, body):
                         yield event
-                body = await self._fitted(turn, self._chat_body(turn, state, tools, first=iteration == 0))
+                    if state.conversation is not history:  # compacted: the body is made from the new history
+                        body = self._chat_body(turn, state, tools, first=iteration == 0)
+                body = await self._fitted(turn, body)
                 translator = ChunkTranslator(first_index=len(state.output), server_names=tools.server_names(),
                                              cite=tools.cite, client_tools=tools.client_tools(),
                                              encrypt=self.cipher.encrypt if self.cipher and

@@ -19,7 +19,7 @@ from typing import Any
 from openai.types.responses import ResponseStreamEvent
 
 from parley.runtime import Runtime
-from parley.wire import to_json
+from parley.wire import event_frame
 
 log = logging.getLogger("parley.http")
 
@@ -28,8 +28,7 @@ SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-
 
 
 def encode_sse(event: ResponseStreamEvent) -> bytes:
-    """One SSE frame: ``event:`` line, one ``data:`` line, blank line."""
-    return f"event: {event.type}\ndata: {to_json(event, hasattr(event, 'response'))}\n\n".encode()
+    return event_frame(event).encode()
 
 
 class _Client:
