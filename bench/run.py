@@ -162,16 +162,41 @@ async def saturate(seconds: float, concurrency: int, job) -> float:
     return done / (time.perf_counter() - start)
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the worker processes of ``parley serve --workers N``)."""
+    pids, index = [pid], 0
+    while index < len(pids):
+        try:
+            children = Path(f"/proc/{pids[index]}/task/{pids[index]}/children").read_text().split()
+        except OSError:
+            children = []
+        pids += [int(child) for child in children]
+        index += 1
+    return pids
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of the process and its live descendants."""
+    total = 0
+    for one in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    """Resident memory of the process and its descendants."""
+    total = 0
+    for one in process_tree(pid):
+        try:
+            lines = Path(f"/proc/{one}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) for line in lines if line.startswith("VmRSS:")), 0)
+    return total
 
 
 async def latency_rows(paths: Paths, mode: Mode) -> list[Row]:
@@ -309,6 +334,49 @@ async def chain_rows(paths: Paths, mode: Mode) -> list[Row]:
     return rows
 
 
+def sdk_rows(mode: Mode, upstream_url: str, parley_url: str) -> list[Row]:
+    """The ``openai`` SDK three ways, one request at a time: Chat Completions on the upstream directly,
+    the Responses API through ``parley serve`` over HTTP, and through the in-process ``parley.Client``
+    (same SQLite store settings).  The SDK's own cost is in all three, so the differences are Parley's."""
+    import openai
+
+    import parley
+
+    m = model()
+    db = f"sqlite:///{tempfile.mkdtemp()}/library.db"
+    direct = openai.OpenAI(base_url=upstream_url, api_key="-", max_retries=0)
+    over_http = openai.OpenAI(base_url=parley_url, api_key="-", max_retries=0)
+    library = parley.Client(upstream=upstream_url, db=db, log_level="warning")
+    calls = {
+        "direct": lambda: direct.chat.completions.create(model=m, messages=[{"role": "user", "content": "hi"}]),
+        "http": lambda: over_http.responses.create(model=m, input="hi", store=True),
+        "library": lambda: library.responses.create(model=m, input="hi", store=True),
+    }
+    got: dict[str, list[float]] = {}
+    try:
+        for name, call in calls.items():
+            for _ in range(20):
+                call()
+            times = []
+            for _ in range(mode.sequential):
+                start = time.perf_counter()
+                call()
+                times.append(time.perf_counter() - start)
+            got[name] = times
+    finally:
+        for client in (direct, over_http, library):
+            client.close()
+    rows = []
+    for q in (50, 99):
+        d = pct(got["direct"], q) * 1000
+        for name, label in (("http", "openai SDK, parley serve over HTTP"),
+                            ("library", "openai SDK, in-process parley.Client")):
+            p = pct(got[name], q) * 1000
+            rows.append(Row(f"non-streaming latency p{q}, {label} (added {p - d:.2f} ms)", p, d, "ms",
+                            "adds the least" if name == "library" else ""))
+    return rows
+
+
 def embedded_rows(mode: Mode) -> list[Row]:
     sys.path.insert(0, str(HERE))
     from embedded_tps import direct, through_parley
@@ -321,8 +389,8 @@ def embedded_rows(mode: Mode) -> list[Row]:
                 "tok/s", "≥ 90 % of direct")]
 
 
-def render(rows: list[Row], mode: Mode) -> str:
-    lines = [f"Parley benchmark, {mode.name} mode ({os.cpu_count()} cores)", "",
+def render(rows: list[Row], mode: Mode, workers: int = 1) -> str:
+    lines = [f"Parley benchmark, {mode.name} mode ({os.cpu_count()} cores, {workers} worker{'s' * (workers > 1)})", "",
              "| metric | Parley | direct | Parley / direct | unit | target |", "| --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         direct = f"{row.direct:.2f}" if row.direct is not None else "—"
@@ -378,19 +446,25 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--smoke", action="store_true", help="seconds; only checks that everything runs")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--skip-embedded", action="store_true", help="leave out the embedded model's figure")
+    parser.add_argument("--workers", type=int, default=1, help="parley serve --workers N (CPU and memory figures "
+                        "count every worker)")
+    parser.add_argument("--db", help="Parley's store (default: a new SQLite file; --workers beyond 1 wants "
+                        "PostgreSQL)")
     args = parser.parse_args(argv)
     mode = FULL if args.full else SMOKE if args.smoke else QUICK
     with synthetic_upstream() as upstream_url:
-        db = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
-        with ParleyProcess("--upstream", upstream_url, "--db", db, "--log-level", "warning") as parley:
+        db = args.db or f"sqlite:///{tempfile.mkdtemp()}/bench.db"
+        with ParleyProcess("--upstream", upstream_url, "--db", db, "--log-level", "warning",
+                           "--workers", str(args.workers)) as parley:
             try:
                 rows = asyncio.run(measure(mode, upstream_url, parley))
+                rows += sdk_rows(mode, upstream_url, parley.base_url)
             except Exception:
                 print("Parley's log, last 6000 characters:\n" + parley.log()[-6000:], file=sys.stderr)
                 raise
     if not args.skip_embedded:
         rows += embedded_rows(mode)
-    print(render(rows, mode))
+    print(render(rows, mode, args.workers))
     if args.json:
         args.json.write_text(json.dumps({"mode": mode.name, "rows": [{**asdict(r), "ratio": r.ratio} for r in rows]},
                                         indent=2))
