@@ -15,6 +15,9 @@ from pathlib import Path
 from parley.errors import AuthenticationFailed
 
 
+ADMIN_TENANT = "admin"  # the tenant an admin key acts for in the API when it names none
+
+
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
@@ -44,15 +47,23 @@ class Caller:
 class ApiKeys:
     """Resolves ``Authorization: Bearer <key>`` to a tenant."""
 
-    def __init__(self, pairs: list[tuple[str, str]]) -> None:
-        self._tenants = {_digest(key): tenant for key, tenant in pairs}
+    def __init__(self, pairs: list[tuple[str, str]], admins: list[tuple[str, str]] | None = None) -> None:
+        admins = admins or []
+        self._tenants = {_digest(key): tenant for key, tenant in [*pairs, *admins]}
+        self._admins = frozenset(_digest(key) for key, _ in admins)
 
     @classmethod
-    def from_settings(cls, inline: str | None, file: Path | None) -> ApiKeys:
+    def from_settings(cls, inline: str | None, file: Path | None, admin: str | None = None) -> ApiKeys:
         pairs = _pairs(inline, ",") if inline else []
         if file:
             pairs += _pairs(Path(file).read_text(), "\n")
-        return cls(pairs)
+        admins = [(key.strip(), tenant.strip() or ADMIN_TENANT) for key, _, tenant in
+                  (entry.partition("=") for entry in (admin or "").split(",")) if key.strip()]
+        return cls(pairs, admins)
+
+    def is_admin(self, key: str | None) -> bool:
+        """Whether ``key`` is one of ``--admin-keys`` (whose console sees every tenant)."""
+        return key is not None and _digest(key) in self._admins
 
     @property
     def enabled(self) -> bool:

@@ -29,7 +29,7 @@ from parley.retrieval.embeddings import Embedders
 from parley.retrieval.service import Retrieval
 from parley.store.conversations import SqlConversations
 from parley.store.files import SqlFiles
-from parley.store.sql import SqlStore, open_store
+from parley.store.sql import TEXT_BATCH, SqlStore, open_store
 from parley.tools.base import ToolEnv
 from parley.tools.web_search import make_provider
 
@@ -65,7 +65,7 @@ class Runtime:
     def __init__(self, settings: Settings, router: Router | None = None) -> None:
         self.settings = settings
         load_plugins(settings.plugins)
-        self.keys = ApiKeys.from_settings(settings.api_keys, settings.api_keys_file)
+        self.keys = ApiKeys.from_settings(settings.api_keys, settings.api_keys_file, settings.admin_keys)
         self.metrics = Metrics()
         self.router = router or Router.from_settings(settings)
         search = make_provider(
@@ -82,6 +82,7 @@ class Runtime:
         self._tasks: set[asyncio.Task[Any]] = set()  # responses running on after their client left
         self._watchdog: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._indexer: asyncio.Task[None] | None = None
         if not self.keys.enabled:
             log.warning("no API keys configured: serving without authentication (local mode)")
 
@@ -138,6 +139,7 @@ class Runtime:
         self._background.start()
         self._watchdog = asyncio.create_task(self._recover_abandoned())
         self._sweeper = asyncio.create_task(self._sweep()) if settings.retention_days > 0 else None
+        self._indexer = None if store.is_postgres else asyncio.create_task(self._index_text())
         self.ready = True
 
     async def close(self) -> None:
@@ -150,6 +152,8 @@ class Runtime:
             self._watchdog.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._indexer is not None:
+            self._indexer.cancel()
         if self._retrieval is not None:
             await self._retrieval.aclose()  # before signing off: its work is handed back
         try:
@@ -183,6 +187,27 @@ class Runtime:
             except Exception:
                 log.exception("retention sweep failed; retrying")
             await asyncio.sleep(self.settings.retention_sweep_s)
+
+    async def _index_text(self) -> None:
+        """Keep SQLite's word index of ended responses' text (the console's text filter) up to date: soon
+        after responses end, a batch at a time, and every few seconds for any ended elsewhere (another process
+        on the same file, crash recovery)."""
+        store = self.store
+        while True:
+            try:
+                await asyncio.wait_for(store.text_pending.wait(), timeout=5.0)
+                await asyncio.sleep(0.05)  # those that end together, in one transaction
+            except TimeoutError:
+                pass
+            store.text_pending.clear()
+            try:
+                while await store.index_text() == TEXT_BATCH:
+                    pass
+            except StoreUnavailable:
+                await asyncio.sleep(1.0)
+            except Exception:
+                log.exception("indexing responses' text failed; retrying")
+                await asyncio.sleep(1.0)
 
     async def _recover_abandoned(self) -> None:
         """Beat this instance's heart and fail the responses of instances that stopped beating (``kill -9``,

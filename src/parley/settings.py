@@ -105,6 +105,9 @@ class Settings(BaseSettings):
         None, description="API keys and their tenants: KEY=TENANT,KEY2=TENANT2. None: no authentication."
     )
     api_keys_file: Path | None = Field(None, description="File of API keys: one 'KEY TENANT' per line.")
+    admin_keys: str | None = Field(
+        None, description="Keys whose console sees every tenant: KEY or KEY=TENANT, comma-separated (each is also "
+        "an API key, acting for its tenant, 'admin' if none is given).")
     outbound_allow: str | None = Field(
         None, description="With API keys, non-public addresses MCP servers may still use: CIDRs or host names, "
         "comma-separated."

@@ -31,3 +31,11 @@ def test_no_keys_means_local_mode() -> None:
 def test_an_entry_without_a_tenant_is_refused() -> None:
     with pytest.raises(ValueError):
         ApiKeys.from_settings("sk-a", None)
+
+
+def test_admin_keys_are_api_keys_of_their_tenant_and_only_they_are_admins() -> None:
+    keys = ApiKeys.from_settings("sk-a=alice", None, "sk-root, sk-ops=ops")
+    assert keys.tenant("Bearer sk-root") == "admin" and keys.tenant("Bearer sk-ops") == "ops"
+    assert keys.is_admin("sk-root") and keys.is_admin("sk-ops")
+    assert not keys.is_admin("sk-a") and not keys.is_admin(None) and not keys.is_admin("sk-nobody")
+    assert ApiKeys.from_settings(None, None, "sk-root").enabled  # an admin key alone turns authentication on

@@ -135,8 +135,8 @@ class Engine:
             turn.compact_threshold = request.context_management[0].compact_threshold or int(
                 0.8 * (turn.context_window or await self.router.context_window(request.model)))
         if queued is not None:
-            turn.id, turn.created_at, turn.input_items, turn.queued = (
-                queued.id, int(queued.created_at), queued.input_items, True)
+            turn.id, turn.arrived_at, turn.created_at, turn.input_items, turn.queued = (
+                queued.id, queued.created_at, int(queued.created_at), queued.input_items, True)
         if persistence.at_start and (queued is not None or not request.background):
             started = RunState(conversation)
             turn.opening = snapshot(turn, started, "in_progress")
@@ -266,6 +266,7 @@ class Engine:
         ``response.queued`` were sent when it was queued)."""
         state = state or RunState(conversation=turn.conversation)
         sequence, started, first_token = 2 if turn.queued else 0, time.perf_counter(), True
+        state.timeline.origin = started if turn.queued else turn.started  # (a queued one's wait is not its run)
         async for event in self._lifecycle(turn, state):
             event.sequence_number = sequence
             sequence += 1
@@ -381,9 +382,11 @@ class Engine:
         tools = self.registry.bind(turn.request.tools, turn.request.tool_choice, BindContext(
             self.tools, turn.previous_output, list(turn.request.input), turn.tenant, list(turn.request.include)))
         try:
+            setup_started = time.perf_counter()  # (listing an MCP server's tools is tool time)
             async for produced in tools.setup(len(state.output)):
                 if isinstance(produced, ItemDone):
                     state.output.append(produced.item)
+                    state.timeline.tool_call(setup_started, time.perf_counter(), produced.item)
                 else:
                     yield produced
             async for event in self._run_calls(state, tools, tools.approved(turn.approved), approved=True):
@@ -472,6 +475,7 @@ class Engine:
             fail(span, "the tool call failed")
         span.end()
         state.output.append(done.item)
+        state.timeline.tool_call(done.started, done.ended, done.item)
         state.call_ids[done.item.id] = call.call_id  # stored: an approval or a replay finds its exact call
         if done.message is None:  # waits for the client's approval
             state.awaiting_approval = True
@@ -486,8 +490,11 @@ class Engine:
         key = turn.client_key if turn.upstream.forward_client_key else None
         span = start_span("parley.backend.call", state.span, upstream=turn.upstream.name, model=body["model"],
                           messages=len(body["messages"]))
+        started, first_chunk = time.perf_counter(), None
         try:
             async for chunk in backend.stream(body, key):
+                if first_chunk is None:
+                    first_chunk = time.perf_counter()
                 try:
                     events = translator.feed(chunk)
                 except (TypeError, AttributeError, KeyError, ValueError) as exc:  # a shape feed does not check
@@ -501,13 +508,23 @@ class Engine:
             for event in translator.abort():  # the partial item is kept, marked incomplete
                 yield event
             state.output += translator.items
+            state.timeline.model_call(started, first_chunk, time.perf_counter(), messages=len(body["messages"]),
+                                      items=_ids(translator.items), usage=translator.usage,
+                                      error=str(exc) or type(exc).__name__)
             raise
         finally:
             span.end()
+        ended = time.perf_counter()
         for event in translator.finish():
             yield event
         state.output += translator.items
         state.usage.add_chat_usage(translator.usage or {})
+        state.timeline.model_call(started, first_chunk, ended, messages=len(body["messages"]),
+                                  items=_ids(translator.items), usage=translator.usage)
         state.conversation = [*state.conversation, translator.assistant_message()]
         state.incomplete_reason = translator.incomplete_reason
         state.service_tier = translator.service_tier or state.service_tier
+
+
+def _ids(items: list[Any]) -> list[str]:
+    return [item.id for item in items if getattr(item, "id", None)]

@@ -12,16 +12,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from openai.types.responses import Response
 
 from parley.engine.turn import RunState, Turn
 from parley.errors import StoreUnavailable
 from parley.ids import new_id
-from parley.store.base import Store, StoredResponse
+from parley.store.base import ResponseFacts, Store, StoredResponse
 from parley.wire import to_json
 
 log = logging.getLogger("parley.engine")
+SEARCH_TEXT_CHARS = 1000  # how much of a response's input and output text the console's text filter reads
 
 
 class Recorder:
@@ -36,11 +38,12 @@ class Recorder:
 
     def record(self, turn: Turn, state: RunState, response: Response) -> StoredResponse:
         return StoredResponse(
-            id=turn.id, tenant=turn.tenant, created_at=turn.created_at, status=response.status or "in_progress",
+            id=turn.id, tenant=turn.tenant, created_at=turn.arrived_at, status=response.status or "in_progress",
             response_json=to_json(response), messages=state.conversation,
             input_items=turn.input_items, previous_response_id=turn.request.previous_response_id,
             owner=self.instance_id, call_ids=state.call_ids,
             output_ids=[getattr(item, "id", None) or "" for item in state.output],
+            facts=facts(turn, state, response),
         )
 
     async def open(self, turn: Turn, state: RunState, response: Response) -> None:
@@ -101,3 +104,29 @@ class Recorder:
     async def sign_off(self) -> None:
         """This instance stops cleanly: others may fail what it leaves."""
         await self.store.forget_instance(self.instance_id)
+
+
+def facts(turn: Turn, state: RunState, response: Response) -> ResponseFacts:
+    """The columns the console lists and filters a stored response by."""
+    usage, error = response.usage, response.error
+    running = response.status in ("in_progress", "queued")
+    return ResponseFacts(
+        model=response.model,
+        duration_ms=None if running else round((time.perf_counter() - state.timeline.origin) * 1000, 3),
+        input_tokens=usage.input_tokens if usage else None, output_tokens=usage.output_tokens if usage else None,
+        error_code=error.code if error else None, search_text=search_text(turn.input_items, response),
+        trace=None if response.status == "queued" else state.timeline.serialized())
+
+
+def search_text(input_items: list[dict[str, Any]], response: Response) -> str:
+    """The start of a response's text: its input messages', then its answer's."""
+    parts: list[str] = []
+    for item in input_items:
+        content = item.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts += [part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)]
+    if response.status not in ("in_progress", "queued"):
+        parts.append(response.output_text)
+    return "\n".join(parts)[:SEARCH_TEXT_CHARS]

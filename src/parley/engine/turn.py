@@ -11,6 +11,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from openai.types.responses import Response
 
 from parley.engine.persistence import NOT_STORED, Persistence
+from parley.engine.timeline import Timeline
 from parley.engine.usage import Usage
 from parley.errors import ParleyError
 from parley.ids import new_id
@@ -32,12 +33,18 @@ class Turn:
     approved: list[ApprovedCall] = field(default_factory=list)  # calls approved in this request, run first
     client_key: str | None = field(default=None, repr=False)  # forwarded upstream only when configured to
     id: str = field(default_factory=lambda: new_id("resp"))
-    created_at: int = field(default_factory=lambda: int(time.time()))
+    arrived_at: float = field(default_factory=time.time)  # its stored row's time: queues and lists go by it
+    created_at: int = -1  # the Response's (whole seconds): when it arrived unless given
     opening: Response | None = None  # the in_progress snapshot, when prepare already made it to store it
     persistence: Persistence = NOT_STORED  # which writes it gets
     context_window: int | None = None  # known when the request asks for truncation: auto
     compact_threshold: int | None = None  # the prompt size that compacts the history (context_management)
     queued: bool = False  # a background response run after it was queued (its first events were sent then)
+    started: float = field(default_factory=time.perf_counter)  # when the request arrived
+
+    def __post_init__(self) -> None:
+        if self.created_at < 0:
+            self.created_at = int(self.arrived_at)
 
 
 @dataclass
@@ -67,6 +74,7 @@ class RunState:
     stepping: bool = False  # in the agent loop, where a cancel may stop it (see parley.background)
     cancel_requested: bool = False
     cancelled: bool = False
+    timeline: Timeline = field(default_factory=Timeline)  # its model and tool calls, timed
 
 
 def snapshot(turn: Turn, state: RunState, status: str) -> Response:

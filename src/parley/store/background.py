@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from parley.ids import STORED_ID
+from parley.store import usage
 from parley.store.base import StoredResponse
 from parley.store.sql import SqlStore
 from parley.store.tables import background, response_events, responses
@@ -128,7 +129,8 @@ class SqlBackground:
         outcome and the response's stored JSON."""
         if not STORED_ID.fullmatch(response_id):
             return "not_found", None
-        query = (sa.select(responses.c.status, responses.c.response, background.c.response_id.label("job"))
+        query = (sa.select(responses.c.status, responses.c.response, responses.c.created_at, responses.c.model,
+                           background.c.response_id.label("job"))
                  .outerjoin(background, background.c.response_id == responses.c.id)
                  .where(responses.c.id == response_id, responses.c.tenant == tenant))
         if self.store.is_postgres:
@@ -154,6 +156,7 @@ class SqlBackground:
                                 .values(status="cancelled", response=cancelled, owner=None)).rowcount:
                 return "requested", row.response  # claimed meanwhile (SQLite, another process)
             self._append_terminal(conn, response_id, cancelled, terminal)
+            usage.count(conn, usage.Ended(tenant, row.created_at, False, row.model))
             return "cancelled", cancelled
 
         return await self.store.run(cancel)
@@ -162,13 +165,16 @@ class SqlBackground:
         """End a running response as it is stored: ``cancelled`` when its instance did not stop it in time (it
         stopped, or is stuck), ``failed`` when it could not start.  Returns the stored JSON as it now is."""
         def end(conn: sa.Connection) -> str | None:
-            row = conn.execute(sa.select(responses.c.status, responses.c.response)
+            row = conn.execute(sa.select(responses.c.status, responses.c.response, responses.c.tenant,
+                                         responses.c.created_at, responses.c.model)
                                .where(responses.c.id == response_id)).first()
             if row is None or row.status != "in_progress":
                 return None if row is None else row.response
             ended = _ended(row.response, status, error)
+            code = (error or {}).get("code")
             conn.execute(responses.update().where(responses.c.id == response_id, responses.c.status == "in_progress")
-                         .values(status=status, response=ended, owner=None))
+                         .values(status=status, response=ended, owner=None, error_code=code))
+            usage.count(conn, usage.Ended(row.tenant, row.created_at, status == "failed", row.model, error_code=code))
             return ended
 
         return await self.store.run(end)

@@ -13,6 +13,28 @@ UNSTORED = "The response was produced but its final state could not be stored."
 
 
 @dataclass
+class ResponseFacts:
+    """A stored response's facts kept in indexed columns beside its JSON, so the console's lists, filters
+    and charts are queries, not a parse of every stored response."""
+
+    model: str | None = None
+    duration_ms: float | None = None  # from the request's arrival to its final state (None while it runs)
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    error_code: str | None = None
+    search_text: str | None = None  # the start of its input and output text, for the console's text filter
+    trace: str | None = None  # the run's timeline as JSON (parley.engine.timeline)
+
+    def columns(self) -> dict[str, Any]:
+        return {"model": self.model, "duration_ms": self.duration_ms, "input_tokens": self.input_tokens,
+                "output_tokens": self.output_tokens, "error_code": self.error_code,
+                "search_text": self.search_text, "trace": self.trace}
+
+
+NO_FACTS = ResponseFacts()
+
+
+@dataclass
 class StoredResponse:
     """One response as stored: the API object, the chat messages to resume from, its input items.
 
@@ -34,6 +56,7 @@ class StoredResponse:
     # tool call it stands for.
     call_ids: dict[str, str] = field(default_factory=dict)
     output_ids: list[str] = field(default_factory=list)  # its output items' ids, indexed for item_reference
+    facts: ResponseFacts | None = None  # what the console lists and filters by, in columns of their own
 
     @property
     def response(self) -> dict[str, Any]:

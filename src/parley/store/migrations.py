@@ -54,6 +54,16 @@ _VECTOR_STORES = [
         cancelled BOOLEAN NOT NULL
     )""",
 ]
+_USAGE_BACKFILL = (
+    "INSERT INTO parley_usage (period, tenant, slot, model, responses, failed, input_tokens, output_tokens, timed) "
+    "SELECT {period}, tenant, {slot}, COALESCE(model, ''), COUNT(*), SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), "
+    "COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), 0 FROM parley_responses "
+    "WHERE status IN ('completed', 'incomplete', 'failed', 'cancelled') GROUP BY tenant, {slot}, COALESCE(model, '')",
+    "INSERT INTO parley_usage_errors (period, tenant, slot, code, count) "
+    "SELECT {period}, tenant, {slot}, error_code, COUNT(*) "
+    "FROM parley_responses WHERE error_code IS NOT NULL GROUP BY tenant, {slot}, error_code",
+)
+
 
 MIGRATIONS: list[tuple[str, Statements]] = [
     (
@@ -233,5 +243,93 @@ MIGRATIONS: list[tuple[str, Statements]] = [
             # The queue: only queued rows are in it, oldest first.
             "CREATE INDEX ix_parley_responses_queued ON parley_responses (created_at) WHERE status = 'queued'",
         ],
+    ),
+    (
+        # The console: a response's facts in columns of their own (listed and filtered by queries that use an
+        # index), the timeline of its run, a word index of its text, and usage counts per minute and hour for
+        # the overview's charts (kept as responses end, so a chart reads minutes or hours, not responses).
+        # Existing rows get what their JSON holds; their text is not indexed (it was never extracted).
+        "0011_console",
+        {dialect: [
+            "ALTER TABLE parley_responses ADD COLUMN model VARCHAR(200)",
+            "ALTER TABLE parley_responses ADD COLUMN duration_ms DOUBLE PRECISION",
+            "ALTER TABLE parley_responses ADD COLUMN input_tokens INTEGER",
+            "ALTER TABLE parley_responses ADD COLUMN output_tokens INTEGER",
+            "ALTER TABLE parley_responses ADD COLUMN error_code VARCHAR(100)",
+            "ALTER TABLE parley_responses ADD COLUMN search_text TEXT",
+            "ALTER TABLE parley_responses ADD COLUMN search_rowid BIGINT",  # its row in the SQLite word index
+            "ALTER TABLE parley_responses ADD COLUMN trace TEXT",
+            *backfill,
+            "CREATE INDEX ix_parley_responses_tenant_created ON parley_responses (tenant, created_at, id)",
+            # (status, created_at, id) and (created_at, id) serve what the narrower ones served, and sort pages
+            "DROP INDEX ix_parley_responses_status",
+            "CREATE INDEX ix_parley_responses_status ON parley_responses (status, created_at, id)",
+            "DROP INDEX ix_parley_responses_created_at",
+            "CREATE INDEX ix_parley_responses_created_at ON parley_responses (created_at, id)",
+            "CREATE INDEX ix_parley_responses_previous ON parley_responses (previous_response_id, created_at)",
+            # each response counted twice, per minute and per hour (period 60 and 3600): a chart of a day
+            # reads at most 1,440 rows per tenant, one of a month 720
+            f"""CREATE TABLE parley_usage (
+                period INTEGER NOT NULL,
+                tenant VARCHAR(200) NOT NULL,
+                slot BIGINT NOT NULL,
+                model VARCHAR(200) NOT NULL,
+                responses INTEGER NOT NULL,
+                failed INTEGER NOT NULL,
+                input_tokens BIGINT NOT NULL,
+                output_tokens BIGINT NOT NULL,
+                timed INTEGER NOT NULL,
+                -- responses per latency bucket: ms_N counts those over the bound before N and up to N ms
+                ms_50 INTEGER NOT NULL DEFAULT 0,
+                ms_100 INTEGER NOT NULL DEFAULT 0,
+                ms_250 INTEGER NOT NULL DEFAULT 0,
+                ms_500 INTEGER NOT NULL DEFAULT 0,
+                ms_1000 INTEGER NOT NULL DEFAULT 0,
+                ms_2500 INTEGER NOT NULL DEFAULT 0,
+                ms_5000 INTEGER NOT NULL DEFAULT 0,
+                ms_10000 INTEGER NOT NULL DEFAULT 0,
+                ms_30000 INTEGER NOT NULL DEFAULT 0,
+                ms_60000 INTEGER NOT NULL DEFAULT 0,
+                ms_120000 INTEGER NOT NULL DEFAULT 0,
+                ms_over INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY (period, slot, tenant, model)
+            ){clustered}""",
+            f"""CREATE TABLE parley_usage_errors (
+                period INTEGER NOT NULL,
+                tenant VARCHAR(200) NOT NULL,
+                slot BIGINT NOT NULL,
+                code VARCHAR(100) NOT NULL,
+                count INTEGER NOT NULL,
+                PRIMARY KEY (period, slot, tenant, code)
+            ){clustered}""",
+            *(statement.format(period=period, slot=slot.format(period=period))
+              for period in (60, 3600) for statement in _USAGE_BACKFILL),
+            *search,
+        ] for dialect, slot, clustered, backfill, search in (
+            # (SQLite: the rows in the primary key's order, so a count touches one page, not three)
+            ("sqlite", "CAST(created_at / {period} AS INTEGER)", " WITHOUT ROWID", [
+                "UPDATE parley_responses SET model = json_extract(response, '$.model'), "
+                "input_tokens = json_extract(response, '$.usage.input_tokens'), "
+                "output_tokens = json_extract(response, '$.usage.output_tokens'), "
+                "error_code = json_extract(response, '$.error.code')",
+            ], [
+                # (detail=none: which responses hold a word, not where; enough for words and their starts, and
+                # the cheapest to write on the request path)
+                "CREATE VIRTUAL TABLE parley_response_search USING fts5(search_text, "
+                "tokenize = 'unicode61 remove_diacritics 2', detail = none, columnsize = 0)",
+                "CREATE INDEX ix_parley_responses_search_rowid ON parley_responses (search_rowid)",
+                "UPDATE parley_responses SET search_rowid = 0",  # (their text was never extracted)
+            ]),
+            ("postgresql", "CAST(floor(created_at / {period}) AS BIGINT)", "", [
+                "UPDATE parley_responses SET model = response::json->>'model', "
+                "input_tokens = (response::json->'usage'->>'input_tokens')::integer, "
+                "output_tokens = (response::json->'usage'->>'output_tokens')::integer, "
+                "error_code = response::json->'error'->>'code'",
+            ], [
+                "ALTER TABLE parley_responses ADD COLUMN search_tsv tsvector GENERATED ALWAYS AS "
+                "(to_tsvector('simple', coalesce(search_text, ''))) STORED",
+                "CREATE INDEX ix_parley_responses_search ON parley_responses USING GIN (search_tsv)",
+            ]),
+        )},
     ),
 ]

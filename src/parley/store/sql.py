@@ -31,7 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from parley.errors import StoreUnavailable
 from parley.ids import STORED_ID
-from parley.store.base import ABANDONED, UNSTORED, InputItemsPage, StoredResponse
+from parley.store.base import ABANDONED, NO_FACTS, UNSTORED, InputItemsPage, StoredResponse
+from parley.store import usage
 from parley.store.lookups import ItemLookups
 from parley.store.migrations import MIGRATIONS, statements_for
 from parley.store.tables import (background, input_items, instances, migrations_table, output_items,
@@ -65,11 +66,22 @@ _HOT_SQLITE = {
     "insert_item": _sqlite_text(_INSERT_ITEM, **{c.name: sa.bindparam(c.name) for c in input_items.c}),
     "insert_output": _sqlite_text(_INSERT_OUTPUT_ID, **{c.name: sa.bindparam(c.name) for c in output_items.c}),
     "update_running": _sqlite_text(_RUNNING_TEXT, response=sa.bindparam("response"),
-                                   messages=sa.bindparam("messages"), call_ids=sa.bindparam("call_ids")),
+                                   messages=sa.bindparam("messages"), call_ids=sa.bindparam("call_ids"),
+                                   trace=sa.bindparam("trace")),
     "finish_running": _sqlite_text(_RUNNING_TEXT, response=sa.bindparam("response"),
                                    messages=sa.bindparam("messages"), call_ids=sa.bindparam("call_ids"),
-                                   status=sa.bindparam("status")),
+                                   status=sa.bindparam("status"),
+                                   **{name: sa.bindparam(name) for name in NO_FACTS.columns()}),
 }
+# SQLite's word index of responses' text (parley_response_search, FTS5): a row per ended response, its rowid
+# kept in the response's search_rowid (0: nothing to index).  It is written by :meth:`SqlStore.index_text`,
+# off the request path: an insert into it cost about a third of a stored response's write.  (PostgreSQL indexes
+# a generated tsvector column of the response row instead.)
+TEXT_BATCH = 500
+_UNINDEXED = sa.text("SELECT id, search_text FROM parley_responses WHERE search_rowid IS NULL "
+                     "AND status NOT IN ('in_progress', 'queued') LIMIT :batch")
+_SEARCH_INSERT = "INSERT INTO parley_response_search (search_text) VALUES (?)"
+_SEARCH_SET = "UPDATE parley_responses SET search_rowid = ? WHERE id = ? AND search_rowid IS NULL"
 _CORE = {"insert_response": _INSERT_RESPONSE, "insert_item": _INSERT_ITEM, "insert_output": _INSERT_OUTPUT_ID,
          "update_running": _UPDATE_RUNNING, "finish_running": _UPDATE_RUNNING}
 POOL_WAIT_S = 30.0  # how long an operation may wait for one of the pool's connections (load, not failure)
@@ -127,6 +139,7 @@ class SqlStore(ItemLookups):
         self._thread = None if isinstance(engine, AsyncEngine) else ThreadPoolExecutor(1, "parley-sqlite")
         self._driver_sql = engine.dialect.name == "sqlite"  # the hot statements on the driver (see _HOT_SQLITE)
         self._now = _db_now(engine.dialect.name)
+        self.text_pending = asyncio.Event()  # set when a response ended: there is text to index (SQLite)
 
     @property
     def is_postgres(self) -> bool:
@@ -188,7 +201,13 @@ class SqlStore(ItemLookups):
             await self.run(insert)
         except (sa.exc.IntegrityError, sqlean.IntegrityError):  # a retried write whose first try landed
             return await self.run(lambda conn: self._winner(conn, record.id, record.serialized()))
+        if record.status in usage.ENDED:
+            self.text_pending.set()
         return None
+
+    def _driver(self, conn: sa.Connection) -> Any:
+        """SQLite's own connection under ``conn`` (the request path's statements run there), else ``None``."""
+        return conn.connection.driver_connection if self._driver_sql else None
 
     def _hot(self, conn: sa.Connection, name: str, parameters: Any) -> int:
         """Run one of the request path's statements (a dict of parameters, or a list of them); its rowcount."""
@@ -206,14 +225,18 @@ class SqlStore(ItemLookups):
         # The rows are serialized here, on the caller's thread: the store's thread only runs SQL.
         row = {"id": record.id, "tenant": record.tenant, "created_at": record.created_at, "status": record.status,
                "previous_response_id": record.previous_response_id, "response": record.serialized(),
-               "messages": json.dumps(record.messages), "owner": record.owner, "call_ids": _call_ids(record)}
+               "messages": json.dumps(record.messages), "owner": record.owner, "call_ids": _call_ids(record),
+               **(record.facts or NO_FACTS).columns(), "search_rowid": None}
         items = [{"response_id": record.id, "position": i, "item_id": item["id"], "item": json.dumps(item)}
                  for i, item in enumerate(record.input_items)]
 
         outputs = _output_rows(record) if record.status != "in_progress" else []
+        ended = _ended(record)
 
         def create(conn: sa.Connection) -> None:
             self._hot(conn, "insert_response", row)
+            if ended is not None:
+                usage.count(conn, ended, self._driver(conn))
             if items:
                 self._hot(conn, "insert_item", items)
             if outputs:
@@ -222,17 +245,23 @@ class SqlStore(ItemLookups):
         return create
 
     async def finish(self, record: StoredResponse) -> StoredResponse | None:
-        parameters = self._update_parameters(record, status=record.status)
+        parameters = self._update_parameters(record, status=record.status, **(record.facts or NO_FACTS).columns())
         outputs = _output_rows(record)
+        ended = _ended(record)
 
         def finish(conn: sa.Connection) -> StoredResponse | None:
             if self._hot(conn, "finish_running", parameters):
                 if outputs:
                     self._hot(conn, "insert_output", outputs)
+                if ended is not None:
+                    usage.count(conn, ended, self._driver(conn))
                 return None
             return self._winner(conn, record.id, parameters["response"])
 
-        return await self.run(finish)
+        try:
+            return await self.run(finish)
+        finally:
+            self.text_pending.set()
 
     @staticmethod
     def _winner(conn: sa.Connection, response_id: str, ours: str) -> StoredResponse | None:
@@ -250,7 +279,7 @@ class SqlStore(ItemLookups):
     @staticmethod
     def _update_parameters(record: StoredResponse, **values: Any) -> dict[str, Any]:
         return {"rid": record.id, "response": record.serialized(), "messages": json.dumps(record.messages),
-                "call_ids": _call_ids(record), **values}
+                "call_ids": _call_ids(record), "trace": (record.facts or NO_FACTS).trace, **values}
 
     async def get(self, response_id: str, tenant: str = "") -> StoredResponse | None:
         if not STORED_ID.fullmatch(response_id):  # not an id at all (PostgreSQL refuses a NUL in any string)
@@ -264,6 +293,7 @@ class SqlStore(ItemLookups):
             return False
 
         def delete(conn: sa.Connection) -> bool:
+            _delete_search(conn, [response_id], tenant)
             result = conn.execute(responses.delete().where(responses.c.id == response_id, responses.c.tenant == tenant))
             if result.rowcount == 0:
                 return False
@@ -321,7 +351,8 @@ class SqlStore(ItemLookups):
     async def fail_abandoned(self, stale_s: float, instance: str | None = None,
                              running: frozenset[str] = frozenset()) -> list[str]:
         alive = sa.select(instances.c.id).where(instances.c.heartbeat_at >= self._now - stale_s)
-        abandoned = sa.select(responses.c.id, responses.c.owner, responses.c.response).where(
+        abandoned = sa.select(responses.c.id, responses.c.owner, responses.c.response, responses.c.tenant,
+                              responses.c.created_at, responses.c.model).where(
             responses.c.status == "in_progress",
             sa.or_(responses.c.owner.is_(None), responses.c.owner.not_in(alive), responses.c.owner == instance))
 
@@ -336,9 +367,10 @@ class SqlStore(ItemLookups):
                 data.update(status="failed", error=error.model_dump(mode="json"))
                 result = conn.execute(
                     responses.update().where(responses.c.id == row.id, responses.c.status == "in_progress")
-                    .values(status="failed", response=json.dumps(data), owner=None))
+                    .values(status="failed", response=json.dumps(data), owner=None, error_code=error.code))
                 if result.rowcount:
                     failed.append(row.id)
+                    usage.count(conn, usage.Ended(row.tenant, row.created_at, True, row.model, error_code=error.code))
             return failed
 
         return await self.run(fail)
@@ -352,6 +384,7 @@ class SqlStore(ItemLookups):
                 .limit(batch)).scalars())
             if ids:
                 _delete_dependents(conn, ids)
+                _delete_search(conn, ids)
                 conn.execute(responses.delete().where(responses.c.id.in_(ids)))
             return len(ids)
 
@@ -360,6 +393,23 @@ class SqlStore(ItemLookups):
             total += deleted
         return total
 
+    async def index_text(self, batch: int = TEXT_BATCH) -> int:
+        """Add up to ``batch`` ended responses to SQLite's word index; the number added (0 on PostgreSQL,
+        whose index is kept by the database)."""
+        if not self._driver_sql:
+            return 0
+
+        def index(conn: sa.Connection) -> int:
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            rows = conn.execute(_UNINDEXED, {"batch": batch}).all()
+            for response_id, text in rows:
+                rowid = driver.execute(_SEARCH_INSERT, (text,)).lastrowid if text else 0
+                driver.execute(_SEARCH_SET, (rowid, response_id))
+            return len(rows)
+
+        return await self.run(index)
+
     async def close(self) -> None:
         if isinstance(self.engine, AsyncEngine):
             await self.engine.dispose()
@@ -367,6 +417,25 @@ class SqlStore(ItemLookups):
         await asyncio.get_running_loop().run_in_executor(self._thread, self.engine.dispose)
         assert self._thread is not None
         self._thread.shutdown(wait=True)
+
+
+def _delete_search(conn: sa.Connection, ids: list[str], tenant: str | None = None) -> None:
+    """SQLite's word-index rows of these responses (of ``tenant``'s, when given); before the responses go."""
+    if conn.dialect.name != "sqlite":
+        return
+    owned = " AND tenant = :tenant" if tenant is not None else ""
+    conn.execute(sa.text("DELETE FROM parley_response_search WHERE rowid IN (SELECT search_rowid FROM "
+                         f"parley_responses WHERE id IN :ids{owned})").bindparams(sa.bindparam("ids", expanding=True)),
+                 {"ids": ids, "tenant": tenant})
+
+
+def _ended(record: StoredResponse) -> usage.Ended | None:
+    """What the overview counts of a final state written now (nothing for a running or queued one)."""
+    if record.status not in usage.ENDED:
+        return None
+    facts = record.facts or NO_FACTS
+    return usage.Ended(record.tenant, record.created_at, record.status == "failed", facts.model,
+                       facts.input_tokens or 0, facts.output_tokens or 0, facts.duration_ms, facts.error_code)
 
 
 def _delete_dependents(conn: sa.Connection, ids: list[str]) -> None:

@@ -72,6 +72,8 @@ class CallDone:
 
     item: Any
     message: ChatCompletionToolMessageParam | None
+    started: float = 0.0  # when the call started and finished (``time.perf_counter``), set by the toolset
+    ended: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,10 @@ outside the package is added with ``REGISTRY.register(kind)``.  Request parsing 
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError
@@ -246,12 +249,20 @@ class Toolset:
                       ) -> AsyncIterator[Produced]:
         """Starts every call, then streams each one's events and items in the order of the calls."""
         owners = [self._by_name[call.name] for call in calls]
+        started = time.perf_counter()
         runs = [owner.start(call, call.call_id in approved_ids) for owner, call in zip(owners, calls)]
+        ended: dict[int, float] = {}  # when each call's run finished (its items may come out later, in order)
+        for position, run in enumerate(runs):
+            if isinstance(run, asyncio.Future) and not run.done():
+                run.add_done_callback(lambda _, position=position: ended.setdefault(position, time.perf_counter()))
         index = first_index
         try:
-            for owner, call, run in zip(owners, calls, runs):
+            for position, (owner, call, run) in enumerate(zip(owners, calls, runs)):
                 async for produced in owner.emit(call, run, index):
                     index += isinstance(produced, (ItemDone, CallDone))
+                    if isinstance(produced, CallDone):
+                        produced = replace(produced, started=started,
+                                           ended=ended.get(position) or time.perf_counter())
                     yield produced
         finally:
             for run in runs:

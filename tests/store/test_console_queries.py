@@ -1,0 +1,208 @@
+"""The console's reads (parley.store.console), on SQLite and on PostgreSQL, each test on a database of its own."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from parley.store import StoredResponse, open_store
+from parley.store.base import ResponseFacts
+from parley.store.console import ConsoleQueries, Filters
+from parley.store.migrations import MIGRATIONS
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def fresh_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'console.db'}"
+    return request.getfixturevalue("own_postgres_url")
+
+
+@pytest.fixture
+async def store(fresh_url: str):
+    store = await open_store(fresh_url)
+    yield store
+    await store.close()
+
+
+def stored(n: int, *, tenant: str = "", status: str = "completed", model: str = "m-a", text: str = "",
+           duration_ms: float | None = 100.0, error: str | None = None, previous: str | None = None,
+           created_at: float | None = None) -> StoredResponse:
+    rid = f"resp_{tenant or 'local'}_{n:04d}"
+    body = {"id": rid, "status": status, "model": model, "output": [],
+            "error": {"code": error, "message": "x"} if error else None}
+    return StoredResponse(
+        id=rid, created_at=created_at if created_at is not None else 1000.0 + n, status=status, tenant=tenant,
+        response_json=json.dumps(body), previous_response_id=previous,
+        facts=ResponseFacts(model=model, duration_ms=duration_ms, input_tokens=10, output_tokens=5, error_code=error,
+                            search_text=text or f"question {n}"))
+
+
+async def test_pages_run_newest_first_and_the_cursor_continues_without_repeats(store) -> None:
+    for n in range(7):
+        await store.create(stored(n))
+    queries = ConsoleQueries(store)
+    first = await queries.page("", Filters(), limit=3)
+    assert [row["id"] for row in first.rows] == ["resp_local_0006", "resp_local_0005", "resp_local_0004"]
+    second = await queries.page("", Filters(), first.next_cursor, limit=3)
+    third = await queries.page("", Filters(), second.next_cursor, limit=3)
+    assert [row["id"] for row in second.rows + third.rows] == [f"resp_local_{n:04d}" for n in (3, 2, 1, 0)]
+    assert third.next_cursor is None
+    assert first.rows[0]["input_tokens"] == 10 and first.rows[0]["preview"] == "question 6"
+
+
+async def test_responses_created_in_the_same_instant_are_all_paged(store) -> None:
+    for n in range(5):
+        await store.create(stored(n, created_at=2000.0))
+    queries = ConsoleQueries(store)
+    seen, cursor = [], None
+    while True:
+        page = await queries.page("", Filters(), cursor, limit=2)
+        seen += [row["id"] for row in page.rows]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert sorted(seen) == [f"resp_local_{n:04d}" for n in range(5)] and len(seen) == 5
+
+
+@pytest.mark.parametrize("few", [2000, 1], ids=["few-matches", "many-matches"])
+async def test_filters_by_status_model_time_and_text(store, few, monkeypatch) -> None:
+    import parley.store.console
+
+    monkeypatch.setattr(parley.store.console, "FEW_MATCHES", few)  # both plans of a text filter give one answer
+    await store.create(stored(1, status="failed", error="server_error", text="The capital of France"))
+    await store.create(stored(2, model="m-b", text="50% off_sale"))
+    await store.create(stored(3, text="nothing here"))
+    queries = ConsoleQueries(store)
+
+    await store.index_text()  # (SQLite's word index is written after the responses, off the request path)
+
+    async def ids(**filters) -> list[str]:
+        return [row["id"][-4:] for row in (await queries.page("", Filters(**filters))).rows]
+
+    assert await ids(status="failed") == ["0001"]
+    assert await ids(model="m-b") == ["0002"]
+    assert await ids(since=1002.0) == ["0003", "0002"]
+    assert await ids(since=1001.0, until=1003.0) == ["0002", "0001"]
+    assert await ids(text="capital of france") == ["0001"]  # every word, in any case
+    assert await ids(text="Capit FRAN") == ["0001"]  # a word's start finds it
+    assert await ids(text="capital of spain") == []
+    assert await ids(text="50%") == ["0002"] and await ids(text="sale") == ["0002"]  # punctuation is no word
+    assert await ids(text="%") == []  # no word at all: nothing
+    assert await ids(text="resp_local_0003") == ["0003"]  # an id finds its response
+    assert await ids(text="question") == []  # (each response here has text of its own)
+    assert await ids(text="the", status="failed") == ["0001"] and await ids(text="o") == ["0002", "0001"]
+    assert await queries.models("") == ["m-a", "m-b"]
+
+
+async def test_a_tenant_sees_only_its_own_and_an_admin_sees_all(store) -> None:
+    await store.create(stored(1, tenant="alice"))
+    await store.create(stored(2, tenant="bob"))
+    queries = ConsoleQueries(store)
+    assert [r["id"] for r in (await queries.page("alice", Filters())).rows] == ["resp_alice_0001"]
+    assert {r["id"] for r in (await queries.page(None, Filters())).rows} == {"resp_alice_0001", "resp_bob_0002"}
+    assert await queries.response("alice", "resp_bob_0002") is None
+    assert (await queries.response(None, "resp_bob_0002"))["tenant"] == "bob"
+    assert await queries.statuses("alice", ["resp_bob_0002", "resp_alice_0001"]) == {"resp_alice_0001": "completed"}
+    assert [b["responses"] for b in (await queries.overview("alice", 0.0, 3600.0, 3600)).buckets] == [1]
+
+
+async def test_a_response_comes_with_its_chain(store) -> None:
+    await store.create(stored(1))
+    await store.create(stored(2, previous="resp_local_0001"))
+    await store.create(stored(3, previous="resp_local_0002"))
+    await store.create(stored(4, previous="resp_gone"))
+    queries = ConsoleQueries(store)
+    middle = await queries.response("", "resp_local_0002")
+    assert middle["earlier"] == [{"id": "resp_local_0001"}] and middle["following"] == ["resp_local_0003"]
+    last = await queries.response("", "resp_local_0003")
+    assert [step["id"] for step in last["earlier"]] == ["resp_local_0002", "resp_local_0001"]
+    assert (await queries.response("", "resp_local_0004"))["earlier"] == [{"id": "resp_gone", "missing": True}]
+    assert await queries.response("", "not an id") is None
+
+
+async def test_overview_aggregates_per_bucket(store) -> None:
+    await store.create(stored(0, created_at=6000.0, duration_ms=40.0))
+    await store.create(stored(1, created_at=6010.0, duration_ms=900.0))
+    await store.create(stored(2, created_at=6070.0, duration_ms=70000.0, status="failed", error="server_error"))
+    await store.create(stored(3, created_at=6150.0, duration_ms=None, status="in_progress"))
+    await store.create(stored(4, created_at=6160.0, status="failed", error="rate_limit_exceeded"))
+    overview = await ConsoleQueries(store).overview("", 6000.0, 6300.0, 120)  # two-minute buckets
+    assert [b["responses"] for b in overview.buckets] == [3, 1, 0]  # the running one is not counted yet
+    first, second, empty = overview.buckets
+    assert first["input_tokens"] == 30 and first["output_tokens"] == 15 and first["failed"] == 1
+    assert (first["p50_ms"], first["p99_ms"]) == (1000.0, 120000.0)  # 900 ms is in the ≤ 1 s bucket
+    assert second["p50_ms"] == 100.0  # the one timed response of the bucket (100 ms)
+    assert empty["p50_ms"] is None and empty["responses"] == 0
+    assert overview.errors == {"server_error": 1, "rate_limit_exceeded": 1}
+    assert overview.running == {"in_progress": 1}
+    assert overview.models == [{"model": "m-a", "responses": 4, "failed": 2, "input_tokens": 40, "output_tokens": 20}]
+
+
+async def test_a_response_is_counted_once_when_it_ends(store) -> None:
+    running = stored(1, created_at=6000.0, status="in_progress", duration_ms=None)
+    await store.create(running)
+    queries = ConsoleQueries(store)
+    assert (await queries.overview("", 6000.0, 6060.0, 60)).buckets[0]["responses"] == 0
+    final = stored(1, created_at=6000.0, status="failed", error="server_error", duration_ms=250.0)
+    await store.finish(final)
+    await store.finish(final)  # a retried final write that already landed counts nothing more
+    bucket = (await queries.overview("", 6000.0, 6060.0, 60)).buckets[0]
+    assert (bucket["responses"], bucket["failed"], bucket["p50_ms"]) == (1, 1, 250.0)
+    assert (await queries.overview("", 6000.0, 6060.0, 60)).errors == {"server_error": 1}
+
+
+async def test_the_console_migration_fills_the_columns_of_responses_stored_before_it(fresh_url: str,
+                                                                                     monkeypatch) -> None:
+    import parley.store.sql
+
+    before = [entry for entry in MIGRATIONS if entry[0] < "0011"]
+    monkeypatch.setattr(parley.store.sql, "MIGRATIONS", before)  # a database as the release before it left it
+    store = await open_store(fresh_url)
+    body = {"id": "resp_old", "status": "failed", "model": "old-model", "output": [],
+            "usage": {"input_tokens": 7, "output_tokens": 3}, "error": {"code": "server_error", "message": "x"}}
+    await store.run(lambda conn: conn.execute(sa.text(
+        "INSERT INTO parley_responses (id, tenant, created_at, status, response, messages) "
+        "VALUES ('resp_old', '', 1, 'failed', :r, '[]')"), {"r": json.dumps(body)}))
+    await store.close()
+    monkeypatch.setattr(parley.store.sql, "MIGRATIONS", MIGRATIONS)
+    store = await open_store(fresh_url)
+    try:
+        row = (await ConsoleQueries(store).page("", Filters(model="old-model"))).rows[0]
+        assert (row["id"], row["input_tokens"], row["output_tokens"], row["error_code"]) == \
+            ("resp_old", 7, 3, "server_error")
+    finally:
+        await store.close()
+
+
+async def test_deleted_responses_leave_the_word_index_and_another_tenant_cannot_delete_them(store) -> None:
+    await store.create(stored(1, tenant="alice", text="unicorn pasture"))
+    await store.create(stored(2, tenant="alice", text="unicorn stable", created_at=10.0))
+    await store.index_text()
+    queries = ConsoleQueries(store)
+    assert await store.delete("resp_alice_0001", "bob") is False
+    assert [r["id"] for r in (await queries.page("alice", Filters(text="pasture"))).rows] == ["resp_alice_0001"]
+    assert await store.delete("resp_alice_0001", "alice") is True
+    assert (await queries.page("alice", Filters(text="unicorn"))).rows[0]["id"] == "resp_alice_0002"
+    assert await store.sweep(before=100.0) == 1  # retention takes the old one
+    assert (await queries.page("alice", Filters(text="unicorn"))).rows == []
+    if not store.is_postgres:  # SQLite's index is a table of its own: nothing is left in it
+        left = await store.run(
+            lambda conn: conn.execute(sa.text("SELECT count(*) FROM parley_response_search")).scalar())
+        assert left == 0
+
+
+async def test_a_response_is_found_by_its_text_once_it_ended(store) -> None:
+    running = stored(1, status="in_progress", text="the question", duration_ms=None)
+    await store.create(running)
+    queries = ConsoleQueries(store)
+    await store.index_text()
+    assert (await queries.page("", Filters(text="answer"))).rows == []
+    await store.finish(stored(1, text="the question\nthe answer"))
+    await store.index_text()
+    assert [r["id"] for r in (await queries.page("", Filters(text="answer"))).rows] == ["resp_local_0001"]
+    assert await store.index_text() == 0  # each response is indexed once
