@@ -5,6 +5,15 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
+# The console's browser tests drive Debian's Chromium (with Playwright, from the dev extra).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+  else
+    echo "scripts/test.sh: the browser tests need Debian's chromium (sudo apt-get install chromium)" >&2
+  fi
+fi
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from parley.backends.router import Router
+from parley.console.routes import console_routes
 from parley.http import error_handlers
 from parley.http.create import CreateRoute
 from parley.http.middleware import BodyBudget, RequestIds
@@ -48,5 +49,5 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
     error_handlers.install(app)
     # the routes themselves: include_router adds a layer to every request
     app.router.routes.extend(routes.routes + file_routes.routes + vector_store_routes.routes +
-                             conversation_routes.routes)
+                             conversation_routes.routes + console_routes)
     return app

@@ -1,0 +1,253 @@
+"""The console's pages, under ``/console``: server-rendered templates with a little JavaScript, served by
+``parley serve`` itself, with nothing fetched from elsewhere at run time.
+
+- ``/console/responses``: stored responses, newest first, filtered and paginated (the first page refreshes
+  itself while open, so new and running responses show as they change);
+- ``/console/responses/{id}``: one response's timeline, time split, messages sent upstream, raw JSON and chain;
+- ``/console/playground``: talk to any routed model, with tools, through the ordinary create path;
+- ``/console/overview``: requests, tokens, failures by code and latency percentiles over time.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
+
+from parley.console import charts
+from parley.console.access import WRITE_HEADER, Viewer, cookie_header, viewer_for_key, viewer_of
+from parley.console.views import item_view, pretty_json, time_split, timeline
+from parley.errors import StoreUnavailable
+from parley.store.console import ConsoleQueries, Filters
+
+STATUSES = ("completed", "in_progress", "queued", "incomplete", "failed", "cancelled")
+RANGES = {"1h": (3600, 60), "24h": (86400, 1800), "7d": (7 * 86400, 6 * 3600), "30d": (30 * 86400, 86400)}
+PAGE_SIZE = 50
+
+templates = Environment(loader=PackageLoader("parley.console"), autoescape=select_autoescape(default=True))
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return ""
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.1f} ms"
+
+
+templates.filters.update(when=_when, ms=_ms, json=pretty_json)
+
+
+def _runtime(request: Request) -> Any:
+    return request.app.state.runtime
+
+
+def _queries(request: Request) -> ConsoleQueries:
+    return ConsoleQueries(_runtime(request).store)
+
+
+def _page(request: Request, name: str, viewer: Viewer, status_code: int = 200, **values: Any) -> HTMLResponse:
+    html = templates.get_template(name).render(viewer=viewer, local=not _runtime(request).keys.enabled,
+                                               path=request.url.path, **values)
+    return HTMLResponse(html, status_code=status_code, headers={"cache-control": "no-store"})
+
+
+def _sign_in(request: Request) -> Response:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/console/login?{urlencode({'next': target})}", status_code=303)
+
+
+def _viewer(request: Request) -> Viewer | None:
+    return viewer_of(_runtime(request).keys, request)
+
+
+def _epoch(text: str | None) -> float | None:
+    """A ``datetime-local`` value (read as UTC) or epoch seconds."""
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
+def _unavailable(request: Request, viewer: Viewer) -> HTMLResponse:
+    return _page(request, "error.html", viewer, status_code=503,
+                 message="The response store is unavailable; this page will work again when it is back.")
+
+
+async def index(request: Request) -> Response:
+    return RedirectResponse("/console/responses", status_code=303)
+
+
+async def login(request: Request) -> Response:
+    keys = _runtime(request).keys
+    target = request.query_params.get("next") or "/console/responses"
+    if not target.startswith("/console"):
+        target = "/console/responses"
+    if request.method == "GET":
+        return _page(request, "login.html", Viewer(scope=""), next=target, failed=False)
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    key = (form.get("key") or [""])[0].strip()
+    target = (form.get("next") or [target])[0]
+    target = target if target.startswith("/console") else "/console/responses"
+    if viewer_for_key(keys, key) is None:
+        return _page(request, "login.html", Viewer(scope=""), status_code=401, next=target, failed=True)
+    return RedirectResponse(target, status_code=303, headers={"set-cookie": cookie_header(request, key)})
+
+
+async def logout(request: Request) -> Response:
+    return RedirectResponse("/console/login", status_code=303, headers={"set-cookie": cookie_header(request, None)})
+
+
+def _filters(request: Request) -> tuple[Filters, dict[str, str]]:
+    params = request.query_params
+    given = {name: params.get(name, "").strip() for name in ("status", "model", "since", "until", "q", "tenant")}
+    filters = Filters(status=given["status"] if given["status"] in STATUSES else None, model=given["model"] or None,
+                      since=_epoch(given["since"]), until=_epoch(given["until"]), text=given["q"] or None)
+    return filters, given
+
+
+async def responses(request: Request) -> Response:
+    viewer = _viewer(request)
+    if viewer is None:
+        return _sign_in(request)
+    filters, given = _filters(request)
+    scope = viewer.scope if not (viewer.admin and given["tenant"]) else given["tenant"]
+    cursor = request.query_params.get("cursor")
+    queries = _queries(request)
+    try:
+        page = await queries.page(scope, filters, cursor, PAGE_SIZE)
+        models = [] if request.query_params.get("fragment") else await queries.models(scope)
+    except StoreUnavailable:
+        return _unavailable(request, viewer)
+    kept = {name: value for name, value in given.items() if value}
+    values = dict(page=page, models=models, filters=given, statuses=STATUSES, cursor=cursor,
+                  next_url=f"/console/responses?{urlencode({**kept, 'cursor': page.next_cursor})}"
+                  if page.next_cursor else None,
+                  fragment_url=f"/console/responses?{urlencode({**kept, 'fragment': '1'})}",
+                  first_url=f"/console/responses?{urlencode(kept)}")
+    if request.query_params.get("fragment"):
+        return _page(request, "rows.html", viewer, **values)
+    return _page(request, "responses.html", viewer, **values)
+
+
+async def response_page(request: Request) -> Response:
+    viewer = _viewer(request)
+    if viewer is None:
+        return _sign_in(request)
+    response_id = request.path_params["response_id"]
+    try:
+        found = await _queries(request).response(viewer.scope, response_id)
+    except StoreUnavailable:
+        return _unavailable(request, viewer)
+    if found is None:
+        return _page(request, "error.html", viewer, status_code=404,
+                     message=f"No stored response '{response_id}' that you may see.")
+    body = found["response"]
+    return _page(request, "response.html", viewer, r=found, body=body,
+                 inputs=[item_view(item) for item in found["input_items"]],
+                 entries=timeline(body.get("output") or [], found["trace"]),
+                 split=time_split(found["trace"], found["duration_ms"]),
+                 raw=pretty_json(body), messages=pretty_json(found["messages"]))
+
+
+async def statuses(request: Request) -> Response:
+    """The statuses of some responses (a response page polls its own while it runs)."""
+    viewer = _viewer(request)
+    if viewer is None:
+        return JSONResponse({"error": "sign in"}, status_code=401)
+    ids = [i for i in request.query_params.get("ids", "").split(",") if i]
+    try:
+        return JSONResponse(await _queries(request).statuses(viewer.scope, ids))
+    except StoreUnavailable:
+        return JSONResponse({"error": "store unavailable"}, status_code=503)
+
+
+async def playground(request: Request) -> Response:
+    viewer = _viewer(request)
+    if viewer is None:
+        return _sign_in(request)
+    models = [model["id"] for model in await _runtime(request).router.list_models()]
+    return _page(request, "playground.html", viewer, models=models, write_header=WRITE_HEADER)
+
+
+async def overview(request: Request) -> Response:
+    viewer = _viewer(request)
+    if viewer is None:
+        return _sign_in(request)
+    chosen = request.query_params.get("range", "24h")
+    span, bucket = RANGES.get(chosen, RANGES["24h"])
+    until = time.time()
+    since = (until - span) // bucket * bucket + bucket  # whole buckets, the last one holding now
+    try:
+        data = await _queries(request).overview(viewer.scope, since, until, bucket)
+    except StoreUnavailable:
+        return _unavailable(request, viewer)
+    labels = [_when(b["start"])[5 if span > 86400 else 11:16] for b in data.buckets]
+    svg = {
+        "responses": charts.stacked_bars("Responses", labels, {
+            "completed or other": [b["responses"] - b["failed"] for b in data.buckets],
+            "failed": [b["failed"] for b in data.buckets]}, colours=(charts.COLOURS[0], charts.COLOURS[2])),
+        "tokens": charts.stacked_bars("Tokens", labels, {
+            "input": [b["input_tokens"] for b in data.buckets], "output": [b["output_tokens"] for b in data.buckets]}),
+        "latency": charts.lines("Latency", labels, {
+            "p50": [b["p50_ms"] for b in data.buckets], "p95": [b["p95_ms"] for b in data.buckets],
+            "p99": [b["p99_ms"] for b in data.buckets]}, " ms"),
+    }
+    totals = {"responses": sum(b["responses"] for b in data.buckets),
+              "input_tokens": sum(b["input_tokens"] for b in data.buckets),
+              "output_tokens": sum(b["output_tokens"] for b in data.buckets),
+              "failed": sum(b["failed"] for b in data.buckets)}
+    return _page(request, "overview.html", viewer, data=data, svg=svg, ranges=list(RANGES), chosen=chosen,
+                 totals=totals)
+
+
+class PlaygroundCreate:
+    """``POST /console/api/responses``: the playground's create, run by the API's own create path with the
+    viewer's key, so each turn is an ordinary stored response of their tenant."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        viewer = _viewer(request)
+        if viewer is None or request.headers.get(WRITE_HEADER) != "1":
+            status, message = (401, "Sign in to the console first.") if viewer is None else (
+                403, f"The console's requests carry {WRITE_HEADER}.")
+            await JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": None,
+                                          "code": None}}, status_code=status)(scope, receive, send)
+            return
+        headers = [(name, value) for name, value in scope["headers"] if name not in (b"authorization", b"cookie")]
+        if viewer.key:
+            headers.append((b"authorization", f"Bearer {viewer.key}".encode()))
+        inner = dict(scope, path="/v1/responses", raw_path=b"/v1/responses", headers=headers)
+        await scope["app"](inner, receive, send)
+
+
+console_routes = [
+    Route("/console", index),
+    Route("/console/login", login, methods=["GET", "POST"]),
+    Route("/console/logout", logout, methods=["POST"]),
+    Route("/console/responses", responses),
+    Route("/console/responses/{response_id}", response_page),
+    Route("/console/api/statuses", statuses),
+    Route("/console/api/responses", PlaygroundCreate(), methods=["POST"]),
+    Route("/console/playground", playground),
+    Route("/console/overview", overview),
+    Mount("/console/static", StaticFiles(packages=[("parley.console", "static")]), name="console-static"),
+]
