@@ -190,3 +190,48 @@ def test_a_wrong_key_is_refused_and_signing_out_asks_again(page, server):
     page.click("text=Sign out")
     page.goto(server.url + "/console/responses")
     assert "/console/login" in page.url
+
+
+def test_conversations_files_and_vector_stores_are_shown_to_their_tenant(page, browser, server, backend):
+    backend.push(Reply(text="Noted: the lighthouse is red."))
+    with api(server, "sk-alice") as alice:
+        conversation = alice.conversations.create(metadata={"topic": "lighthouse"})
+        alice.responses.create(model="scripted", input="Remember: the lighthouse is red.",
+                               conversation=conversation.id)
+        uploaded = alice.files.create(file=("lighthouse.txt", b"The lighthouse on the cape is painted red."),
+                                      purpose="assistants")
+        store = alice.vector_stores.create(name="Coast guide", file_ids=[uploaded.id])
+
+    sign_in(page, server, "sk-alice", "/console/conversations")
+    row = page.locator(f'tr[data-id="{conversation.id}"]')
+    assert "topic=lighthouse" in row.inner_text() and row.locator("td.num").inner_text() == "2"
+    row.locator("a").click()
+    items = page.locator("#items")
+    assert "Remember: the lighthouse is red." in items.inner_text()
+    assert "Noted: the lighthouse is red." in items.inner_text()
+    page.goto(server.url + "/console/files")
+    assert "lighthouse.txt" in page.locator(f'tr[data-id="{uploaded.id}"]').inner_text()
+    page.goto(server.url + "/console/vector-stores")
+    page.click(f'tr[data-id="{store.id}"] a')
+    assert page.locator("h1").inner_text() == "Coast guide"
+    assert "lighthouse.txt" in page.locator(f'#store-files tr[data-id="{uploaded.id}"]').inner_text()
+
+    bob = browser.new_context()
+    try:
+        bob_page = bob.new_page()
+        sign_in(bob_page, server, "sk-bob", "/console/conversations")
+        assert conversation.id not in bob_page.content()
+        for path in ("/console/files", "/console/vector-stores"):
+            bob_page.goto(server.url + path)
+            assert uploaded.id not in bob_page.content() and store.id not in bob_page.content()
+        bob_page.goto(f"{server.url}/console/conversations/{conversation.id}")
+        assert bob_page.locator(".error").inner_text().startswith("No conversation")
+    finally:
+        bob.close()
+    admin = browser.new_context()
+    try:
+        admin_page = admin.new_page()
+        sign_in(admin_page, server, ADMIN, "/console/vector-stores")
+        assert admin_page.locator(f'tr[data-id="{store.id}"] td.tenant').inner_text() == "alice"
+    finally:
+        admin.close()

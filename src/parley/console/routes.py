@@ -5,7 +5,8 @@
   itself while open, so new and running responses show as they change);
 - ``/console/responses/{id}``: one response's timeline, time split, messages sent upstream, raw JSON and chain;
 - ``/console/playground``: talk to any routed model, with tools, through the ordinary create path;
-- ``/console/overview``: requests, tokens, failures by code and latency percentiles over time.
+- ``/console/overview``: requests, tokens, failures by code and latency percentiles over time;
+- ``/console/conversations``, ``/console/files``, ``/console/vector-stores``: the other stored objects.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from parley.console.access import WRITE_HEADER, Viewer, cookie_header, viewer_fo
 from parley.console.views import item_view, pretty_json, time_split, timeline
 from parley.errors import StoreUnavailable
 from parley.store.console import ConsoleQueries, Filters
+from parley.store.console_data import ITEMS, LISTED, ConsoleData
 
 STATUSES = ("completed", "in_progress", "queued", "incomplete", "failed", "cancelled")
 RANGES = {"1h": (3600, 60), "24h": (86400, 1800), "7d": (7 * 86400, 6 * 3600), "30d": (30 * 86400, 86400)}
@@ -219,6 +221,74 @@ async def overview(request: Request) -> Response:
                  totals=totals)
 
 
+def _data(request: Request) -> ConsoleData:
+    return ConsoleData(_runtime(request).store)
+
+
+async def files_page(request: Request) -> Response:
+    viewer = _viewer(request)
+    if viewer is None:
+        return _sign_in(request)
+    try:
+        listed = await _data(request).files(viewer.scope)
+    except StoreUnavailable:
+        return _unavailable(request, viewer)
+    return _page(request, "files.html", viewer, files=listed, shown=LISTED)
+
+
+async def vector_stores_page(request: Request) -> Response:
+    viewer = _viewer(request)
+    if viewer is None:
+        return _sign_in(request)
+    try:
+        listed = await _data(request).vector_stores(viewer.scope)
+    except StoreUnavailable:
+        return _unavailable(request, viewer)
+    return _page(request, "vector_stores.html", viewer, stores=listed, shown=LISTED)
+
+
+async def vector_store_page(request: Request) -> Response:
+    viewer = _viewer(request)
+    if viewer is None:
+        return _sign_in(request)
+    store_id = request.path_params["store_id"]
+    try:
+        found = await _data(request).vector_store(viewer.scope, store_id)
+    except StoreUnavailable:
+        return _unavailable(request, viewer)
+    if found is None:
+        return _page(request, "error.html", viewer, status_code=404,
+                     message=f"No vector store '{store_id}' that you may see.")
+    return _page(request, "vector_store.html", viewer, store=found, shown=LISTED)
+
+
+async def conversations_page(request: Request) -> Response:
+    viewer = _viewer(request)
+    if viewer is None:
+        return _sign_in(request)
+    try:
+        listed = await _data(request).conversations(viewer.scope)
+    except StoreUnavailable:
+        return _unavailable(request, viewer)
+    return _page(request, "conversations.html", viewer, conversations=listed, shown=LISTED)
+
+
+async def conversation_page(request: Request) -> Response:
+    viewer = _viewer(request)
+    if viewer is None:
+        return _sign_in(request)
+    conversation_id = request.path_params["conversation_id"]
+    try:
+        found = await _data(request).conversation(viewer.scope, conversation_id)
+    except StoreUnavailable:
+        return _unavailable(request, viewer)
+    if found is None:
+        return _page(request, "error.html", viewer, status_code=404,
+                     message=f"No conversation '{conversation_id}' that you may see.")
+    return _page(request, "conversation.html", viewer, conversation=found,
+                 items=[item_view(item) for item in found["items"]], shown=ITEMS)
+
+
 class PlaygroundCreate:
     """``POST /console/api/responses``: the playground's create, run by the API's own create path with the
     viewer's key, so each turn is an ordinary stored response of their tenant."""
@@ -249,5 +319,10 @@ console_routes = [
     Route("/console/api/responses", PlaygroundCreate(), methods=["POST"]),
     Route("/console/playground", playground),
     Route("/console/overview", overview),
+    Route("/console/conversations", conversations_page),
+    Route("/console/conversations/{conversation_id}", conversation_page),
+    Route("/console/files", files_page),
+    Route("/console/vector-stores", vector_stores_page),
+    Route("/console/vector-stores/{store_id}", vector_store_page),
     Mount("/console/static", StaticFiles(packages=[("parley.console", "static")]), name="console-static"),
 ]
