@@ -235,3 +235,35 @@ def test_conversations_files_and_vector_stores_are_shown_to_their_tenant(page, b
         assert admin_page.locator(f'tr[data-id="{store.id}"] td.tenant').inner_text() == "alice"
     finally:
         admin.close()
+
+
+def test_a_running_response_shows_in_the_list_and_its_end_shows_without_a_reload(page, server, backend):
+    import threading
+
+    import httpx
+
+    sign_in(page, server, "sk-alice")
+    backend.hold()  # the model answers once released: the response stays in_progress until then
+    done: dict[str, str] = {}
+
+    def stream() -> None:
+        with httpx.Client(timeout=60) as http:
+            with http.stream("POST", f"{server.base_url}/responses", headers={"authorization": "Bearer sk-alice"},
+                             json={"model": "scripted", "input": "a slow one", "stream": True}) as reply:
+                for line in reply.iter_lines():
+                    if '"type":"response.created"' in line.replace(" ", ""):
+                        done.setdefault("id", line.split('"id":')[1].split('"')[1])
+
+    worker = threading.Thread(target=stream)
+    requests_before = len(backend.requests)
+    worker.start()
+    try:
+        backend.wait_for_requests(requests_before + 1)
+        row = page.locator('tr[data-status="in_progress"]', has_text="a slow one")
+        row.wait_for()  # the first page refreshes itself: the running response appears
+        response_id = row.get_attribute("data-id")
+    finally:
+        backend.release()
+        worker.join(timeout=30)
+    assert done["id"] == response_id
+    page.locator(f'tr[data-id="{response_id}"][data-status="completed"]').wait_for()  # and ends, with no reload
