@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
@@ -89,11 +90,6 @@ def _epoch(text: str | None) -> float | None:
         return None
 
 
-def _unavailable(request: Request, viewer: Viewer) -> HTMLResponse:
-    return _page(request, "error.html", viewer, status_code=503,
-                 message="The response store is unavailable; this page will work again when it is back.")
-
-
 async def index(request: Request) -> Response:
     return RedirectResponse("/console/responses", status_code=303)
 
@@ -126,42 +122,51 @@ def _filters(request: Request) -> tuple[Filters, dict[str, str]]:
     return filters, given
 
 
-async def responses(request: Request) -> Response:
-    viewer = _viewer(request)
-    if viewer is None:
-        return _sign_in(request)
+Handler = Callable[[Request, Viewer], Awaitable[Response]]
+
+
+def viewed(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """A page for a signed-in viewer: the sign-in page first when there is none, and a 503 page while the
+    store is unavailable."""
+    async def endpoint(request: Request) -> Response:
+        viewer = _viewer(request)
+        if viewer is None:
+            return _sign_in(request)
+        try:
+            return await handler(request, viewer)
+        except StoreUnavailable:
+            return _page(request, "error.html", viewer, status_code=503,
+                         message="The response store is unavailable; this page will work again when it is back.")
+    return endpoint
+
+
+def _missing(request: Request, viewer: Viewer, what: str) -> HTMLResponse:
+    return _page(request, "error.html", viewer, status_code=404, message=f"No {what} that you may see.")
+
+
+@viewed
+async def responses(request: Request, viewer: Viewer) -> Response:
     filters, given = _filters(request)
     scope = viewer.scope if not (viewer.admin and given["tenant"]) else given["tenant"]
     cursor = request.query_params.get("cursor")
+    fragment = bool(request.query_params.get("fragment"))  # the rows alone: the first page's refresh
     queries = _queries(request)
-    try:
-        page = await queries.page(scope, filters, cursor, PAGE_SIZE)
-        models = [] if request.query_params.get("fragment") else await queries.models(scope)
-    except StoreUnavailable:
-        return _unavailable(request, viewer)
+    page = await queries.page(scope, filters, cursor, PAGE_SIZE)
     kept = {name: value for name, value in given.items() if value}
-    values = dict(page=page, models=models, filters=given, statuses=STATUSES, cursor=cursor,
-                  next_url=f"/console/responses?{urlencode({**kept, 'cursor': page.next_cursor})}"
-                  if page.next_cursor else None,
-                  fragment_url=f"/console/responses?{urlencode({**kept, 'fragment': '1'})}",
-                  first_url=f"/console/responses?{urlencode(kept)}")
-    if request.query_params.get("fragment"):
-        return _page(request, "rows.html", viewer, **values)
-    return _page(request, "responses.html", viewer, **values)
+    return _page(request, "rows.html" if fragment else "responses.html", viewer, page=page,
+                 models=[] if fragment else await queries.models(scope), filters=given, statuses=STATUSES,
+                 cursor=cursor, next_url=f"/console/responses?{urlencode({**kept, 'cursor': page.next_cursor})}"
+                 if page.next_cursor else None,
+                 fragment_url=f"/console/responses?{urlencode({**kept, 'fragment': '1'})}",
+                 first_url=f"/console/responses?{urlencode(kept)}")
 
 
-async def response_page(request: Request) -> Response:
-    viewer = _viewer(request)
-    if viewer is None:
-        return _sign_in(request)
+@viewed
+async def response_page(request: Request, viewer: Viewer) -> Response:
     response_id = request.path_params["response_id"]
-    try:
-        found = await _queries(request).response(viewer.scope, response_id)
-    except StoreUnavailable:
-        return _unavailable(request, viewer)
+    found = await _queries(request).response(viewer.scope, response_id)
     if found is None:
-        return _page(request, "error.html", viewer, status_code=404,
-                     message=f"No stored response '{response_id}' that you may see.")
+        return _missing(request, viewer, f"stored response '{response_id}'")
     body = found["response"]
     return _page(request, "response.html", viewer, r=found, body=body,
                  inputs=[item_view(item) for item in found["input_items"]],
@@ -182,41 +187,34 @@ async def statuses(request: Request) -> Response:
         return JSONResponse({"error": "store unavailable"}, status_code=503)
 
 
-async def playground(request: Request) -> Response:
-    viewer = _viewer(request)
-    if viewer is None:
-        return _sign_in(request)
+@viewed
+async def playground(request: Request, viewer: Viewer) -> Response:
     models = [model["id"] for model in await _runtime(request).router.list_models()]
     return _page(request, "playground.html", viewer, models=models, write_header=WRITE_HEADER)
 
 
-async def overview(request: Request) -> Response:
-    viewer = _viewer(request)
-    if viewer is None:
-        return _sign_in(request)
+@viewed
+async def overview(request: Request, viewer: Viewer) -> Response:
     chosen = request.query_params.get("range", "24h")
     span, bucket = RANGES.get(chosen, RANGES["24h"])
     until = time.time()
     since = (until - span) // bucket * bucket + bucket  # whole buckets, the last one holding now
-    try:
-        data = await _queries(request).overview(viewer.scope, since, until, bucket)
-    except StoreUnavailable:
-        return _unavailable(request, viewer)
+    data = await _queries(request).overview(viewer.scope, since, until, bucket)
     labels = [_when(b["start"])[5 if span > 86400 else 11:16] for b in data.buckets]
+
+    def series(name: str) -> list[Any]:
+        return [b[name] for b in data.buckets]
+
     svg = {
         "responses": charts.stacked_bars("Responses", labels, {
             "completed or other": [b["responses"] - b["failed"] for b in data.buckets],
-            "failed": [b["failed"] for b in data.buckets]}, colours=(charts.COLOURS[0], charts.COLOURS[2])),
-        "tokens": charts.stacked_bars("Tokens", labels, {
-            "input": [b["input_tokens"] for b in data.buckets], "output": [b["output_tokens"] for b in data.buckets]}),
-        "latency": charts.lines("Latency", labels, {
-            "p50": [b["p50_ms"] for b in data.buckets], "p95": [b["p95_ms"] for b in data.buckets],
-            "p99": [b["p99_ms"] for b in data.buckets]}, " ms"),
+            "failed": series("failed")}, colours=(charts.COLOURS[0], charts.COLOURS[2])),
+        "tokens": charts.stacked_bars("Tokens", labels, {"input": series("input_tokens"),
+                                                         "output": series("output_tokens")}),
+        "latency": charts.lines("Latency", labels, {"p50": series("p50_ms"), "p95": series("p95_ms"),
+                                                    "p99": series("p99_ms")}, " ms"),
     }
-    totals = {"responses": sum(b["responses"] for b in data.buckets),
-              "input_tokens": sum(b["input_tokens"] for b in data.buckets),
-              "output_tokens": sum(b["output_tokens"] for b in data.buckets),
-              "failed": sum(b["failed"] for b in data.buckets)}
+    totals = {name: sum(series(name)) for name in ("responses", "input_tokens", "output_tokens", "failed")}
     return _page(request, "overview.html", viewer, data=data, svg=svg, ranges=list(RANGES), chosen=chosen,
                  totals=totals)
 
@@ -225,66 +223,38 @@ def _data(request: Request) -> ConsoleData:
     return ConsoleData(_runtime(request).store)
 
 
-async def files_page(request: Request) -> Response:
-    viewer = _viewer(request)
-    if viewer is None:
-        return _sign_in(request)
-    try:
-        listed = await _data(request).files(viewer.scope)
-    except StoreUnavailable:
-        return _unavailable(request, viewer)
-    return _page(request, "files.html", viewer, files=listed, shown=LISTED)
+@viewed
+async def files_page(request: Request, viewer: Viewer) -> Response:
+    return _page(request, "files.html", viewer, files=await _data(request).files(viewer.scope), shown=LISTED)
 
 
-async def vector_stores_page(request: Request) -> Response:
-    viewer = _viewer(request)
-    if viewer is None:
-        return _sign_in(request)
-    try:
-        listed = await _data(request).vector_stores(viewer.scope)
-    except StoreUnavailable:
-        return _unavailable(request, viewer)
-    return _page(request, "vector_stores.html", viewer, stores=listed, shown=LISTED)
+@viewed
+async def vector_stores_page(request: Request, viewer: Viewer) -> Response:
+    return _page(request, "vector_stores.html", viewer, stores=await _data(request).vector_stores(viewer.scope),
+                 shown=LISTED)
 
 
-async def vector_store_page(request: Request) -> Response:
-    viewer = _viewer(request)
-    if viewer is None:
-        return _sign_in(request)
+@viewed
+async def vector_store_page(request: Request, viewer: Viewer) -> Response:
     store_id = request.path_params["store_id"]
-    try:
-        found = await _data(request).vector_store(viewer.scope, store_id)
-    except StoreUnavailable:
-        return _unavailable(request, viewer)
+    found = await _data(request).vector_store(viewer.scope, store_id)
     if found is None:
-        return _page(request, "error.html", viewer, status_code=404,
-                     message=f"No vector store '{store_id}' that you may see.")
+        return _missing(request, viewer, f"vector store '{store_id}'")
     return _page(request, "vector_store.html", viewer, store=found, shown=LISTED)
 
 
-async def conversations_page(request: Request) -> Response:
-    viewer = _viewer(request)
-    if viewer is None:
-        return _sign_in(request)
-    try:
-        listed = await _data(request).conversations(viewer.scope)
-    except StoreUnavailable:
-        return _unavailable(request, viewer)
-    return _page(request, "conversations.html", viewer, conversations=listed, shown=LISTED)
+@viewed
+async def conversations_page(request: Request, viewer: Viewer) -> Response:
+    return _page(request, "conversations.html", viewer,
+                 conversations=await _data(request).conversations(viewer.scope), shown=LISTED)
 
 
-async def conversation_page(request: Request) -> Response:
-    viewer = _viewer(request)
-    if viewer is None:
-        return _sign_in(request)
+@viewed
+async def conversation_page(request: Request, viewer: Viewer) -> Response:
     conversation_id = request.path_params["conversation_id"]
-    try:
-        found = await _data(request).conversation(viewer.scope, conversation_id)
-    except StoreUnavailable:
-        return _unavailable(request, viewer)
+    found = await _data(request).conversation(viewer.scope, conversation_id)
     if found is None:
-        return _page(request, "error.html", viewer, status_code=404,
-                     message=f"No conversation '{conversation_id}' that you may see.")
+        return _missing(request, viewer, f"conversation '{conversation_id}'")
     return _page(request, "conversation.html", viewer, conversation=found,
                  items=[item_view(item) for item in found["items"]], shown=ITEMS)
 
