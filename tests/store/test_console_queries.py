@@ -206,3 +206,23 @@ async def test_a_response_is_found_by_its_text_once_it_ended(store) -> None:
     await store.index_text()
     assert [r["id"] for r in (await queries.page("", Filters(text="answer"))).rows] == ["resp_local_0001"]
     assert await store.index_text() == 0  # each response is indexed once
+
+
+async def test_two_processes_on_one_sqlite_file_index_each_response_once(tmp_path) -> None:
+    import asyncio
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    first, second = await open_store(url), await open_store(url)  # (each its own engine, as two processes have)
+    try:
+        for n in range(300):
+            await first.create(stored(n, text=f"shared words {n}"))
+        counts = await asyncio.gather(*(store.index_text(batch=25) for store in (first, second) for _ in range(8)))
+        while await first.index_text():
+            pass
+        rows = await first.run(
+            lambda conn: conn.execute(sa.text("SELECT count(*) FROM parley_response_search")).scalar())
+        assert sum(counts) <= 300 and rows == 300
+        assert len((await ConsoleQueries(second).page("", Filters(text="shared"), limit=400)).rows) == 300
+    finally:
+        await first.close()
+        await second.close()

@@ -402,6 +402,9 @@ class SqlStore(ItemLookups):
         def index(conn: sa.Connection) -> int:
             driver = conn.connection.driver_connection
             assert driver is not None
+            # The write lock first (a no-op update takes it, waiting out other writers): a transaction that read
+            # first could not write after another process's commit, and two processes never index a row twice.
+            driver.execute("UPDATE parley_responses SET search_rowid = NULL WHERE 0")
             rows = conn.execute(_UNINDEXED, {"batch": batch}).all()
             for response_id, text in rows:
                 rowid = driver.execute(_SEARCH_INSERT, (text,)).lastrowid if text else 0
