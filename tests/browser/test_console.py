@@ -96,8 +96,6 @@ def test_a_response_made_through_the_api_is_listed_and_its_page_shows_the_mcp_ca
     page.fill("#f-q", "polyjuice")
     page.click("button[type=submit]")
     page.locator(f'tr[data-id="{made.id}"]').wait_for()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "console-responses.png"))
 
     page.click(f'tr[data-id="{made.id}"] a')
     page.wait_for_url(f"**/console/responses/{made.id}")
@@ -112,6 +110,7 @@ def test_a_response_made_through_the_api_is_listed_and_its_page_shows_the_mcp_ca
         assert re.fullmatch(r"[\d.]+ (ms|s)", page.locator(f".split-{part}").inner_text().strip())
     page.click("#messages summary")
     assert '"role": "tool"' in page.locator("#messages pre").inner_text()  # what went upstream, tool output included
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "console-response.png"), full_page=True)
     assert MCP_TOKEN not in page.content()  # the MCP server's credentials are never shown
 
@@ -156,6 +155,8 @@ def test_a_tenant_sees_only_its_own_responses_and_an_admin_sees_every_tenant(pag
     sign_in(page, server, "sk-alice")
     page.locator(f'tr[data-id="{alice_id}"]').wait_for()
     assert page.locator(f'tr[data-id="{bob_id}"]').count() == 0
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "console-responses.png"))  # (with the earlier tests' responses)
     assert "bob asks" not in page.content()
     page.fill("#f-q", bob_id)
     page.click("button[type=submit]")

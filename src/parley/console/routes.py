@@ -50,7 +50,12 @@ def _ms(value: float | None) -> str:
     return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.1f} ms"
 
 
-templates.filters.update(when=_when, ms=_ms, json=pretty_json)
+def _preview(text: str | None) -> str:
+    """The start of a response's text as a list shows it: its input messages, then its answer, between arrows."""
+    return (text or "").replace("\n", " → ")
+
+
+templates.filters.update(when=_when, ms=_ms, json=pretty_json, preview=_preview)
 
 
 def _runtime(request: Request) -> Any:
