@@ -11,7 +11,9 @@ from parley.testing import ParleyProcess
 
 
 def test_old_responses_and_conversations_are_swept_and_recent_ones_kept(backend, db_url) -> None:
-    lifetime_s = 4.0
+    # The conversation, used at 0.75 of the lifetime (its time kept in whole seconds), outlives the response by
+    # at least 0.75 * lifetime - 1 s: 3.5 s here, room for a loaded machine's sweep and polling.
+    lifetime_s = 6.0
     with ParleyProcess("--upstream", backend.url, "--db", db_url, "--retention-days", str(lifetime_s / 86400),
                        "--retention-sweep-s", "0.2") as server, \
             openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as client:
