@@ -17,33 +17,33 @@ from parley.store.tables import LATENCY_BOUNDS_MS
 ENDED = ("completed", "incomplete", "failed", "cancelled")
 
 
-def _upsert(bucket: str) -> str:
+PERIODS = (60, 3600)
+# Both periods' rows in one statement (one round trip on PostgreSQL): ":slot0" is the minute, ":slot1" the hour.
+_ROWS = ", ".join(f"({period}, :tenant, :slot{i}, :model, 1, :failed, :input_tokens, :output_tokens, :timed{{one}})"
+                  for i, period in enumerate(PERIODS))
+
+
+def _upsert(bucket: str | None) -> str:
+    """The count of one ended response, in latency ``bucket`` (a column), or in none (a response with no
+    duration, one failed by crash recovery)."""
+    column, one = (f", {bucket}", ", 1") if bucket else ("", "")
+    tail = f", {bucket} = parley_usage.{bucket} + excluded.{bucket}" if bucket else ""
     return (
         "INSERT INTO parley_usage (period, tenant, slot, model, responses, failed, input_tokens, output_tokens, "
-        f"timed, {bucket}) VALUES (:period, :tenant, :slot, :model, 1, :failed, :input_tokens, :output_tokens, "
-        ":timed, 1) ON CONFLICT (period, slot, tenant, model) DO UPDATE SET responses = parley_usage.responses + 1, "
-        "failed = parley_usage.failed + excluded.failed, "
+        f"timed{column}) VALUES {_ROWS.format(one=one)} ON CONFLICT (period, slot, tenant, model) DO UPDATE SET "
+        "responses = parley_usage.responses + excluded.responses, failed = parley_usage.failed + excluded.failed, "
         "input_tokens = parley_usage.input_tokens + excluded.input_tokens, "
         "output_tokens = parley_usage.output_tokens + excluded.output_tokens, "
-        f"timed = parley_usage.timed + excluded.timed, {bucket} = parley_usage.{bucket} + 1"
+        f"timed = parley_usage.timed + excluded.timed{tail}"
     )
 
 
-# One statement per latency bucket (each bucket is a column), and one for a response with no duration (one
-# failed by crash recovery): counted, in no latency bucket.
 _BY_BUCKET = {bound: _upsert(f"ms_{bound}") for bound in LATENCY_BOUNDS_MS}
 _OVER = _upsert("ms_over")
-_UNTIMED = (
-    "INSERT INTO parley_usage (period, tenant, slot, model, responses, failed, input_tokens, output_tokens, "
-    "timed) VALUES (:period, :tenant, :slot, :model, 1, :failed, :input_tokens, :output_tokens, 0) "
-    "ON CONFLICT (period, slot, tenant, model) DO UPDATE SET responses = parley_usage.responses + 1, "
-    "failed = parley_usage.failed + excluded.failed, "
-    "input_tokens = parley_usage.input_tokens + excluded.input_tokens, "
-    "output_tokens = parley_usage.output_tokens + excluded.output_tokens"
-)
-_ERROR = ("INSERT INTO parley_usage_errors (period, tenant, slot, code, count) VALUES (:period, :tenant, :slot, "
-          ":code, 1) ON CONFLICT (period, slot, tenant, code) DO UPDATE SET count = parley_usage_errors.count + 1")
-PERIODS = (60, 3600)
+_UNTIMED = _upsert(None)
+_ERROR = ("INSERT INTO parley_usage_errors (period, tenant, slot, code, count) VALUES "
+          + ", ".join(f"({period}, :tenant, :slot{i}, :code, 1)" for i, period in enumerate(PERIODS))
+          + " ON CONFLICT (period, slot, tenant, code) DO UPDATE SET count = parley_usage_errors.count + 1")
 
 
 @dataclass(frozen=True)
@@ -64,19 +64,17 @@ class Ended:
             sql = _UNTIMED
         else:
             sql = next((_BY_BUCKET[b] for b in LATENCY_BOUNDS_MS if self.duration_ms <= b), _OVER)
-        out = []
-        for period in PERIODS:
-            slot = {"period": period, "tenant": self.tenant, "slot": int(self.created_at // period)}
-            out.append((sql, {**slot, "model": (self.model or "")[:200], "failed": int(self.failed),
-                              "input_tokens": self.input_tokens,
-                              "output_tokens": self.output_tokens, "timed": int(self.duration_ms is not None)}))
-            if self.error_code:
-                out.append((_ERROR, {**slot, "code": self.error_code[:100]}))
+        slots = {f"slot{i}": int(self.created_at // period) for i, period in enumerate(PERIODS)}
+        out = [(sql, {"tenant": self.tenant, **slots, "model": (self.model or "")[:200], "failed": int(self.failed),
+                      "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                      "timed": int(self.duration_ms is not None)})]
+        if self.error_code:
+            out.append((_ERROR, {"tenant": self.tenant, **slots, "code": self.error_code[:100]}))
         return out
 
 
 def count(conn: sa.Connection, ended: Ended, driver: Any = None) -> None:
-    """Add ``ended`` to its minute, on ``conn``'s transaction (through the SQLite driver's connection when
+    """Add ``ended`` to its minute and hour, on ``conn``'s transaction (through the SQLite driver's connection when
     given: the request path's statements run there)."""
     for sql, values in ended.statements():
         if driver is not None:
