@@ -28,10 +28,11 @@ from parley.console import charts
 from parley.console.access import WRITE_HEADER, Viewer, cookie_header, viewer_for_key, viewer_of
 from parley.console.views import item_view, pretty_json, time_split, timeline
 from parley.errors import StoreUnavailable
+from parley.store.base import NOT_ENDED, TERMINAL
 from parley.store.console import ConsoleQueries, Filters
 from parley.store.console_data import ITEMS, LISTED, ConsoleData
 
-STATUSES = ("completed", "in_progress", "queued", "incomplete", "failed", "cancelled")
+STATUSES = TERMINAL + NOT_ENDED
 RANGES = {"1h": (3600, 60), "24h": (86400, 1800), "7d": (7 * 86400, 6 * 3600), "30d": (30 * 86400, 86400)}
 PAGE_SIZE = 50
 

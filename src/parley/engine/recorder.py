@@ -19,7 +19,7 @@ from openai.types.responses import Response
 from parley.engine.turn import RunState, Turn
 from parley.errors import StoreUnavailable
 from parley.ids import new_id
-from parley.store.base import ResponseFacts, Store, StoredResponse
+from parley.store.base import TERMINAL, ResponseFacts, Store, StoredResponse
 from parley.wire import to_json
 
 log = logging.getLogger("parley.engine")
@@ -108,11 +108,10 @@ class Recorder:
 
 def facts(turn: Turn, state: RunState, response: Response) -> ResponseFacts:
     """The columns the console lists and filters a stored response by."""
-    usage, error = response.usage, response.error
-    running = response.status in ("in_progress", "queued")
+    usage, error, ended = response.usage, response.error, response.status in TERMINAL
     return ResponseFacts(
         model=response.model,
-        duration_ms=None if running else round((time.perf_counter() - state.timeline.origin) * 1000, 3),
+        duration_ms=round((time.perf_counter() - state.timeline.origin) * 1000, 3) if ended else None,
         input_tokens=usage.input_tokens if usage else None, output_tokens=usage.output_tokens if usage else None,
         error_code=error.code if error else None, search_text=search_text(turn.input_items, response),
         trace=None if response.status == "queued" else state.timeline.serialized())
@@ -127,6 +126,6 @@ def search_text(input_items: list[dict[str, Any]], response: Response) -> str:
             parts.append(content)
         elif isinstance(content, list):
             parts += [part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)]
-    if response.status not in ("in_progress", "queued"):
+    if response.status in TERMINAL:
         parts.append(response.output_text)
     return "\n".join(parts)[:SEARCH_TEXT_CHARS]

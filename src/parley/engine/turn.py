@@ -17,6 +17,7 @@ from parley.errors import ParleyError
 from parley.ids import new_id
 from parley.request import CreateResponse
 from parley.settings import UpstreamConfig
+from parley.store.base import TERMINAL
 from parley.tools.approval import ApprovedCall
 
 
@@ -80,7 +81,7 @@ class RunState:
 def snapshot(turn: Turn, state: RunState, status: str) -> Response:
     """The full Response object at one point of the run (every field present)."""
     request = turn.request
-    terminal = status in ("completed", "incomplete", "failed", "cancelled")
+    terminal = status in TERMINAL
     error = state.error
     return Response(
         id=turn.id,

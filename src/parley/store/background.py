@@ -22,11 +22,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from parley.ids import STORED_ID
 from parley.store import usage
-from parley.store.base import StoredResponse
+from parley.store.base import TERMINAL, StoredResponse
 from parley.store.sql import SqlStore
 from parley.store.tables import background, response_events, responses
 
-TERMINAL = ("completed", "incomplete", "failed", "cancelled")
 # A literal, not a parameter: PostgreSQL then uses the partial index of queued rows for every plan.
 _QUEUED = sa.literal_column("'queued'")
 

@@ -7,6 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 
+# A stored response's statuses: those it ends in, and those it has before (queued: a background response
+# waiting for its run).
+TERMINAL = ("completed", "incomplete", "failed", "cancelled")
+NOT_ENDED = ("in_progress", "queued")
+
 # The errors of responses that recovery fails (``fail_abandoned``).
 ABANDONED = "The server stopped before the response finished."
 UNSTORED = "The response was produced but its final state could not be stored."

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from parley.ids import STORED_ID
+from parley.store.base import NOT_ENDED
 from parley.store.sql import SqlStore
 from parley.store.tables import LATENCY_BOUNDS_MS, input_items, responses, usage, usage_errors
 
@@ -52,8 +53,9 @@ class Overview:
     models: list[dict[str, Any]] = field(default_factory=list)  # per model over the range, busiest first
 
 
-def _scoped(query: Any, scope: str | None) -> Any:
-    return query if scope is None else query.where(responses.c.tenant == scope)
+def scoped(query: Any, scope: str | None, table: Any = responses) -> Any:
+    """``query`` narrowed to ``scope``'s rows of ``table`` (a table with a tenant column; all rows for None)."""
+    return query if scope is None else query.where(table.c.tenant == scope)
 
 
 def _replace_table(query: Any, table: Any) -> Any:
@@ -83,7 +85,7 @@ class ConsoleQueries:
 
     async def page(self, scope: str | None, filters: Filters, cursor: str | None = None, limit: int = 50) -> Page:
         """Stored responses, newest first, ``limit`` at a time; ``cursor`` continues after an earlier page."""
-        query = _scoped(sa.select(*_LISTED), scope)
+        query = scoped(sa.select(*_LISTED), scope)
         if filters.status:
             query = query.where(responses.c.status == filters.status)
         if filters.model:
@@ -123,7 +125,7 @@ class ConsoleQueries:
                 sa.func.to_tsquery("simple", " & ".join(f"{word}:*" for word in words)))
             for setting in ("enable_seqscan", "enable_indexscan"):  # the count reads the word index (GIN)
                 conn.execute(sa.text(f"SET LOCAL {setting} = off"))
-            few = list(conn.execute(_scoped(sa.select(responses.c.id).where(match), scope)
+            few = list(conn.execute(scoped(sa.select(responses.c.id).where(match), scope)
                                     .limit(FEW_MATCHES + 1)).scalars())
             for setting in ("enable_seqscan", "enable_indexscan"):
                 conn.execute(sa.text(f"SET LOCAL {setting} = on"))
@@ -144,7 +146,7 @@ class ConsoleQueries:
     async def models(self, scope: str | None) -> list[str]:
         """The models of ended responses, for the list's filter: read from the hourly usage counts."""
         query = sa.select(usage.c.model).where(usage.c.period == 3600, usage.c.model != "").distinct()
-        query = (query if scope is None else query.where(usage.c.tenant == scope)).limit(MAX_MODELS)
+        query = scoped(query, scope, usage).limit(MAX_MODELS)
         return sorted(await self.store.run(lambda conn: list(conn.execute(query).scalars())))
 
     async def statuses(self, scope: str | None, ids: list[str]) -> dict[str, str]:
@@ -152,7 +154,7 @@ class ConsoleQueries:
         ids = [i for i in ids if STORED_ID.fullmatch(i)][:200]
         if not ids:
             return {}
-        query = _scoped(sa.select(responses.c.id, responses.c.status).where(responses.c.id.in_(ids)), scope)
+        query = scoped(sa.select(responses.c.id, responses.c.status).where(responses.c.id.in_(ids)), scope)
         return dict(await self.store.run(lambda conn: [tuple(r) for r in conn.execute(query).all()]))
 
     async def response(self, scope: str | None, response_id: str) -> dict[str, Any] | None:
@@ -162,7 +164,7 @@ class ConsoleQueries:
             return None
 
         def read(conn: sa.Connection) -> dict[str, Any] | None:
-            row = conn.execute(_scoped(sa.select(responses).where(responses.c.id == response_id), scope)).first()
+            row = conn.execute(scoped(sa.select(responses).where(responses.c.id == response_id), scope)).first()
             if row is None:
                 return None
             items = [json.loads(item) for item in conn.execute(
@@ -170,14 +172,14 @@ class ConsoleQueries:
                 .order_by(input_items.c.position)).scalars()]
             chain, previous = [], row.previous_response_id
             while previous and len(chain) < 20:  # the turns before it, nearest first
-                found = conn.execute(_scoped(sa.select(responses.c.id, responses.c.previous_response_id)
+                found = conn.execute(scoped(sa.select(responses.c.id, responses.c.previous_response_id)
                                              .where(responses.c.id == previous), scope)).first()
                 if found is None:
                     chain.append({"id": previous, "missing": True})
                     break
                 chain.append({"id": found.id})
                 previous = found.previous_response_id
-            following = list(conn.execute(_scoped(
+            following = list(conn.execute(scoped(
                 sa.select(responses.c.id).where(responses.c.previous_response_id == response_id), scope)
                 .order_by(responses.c.created_at).limit(20)).scalars())
             return {"row": dict(row._mapping), "input_items": items, "earlier": chain, "following": following}
@@ -215,10 +217,10 @@ class ConsoleQueries:
         # the responses not ended: found by status (few), then narrowed (held apart, so that neither database
         # walks the tenant's every response instead)
         not_ended = (sa.select(responses.c.tenant, responses.c.status).where(
-            responses.c.status.in_(("in_progress", "queued")), responses.c.created_at >= since,
+            responses.c.status.in_(NOT_ENDED), responses.c.created_at >= since,
             responses.c.created_at < until).cte("not_ended").prefix_with("MATERIALIZED"))
         statuses = sa.select(not_ended.c.status, sa.func.count()).group_by(not_ended.c.status)
-        statuses = statuses if scope is None else statuses.where(not_ended.c.tenant == scope)
+        statuses = scoped(statuses, scope, not_ended)
 
         def read(conn: sa.Connection) -> tuple[list[Any], ...]:
             return tuple(conn.execute(q).all() for q in (per_bucket, errors, statuses, by_model))
@@ -248,8 +250,7 @@ class ConsoleQueries:
 
     @staticmethod
     def _in(table: sa.Table, scope: str | None, period: int, first: int, last: int, query: Any) -> Any:
-        query = query.where(table.c.period == period, table.c.slot >= first, table.c.slot < last)
-        return query if scope is None else query.where(table.c.tenant == scope)
+        return scoped(query.where(table.c.period == period, table.c.slot >= first, table.c.slot < last), scope, table)
 
 
 def _percentile(counts: list[int], total: int, q: float) -> float | None:

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from parley.ids import STORED_ID
+from parley.store.console import scoped
 from parley.store.conversations import conversation_items, conversations
 from parley.store.files import files
 from parley.store.sql import SqlStore
@@ -17,10 +18,6 @@ from parley.store.vector_stores import store_files, stores
 
 LISTED = 200  # rows a list shows
 ITEMS = 1000  # items a conversation's page shows
-
-
-def _scoped(query: Any, table: sa.Table, scope: str | None) -> Any:
-    return query if scope is None else query.where(table.c.tenant == scope)
 
 
 def _rows(result: Any) -> list[dict[str, Any]]:
@@ -32,15 +29,15 @@ class ConsoleData:
         self.store = store
 
     async def files(self, scope: str | None) -> list[dict[str, Any]]:
-        query = _scoped(sa.select(files.c.id, files.c.tenant, files.c.filename, files.c.purpose, files.c.bytes,
-                                  files.c.created_at, files.c.expires_at, files.c.complete), files, scope)
+        query = scoped(sa.select(files.c.id, files.c.tenant, files.c.filename, files.c.purpose, files.c.bytes,
+                                 files.c.created_at, files.c.expires_at, files.c.complete), scope, files)
         query = query.order_by(files.c.created_ns.desc()).limit(LISTED)
         return await self.store.run(lambda conn: _rows(conn.execute(query)))
 
     async def vector_stores(self, scope: str | None) -> list[dict[str, Any]]:
         """Vector stores with the number of their files by status and the bytes they hold."""
-        query = _scoped(sa.select(stores.c.id, stores.c.tenant, stores.c.name, stores.c.created_at,
-                                  stores.c.last_active_at, stores.c.embedding_model), stores, scope)
+        query = scoped(sa.select(stores.c.id, stores.c.tenant, stores.c.name, stores.c.created_at,
+                                 stores.c.last_active_at, stores.c.embedding_model), scope, stores)
         query = query.order_by(stores.c.created_ns.desc()).limit(LISTED)
 
         def read(conn: sa.Connection) -> list[dict[str, Any]]:
@@ -64,7 +61,7 @@ class ConsoleData:
             return None
 
         def read(conn: sa.Connection) -> dict[str, Any] | None:
-            row = conn.execute(_scoped(sa.select(stores).where(stores.c.id == store_id), stores, scope)).first()
+            row = conn.execute(scoped(sa.select(stores).where(stores.c.id == store_id), scope, stores)).first()
             if row is None:
                 return None
             listed = conn.execute(sa.select(
@@ -78,7 +75,7 @@ class ConsoleData:
 
     async def conversations(self, scope: str | None) -> list[dict[str, Any]]:
         """Conversations, the most recently used first, with their number of items."""
-        query = _scoped(sa.select(conversations), conversations, scope)
+        query = scoped(sa.select(conversations), scope, conversations)
         query = query.order_by(conversations.c.updated_at.desc()).limit(LISTED)
 
         def read(conn: sa.Connection) -> list[dict[str, Any]]:
@@ -96,8 +93,8 @@ class ConsoleData:
             return None
 
         def read(conn: sa.Connection) -> dict[str, Any] | None:
-            row = conn.execute(_scoped(sa.select(conversations).where(conversations.c.id == conversation_id),
-                                       conversations, scope)).first()
+            row = conn.execute(scoped(sa.select(conversations).where(conversations.c.id == conversation_id),
+                                      scope, conversations)).first()
             if row is None:
                 return None
             items = [json.loads(item) for item in conn.execute(

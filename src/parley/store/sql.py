@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from parley.errors import StoreUnavailable
 from parley.ids import STORED_ID
-from parley.store.base import ABANDONED, NO_FACTS, UNSTORED, InputItemsPage, StoredResponse
+from parley.store.base import ABANDONED, NO_FACTS, NOT_ENDED, TERMINAL, UNSTORED, InputItemsPage, StoredResponse
 from parley.store import usage
 from parley.store.lookups import ItemLookups
 from parley.store.migrations import MIGRATIONS, statements_for
@@ -78,8 +78,8 @@ _HOT_SQLITE = {
 # off the request path: an insert into it cost about a third of a stored response's write.  (PostgreSQL indexes
 # a generated tsvector column of the response row instead.)
 TEXT_BATCH = 500
-_UNINDEXED = sa.text("SELECT id, search_text FROM parley_responses WHERE search_rowid IS NULL "
-                     "AND status NOT IN ('in_progress', 'queued') LIMIT :batch")
+_UNINDEXED = sa.select(responses.c.id, responses.c.search_text).where(
+    responses.c.search_rowid.is_(None), responses.c.status.in_(TERMINAL)).limit(sa.bindparam("batch"))
 _SEARCH_INSERT = "INSERT INTO parley_response_search (search_text) VALUES (?)"
 _SEARCH_SET = "UPDATE parley_responses SET search_rowid = ? WHERE id = ? AND search_rowid IS NULL"
 _CORE = {"insert_response": _INSERT_RESPONSE, "insert_item": _INSERT_ITEM, "insert_output": _INSERT_OUTPUT_ID,
@@ -201,7 +201,7 @@ class SqlStore(ItemLookups):
             await self.run(insert)
         except (sa.exc.IntegrityError, sqlean.IntegrityError):  # a retried write whose first try landed
             return await self.run(lambda conn: self._winner(conn, record.id, record.serialized()))
-        if record.status in usage.ENDED:
+        if record.status in TERMINAL:
             self.text_pending.set()
         return None
 
@@ -211,10 +211,9 @@ class SqlStore(ItemLookups):
 
     def _hot(self, conn: sa.Connection, name: str, parameters: Any) -> int:
         """Run one of the request path's statements (a dict of parameters, or a list of them); its rowcount."""
-        if not self._driver_sql:
+        driver = self._driver(conn)
+        if driver is None:
             return conn.execute(_CORE[name], parameters).rowcount
-        driver = conn.connection.driver_connection
-        assert driver is not None
         if isinstance(parameters, list):
             return driver.executemany(_HOT_SQLITE[name], parameters).rowcount
         return driver.execute(_HOT_SQLITE[name], parameters).rowcount
@@ -380,7 +379,7 @@ class SqlStore(ItemLookups):
         transaction; the number deleted."""
         def sweep(conn: sa.Connection) -> int:
             ids = list(conn.execute(sa.select(responses.c.id).where(
-                responses.c.created_at < before, responses.c.status.not_in(("in_progress", "queued")))
+                responses.c.created_at < before, responses.c.status.not_in(NOT_ENDED))
                 .limit(batch)).scalars())
             if ids:
                 _delete_dependents(conn, ids)
@@ -400,8 +399,7 @@ class SqlStore(ItemLookups):
             return 0
 
         def index(conn: sa.Connection) -> int:
-            driver = conn.connection.driver_connection
-            assert driver is not None
+            driver = self._driver(conn)
             # The write lock first (a no-op update takes it, waiting out other writers): a transaction that read
             # first could not write after another process's commit, and two processes never index a row twice.
             driver.execute("UPDATE parley_responses SET search_rowid = NULL WHERE 0")
@@ -434,7 +432,7 @@ def _delete_search(conn: sa.Connection, ids: list[str], tenant: str | None = Non
 
 def _ended(record: StoredResponse) -> usage.Ended | None:
     """What the overview counts of a final state written now (nothing for a running or queued one)."""
-    if record.status not in usage.ENDED:
+    if record.status not in TERMINAL:
         return None
     facts = record.facts or NO_FACTS
     return usage.Ended(record.tenant, record.created_at, record.status == "failed", facts.model,

@@ -14,9 +14,6 @@ import sqlalchemy as sa
 
 from parley.store.tables import LATENCY_BOUNDS_MS
 
-ENDED = ("completed", "incomplete", "failed", "cancelled")
-
-
 PERIODS = (60, 3600)
 # Both periods' rows in one statement (one round trip on PostgreSQL): ":slot0" is the minute, ":slot1" the hour.
 _ROWS = ", ".join(f"({period}, :tenant, :slot{i}, :model, 1, :failed, :input_tokens, :output_tokens, :timed{{one}})"
