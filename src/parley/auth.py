@@ -57,8 +57,12 @@ class ApiKeys:
         pairs = _pairs(inline, ",") if inline else []
         if file:
             pairs += _pairs(Path(file).read_text(), "\n")
-        admins = [(key.strip(), tenant.strip() or ADMIN_TENANT) for key, _, tenant in
-                  (entry.partition("=") for entry in (admin or "").split(",")) if key.strip()]
+        admins = []
+        for entry in filter(str.strip, (admin or "").split(",")):
+            key, _, tenant = entry.partition("=")
+            if not key.strip():
+                raise ValueError(f"an admin key entry needs a key: {entry.strip()[:8]}…")
+            admins.append((key.strip(), tenant.strip() or ADMIN_TENANT))
         return cls(pairs, admins)
 
     def is_admin(self, key: str | None) -> bool:

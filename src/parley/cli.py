@@ -107,12 +107,14 @@ def serve(settings: Settings) -> None:
                                    http="parley.http.protocol:HeaderTimeoutProtocol")
     from parley.backends.embedded import EmbeddedUnavailable
     from parley.backends.router import Router, UnknownBackendType
+    from parley.auth import ApiKeys
     from parley.runtime import PluginError, load_plugins
 
     try:
         load_plugins(settings.plugins)  # a plugin that cannot load, or a missing extra, is said now, not in each worker
         router = Router.from_settings(settings)
-    except (EmbeddedUnavailable, PluginError, UnknownBackendType) as exc:
+        ApiKeys.from_settings(settings.api_keys, settings.api_keys_file, settings.admin_keys)  # malformed: said now
+    except (EmbeddedUnavailable, PluginError, UnknownBackendType, ValueError, OSError) as exc:
         print(f"parley: {exc}", file=sys.stderr)
         sys.exit(2)
     if settings.workers == 1:

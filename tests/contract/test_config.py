@@ -101,3 +101,15 @@ def test_an_upstream_of_an_unknown_backend_type_stops_serve_naming_it(scripted_s
                               "--db", f"sqlite:///{tmp_path / 'p.db'}"], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2
     assert "upstream 'odd' has type 'bogus'" in refused.stderr and "embedded, openai" in refused.stderr
+
+
+@pytest.mark.parametrize("option, value, said", [("--api-keys", "sk-a", "needs a key and a tenant"),
+                                                 ("--admin-keys", "=ops", "admin key entry needs a key")])
+def test_malformed_keys_stop_serve_in_one_line(tmp_path, option, value, said) -> None:
+    import subprocess
+    import sys
+
+    refused = subprocess.run([sys.executable, "-m", "parley", "serve", option, value, "--upstream",
+                              "http://127.0.0.1:9/v1", "--db", f"sqlite:///{tmp_path / 'p.db'}"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and said in refused.stderr and "Traceback" not in refused.stderr

@@ -39,3 +39,5 @@ def test_admin_keys_are_api_keys_of_their_tenant_and_only_they_are_admins() -> N
     assert keys.is_admin("sk-root") and keys.is_admin("sk-ops")
     assert not keys.is_admin("sk-a") and not keys.is_admin(None) and not keys.is_admin("sk-nobody")
     assert ApiKeys.from_settings(None, None, "sk-root").enabled  # an admin key alone turns authentication on
+    with pytest.raises(ValueError, match="admin key entry needs a key"):
+        ApiKeys.from_settings(None, None, "sk-root, =ops")
