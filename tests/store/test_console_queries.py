@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections import Counter
 
 import pytest
 import sqlalchemy as sa
@@ -226,3 +228,78 @@ async def test_two_processes_on_one_sqlite_file_index_each_response_once(tmp_pat
     finally:
         await first.close()
         await second.close()
+
+
+def commits_of(store) -> list[int]:
+    """A list that grows by one each time the store commits a transaction (SQLAlchemy's ``commit`` event)."""
+    commits: list[int] = []
+    engine = getattr(store.engine, "sync_engine", store.engine)
+    sa.event.listen(engine, "commit", lambda conn: commits.append(1))
+    return commits
+
+
+async def test_writes_that_arrive_together_are_committed_together_and_each_counted_once(store) -> None:
+    commits = commits_of(store)
+    # two tenants, three minutes across an hour's end, three latency buckets, a quarter failed
+    records = [stored(n, tenant=("alice", "bob")[n % 2], created_at=7190.0 + 5 * n,
+                      duration_ms=(40.0, 900.0, 70000.0)[n % 3], status="failed" if n % 4 == 0 else "completed",
+                      error="server_error" if n % 4 == 0 else None, model=("m-a", "m-b")[n % 3 == 0])
+               for n in range(24)]
+    assert await asyncio.gather(*(store.create(r) for r in records)) == [None] * 24
+    assert len(commits) == 2  # the first alone; the 23 that arrived while it was committed, in one more
+    queries = ConsoleQueries(store)
+    assert {r["id"] for r in (await queries.page(None, Filters(), limit=50)).rows} == {r.id for r in records}
+
+    minutes = await queries.overview(None, 7140.0, 7320.0, 60)
+    per_minute = Counter(int(r.created_at // 60) for r in records)
+    assert [b["responses"] for b in minutes.buckets] == [per_minute[slot] for slot in (119, 120, 121)] == [2, 12, 10]
+    failed = Counter(int(r.created_at // 60) for r in records if r.status == "failed")
+    assert [b["failed"] for b in minutes.buckets] == [failed[slot] for slot in (119, 120, 121)]
+    assert minutes.errors == {"server_error": 6}
+    assert {m["model"]: m["responses"] for m in minutes.models} == {"m-a": 16, "m-b": 8}
+    hours = await queries.overview(None, 3600.0, 10800.0, 3600)
+    assert [b["responses"] for b in hours.buckets] == [2, 22]
+    assert [b["input_tokens"] for b in hours.buckets] == [20, 220]
+    alice, bob = [await queries.overview(tenant, 3600.0, 10800.0, 3600) for tenant in ("alice", "bob")]
+    assert sum(b["responses"] for b in alice.buckets) == sum(b["responses"] for b in bob.buckets) == 12
+    assert alice.errors == {"server_error": 6} and bob.errors == {}  # the failed ones are even: alice's
+    # latency buckets are summed per group too: a third of each minute's responses in each bucket
+    assert (minutes.buckets[1]["p50_ms"], minutes.buckets[1]["p99_ms"]) == (1000.0, 120000.0)
+
+
+async def test_a_write_that_conflicts_in_a_group_leaves_the_others_stored(store) -> None:
+    landed = stored(1)
+    await store.create(landed)
+    rival = stored(1, model="m-b")  # the same id with another final state: the stored one stays
+    commits = commits_of(store)
+    results = await asyncio.gather(store.create(stored(2)), store.create(stored(3)), store.create(landed),
+                                   store.create(stored(4)), store.create(rival))
+    assert results[:4] == [None] * 4  # a retried write whose first try landed is not an error
+    assert results[4] is not None and results[4].response["model"] == "m-a"
+    # the first alone; the group of four rolled back; then 3 and 4 each in its own transaction, and the two that
+    # conflicted each read what is stored
+    assert len(commits) == 5
+    queries = ConsoleQueries(store)
+    assert {r["id"] for r in (await queries.page(None, Filters())).rows} == {f"resp_local_{n:04d}" for n in range(1, 5)}
+    overview = await queries.overview(None, 960.0, 1020.0, 60)
+    assert overview.buckets[0]["responses"] == 4 and overview.models[0]["model"] == "m-a"  # each counted once
+
+
+async def test_writes_of_a_group_that_cannot_land_each_fail_and_land_when_retried(own_postgres_url) -> None:
+    from parley.errors import StoreUnavailable
+    from tests.contract.tcp_fronts import FaultProxy
+
+    with FaultProxy(5432) as proxy:
+        store = await open_store(own_postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"), timeout_s=1.0)
+        try:
+            await store.create(stored(0))
+            proxy.cut()
+            records = [stored(n) for n in range(1, 9)]
+            outcomes = await asyncio.gather(*(store.create(r) for r in records), return_exceptions=True)
+            assert all(isinstance(outcome, StoreUnavailable) for outcome in outcomes), outcomes
+            proxy.heal()
+            assert await asyncio.gather(*(store.create(r) for r in records)) == [None] * 8
+            overview = await ConsoleQueries(store).overview(None, 960.0, 1020.0, 60)
+            assert overview.buckets[0]["responses"] == 9
+        finally:
+            await store.close()

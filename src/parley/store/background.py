@@ -155,7 +155,7 @@ class SqlBackground:
                                 .values(status="cancelled", response=cancelled, owner=None)).rowcount:
                 return "requested", row.response  # claimed meanwhile (SQLite, another process)
             self._append_terminal(conn, response_id, cancelled, terminal)
-            usage.count(conn, usage.Ended(tenant, row.created_at, False, row.model))
+            usage.count(conn, [usage.Ended(tenant, row.created_at, False, row.model)])
             return "cancelled", cancelled
 
         return await self.store.run(cancel)
@@ -173,7 +173,8 @@ class SqlBackground:
             code = (error or {}).get("code")
             conn.execute(responses.update().where(responses.c.id == response_id, responses.c.status == "in_progress")
                          .values(status=status, response=ended, owner=None, error_code=code))
-            usage.count(conn, usage.Ended(row.tenant, row.created_at, status == "failed", row.model, error_code=code))
+            usage.count(conn, [usage.Ended(row.tenant, row.created_at, status == "failed", row.model,
+                                                    error_code=code)])
             return ended
 
         return await self.store.run(end)

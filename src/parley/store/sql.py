@@ -9,6 +9,10 @@ PostgreSQL through the async engine (asyncpg), SQLite on one thread of its own h
 one connection, in a single hop per operation.  (With aiosqlite every statement, the begin
 and the commit were each a hop to its thread and back: about 1 ms of a stored response's
 latency, half of what Parley added to a request.)
+
+A response's writes are grouped (``SqlStore._grouped``): those that arrive while another is being committed
+share the next transaction, so a busy store pays one ``BEGIN``/``COMMIT`` and one sum of usage counts for
+many responses, and each caller still returns only once its own write is committed.
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ _SEARCH_INSERT = "INSERT INTO parley_response_search (search_text) VALUES (?)"
 _SEARCH_SET = "UPDATE parley_responses SET search_rowid = ? WHERE id = ? AND search_rowid IS NULL"
 _CORE = {"insert_response": _INSERT_RESPONSE, "insert_item": _INSERT_ITEM, "insert_output": _INSERT_OUTPUT_ID,
          "update_running": _UPDATE_RUNNING, "finish_running": _UPDATE_RUNNING}
+GROUP_MAX = 64  # writes committed in one transaction at most (group commit)
 POOL_WAIT_S = 30.0  # how long an operation may wait for one of the pool's connections (load, not failure)
 # Failures of the database or the path to it (not of Parley's SQL): each is a 503 store_unavailable.
 _UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, sa.exc.DisconnectionError,
@@ -140,6 +145,11 @@ class SqlStore(ItemLookups):
         self._driver_sql = engine.dialect.name == "sqlite"  # the hot statements on the driver (see _HOT_SQLITE)
         self._now = _db_now(engine.dialect.name)
         self.text_pending = asyncio.Event()  # set when a response ended: there is text to index (SQLite)
+        # Group commit (see _grouped): whether a response's write is being committed, the writes waiting for
+        # the next transaction, and the task that commits them.
+        self._committing = False
+        self._next_group: list[tuple[Callable[[sa.Connection, list[usage.Ended]], Any], asyncio.Future[Any]]] = []
+        self._group_task: asyncio.Task[None] | None = None
 
     @property
     def is_postgres(self) -> bool:
@@ -196,14 +206,77 @@ class SqlStore(ItemLookups):
         return await self.run(migrate)
 
     async def create(self, record: StoredResponse) -> StoredResponse | None:
-        insert = self.inserter(record)
         try:
-            await self.run(insert)
+            await self._grouped(self._insert(record))
         except (sa.exc.IntegrityError, sqlean.IntegrityError):  # a retried write whose first try landed
             return await self.run(lambda conn: self._winner(conn, record.id, record.serialized()))
         if record.status in TERMINAL:
             self.text_pending.set()
         return None
+
+    async def _grouped(self, write: Callable[[sa.Connection, list[usage.Ended]], T]) -> T:
+        """Run a response's write in a transaction of its own, or, while one is being committed, in the next
+        transaction with the writes that arrive meanwhile (group commit: one ``BEGIN``/``COMMIT``, one flush of
+        the log and one sum of usage counts for all of them).  Each caller returns once its own write is
+        committed, so a response is still stored before its terminal event; an idle store adds no wait."""
+        if self._committing:
+            future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+            self._next_group.append((write, future))
+            return await future
+        self._committing = True
+        try:
+            return (await self.run(lambda conn: self._counted(conn, [write])))[0]
+        finally:
+            if self._next_group:
+                self._group_task = asyncio.create_task(self._commit_groups())
+            else:
+                self._committing = False
+
+    async def _commit_groups(self) -> None:
+        try:
+            while self._next_group:
+                group, self._next_group = self._next_group[:GROUP_MAX], self._next_group[GROUP_MAX:]
+                await self._commit_group(group)
+        finally:
+            for _, future in self._next_group:  # (only when this task itself was cancelled: the store closes)
+                _settle(future, exception=StoreUnavailable("The response store is closing; try again."))
+            self._next_group, self._committing = [], False
+
+    async def _commit_group(self, group: list[tuple[Callable[[sa.Connection, list[usage.Ended]], Any],
+                                                    asyncio.Future[Any]]]) -> None:
+        try:
+            results = await self.run(lambda conn: self._counted(conn, [write for write, _ in group]))
+        except StoreUnavailable as exc:  # each caller retries its own write, as after a write of its own
+            for _, future in group:
+                _settle(future, exception=StoreUnavailable(str(exc)))
+        except Exception as exc:
+            if len(group) == 1:
+                _settle(group[0][1], exception=exc)
+                return
+            # One write's own fault (a retried write whose first try landed) rolled back the whole group: each
+            # write again in a transaction of its own, so the others land and that one gets its own error.
+            for write, future in group:
+                try:
+                    result = await self.run(lambda conn, write=write: self._counted(conn, [write])[0])
+                except Exception as own:
+                    _settle(future, exception=own)
+                else:
+                    _settle(future, result)
+        except BaseException:  # cancelled: the store closes
+            for _, future in group:
+                _settle(future, exception=StoreUnavailable("The response store is closing; try again."))
+            raise
+        else:
+            for (_, future), result in zip(group, results):
+                _settle(future, result)
+
+    def _counted(self, conn: sa.Connection, writes: list[Callable[[sa.Connection, list[usage.Ended]], T]]) -> list[T]:
+        """Run ``writes`` on ``conn``, then add the responses they ended to the usage counts, all at once."""
+        ended: list[usage.Ended] = []
+        results = [write(conn, ended) for write in writes]
+        if ended:
+            usage.count(conn, ended, self._driver(conn))
+        return results
 
     def _driver(self, conn: sa.Connection) -> Any:
         """SQLite's own connection under ``conn`` (the request path's statements run there), else ``None``."""
@@ -221,6 +294,11 @@ class SqlStore(ItemLookups):
     def inserter(self, record: StoredResponse) -> Callable[[sa.Connection], None]:
         """The insert of a response with its items, as an operation (a queued background response adds its
         own rows to the same transaction)."""
+        insert = self._insert(record)
+        return lambda conn: self._counted(conn, [insert])[0]
+
+    def _insert(self, record: StoredResponse) -> Callable[[sa.Connection, list[usage.Ended]], None]:
+        """The insert of a response with its items; it adds the response to ``ended`` when it ended."""
         # The rows are serialized here, on the caller's thread: the store's thread only runs SQL.
         row = {"id": record.id, "tenant": record.tenant, "created_at": record.created_at, "status": record.status,
                "previous_response_id": record.previous_response_id, "response": record.serialized(),
@@ -232,10 +310,10 @@ class SqlStore(ItemLookups):
         outputs = _output_rows(record) if record.status != "in_progress" else []
         ended = _ended(record)
 
-        def create(conn: sa.Connection) -> None:
+        def create(conn: sa.Connection, counted: list[usage.Ended]) -> None:
             self._hot(conn, "insert_response", row)
             if ended is not None:
-                usage.count(conn, ended, self._driver(conn))
+                counted.append(ended)
             if items:
                 self._hot(conn, "insert_item", items)
             if outputs:
@@ -248,17 +326,17 @@ class SqlStore(ItemLookups):
         outputs = _output_rows(record)
         ended = _ended(record)
 
-        def finish(conn: sa.Connection) -> StoredResponse | None:
+        def finish(conn: sa.Connection, counted: list[usage.Ended]) -> StoredResponse | None:
             if self._hot(conn, "finish_running", parameters):
                 if outputs:
                     self._hot(conn, "insert_output", outputs)
                 if ended is not None:
-                    usage.count(conn, ended, self._driver(conn))
+                    counted.append(ended)
                 return None
             return self._winner(conn, record.id, parameters["response"])
 
         try:
-            return await self.run(finish)
+            return await self._grouped(finish)
         finally:
             self.text_pending.set()
 
@@ -356,7 +434,7 @@ class SqlStore(ItemLookups):
             sa.or_(responses.c.owner.is_(None), responses.c.owner.not_in(alive), responses.c.owner == instance))
 
         def fail(conn: sa.Connection) -> list[str]:
-            failed = []
+            failed, ended = [], []
             for row in conn.execute(abandoned).all():
                 own = row.owner == instance
                 if own and row.id in running:
@@ -369,7 +447,8 @@ class SqlStore(ItemLookups):
                     .values(status="failed", response=json.dumps(data), owner=None, error_code=error.code))
                 if result.rowcount:
                     failed.append(row.id)
-                    usage.count(conn, usage.Ended(row.tenant, row.created_at, True, row.model, error_code=error.code))
+                    ended.append(usage.Ended(row.tenant, row.created_at, True, row.model, error_code=error.code))
+            usage.count(conn, ended)
             return failed
 
         return await self.run(fail)
@@ -412,12 +491,23 @@ class SqlStore(ItemLookups):
         return await self.run(index)
 
     async def close(self) -> None:
+        if self._group_task is not None:  # the writes already handed to it land first
+            await asyncio.gather(self._group_task, return_exceptions=True)
         if isinstance(self.engine, AsyncEngine):
             await self.engine.dispose()
             return
         await asyncio.get_running_loop().run_in_executor(self._thread, self.engine.dispose)
         assert self._thread is not None
         self._thread.shutdown(wait=True)
+
+
+def _settle(future: asyncio.Future[Any], result: Any = None, exception: BaseException | None = None) -> None:
+    if future.done():  # its caller was cancelled; the write itself went on
+        return
+    if exception is not None:
+        future.set_exception(exception)
+    else:
+        future.set_result(result)
 
 
 def _delete_search(conn: sa.Connection, ids: list[str], tenant: str | None = None) -> None:

@@ -1,12 +1,14 @@
 """Usage counts per minute and per hour, kept as responses end: what the console's overview charts read.
 
 Each final state written adds one to its tenant's minute and hour (those the response was created in), in
-the same transaction as the write, so a count is never lost or doubled: a write that changes nothing (a final
+the same transaction as the write (several writes' sums together when their transaction is shared), so a count is never lost or doubled: a write that changes nothing (a final
 state stored before it) counts nothing.  The statements are plain SQL that SQLite and PostgreSQL both run.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,36 +17,31 @@ import sqlalchemy as sa
 from parley.store.tables import LATENCY_BOUNDS_MS
 
 PERIODS = (60, 3600)
-# Both periods' rows in one statement (one round trip on PostgreSQL): ":slot0" is the minute, ":slot1" the hour.
-_ROWS = ", ".join(f"({period}, :tenant, :slot{i}, :model, 1, :failed, :input_tokens, :output_tokens, :timed{{one}})"
-                  for i, period in enumerate(PERIODS))
+_SUMS = ("responses", "failed", "input_tokens", "output_tokens", "timed",
+         *(f"ms_{bound}" for bound in LATENCY_BOUNDS_MS), "ms_over")
+MAX_ROWS = 500  # rows per statement (SQLite allows 32,766 parameters in one)
+# (table, its columns as the rows give them, its key, what a row that exists already gets)
+_USAGE = ("parley_usage", ("period", "tenant", "slot", "model", *_SUMS), "period, slot, tenant, model",
+          ", ".join(f"{c} = parley_usage.{c} + excluded.{c}" for c in _SUMS))
+_ERRORS = ("parley_usage_errors", ("period", "tenant", "slot", "code", "count"), "period, slot, tenant, code",
+           "count = parley_usage_errors.count + excluded.count")
 
 
-def _upsert(bucket: str | None) -> str:
-    """The count of one ended response, in latency ``bucket`` (a column), or in none (a response with no
-    duration, one failed by crash recovery)."""
-    column, one = (f", {bucket}", ", 1") if bucket else ("", "")
-    tail = f", {bucket} = parley_usage.{bucket} + excluded.{bucket}" if bucket else ""
-    return (
-        "INSERT INTO parley_usage (period, tenant, slot, model, responses, failed, input_tokens, output_tokens, "
-        f"timed{column}) VALUES {_ROWS.format(one=one)} ON CONFLICT (period, slot, tenant, model) DO UPDATE SET "
-        "responses = parley_usage.responses + excluded.responses, failed = parley_usage.failed + excluded.failed, "
-        "input_tokens = parley_usage.input_tokens + excluded.input_tokens, "
-        "output_tokens = parley_usage.output_tokens + excluded.output_tokens, "
-        f"timed = parley_usage.timed + excluded.timed{tail}"
-    )
+@functools.cache
+def _upsert(table: str, columns: tuple[str, ...], key: str, update: str, rows: int, qmark: bool) -> Any:
+    """Add ``rows`` rows to ``table``'s in one statement (one round trip on PostgreSQL): SQLite driver text with
+    positional parameters (``qmark``), or SQLAlchemy text with named ones."""
+    if qmark:
+        values = ", ".join(["(" + ", ".join("?" * len(columns)) + ")"] * rows)
+    else:
+        values = ", ".join("(" + ", ".join(f":{c}{i}" for c in columns) + ")" for i in range(rows))
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values} ON CONFLICT ({key}) DO UPDATE SET {update}"
+    return sql if qmark else sa.text(sql)
 
 
-_BY_BUCKET = {bound: _upsert(f"ms_{bound}") for bound in LATENCY_BOUNDS_MS}
-_OVER = _upsert("ms_over")
-_UNTIMED = _upsert(None)
-_ERROR = ("INSERT INTO parley_usage_errors (period, tenant, slot, code, count) VALUES "
-          + ", ".join(f"({period}, :tenant, :slot{i}, :code, 1)" for i, period in enumerate(PERIODS))
-          + " ON CONFLICT (period, slot, tenant, code) DO UPDATE SET count = parley_usage_errors.count + 1")
-
-
-# The statements as SQLAlchemy text, built once (building one per write was a fifth of PostgreSQL's statement time).
-_TEXT = {sql: sa.text(sql) for sql in (*_BY_BUCKET.values(), _OVER, _UNTIMED, _ERROR)}
+@functools.cache
+def _names(columns: tuple[str, ...], rows: int) -> tuple[str, ...]:
+    return tuple(f"{c}{i}" for i in range(rows) for c in columns)
 
 
 @dataclass(frozen=True)
@@ -60,25 +57,50 @@ class Ended:
     duration_ms: float | None = None
     error_code: str | None = None
 
-    def statements(self) -> list[tuple[str, dict[str, Any]]]:
+    def bucket(self) -> str | None:
+        """Its latency column (``None``: a response with no duration, one failed by crash recovery)."""
         if self.duration_ms is None:
-            sql = _UNTIMED
-        else:
-            sql = next((_BY_BUCKET[b] for b in LATENCY_BOUNDS_MS if self.duration_ms <= b), _OVER)
-        slots = {f"slot{i}": int(self.created_at // period) for i, period in enumerate(PERIODS)}
-        out = [(sql, {"tenant": self.tenant, **slots, "model": (self.model or "")[:200], "failed": int(self.failed),
-                      "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
-                      "timed": int(self.duration_ms is not None)})]
-        if self.error_code:
-            out.append((_ERROR, {"tenant": self.tenant, **slots, "code": self.error_code[:100]}))
-        return out
+            return None
+        return next((f"ms_{bound}" for bound in LATENCY_BOUNDS_MS if self.duration_ms <= bound), "ms_over")
 
 
-def count(conn: sa.Connection, ended: Ended, driver: Any = None) -> None:
-    """Add ``ended`` to its minute and hour, on ``conn``'s transaction (through the SQLite driver's connection when
-    given: the request path's statements run there)."""
-    for sql, values in ended.statements():
+def count(conn: sa.Connection, ended: Iterable[Ended], driver: Any = None) -> None:
+    """Add ``ended`` to their minutes and hours, on ``conn``'s transaction (through the SQLite driver's connection
+    when given: the request path's statements run there).
+
+    The sums go row by row in the order of the table's key, minutes before hours, in every transaction that
+    counts: a transaction holds each row it adds to until it commits, and rows taken in one order by all of
+    them cannot deadlock (several responses' counts are one transaction's when their writes are grouped).
+    """
+    sums: dict[tuple[int, int, str, str], list[int]] = {}
+    errors: dict[tuple[int, int, str, str], int] = {}
+    for one in ended:
+        bucket, model = one.bucket(), (one.model or "")[:200]
+        for period in PERIODS:
+            slot = int(one.created_at // period)
+            row = sums.setdefault((period, slot, one.tenant, model), [0] * len(_SUMS))
+            row[0] += 1
+            row[1] += int(one.failed)
+            row[2] += one.input_tokens
+            row[3] += one.output_tokens
+            if bucket is not None:
+                row[4] += 1
+                row[_SUMS.index(bucket)] += 1
+            if one.error_code:
+                key = (period, slot, one.tenant, one.error_code[:100])
+                errors[key] = errors.get(key, 0) + 1
+    _execute(conn, driver, _USAGE, [(period, tenant, slot, model, *row)
+                                    for (period, slot, tenant, model), row in sorted(sums.items())])
+    _execute(conn, driver, _ERRORS, [(period, tenant, slot, code, n)
+                                     for (period, slot, tenant, code), n in sorted(errors.items())])
+
+
+def _execute(conn: sa.Connection, driver: Any, table: tuple[str, tuple[str, ...], str, str],
+             rows: list[tuple[Any, ...]]) -> None:
+    for first in range(0, len(rows), MAX_ROWS):
+        chunk = rows[first:first + MAX_ROWS]
+        flat = [value for row in chunk for value in row]
         if driver is not None:
-            driver.execute(sql, values)
+            driver.execute(_upsert(*table, len(chunk), True), flat)
         else:
-            conn.execute(_TEXT[sql], values)
+            conn.execute(_upsert(*table, len(chunk), False), dict(zip(_names(table[1], len(chunk)), flat)))
