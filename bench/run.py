@@ -405,8 +405,11 @@ async def measure(mode: Mode, upstream_url: str, parley: ParleyProcess) -> list[
     pid = parley.process.pid
     rows: list[Row] = []
     try:
-        phases = (latency_rows, ttft_rows, throughput_rows, stream_cpu_rows, concurrent_stream_rows,
-                  idle_stream_rows, chain_rows)
+        # The slow streams last: closing thousands of connections at once leaves their loopback ports in
+        # TIME_WAIT for a minute, and a phase after them could find none free for a new upstream connection
+        # (--full's chain rows failed with a 502 that way).
+        phases = (latency_rows, ttft_rows, throughput_rows, stream_cpu_rows, concurrent_stream_rows, chain_rows,
+                  idle_stream_rows)
         for phase in phases:
             await paths.fresh()
             args = (paths, mode) if phase in (latency_rows, ttft_rows, chain_rows) else (paths, mode, pid)
