@@ -195,3 +195,25 @@ async def test_items_are_found_by_id_in_outputs_and_inputs_of_the_tenant_only(st
     assert await store.find_item("msg_nothing", "t1") is None
     await store.delete(rid, "t1")
     assert await store.find_item(f"msg_out_{rid}", "t1") is None
+
+
+async def test_a_connection_lost_in_the_middle_of_a_statement_is_unavailable(postgres_url: str) -> None:
+    """asyncpg reports it as a plain driver error ("connection was closed in the middle of operation"): it is
+    the database's failure, a 503 for the client, never a 500; the next operation gets a new connection."""
+    import threading
+
+    import sqlalchemy as sa
+
+    from parley.errors import StoreUnavailable
+    from tests.contract.tcp_fronts import FaultProxy
+
+    with FaultProxy(5432) as proxy:
+        store = await open_store(postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"), timeout_s=5.0)
+        try:
+            threading.Timer(0.3, proxy.cut).start()
+            with pytest.raises(StoreUnavailable):
+                await store.run(lambda conn: conn.execute(sa.text("SELECT pg_sleep(3)")).scalar())
+            proxy.heal()
+            assert await store.run(lambda conn: conn.execute(sa.text("SELECT 1")).scalar()) == 1
+        finally:
+            await store.close()

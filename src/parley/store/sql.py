@@ -98,6 +98,13 @@ _UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutEr
 T = TypeVar("T")
 
 
+def _unavailable(exc: Exception) -> bool:
+    """Whether ``exc`` is a failure of the database or of the path to it: one of ``_UNAVAILABLE``, or any driver
+    error on a connection the driver found lost (asyncpg's "connection was closed in the middle of operation"
+    reaches SQLAlchemy as a plain ``DBAPIError``, the connection invalidated)."""
+    return isinstance(exc, _UNAVAILABLE) or (isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
+
+
 def normalize_url(url: str) -> str:
     """The driver Parley uses: Python's sqlite3 for SQLite, asyncpg for PostgreSQL (any spelling)."""
     parsed = make_url(url)
@@ -166,7 +173,9 @@ class SqlStore(ItemLookups):
                         result = await conn.run_sync(operation)
             else:  # a local file: its lock waits are bounded by the busy timeout; waiting for the thread is load
                 result = await asyncio.get_running_loop().run_in_executor(self._thread, self._transaction, operation)
-        except _UNAVAILABLE as exc:
+        except Exception as exc:
+            if not _unavailable(exc):
+                raise
             if self.available:
                 log.warning("the database is unavailable: %s: %.300s", type(exc).__name__, exc)
             self.available = False
