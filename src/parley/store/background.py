@@ -174,7 +174,7 @@ class SqlBackground:
             conn.execute(responses.update().where(responses.c.id == response_id, responses.c.status == "in_progress")
                          .values(status=status, response=ended, owner=None, error_code=code))
             usage.count(conn, [usage.Ended(row.tenant, row.created_at, status == "failed", row.model,
-                                                    error_code=code)])
+                                           error_code=code)])
             return ended
 
         return await self.store.run(end)

@@ -234,7 +234,7 @@ class SqlStore(ItemLookups):
             return await future
         self._committing = True
         try:
-            return (await self.run(lambda conn: self._counted(conn, [write])))[0]
+            return await self._alone(write)
         finally:
             if self._next_group:
                 self._group_task = asyncio.create_task(self._commit_groups())
@@ -266,7 +266,7 @@ class SqlStore(ItemLookups):
             # write again in a transaction of its own, so the others land and that one gets its own error.
             for write, future in group:
                 try:
-                    result = await self.run(lambda conn, write=write: self._counted(conn, [write])[0])
+                    result = await self._alone(write)
                 except Exception as own:
                     _settle(future, exception=own)
                 else:
@@ -278,6 +278,10 @@ class SqlStore(ItemLookups):
         else:
             for (_, future), result in zip(group, results):
                 _settle(future, result)
+
+    async def _alone(self, write: Callable[[sa.Connection, list[usage.Ended]], T]) -> T:
+        """Run one response's write in a transaction of its own."""
+        return (await self.run(lambda conn: self._counted(conn, [write])))[0]
 
     def _counted(self, conn: sa.Connection, writes: list[Callable[[sa.Connection, list[usage.Ended]], T]]) -> list[T]:
         """Run ``writes`` on ``conn``, then add the responses they ended to the usage counts, all at once."""

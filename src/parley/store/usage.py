@@ -1,8 +1,9 @@
 """Usage counts per minute and per hour, kept as responses end: what the console's overview charts read.
 
 Each final state written adds one to its tenant's minute and hour (those the response was created in), in
-the same transaction as the write (several writes' sums together when their transaction is shared), so a count is never lost or doubled: a write that changes nothing (a final
-state stored before it) counts nothing.  The statements are plain SQL that SQLite and PostgreSQL both run.
+the same transaction as the write (several writes' sums together when their transaction is shared), so a
+count is never lost or doubled: a write that changes nothing (a final state stored before it) counts nothing.
+The statements are plain SQL that SQLite and PostgreSQL both run.
 """
 
 from __future__ import annotations
