@@ -23,3 +23,30 @@ def tiny_pdf(text: str) -> bytes:
     out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
     return out
+
+
+def docx_bomb(inflated_mb: int) -> bytes:
+    """A valid DOCX (python-docx's template) whose ``word/document.xml`` inflates to about ``inflated_mb`` MB:
+    paragraphs of 10,000 letters, which deflate about a thousandfold."""
+    import io
+    import zipfile
+
+    import docx
+
+    template = io.BytesIO()
+    docx.Document().save(template)
+    source = zipfile.ZipFile(io.BytesIO(template.getvalue()))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as package:
+        for info in source.infolist():
+            if info.filename != "word/document.xml":
+                package.writestr(info, source.read(info.filename))
+                continue
+            with package.open("word/document.xml", "w", force_zip64=True) as part:
+                part.write(b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><w:document xmlns:w='
+                           b'"http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body>')
+                paragraph = b"<w:p><w:r><w:t>" + b"A" * 10_000 + b"</w:t></w:r></w:p>"
+                for _ in range(inflated_mb * 100):
+                    part.write(paragraph)
+                part.write(b"</w:body></w:document>")
+    return out.getvalue()

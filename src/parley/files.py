@@ -1,33 +1,31 @@
-"""``input_file`` parts: the file's text, extracted here and sent to chat backends as a text part.
+"""``input_file`` parts: the file's text, extracted and sent to chat backends as a text part.
 
-Chat Completions backends take no documents, so Parley reads them: PDF through ``pypdf``, DOCX through
-``python-docx``, HTML as its visible text (the standard library's parser), and text, markdown, JSON, CSV and
-source code as UTF-8.  Vector stores read their files the same way.  A file comes as
-``file_data`` (base64, or a ``data:`` URL) or ``file_url`` (fetched by Parley, within the address policy
-and ``--max-file-bytes``).  An unreadable, unsupported or oversized file is a 400 naming its part.
+Chat Completions backends take no documents, so Parley reads them (:mod:`parley.extract`), in a worker
+process (:mod:`parley.workers`): a file that inflates or runs long costs that process, never the server's
+memory or event loop.  Vector stores read their files the same way.  A file comes as ``file_data`` (base64,
+or a ``data:`` URL), ``file_url`` (fetched by Parley, within the address policy and ``--max-file-bytes``) or
+``file_id``.  An unreadable, unsupported or oversized file is a 400 naming its part.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
 import logging
 import mimetypes
-from html.parser import HTMLParser
 from typing import Any
 
 import httpx2
 
 from parley.errors import InvalidRequest
+from parley.extract import DOCX, Limits, Unreadable
 from parley.items import InputFile, InputImage
 from parley.netpolicy import AddressPolicy
+from parley.retrieval.jobs import read_file
+from parley.workers import JobError, WorkerFailed, WorkerPool
 
 log = logging.getLogger("parley.files")
-TEXT_TYPES = {"text/plain", "text/markdown", "text/csv", "application/json", "text/json", "text/x-markdown"}
 IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
-KINDS = "PDF, DOCX, text, markdown, HTML, JSON, CSV and source code"
-DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 EXTENSIONS = {".md": "text/markdown", ".markdown": "text/markdown", ".csv": "text/csv", ".json": "application/json",
               ".txt": "text/plain", ".html": "text/html", ".htm": "text/html", ".pdf": "application/pdf",
               ".docx": DOCX}
@@ -86,89 +84,27 @@ def _too_large(param: str, max_bytes: int) -> InvalidRequest:
                           param=param, code="file_too_large")
 
 
-def extract_text(data: bytes, kind: str | None, where: str, max_bytes: int) -> str:
-    """The text of a file of media type ``kind``."""
-    if len(data) > max_bytes:
-        raise _too_large(where, max_bytes)
-    if kind == "application/pdf":
-        return _pdf_text(data, where)
-    if kind == DOCX:
-        return _docx_text(data, where)
-    if kind not in TEXT_TYPES and kind != "text/html" and not (kind or "").startswith("text/"):
-        raise InvalidRequest(f"'{where}' is a file of type {kind or 'unknown'}; Parley reads {KINDS} files "
-                             "(give 'filename' with its extension, or a data URL with its type).",
-                             param=where, code="unsupported_file")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise InvalidRequest(f"'{where}' is not UTF-8 text.", param=where, code="unsupported_file") from None
-    return _html_text(text) if kind == "text/html" else text
-
-
-def _pdf_text(data: bytes, where: str) -> str:
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
-
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted:
-            raise InvalidRequest(f"'{where}' is an encrypted PDF.", param=where, code="unsupported_file")
-        return "\n\n".join((page.extract_text() or "").strip() for page in reader.pages).strip()
-    except (PdfReadError, ValueError, KeyError, TypeError) as exc:
-        log.info("unreadable PDF at %s: %s", where, exc)
-        raise InvalidRequest(f"'{where}' is not a readable PDF.", param=where, code="unsupported_file") from None
-
-
-def _docx_text(data: bytes, where: str) -> str:
-    import zipfile
-
-    import docx
-    from docx.opc.exceptions import PackageNotFoundError
-
-    try:
-        document = docx.Document(io.BytesIO(data))
-    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
-        log.info("unreadable DOCX at %s: %s", where, exc)
-        raise InvalidRequest(f"'{where}' is not a readable DOCX file.", param=where, code="unsupported_file") from None
-    paragraphs = [p.text for p in document.paragraphs if p.text.strip()]
-    cells = ["\t".join(cell.text for cell in row.cells) for table in document.tables for row in table.rows]
-    return "\n\n".join(paragraphs + cells).strip()
-
-
-class _Visible(HTMLParser):
-    SKIP = {"script", "style", "head", "noscript", "template"}
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.parts: list[str] = []
-        self.skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: object) -> None:
-        self.skipping += tag in self.SKIP
-
-    def handle_endtag(self, tag: str) -> None:
-        self.skipping -= tag in self.SKIP and self.skipping > 0
-
-    def handle_data(self, data: str) -> None:
-        if not self.skipping and data.strip():
-            self.parts.append(data.strip())
-
-
-def _html_text(html: str) -> str:
-    parser = _Visible()
-    parser.feed(html)
-    return "\n".join(parser.parts)
+def unreadable(exc: JobError | WorkerFailed, where: str) -> InvalidRequest:
+    """A file the worker refused or could not read, as the 400 naming its part."""
+    if isinstance(exc, JobError):
+        code, reason = exc.job_args
+        return InvalidRequest(f"'{where}' {reason}", param=where, code=code)
+    code = "file_too_large" if exc.code in ("worker_memory", "worker_cpu") else "unsupported_file"
+    return InvalidRequest(f"'{where}' could not be read: {exc.message} (--file-worker-memory-mb, "
+                          "--file-worker-cpu-s).", param=where, code=code)
 
 
 class FileReader:
     """Reads the ``input_file`` parts of a request, within the server's limits."""
 
     def __init__(self, policy: AddressPolicy, max_bytes: int = 20 * 1024 * 1024, timeout: float = 30.0,
-                 uploads: Any = None) -> None:
+                 uploads: Any = None, workers: WorkerPool | None = None, limits: Limits = Limits()) -> None:
         self.policy = policy
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.uploads = uploads  # the Files API's store (parley.store.files.SqlFiles), for file_id
+        self.workers = workers or WorkerPool()
+        self.limits = limits
 
     async def read(self, parts: list[tuple[str, InputFile]], tenant: str = "") -> None:
         """Extract each part's text into it (a 400 naming the part when it cannot be read)."""
@@ -179,7 +115,13 @@ class FileReader:
                 data, declared = await fetch(part.file_url, where, self.policy, self.max_bytes, self.timeout)
             else:
                 data, declared = decode_file_data(part.file_data or "", where)
-            part._extracted = extract_text(data, media_type(part.filename, declared), where, self.max_bytes)
+            if len(data) > self.max_bytes:
+                raise _too_large(where, self.max_bytes)
+            try:
+                part._extracted = await self.workers.run(read_file, data, media_type(part.filename, declared),
+                                                         self.limits, expected=(Unreadable,))
+            except (JobError, WorkerFailed) as exc:
+                raise unreadable(exc, where) from None
 
     async def read_images(self, parts: list[tuple[str, InputImage]], tenant: str = "") -> None:
         """Each uploaded image as a data URL for the chat backend (a 400 naming the part for a file that is not

@@ -20,6 +20,7 @@ from parley.background import Background, make_background
 from parley.backends.router import Router
 from parley.engine.engine import Engine
 from parley.errors import StoreUnavailable
+from parley.extract import Limits
 from parley.files import FileReader
 from parley.metrics import Metrics
 from parley.netpolicy import AddressPolicy
@@ -32,6 +33,7 @@ from parley.store.files import SqlFiles
 from parley.store.sql import TEXT_BATCH, SqlStore, open_store
 from parley.tools.base import ToolEnv
 from parley.tools.web_search import make_provider
+from parley.workers import WorkerPool
 
 log = logging.getLogger("parley.runtime")
 
@@ -73,6 +75,9 @@ class Runtime:
             timeout=settings.tool_timeout) if settings.web_search else None
         self.policy = AddressPolicy(enforce=self.keys.enabled, allow=settings.outbound_allow)
         self.tools = ToolEnv(self.policy, settings.tool_timeout, search, settings.mcp_require_approval)
+        self.workers = WorkerPool(settings.file_workers, settings.file_worker_memory_mb << 20,
+                                  settings.file_worker_cpu_s, preload=("__main__", "parley.retrieval.warm"))
+        self.file_limits = Limits(settings.max_file_tokens)
         self.ready = False
         self._engine: Engine | None = None
         self._files: SqlFiles | None = None
@@ -124,15 +129,16 @@ class Runtime:
         self._engine = Engine(
             store, self.router, self.tools, max_tool_iterations=settings.max_tool_iterations, metrics=self.metrics,
             cipher=ReasoningCipher.from_settings(settings.reasoning_key, settings.data_dir),
-            store_retry_s=settings.store_retry_s, files=FileReader(self.policy, settings.max_file_bytes,
-                                                                   settings.tool_timeout, self._files),
+            store_retry_s=settings.store_retry_s, files=FileReader(
+                self.policy, settings.max_file_bytes, settings.tool_timeout, self._files, self.workers,
+                self.file_limits),
             conversations=self._conversations)
         await store.heartbeat(self.engine.recorder.instance_id)  # registered before it serves
         self._retrieval = Retrieval(
             store, self._files, Embedders(settings.embedding_upstream, settings.embedding_api_key,
-                                          settings.upstream_timeout_s),
+                                          settings.upstream_timeout_s), self.workers,
             instance=self.engine.recorder.instance_id, stale_s=settings.instance_stale_s,
-            max_bytes=settings.max_file_bytes, concurrency=settings.ingest_concurrency)
+            limits=self.file_limits, concurrency=settings.ingest_concurrency)
         await self._retrieval.start()
         self.tools.retrieval = self._retrieval
         self._background = make_background(self.engine, store, settings)

@@ -164,6 +164,15 @@ class Settings(BaseSettings):
                                  "(by default a scrape needs a valid key).")
     max_file_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest file Parley takes: an upload to "
                                 "/v1/files (413 above) or an input_file it reads (400 above).")
+    max_file_tokens: int = Field(
+        5_000_000, ge=1, description="Most tokens of text one file may give (an input_file's 400 or a vector "
+        "store file's failure above; OpenAI's bound); extraction stops at 8 bytes of text per token.")
+    file_workers: int = Field(2, ge=1, description="Worker processes one instance runs at once to read, chunk and "
+                              "embed files (the rest wait their turn).")
+    file_worker_memory_mb: int = Field(
+        1024, ge=64, description="Memory one file worker process may add to what it starts with; past it that "
+        "file fails, not the server.")
+    file_worker_cpu_s: float = Field(120.0, gt=0, description="CPU seconds one file worker process may use.")
     embedding_model: str = Field(
         "local", description="The embedding model of new vector stores: 'local' (WordLlama, offline, in process) "
         "or a model that --embedding-upstream serves; a store keeps the model it was made with.")

@@ -169,6 +169,66 @@ def test_bad_requests_are_4xx_naming_the_parameter(client, store) -> None:
             assert info.value.body["param"] == param, info.value.body
 
 
+def _deep(levels: int) -> dict:
+    spec: dict = {"type": "eq", "key": "k", "value": 1}
+    for _ in range(levels):
+        spec = {"type": "and", "filters": [spec]}
+    return spec
+
+
+def test_filters_past_their_bounds_are_400s_before_any_sql(client, store) -> None:
+    """Depth, width, long or NUL keys and values: each the request's 400 (they were a 500 RecursionError, a 503
+    that refused every tenant's stored creates, or seconds of the database's time)."""
+    wide = {"type": "or", "filters": [{"type": "eq", "key": f"k{i}", "value": i} for i in range(1000)]}
+    wide_in = {"type": "in", "key": "k", "value": list(range(1000))}
+    cases = [(_deep(200), "filter_too_complex"), (_deep(8), "filter_too_complex"), (wide, "filter_too_complex"),
+             (wide_in, "filter_too_complex"), ({"type": "eq", "key": "a\x00b", "value": 1}, None),
+             ({"type": "eq", "key": "k" * 65, "value": 1}, None), ({"type": "eq", "key": "k", "value": "a\x00"}, None)]
+    for spec, code in cases:
+        with pytest.raises(openai.BadRequestError) as info:
+            client.vector_stores.search(store.id, query="x", filters=spec)
+        assert info.value.body["param"].startswith("filters"), info.value.body
+        assert code is None or info.value.body["code"] == code, info.value.body
+    assert client.vector_stores.search(store.id, query="x", filters=_deep(7)).data == []  # within the bounds
+    doc = _upload(client, "nul.txt", "alpha")
+    with pytest.raises(openai.BadRequestError) as info:
+        client.vector_stores.files.create(vector_store_id=store.id, file_id=doc.id, attributes={"a\x00": 1})
+    assert info.value.body["param"] == "attributes"
+
+
+def test_a_nul_character_is_the_requests_400_or_kept_never_a_500(client, retrieval_db_url) -> None:
+    """PostgreSQL cannot keep a NUL in text: a file name, a store's name or input text holding one is that
+    request's 400 there, and the store stays available to everyone else (SQLite keeps them)."""
+    import httpx
+
+    boundary = "nulboundary"
+    multipart = (f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nassistants\r\n'
+                 f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a\x00b.txt"\r\n'
+                 f'Content-Type: text/plain\r\n\r\nx\r\n--{boundary}--\r\n').encode()
+
+    def upload_raw() -> None:  # (the SDK would percent-encode the NUL in the file name)
+        sent = httpx.post(f"{client.base_url}files", content=multipart,
+                          headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        if sent.status_code != 200:
+            raise openai.BadRequestError(sent.json()["error"]["message"], response=sent, body=sent.json()["error"])
+
+    attempts = [
+        upload_raw,
+        lambda: client.vector_stores.create(name="a\x00b"),
+        lambda: client.responses.create(model="m", input="a\x00b"),
+    ]
+    postgres = retrieval_db_url.startswith("postgresql")
+    for attempt in attempts:
+        if not postgres:
+            attempt()
+            continue
+        with pytest.raises(openai.BadRequestError) as info:
+            attempt()
+        assert "0x00" in info.value.body["message"], info.value.body
+    ready = httpx.get(str(client.base_url).removesuffix("/v1/") + "/ready").json()
+    assert ready["store"] == "ok"
+
+
 def test_rewrite_query_returns_the_rewritten_query(client, store) -> None:
     client.vector_stores.files.upload_and_poll(vector_store_id=store.id, file=("orbit.md", DOCS["orbit.md"].encode()))
     page = client.vector_stores.search(store.id, query="How often does the space station orbit the Earth?",

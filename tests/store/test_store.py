@@ -217,3 +217,23 @@ async def test_a_connection_lost_in_the_middle_of_a_statement_is_unavailable(pos
             assert await store.run(lambda conn: conn.execute(sa.text("SELECT 1")).scalar()) == 1
         finally:
             await store.close()
+
+
+async def test_a_statement_the_requests_data_breaks_is_its_400_and_the_store_stays_available(store) -> None:
+    """An expression too large for SQLite, a NUL PostgreSQL cannot keep: the request's fault (a 400), not the
+    database's absence (a 503 that would refuse every tenant's stored creates)."""
+    import sqlalchemy as sa
+
+    from parley.errors import InvalidRequest
+
+    too_wide = sa.or_(*(sa.literal(i) == sa.literal(i + 1) for i in range(20_000)))
+    nul = sa.select(sa.cast(sa.literal("a\x00b"), sa.Text))
+    for statement, refused in ((sa.select(sa.literal(1)).where(too_wide), True), (nul, store.is_postgres)):
+        if refused:
+            with pytest.raises(InvalidRequest) as info:
+                await store.run(lambda conn: conn.execute(statement).all())
+            assert info.value.status_code == 400 and "database refused" in info.value.message
+        else:
+            await store.run(lambda conn: conn.execute(statement).all())
+        assert store.available
+    assert await store.run(lambda conn: conn.execute(sa.select(sa.literal(1))).scalar()) == 1

@@ -7,17 +7,45 @@ import base64
 import pytest
 
 from parley.errors import InvalidRequest
-from parley.files import decode_file_data, extract_text, media_type
-from tests.files_fixtures import tiny_pdf
+from parley.extract import DOCX, Limits, Unreadable, extract_text
+from parley.files import decode_file_data, media_type
+from tests.files_fixtures import docx_bomb, tiny_pdf
+
+ROOMY = Limits(10**6)
 
 
 def test_pdf_html_and_text_files_give_their_text() -> None:
-    assert extract_text(tiny_pdf("Quarterly revenue grew 12 percent"), "application/pdf", "p", 10**6) == \
+    assert extract_text(tiny_pdf("Quarterly revenue grew 12 percent"), "application/pdf", ROOMY) == \
         "Quarterly revenue grew 12 percent"
     html = b"<html><head><title>t</title><style>p{}</style></head><body><p>Hello</p><script>x()</script>" \
            b"<p>world</p></body></html>"
-    assert extract_text(html, "text/html", "p", 10**6) == "Hello\nworld"
-    assert extract_text("a,b\n1,2\n".encode(), "text/csv", "p", 10**6) == "a,b\n1,2\n"
+    assert extract_text(html, "text/html", ROOMY) == "Hello\nworld"
+    assert extract_text("a,b\n1,2\n".encode(), "text/csv", ROOMY) == "a,b\n1,2\n"
+
+
+def test_a_docx_gives_its_paragraphs_and_table_rows_in_document_order() -> None:
+    import io
+
+    import docx
+
+    document = docx.Document()
+    document.add_paragraph("Before the table.")
+    table = document.add_table(rows=2, cols=2)
+    for r, row in enumerate(table.rows):
+        row.cells[0].text, row.cells[1].text = f"key{r}", f"value{r}"
+    document.add_paragraph("After the table.")
+    buffer = io.BytesIO()
+    document.save(buffer)
+    assert extract_text(buffer.getvalue(), DOCX, ROOMY) == \
+        "Before the table.\n\nkey0\tvalue0\n\nkey1\tvalue1\n\nAfter the table."
+
+
+def test_a_docx_that_inflates_past_the_text_bound_stops_early() -> None:
+    bomb = docx_bomb(inflated_mb=50)
+    assert len(bomb) < 200_000
+    with pytest.raises(Unreadable) as info:
+        extract_text(bomb, DOCX, Limits(1_000_000))  # 8 MB of text at most
+    assert info.value.code == "file_too_large" and "bytes of text" in info.value.reason
 
 
 def test_the_type_comes_from_the_declaration_or_the_name() -> None:
@@ -32,12 +60,13 @@ def test_the_type_comes_from_the_declaration_or_the_name() -> None:
     (b"\x89PNG....", "image/png", "unsupported_file"),
     (b"%PDF-1.4 not really", "application/pdf", "unsupported_file"),
     (b"\xff\xfe\x00bad", "text/plain", "unsupported_file"),
-    (b"x" * 101, "text/plain", "file_too_large"),
+    (b"PK\x03\x04 not a zip", DOCX, "unsupported_file"),
+    (b"x" * 81, "text/plain", "file_too_large"),
 ])
-def test_unreadable_unsupported_or_oversized_files_are_400s_naming_the_part(data, kind, code) -> None:
-    with pytest.raises(InvalidRequest) as info:
-        extract_text(data, kind, "input[0].content[1]", 100)
-    assert info.value.param == "input[0].content[1]" and info.value.code == code
+def test_unreadable_unsupported_or_oversized_files_are_refused_with_their_code(data, kind, code) -> None:
+    with pytest.raises(Unreadable) as info:
+        extract_text(data, kind, Limits(10))  # 80 bytes of text at most
+    assert info.value.code == code
 
 
 def test_file_data_that_is_not_base64_is_named() -> None:

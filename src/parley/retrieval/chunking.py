@@ -9,11 +9,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tokenizers import Tokenizer
 
 from parley.errors import InvalidRequest
+from parley.extract import Unreadable
 
 AUTO = {"max_chunk_size_tokens": 800, "chunk_overlap_tokens": 400}
+SEGMENT = 1 << 16  # characters tokenized at once
 
 
 def parse_strategy(raw: Any, param: str = "chunking_strategy") -> dict[str, Any]:
@@ -48,21 +51,42 @@ def tokenizer() -> Tokenizer:
     return Tokenizer.from_file(str(folder / "l2_supercat_tokenizer_config.json"))
 
 
-def chunk_spans(text: str, strategy: dict[str, Any]) -> list[tuple[int, int]]:
+def token_offsets(text: str, max_tokens: int | None = None) -> np.ndarray:
+    """The character spans of ``text``'s tokens, as an ``(n, 2)`` array.  The text is tokenized a segment at a
+    time (cut at whitespace), so a long file costs memory in proportion to its tokens, not many times its
+    text; past ``max_tokens`` the file is refused."""
+    parts, count, position = [], 0, 0
+    while position < len(text):
+        end = min(len(text), position + SEGMENT)
+        if end < len(text):
+            cut = max(text.rfind(" ", position + SEGMENT // 2, end), text.rfind("\n", position + SEGMENT // 2, end))
+            end = cut if cut > position else end
+        offsets = np.array(tokenizer().encode(text[position:end], add_special_tokens=False).offsets,
+                           dtype=np.int64).reshape(-1, 2)
+        offsets = offsets[offsets[:, 1] > offsets[:, 0]] + position
+        count += len(offsets)
+        if max_tokens is not None and count > max_tokens:
+            raise Unreadable("file_too_large", f"holds more than {max_tokens} tokens (--max-file-tokens).")
+        parts.append(offsets)
+        position = end
+    return np.concatenate(parts) if parts else np.zeros((0, 2), np.int64)
+
+
+def chunk_spans(text: str, strategy: dict[str, Any], max_tokens: int | None = None) -> list[tuple[int, int]]:
     """The character spans of ``text``'s chunks: windows of at most ``max_chunk_size_tokens`` tokens, each
     starting ``max - overlap`` tokens after the one before, from the window's first token to its last."""
     size = strategy["static"]["max_chunk_size_tokens"]
     step = size - strategy["static"]["chunk_overlap_tokens"]
-    tokens = [span for span in tokenizer().encode(text, add_special_tokens=False).offsets if span[1] > span[0]]
+    tokens = token_offsets(text, max_tokens)
     spans = []
     for start in range(0, len(tokens), step):
-        window = tokens[start:start + size]
-        spans.append((window[0][0], window[-1][1]))
+        last = min(start + size, len(tokens)) - 1
+        spans.append((int(tokens[start, 0]), int(tokens[last, 1])))
         if start + size >= len(tokens):
             break
     return spans
 
 
-def chunk(text: str, strategy: dict[str, Any]) -> list[str]:
+def chunk(text: str, strategy: dict[str, Any], max_tokens: int | None = None) -> list[str]:
     """The texts of ``text``'s chunks (see :func:`chunk_spans`), without surrounding whitespace."""
-    return [piece for start, end in chunk_spans(text, strategy) if (piece := text[start:end].strip())]
+    return [piece for start, end in chunk_spans(text, strategy, max_tokens) if (piece := text[start:end].strip())]

@@ -53,6 +53,11 @@ def _wordllama() -> Any:
     return WordLlamaInference(table, tokenizer())
 
 
+def embed_local(texts: list[str]) -> np.ndarray:
+    """``texts`` embedded by the ``local`` model, in this thread."""
+    return normalized(_wordllama().embed(texts, norm=False))
+
+
 class LocalEmbedder:
     """WordLlama in this process, on a worker thread (one at a time: the tokenizer and numpy release the GIL)."""
 
@@ -63,7 +68,7 @@ class LocalEmbedder:
 
     def embed_now(self, texts: list[str]) -> np.ndarray:
         with self._lock:
-            return normalized(_wordllama().embed(texts, norm=False))
+            return embed_local(texts)
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         return await asyncio.to_thread(self.embed_now, texts)

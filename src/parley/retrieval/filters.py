@@ -14,6 +14,10 @@ from parley.errors import InvalidRequest
 COMPARISONS = {"eq", "ne", "gt", "gte", "lt", "lte", "in", "nin"}
 COMPOUNDS = {"and", "or"}
 MAX_KEYS, MAX_KEY, MAX_STRING = 16, 64, 512
+# A filter's bounds, checked before any SQL is built: how deep compounds nest, and how many values its
+# comparisons hold together (each value of an 'in' list counts).  Past them the query planners of both
+# databases do work in proportion to what one request sent.
+MAX_DEPTH, MAX_VALUES = 8, 256
 
 
 def _scalar(value: Any) -> bool:
@@ -28,17 +32,23 @@ def check_attributes(attributes: Any, param: str = "attributes") -> dict[str, An
     if not isinstance(attributes, dict) or len(attributes) > MAX_KEYS:
         raise InvalidRequest(f"'{param}' must be an object of at most {MAX_KEYS} keys.", param=param)
     for key, value in attributes.items():
-        if not 0 < len(key) <= MAX_KEY or '"' in key or "\\" in key:
-            raise InvalidRequest(f"'{param}' keys must be 1 to {MAX_KEY} characters, without quotes or "
-                                 "backslashes.", param=param)
-        if not _scalar(value) or (isinstance(value, str) and len(value) > MAX_STRING):
+        if not 0 < len(key) <= MAX_KEY or '"' in key or "\\" in key or "\x00" in key:
+            raise InvalidRequest(f"'{param}' keys must be 1 to {MAX_KEY} characters, without quotes, "
+                                 "backslashes or NUL.", param=param)
+        if not _scalar(value) or (isinstance(value, str) and (len(value) > MAX_STRING or "\x00" in value)):
             raise InvalidRequest(f"'{param}.{key}' must be a string of at most {MAX_STRING} characters, a number "
                                  "or a boolean.", param=f"{param}.{key}")
     return attributes
 
 
 def check_filter(raw: Any, param: str = "filters") -> dict[str, Any]:
-    """The filter, checked throughout: a comparison ``{type, key, value}`` or ``{type: and|or, filters}``."""
+    """The filter, checked throughout: a comparison ``{type, key, value}`` or ``{type: and|or, filters}``, at
+    most ``MAX_DEPTH`` compounds deep, its comparisons holding at most ``MAX_VALUES`` values together."""
+    budget = [MAX_VALUES]
+    return _checked(raw, param, 1, budget)
+
+
+def _checked(raw: Any, param: str, depth: int, budget: list[int]) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise InvalidRequest(f"'{param}' must be a comparison or compound filter object.", param=param)
     kind = raw.get("type")
@@ -47,7 +57,10 @@ def check_filter(raw: Any, param: str = "filters") -> dict[str, Any]:
         if set(raw) != {"type", "filters"} or not isinstance(raw["filters"], list) or not raw["filters"]:
             raise InvalidRequest(f"'{param}' ({kind}) needs a non-empty 'filters' list and nothing else.",
                                  param=param)
-        return {"type": kind, "filters": [check_filter(f, f"{param}.filters[{i}]")
+        if depth >= MAX_DEPTH:
+            raise InvalidRequest(f"'{param}' nests compound filters more than {MAX_DEPTH} deep.", param=param,
+                                 code="filter_too_complex")
+        return {"type": kind, "filters": [_checked(f, f"{param}.filters[{i}]", depth + 1, budget)
                                           for i, f in enumerate(raw["filters"])]}
     if kind not in COMPARISONS:
         raise InvalidRequest(f"'{param}.type' must be one of {', '.join(sorted(COMPARISONS | COMPOUNDS))}.",
@@ -55,6 +68,17 @@ def check_filter(raw: Any, param: str = "filters") -> dict[str, Any]:
     if set(raw) != {"type", "key", "value"} or not isinstance(raw["key"], str) or not raw["key"]:
         raise InvalidRequest(f"'{param}' ({kind}) needs exactly 'key' (a string) and 'value'.", param=param)
     value = raw["value"]
+    budget[0] -= len(value) if isinstance(value, list) else 1
+    if budget[0] < 0:
+        raise InvalidRequest(f"The filter holds more than {MAX_VALUES} values in its comparisons.", param=param,
+                             code="filter_too_complex")
+    if len(raw["key"]) > MAX_KEY or "\x00" in raw["key"]:
+        raise InvalidRequest(f"'{param}.key' must be at most {MAX_KEY} characters, without NUL.",
+                             param=f"{param}.key")
+    if any(isinstance(v, str) and (len(v) > MAX_STRING or "\x00" in v) for v in (value if isinstance(value, list)
+                                                                                 else [value])):
+        raise InvalidRequest(f"'{param}.value' strings must be at most {MAX_STRING} characters, without NUL.",
+                             param=f"{param}.value")
     if kind in ("in", "nin"):
         if not isinstance(value, list) or not value or not all(_scalar(v) and not isinstance(v, bool) for v in value):
             raise InvalidRequest(f"'{param}.value' must be a non-empty list of strings or numbers for '{kind}'.",

@@ -14,33 +14,37 @@ import logging
 
 import numpy as np
 
-from parley.errors import InvalidRequest
-from parley.files import extract_text, media_type
-from parley.retrieval.chunking import chunk
-from parley.retrieval.embeddings import EmbeddingFailed, Embedders
+from parley.errors import StoreUnavailable
+from parley.extract import Limits, Unreadable
+from parley.files import media_type
+from parley.retrieval.embeddings import LOCAL, EmbeddingFailed, Embedders
+from parley.retrieval.jobs import EMBED_BATCH, index_file
 from parley.store.files import SqlFiles
 from parley.store.ingestion_work import IngestionWork, Job
+from parley.workers import JobError, WorkerFailed, WorkerPool
 
 log = logging.getLogger("parley.ingest")
-EMBED_BATCH = 256
 
 
 class Ingestor:
     """``concurrency`` workers claiming files to index; :meth:`wake` after adding work for a prompt start."""
 
-    def __init__(self, work: IngestionWork, files: SqlFiles, embedders: Embedders, *, instance: str,
-                 stale_s: float, max_bytes: int, concurrency: int = 2, poll_s: float | None = None) -> None:
+    def __init__(self, work: IngestionWork, files: SqlFiles, embedders: Embedders, workers: WorkerPool, *,
+                 instance: str, stale_s: float, limits: Limits, concurrency: int = 2,
+                 poll_s: float | None = None) -> None:
         self.work = work
         self.files = files
         self.embedders = embedders
+        self.workers = workers
         self.instance = instance
         self.stale_s = stale_s
-        self.max_bytes = max_bytes
+        self.limits = limits
         self.poll_s = poll_s if poll_s is not None else max(0.5, stale_s / 3)
         self.concurrency = concurrency
         self._wake = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._busy: set[tuple[str, str]] = set()
+        self._stranded: list[Job] = []  # claimed work whose outcome could not be written: handed back later
 
     def start(self) -> None:
         self._workers = [asyncio.create_task(self._work(), name=f"parley-ingest-{i}") for i in range(self.concurrency)]
@@ -50,6 +54,7 @@ class Ingestor:
 
     async def _work(self) -> None:
         while True:
+            await self._release_stranded()
             try:
                 job = await self.work.claim(self.instance, self.stale_s, frozenset(self._busy))
             except Exception:  # the database is away: try again later
@@ -66,6 +71,8 @@ class Ingestor:
             self._busy.add(key)
             try:
                 await self.ingest(job)
+            except StoreUnavailable:
+                self._stranded.append(job)
             except Exception:
                 log.exception("ingesting %s into %s failed", job.file_id, job.vector_store_id)
                 await self._fail(job, "server_error", "Parley could not index the file; see the server log.")
@@ -80,16 +87,22 @@ class Ingestor:
         data = bytearray()
         async for piece in self.files.content(record):
             data += piece
+        local = job.embedding_model == LOCAL
         try:
-            text = await asyncio.to_thread(extract_text, bytes(data), media_type(record.filename), record.filename,
-                                           self.max_bytes)
-        except InvalidRequest as exc:
-            await self._fail(job, "unsupported_file" if exc.code == "unsupported_file" else "invalid_file",
-                             exc.message)
+            texts, vectors = await self.workers.run(index_file, bytes(data), media_type(record.filename),
+                                                    job.chunking, self.limits, local, expected=(Unreadable,))
+        except JobError as exc:
+            code, reason = exc.job_args
+            await self._fail(job, "unsupported_file" if code == "unsupported_file" else "invalid_file",
+                             f"'{record.filename}' {reason}")
             return
-        texts = await asyncio.to_thread(chunk, text, job.chunking)
+        except WorkerFailed as exc:
+            await self._fail(job, "invalid_file", f"'{record.filename}' could not be indexed: {exc.message} "
+                             "(--file-worker-memory-mb, --file-worker-cpu-s).")
+            return
         try:
-            vectors = await self._embed(job.embedding_model, texts)
+            if not local:
+                vectors = await self._embed(job.embedding_model, texts)
         except EmbeddingFailed as exc:
             await self._fail(job, "server_error", f"Embedding failed: {exc}.")
             return
@@ -104,8 +117,23 @@ class Ingestor:
     async def _fail(self, job: Job, code: str, message: str) -> None:
         try:
             await self.work.fail(job, self.instance, code, message)
+        except StoreUnavailable:
+            self._stranded.append(job)
         except Exception:
             log.warning("could not mark %s failed; another instance will take it over", job.file_id)
+
+    async def _release_stranded(self) -> None:
+        """Hand back the files whose result could not be written while the database was away, once it is back:
+        they are claimed and indexed again (a live owner's rows are taken over by no one else)."""
+        while self._stranded:
+            try:
+                await self.work.release_job(self._stranded[0], self.instance)
+            except Exception:
+                log.debug("could not hand back stranded ingestion work yet", exc_info=True)
+                return
+            log.info("handed back %s in %s, whose indexing met a database outage", self._stranded[0].file_id,
+                     self._stranded[0].vector_store_id)
+            self._stranded.pop(0)
 
     async def aclose(self) -> None:
         for worker in self._workers:

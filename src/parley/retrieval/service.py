@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from parley.errors import InvalidRequest, NotFound
+from parley.extract import Limits
 from parley.retrieval.embeddings import Embedders
 from parley.retrieval.ingest import Ingestor
 from parley.retrieval.search import Hit, Mode, Query, Searcher
@@ -13,6 +14,7 @@ from parley.store.files import SqlFiles
 from parley.store.sql import SqlStore
 from parley.store.ingestion_work import IngestionWork
 from parley.store.vector_stores import SqlVectorStores, StoreInfo
+from parley.workers import WorkerPool
 
 # OpenAI's rankers (each is the hybrid search here), and Parley's own: either half alone.
 RANKERS: dict[str, Mode] = {"auto": "hybrid", "default-2024-11-15": "hybrid", "none": "hybrid",
@@ -51,15 +53,14 @@ def parse_ranking(raw: Any, param: str = "ranking_options") -> dict[str, Any]:
 
 
 class Retrieval:
-    def __init__(self, store: SqlStore, files: SqlFiles, embedders: Embedders, *, instance: str, stale_s: float,
-                 max_bytes: int, concurrency: int) -> None:
+    def __init__(self, store: SqlStore, files: SqlFiles, embedders: Embedders, workers: WorkerPool, *,
+                 instance: str, stale_s: float, limits: Limits, concurrency: int) -> None:
         self.files = files
         self.embedders = embedders
         self.vector_stores = SqlVectorStores(store)
         self.searcher = Searcher(store, embedders, self.vector_stores.pgvector)
-        self.ingestor = Ingestor(IngestionWork(store, self.vector_stores.pgvector), files, embedders,
-                                 instance=instance, stale_s=stale_s,
-                                 max_bytes=max_bytes, concurrency=concurrency)
+        self.ingestor = Ingestor(IngestionWork(store, self.vector_stores.pgvector), files, embedders, workers,
+                                 instance=instance, stale_s=stale_s, limits=limits, concurrency=concurrency)
 
     async def start(self) -> None:
         await self.vector_stores.prepare()

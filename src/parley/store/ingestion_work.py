@@ -18,6 +18,11 @@ from parley.store.tables import instances
 from parley.store.vector_stores import store_chunks, store_files, stores
 
 
+MAX_ATTEMPTS = 3
+GAVE_UP = json.dumps({"code": "server_error", "message": f"Indexing this file was started {MAX_ATTEMPTS} times and "
+                      "cut off each time (the server doing it stopped or lost its database); it is not tried again."})
+
+
 @dataclass
 class Job:
     """A claimed file to ingest."""
@@ -39,7 +44,8 @@ class IngestionWork:
         """Take one ``in_progress`` file that no live instance holds (never held, or held by an instance whose
         heartbeat stopped: ``kill -9``, a crash), for ``instance``."""
         alive = sa.select(instances.c.id).where(instances.c.heartbeat_at >= self.store._now - stale_s)
-        candidates = sa.select(store_files.c.vector_store_id, store_files.c.file_id, store_files.c.owner).where(
+        candidates = sa.select(store_files.c.vector_store_id, store_files.c.file_id, store_files.c.owner,
+                               store_files.c.attempts).where(
             store_files.c.status == "in_progress",
             sa.or_(store_files.c.owner.is_(None), store_files.c.owner.not_in(alive))).order_by(
             store_files.c.created_ns).limit(len(skip) + 8)
@@ -49,10 +55,13 @@ class IngestionWork:
                 if (row.vector_store_id, row.file_id) in skip:
                     continue
                 held = store_files.c.owner.is_(None) if row.owner is None else store_files.c.owner == row.owner
-                taken = conn.execute(store_files.update().where(
+                this = store_files.update().where(
                     store_files.c.vector_store_id == row.vector_store_id, store_files.c.file_id == row.file_id,
-                    store_files.c.status == "in_progress", held).values(owner=instance)).rowcount
-                if not taken:
+                    store_files.c.status == "in_progress", held, store_files.c.attempts == row.attempts)
+                if row.attempts >= MAX_ATTEMPTS:  # every try so far was cut off: stop trying
+                    conn.execute(this.values(status="failed", owner=None, last_error=GAVE_UP))
+                    continue
+                if not conn.execute(this.values(owner=instance, attempts=row.attempts + 1)).rowcount:
                     continue  # another instance was quicker
                 job = conn.execute(sa.select(store_files.c.tenant, store_files.c.chunking, stores.c.embedding_model)
                                    .join(stores, stores.c.id == store_files.c.vector_store_id)
@@ -93,6 +102,12 @@ class IngestionWork:
         error = json.dumps({"code": code, "message": message[:1000]})
         await self.store.run(lambda conn: conn.execute(store_files.update().where(self._held(job, instance))
                                                        .values(status="failed", owner=None, last_error=error)))
+
+    async def release_job(self, job: Job, instance: str) -> None:
+        """Hand back one file this instance holds but could not finish writing (the database went away):
+        any instance, this one included, claims it again."""
+        await self.store.run(lambda conn: conn.execute(store_files.update().where(self._held(job, instance))
+                                                       .values(owner=None)))
 
     async def release(self, instance: str) -> None:
         """Hand back what this instance holds (a clean shutdown): another instance takes it at once."""

@@ -332,4 +332,10 @@ MIGRATIONS: list[tuple[str, Statements]] = [
             ]),
         )},
     ),
+    (
+        # How many times an instance claimed a vector store file's ingestion: a file whose indexing kept being
+        # cut off (its instance stopped, or lost the database) fails after a few tries instead of looping.
+        "0012_ingestion_attempts",
+        ["ALTER TABLE parley_vector_store_files ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"],
+    ),
 ]

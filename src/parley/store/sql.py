@@ -33,10 +33,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from parley.errors import StoreUnavailable
+from parley.errors import InvalidRequest, StoreUnavailable
 from parley.ids import STORED_ID
 from parley.store.base import ABANDONED, NO_FACTS, NOT_ENDED, TERMINAL, UNSTORED, InputItemsPage, StoredResponse
-from parley.store import usage
+from parley.store import faults, usage
 from parley.store.lookups import ItemLookups
 from parley.store.migrations import MIGRATIONS, statements_for
 from parley.store.tables import (background, input_items, instances, migrations_table, output_items,
@@ -90,19 +90,9 @@ _CORE = {"insert_response": _INSERT_RESPONSE, "insert_item": _INSERT_ITEM, "inse
          "update_running": _UPDATE_RUNNING, "finish_running": _UPDATE_RUNNING}
 GROUP_MAX = 64  # writes committed in one transaction at most (group commit)
 POOL_WAIT_S = 30.0  # how long an operation may wait for one of the pool's connections (load, not failure)
-# Failures of the database or the path to it (not of Parley's SQL): each is a 503 store_unavailable.
-_UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, sa.exc.DisconnectionError,
-                OSError, TimeoutError, sqlean.OperationalError)  # (the last: SQLite statements run on the driver)
 
 
 T = TypeVar("T")
-
-
-def _unavailable(exc: Exception) -> bool:
-    """Whether ``exc`` is a failure of the database or of the path to it: one of ``_UNAVAILABLE``, or any driver
-    error on a connection the driver found lost (asyncpg's "connection was closed in the middle of operation"
-    reaches SQLAlchemy as a plain ``DBAPIError``, the connection invalidated)."""
-    return isinstance(exc, _UNAVAILABLE) or (isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
 
 
 def normalize_url(url: str) -> str:
@@ -174,7 +164,11 @@ class SqlStore(ItemLookups):
             else:  # a local file: its lock waits are bounded by the busy timeout; waiting for the thread is load
                 result = await asyncio.get_running_loop().run_in_executor(self._thread, self._transaction, operation)
         except Exception as exc:
-            if not _unavailable(exc):
+            fault = faults.classify(exc)
+            if fault == "request":
+                raise InvalidRequest(f"The database refused what the request holds: {faults.summary(exc)}",
+                                     code="invalid_value") from exc
+            if fault == "other":
                 raise
             if self.available:
                 log.warning("the database is unavailable: %s: %.300s", type(exc).__name__, exc)

@@ -44,6 +44,7 @@ store_files = sa.Table(
     sa.Column("chunking", sa.Text, nullable=False),
     sa.Column("usage_bytes", sa.BigInteger, nullable=False),
     sa.Column("owner", sa.String(64)),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
 )
 batches = sa.Table(
     "parley_vector_store_batches", metadata,

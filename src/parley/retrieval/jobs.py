@@ -1,0 +1,32 @@
+"""The file work that runs in worker processes (:mod:`parley.workers`): an ``input_file``'s text, and a vector
+store file's chunks (with the ``local`` model, their embeddings too).  Each function here is what one worker
+process does, start to end; the server sees only its result or :class:`~parley.extract.Unreadable`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from parley.extract import Limits, extract_text
+from parley.retrieval.chunking import chunk, token_offsets
+from parley.retrieval.embeddings import embed_local
+
+EMBED_BATCH = 256
+
+
+def read_file(data: bytes, kind: str | None, limits: Limits) -> str:
+    """The file's text, refused past ``limits.max_tokens`` tokens."""
+    text = extract_text(data, kind, limits)
+    token_offsets(text, limits.max_tokens)
+    return text
+
+
+def index_file(data: bytes, kind: str | None, strategy: dict[str, Any], limits: Limits,
+               embed: bool) -> tuple[list[str], np.ndarray | None]:
+    """The file's chunks, and with ``embed`` their ``local`` embeddings."""
+    texts = chunk(extract_text(data, kind, limits), strategy, limits.max_tokens)
+    if not embed:
+        return texts, None
+    parts = [embed_local(texts[i:i + EMBED_BATCH]) for i in range(0, len(texts), EMBED_BATCH)]
+    return texts, np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
