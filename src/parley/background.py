@@ -35,7 +35,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from openai.types.responses import Response, ResponseCreatedEvent, ResponseQueuedEvent, ResponseStreamEvent
+from openai.types.responses import (Response, ResponseCreatedEvent, ResponseErrorEvent, ResponseQueuedEvent,
+                                    ResponseStreamEvent)
 
 from parley.engine.engine import TERMINAL_EVENTS, Engine
 from parley.engine.turn import Queued, RunState, Turn, snapshot
@@ -340,6 +341,8 @@ class Background:
                     if live.terminal is not None and last >= live.terminal:
                         return
                     continue
+                if live.terminal is not None and last >= live.terminal:
+                    return  # the client has every event already
                 changed = live.changed
                 if self.live.get(response_id) is live:
                     try:
@@ -366,9 +369,15 @@ class Background:
                         return
                     continue
                 state = await self.store.state(response_id)
-                if state is None:
-                    return  # deleted meanwhile
+                if state is None:  # deleted meanwhile: the client learns why its stream ends
+                    yield event_frame(ResponseErrorEvent(
+                        type="error", code="response_not_found", param=None, sequence_number=last + 1,
+                        message=f"Response '{response_id}' was deleted while its stream was followed.")).encode()
+                    return
                 if state[0] in TERMINAL and response_id not in self.live:
+                    closed = await self.store.terminal_seq(response_id)
+                    if closed is not None and closed <= last:
+                        return  # the client has every event already (starting_after at or past the end)
                     quiet_since = quiet_since or time.monotonic()
                     if time.monotonic() - quiet_since >= SETTLE_S:
                         await self.store.close_stream(response_id, terminal_event)

@@ -166,7 +166,19 @@ def test_a_stream_follows_a_response_another_request_cancels(client, backend) ->
     assert [e.sequence_number for e in seen] == list(range(len(seen)))
 
 
+def test_resuming_at_or_past_the_last_event_ends_at_once(client, backend, parley_server) -> None:
+    """A client that has every event already gets a stream that ends (it hung open, polling the database)."""
+    done = settle(client, client.responses.create(model="m", input="hello", background=True).id)
+    whole = list(client.responses.retrieve(done.id, stream=True))
+    last = whole[-1].sequence_number
+    assert whole[-1].type == "response.completed"
+    for after in (last, last + 1, 10**6):
+        with httpx.stream("GET", f"{parley_server.base_url}/responses/{done.id}",
+                          params={"stream": "true", "starting_after": after}, timeout=30) as answer:
+            assert answer.status_code == 200 and answer.read() == b"", after
+
+
 def test_starting_after_must_be_a_sequence_number(parley_server) -> None:
-    for value in ("x", "1.5", "-2"):
+    for value in ("x", "1.5", "-2", str(2**31), "999999999999"):
         answer = httpx.get(f"{parley_server.base_url}/responses/resp_1?stream=true&starting_after={value}")
         assert answer.status_code == 400 and answer.json()["error"]["param"] == "starting_after"

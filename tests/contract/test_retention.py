@@ -43,3 +43,52 @@ def test_old_responses_and_conversations_are_swept_and_recent_ones_kept(backend,
             assert time.monotonic() < deadline, "the unused conversation was never swept"
             time.sleep(0.2)
         assert "retention: deleted" in server.log()
+
+
+def _gone(retrieve, limit_s: float = 30) -> None:
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            retrieve()
+        except openai.NotFoundError:
+            return
+        assert time.monotonic() < deadline, "never swept"
+        time.sleep(0.2)
+
+
+def test_retention_counts_from_the_end_of_a_response_and_never_takes_work_in_progress(backend, db_url) -> None:
+    """A background response that runs longer than the whole retention window is followed to its terminal
+    event, polled without a 404, and kept for the window after it ended (it was swept as it ended)."""
+    from parley.testing import Reply
+
+    lifetime_s = 3.0
+    backend.push(Reply(text="tide " * 40, chunk_size=5, chunk_delay_s=0.12))  # about 5 s of streaming
+    with ParleyProcess("--upstream", backend.url, "--db", db_url, "--retention-days", str(lifetime_s / 86400),
+                       "--retention-sweep-s", "0.2") as server, \
+            openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as client:
+        with client.responses.create(model="m", input="slow", background=True, stream=True) as stream:
+            events = list(stream)
+        assert events[-1].type == "response.completed", events[-1]
+        response_id = events[0].response.id
+        assert client.responses.retrieve(response_id).status == "completed"  # ended just now: kept
+        assert time.time() - events[0].response.created_at > lifetime_s, "the response ran shorter than the window"
+        _gone(lambda: client.responses.retrieve(response_id))  # and swept once the window after its end passed
+
+
+def test_a_turn_on_a_conversation_is_a_use_from_its_start(backend, db_url) -> None:
+    """A turn that starts late in its conversation's window keeps the conversation while it runs, and its
+    items are appended (the sweep took the conversation in the middle of the turn)."""
+    from parley.testing import Reply
+
+    lifetime_s = 6.0
+    with ParleyProcess("--upstream", backend.url, "--db", db_url, "--retention-days", str(lifetime_s / 86400),
+                       "--retention-sweep-s", "0.2") as server, \
+            openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as client:
+        conversation = client.conversations.create(items=[{"role": "user", "content": "early"}])
+        time.sleep(lifetime_s * 0.7)
+        backend.push(Reply(text="marsh " * 30, chunk_size=6, chunk_delay_s=0.12))  # about 3.5 s
+        answer = client.responses.create(model="m", input="late question", conversation=conversation.id)
+        assert answer.status == "completed"
+        items = client.conversations.items.list(conversation.id).data
+        assert len(items) == 3, items
+        _gone(lambda: client.conversations.retrieve(conversation.id))

@@ -213,7 +213,7 @@ class Engine:
 
     async def _conversation_history(self, conversation_id: str, tenant: str) -> list[dict[str, Any]]:
         """The chat that a conversation's items make (the history a response on it continues)."""
-        stored = await self.conversations.items(conversation_id, tenant) if self.conversations else None
+        stored = await self.conversations.items(conversation_id, tenant, turn=True) if self.conversations else None
         if stored is None:
             raise NotFound(f"Conversation with id '{conversation_id}' not found.", param="conversation")
         items = [parse_item(entry, f"conversation.items[{i}]") for i, entry in enumerate(stored)]

@@ -114,7 +114,8 @@ def facts(turn: Turn, state: RunState, response: Response) -> ResponseFacts:
         duration_ms=round((time.perf_counter() - state.timeline.origin) * 1000, 3) if ended else None,
         input_tokens=usage.input_tokens if usage else None, output_tokens=usage.output_tokens if usage else None,
         error_code=error.code if error else None, search_text=search_text(turn.input_items, response),
-        trace=None if response.status == "queued" else state.timeline.serialized())
+        trace=None if response.status == "queued" else state.timeline.serialized(),
+        ended_at=time.time() if ended else None)
 
 
 def search_text(input_items: list[dict[str, Any]], response: Response) -> str:

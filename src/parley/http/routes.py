@@ -110,6 +110,9 @@ def _refuse_what_is_not_honoured(request: Request, includes: set[str]) -> None:
                                        f"{', '.join(sorted(includes))}.")
 
 
+MAX_SEQUENCE_NUMBER = 2**31 - 1  # the column's type on PostgreSQL
+
+
 def _stream_query(request: Request) -> tuple[bool, int]:
     """``stream`` and ``starting_after`` of a retrieve (-1: from the first event)."""
     query = request.query_params
@@ -121,9 +124,9 @@ def _stream_query(request: Request) -> tuple[bool, int]:
         return stream == "true", -1
     if stream != "true":
         raise InvalidRequest("'starting_after' goes with stream=true.", param="starting_after")
-    if not after.lstrip("-").isdigit() or int(after) < -1 or len(after) > 12:
-        raise InvalidRequest("'starting_after' is an event's sequence_number.", param="starting_after",
-                             code="invalid_type")
+    if not after.lstrip("-").isdigit() or len(after) > 12 or not -1 <= int(after) <= MAX_SEQUENCE_NUMBER:
+        raise InvalidRequest(f"'starting_after' is an event's sequence_number (-1 to {MAX_SEQUENCE_NUMBER}).",
+                             param="starting_after", code="invalid_type")
     return True, int(after)
 
 

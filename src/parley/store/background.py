@@ -13,6 +13,7 @@ so a stream resumes from any instance with the numbers the first stream had.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -152,7 +153,8 @@ class SqlBackground:
             cancelled = _ended(row.response, "cancelled")
             if not conn.execute(responses.update().where(responses.c.id == response_id,
                                                          responses.c.status == "queued")
-                                .values(status="cancelled", response=cancelled, owner=None)).rowcount:
+                                .values(status="cancelled", response=cancelled, owner=None,
+                                        ended_at=time.time())).rowcount:
                 return "requested", row.response  # claimed meanwhile (SQLite, another process)
             self._append_terminal(conn, response_id, cancelled, terminal)
             usage.count(conn, [usage.Ended(tenant, row.created_at, False, row.model)])
@@ -172,7 +174,8 @@ class SqlBackground:
             ended = _ended(row.response, status, error)
             code = (error or {}).get("code")
             conn.execute(responses.update().where(responses.c.id == response_id, responses.c.status == "in_progress")
-                         .values(status=status, response=ended, owner=None, error_code=code))
+                         .values(status=status, response=ended, owner=None, error_code=code,
+                                 ended_at=time.time()))
             usage.count(conn, [usage.Ended(row.tenant, row.created_at, status == "failed", row.model,
                                            error_code=code)])
             return ended
@@ -195,6 +198,12 @@ class SqlBackground:
                  .order_by(response_events.c.first_seq).limit(limit))
         rows = await self.store.run(lambda conn: conn.execute(query).all())
         return [Chunk(row.first_seq, row.last_seq, row.terminal, row.frames) for row in rows]
+
+    async def terminal_seq(self, response_id: str) -> int | None:
+        """The sequence number of the terminal event kept for a response (``None`` while its stream is open)."""
+        query = sa.select(response_events.c.last_seq).where(response_events.c.response_id == response_id,
+                                                            response_events.c.terminal.is_(True))
+        return await self.store.run(lambda conn: conn.execute(query).scalar())
 
     async def state(self, response_id: str) -> tuple[str, str] | None:
         """The stored status and JSON of a response (``None`` once it is deleted)."""

@@ -29,11 +29,12 @@ class ResponseFacts:
     error_code: str | None = None
     search_text: str | None = None  # the start of its input and output text, for the console's text filter
     trace: str | None = None  # the run's timeline as JSON (parley.engine.timeline)
+    ended_at: float | None = None  # when it reached its final state, epoch seconds (None while it runs)
 
     def columns(self) -> dict[str, Any]:
         return {"model": self.model, "duration_ms": self.duration_ms, "input_tokens": self.input_tokens,
                 "output_tokens": self.output_tokens, "error_code": self.error_code,
-                "search_text": self.search_text, "trace": self.trace}
+                "search_text": self.search_text, "trace": self.trace, "ended_at": self.ended_at}
 
 
 NO_FACTS = ResponseFacts()

@@ -124,11 +124,14 @@ class SqlConversations:
 
         return await self.store.run(append)
 
-    async def items(self, conversation_id: str, tenant: str) -> list[dict[str, Any]] | None:
-        """Every item, oldest first (the history a response on the conversation continues)."""
+    async def items(self, conversation_id: str, tenant: str, turn: bool = False) -> list[dict[str, Any]] | None:
+        """Every item, oldest first (the history a response on the conversation continues).  With ``turn`` a
+        turn starts on it: that is a use, and retention counts from it."""
         def read(conn: sa.Connection) -> list[dict[str, Any]] | None:
             if self._row(conn, conversation_id, tenant) is None:
                 return None
+            if turn:
+                self._touch(conn, conversation_id)
             return [json.loads(text) for text in conn.execute(
                 sa.select(conversation_items.c.item).where(conversation_items.c.conversation_id == conversation_id)
                 .order_by(conversation_items.c.position)).scalars()]
@@ -179,15 +182,23 @@ class SqlConversations:
     async def sweep(self, before: float, batch: int = 500) -> int:
         """Delete conversations unused since ``before`` (epoch seconds), with their items, a batch per
         transaction; the number deleted."""
-        def sweep(conn: sa.Connection) -> int:
+        def sweep(conn: sa.Connection) -> tuple[int, int]:
             ids = list(conn.execute(sa.select(conversations.c.id).where(conversations.c.updated_at < before)
                                     .limit(batch)).scalars())
-            if ids:
-                conn.execute(conversation_items.delete().where(conversation_items.c.conversation_id.in_(ids)))
-                conn.execute(conversations.delete().where(conversations.c.id.in_(ids)))
-            return len(ids)
+            if not ids:
+                return 0, 0
+            # (the condition again: a turn that started since the select touched its conversation, and on
+            # PostgreSQL the delete sees that row's new version and skips it)
+            deleted = list(conn.execute(conversations.delete().where(
+                conversations.c.id.in_(ids), conversations.c.updated_at < before)
+                .returning(conversations.c.id)).scalars())
+            if deleted:
+                conn.execute(conversation_items.delete().where(conversation_items.c.conversation_id.in_(deleted)))
+            return len(ids), len(deleted)
 
         total = 0
-        while deleted := await self.store.run(sweep):
+        while True:
+            selected, deleted = await self.store.run(sweep)
             total += deleted
-        return total
+            if not selected:
+                return total

@@ -338,4 +338,15 @@ MIGRATIONS: list[tuple[str, Statements]] = [
         "0012_ingestion_attempts",
         ["ALTER TABLE parley_vector_store_files ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"],
     ),
+    (
+        # When a response reached its final state: retention counts from the end of the work, not its start.
+        # Rows that ended before this migration get their start plus their duration (or their start).
+        "0013_response_ended_at",
+        [
+            "ALTER TABLE parley_responses ADD COLUMN ended_at DOUBLE PRECISION",
+            "UPDATE parley_responses SET ended_at = created_at + COALESCE(duration_ms, 0) / 1000.0 "
+            "WHERE status IN ('completed', 'incomplete', 'failed', 'cancelled')",
+            "CREATE INDEX ix_parley_responses_ended_at ON parley_responses (ended_at)",
+        ],
+    ),
 ]

@@ -451,7 +451,8 @@ class SqlStore(ItemLookups):
                 data.update(status="failed", error=error.model_dump(mode="json"))
                 result = conn.execute(
                     responses.update().where(responses.c.id == row.id, responses.c.status == "in_progress")
-                    .values(status="failed", response=json.dumps(data), owner=None, error_code=error.code))
+                    .values(status="failed", response=json.dumps(data), owner=None, error_code=error.code,
+                            ended_at=time.time()))
                 if result.rowcount:
                     failed.append(row.id)
                     ended.append(usage.Ended(row.tenant, row.created_at, True, row.model, error_code=error.code))
@@ -461,11 +462,12 @@ class SqlStore(ItemLookups):
         return await self.run(fail)
 
     async def sweep(self, before: float, batch: int = 500) -> int:
-        """Delete finished responses created before ``before`` (epoch seconds), with their items, a batch per
-        transaction; the number deleted."""
+        """Delete responses that ended before ``before`` (epoch seconds), with their items, a batch per
+        transaction; the number deleted.  A queued or running response is never touched, however old."""
         def sweep(conn: sa.Connection) -> int:
             ids = list(conn.execute(sa.select(responses.c.id).where(
-                responses.c.created_at < before, responses.c.status.not_in(NOT_ENDED))
+                responses.c.created_at < before, responses.c.status.not_in(NOT_ENDED),
+                sa.func.coalesce(responses.c.ended_at, responses.c.created_at) < before)
                 .limit(batch)).scalars())
             if ids:
                 _delete_dependents(conn, ids)

@@ -25,6 +25,7 @@ responses = sa.Table(
     sa.Column("search_text", sa.Text),
     sa.Column("search_rowid", sa.BigInteger),  # its row in parley_response_search (SQLite's word index)
     sa.Column("trace", sa.Text),
+    sa.Column("ended_at", sa.Float),  # when it reached its final state (epoch seconds): retention counts from it
 )
 LATENCY_BOUNDS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000)
 usage = sa.Table(  # per tenant and minute or hour (period 60 or 3600): the responses that ended, for the overview
