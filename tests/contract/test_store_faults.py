@@ -165,3 +165,51 @@ def test_a_failed_response_stays_failed_when_its_instance_comes_back(backend, po
         context.__exit__(None, None, None)
         assert final["type"] == "response.failed"  # what A's client is told is what the store holds
         assert on_b()["status"] == "failed" and on_b() == final["response"]
+
+
+def test_an_outage_both_instances_see_fails_no_live_instances_work(backend, postgres_url, proxy) -> None:
+    """Both instances lose the database for longer than the stale window: the first back must not take its
+    live peer for stopped (it failed half of the peer's running responses as "The server stopped before the
+    response finished.").  Silence is judged only by an instance that reached the database for the whole
+    window."""
+    common = ("--upstream", backend.url, "--instance-stale-s", "1.5", "--store-timeout-s", "1",
+              "--store-retry-s", "60", "--db", through(proxy, postgres_url))
+    with ParleyProcess(*common) as a, ParleyProcess(*common) as b:
+        backend.hold()
+        streams = [start_stream(server, f"long {i}") for i, server in enumerate((a, b, a, b))]
+        backend.wait_for_requests(len(streams))
+        proxy.cut()
+        wait_for(lambda: store_state(a) == "unavailable" and store_state(b) == "unavailable", "both see the cut")
+        time.sleep(3 * 1.5)  # (the outage must outlast the stale window: both heartbeats go stale)
+        proxy.heal()
+        wait_for(lambda: is_ready(a) and is_ready(b), "both reach the database again")
+        time.sleep(3 * 1.5)  # (room for a wrong judgment to be made: each instance's recovery runs meanwhile)
+        backend.release()
+        for context, lines, response_id in streams:
+            final = last_event(lines)
+            context.__exit__(None, None, None)
+            assert final["type"] == "response.completed", (response_id, final)
+        assert "abandoned" not in a.log() + b.log()
+
+
+def test_ingestion_that_meets_an_outage_is_handed_back_and_completes(backend, postgres_url, proxy) -> None:
+    """A single instance whose database goes away while it indexes a file: once the database is back the file
+    is indexed again and completes (it stayed in_progress forever: its owner was alive, so no one took it)."""
+    import openai
+
+    from tests.contract.test_ingestion_recovery import _big_text, _row
+
+    with ParleyProcess("--upstream", backend.url, "--instance-stale-s", "1.5",
+                       "--db", through(proxy, postgres_url)) as server, \
+            openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0, timeout=60) as client:
+        uploaded = client.files.create(file=("big.txt", _big_text()), purpose="assistants")
+        store = client.vector_stores.create(name="outage", file_ids=[uploaded.id])
+        wait_for(lambda: _row(postgres_url, store.id)[1] is not None, "the instance claims the file")
+        proxy.cut()
+        wait_for(lambda: "went away while" in server.log(), "the indexing meets the outage", timeout=120)
+        proxy.heal()
+        wait_for(lambda: _row(postgres_url, store.id)[0] != "in_progress", "the file is indexed again",
+                 timeout=120)
+        assert _row(postgres_url, store.id) == ("completed", None), server.log()[-3000:]
+        assert client.vector_stores.files.retrieve(file_id=uploaded.id, vector_store_id=store.id).status == \
+            "completed"

@@ -96,10 +96,13 @@ class Recorder:
 
     async def recover(self, stale_s: float) -> list[str]:
         """Beat this instance's heart; fail the ``in_progress`` responses of instances silent for ``stale_s``
-        seconds and this instance's own that it no longer runs.  Returns the ids failed."""
+        seconds and this instance's own that it no longer runs.  Returns the ids failed.  Others' silence is
+        judged only once this instance has itself reached the database for ``stale_s``: after an outage
+        (or at start) a live peer needs that long to be heard again."""
         await self.store.heartbeat(self.instance_id)
         async with self.guard:
-            return await self.store.fail_abandoned(stale_s, self.instance_id, frozenset(self.running))
+            return await self.store.fail_abandoned(stale_s, self.instance_id, frozenset(self.running),
+                                                   others=self.store.reachable_for(stale_s))
 
     async def sign_off(self) -> None:
         """This instance stops cleanly: others may fail what it leaves."""

@@ -72,7 +72,7 @@ class Ingestor:
             try:
                 await self.ingest(job)
             except StoreUnavailable:
-                self._stranded.append(job)
+                self._strand(job)
             except Exception:
                 log.exception("ingesting %s into %s failed", job.file_id, job.vector_store_id)
                 await self._fail(job, "server_error", "Parley could not index the file; see the server log.")
@@ -118,9 +118,14 @@ class Ingestor:
         try:
             await self.work.fail(job, self.instance, code, message)
         except StoreUnavailable:
-            self._stranded.append(job)
+            self._strand(job)
         except Exception:
             log.warning("could not mark %s failed; another instance will take it over", job.file_id)
+
+    def _strand(self, job: Job) -> None:
+        log.warning("the database went away while %s in %s was indexed; it is handed back once the database is "
+                    "back", job.file_id, job.vector_store_id)
+        self._stranded.append(job)
 
     async def _release_stranded(self) -> None:
         """Hand back the files whose result could not be written while the database was away, once it is back:

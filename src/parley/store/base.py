@@ -137,10 +137,13 @@ class Store(Protocol):
         """A server instance stopped cleanly."""
 
     async def fail_abandoned(self, stale_s: float, instance: str | None = None,
-                             running: frozenset[str] = frozenset()) -> list[str]:
-        """Mark ``in_progress`` responses as failed when their instance has not beaten for ``stale_s`` seconds
-        of the database's clock, or when they are ``instance``'s own and not among those it is ``running``
-        (a final write that never landed)."""
+                             running: frozenset[str] = frozenset(), others: bool = True) -> list[str]:
+        """Mark ``in_progress`` responses as failed when (with ``others``) their instance has not beaten for
+        ``stale_s`` seconds of the database's clock, or when they are ``instance``'s own and not among those it
+        is ``running`` (a final write that never landed)."""
+
+    def reachable_for(self, seconds: float) -> bool:
+        """Whether every operation of the last ``seconds`` reached the database."""
 
     async def close(self) -> None:
         """Release connections."""

@@ -42,12 +42,13 @@ class IngestionWork:
 
     async def claim(self, instance: str, stale_s: float, skip: frozenset[tuple[str, str]] = frozenset()) -> Job | None:
         """Take one ``in_progress`` file that no live instance holds (never held, or held by an instance whose
-        heartbeat stopped: ``kill -9``, a crash), for ``instance``."""
+        heartbeat stopped: ``kill -9``, a crash), for ``instance``.  Another instance's work is taken over only
+        once this one has reached the database for ``stale_s`` (see :meth:`SqlStore.reachable_for`)."""
         alive = sa.select(instances.c.id).where(instances.c.heartbeat_at >= self.store._now - stale_s)
+        free = sa.or_(store_files.c.owner.is_(None), store_files.c.owner.not_in(alive)) \
+            if self.store.reachable_for(stale_s) else store_files.c.owner.is_(None)
         candidates = sa.select(store_files.c.vector_store_id, store_files.c.file_id, store_files.c.owner,
-                               store_files.c.attempts).where(
-            store_files.c.status == "in_progress",
-            sa.or_(store_files.c.owner.is_(None), store_files.c.owner.not_in(alive))).order_by(
+                               store_files.c.attempts).where(store_files.c.status == "in_progress", free).order_by(
             store_files.c.created_ns).limit(len(skip) + 8)
 
         def claim(conn: sa.Connection) -> Job | None:

@@ -138,6 +138,7 @@ class SqlStore(ItemLookups):
         self.engine = engine
         self.timeout_s = timeout_s
         self.available = True
+        self._reachable_since: float | None = None  # (monotonic) since when every operation has reached it
         self._thread = None if isinstance(engine, AsyncEngine) else ThreadPoolExecutor(1, "parley-sqlite")
         self._driver_sql = engine.dialect.name == "sqlite"  # the hot statements on the driver (see _HOT_SQLITE)
         self._now = _db_now(engine.dialect.name)
@@ -172,10 +173,18 @@ class SqlStore(ItemLookups):
                 raise
             if self.available:
                 log.warning("the database is unavailable: %s: %.300s", type(exc).__name__, exc)
-            self.available = False
+            self.available, self._reachable_since = False, None
             raise StoreUnavailable("The response store is unavailable; try again.") from exc
         self.available = True
+        if self._reachable_since is None:
+            self._reachable_since = time.monotonic()
         return result
+
+    def reachable_for(self, seconds: float) -> bool:
+        """Whether this process has reached the database in every operation for the last ``seconds``: only then
+        may it take another instance's silence for a stop (after an outage every instance is silent, and a
+        live one needs that long to be heard again)."""
+        return self._reachable_since is not None and time.monotonic() - self._reachable_since >= seconds
 
     def _transaction(self, operation: Callable[[sa.Connection], T]) -> T:
         assert isinstance(self.engine, sa.Engine)
@@ -433,12 +442,14 @@ class SqlStore(ItemLookups):
         await self.run(lambda conn: conn.execute(instances.delete().where(instances.c.id == instance)))
 
     async def fail_abandoned(self, stale_s: float, instance: str | None = None,
-                             running: frozenset[str] = frozenset()) -> list[str]:
+                             running: frozenset[str] = frozenset(), others: bool = True) -> list[str]:
+        """Fail the ``in_progress`` responses that no live instance runs: with ``others``, those of instances
+        silent for ``stale_s`` (and of none); always ``instance``'s own that are not in ``running``."""
         alive = sa.select(instances.c.id).where(instances.c.heartbeat_at >= self._now - stale_s)
+        whose = sa.or_(responses.c.owner.is_(None), responses.c.owner.not_in(alive), responses.c.owner == instance) \
+            if others else responses.c.owner == instance
         abandoned = sa.select(responses.c.id, responses.c.owner, responses.c.response, responses.c.tenant,
-                              responses.c.created_at, responses.c.model).where(
-            responses.c.status == "in_progress",
-            sa.or_(responses.c.owner.is_(None), responses.c.owner.not_in(alive), responses.c.owner == instance))
+                              responses.c.created_at, responses.c.model).where(responses.c.status == "in_progress", whose)
 
         def fail(conn: sa.Connection) -> list[str]:
             failed, ended = [], []
