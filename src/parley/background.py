@@ -158,7 +158,8 @@ class Background:
         record = self.engine.recorder.record(turn, state, queued)
         record.owner = None
         first = Chunk(0, 1, False, "".join(event_frame(e) for e in events))
-        await self.store.enqueue(record, json.dumps(body), first)
+        # (encrypted at rest: it may hold an MCP server's credentials; it is forgotten once the response ends)
+        await self.store.enqueue(record, self.engine.cipher.encrypt(json.dumps(body)), first)
         self._prepared[turn.id] = turn
         while len(self._prepared) > PREPARED_KEPT:
             self._prepared.popitem(last=False)
@@ -209,7 +210,7 @@ class Background:
                 turn.opening = snapshot(turn, RunState(conversation=turn.conversation), "in_progress")
             else:
                 try:
-                    request = parse_create(json.loads(job.request), max_input_items=self.max_input_items)
+                    request = parse_create(json.loads(self._request_of(job)), max_input_items=self.max_input_items)
                     turn = await self.engine.prepare(request, job.tenant, None, queued=Queued(
                         job.id, job.created_at, await self.store.stored_input_items(job)))
                 except ParleyError as exc:  # what changed since it was accepted (its previous response is gone…)
@@ -225,6 +226,22 @@ class Background:
             await self._flush(live, final=True)
             self.live.pop(job.id, None)
             live.changed.set()
+            try:
+                await self.store.forget_request(job.id)
+            except StoreUnavailable:
+                log.warning("the request of background response %s stays (encrypted) until the retention sweep",
+                            job.id)
+
+    def _request_of(self, job: Claimed) -> str:
+        """The create body a queued response runs, decrypted (one queued before bodies were encrypted is
+        plain JSON)."""
+        if job.request.startswith("{"):
+            return job.request
+        text = self.engine.cipher.decrypt(job.request)
+        if text is None:
+            raise InvalidRequest("This background response was queued by an instance with another --reasoning-key "
+                                 "(instances sharing a database must share it); it cannot be run here.")
+        return text
 
     async def _fail(self, job: Claimed, error: ParleyError) -> None:
         log.info("background response %s failed before it ran: %s", job.id, error.message)

@@ -10,6 +10,8 @@ import json
 import logging
 import time
 
+from parley.redaction import RedactingFilter
+
 FIELDS = ("request_id", "response_id", "model", "status", "route", "duration_ms", "tenant", "input_tokens",
           "output_tokens", "error_code", "param")
 
@@ -26,6 +28,7 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler()
+    handler.addFilter(RedactingFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
@@ -34,4 +37,5 @@ def configure_logging(level: str, fmt: str) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines would log every MCP URL
+    for name in ("httpx", "httpx2"):  # their INFO lines would log every MCP URL
+        logging.getLogger(name).setLevel(logging.WARNING)

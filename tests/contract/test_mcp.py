@@ -226,6 +226,60 @@ def test_credentials_are_redacted_and_never_logged(backend, client, parley_serve
     assert "s3cret-token-value" not in parley_server.log()
 
 
+def test_url_credentials_are_redacted_in_responses_and_logs(seed_mcp, backend, client, parley_server) -> None:
+    url = seed_mcp.url.replace("http://", "http://mcpuser:url-s3cret@")
+    backend.push(*BOILING)
+    response = client.responses.create(model="m", input="x", tools=[mcp_tool(url)])
+    assert "-100" in response.output[1].output
+    assert response.tools[0].server_url == seed_mcp.url.replace("http://", "http://<redacted>@")
+    for shown in (response.model_dump_json(), client.responses.retrieve(response.id).model_dump_json()):
+        assert "url-s3cret" not in shown
+    unreachable = "http://mcpuser:url-s3cret@127.0.0.1:9/sse"
+    with pytest.raises(openai.APIStatusError) as info:
+        client.responses.create(model="m", input="x", tools=[mcp_tool(unreachable)])
+    assert "url-s3cret" not in json.dumps(info.value.body)
+    assert "url-s3cret" not in parley_server.log()
+
+
+def test_a_background_request_is_encrypted_at_rest_and_dropped_when_it_ends(seed_mcp, backend, client,
+                                                                           db_url) -> None:
+    import asyncio
+    import time
+
+    import sqlalchemy as sa
+
+    from parley.store.sql import open_store
+    from parley.store.tables import background
+
+    def kept(response_id: str) -> str:
+        async def read() -> str:
+            store = await open_store(db_url)
+            try:
+                return await store.run(lambda conn: conn.execute(sa.select(background.c.request).where(
+                    background.c.response_id == response_id)).scalar_one())
+            finally:
+                await store.close()
+        return asyncio.run(read())
+
+    backend.hold()
+    backend.push(*BOILING)
+    queued = client.responses.create(model="m", input="x", background=True, tools=[mcp_tool(
+        seed_mcp.url, headers={"X-Api-Key": "hdr-s3cret"}, authorization="auth-s3cret")])
+    backend.wait_for_requests(1)  # it runs
+    while_running = kept(queued.id)
+    assert while_running and "s3cret" not in while_running
+    backend.release()
+    deadline = time.monotonic() + 30
+    while client.responses.retrieve(queued.id).status in ("queued", "in_progress"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert client.responses.retrieve(queued.id).status == "completed"
+    deadline = time.monotonic() + 30
+    while kept(queued.id):  # (dropped just after the final state is written)
+        assert time.monotonic() < deadline, "the ended response's request was kept"
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_max_tool_calls_over_the_cap_ends_incomplete_and_the_chain_goes_on(chain_mcp, backend, client,
                                                                            parley_server, stream) -> None:

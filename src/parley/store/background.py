@@ -157,6 +157,7 @@ class SqlBackground:
                                         ended_at=time.time())).rowcount:
                 return "requested", row.response  # claimed meanwhile (SQLite, another process)
             self._append_terminal(conn, response_id, cancelled, terminal)
+            self._forget(conn, response_id)
             usage.count(conn, [usage.Ended(tenant, row.created_at, False, row.model)])
             return "cancelled", cancelled
 
@@ -176,11 +177,20 @@ class SqlBackground:
             conn.execute(responses.update().where(responses.c.id == response_id, responses.c.status == "in_progress")
                          .values(status=status, response=ended, owner=None, error_code=code,
                                  ended_at=time.time()))
+            self._forget(conn, response_id)
             usage.count(conn, [usage.Ended(row.tenant, row.created_at, status == "failed", row.model,
                                            error_code=code)])
             return ended
 
         return await self.store.run(end)
+
+    async def forget_request(self, response_id: str) -> None:
+        """Drop an ended response's create body: nothing of it (an MCP server's credentials) stays at rest."""
+        await self.store.run(lambda conn: self._forget(conn, response_id))
+
+    @staticmethod
+    def _forget(conn: sa.Connection, response_id: str) -> None:
+        conn.execute(background.update().where(background.c.response_id == response_id).values(request=""))
 
     async def cancels_requested(self, response_ids: list[str]) -> set[str]:
         query = sa.select(background.c.response_id).where(background.c.response_id.in_(response_ids),

@@ -25,6 +25,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from parley.errors import AuthenticationFailed, InvalidRequest, ParleyError
 from parley.netpolicy import AddressPolicy
+from parley.redaction import redact_userinfo
 
 log = logging.getLogger("parley.mcp")
 Transport = Literal["streamable-http", "sse"]
@@ -126,7 +127,7 @@ class MCPSession:
         while not self._queue.empty():
             command = self._queue.get_nowait()
             if command is not None and not command[1].done():
-                command[1].set_exception(MCPUnavailable(f"The MCP session to {self.url} ended: {exc!r}"))
+                command[1].set_exception(MCPUnavailable(f"The MCP session to {redact_userinfo(self.url)} ended: {exc!r}"))
 
     async def _run(self, session: ClientSession, fn: Callable[[ClientSession], Awaitable[Any]],
                    future: asyncio.Future[Any]) -> None:
@@ -198,7 +199,7 @@ class MCPConnector:
             except BaseException as exc:  # noqa: BLE001 - the SDK raises exception groups
                 if 401 in session.statuses:
                     raise MCPUnauthorized(
-                        f"The MCP server at {url} answered 401 Unauthorized: check the tool's 'authorization' "
+                        f"The MCP server at {redact_userinfo(url)} answered 401 Unauthorized: check the tool's 'authorization' "
                         "or 'headers'.", param="tools") from None
                 if isinstance(refused := _innermost(exc), InvalidRequest):  # the address policy, at connect time
                     raise refused from None
@@ -208,7 +209,7 @@ class MCPConnector:
             return session
         if known:  # the remembered transport stopped working: forget it, try both next time
             self._transport_of.pop(url, None)
-        raise MCPUnavailable(f"Cannot connect to the MCP server at {url} ({'; '.join(failures)}).", param="tools")
+        raise MCPUnavailable(f"Cannot connect to the MCP server at {redact_userinfo(url)} ({'; '.join(failures)}).", param="tools")
 
 
 def _innermost(exc: BaseException) -> BaseException:

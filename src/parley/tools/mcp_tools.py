@@ -33,6 +33,7 @@ from openai.types.responses.response_output_item import McpCall, McpListTools
 from pydantic import Field
 
 from parley.errors import InvalidRequest
+from parley.redaction import redact_userinfo
 from parley.ids import new_id
 from parley.replayed_items import McpListToolsItem
 from parley.tools.approval import Gated
@@ -95,6 +96,7 @@ class McpTool(ToolModel):
     def echo(self) -> dict[str, Any]:
         """The tool as the Response echoes it: credentials never leave in a response or the store."""
         data = self.model_dump(exclude_none=True)
+        data["server_url"] = redact_userinfo(self.server_url)
         if self.headers:
             data["headers"] = {name: "<redacted>" for name in self.headers}
         if self.authorization:
