@@ -163,8 +163,8 @@ def run_one(url: str, args: argparse.Namespace) -> None:
     asyncio.run(fill(url, args.count))
     store = "PostgreSQL" if url.startswith("postgresql") else "SQLite"
     with ParleyProcess("--upstream", "http://127.0.0.1:9/v1", "--db", url, "--log-level", "warning",
-                       "--api-keys", "sk-alice=alice,sk-bob=bob", "--admin-keys", "sk-root") as server:
-        for viewer, key in (("tenant", "sk-alice"), ("admin", "sk-root")):
+                       "--api-keys", "sk-alice=alice,sk-bob-0000=bob", "--admin-keys", "sk-root-0000") as server:
+        for viewer, key in (("tenant", "sk-alice"), ("admin", "sk-root-0000")):
             for name, times in measure(server, key, args.runs).items():
                 print(f"| {store} | {viewer} | {name} | {statistics.median(times):.1f} | {max(times):.1f} |",
                       flush=True)

@@ -65,6 +65,21 @@ class AuthenticationFailed(ParleyError):
     default_code = "invalid_api_key"
 
 
+class TooManyFailures(ParleyError):
+    """A client address sent too many wrong API keys; it may try again after ``retry_after_s`` seconds."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "too_many_failed_keys"
+
+    def __init__(self, message: str, *, retry_after_s: int = 60) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def header_pairs(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", str(self.retry_after_s).encode())]
+
+
 class PayloadTooLarge(InvalidRequest):
     status_code = 413
 

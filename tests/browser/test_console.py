@@ -19,8 +19,8 @@ from parley.testing.mcp_server import MCPTestServer
 from parley.testing.scripted import ScriptedBackend
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-KEYS = "sk-alice=alice,sk-bob=bob"
-ADMIN = "sk-root"
+KEYS = "sk-alice=alice,sk-bob-0000=bob"
+ADMIN = "sk-root-0000"
 MCP_TOKEN = "mcp-secret-token-4711"
 
 
@@ -148,7 +148,7 @@ def test_the_playground_streams_a_reply_and_the_next_turn_chains(page, server, b
 
 def test_a_tenant_sees_only_its_own_responses_and_an_admin_sees_every_tenant(page, browser, server, backend):
     backend.push(Reply(text="alice's answer"), Reply(text="bob's answer"))
-    with api(server, "sk-alice") as alice, api(server, "sk-bob") as bob:
+    with api(server, "sk-alice") as alice, api(server, "sk-bob-0000") as bob:
         alice_id = alice.responses.create(model="scripted", input="alice asks").id
         bob_id = bob.responses.create(model="scripted", input="bob asks").id
 
@@ -183,7 +183,7 @@ def test_a_wrong_key_is_refused_and_signing_out_asks_again(page, server):
     page.fill("#key", "sk-nobody")
     page.click("#sign-in")
     assert "not one of this server's keys" in page.locator(".error").inner_text()
-    page.fill("#key", "sk-bob")
+    page.fill("#key", "sk-bob-0000")
     page.click("#sign-in")
     page.wait_for_url("**/console/overview")
     assert page.locator("#tenant").inner_text() == "bob"
@@ -220,7 +220,7 @@ def test_conversations_files_and_vector_stores_are_shown_to_their_tenant(page, b
     bob = browser.new_context()
     try:
         bob_page = bob.new_page()
-        sign_in(bob_page, server, "sk-bob", "/console/conversations")
+        sign_in(bob_page, server, "sk-bob-0000", "/console/conversations")
         assert conversation.id not in bob_page.content()
         for path in ("/console/files", "/console/vector-stores"):
             bob_page.goto(server.url + path)
@@ -268,3 +268,32 @@ def test_a_running_response_shows_in_the_list_and_its_end_shows_without_a_reload
         worker.join(timeout=30)
     assert done["id"] == response_id
     page.locator(f'tr[data-id="{response_id}"][data-status="completed"]').wait_for()  # and ends, with no reload
+
+
+def test_only_http_links_are_links_and_no_other_site_can_frame_the_console(page, server, backend):
+    """A replayed answer's citations name a javascript: and a data: URL beside an https one: only the last is
+    a link.  A page elsewhere that frames the console gets nothing (frame-ancestors 'none')."""
+    backend.push(Reply(text="noted"))
+    cited = [{"type": "url_citation", "url": url, "title": title, "start_index": 0, "end_index": 4}
+             for url, title in (("javascript:alert(document.cookie)", "click me"),
+                                ("data:text/html,<script>alert(1)</script>", "or me"),
+                                ("https://example.org/tides", "tide tables"))]
+    with api(server, "sk-alice") as alice:
+        made = alice.responses.create(model="scripted", input=[
+            {"role": "user", "content": "Where are tide tables?"},
+            {"type": "message", "role": "assistant", "id": "msg_replayed", "status": "completed",
+             "content": [{"type": "output_text", "text": "Here", "annotations": cited}]},
+            {"role": "user", "content": "Thanks."}])
+    sign_in(page, server, "sk-alice", f"/console/responses/{made.id}")
+    citations = page.locator(".citations li")
+    citations.first.wait_for()
+    assert citations.count() == 3
+    assert page.locator("a[href^='javascript:'], a[href^='data:']").count() == 0
+    assert page.locator("a[href='https://example.org/tides']").count() == 1
+    assert "click me" in page.locator(".citations").inner_text()  # shown, as text
+
+    framing = page.context.new_page()
+    framing.set_content(f'<iframe id="f" src="{server.url}/console/login"></iframe>')
+    framing.wait_for_load_state()
+    frame = framing.frame_locator("#f")
+    assert frame.locator("#key").count() == 0  # the sign-in form never renders inside another page

@@ -103,7 +103,7 @@ def test_an_upstream_of_an_unknown_backend_type_stops_serve_naming_it(scripted_s
     assert "upstream 'odd' has type 'bogus'" in refused.stderr and "embedded, openai" in refused.stderr
 
 
-@pytest.mark.parametrize("option, value, said", [("--api-keys", "sk-a", "needs a key and a tenant"),
+@pytest.mark.parametrize("option, value, said", [("--api-keys", "sk-a-0000", "needs a key and a tenant"),
                                                  ("--admin-keys", "=ops", "admin key entry needs a key")])
 def test_malformed_keys_stop_serve_in_one_line(tmp_path, option, value, said) -> None:
     import subprocess

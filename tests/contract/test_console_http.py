@@ -27,7 +27,7 @@ def test_local_mode_is_open_and_the_playground_create_needs_the_console_header(l
         listing = http.get("/console/responses")
         assert listing.status_code == 200 and "local mode" in listing.text
         refused = http.post("/console/api/responses", json={"model": "scripted", "input": "hi"})
-        assert refused.status_code == 403 and refused.json()["error"]["message"].endswith("x-parley-console.")
+        assert refused.status_code == 403 and "x-parley-console" in refused.json()["error"]["message"]
         backend.push(Reply(text="from the console"))
         made = http.post("/console/api/responses", json={"model": "scripted", "input": "hi"},
                          headers={"x-parley-console": "1"})
@@ -59,3 +59,64 @@ def test_a_console_page_is_a_503_while_the_database_is_away(backend, postgres_ur
             finally:
                 proxy.heal()
             assert httpx.get(f"{server.url}/console/responses", timeout=30).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def keyed(scripted_server, tmp_path_factory) -> Iterator[ParleyProcess]:
+    db = tmp_path_factory.mktemp("console-keyed") / "c.db"
+    with ParleyProcess("--upstream", scripted_server.url, "--db", f"sqlite:///{db}", "--api-keys",
+                       "sk-alice=alice", "--admin-keys", "sk-root-0000") as server:
+        yield server
+
+
+def _sign_in(http: httpx.Client, key: str, **headers: str) -> httpx.Response:
+    return http.post("/console/login", data={"key": key, "next": "/console/responses"}, headers=headers)
+
+
+def test_the_session_cookie_holds_no_key_and_signing_out_revokes_it(keyed) -> None:
+    with httpx.Client(base_url=keyed.url, timeout=30) as http:
+        signed = _sign_in(http, "sk-alice", **{"Sec-Fetch-Site": "same-origin", "Origin": keyed.url})
+        assert signed.status_code == 303, signed.text[:300]
+        cookie = signed.headers["set-cookie"]
+        assert "sk-alice" not in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert "Max-Age=43200" in cookie
+        session = http.cookies["parley_console_session"]
+        assert http.get("/console/responses").status_code == 200
+        assert http.post("/console/logout", headers={"Sec-Fetch-Site": "same-origin"}).status_code == 303
+        # the old cookie, sent again (as a thief who copied it would), signs in no one
+        again = httpx.get(f"{keyed.url}/console/responses", cookies={"parley_console_session": session})
+        assert again.status_code == 303 and "/console/login" in again.headers["location"]
+
+
+@pytest.mark.parametrize("headers", [{"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+                                     {"Origin": "https://evil.example"}, {"Origin": "null"}])
+def test_sign_in_and_out_from_another_site_are_refused(keyed, headers) -> None:
+    with httpx.Client(base_url=keyed.url, timeout=30) as http:
+        refused = _sign_in(http, "sk-alice", **headers)
+        assert refused.status_code == 403 and "set-cookie" not in refused.headers
+        assert _sign_in(http, "sk-alice").status_code == 303  # (no browser page sent it: allowed)
+        assert http.post("/console/logout", headers=headers).status_code == 403
+        assert http.get("/console/responses").status_code == 200  # still signed in
+
+
+def test_every_console_page_forbids_framing_sniffing_and_inline_scripts(keyed) -> None:
+    for path in ("/console/login", "/console/responses", "/console/static/console.js"):
+        reply = httpx.get(keyed.url + path, timeout=30)
+        policy = reply.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in policy and "script-src 'self'" in policy, path
+        assert reply.headers["x-frame-options"] == "DENY" and reply.headers["x-content-type-options"] == "nosniff"
+
+
+def test_wrong_keys_are_limited_per_client_address(scripted_server, tmp_path) -> None:
+    from parley.auth import FailedKeys
+
+    with ParleyProcess("--upstream", scripted_server.url, "--db", f"sqlite:///{tmp_path / 'l.db'}",
+                       "--api-keys", "sk-alice=alice") as server, \
+            httpx.Client(base_url=server.url, timeout=30) as http:
+        for _ in range(FailedKeys.LIMIT):
+            assert _sign_in(http, "sk-guess-000").status_code == 401
+        limited = _sign_in(http, "sk-alice")
+        assert limited.status_code == 429 and "Too many wrong API keys" in limited.text
+        api = http.get("/v1/models", headers={"Authorization": "Bearer sk-alice"})
+        assert api.status_code == 429 and api.json()["error"]["code"] == "too_many_failed_keys"
+        assert int(api.headers["retry-after"]) > 0

@@ -135,14 +135,14 @@ def test_only_http_sources_are_kept(tmp_path) -> None:
 
 def test_image_urls_to_internal_addresses_are_refused_with_keys(scripted_server, backend, tmp_path) -> None:
     with ParleyProcess("--upstream", scripted_server.url, "--db", f"sqlite:///{tmp_path / 'p.db'}",
-                       "--api-keys", "sk-a=a") as server:
+                       "--api-keys", "sk-a-0000=a") as server:
         for url in ("http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:9/x.png",
                     "http://[64:ff9b::a9fe:a9fe]/x.png"):
             for where in ("message", "function_call_output"):
                 item = {"role": "user", "content": [{"type": "input_image", "image_url": url}]} \
                     if where == "message" else {"type": "function_call_output", "call_id": "c1",
                                                 "output": [{"type": "input_image", "image_url": url}]}
-                response = httpx.post(f"{server.base_url}/responses", headers={"Authorization": "Bearer sk-a"},
+                response = httpx.post(f"{server.base_url}/responses", headers={"Authorization": "Bearer sk-a-0000"},
                                       json={"model": "m", "input": [item]}, timeout=30)
                 assert response.status_code == 400, response.text
                 error = response.json()["error"]

@@ -12,7 +12,7 @@ from parley.testing import ParleyProcess
 @pytest.fixture(scope="module")
 def keyed_server(scripted_server, db_url, tmp_path_factory):
     keys_file = tmp_path_factory.mktemp("keys") / "keys.txt"
-    keys_file.write_text("# key tenant\nsk-bob bob\n")
+    keys_file.write_text("# key tenant\nsk-bob-0000 bob\n")
     with ParleyProcess("--upstream", scripted_server.url, "--db", db_url, "--api-keys", "sk-alice=alice",
                        "--api-keys-file", str(keys_file)) as server:
         yield server
@@ -39,7 +39,7 @@ def test_missing_or_wrong_key_is_a_401_in_openai_shape(keyed_server, backend) ->
 
 
 def test_another_tenants_response_is_a_404_everywhere(keyed_server, backend) -> None:
-    alice, bob = client_for(keyed_server, "sk-alice"), client_for(keyed_server, "sk-bob")
+    alice, bob = client_for(keyed_server, "sk-alice"), client_for(keyed_server, "sk-bob-0000")
     mine = alice.responses.create(model="m", input="alice's secret")
     assert alice.responses.retrieve(mine.id).output_text == "You said: alice's secret"
     for call in (bob.responses.retrieve, bob.responses.delete, bob.responses.input_items.list):
@@ -54,7 +54,7 @@ def test_another_tenants_response_is_a_404_everywhere(keyed_server, backend) -> 
 
 
 def test_another_tenants_background_response_cannot_be_cancelled_or_followed(keyed_server, backend) -> None:
-    alice, bob = client_for(keyed_server, "sk-alice"), client_for(keyed_server, "sk-bob")
+    alice, bob = client_for(keyed_server, "sk-alice"), client_for(keyed_server, "sk-bob-0000")
     queued = alice.responses.create(model="m", input="alice's job", background=True)
     for call in (lambda: bob.responses.cancel(queued.id), lambda: list(bob.responses.retrieve(queued.id, stream=True)),
                  lambda: bob.responses.retrieve(queued.id)):
@@ -74,15 +74,15 @@ def test_with_keys_a_loopback_mcp_server_is_refused_unless_allowed(keyed_server,
     with pytest.raises(openai.BadRequestError) as info:
         client_for(keyed_server, "sk-alice").responses.create(model="m", input="x", tools=tools)
     assert info.value.body["param"] == "tools[0].server_url" and info.value.code == "url_not_allowed"
-    with ParleyProcess("--upstream", scripted_server.url, "--db", db_url, "--api-keys", "sk-a=a",
+    with ParleyProcess("--upstream", scripted_server.url, "--db", db_url, "--api-keys", "sk-a-0000=a",
                        "--outbound-allow", "127.0.0.0/8") as allowed:
         with pytest.raises(openai.APIStatusError) as info:  # admitted, so it is tried: nothing listens there
-            client_for(allowed, "sk-a").responses.create(model="m", input="x", tools=tools)
+            client_for(allowed, "sk-a-0000").responses.create(model="m", input="x", tools=tools)
         assert info.value.status_code == 424
 
 
 def test_another_tenants_file_is_a_404_everywhere(keyed_server) -> None:
-    with client_for(keyed_server, "sk-alice") as alice, client_for(keyed_server, "sk-bob") as bob:
+    with client_for(keyed_server, "sk-alice") as alice, client_for(keyed_server, "sk-bob-0000") as bob:
         mine = alice.files.create(file=("secret.txt", b"alice only"), purpose="user_data")
         for call in (bob.files.retrieve, bob.files.content, bob.files.delete):
             with pytest.raises(openai.NotFoundError):
@@ -92,7 +92,7 @@ def test_another_tenants_file_is_a_404_everywhere(keyed_server) -> None:
 
 
 def test_another_tenants_vector_stores_are_404_everywhere(keyed_server, backend) -> None:
-    alice, bob = client_for(keyed_server, "sk-alice"), client_for(keyed_server, "sk-bob")
+    alice, bob = client_for(keyed_server, "sk-alice"), client_for(keyed_server, "sk-bob-0000")
     secret = alice.files.create(file=("plan.md", b"The launch code is 1234."), purpose="assistants")
     store = alice.vector_stores.create(name="alice's", file_ids=[secret.id])
     calls = [lambda: bob.vector_stores.retrieve(store.id), lambda: bob.vector_stores.delete(store.id),
@@ -118,7 +118,7 @@ def test_another_tenants_vector_stores_are_404_everywhere(keyed_server, backend)
 
 
 def test_another_tenants_conversations_are_404_everywhere(keyed_server, backend) -> None:
-    alice, bob = client_for(keyed_server, "sk-alice"), client_for(keyed_server, "sk-bob")
+    alice, bob = client_for(keyed_server, "sk-alice"), client_for(keyed_server, "sk-bob-0000")
     mine = alice.conversations.create(metadata={"owner": "alice"})
     alice.responses.create(model="m", input="alice's secret", conversation=mine.id)
     item_id = alice.conversations.items.list(mine.id).data[0].id

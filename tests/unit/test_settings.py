@@ -12,16 +12,16 @@ from parley.settings import EMBEDDED_MODEL_ID, Settings
 
 def test_every_option_is_an_environment_variable(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("PARLEY_UPSTREAM", "http://127.0.0.1:9/v1/")
-    monkeypatch.setenv("PARLEY_UPSTREAM_API_KEY", "sk-x")
+    monkeypatch.setenv("PARLEY_UPSTREAM_API_KEY", "sk-x-0000")
     monkeypatch.setenv("PARLEY_DB", "sqlite:///x.db")
     monkeypatch.setenv("PARLEY_PORT", "9000")
     monkeypatch.setenv("PARLEY_HOST", "0.0.0.0")
     monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp_path))
     settings = settings_from_args(build_parser().parse_args(["serve"]))
-    assert (settings.upstream, settings.upstream_api_key, settings.db) == ("http://127.0.0.1:9/v1/", "sk-x", "sqlite:///x.db")
+    assert (settings.upstream, settings.upstream_api_key, settings.db) == ("http://127.0.0.1:9/v1/", "sk-x-0000", "sqlite:///x.db")
     assert (settings.port, settings.host, settings.data_dir) == (9000, "0.0.0.0", tmp_path)
     [default] = settings.upstreams()
-    assert (default.url, default.api_key, default.models) == ("http://127.0.0.1:9/v1", "sk-x", ["*"])
+    assert (default.url, default.api_key, default.models) == ("http://127.0.0.1:9/v1", "sk-x-0000", ["*"])
 
 
 def test_flags_override_the_environment(monkeypatch) -> None:

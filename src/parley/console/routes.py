@@ -15,7 +15,7 @@ import time
 from datetime import datetime, timezone
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, unquote, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.requests import Request
@@ -25,11 +25,14 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from parley.console import charts
-from parley.console.access import WRITE_HEADER, Viewer, cookie_header, viewer_for_key, viewer_of
-from parley.console.views import item_view, pretty_json, time_split, timeline
-from parley.errors import StoreUnavailable
+from parley.auth import CALLER_KEY, Caller
+from parley.console.access import (COOKIE, SESSION_TTL_S, WRITE_HEADER, Viewer, cookie_header, same_origin,
+                                   viewer_of)
+from parley.console.views import item_view, link, pretty_json, time_split, timeline
+from parley.errors import StoreUnavailable, TooManyFailures
 from parley.store.base import NOT_ENDED, TERMINAL
 from parley.store.console import ConsoleQueries, Filters
+from parley.store.console_sessions import ConsoleSessions
 from parley.store.console_data import ITEMS, LISTED, ConsoleData
 
 STATUSES = TERMINAL + NOT_ENDED
@@ -56,7 +59,7 @@ def _preview(text: str | None) -> str:
     return (text or "").replace("\n", " → ")
 
 
-templates.filters.update(when=_when, ms=_ms, json=pretty_json, preview=_preview)
+templates.filters.update(when=_when, ms=_ms, json=pretty_json, preview=_preview, link=link)
 
 
 def _runtime(request: Request) -> Any:
@@ -78,8 +81,16 @@ def _sign_in(request: Request) -> Response:
     return RedirectResponse(f"/console/login?{urlencode({'next': target})}", status_code=303)
 
 
-def _viewer(request: Request) -> Viewer | None:
-    return viewer_of(_runtime(request).keys, request)
+def _sessions(request: Request) -> ConsoleSessions:
+    return ConsoleSessions(_runtime(request).store, SESSION_TTL_S)
+
+
+async def _viewer(request: Request) -> Viewer | None:
+    return await viewer_of(_runtime(request).keys, _sessions(request), request)
+
+
+def _address(request: Request) -> str | None:
+    return request.client.host if request.client else None
 
 
 def _epoch(text: str | None) -> float | None:
@@ -107,17 +118,47 @@ async def login(request: Request) -> Response:
         target = "/console/responses"
     if request.method == "GET":
         return _page(request, "login.html", Viewer(scope=""), next=target, failed=False)
+    if not same_origin(request):
+        return _refused(request)
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     key = (form.get("key") or [""])[0].strip()
     target = (form.get("next") or [target])[0]
     target = target if target.startswith("/console") else "/console/responses"
-    if viewer_for_key(keys, key) is None:
+    try:
+        keys.failures.check(_address(request))
+    except TooManyFailures as exc:
+        return _page(request, "error.html", Viewer(scope=""), status_code=429, message=exc.message)
+    digest = keys.digest(key) if key else None
+    if digest is None:
+        keys.failures.failed(_address(request))
         return _page(request, "login.html", Viewer(scope=""), status_code=401, next=target, failed=True)
-    return RedirectResponse(target, status_code=303, headers={"set-cookie": cookie_header(request, key)})
+    try:
+        session = await _sessions(request).open(digest)
+    except StoreUnavailable:
+        return _unavailable(request, Viewer(scope=""))
+    return RedirectResponse(target, status_code=303, headers={"set-cookie": cookie_header(request, session)})
 
 
 async def logout(request: Request) -> Response:
+    if not same_origin(request):
+        return _refused(request)
+    session = unquote(request.cookies.get(COOKIE, ""))
+    if session:
+        try:
+            await _sessions(request).close(session)
+        except StoreUnavailable:
+            return _unavailable(request, Viewer(scope=""))
     return RedirectResponse("/console/login", status_code=303, headers={"set-cookie": cookie_header(request, None)})
+
+
+def _refused(request: Request) -> HTMLResponse:
+    return _page(request, "error.html", Viewer(scope=""), status_code=403,
+                 message="Signing in and out works from the console's own pages only.")
+
+
+def _unavailable(request: Request, viewer: Viewer) -> HTMLResponse:
+    return _page(request, "error.html", viewer, status_code=503,
+                 message="The response store is unavailable; this page will work again when it is back.")
 
 
 def _filters(request: Request) -> tuple[Filters, dict[str, str]]:
@@ -135,14 +176,13 @@ def viewed(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     """A page for a signed-in viewer: the sign-in page first when there is none, and a 503 page while the
     store is unavailable."""
     async def endpoint(request: Request) -> Response:
-        viewer = _viewer(request)
-        if viewer is None:
-            return _sign_in(request)
         try:
+            viewer = await _viewer(request)
+            if viewer is None:
+                return _sign_in(request)
             return await handler(request, viewer)
         except StoreUnavailable:
-            return _page(request, "error.html", viewer, status_code=503,
-                         message="The response store is unavailable; this page will work again when it is back.")
+            return _unavailable(request, Viewer(scope=""))
     return endpoint
 
 
@@ -183,11 +223,11 @@ async def response_page(request: Request, viewer: Viewer) -> Response:
 
 async def statuses(request: Request) -> Response:
     """The statuses of some responses (a response page polls its own while it runs)."""
-    viewer = _viewer(request)
-    if viewer is None:
-        return JSONResponse({"error": "sign in"}, status_code=401)
-    ids = [i for i in request.query_params.get("ids", "").split(",") if i]
     try:
+        viewer = await _viewer(request)
+        if viewer is None:
+            return JSONResponse({"error": "sign in"}, status_code=401)
+        ids = [i for i in request.query_params.get("ids", "").split(",") if i]
         return JSONResponse(await _queries(request).statuses(viewer.scope, ids))
     except StoreUnavailable:
         return JSONResponse({"error": "store unavailable"}, status_code=503)
@@ -271,17 +311,22 @@ class PlaygroundCreate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        viewer = _viewer(request)
-        if viewer is None or request.headers.get(WRITE_HEADER) != "1":
-            status, message = (401, "Sign in to the console first.") if viewer is None else (
-                403, f"The console's requests carry {WRITE_HEADER}.")
+        try:
+            viewer = await _viewer(request)
+        except StoreUnavailable:
+            viewer, status, message = None, 503, "The response store is unavailable; try again."
+        else:
+            status, message = 401, "Sign in to the console first."
+        if viewer is not None and (request.headers.get(WRITE_HEADER) != "1" or not same_origin(request)):
+            status, message = 403, f"The console's requests carry {WRITE_HEADER} and come from its own pages."
+        if viewer is None or status == 403:
             await JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": None,
                                           "code": None}}, status_code=status)(scope, receive, send)
             return
         headers = [(name, value) for name, value in scope["headers"] if name not in (b"authorization", b"cookie")]
-        if viewer.key:
-            headers.append((b"authorization", f"Bearer {viewer.key}".encode()))
-        inner = dict(scope, path="/v1/responses", raw_path=b"/v1/responses", headers=headers)
+        # (it acts for the viewer's tenant as resolved from their session: their key is not kept anywhere)
+        inner = dict(scope, path="/v1/responses", raw_path=b"/v1/responses", headers=headers,
+                     **{CALLER_KEY: Caller(viewer.tenant)})
         await scope["app"](inner, receive, send)
 
 

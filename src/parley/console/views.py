@@ -49,10 +49,18 @@ def _texts(content: Any) -> list[dict[str, Any]]:
     return parts
 
 
+def link(url: Any) -> str | None:
+    """``url`` when a page may link to it (http or https), else ``None``: a model's ``javascript:`` or ``data:``
+    URL is shown as text, never as a link."""
+    if isinstance(url, str) and url.split(":", 1)[0].strip().lower() in ("http", "https") and "://" in url:
+        return url
+    return None
+
+
 def _citation(annotation: dict[str, Any]) -> dict[str, Any]:
     kind = annotation.get("type")
     if kind == "url_citation":
-        return {"label": annotation.get("title") or annotation.get("url"), "url": annotation.get("url")}
+        return {"label": annotation.get("title") or annotation.get("url"), "url": link(annotation.get("url"))}
     if kind == "file_citation":
         return {"label": annotation.get("filename") or annotation.get("file_id"), "url": None}
     return {"label": kind, "url": None}

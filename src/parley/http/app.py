@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from parley.backends.router import Router
+from parley.console.access import ConsoleHeaders
 from parley.console.routes import console_routes
 from parley.http import error_handlers
 from parley.http.create import CreateRoute
@@ -46,6 +47,7 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
     app.add_middleware(CreateRoute, runtime=runtime)  # the hot path, inside Parley's middleware (see create.py)
     app.add_middleware(BodyBudget, limit=settings.max_inflight_body_bytes, max_body=settings.max_body_bytes)
     app.add_middleware(RequestIds, metrics=runtime.metrics)
+    app.add_middleware(ConsoleHeaders)
     error_handlers.install(app)
     # the routes themselves: include_router adds a layer to every request
     app.router.routes.extend(routes.routes + file_routes.routes + vector_store_routes.routes +

@@ -25,7 +25,8 @@ def runtime(request: Request) -> Runtime:
 
 
 async def caller(request: Request) -> Caller:  # async: FastAPI runs a plain def on a worker thread
-    return runtime(request).keys.caller(request.headers.get("authorization"))
+    return runtime(request).keys.caller(request.headers.get("authorization"),
+                                        request.client.host if request.client else None)
 
 
 async def metrics_reader(request: Request) -> None:

@@ -349,4 +349,18 @@ MIGRATIONS: list[tuple[str, Statements]] = [
             "CREATE INDEX ix_parley_responses_ended_at ON parley_responses (ended_at)",
         ],
     ),
+    (
+        # The console's sign-in sessions: the SHA-256 of the cookie's random id and of the key it was opened
+        # with (never the key), until it expires or its viewer signs out.
+        "0014_console_sessions",
+        [
+            """CREATE TABLE parley_console_sessions (
+                id_hash VARCHAR(64) PRIMARY KEY,
+                key_hash VARCHAR(64) NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX ix_parley_console_sessions_expires_at ON parley_console_sessions (expires_at)",
+        ],
+    ),
 ]
