@@ -103,7 +103,7 @@ def serve(settings: Settings) -> None:
     upstreams = ", ".join(f"{u.name} ({u.url or 'embedded'})" for u in settings.upstreams())
     log.info("upstreams: %s; store: %s", upstreams, settings.database_url().split("@")[-1])
     options: dict[str, Any] = dict(host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                                   access_log=False, log_config=None,
+                                   access_log=False, log_config=None, timeout_keep_alive=settings.keep_alive_s,
                                    http="parley.http.protocol:HeaderTimeoutProtocol")
     from parley.backends.embedded import EmbeddedUnavailable
     from parley.backends.router import Router, UnknownBackendType

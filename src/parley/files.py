@@ -69,6 +69,9 @@ async def fetch(url: str, where: str, policy: AddressPolicy, max_bytes: int, tim
             async with client.stream("GET", url) as response:
                 if response.status_code >= 400:
                     raise InvalidRequest(f"'{param}' answered HTTP {response.status_code}.", param=param)
+                if response.is_redirect or response.status_code >= 300:  # (its body is no file)
+                    raise InvalidRequest(f"'{param}' answered HTTP {response.status_code}, a redirect; Parley does not "
+                                         "follow them: give the file's own URL.", param=param)
                 body = bytearray()
                 async for chunk in response.aiter_bytes():
                     body += chunk

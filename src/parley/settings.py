@@ -156,6 +156,9 @@ class Settings(BaseSettings):
     max_inflight_body_bytes: int = Field(
         128 * 1024 * 1024, ge=1024, description="Request body bytes all clients together may have in flight; "
         "beyond it a request gets a 503 with Retry-After.")
+    keep_alive_s: float = Field(
+        75.0, gt=0, description="Seconds an idle kept-alive connection stays open: longer than clients keep theirs "
+        "(httpx 5, aiohttp 15, load balancers 60), so a client never reuses a connection the server is closing.")
     header_timeout_s: float = Field(
         10.0, gt=0, description="Seconds a connection may take to send a request's headers before it is closed.")
     docs: bool = Field(False, description="Serve the OpenAPI description and its pages at /openapi.json, /docs and "

@@ -189,6 +189,33 @@ def test_an_input_file_that_cannot_be_read_is_a_400_naming_it(client, backend, p
     assert backend.requests == []
 
 
+def test_a_file_url_that_redirects_is_a_400_not_an_empty_file(client, backend) -> None:
+    import http.server
+    import threading
+
+    class Redirecting(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+            self.send_response(302)
+            self.send_header("Location", "http://127.0.0.1:9/elsewhere.txt")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirecting) as site:
+        threading.Thread(target=site.serve_forever, daemon=True).start()
+        try:
+            with pytest.raises(openai.BadRequestError) as info:
+                client.responses.create(model="m", input=_file_message("x", {
+                    "type": "input_file", "filename": "a.txt",
+                    "file_url": f"http://127.0.0.1:{site.server_address[1]}/a.txt"}))
+        finally:
+            site.shutdown()
+    assert info.value.body["param"] == "input[0].content[1].file_url" and "redirect" in info.value.body["message"]
+    assert backend.requests == []
+
+
 def test_logprobs_are_asked_for_and_returned_on_parts_and_events(client, backend, parley_server) -> None:
     backend.push(Reply(text="Hello there", chunk_size=4))
     response = client.responses.create(model="m", input="hi", top_logprobs=2,

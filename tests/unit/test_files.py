@@ -9,7 +9,7 @@ import pytest
 from parley.errors import InvalidRequest
 from parley.extract import DOCX, Limits, Unreadable, extract_text
 from parley.files import decode_file_data, media_type
-from tests.files_fixtures import docx_bomb, tiny_pdf
+from tests.files_fixtures import docx_bomb, pdf_with_inflating_stream, tiny_pdf
 
 ROOMY = Limits(10**6)
 
@@ -73,3 +73,9 @@ def test_file_data_that_is_not_base64_is_named() -> None:
     with pytest.raises(InvalidRequest) as info:
         decode_file_data("not base64 at all!", "input[0].content[1]")
     assert info.value.param == "input[0].content[1].file_data"
+
+
+def test_a_pdf_whose_stream_inflates_past_pypdfs_limits_is_too_large_not_an_error() -> None:
+    with pytest.raises(Unreadable) as info:
+        extract_text(pdf_with_inflating_stream(inflated_mb=100), "application/pdf", Limits())
+    assert info.value.code == "file_too_large"

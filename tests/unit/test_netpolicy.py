@@ -54,3 +54,28 @@ async def test_embedded_public_ipv4_and_admitted_ranges_pass() -> None:
     await AddressPolicy(enforce=True).check("http://[64:ff9b::5db8:d70e]/mcp", "p")  # NAT64 of 93.184.215.14
     await AddressPolicy(enforce=True).check("http://[2002:5db8:d70e::1]/mcp", "p")  # 6to4 of 93.184.215.14
     await AddressPolicy(enforce=True, allow="127.0.0.0/8").check("http://[64:ff9b::7f00:1]/mcp", "p")
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:5432\\@1.1.1.1/x.png", "http://1.1.1.1\\@127.0.0.1/x",
+                                 "http://93.184.215.14 /x", "http://93.184.215.14/\tx"])
+async def test_urls_parsers_read_differently_are_refused(url: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        await AddressPolicy(enforce=True).check(url, "input[0].content[0].image_url")
+    assert info.value.code == "url_not_allowed" and info.value.param == "input[0].content[0].image_url"
+
+
+@pytest.mark.parametrize("host", ["224.0.0.1", "233.252.0.1", "239.255.255.250", "[ff02::1]", "[ff0e::1]"])
+async def test_multicast_is_never_public(host: str) -> None:
+    with pytest.raises(InvalidRequest):
+        await AddressPolicy(enforce=True).check(f"http://{host}/x", "p")
+
+
+async def test_an_allowed_host_or_address_with_a_port_admits_that_port_alone() -> None:
+    policy = AddressPolicy(enforce=True, allow="localhost:8080, 127.0.0.2:9000, [::1]:7000, 10.0.0.0/8")
+    await policy.check("http://localhost:8080/mcp", "p")
+    await policy.check("http://127.0.0.2:9000/mcp", "p")
+    await policy.check("http://[::1]:7000/mcp", "p")
+    await policy.check("http://10.1.2.3:5432/x", "p")  # a range without a port: every port
+    for url in ("http://localhost:5432/x", "http://localhost/x", "http://127.0.0.2:9001/x", "http://[::1]:7001/x"):
+        with pytest.raises(InvalidRequest):
+            await policy.check(url, "p")
