@@ -10,6 +10,7 @@ functions here are pure and raise :class:`Unreadable` for a file they refuse.
 from __future__ import annotations
 
 import io
+import mimetypes
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,26 @@ BYTES_PER_TOKEN = 8
 # XML a DOCX may inflate to for each byte of text it may produce (markup around a word is seldom ten times it).
 XML_PER_TEXT_BYTE = 16
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+
+EXTENSIONS = {".md": "text/markdown", ".markdown": "text/markdown", ".csv": "text/csv", ".json": "application/json",
+              ".txt": "text/plain", ".html": "text/html", ".htm": "text/html", ".pdf": "application/pdf",
+              ".docx": DOCX}
+# Source code and other text formats, read as UTF-8 text whatever type the platform's tables give them.
+CODE = {".py", ".js", ".mjs", ".ts", ".tsx", ".jsx", ".java", ".kt", ".c", ".h", ".cc", ".cpp", ".hpp", ".cs",
+        ".go", ".rs", ".rb", ".php", ".sh", ".swift", ".scala", ".sql", ".css", ".tex", ".yaml", ".yml", ".toml",
+        ".xml", ".ini", ".cfg", ".r", ".lua", ".pl", ".jl", ".ipynb", ".rst", ".log"}
+
+
+def media_type(filename: str | None, declared: str | None = None) -> str | None:
+    """The file's type: as declared (a data URL's or the server's), else from its name's extension."""
+    if declared and declared.split(";")[0].strip() not in ("", "application/octet-stream"):
+        return declared.split(";")[0].strip().lower()
+    if filename:
+        suffix = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+        if suffix in CODE:
+            return "text/plain"
+        return EXTENSIONS.get(suffix) or mimetypes.guess_type(filename)[0]
+    return None
 
 
 class Unreadable(Exception):

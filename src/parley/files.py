@@ -11,40 +11,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
-import mimetypes
 from typing import Any
 
 import httpx2
 
 from parley.errors import InvalidRequest
-from parley.extract import DOCX, Limits, Unreadable
+from parley.extract import Limits, Unreadable, media_type
 from parley.items import InputFile, InputImage
 from parley.netpolicy import AddressPolicy
 from parley.retrieval.jobs import read_file
 from parley.workers import JobError, WorkerFailed, WorkerPool
 
-log = logging.getLogger("parley.files")
 IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
-EXTENSIONS = {".md": "text/markdown", ".markdown": "text/markdown", ".csv": "text/csv", ".json": "application/json",
-              ".txt": "text/plain", ".html": "text/html", ".htm": "text/html", ".pdf": "application/pdf",
-              ".docx": DOCX}
-# Source code and other text formats, read as UTF-8 text whatever type the platform's tables give them.
-CODE = {".py", ".js", ".mjs", ".ts", ".tsx", ".jsx", ".java", ".kt", ".c", ".h", ".cc", ".cpp", ".hpp", ".cs",
-        ".go", ".rs", ".rb", ".php", ".sh", ".swift", ".scala", ".sql", ".css", ".tex", ".yaml", ".yml", ".toml",
-        ".xml", ".ini", ".cfg", ".r", ".lua", ".pl", ".jl", ".ipynb", ".rst", ".log"}
-
-
-def media_type(filename: str | None, declared: str | None = None) -> str | None:
-    """The file's type: as declared (a data URL's or the server's), else from its name's extension."""
-    if declared and declared.split(";")[0].strip() not in ("", "application/octet-stream"):
-        return declared.split(";")[0].strip().lower()
-    if filename:
-        suffix = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
-        if suffix in CODE:
-            return "text/plain"
-        return EXTENSIONS.get(suffix) or mimetypes.guess_type(filename)[0]
-    return None
 
 
 def decode_file_data(data: str, where: str) -> tuple[bytes, str | None]:

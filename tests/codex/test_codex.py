@@ -178,6 +178,7 @@ def test_live_web_search_through_parleys_provider(codex_bin, scripted_server, ba
     assert agent_messages(events) == ["Found: Maverick"]
 
 
+@pytest.mark.timeout(600)  # (a 135M model on two busy cores: its own budget, twice what a quiet machine needs)
 def test_codex_over_the_embedded_model(codex_bin, tmp_path) -> None:
     # No upstream at all: Codex's whole request (its developer prompt, environment context and a dozen tools,
     # rendered into the small model's prompt) runs on the embedded SmolLM2 and its answer reaches Codex.

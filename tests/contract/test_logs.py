@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import openai
 
@@ -20,7 +21,11 @@ def test_json_logs_carry_ids_and_no_secrets(scripted_server, backend, tmp_path) 
             response = client.responses.create(model="m", input="x", tools=[{
                 "type": "mcp", "server_label": "s", "server_url": mcp.url, "require_approval": "never",
                 "headers": {"Authorization": "Bearer very-secret-token"}}])
-            log = server.log()
+            # the access line is written after the body is sent: wait for it, not for a moment
+            deadline = time.monotonic() + 60
+            while '"route": "POST /v1/responses"' not in (log := server.log()):
+                assert time.monotonic() < deadline, "the access line was never written"
+                time.sleep(0.05)
     entries = [json.loads(line) for line in log.splitlines() if line.strip()]
     assert all({"time", "level", "logger", "message"} <= set(e) for e in entries)
     finished = [e for e in entries if e.get("response_id") == response.id]

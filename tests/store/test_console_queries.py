@@ -160,10 +160,10 @@ async def test_a_response_is_counted_once_when_it_ends(store) -> None:
 
 async def test_the_console_migration_fills_the_columns_of_responses_stored_before_it(fresh_url: str,
                                                                                      monkeypatch) -> None:
-    import parley.store.sql
+    import parley.store.database
 
     before = [entry for entry in MIGRATIONS if entry[0] < "0011"]
-    monkeypatch.setattr(parley.store.sql, "MIGRATIONS", before)  # a database as the release before it left it
+    monkeypatch.setattr(parley.store.database, "MIGRATIONS", before)  # a database as the release before it left it
     store = await open_store(fresh_url)
     body = {"id": "resp_old", "status": "failed", "model": "old-model", "output": [],
             "usage": {"input_tokens": 7, "output_tokens": 3}, "error": {"code": "server_error", "message": "x"}}
@@ -171,7 +171,7 @@ async def test_the_console_migration_fills_the_columns_of_responses_stored_befor
         "INSERT INTO parley_responses (id, tenant, created_at, status, response, messages) "
         "VALUES ('resp_old', '', 1, 'failed', :r, '[]')"), {"r": json.dumps(body)}))
     await store.close()
-    monkeypatch.setattr(parley.store.sql, "MIGRATIONS", MIGRATIONS)
+    monkeypatch.setattr(parley.store.database, "MIGRATIONS", MIGRATIONS)
     store = await open_store(fresh_url)
     try:
         row = (await ConsoleQueries(store).page("", Filters(model="old-model"))).rows[0]

@@ -8,7 +8,8 @@ import pytest
 
 from parley.errors import InvalidRequest
 from parley.extract import DOCX, Limits, Unreadable, extract_text
-from parley.files import decode_file_data, media_type
+from parley.extract import media_type
+from parley.files import decode_file_data
 from tests.files_fixtures import docx_bomb, pdf_with_inflating_stream, tiny_pdf
 
 ROOMY = Limits(10**6)

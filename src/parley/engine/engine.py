@@ -18,9 +18,6 @@ from typing import Any, get_args
 
 from openai.types.responses import (
     Response,
-    ResponseCompactionItem,
-    ResponseOutputItemAddedEvent,
-    ResponseOutputItemDoneEvent,
     ResponseCompletedEvent,
     ResponseCreatedEvent,
     ResponseErrorEvent,
@@ -33,20 +30,20 @@ from openai.types.responses import (
 from parley.backends.router import Router
 from parley.engine.approvals import resolve_approvals
 from parley.engine.chat_request import chat_request
-from parley.engine.history import build_messages, place_tool_message, with_instructions
+from parley.engine.history import place_tool_message, with_instructions
 from parley.engine.persistence import Persistence
 from parley.engine.recorder import Recorder
+from parley.engine.sources import HistorySources
+from parley.engine.window import Window
 from parley.engine.translate import ChunkTranslator
 from parley.engine.turn import Queued, RunState, Turn, snapshot
-from parley.engine import compaction, context, token_count
+from parley.engine import compaction, token_count
 from parley.errors import BackendError, InvalidRequest, NotFound, ParleyError, StoreUnavailable
 from parley.files import FileReader
-from parley.items import InputItem, ReasoningItem, image_urls, input_files, item_resource, parse_item, uploaded_images
-from parley.replayed_items import FileSearchCallItem, ItemReference, McpCallItem, WebSearchCallItem
+from parley.items import image_urls, input_files, item_resource, uploaded_images
 from parley.metrics import Metrics
 from parley.reasoning import ReasoningCipher
 from parley.request import CreateResponse
-from parley.settings import UpstreamConfig
 from parley.store.base import Store
 from parley.tools.base import BindContext, CallDone, ItemDone, ToolCall, ToolEnv
 from parley.tools.registry import REGISTRY, Registry, Toolset
@@ -84,6 +81,8 @@ class Engine:
         self.max_tool_iterations = max_tool_iterations
         self.metrics = metrics
         self.cipher = cipher
+        self.sources = HistorySources(store, conversations, cipher)
+        self.window = Window(router, cipher)
         self.recorder = Recorder(store, store_retry_s)
         _build_protocol_types()
 
@@ -99,27 +98,13 @@ class Engine:
                                               background=request.background)
         if persistence.needs_store and not self.store.available:  # refused before the model runs, not after
             raise StoreUnavailable("The response store is unavailable; try again.")
-        request.input = await self._resolve_references(request.input, tenant)
+        request.input = await self.sources.resolve_references(request.input, tenant)
         await self.registry.admit(request.tools, self.tools, tenant)
         for param, url in image_urls(request.input):  # the backend fetches these on the user's behalf
             await self.tools.address_policy.check(url, param)
         await self.files.read(input_files(request.input), tenant)
         await self.files.read_images(uploaded_images(request.input), tenant)
-        prior: list[dict[str, Any]] = []
-        previous = None
-        if request.previous_response_id:
-            previous = await self.store.get(request.previous_response_id, tenant)
-            if previous is None:
-                raise InvalidRequest(
-                    f"Previous response with id '{request.previous_response_id}' not found.",
-                    param="previous_response_id", code="previous_response_not_found",
-                )
-            prior = previous.messages
-        elif request.conversation:
-            prior = await self._conversation_history(request.conversation, tenant)
-        conversation = build_messages(prior, request.input, self._replayed_reasoning(request, upstream),
-                                      await self._stored_calls(request.input, tenant),
-                                      compaction.summaries(self.cipher, request.input, "input"))
+        conversation, previous = await self.sources.conversation(request, upstream, tenant)
         # The stored response, parsed once into the protocol's types: what the tools and approvals read of it.
         previous_output = Response.model_validate_json(previous.serialized()).output if previous else []
         approved = resolve_approvals(request, previous_output, previous.call_ids if previous else {}, conversation)
@@ -152,7 +137,7 @@ class Engine:
         tools = self.registry.bind(request.tools, request.tool_choice, BindContext(
             self.tools, turn.previous_output, list(request.input), tenant, list(request.include)))
         try:
-            body = await self._fitted(turn, self._chat_body(turn, RunState(conversation=turn.conversation), tools,
+            body = await self.window.fitted(turn, self._chat_body(turn, RunState(conversation=turn.conversation), tools,
                                                             first=True))
         finally:
             await tools.aclose()
@@ -163,103 +148,9 @@ class Engine:
         """``POST /v1/responses/compact``: the user messages of the request's history and a ``compaction`` item
         holding the model's summary of the rest (see :mod:`parley.engine.compaction`); nothing is stored."""
         turn = await self.prepare(request.model_copy(update={"store": False, "stream": False}), tenant, client_key)
-        summary, usage = await self._summarize(turn, turn.conversation)
+        summary, usage = await self.window.summarize(turn, turn.conversation)
         items = compaction.user_items(turn.conversation) + [compaction.seal(self.cipher, summary)]
         return compaction.compacted_response(items, usage)
-
-    async def _summarize(self, turn: Turn, messages: list[Any]) -> tuple[str, Any]:
-        key = turn.client_key if turn.upstream.forward_client_key else None
-        base = chat_request(turn.request, [], model=turn.request.model, max_tokens_param=turn.upstream.max_tokens_param,
-                            forward=turn.upstream.forward_params)
-        base.pop(turn.upstream.max_tokens_param, None)  # the answer's bound is not the summary's
-        return await compaction.summarize(self.router.backends[turn.upstream.name], key, base, messages,
-                                          turn.request.instructions)
-
-    async def _compacted(self, turn: Turn, state: RunState, body: dict[str, Any]
-                         ) -> AsyncIterator[ResponseStreamEvent]:
-        """``context_management``: when this call's prompt passes the threshold, the history before the current
-        turn becomes its user messages and a summary, and the ``compaction`` item goes into the output."""
-        messages = state.conversation
-        current = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=0)
-        if current == 0:
-            return  # nothing before the current turn to compact
-        backend = self.router.backends[turn.upstream.name]
-        if (await token_count.count(backend, body))[0] <= (turn.compact_threshold or 0):
-            return
-        summary, usage = await self._summarize(turn, messages[:current])
-        state.usage.input_tokens += usage.input_tokens
-        state.usage.output_tokens += usage.output_tokens
-        state.conversation = compaction.compacted_chat(messages[:current], summary) + messages[current:]
-        item = ResponseCompactionItem(**compaction.seal(self.cipher, summary))
-        index = len(state.output)
-        yield ResponseOutputItemAddedEvent(type="response.output_item.added", item=item, output_index=index,
-                                           sequence_number=0)
-        yield ResponseOutputItemDoneEvent(type="response.output_item.done", item=item, output_index=index,
-                                          sequence_number=0)
-        state.output.append(item)
-
-    async def _fitted(self, turn: Turn, body: dict[str, Any]) -> dict[str, Any]:
-        """The chat body cut to the model's context window, for ``truncation: "auto"``."""
-        if turn.context_window is None:
-            return body
-        backend = self.router.backends[turn.upstream.name]
-
-        async def count(candidate: dict[str, Any]) -> int:
-            return (await token_count.count(backend, candidate))[0]
-
-        return await context.fit(body, turn.context_window,
-                                 context.answer_room(turn.context_window, turn.request.max_output_tokens),
-                                 count, turn.request.model)
-
-    async def _conversation_history(self, conversation_id: str, tenant: str) -> list[dict[str, Any]]:
-        """The chat that a conversation's items make (the history a response on it continues)."""
-        stored = await self.conversations.items(conversation_id, tenant, turn=True) if self.conversations else None
-        if stored is None:
-            raise NotFound(f"Conversation with id '{conversation_id}' not found.", param="conversation")
-        items = [parse_item(entry, f"conversation.items[{i}]") for i, entry in enumerate(stored)]
-        return build_messages([], items, None, await self._stored_calls(items, tenant),
-                              compaction.summaries(self.cipher, items, "conversation.items"))
-
-    async def _resolve_references(self, items: list[InputItem], tenant: str) -> list[InputItem]:
-        """Each ``item_reference`` replaced by the stored item it names (of the caller's tenant)."""
-        resolved = list(items)
-        for i, item in enumerate(items):
-            if isinstance(item, ItemReference):
-                found = await self.store.find_item(item.id, tenant)
-                if found is None:
-                    raise InvalidRequest(f"No stored item with id '{item.id}'.", param=f"input[{i}].id",
-                                         code="item_not_found")
-                resolved[i] = parse_item(found, f"input[{i}]")
-        return resolved
-
-    async def _stored_calls(self, items: list[InputItem], tenant: str) -> dict[str, Any]:
-        """For replayed server-side items that this tenant's stored responses made: their chat call and result."""
-        known = {}
-        for item in items:
-            # (a call run after an approval stays under the id its approval request gives it in the replay)
-            if isinstance(item, (WebSearchCallItem, FileSearchCallItem)) or (
-                    isinstance(item, McpCallItem) and not item.approval_request_id):
-                found = await self.store.find_call(item.id, tenant)
-                if found is not None:
-                    known[item.id] = found
-        return known
-
-    def _replayed_reasoning(self, request: CreateResponse, upstream: UpstreamConfig) -> dict[int, str]:
-        """The text of replayed reasoning items, for upstreams that take reasoning back (``replay_reasoning``):
-        decrypted ``encrypted_content`` (an altered or foreign one is a 400), else the item's own text."""
-        texts: dict[int, str] = {}
-        for i, item in enumerate(request.input):
-            if not isinstance(item, ReasoningItem):
-                continue
-            text = item.text
-            if item.encrypted_content:
-                text = self.cipher.decrypt(item.encrypted_content) if self.cipher else None
-                if text is None:
-                    raise InvalidRequest("This encrypted_content was not made by this server or was altered.",
-                                         param=f"input[{i}].encrypted_content", code="invalid_encrypted_content")
-            if upstream.replay_reasoning and text:
-                texts[i] = text
-        return texts
 
     async def run(self, turn: Turn, state: RunState | None = None) -> AsyncIterator[ResponseStreamEvent]:
         """Every event of the response, numbered from 0 (from 2 for a queued one: ``response.created`` and
@@ -397,11 +288,11 @@ class Engine:
                 if turn.compact_threshold is not None and not any(
                         getattr(item, "type", None) == "compaction" for item in state.output):  # once per response
                     history = state.conversation
-                    async for event in self._compacted(turn, state, body):
+                    async for event in self.window.compacted(turn, state, body):
                         yield event
                     if state.conversation is not history:  # compacted: the body is made from the new history
                         body = self._chat_body(turn, state, tools, first=iteration == 0)
-                body = await self._fitted(turn, body)
+                body = await self.window.fitted(turn, body)
                 translator = ChunkTranslator(first_index=len(state.output), server_names=tools.server_names(),
                                              cite=tools.cite, client_tools=tools.client_tools(),
                                              encrypt=self.cipher.encrypt if self.cipher and

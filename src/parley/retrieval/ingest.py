@@ -15,8 +15,7 @@ import logging
 import numpy as np
 
 from parley.errors import StoreUnavailable
-from parley.extract import Limits, Unreadable
-from parley.files import media_type
+from parley.extract import Limits, Unreadable, media_type
 from parley.retrieval.embeddings import LOCAL, EmbeddingFailed, Embedders
 from parley.retrieval.jobs import EMBED_BATCH, index_file
 from parley.store.files import SqlFiles

@@ -1,0 +1,183 @@
+"""The database a store runs on: SQLAlchemy 2 over SQLite (WAL, the default) or PostgreSQL.
+
+Each operation is written once, as a function of a SQLAlchemy ``Connection`` run inside one transaction, and
+:meth:`Database.run` runs it the way its database goes fastest: PostgreSQL through the async engine (asyncpg),
+SQLite on one thread of its own holding the one connection, in a single hop per operation.  (With aiosqlite
+every statement, the begin and the commit were each a hop to its thread and back: about 1 ms of a stored
+response's latency, half of what Parley added to a request.)
+
+A failed statement is classified here, once (:mod:`parley.store.faults`): the request's fault is its 400, the
+database's absence a :class:`~parley.errors.StoreUnavailable` (503) that marks the store unavailable until an
+operation succeeds again.  Migrations are applied here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from parley.errors import InvalidRequest, StoreUnavailable
+from parley.store import faults
+from parley.store.migrations import MIGRATIONS, statements_for
+from parley.store.tables import migrations_table
+
+log = logging.getLogger("parley.store")
+POOL_WAIT_S = 30.0  # how long an operation may wait for one of the pool's connections (load, not failure)
+T = TypeVar("T")
+
+
+def normalize_url(url: str) -> str:
+    """The driver Parley uses: Python's sqlite3 for SQLite, asyncpg for PostgreSQL (any spelling)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("sqlite+aiosqlite", "sqlite+pysqlite"):
+        parsed = parsed.set(drivername="sqlite")
+    elif parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    import sqlite_vec  # vector distances for vector stores' search
+
+    dbapi_connection.enable_load_extension(True)  # sqlean's build allows it on every platform
+    sqlite_vec.load(dbapi_connection)
+    dbapi_connection.enable_load_extension(False)
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _db_now(dialect: str) -> Any:
+    """The database's clock in epoch seconds: heartbeats and staleness are read on one clock, never on
+    each host's own (two hosts whose clocks disagree would otherwise fail each other's responses)."""
+    if dialect == "postgresql":
+        return sa.extract("epoch", sa.func.clock_timestamp())
+    return (sa.func.julianday("now") - 2440587.5) * 86400.0
+
+
+class Database:
+    """One database, its connections and its clock.
+
+    Every operation is bounded by ``timeout_s``: on PostgreSQL the driver's connect and statement timeouts
+    (and a backstop deadline beyond the wait for a pooled connection), on SQLite the busy timeout.
+    ``available`` says how the last operation went.
+    """
+
+    def __init__(self, engine: AsyncEngine | sa.Engine, timeout_s: float = 5.0) -> None:
+        self.engine = engine
+        self.timeout_s = timeout_s
+        self.available = True
+        self._reachable_since: float | None = None  # (monotonic) since when every operation has reached it
+        self._thread = None if isinstance(engine, AsyncEngine) else ThreadPoolExecutor(1, "parley-sqlite")
+        self._now = _db_now(engine.dialect.name)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    async def run(self, operation: Callable[[sa.Connection], T]) -> T:
+        """Run ``operation`` in one transaction and return what it returns."""
+        try:
+            if isinstance(self.engine, AsyncEngine):
+                # The driver's connect and statement timeouts come first; this deadline is a backstop for any
+                # step they miss, beyond the wait for a pooled connection (busy is not unavailable).
+                async with asyncio.timeout(POOL_WAIT_S + 2 * self.timeout_s + 1):
+                    async with self.engine.begin() as conn:
+                        result = await conn.run_sync(operation)
+            else:  # a local file: its lock waits are bounded by the busy timeout; waiting for the thread is load
+                result = await asyncio.get_running_loop().run_in_executor(self._thread, self._transaction, operation)
+        except Exception as exc:
+            fault = faults.classify(exc)
+            if fault == "request":
+                raise InvalidRequest(f"The database refused what the request holds: {faults.summary(exc)}",
+                                     code="invalid_value") from exc
+            if fault == "other":
+                raise
+            if self.available:
+                log.warning("the database is unavailable: %s: %.300s", type(exc).__name__, exc)
+            self.available, self._reachable_since = False, None
+            raise StoreUnavailable("The response store is unavailable; try again.") from exc
+        self.available = True
+        if self._reachable_since is None:
+            self._reachable_since = time.monotonic()
+        return result
+
+    def reachable_for(self, seconds: float) -> bool:
+        """Whether this process has reached the database in every operation for the last ``seconds``: only then
+        may it take another instance's silence for a stop (after an outage every instance is silent, and a
+        live one needs that long to be heard again)."""
+        return self._reachable_since is not None and time.monotonic() - self._reachable_since >= seconds
+
+    def _transaction(self, operation: Callable[[sa.Connection], T]) -> T:
+        assert isinstance(self.engine, sa.Engine)
+        with self.engine.begin() as conn:
+            return operation(conn)
+
+    async def ping(self) -> None:
+        """A round trip to the database; raises :class:`StoreUnavailable` when it fails."""
+        await self.run(lambda conn: conn.execute(sa.text("SELECT 1")).scalar())
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations; returns the names applied now."""
+        postgres = self.is_postgres
+        dialect = self.engine.dialect.name
+
+        def migrate(conn: sa.Connection) -> list[str]:
+            if postgres:  # several processes may start at once
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(7226537)"))
+            migrations_table.create(conn, checkfirst=True)
+            done = set(conn.execute(sa.select(migrations_table.c.name)).scalars())
+            applied_now = []
+            for name, statements in MIGRATIONS:
+                if name in done:
+                    continue
+                for statement in statements_for(statements, dialect):
+                    conn.execute(sa.text(statement))
+                conn.execute(migrations_table.insert().values(name=name, applied_at=time.time()))
+                applied_now.append(name)
+            return applied_now
+
+        return await self.run(migrate)
+
+    async def close(self) -> None:
+        if isinstance(self.engine, AsyncEngine):
+            await self.engine.dispose()
+            return
+        await asyncio.get_running_loop().run_in_executor(self._thread, self.engine.dispose)
+        assert self._thread is not None
+        self._thread.shutdown(wait=True)
+
+
+def open_engine(url: str, timeout_s: float) -> AsyncEngine | sa.Engine:
+    """The engine for ``url``, creating the SQLite file's folder if needed.
+
+    ``timeout_s`` bounds each connection attempt and each statement; the SQLite file waits as long for
+    its lock."""
+    url = normalize_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_timeout=POOL_WAIT_S,
+                                   connect_args={"timeout": timeout_s, "command_timeout": timeout_s})
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    # One connection, used by the store's one thread: SQLite takes one writer at a time anyway, and
+    # concurrent connections turn that into "database is locked" errors under load instead of a short wait.
+    # sqlean.py: Python's sqlite3 module built with a recent SQLite (FTS5) that may load extensions
+    # (sqlite-vec), which many Pythons' own sqlite3 (pyenv's, some distributions') may not.
+    import sqlean
+
+    engine = sa.create_engine(url, module=sqlean, poolclass=sa.pool.QueuePool, pool_size=1, max_overflow=0,
+                              pool_reset_on_return=None, connect_args={"timeout": timeout_s})
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
