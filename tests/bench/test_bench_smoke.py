@@ -24,3 +24,16 @@ def test_bench_smoke_mode_prints_every_row(tmp_path) -> None:
         assert expected in metrics, expected
     assert "| metric | Parley | direct |" in done.stdout
     assert [row["parley"] for row in rows if "errors" in row["metric"]] == [0, 0]
+
+
+def test_the_tenant_isolation_bench_runs_both_rounds(tmp_path) -> None:
+    out = tmp_path / "tenants.json"
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "tenants.py"), "--smoke", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert {row["run"] for row in result["rows"]} == {"alone", "with the noisy tenant"}
+    assert all(row["count"] > 0 for row in result["rows"])
+    noisy = result["shared"]["noisy"]
+    assert noisy.get("1,000-clause search: 400", 0) > 0 and noisy.get("input_file bomb: 400", 0) > 0
+    assert "| run | what | done | p50 | p99 |" in done.stdout

@@ -4,6 +4,7 @@ resumed and cancelled through the other; taken over from an instance killed with
 from __future__ import annotations
 
 import asyncio
+import json
 import concurrent.futures
 import time
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 
 import asyncpg
 import openai
+import pytest
 
 from parley.store.base import ABANDONED
 from parley.testing import ParleyProcess
@@ -133,3 +135,28 @@ def test_a_response_accepted_by_an_instance_that_runs_none_is_run_by_another(scr
         while f"response {queued.id} completed" not in a.log() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert f"response {queued.id} completed" in a.log() and f"response {queued.id}" not in b.log()
+
+
+def test_a_follower_whose_response_is_deleted_ends_with_an_error_event(scripted_server, backend,
+                                                                      own_postgres_url) -> None:
+    """Followed through b while a runs it, the response is deleted: b's follower ends with an error event
+    naming why, not a bare end of stream."""
+    import httpx
+
+    with _runner_and_watcher(scripted_server.url, own_postgres_url) as (a, b, one, other):
+        backend.hold()
+        queued = one.responses.create(model="m", input="go", background=True)
+        backend.wait_for_requests(1)
+        with httpx.stream("GET", f"{b.base_url}/responses/{queued.id}", params={"stream": "true"},
+                          timeout=60) as followed:
+            lines = followed.iter_lines()
+            assert next(lines) == "event: response.created"  # the follower reads the kept events
+            other.responses.delete(queued.id)  # (the SDK returns nothing for a delete)
+            with pytest.raises(openai.NotFoundError):
+                other.responses.retrieve(queued.id)
+            rest = list(lines)
+        backend.release()
+        events = [line.removeprefix("event: ") for line in rest if line.startswith("event: ")]
+        assert events[-1] == "error", events
+        last = json.loads([line for line in rest if line.startswith("data: ")][-1][6:])
+        assert last["code"] == "response_not_found" and queued.id in last["message"]
