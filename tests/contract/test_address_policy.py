@@ -95,3 +95,20 @@ async def test_local_mode_connects_as_the_url_says(server) -> None:
         assert await session.list_tools()
     finally:
         await session.aclose()
+
+
+async def test_an_allowed_address_with_a_port_admits_that_port_alone(server) -> None:
+    """``--outbound-allow 127.0.0.1:PORT`` reaches the MCP server on that port; the same address on another
+    port is refused (an entry without a port admitted every port of the machine: its database too)."""
+    port = int(server.url.split(":")[2].split("/")[0])
+    admitted = AddressPolicy(enforce=True, allow=f"127.0.0.1:{port}")
+    session = await MCPConnector(timeout=10, policy=admitted).connect(server.url, {})
+    try:
+        assert await session.list_tools()
+    finally:
+        await session.aclose()
+    other = AddressPolicy(enforce=True, allow=f"127.0.0.1:{port + 1}")
+    with pytest.raises((InvalidRequest, MCPUnavailable)):
+        await MCPConnector(timeout=10, policy=other).connect(server.url, {})
+    with pytest.raises(InvalidRequest):
+        await other.check(server.url, "tools[0].server_url")

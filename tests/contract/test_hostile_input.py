@@ -137,7 +137,8 @@ def test_image_urls_to_internal_addresses_are_refused_with_keys(scripted_server,
     with ParleyProcess("--upstream", scripted_server.url, "--db", f"sqlite:///{tmp_path / 'p.db'}",
                        "--api-keys", "sk-a-0000=a") as server:
         for url in ("http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:9/x.png",
-                    "http://[64:ff9b::a9fe:a9fe]/x.png"):
+                    "http://[64:ff9b::a9fe:a9fe]/x.png", "http://127.0.0.1:5432\\@1.1.1.1/x.png",
+                    "http://224.0.0.251/x.png"):
             for where in ("message", "function_call_output"):
                 item = {"role": "user", "content": [{"type": "input_image", "image_url": url}]} \
                     if where == "message" else {"type": "function_call_output", "call_id": "c1",

@@ -3,6 +3,7 @@ retrieval options, and 4xx log lines that name what was refused."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 
@@ -13,6 +14,7 @@ import pytest
 from parley.testing import ParleyProcess, Reply
 from parley.testing.grammar import check_stream
 from tests.contract.helpers import stream_raw
+from tests.files_fixtures import pdf_with_inflating_stream
 
 
 def test_penalties_are_sent_upstream_and_echoed_with_defaults(client, backend, parley_server) -> None:
@@ -181,6 +183,8 @@ def test_input_files_reach_the_model_as_their_text(client, backend, tmp_path) ->
     ({"type": "input_file", "file_url": "http://127.0.0.1:9/missing.pdf"}, "input[0].content[1].file_url"),
     ({"type": "input_file", "file_id": "file-abc"}, "input[0].content[1].file_id"),
     ({"type": "input_file", "filename": "a.txt"}, "input[0].content[1]"),
+    ({"type": "input_file", "filename": "bomb.pdf", "file_data": base64.b64encode(
+        pdf_with_inflating_stream(100)).decode()}, "input[0].content[1]"),  # (pypdf's limits: it was a 500)
 ])
 def test_an_input_file_that_cannot_be_read_is_a_400_naming_it(client, backend, part, param) -> None:
     with pytest.raises(openai.BadRequestError) as info:
