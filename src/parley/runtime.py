@@ -75,8 +75,10 @@ class Runtime:
             timeout=settings.tool_timeout) if settings.web_search else None
         self.policy = AddressPolicy(enforce=self.keys.enabled, allow=settings.outbound_allow)
         self.tools = ToolEnv(self.policy, settings.tool_timeout, search, settings.mcp_require_approval)
-        self.workers = WorkerPool(settings.file_workers, settings.file_worker_memory_mb << 20,
-                                  settings.file_worker_cpu_s, preload=("__main__", "parley.retrieval.warm"))
+        # Two lanes of file workers: a tenant's large ingestion never makes another's input_file wait.
+        bounds = (settings.file_worker_memory_mb << 20, settings.file_worker_cpu_s)
+        self.workers = WorkerPool(settings.file_workers, *bounds, preload=("__main__", "parley.retrieval.warm"))
+        self.ingest_workers = WorkerPool(settings.ingest_concurrency, *bounds)
         self.file_limits = Limits(settings.max_file_tokens)
         self.ready = False
         self._engine: Engine | None = None
@@ -136,7 +138,7 @@ class Runtime:
         await store.heartbeat(self.engine.recorder.instance_id)  # registered before it serves
         self._retrieval = Retrieval(
             store, self._files, Embedders(settings.embedding_upstream, settings.embedding_api_key,
-                                          settings.upstream_timeout_s), self.workers,
+                                          settings.upstream_timeout_s), self.ingest_workers,
             instance=self.engine.recorder.instance_id, stale_s=settings.instance_stale_s,
             limits=self.file_limits, concurrency=settings.ingest_concurrency)
         await self._retrieval.start()

@@ -170,8 +170,9 @@ class Settings(BaseSettings):
     max_file_tokens: int = Field(
         5_000_000, ge=1, description="Most tokens of text one file may give (an input_file's 400 or a vector "
         "store file's failure above; OpenAI's bound); extraction stops at 8 bytes of text per token.")
-    file_workers: int = Field(2, ge=1, description="Worker processes one instance runs at once to read, chunk and "
-                              "embed files (the rest wait their turn).")
+    file_workers: int = Field(2, ge=1, description="Worker processes one instance runs at once to read input_file "
+                              "parts (the rest wait their turn); vector store ingestion has --ingest-concurrency "
+                              "of its own.")
     file_worker_memory_mb: int = Field(
         1024, ge=64, description="Memory one file worker process may add to what it starts with; past it that "
         "file fails, not the server.")

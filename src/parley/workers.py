@@ -73,7 +73,8 @@ def _child(send: Connection, memory_bytes: int, cpu_s: float, job: Callable[...,
 
 
 class WorkerPool:
-    """Runs module-level functions in worker processes within bounds; one pool per server process."""
+    """Runs module-level functions in worker processes within bounds, ``processes`` at a time.  Every pool of a
+    process forks from the one forkserver, whose ``preload`` the first pool that names one sets."""
 
     def __init__(self, processes: int = 2, memory_bytes: int = 1 << 30, cpu_s: float = 120.0,
                  preload: tuple[str, ...] = ()) -> None:
