@@ -162,21 +162,25 @@ def run(server: ParleyProcess, store_id: str, args: argparse.Namespace, noisy: b
     return result
 
 
-def database(kind: str) -> tuple[str, str | None]:
-    if kind == "sqlite":
-        return f"sqlite:///{tempfile.mkdtemp()}/tenants.db", None
+def admin(sql: str) -> None:
+    """One statement on PostgreSQL's admin database."""
     import asyncpg
 
-    name = f"parley_bench_{secrets.token_hex(4)}"
-
-    async def admin(sql: str) -> None:
+    async def run() -> None:
         conn = await asyncpg.connect(POSTGRES_ADMIN)
         try:
             await conn.execute(sql)
         finally:
             await conn.close()
 
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(run())
+
+
+def database(kind: str) -> tuple[str, str | None]:
+    if kind == "sqlite":
+        return f"sqlite:///{tempfile.mkdtemp()}/tenants.db", None
+    name = f"parley_bench_{secrets.token_hex(4)}"
+    admin(f'CREATE DATABASE "{name}"')
     return POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{name}", name
 
 
@@ -207,16 +211,7 @@ def main() -> int:
             shared = run(server, store_id, args, noisy=True)
     finally:
         if created:
-            import asyncpg
-
-            async def drop() -> None:
-                conn = await asyncpg.connect(POSTGRES_ADMIN)
-                try:
-                    await conn.execute(f'DROP DATABASE IF EXISTS "{created}" WITH (FORCE)')
-                finally:
-                    await conn.close()
-
-            asyncio.run(drop())
+            admin(f'DROP DATABASE IF EXISTS "{created}" WITH (FORCE)')
     rows = []
     for name, result in (("alone", alone), ("with the noisy tenant", shared)):
         for kind in ("create", "search"):

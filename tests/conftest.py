@@ -68,6 +68,14 @@ def own_postgres_url() -> Iterator[str]:
     yield from _fresh_postgres()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def own_db_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """A database for this test alone, on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'own.db'}"
+    return request.getfixturevalue("own_postgres_url")
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     if request.param == "sqlite":

@@ -65,19 +65,23 @@ class AuthenticationFailed(ParleyError):
     default_code = "invalid_api_key"
 
 
-class TooManyFailures(ParleyError):
-    """A client address sent too many wrong API keys; it may try again after ``retry_after_s`` seconds."""
+class RetryLater(ParleyError):
+    """An error the client may retry after ``retry_after_s`` seconds (sent as ``Retry-After``)."""
 
-    status_code = 429
-    error_type = "rate_limit_error"
-    default_code = "too_many_failed_keys"
-
-    def __init__(self, message: str, *, retry_after_s: int = 60) -> None:
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
     def header_pairs(self) -> list[tuple[bytes, bytes]]:
         return [(b"retry-after", str(self.retry_after_s).encode())]
+
+
+class TooManyFailures(RetryLater):
+    """A client address sent too many wrong API keys."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "too_many_failed_keys"
 
 
 class PayloadTooLarge(InvalidRequest):
@@ -111,16 +115,9 @@ class StoreUnavailable(ParleyError):
     default_code = "store_unavailable"
 
 
-class ServerBusy(ParleyError):
-    """A bound on work in flight is reached; the client may retry after ``retry_after_s`` seconds."""
+class ServerBusy(RetryLater):
+    """A bound on work in flight is reached."""
 
     status_code = 503
     error_type = "server_error"
     default_code = "server_busy"
-
-    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-    def header_pairs(self) -> list[tuple[bytes, bytes]]:
-        return [(b"retry-after", str(self.retry_after_s).encode())]

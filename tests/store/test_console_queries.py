@@ -17,16 +17,9 @@ from parley.store.migrations import MIGRATIONS
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def fresh_url(request: pytest.FixtureRequest, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'console.db'}"
-    return request.getfixturevalue("own_postgres_url")
-
-
 @pytest.fixture
-async def store(fresh_url: str):
-    store = await open_store(fresh_url)
+async def store(own_db_url: str):
+    store = await open_store(own_db_url)
     yield store
     await store.close()
 
@@ -158,13 +151,13 @@ async def test_a_response_is_counted_once_when_it_ends(store) -> None:
     assert (await queries.overview("", 6000.0, 6060.0, 60)).errors == {"server_error": 1}
 
 
-async def test_the_console_migration_fills_the_columns_of_responses_stored_before_it(fresh_url: str,
+async def test_the_console_migration_fills_the_columns_of_responses_stored_before_it(own_db_url: str,
                                                                                      monkeypatch) -> None:
     import parley.store.database
 
     before = [entry for entry in MIGRATIONS if entry[0] < "0011"]
     monkeypatch.setattr(parley.store.database, "MIGRATIONS", before)  # a database as the release before it left it
-    store = await open_store(fresh_url)
+    store = await open_store(own_db_url)
     body = {"id": "resp_old", "status": "failed", "model": "old-model", "output": [],
             "usage": {"input_tokens": 7, "output_tokens": 3}, "error": {"code": "server_error", "message": "x"}}
     await store.run(lambda conn: conn.execute(sa.text(
@@ -172,7 +165,7 @@ async def test_the_console_migration_fills_the_columns_of_responses_stored_befor
         "VALUES ('resp_old', '', 1, 'failed', :r, '[]')"), {"r": json.dumps(body)}))
     await store.close()
     monkeypatch.setattr(parley.store.database, "MIGRATIONS", MIGRATIONS)
-    store = await open_store(fresh_url)
+    store = await open_store(own_db_url)
     try:
         row = (await ConsoleQueries(store).page("", Filters(model="old-model"))).rows[0]
         assert (row["id"], row["input_tokens"], row["output_tokens"], row["error_code"]) == \

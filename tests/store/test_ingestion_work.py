@@ -16,17 +16,10 @@ from parley.store.vector_stores import Entry, SqlVectorStores, store_files
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def own_url(request: pytest.FixtureRequest, tmp_path) -> str:
-    """A database of this test's own: no server of another test claims or holds its files."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'work.db'}"
-    return request.getfixturevalue("own_postgres_url")
-
-
 @pytest.fixture
-async def store(own_url: str):
-    store = await open_store(own_url)
+async def store(own_db_url: str):
+    """On a database of this test's own: no server of another test claims or holds its files."""
+    store = await open_store(own_db_url)
     yield store
     await store.close()
 
