@@ -17,13 +17,6 @@ from parley.store.migrations import MIGRATIONS
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-async def store(own_db_url: str):
-    store = await open_store(own_db_url)
-    yield store
-    await store.close()
-
-
 def stored(n: int, *, tenant: str = "", status: str = "completed", model: str = "m-a", text: str = "",
            duration_ms: float | None = 100.0, error: str | None = None, previous: str | None = None,
            created_at: float | None = None) -> StoredResponse:

@@ -9,19 +9,10 @@ import pytest
 import sqlalchemy as sa
 
 from parley.retrieval.chunking import parse_strategy
-from parley.store import open_store
 from parley.store.ingestion_work import MAX_ATTEMPTS, IngestionWork
 from parley.store.vector_stores import Entry, SqlVectorStores, store_files
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def store(own_db_url: str):
-    """On a database of this test's own: no server of another test claims or holds its files."""
-    store = await open_store(own_db_url)
-    yield store
-    await store.close()
 
 
 async def test_a_file_cut_off_every_time_fails_after_its_last_try(store) -> None:

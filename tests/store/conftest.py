@@ -1,0 +1,14 @@
+"""The store on a database of the test's own (a module that shares the session's database says so itself)."""
+
+from __future__ import annotations
+
+import pytest
+
+from parley.store import open_store
+
+
+@pytest.fixture
+async def store(own_db_url: str):
+    store = await open_store(own_db_url)
+    yield store
+    await store.close()
