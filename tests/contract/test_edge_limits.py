@@ -157,10 +157,18 @@ def test_a_kept_alive_connection_outlives_the_clients_own_idle_limit(keyed) -> N
     """httpx keeps an idle connection 5 s and uvicorn closed it after 5 s too, so a request sent as the server
     closed it met a reset (8 of 6,361 under load).  The server keeps it longer (--keep-alive-s): a request on
     a connection idle past the client's 5 s is answered."""
-    with socket.create_connection(("127.0.0.1", keyed.port), timeout=30) as sock:
-        request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
-        sock.sendall(request)
-        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", keyed.port, timeout=30)
+    try:
+        connection.request("GET", "/health")
+        first = connection.getresponse()
+        assert first.status == 200 and first.read()
+        local = connection.sock.getsockname()
         time.sleep(6)  # (the scenario itself: idle longer than the client's keep-alive)
-        sock.sendall(request)
-        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        connection.request("GET", "/health")
+        again = connection.getresponse()
+        assert again.status == 200 and again.read()
+        assert connection.sock.getsockname() == local  # the same connection, not a new one
+    finally:
+        connection.close()
