@@ -3,12 +3,13 @@
 A real ``parley serve`` with two API keys.  The quiet tenant runs stored creates and vector store searches
 from ``--clients`` threads for ``--seconds``; a poller reads ``/health`` every 50 ms; the server's RSS is
 sampled.  The run is done twice in one sitting: alone, then with the noisy tenant at the same time, which
-adds a DOCX that inflates to 200 MB and a 19 MB text file to a vector store, sends a DOCX that inflates to
+adds a DOCX that inflates to 200 MB and a 15 MB text file (3.7 million tokens: indexed, under
+``--max-file-tokens``) to a vector store, sends a DOCX that inflates to
 1 GB as an ``input_file``, and searches with a 1,000-clause filter, over and over.  It prints the quiet
 tenant's errors and latency percentiles, the slowest ``/health`` answer and the server's peak RSS for both
 runs, and what became of the noisy tenant's requests.
 
-    .venv/bin/python bench/tenants.py                        # SQLite, 4 clients, 30 s per run
+    .venv/bin/python bench/tenants.py                        # SQLite, 4 clients, 60 s per run
     .venv/bin/python bench/tenants.py --db postgres          # PostgreSQL on 127.0.0.1:5432
     .venv/bin/python bench/tenants.py --smoke                # a few seconds, for the smoke test
 """
@@ -123,27 +124,35 @@ def noisy_tenant(server: ParleyProcess, seconds: float, text_mb: int, bomb_mb: i
     outcomes: collections.Counter[str] = collections.Counter()
     stop = time.monotonic() + seconds
     rng = random.Random(5)
-    words = ["heron", "reed", "estuary", "tide", "marsh", "egret", "mudflat", "pelican", "dune", "lagoon"]
-    big_text = " ".join(f"{rng.choice(words)}{rng.randrange(1000)}" for _ in range(text_mb * 100_000)).encode()
+    words = ("the heron waits in the reeds of the marsh while the tide comes over the mudflat and the wind moves "
+             "across the dunes towards the lagoon where egrets and pelicans feed in the shallow water").split()
+    big_text = " ".join(rng.choice(words) for _ in range(text_mb * 200_000)).encode()  # about text_mb MB
     bomb = docx_bomb(bomb_mb)
     input_bomb = base64.b64encode(docx_bomb(bomb_mb * 5)).decode()
     wide = {"type": "or", "filters": [{"type": "eq", "key": f"k{i}", "value": i} for i in range(1000)]}
     with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {NOISY}"}, timeout=300) as http:
         store = http.post("/vector_stores", json={"name": "noisy"}).json()["id"]
+        added_ids = {}
         for name, data in (("bomb.docx", bomb), ("big.txt", big_text)):
             uploaded = http.post("/files", files={"file": (name, data)}, data={"purpose": "assistants"}).json()
             added = http.post(f"/vector_stores/{store}/files", json={"file_id": uploaded["id"]})
-            outcomes[f"add {name}: {added.status_code}"] += 1
+            outcomes[f"add {name} ({len(data) / 1e6:.1f} MB): {added.status_code}"] += 1
+            added_ids[name] = uploaded["id"]
         while time.monotonic() < stop:
             searched = http.post(f"/vector_stores/{store}/search", json={"query": "x", "filters": wide})
             outcomes[f"1,000-clause search: {searched.status_code}"] += 1
             sent = http.post("/responses", json={"model": "m", "input": [{"role": "user", "content": [
                 {"type": "input_file", "filename": "b.docx", "file_data": f"data:{DOCX};base64,{input_bomb}"}]}]})
             outcomes[f"input_file bomb: {sent.status_code}"] += 1
-        files = http.get(f"/vector_stores/{store}/files").json()["data"]
+        deadline = time.monotonic() + 600  # (its files' outcomes, once their indexing ends)
+        while (files := http.get(f"/vector_stores/{store}/files").json()["data"]) and time.monotonic() < deadline \
+                and any(entry["status"] == "in_progress" for entry in files):
+            time.sleep(0.5)
+        names = {uploaded_id: name for name, uploaded_id in added_ids.items()}
         for entry in files:
-            outcomes[f"vector store file ended {entry['status']}"
-                     f"{' (' + entry['last_error']['code'] + ')' if entry.get('last_error') else ''}"] += 1
+            error = entry.get("last_error")
+            outcomes[f"{names.get(entry['id'], entry['id'])} ended {entry['status']}"
+                     f"{': ' + error['message'] if error else ''}"] += 1
     return dict(outcomes)
 
 
@@ -188,8 +197,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--text-mb", type=int, default=19)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--text-mb", type=int, default=14)
     parser.add_argument("--bomb-mb", type=int, default=200)
     parser.add_argument("--smoke", action="store_true", help="a few seconds and small files")
     parser.add_argument("--json", type=Path, default=None)
