@@ -355,11 +355,10 @@ class Background:
                 if frames:
                     yield "".join(frames).encode()
                     last += len(frames)
-                    if live.terminal is not None and last >= live.terminal:
-                        return
-                    continue
                 if live.terminal is not None and last >= live.terminal:
-                    return  # the client has every event already
+                    return  # (also when the client had every event already)
+                if frames:
+                    continue
                 changed = live.changed
                 if self.live.get(response_id) is live:
                     try:
@@ -387,9 +386,7 @@ class Background:
                     continue
                 state = await self.store.state(response_id)
                 if state is None:  # deleted meanwhile: the client learns why its stream ends
-                    yield event_frame(ResponseErrorEvent(
-                        type="error", code="response_not_found", param=None, sequence_number=last + 1,
-                        message=f"Response '{response_id}' was deleted while its stream was followed.")).encode()
+                    yield _deleted(response_id, last + 1)
                     return
                 if state[0] in TERMINAL and response_id not in self.live:
                     closed = await self.store.terminal_seq(response_id)
@@ -407,6 +404,13 @@ class Background:
                 await asyncio.wait_for(claimed.wait(), FOLLOW_POLL_S)
             except TimeoutError:
                 pass
+
+
+def _deleted(response_id: str, sequence_number: int) -> bytes:
+    """The error event that ends the stream of a response deleted while it was followed."""
+    return event_frame(ResponseErrorEvent(
+        type="error", code="response_not_found", param=None, sequence_number=sequence_number,
+        message=f"Response '{response_id}' was deleted while its stream was followed.")).encode()
 
 
 def make_background(engine: Engine, store: Any, settings: Any) -> Background:
