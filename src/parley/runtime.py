@@ -77,7 +77,7 @@ class Runtime:
         self.tools = ToolEnv(self.policy, settings.tool_timeout, search, settings.mcp_require_approval)
         # Two lanes of file workers: a tenant's large ingestion never makes another's input_file wait.
         bounds = (settings.file_worker_memory_mb << 20, settings.file_worker_cpu_s)
-        self.workers = WorkerPool(settings.file_workers, *bounds, preload=("__main__", "parley.retrieval.warm"))
+        self.workers = WorkerPool(settings.file_workers, *bounds, preload=("parley.retrieval.warm",))
         self.ingest_workers = WorkerPool(settings.ingest_concurrency, *bounds)
         self.file_limits = Limits(settings.max_file_tokens)
         self.ready = False

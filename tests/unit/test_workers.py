@@ -94,3 +94,25 @@ async def test_a_cancelled_job_kills_its_process(tmp_path: Path) -> None:
     while not _gone(pid):
         await asyncio.sleep(0.01)
     assert await pool.run(add, 1, 1) == 2  # its slot is free again
+
+
+def test_a_script_without_a_main_guard_runs_once_not_again_in_each_worker(tmp_path: Path) -> None:
+    """A library user's script that uses the pool at its top level (no ``if __name__ == "__main__"``): the
+    workers do not import it again (multiprocessing's forkserver children would, and run it)."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "runs"
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import asyncio\n"
+        "from parley.workers import WorkerPool\n"
+        "from tests.unit.test_workers import add\n"
+        f"open({str(marker)!r}, 'a').write('ran\\n')\n"
+        "pool = WorkerPool(processes=2, preload=('parley.retrieval.warm',))\n"
+        "print(asyncio.run(pool.run(add, 20, 22)))\n")
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          cwd=root, env={**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{root / 'src'}"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "42" and marker.read_text() == "ran\n"
