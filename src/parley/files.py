@@ -19,7 +19,7 @@ from parley.errors import InvalidRequest
 from parley.extract import Limits, Unreadable, media_type
 from parley.items import InputFile, InputImage
 from parley.netpolicy import AddressPolicy
-from parley.retrieval.jobs import read_file
+from parley.retrieval.jobs import read_file, refusal
 from parley.workers import JobError, WorkerFailed, WorkerPool
 
 IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
@@ -65,16 +65,6 @@ def _too_large(param: str, max_bytes: int) -> InvalidRequest:
                           param=param, code="file_too_large")
 
 
-def unreadable(exc: JobError | WorkerFailed, where: str) -> InvalidRequest:
-    """A file the worker refused or could not read, as the 400 naming its part."""
-    if isinstance(exc, JobError):
-        code, reason = exc.job_args
-        return InvalidRequest(f"'{where}' {reason}", param=where, code=code)
-    code = "file_too_large" if exc.code in ("worker_memory", "worker_cpu") else "unsupported_file"
-    return InvalidRequest(f"'{where}' could not be read: {exc.message} (--file-worker-memory-mb, "
-                          "--file-worker-cpu-s).", param=where, code=code)
-
-
 class FileReader:
     """Reads the ``input_file`` parts of a request, within the server's limits."""
 
@@ -102,7 +92,8 @@ class FileReader:
                 part._extracted = await self.workers.run(read_file, data, media_type(part.filename, declared),
                                                          self.limits, expected=(Unreadable,))
             except (JobError, WorkerFailed) as exc:
-                raise unreadable(exc, where) from None
+                code, message = refusal(exc, where)
+                raise InvalidRequest(message, param=where, code=code) from None
 
     async def read_images(self, parts: list[tuple[str, InputImage]], tenant: str = "") -> None:
         """Each uploaded image as a data URL for the chat backend (a 400 naming the part for a file that is not

@@ -49,13 +49,18 @@ async def viewer_of(keys: ApiKeys, sessions: ConsoleSessions, request: Request) 
     """The viewer of ``request``, or ``None`` when they must sign in first."""
     if not keys.enabled:
         return Viewer(scope="")
-    session = unquote(request.cookies.get(COOKIE, ""))
+    session = session_id(request)
     digest = await sessions.key_digest(session) if session else None
     found = keys.by_digest(digest) if digest else None
     if found is None:
         return None
     tenant, admin = found
     return Viewer(scope=None if admin else tenant, tenant=tenant, session=session)
+
+
+def session_id(request: Request) -> str:
+    """The session id ``request``'s cookie holds ('' for none)."""
+    return unquote(request.cookies.get(COOKIE, ""))
 
 
 def same_origin(request: Request) -> bool:

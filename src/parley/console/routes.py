@@ -15,7 +15,7 @@ import time
 from datetime import datetime, timezone
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlencode
+from urllib.parse import parse_qs, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.requests import Request
@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from parley.console import charts
 from parley.auth import CALLER_KEY, Caller
-from parley.console.access import (COOKIE, SESSION_TTL_S, WRITE_HEADER, Viewer, cookie_header, same_origin,
+from parley.console.access import (SESSION_TTL_S, WRITE_HEADER, Viewer, cookie_header, same_origin, session_id,
                                    viewer_of)
 from parley.console.views import item_view, link, pretty_json, time_split, timeline
 from parley.errors import StoreUnavailable, TooManyFailures
@@ -135,19 +135,19 @@ async def login(request: Request) -> Response:
     try:
         session = await _sessions(request).open(digest)
     except StoreUnavailable:
-        return _unavailable(request, Viewer(scope=""))
+        return _unavailable(request)
     return RedirectResponse(target, status_code=303, headers={"set-cookie": cookie_header(request, session)})
 
 
 async def logout(request: Request) -> Response:
     if not same_origin(request):
         return _refused(request)
-    session = unquote(request.cookies.get(COOKIE, ""))
+    session = session_id(request)
     if session:
         try:
             await _sessions(request).close(session)
         except StoreUnavailable:
-            return _unavailable(request, Viewer(scope=""))
+            return _unavailable(request)
     return RedirectResponse("/console/login", status_code=303, headers={"set-cookie": cookie_header(request, None)})
 
 
@@ -156,8 +156,8 @@ def _refused(request: Request) -> HTMLResponse:
                  message="Signing in and out works from the console's own pages only.")
 
 
-def _unavailable(request: Request, viewer: Viewer) -> HTMLResponse:
-    return _page(request, "error.html", viewer, status_code=503,
+def _unavailable(request: Request) -> HTMLResponse:
+    return _page(request, "error.html", Viewer(scope=""), status_code=503,
                  message="The response store is unavailable; this page will work again when it is back.")
 
 
@@ -182,7 +182,7 @@ def viewed(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
                 return _sign_in(request)
             return await handler(request, viewer)
         except StoreUnavailable:
-            return _unavailable(request, Viewer(scope=""))
+            return _unavailable(request)
     return endpoint
 
 

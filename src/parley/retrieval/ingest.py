@@ -17,7 +17,7 @@ import numpy as np
 from parley.errors import StoreUnavailable
 from parley.extract import Limits, Unreadable, media_type
 from parley.retrieval.embeddings import LOCAL, EmbeddingFailed, Embedders
-from parley.retrieval.jobs import EMBED_BATCH, index_file
+from parley.retrieval.jobs import EMBED_BATCH, index_file, refusal
 from parley.store.files import SqlFiles
 from parley.store.ingestion_work import IngestionWork, Job
 from parley.workers import JobError, WorkerFailed, WorkerPool
@@ -90,14 +90,10 @@ class Ingestor:
         try:
             texts, vectors = await self.workers.run(index_file, bytes(data), media_type(record.filename),
                                                     job.chunking, self.limits, local, expected=(Unreadable,))
-        except JobError as exc:
-            code, reason = exc.job_args
-            await self._fail(job, "unsupported_file" if code == "unsupported_file" else "invalid_file",
-                             f"'{record.filename}' {reason}")
-            return
-        except WorkerFailed as exc:
-            await self._fail(job, "invalid_file", f"'{record.filename}' could not be indexed: {exc.message} "
-                             "(--file-worker-memory-mb, --file-worker-cpu-s).")
+        except (JobError, WorkerFailed) as exc:  # (a vector store file's codes: only a refused type is unsupported)
+            code, message = refusal(exc, record.filename)
+            refused_type = isinstance(exc, JobError) and code == "unsupported_file"
+            await self._fail(job, "unsupported_file" if refused_type else "invalid_file", message)
             return
         try:
             if not local:

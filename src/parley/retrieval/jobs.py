@@ -11,6 +11,7 @@ import numpy as np
 from parley.extract import Limits, extract_text
 from parley.retrieval.chunking import chunk, token_offsets
 from parley.retrieval.embeddings import embed_local
+from parley.workers import JobError, WorkerFailed
 
 EMBED_BATCH = 256
 
@@ -30,3 +31,13 @@ def index_file(data: bytes, kind: str | None, strategy: dict[str, Any], limits: 
         return texts, None
     parts = [embed_local(texts[i:i + EMBED_BATCH]) for i in range(0, len(texts), EMBED_BATCH)]
     return texts, np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
+
+
+def refusal(exc: JobError | WorkerFailed, name: str) -> tuple[str, str]:
+    """Why a worker gave no text for the file ``name``: it refused the file (its ``Unreadable``) or ran past
+    its bounds or died.  The error code (``unsupported_file`` or ``file_too_large``) and a message naming it."""
+    if isinstance(exc, JobError):
+        code, reason = exc.job_args
+        return code, f"'{name}' {reason}"
+    code = "file_too_large" if exc.code in ("worker_memory", "worker_cpu") else "unsupported_file"
+    return code, f"'{name}' could not be read: {exc.message} (--file-worker-memory-mb, --file-worker-cpu-s)."
