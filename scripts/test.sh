@@ -5,13 +5,17 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
-# The console's browser tests drive Debian's Chromium (with Playwright, from the dev extra).
-if ! command -v chromium >/dev/null 2>&1; then
+# The console's browser tests drive Debian's Chromium (with Playwright, from the dev extra); the code
+# execution tests run model-written code in Debian's bubblewrap sandbox.
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v bwrap >/dev/null 2>&1 || missing="$missing bubblewrap"
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+    apt-get install -y -qq $missing >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq $missing >/dev/null; }
   else
-    echo "scripts/test.sh: the browser tests need Debian's chromium (sudo apt-get install chromium)" >&2
+    echo "scripts/test.sh: the tests need Debian's$missing (sudo apt-get install$missing)" >&2
   fi
 fi
 set +e

@@ -32,6 +32,7 @@ from parley.replayed_items import (
     ShellCallOutputItem,
     WebSearchCallItem,
     FileSearchCallItem,
+    CodeInterpreterCallItem,
 )
 
 
@@ -219,7 +220,7 @@ class McpApprovalResponseItem(_Lenient):
 
 InputItem = Union[MessageItem, FunctionCallItem, FunctionCallOutputItem, ReasoningItem, McpApprovalResponseItem,
                   CustomToolCallItem, CustomToolCallOutputItem, ToolSearchCallItem, ToolSearchOutputItem,
-                  WebSearchCallItem, FileSearchCallItem, McpListToolsItem, McpCallItem, McpApprovalRequestItem,
+                  WebSearchCallItem, FileSearchCallItem, CodeInterpreterCallItem, McpListToolsItem, McpCallItem, McpApprovalRequestItem,
                   ItemReference,
                   ShellCallItem, ShellCallOutputItem, LocalShellCallItem, LocalShellCallOutputItem, ApplyPatchCallItem,
                   ApplyPatchCallOutputItem, CompactionItem]
@@ -235,6 +236,7 @@ ITEM_TYPES: dict[str, type[BaseModel]] = {
     "tool_search_output": ToolSearchOutputItem,
     "web_search_call": WebSearchCallItem,
     "file_search_call": FileSearchCallItem,
+    "code_interpreter_call": CodeInterpreterCallItem,
     "mcp_list_tools": McpListToolsItem,
     "mcp_call": McpCallItem,
     "mcp_approval_request": McpApprovalRequestItem,

@@ -45,6 +45,17 @@ class FileSearchCallItem(Lenient):
     results: list[dict[str, Any]] | None = None
 
 
+class CodeInterpreterCallItem(Lenient):
+    """A replayed code_interpreter call: its code, and its output when the response included it."""
+
+    type: Literal["code_interpreter_call"]
+    id: ItemId = Field(min_length=1)
+    status: str | None = None
+    code: str | None = None
+    container_id: str | None = None
+    outputs: list[dict[str, Any]] | None = None
+
+
 class McpListToolsItem(Lenient):
     """A replayed listing: it also stands for that server's listing in this response, as with chaining."""
 

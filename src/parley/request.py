@@ -49,7 +49,8 @@ MAX_JSON_DEPTH = 64
 SUPPORTED_INCLUDES: set[str] = {"web_search_call.action.sources",  # sources are always included
                                  "message.output_text.logprobs",
                                  "reasoning.encrypted_content",
-                                 "file_search_call.results"}
+                                 "file_search_call.results",
+                                 "code_interpreter_call.outputs"}
 
 
 class JsonSchemaFormat(StrictModel):

@@ -16,6 +16,8 @@ from collections.abc import Coroutine
 from typing import Any
 
 from parley.auth import ApiKeys
+from parley.containers.service import Containers
+from parley.containers.store import SqlContainers
 from parley.background import Background, make_background
 from parley.backends.router import Router
 from parley.engine.engine import Engine
@@ -28,6 +30,7 @@ from parley.reasoning import ReasoningCipher
 from parley.settings import Settings
 from parley.retrieval.embeddings import Embedders
 from parley.retrieval.service import Retrieval
+from parley.sandbox.base import Limits as SandboxLimits
 from parley.store.conversations import SqlConversations
 from parley.store.files import SqlFiles
 from parley.store.sql import TEXT_BATCH, SqlStore, open_store
@@ -85,6 +88,7 @@ class Runtime:
         self._files: SqlFiles | None = None
         self._retrieval: Retrieval | None = None
         self._conversations: SqlConversations | None = None
+        self._containers: Containers | None = None
         self._background: Background | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # responses running on after their client left
         self._watchdog: asyncio.Task[None] | None = None
@@ -119,6 +123,11 @@ class Runtime:
         return self._retrieval
 
     @property
+    def containers(self) -> Containers:
+        assert self._containers is not None, "the runtime has not started"
+        return self._containers
+
+    @property
     def store(self) -> SqlStore:
         return self.engine.store  # type: ignore[return-value]
 
@@ -143,6 +152,9 @@ class Runtime:
             limits=self.file_limits, concurrency=settings.ingest_concurrency)
         await self._retrieval.start()
         self.tools.retrieval = self._retrieval
+        self._containers = self._make_containers(store)
+        self._containers.start()
+        self.tools.containers = self._containers
         self._background = make_background(self.engine, store, settings)
         self._background.start()
         self._watchdog = asyncio.create_task(self._recover_abandoned())
@@ -164,6 +176,8 @@ class Runtime:
             self._indexer.cancel()
         if self._retrieval is not None:
             await self._retrieval.aclose()  # before signing off: its work is handed back
+        if self._containers is not None:
+            await self._containers.aclose()
         try:
             await self.engine.recorder.sign_off()
         except StoreUnavailable:
@@ -171,6 +185,27 @@ class Runtime:
         await self.router.aclose()
         await self.store.close()
         self.metrics.close()
+
+    def _make_containers(self, store: SqlStore) -> Containers:
+        """Containers on the sandbox ``--sandbox`` names (see :mod:`parley.sandbox`)."""
+        from parley.sandbox.bwrap import BwrapSandbox
+
+        settings = self.settings
+        limits = SandboxLimits(processes=settings.container_processes, disk_bytes=settings.container_disk_mb << 20,
+                               file_bytes=min(settings.container_disk_mb << 20, settings.max_file_bytes),
+                               call_timeout_s=settings.code_timeout_s)
+        sandbox, why = None, "it was started with --sandbox none"
+        if settings.sandbox != "none":
+            bwrap = BwrapSandbox(settings.containers_dir or settings.data_dir / "containers")
+            why = bwrap.unavailable()
+            if why is None:
+                sandbox = bwrap
+            elif settings.sandbox == "bwrap":
+                raise RuntimeError(f"--sandbox bwrap: {why}")
+            else:
+                log.warning("code_interpreter and the hosted shell are off: %s", why)
+        return Containers(SqlContainers(store), self.files, sandbox, self.engine.recorder.instance_id,
+                          limits=limits, max_memory=settings.container_max_memory, unavailable=why)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``work`` (a streamed response) on its own, so that it finishes even if its client leaves;

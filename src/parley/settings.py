@@ -188,6 +188,18 @@ class Settings(BaseSettings):
     files_dir: Path | None = Field(
         None, description="Keep the bytes of files uploaded to /v1/files in this directory (one every instance "
         "shares) instead of the database.")
+    sandbox: Literal["auto", "bwrap", "none"] = Field(
+        "auto", description="Where code_interpreter and the hosted shell run model-written code: bwrap "
+        "(bubblewrap on this host), none (both tools refused), or auto (bwrap where it is installed, else none). "
+        "Code never runs unsandboxed.")
+    containers_dir: Path | None = Field(
+        None, description="Where the bwrap sandbox keeps containers' workspaces (default: <data-dir>/containers).")
+    code_timeout_s: float = Field(60.0, gt=0, description="Wall-clock seconds one code_interpreter call or shell "
+                                  "command may run; then its container's processes are killed.")
+    container_max_memory: Literal["1g", "4g", "16g", "64g"] = Field(
+        "4g", description="The largest memory_limit a container may ask for (memory per process in it).")
+    container_disk_mb: int = Field(1024, ge=1, description="Most megabytes of files one container may hold.")
+    container_processes: int = Field(128, ge=8, description="Most processes and threads one container may run.")
     max_input_items: int = Field(5000, ge=1, description="Most items one request's input may hold (400 above).")
     max_tool_iterations: int = Field(10, ge=1, description="Model calls per response in the tool loop, at most.")
     embedded_model_path: Path | None = Field(

@@ -32,7 +32,9 @@ def assert_openai_error(response: httpx.Response, status: int, param: str | None
 async def test_health(http) -> None:
     assert (await http.get("/health")).json() == {"status": "ok", "store": "ok"}
     ready = await http.get("/ready")
-    assert ready.status_code == 200 and ready.json() == {"status": "ready", "store": "ok"}
+    body = ready.json()
+    assert ready.status_code == 200 and (body["status"], body["store"]) == ("ready", "ok")
+    assert body["sandbox"]["available"] == (body["sandbox"]["name"] != "none"), "ready says where code runs"
 
 
 async def test_invalid_json_is_a_400(http) -> None:

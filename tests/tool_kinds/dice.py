@@ -1,5 +1,5 @@
-"""A throwaway server-side tool kind, defined outside the package: a toy ``code_interpreter`` whose only
-program rolls dice.  The model is offered ``roll_dice(times)``, Parley rolls (a loaded die, so tests know the
+"""A throwaway server-side tool kind, defined outside the package: a toy ``image_generation`` whose only
+picture is a roll of dice.  The model is offered ``roll_dice(times)``, Parley rolls (a loaded die, so tests know the
 result) and each call becomes a ``code_interpreter_call`` item whose logs hold the rolls.  It takes a tool type
 the protocol knows and Parley does not implement, so the Response object that echoes it stays valid for
 strict clients.  ``parley serve --plugins tests.tool_kinds.dice`` calls :func:`register`."""
@@ -22,20 +22,16 @@ FUNCTION = "roll_dice"
 
 
 SIDES = 6
-TOOL = {"type": "code_interpreter", "container": {"type": "auto"}}
-
-
-class AutoContainer(ToolModel):
-    type: Literal["auto"]
+TOOL = {"type": "image_generation"}
 
 
 class DiceTool(ToolModel):
-    type: Literal["code_interpreter"]
-    container: str | AutoContainer
+    type: Literal["image_generation"]
+    quality: Literal["low", "medium", "high", "auto"] | None = None
 
 
 class ToolChoiceDice(ToolModel):
-    type: Literal["code_interpreter"]
+    type: Literal["image_generation"]
 
 
 class DiceBinding(Binding):
@@ -67,14 +63,14 @@ class DiceBinding(Binding):
 
 
 class DiceKind(ToolKind):
-    models = {"code_interpreter": DiceTool}
-    choices = {"code_interpreter": ToolChoiceDice}
+    models = {"image_generation": DiceTool}
+    choices = {"image_generation": ToolChoiceDice}
 
     def check(self, tools: list[Any], choice: ToolModel | None) -> None:
         if len(tools) > 1:
-            raise InvalidRequest("Give at most one code_interpreter tool.", param="tools")
+            raise InvalidRequest("Give at most one image_generation tool.", param="tools")
         if choice is not None and not tools:
-            raise InvalidRequest("tool_choice names code_interpreter, but 'tools' has none.", param="tool_choice")
+            raise InvalidRequest("tool_choice names image_generation, but 'tools' has none.", param="tool_choice")
 
     def bind(self, tools: list[Any], context: BindContext) -> Binding | None:
         return DiceBinding(SIDES) if tools else None

@@ -52,12 +52,12 @@ def test_conversation_is_an_id_or_an_object_with_one_and_excludes_previous_respo
 
 def test_unsupported_tool_type_is_named() -> None:
     err = error_of({"model": "m", "input": "hi", "tools": [{"type": "function", "name": "f"},
-                                                           {"type": "code_interpreter", "container": "x"}]})
+                                                           {"type": "computer_use_preview"}]})
     assert err.param == "tools[1].type"
 
 
 def test_unsupported_include_value() -> None:
-    err = error_of({"model": "m", "input": "hi", "include": ["code_interpreter_call.outputs"]})
+    err = error_of({"model": "m", "input": "hi", "include": ["computer_call_output.output.image_url"]})
     assert err.param == "include"
 
 

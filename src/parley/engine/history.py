@@ -47,6 +47,7 @@ from parley.replayed_items import (
     ShellCallOutputItem,
     WebSearchCallItem,
     FileSearchCallItem,
+    CodeInterpreterCallItem,
     replayed_call_id,
 )
 
@@ -127,7 +128,7 @@ def place_tool_message(messages: list[Message], tool_message: Message) -> bool:
 
 
 ReplayedCall = FunctionCallItem | CustomToolCallItem | ToolSearchCallItem | WebSearchCallItem | FileSearchCallItem | \
-    McpCallItem | McpApprovalRequestItem | ShellCallItem | LocalShellCallItem | ApplyPatchCallItem
+    CodeInterpreterCallItem | McpCallItem | McpApprovalRequestItem | ShellCallItem | LocalShellCallItem | ApplyPatchCallItem
 
 
 def _native_arguments(item: ShellCallItem | LocalShellCallItem | ApplyPatchCallItem) -> dict[str, Any]:
@@ -163,6 +164,8 @@ def _call_of(item: ReplayedCall) -> tuple[str, str, str]:
         return replayed_call_id(item.id), "web_search", json.dumps({"query": item.action.get("query", "")})
     if isinstance(item, FileSearchCallItem):
         return replayed_call_id(item.id), "file_search", json.dumps({"queries": item.queries})
+    if isinstance(item, CodeInterpreterCallItem):
+        return replayed_call_id(item.id), "code_interpreter", json.dumps({"code": item.code or ""})
     if isinstance(item, NATIVE_CALLS):
         return item.call_id, item.type.removesuffix("_call"), json.dumps(_native_arguments(item))
     if isinstance(item, (McpCallItem, McpApprovalRequestItem)):
@@ -171,13 +174,16 @@ def _call_of(item: ReplayedCall) -> tuple[str, str, str]:
     return item.call_id, chat_tool_name(item.namespace, item.name), item.arguments
 
 
-def _server_result(item: WebSearchCallItem | FileSearchCallItem | McpCallItem) -> Message:
+def _server_result(item: WebSearchCallItem | FileSearchCallItem | CodeInterpreterCallItem | McpCallItem) -> Message:
     """The tool message a replayed server-side call was answered with (a web search's: its source URLs; a file
     search's: the chunks, when the item holds them)."""
     if isinstance(item, FileSearchCallItem):
         found = [r for r in item.results or [] if isinstance(r, dict)]
         content = "\n\n".join(f"[{n}] {r.get('filename', '')}\n{r.get('text', '')}" for n, r in enumerate(found, 1)) \
             or ("No results." if item.results is not None else "The results are not in the replayed item.")
+    elif isinstance(item, CodeInterpreterCallItem):
+        logs = [o.get("logs", "") for o in item.outputs or [] if isinstance(o, dict) and o.get("type") == "logs"]
+        content = "\n".join(logs) if item.outputs is not None else "The output is not in the replayed item."
     elif isinstance(item, WebSearchCallItem):
         sources = [s.get("url") for s in item.action.get("sources") or [] if isinstance(s, dict)]
         content = "\n".join(f"[{n}] {url}" for n, url in enumerate(sources, 1)) or "No results."
@@ -242,7 +248,8 @@ def build_messages(prior: list[Message], items: list[InputItem], reasoning: dict
         elif isinstance(item, (FunctionCallItem, CustomToolCallItem, McpApprovalRequestItem, *NATIVE_CALLS)) or \
                 (isinstance(item, ToolSearchCallItem) and item.call_id):
             _append_call(messages, item, new_from)  # type: ignore[arg-type]
-        elif isinstance(item, (WebSearchCallItem, FileSearchCallItem, McpCallItem)):  # answered where it ran
+        elif isinstance(item, (WebSearchCallItem, FileSearchCallItem, CodeInterpreterCallItem, McpCallItem)):
+            # answered where it ran
             call, answer = (known or {}).get(item.id) or (None, None)
             _append_call(messages, item, new_from, call)
             results.append(answer or _server_result(item))

@@ -23,6 +23,7 @@ from parley.http.middleware import BodyBudget, RequestIds
 from parley.http.files import file_routes
 from parley.http.conversations import conversation_routes
 from parley.http.vector_stores import vector_store_routes
+from parley.http.containers import container_routes
 from parley.http.routes import routes
 from parley.runtime import Runtime
 from parley.settings import Settings
@@ -50,6 +51,6 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
     app.add_middleware(ConsoleHeaders)
     error_handlers.install(app)
     # the routes themselves: include_router adds a layer to every request
-    app.router.routes.extend(routes.routes + file_routes.routes + vector_store_routes.routes +
+    app.router.routes.extend(routes.routes + file_routes.routes + vector_store_routes.routes + container_routes.routes +
                              conversation_routes.routes + console_routes)
     return app

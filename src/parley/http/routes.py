@@ -58,7 +58,12 @@ async def ready(request: Request) -> JSONResponse:
         await server.store.ping()
     except StoreUnavailable:
         return JSONResponse({"status": "unavailable", "store": "unavailable"}, status_code=503)
-    return JSONResponse({"status": "ready", "store": "ok"})
+    containers = server.containers
+    sandbox = {"name": containers.sandbox.name if containers.sandbox else "none",
+               "available": containers.why_unavailable is None}
+    if containers.why_unavailable is not None:
+        sandbox["reason"] = containers.why_unavailable
+    return JSONResponse({"status": "ready", "store": "ok", "sandbox": sandbox})
 
 
 @routes.get("/metrics", dependencies=[Depends(metrics_reader)])

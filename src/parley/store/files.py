@@ -66,9 +66,13 @@ def _record(row: Any) -> FileRecord:
     return FileRecord(row.id, row.purpose, row.filename, row.bytes, row.created_at, row.expires_at, row.path)
 
 
-def _live(tenant: str) -> Any:
+BLOB = "container"  # the purpose of a container file's bytes: not a file of the Files API
+
+
+def _live(tenant: str, purpose: Any = None) -> Any:
     now = int(time.time())
     return sa.and_(files.c.tenant == tenant, files.c.complete.is_(True),
+                   files.c.purpose != BLOB if purpose is None else files.c.purpose == purpose,
                    sa.or_(files.c.expires_at.is_(None), files.c.expires_at > now))
 
 
@@ -111,8 +115,9 @@ class SqlFiles:
             record.bytes += len(piece)
             seq += 1
 
-    async def get(self, file_id: str, tenant: str) -> FileRecord | None:
-        query = sa.select(files).where(files.c.id == file_id, _live(tenant))
+    async def get(self, file_id: str, tenant: str, purpose: str | None = None) -> FileRecord | None:
+        """A file of the tenant (of the Files API, or with that ``purpose``: a container file's blob)."""
+        query = sa.select(files).where(files.c.id == file_id, _live(tenant, purpose))
         row = await self.store.run(lambda conn: conn.execute(query).first())
         return None if row is None else _record(row)
 
@@ -150,8 +155,8 @@ class SqlFiles:
             yield bytes(data)
             seq += 1
 
-    async def delete(self, file_id: str, tenant: str) -> bool:
-        record = await self.get(file_id, tenant)
+    async def delete(self, file_id: str, tenant: str, purpose: str | None = None) -> bool:
+        record = await self.get(file_id, tenant, purpose)
         if record is None:
             return False
         await self._remove(record)

@@ -363,4 +363,37 @@ MIGRATIONS: list[tuple[str, Statements]] = [
             "CREATE INDEX ix_parley_console_sessions_expires_at ON parley_console_sessions (expires_at)",
         ],
     ),
+    (
+        # Containers (code_interpreter, the hosted shell) and their files; a file's bytes are a parley_files
+        # row of purpose 'container' (its blob).
+        "0015_containers",
+        [
+            """CREATE TABLE parley_containers (
+                id VARCHAR(80) PRIMARY KEY,
+                tenant VARCHAR(200) NOT NULL,
+                name VARCHAR(256) NOT NULL,
+                created_at BIGINT NOT NULL,
+                created_ns BIGINT NOT NULL,
+                last_active_at BIGINT NOT NULL,
+                expires_minutes INTEGER NOT NULL,
+                memory_limit VARCHAR(8) NOT NULL,
+                status VARCHAR(16) NOT NULL,
+                host VARCHAR(64)
+            )""",
+            "CREATE INDEX ix_parley_containers_tenant ON parley_containers (tenant, created_ns)",
+            "CREATE INDEX ix_parley_containers_status ON parley_containers (status)",
+            """CREATE TABLE parley_container_files (
+                id VARCHAR(80) PRIMARY KEY,
+                container_id VARCHAR(80) NOT NULL,
+                path VARCHAR(1024) NOT NULL,
+                bytes BIGINT NOT NULL,
+                sha256 VARCHAR(64) NOT NULL,
+                source VARCHAR(16) NOT NULL,
+                blob VARCHAR(80) NOT NULL,
+                created_at BIGINT NOT NULL,
+                created_ns BIGINT NOT NULL
+            )""",
+            "CREATE UNIQUE INDEX ix_parley_container_files_path ON parley_container_files (container_id, path)",
+        ],
+    ),
 ]

@@ -131,6 +131,7 @@ class ToolEnv:
     search: Any = None
     mcp_require_approval: str = "never"  # what an MCP tool without require_approval gets
     retrieval: Any = None  # vector stores and their search (parley.retrieval.service.Retrieval), once started
+    containers: Any = None  # where code runs (parley.containers.service.Containers), once started
     shared: dict[str, Any] = field(default_factory=dict)
 
 

@@ -1,0 +1,324 @@
+"""Containers: what the Containers API, ``code_interpreter`` and the hosted ``shell`` run on.
+
+A container is a row and a file list in the store (:mod:`parley.containers.store`), so any instance can
+answer for it, and at most one live :class:`~parley.sandbox.base.Session` (a sandboxed Python process with
+the container's files under ``/mnt/data``) on the instance that used it last.  Before each call the session's
+workspace is brought up to the store's file list (uploads made through any instance, files deleted); after
+it, what the call wrote is stored (``source: assistant``), so the store is always the container's truth.  A
+container used through another instance moves there: its files follow, its Python variables do not (the
+note in the README says how to keep them: route a container's requests to one instance, or use a sandbox
+every instance reaches).
+
+A container expires after ``expires_after.minutes`` without use: its session is killed, its workspace and
+stored files deleted, and its row kept as ``expired`` (so a late request gets a clear error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from typing import IO, Any
+
+from parley.containers.store import Container, ContainerFile, SqlContainers
+from parley.errors import InvalidRequest, NotFound, ParleyError, StoreUnavailable
+from parley.sandbox.base import CommandResult, FileState, Limits, Sandbox, SandboxError, Session
+from parley.sandbox.workspace import relative
+from parley.store.files import BLOB, SqlFiles
+
+log = logging.getLogger("parley.containers")
+MEMORY = {"1g": 1 << 30, "4g": 4 << 30, "16g": 16 << 30, "64g": 64 << 30}
+
+
+class SandboxFailed(ParleyError):
+    """The sandbox could not run a call (it would not start): the server's fault, not the request's."""
+
+    status_code = 500
+    error_type = "server_error"
+
+
+def expired_error(container_id: str, param: str) -> InvalidRequest:
+    return InvalidRequest(f"Container '{container_id}' has expired (it was idle past its expires_after); create "
+                          f"a new one.", param=param, code="container_expired")
+
+
+@dataclass
+class Live:
+    """A container's session on this instance, and what its workspace holds as far as the store knows:
+    path -> (size, mtime_ns, sha256)."""
+
+    session: Session
+    known: dict[str, tuple[int, int, str]] = field(default_factory=dict)
+
+
+@dataclass
+class Ran:
+    """A call's result, and the container files it created or changed."""
+
+    result: Any
+    changed: list[ContainerFile]
+
+
+class Containers:
+    def __init__(self, store: SqlContainers, files: SqlFiles, sandbox: Sandbox | None, instance: str, *,
+                 limits: Limits, max_memory: str, unavailable: str | None = None, sweep_s: float = 30.0) -> None:
+        self.store = store
+        self.files = files
+        self.sandbox = sandbox
+        self.instance = instance
+        self.limits = limits
+        self.max_memory = max_memory
+        self.why_unavailable = unavailable if sandbox is None else sandbox.unavailable()
+        self.sweep_s = sweep_s
+        self.live: dict[str, Live] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- what the API and the tools check --------------------------------------------------------------------
+
+    def check_available(self, param: str) -> None:
+        """A 400 that says what to install, where no sandbox can run code here."""
+        if self.why_unavailable is not None:
+            raise InvalidRequest(f"This server cannot run code: {self.why_unavailable}. Code runs only in a "
+                                 f"sandbox; Parley never runs it unsandboxed.", param=param,
+                                 code="sandbox_unavailable")
+
+    def check_memory(self, memory_limit: str | None, param: str) -> str:
+        memory_limit = memory_limit or "1g"
+        if memory_limit not in MEMORY:
+            raise InvalidRequest("memory_limit must be one of 1g, 4g, 16g, 64g.", param=param)
+        if MEMORY[memory_limit] > MEMORY[self.max_memory]:
+            raise InvalidRequest(f"This server allows containers of at most {self.max_memory} "
+                                 f"(--container-max-memory).", param=param)
+        return memory_limit
+
+    async def get(self, container_id: str, tenant: str, param: str = "container_id") -> Container:
+        container = await self.store.get(container_id, tenant) if len(container_id) <= 80 else None
+        if container is None:
+            raise NotFound(f"No container with id '{container_id}' found.", param=param)
+        return container
+
+    async def usable(self, container_id: str, tenant: str, param: str) -> Container:
+        container = await self.get(container_id, tenant, param)
+        if container.expired:
+            raise expired_error(container_id, param)
+        return container
+
+    # -- the Containers API ------------------------------------------------------------------------------------
+
+    async def create(self, tenant: str, name: str, *, file_ids: list[str], minutes: int,
+                     memory_limit: str | None, param: str = "file_ids") -> Container:
+        memory = self.check_memory(memory_limit, "memory_limit")
+        sources = []
+        for i, file_id in enumerate(file_ids):
+            record = await self.files.get(file_id, tenant)
+            if record is None:
+                raise NotFound(f"No file with id '{file_id}' found.", param=f"{param}[{i}]")
+            sources.append(record)
+        container = await self.store.create(tenant, name, minutes, memory)
+        for record in sources:
+            await self.copy_file(container, tenant, record.id, record.filename)
+        return container
+
+    async def delete(self, container: Container) -> None:
+        await self._close(container.id)
+        await self._drop_blobs(container.tenant, await self.store.delete(container.id))
+
+    async def add_file(self, container: Container, path: str, source: IO[bytes], origin: str = "user"
+                       ) -> ContainerFile:
+        """A file put into the container (an upload, a copied file, or what a call wrote), by its path."""
+        try:
+            path = "/mnt/data/" + relative(path)
+        except ValueError as exc:
+            raise InvalidRequest(f"Invalid file path: {exc}.", param="file") from None
+        digest = hashlib.sha256()
+
+        class Hashing:
+            def read(self, size: int = -1) -> bytes:
+                piece = source.read(size)
+                digest.update(piece)
+                return piece
+
+        blob = await self.files.create(container.tenant, BLOB, path.rsplit("/", 1)[-1], Hashing())  # type: ignore
+        record, replaced = await self.store.put_file(container.id, path, blob.bytes, digest.hexdigest(), origin,
+                                                     blob.id)
+        if replaced is not None:
+            await self.files.delete(replaced, container.tenant, BLOB)
+        return record
+
+    async def copy_file(self, container: Container, tenant: str, file_id: str, filename: str) -> ContainerFile:
+        record = await self.files.get(file_id, tenant)
+        if record is None:
+            raise NotFound(f"No file with id '{file_id}' found.", param="file_id")
+        with tempfile.TemporaryFile() as spool:
+            async for piece in self.files.content(record):
+                spool.write(piece)
+            spool.seek(0)
+            return await self.add_file(container, filename, spool)
+
+    async def remove_file(self, container: Container, file_id: str) -> bool:
+        blob = await self.store.remove_file(container.id, file_id)
+        if blob is None:
+            return False
+        await self.files.delete(blob, container.tenant, BLOB)
+        return True
+
+    async def content(self, container: Container, record: ContainerFile) -> Any:
+        blob = await self.files.get(record.blob, container.tenant, BLOB)
+        if blob is None:
+            raise NotFound(f"The content of container file '{record.id}' is gone.", param="file_id")
+        return self.files.content(blob)
+
+    # -- running code --------------------------------------------------------------------------------------------
+
+    async def python(self, container: Container, code: str) -> Ran:
+        return await self._run(container, lambda session: session.python(code))
+
+    async def shell(self, container: Container, commands: list[str], timeout_s: float, max_output: int) -> Ran:
+        async def run(session: Session) -> list[CommandResult]:
+            results = []
+            deadline = time.monotonic() + timeout_s
+            for command in commands:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    results.append(CommandResult(stderr="Not run: the call's time was used up.", exit_code=None))
+                    continue
+                results.append(await session.shell(command, left, max_output))
+            return results
+
+        return await self._run(container, run)
+
+    async def _run(self, container: Container, call: Any) -> Ran:
+        self.check_available("tools")
+        lock = self._locks.setdefault(container.id, asyncio.Lock())
+        async with lock:
+            if (await self.store.get(container.id, container.tenant) or container).expired:
+                raise expired_error(container.id, "container")
+            before = await self.store.touch(container.id, self.instance)
+            live = self.live.get(container.id)
+            if live is not None and (not live.session.alive or before not in (None, self.instance)):
+                await self._close(container.id)  # dead, or the container moved away and back: start afresh
+                live = None
+            if live is None:
+                try:
+                    session = await self.sandbox.open(container.id, self._limits(container))  # type: ignore
+                except SandboxError as exc:
+                    raise SandboxFailed(f"The container could not start: {exc}") from None
+                live = self.live[container.id] = Live(session)
+            try:
+                await self._sync_down(container, live)
+                result = await call(live.session)
+                changed = await self._sync_up(container, live)
+            except SandboxError as exc:
+                await self._close(container.id)
+                raise SandboxFailed(f"The container failed: {exc}") from None
+            return Ran(result, changed)
+
+    def _limits(self, container: Container) -> Limits:
+        return replace(self.limits, memory_bytes=MEMORY.get(container.memory_limit, MEMORY["1g"]))
+
+    async def _sync_down(self, container: Container, live: Live) -> None:
+        """Bring the workspace up to the store's files (uploads and deletions made through the API)."""
+        rows = {row.path: row for row in await self.store.files(container.id)}
+        for path in [p for p in live.known if p not in rows]:
+            await live.session.remove(path)
+            del live.known[path]
+        for path, row in rows.items():
+            if path in live.known and live.known[path][2] == row.sha256:
+                continue
+            blob = await self.files.get(row.blob, container.tenant, BLOB)
+            if blob is None:
+                continue
+            data = b"".join([piece async for piece in self.files.content(blob)])
+            await live.session.write(path, data)
+        states = {s.path: s for s in await live.session.files()}
+        for path, row in rows.items():
+            if path in states:
+                live.known[path] = (states[path].size, states[path].mtime_ns, row.sha256)
+
+    async def _sync_up(self, container: Container, live: Live) -> list[ContainerFile]:
+        """Store what the call wrote, removed or changed under ``/mnt/data``; the files it created or changed."""
+        states = await live.session.files()
+        if sum(s.size for s in states) > self.limits.disk_bytes:
+            await self._close(container.id)
+            raise SandboxError(f"the container's files passed its {self.limits.disk_bytes} bytes; the call's "
+                               f"writes were undone")
+        changed = []
+        now = {s.path: s for s in states}
+        for path in [p for p in live.known if p not in now]:
+            del live.known[path]
+            for row in await self.store.files(container.id):
+                if row.path == path:
+                    await self.remove_file(container, row.id)
+        for state in states:
+            known = live.known.get(state.path)
+            if known is not None and known[:2] == (state.size, state.mtime_ns):
+                continue
+            record = await self._store_file(container, live, state)
+            if record is not None:
+                changed.append(record)
+        return changed
+
+    async def _store_file(self, container: Container, live: Live, state: FileState) -> ContainerFile | None:
+        data = await live.session.read(state.path, self.limits.file_bytes)
+        sha = hashlib.sha256(data).hexdigest()
+        known = live.known.get(state.path)
+        live.known[state.path] = (state.size, state.mtime_ns, sha)
+        if known is not None and known[2] == sha:
+            return None  # touched, not changed
+        return await self.add_file(container, state.path, io.BytesIO(data), "assistant")
+
+    # -- expiry and shutdown ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.sandbox is not None:
+            self._sweeper = asyncio.create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        while True:
+            try:
+                await self.expire_due()
+            except StoreUnavailable:
+                pass
+            except Exception:
+                log.exception("expiring containers failed; retrying")
+            await asyncio.sleep(self.sweep_s)
+
+    async def expire_due(self) -> list[str]:
+        """Expire the containers idle past their time (any instance may), and close the sessions here whose
+        container expired, was deleted or moved to another instance."""
+        due = await self.store.due(time.time())
+        for container_id in due:
+            row = await self.store.get_any(container_id)
+            await self._close(container_id)
+            if row is not None:
+                await self._drop_blobs(row.tenant, await self.store.expire(container_id))
+        for container_id in list(self.live):
+            row = await self.store.get_any(container_id)
+            if row is None or row.expired or row.host != self.instance:
+                await self._close(container_id)
+        return due
+
+    async def _drop_blobs(self, tenant: str, blobs: list[str]) -> None:
+        for blob in blobs:
+            await self.files.delete(blob, tenant, BLOB)
+
+    async def _close(self, container_id: str) -> None:
+        live = self.live.pop(container_id, None)
+        if live is not None:
+            await live.session.close()
+        if self.sandbox is not None:
+            await self.sandbox.discard(container_id)
+
+    async def aclose(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for container_id in list(self.live):
+            live = self.live.pop(container_id)
+            await live.session.close()
+        if self.sandbox is not None:
+            await self.sandbox.aclose()

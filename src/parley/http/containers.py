@@ -1,0 +1,191 @@
+"""The Containers API (``/v1/containers``): containers and their files, per tenant (see
+:mod:`parley.containers.service`)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import Field
+from starlette.datastructures import UploadFile
+
+from parley.auth import Caller
+from parley.containers.service import Containers
+from parley.containers.store import Container
+from parley.errors import InvalidRequest, NotFound, PayloadTooLarge, UnsupportedParameter
+from parley.http.bodies import parse_body
+from parley.http.files import MULTIPART_OVERHEAD
+from parley.http.routes import caller, runtime
+from parley.validation import StrictModel
+
+container_routes = APIRouter()
+MAX_FILES = 100
+
+
+class ExpiresAfter(StrictModel):
+    anchor: Literal["last_active_at"]
+    minutes: int = Field(ge=1, le=10080)
+
+
+class NetworkPolicy(StrictModel):
+    type: Literal["disabled", "allowlist"]
+    allowed_domains: list[str] | None = None
+    domain_secrets: list[dict[str, Any]] | None = None
+
+
+class CreateContainer(StrictModel):
+    name: str = Field(min_length=1, max_length=256)
+    expires_after: ExpiresAfter | None = None
+    file_ids: list[str] = Field(default_factory=list, max_length=MAX_FILES)
+    memory_limit: Literal["1g", "4g", "16g", "64g"] | None = None
+    network_policy: NetworkPolicy | None = None
+    skills: list[dict[str, Any]] | None = None
+
+
+class AddFile(StrictModel):
+    file_id: str = Field(min_length=1, max_length=80)
+
+
+def _containers(request: Request) -> Containers:
+    return runtime(request).containers
+
+
+def check_network_policy(policy: Any, param: str) -> None:
+    """A container has no network; an allowlist is refused by name (it may come later)."""
+    kind = policy.get("type") if isinstance(policy, dict) else getattr(policy, "type", None)
+    if kind not in (None, "disabled"):
+        raise UnsupportedParameter(param, "Containers have no network access in Parley; only "
+                                          "network_policy {\"type\": \"disabled\"} is supported.")
+
+
+def _list(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return {"object": "list", "data": items, "first_id": items[0]["id"] if items else None,
+            "last_id": items[-1]["id"] if items else None, "has_more": has_more}
+
+
+@container_routes.post("/v1/containers")
+async def create_container(request: Request, who: Caller = Depends(caller)) -> Response:
+    body: CreateContainer = await parse_body(request, CreateContainer)
+    if body.skills is not None:
+        raise UnsupportedParameter("skills", "Skills are not supported by Parley yet.")
+    if body.network_policy is not None:
+        check_network_policy(body.network_policy, "network_policy")
+    containers = _containers(request)
+    containers.check_available("name")
+    container = await containers.create(who.tenant, body.name, file_ids=body.file_ids,
+                                        minutes=body.expires_after.minutes if body.expires_after else 20,
+                                        memory_limit=body.memory_limit)
+    return JSONResponse(container.resource())
+
+
+@container_routes.get("/v1/containers")
+async def list_containers(request: Request, who: Caller = Depends(caller), after: str | None = None,
+                          limit: int = Query(20, ge=1, le=100), order: Literal["asc", "desc"] = "desc",
+                          name: str | None = None) -> Response:
+    found, has_more = await _containers(request).store.list(who.tenant, name=name, after=after, order=order,
+                                                            limit=limit)
+    return JSONResponse(_list([c.resource() for c in found], has_more))
+
+
+@container_routes.get("/v1/containers/{container_id}")
+async def retrieve_container(request: Request, container_id: str, who: Caller = Depends(caller)) -> Response:
+    return JSONResponse((await _containers(request).get(container_id, who.tenant)).resource())
+
+
+@container_routes.delete("/v1/containers/{container_id}")
+async def delete_container(request: Request, container_id: str, who: Caller = Depends(caller)) -> Response:
+    containers = _containers(request)
+    await containers.delete(await containers.get(container_id, who.tenant))
+    return JSONResponse({"id": container_id, "object": "container.deleted", "deleted": True})
+
+
+# -- files ----------------------------------------------------------------------------------------------------
+
+async def _usable(request: Request, container_id: str, tenant: str) -> Container:
+    return await _containers(request).usable(container_id, tenant, "container_id")
+
+
+@container_routes.post("/v1/containers/{container_id}/files")
+async def create_container_file(request: Request, container_id: str, who: Caller = Depends(caller)) -> Response:
+    containers = _containers(request)
+    container = await _usable(request, container_id, who.tenant)
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        body: AddFile = await parse_body(request, AddFile)
+        record = await containers.copy_file(container, who.tenant, body.file_id, await _filename(
+            containers, who.tenant, body.file_id))
+        return JSONResponse(record.resource())
+    limit = runtime(request).settings.max_file_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
+        raise PayloadTooLarge(f"The file is larger than {limit} bytes (--max-file-bytes).", param="file")
+    try:
+        form = await request.form(max_files=1, max_fields=4)
+    except Exception:  # noqa: BLE001 - starlette's multipart errors are of several kinds
+        raise InvalidRequest("The body must be multipart/form-data with a 'file', or JSON with a 'file_id'.",
+                             param="file") from None
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            file_id = form.get("file_id")
+            if not isinstance(file_id, str):
+                raise InvalidRequest("Give a 'file' or a 'file_id'.", param="file", code="missing_required_parameter")
+            record = await containers.copy_file(container, who.tenant, file_id,
+                                                await _filename(containers, who.tenant, file_id))
+            return JSONResponse(record.resource())
+        if upload.size is not None and upload.size > limit:
+            raise PayloadTooLarge(f"The file is larger than {limit} bytes (--max-file-bytes).", param="file")
+        record = await containers.add_file(container, (upload.filename or "upload")[:255], upload.file)
+    finally:
+        await form.close()
+    return JSONResponse(record.resource())
+
+
+async def _filename(containers: Containers, tenant: str, file_id: str) -> str:
+    record = await containers.files.get(file_id, tenant) if len(file_id) <= 80 else None
+    if record is None:
+        raise NotFound(f"No file with id '{file_id}' found.", param="file_id")
+    return record.filename
+
+
+@container_routes.get("/v1/containers/{container_id}/files")
+async def list_container_files(request: Request, container_id: str, who: Caller = Depends(caller),
+                               after: str | None = None, limit: int = Query(20, ge=1, le=100),
+                               order: Literal["asc", "desc"] = "desc") -> Response:
+    containers = _containers(request)
+    container = await containers.get(container_id, who.tenant)
+    found, has_more = await containers.store.page(container.id, after=after, order=order, limit=limit)
+    return JSONResponse(_list([f.resource() for f in found], has_more))
+
+
+async def _file(request: Request, container_id: str, file_id: str, tenant: str) -> tuple[Container, Any]:
+    containers = _containers(request)
+    container = await containers.get(container_id, tenant)
+    record = await containers.store.file(container.id, file_id) if len(file_id) <= 80 else None
+    if record is None:
+        raise NotFound(f"No file with id '{file_id}' found in container '{container_id}'.", param="file_id")
+    return container, record
+
+
+@container_routes.get("/v1/containers/{container_id}/files/{file_id}")
+async def retrieve_container_file(request: Request, container_id: str, file_id: str,
+                                  who: Caller = Depends(caller)) -> Response:
+    _, record = await _file(request, container_id, file_id, who.tenant)
+    return JSONResponse(record.resource())
+
+
+@container_routes.get("/v1/containers/{container_id}/files/{file_id}/content")
+async def container_file_content(request: Request, container_id: str, file_id: str,
+                                 who: Caller = Depends(caller)) -> Response:
+    container, record = await _file(request, container_id, file_id, who.tenant)
+    content = await _containers(request).content(container, record)
+    return StreamingResponse(content, media_type="application/octet-stream",
+                             headers={"content-length": str(record.bytes)})
+
+
+@container_routes.delete("/v1/containers/{container_id}/files/{file_id}")
+async def delete_container_file(request: Request, container_id: str, file_id: str,
+                                who: Caller = Depends(caller)) -> Response:
+    container, record = await _file(request, container_id, file_id, who.tenant)
+    await _containers(request).remove_file(container, record.id)
+    return JSONResponse({"id": file_id, "object": "container.file.deleted", "deleted": True})
