@@ -137,7 +137,7 @@ class BwrapSession:
         place("--bind", str(self.root), WORKDIR)
         place("--ro-bind", str(KERNEL), "/opt/parley/kernel.py")
         args += ["--chdir", WORKDIR]
-        env = {**ENV, "PARLEY_SANDBOX_UID": str(self.uid)} if self.uid is not None else ENV
+        env = {**ENV, "SANDBOX_UID": str(self.uid)} if self.uid is not None else ENV
         for key, value in env.items():
             args += ["--setenv", key, value]
         return args + ["--", os.path.realpath(sys.executable) if sys.prefix == sys.base_prefix else sys.executable,
@@ -162,7 +162,8 @@ class BwrapSession:
             opened += [passwd_fd, info_r, info_w]
             self.process = await asyncio.create_subprocess_exec(
                 *self._arguments(info_w, passwd_fd), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, pass_fds=(passwd_fd, info_w), preexec_fn=self._limit, limit=MAX_REPLY)
+                stderr=asyncio.subprocess.PIPE, pass_fds=(passwd_fd, info_w), preexec_fn=self._limit, limit=MAX_REPLY,
+                env={"PATH": ENV["PATH"]})  # bwrap itself is the sandbox's PID 1: none of the server's variables
             os.close(info_w)
             opened.remove(info_w)
             info = await asyncio.to_thread(_read_all, info_r)

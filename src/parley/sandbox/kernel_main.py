@@ -114,7 +114,7 @@ def _figures() -> list[str]:
 def drop_privileges() -> None:
     """Under a root server the sandbox starts as root (with no other capability than changing user) and
     becomes the container's own user here, for good, before it runs anything."""
-    uid = os.environ.pop("PARLEY_SANDBOX_UID", None)
+    uid = os.environ.pop("SANDBOX_UID", None)
     if uid is not None:
         os.setgroups([])
         os.setresgid(int(uid), int(uid), int(uid))
