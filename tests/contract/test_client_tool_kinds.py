@@ -182,10 +182,19 @@ def test_native_client_tools_become_their_items_and_outputs_come_back(client, ba
                        patch.call_id: "completed: created", local.call_id: "x\n"}
 
 
-def test_a_hosted_shell_environment_is_refused_by_name(client) -> None:
-    with pytest.raises(openai.BadRequestError) as info:
-        client.responses.create(model="m", input="x", tools=[{"type": "shell", "environment": {"type": "container_auto"}}])
-    assert info.value.body["param"] == "tools[0].environment"
+def test_a_hosted_shell_environment_is_checked_before_the_model_runs(client, backend) -> None:
+    for environment, error, param in (
+            ({"type": "container_reference", "container_id": "cntr_missing"}, openai.NotFoundError,
+             "tools[0].environment.container_id"),
+            ({"type": "container_auto", "skills": [{"type": "skill_reference", "skill_id": "s"}]},
+             openai.BadRequestError, "tools[0].environment.skills"),
+            ({"type": "container_auto", "network_policy": {"type": "allowlist", "allowed_domains": ["a.com"]}},
+             openai.BadRequestError, "tools[0].environment.network_policy"),
+            ({"type": "somewhere_else"}, openai.BadRequestError, "tools[0].environment")):
+        with pytest.raises(error) as info:
+            client.responses.create(model="m", input="x", tools=[{"type": "shell", "environment": environment}])
+        assert info.value.body["param"] == param, environment
+    assert backend.requests == []
 
 
 def test_replayed_reasoning_text_reaches_upstreams_that_take_reasoning_only(client, backend, scripted_server,

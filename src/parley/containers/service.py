@@ -108,6 +108,17 @@ class Containers:
             raise expired_error(container_id, param)
         return container
 
+    async def for_conversation(self, tenant: str, earlier: list[str], *, name: str, memory_limit: str | None,
+                               file_ids: list[str], param: str) -> Container:
+        """An ``auto`` container: the newest of the conversation's ``earlier`` containers that still lives (with
+        the memory asked for), or a new one with ``file_ids`` copied in."""
+        memory = memory_limit or "1g"
+        for container_id in earlier:
+            found = await self.store.get(container_id, tenant)
+            if found is not None and not found.expired and found.memory_limit == memory:
+                return found
+        return await self.create(tenant, name, file_ids=file_ids, minutes=20, memory_limit=memory, param=param)
+
     # -- the Containers API ------------------------------------------------------------------------------------
 
     async def create(self, tenant: str, name: str, *, file_ids: list[str], minutes: int,

@@ -16,7 +16,8 @@ TERMINAL = {"response.completed", "response.incomplete", "response.failed"}
 ITEM_EVENT_PREFIXES = ("response.output_text.", "response.refusal.", "response.function_call_arguments.",
                        "response.content_part.", "response.reasoning_text.", "response.mcp_", "response.web_search_call.",
                        "response.file_search_call.",
-                       "response.custom_tool_call_input.", "response.reasoning_summary", "response.shell_call_command.")
+                       "response.custom_tool_call_input.", "response.reasoning_summary", "response.shell_call_command.",
+                       "response.code_interpreter_call", "response.shell_call_output_content.")
 
 
 class StreamGrammarError(AssertionError):
@@ -52,6 +53,9 @@ class _ItemTracker:
         self.arguments = ""
         self.part_done: dict[int, Any] = {}
         self.summary: str | None = None  # the reasoning summary part being streamed
+        self.code: str | None = None  # a code_interpreter call's streamed code
+        self.commands: dict[int, str] = {}  # a shell call's streamed commands
+        self.streams: dict[int, dict[str, str]] = {}  # a shell call output's streamed stdout and stderr
 
     def feed(self, event: Any) -> None:
         kind = event.type
@@ -87,6 +91,22 @@ class _ItemTracker:
             self.arguments += event.delta
         elif kind in ("response.function_call_arguments.done", "response.mcp_call_arguments.done"):
             _require(event.arguments == self.arguments, f"{kind} differs from its deltas")
+        elif kind == "response.code_interpreter_call_code.delta":
+            self.code = (self.code or "") + event.delta
+        elif kind == "response.code_interpreter_call_code.done":
+            _require(event.code == (self.code or ""), f"{kind} differs from its deltas")
+        elif kind == "response.shell_call_command.delta":
+            self.commands[event.command_index] = self.commands.get(event.command_index, "") + event.delta
+        elif kind == "response.shell_call_command.done":
+            _require(event.command == self.commands.get(event.command_index, ""), f"{kind} differs from its deltas")
+        elif kind == "response.shell_call_output_content.delta":
+            streams = self.streams.setdefault(event.command_index, {"stdout": "", "stderr": ""})
+            streams["stdout"] += event.delta.stdout or ""
+            streams["stderr"] += event.delta.stderr or ""
+        elif kind == "response.shell_call_output_content.done":
+            streams = self.streams.get(event.command_index, {"stdout": "", "stderr": ""})
+            _require([(o.stdout, o.stderr) for o in event.output] == [(streams["stdout"], streams["stderr"])],
+                     f"{kind} differs from its deltas")
 
     def finish(self, event: Any) -> None:
         _require(not self.open_parts, f"item {self.item.id} done with open content parts {self.open_parts}")
@@ -100,6 +120,15 @@ class _ItemTracker:
                 _require(got == text, f"message part {index} differs from its deltas")
         if self.done.type == "function_call":
             _require(self.done.arguments == self.arguments, "function_call arguments differ from their deltas")
+        if self.done.type == "code_interpreter_call" and self.code is not None:
+            _require(self.done.code == self.code, "code_interpreter_call code differs from its deltas")
+        if self.done.type == "shell_call" and self.commands:
+            _require(self.done.action.commands == [self.commands[i] for i in sorted(self.commands)],
+                     "shell_call commands differ from their deltas")
+        if self.done.type == "shell_call_output" and self.streams:
+            _require([(o.stdout, o.stderr) for o in self.done.output] ==
+                     [(self.streams[i]["stdout"], self.streams[i]["stderr"]) for i in sorted(self.streams)],
+                     "shell_call_output differs from its deltas")
 
 
 def _plain(item: Any) -> Any:

@@ -36,6 +36,7 @@ from pydantic import Field, field_validator
 from parley.containers.store import Container, ContainerFile
 from parley.errors import InvalidRequest, NotFound, ParleyError
 from parley.ids import new_id
+from parley.tools.hosted_shell import earlier_containers
 from parley.tools.base import BindContext, Binding, CallDone, Citation, Offered, Produced, ToolCall, ToolEnv, \
     ToolKind, ToolModel
 
@@ -133,12 +134,9 @@ class CodeInterpreterTools(Binding):
         containers, spec = self.containers, self.tool.container
         if isinstance(spec, str):
             return await containers.usable(spec, self.tenant, "tools.container")
-        for container_id in self.earlier:  # auto: the conversation's container, while it lives
-            found = await containers.store.get(container_id, self.tenant)
-            if found is not None and not found.expired and found.memory_limit == (spec.memory_limit or "1g"):
-                return found
-        return await containers.create(self.tenant, "code_interpreter", file_ids=spec.file_ids or [], minutes=20,
-                                       memory_limit=spec.memory_limit, param="tools.container.file_ids")
+        return await containers.for_conversation(self.tenant, self.earlier, name="code_interpreter",
+                                                 memory_limit=spec.memory_limit, file_ids=spec.file_ids or [],
+                                                 param="tools.container.file_ids")
 
     def start(self, call: ToolCall, approved: bool) -> asyncio.Task[Any]:
         return asyncio.ensure_future(self._run(_code(call.arguments)))
@@ -205,15 +203,6 @@ class CodeInterpreterTools(Binding):
         return citations
 
 
-def _earlier_containers(context: BindContext) -> list[str]:
-    found = []
-    for item in [*context.previous_output, *context.input]:
-        container_id = getattr(item, "container_id", None)
-        if getattr(item, "type", None) == "code_interpreter_call" and isinstance(container_id, str):
-            found.append(container_id)
-    return found[::-1]
-
-
 class CodeInterpreterKind(ToolKind):
     models = {"code_interpreter": CodeInterpreterTool}
     choices = {"code_interpreter": ToolChoiceCodeInterpreter}
@@ -243,7 +232,7 @@ class CodeInterpreterKind(ToolKind):
         if not tools:
             return None
         return CodeInterpreterTools(context.env.containers, tools[0], context.tenant,
-                                    INCLUDE_OUTPUTS in context.include, _earlier_containers(context))
+                                    INCLUDE_OUTPUTS in context.include, earlier_containers(context))
 
 
 KIND = CodeInterpreterKind()

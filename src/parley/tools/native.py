@@ -7,6 +7,7 @@ arguments those tools define and turns the calls back into ``shell_call``, ``loc
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from openai.types.responses import (
@@ -18,12 +19,14 @@ from openai.types.responses import (
     ResponseShellCallCommandDoneEvent,
 )
 from openai.types.responses.response_output_item import LocalShellCall
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
-from parley.errors import InvalidRequest
+from parley.errors import InvalidRequest, NotFound, UnsupportedParameter
 from parley.ids import new_id
-from parley.tools.base import BindContext, Binding, ClientTool, Offered, ToolKind, ToolModel
+from parley.tools.base import BindContext, Binding, ClientTool, Offered, Produced, ToolCall, ToolEnv, ToolKind, \
+    ToolModel
 from parley.tools.client import CALL_CLOSERS, CALL_OPENERS
+from parley.tools.hosted_shell import HostedShell, earlier_containers
 
 STRINGS = {"type": "array", "items": {"type": "string"}}
 FUNCTIONS: dict[str, dict[str, Any]] = {
@@ -44,17 +47,32 @@ FUNCTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+class LocalEnvironment(ToolModel):
+    type: Literal["local"]
+    skills: list[dict[str, Any]] | None = None
+
+
+class ContainerAuto(ToolModel):
+    type: Literal["container_auto"]
+    file_ids: list[str] | None = Field(None, max_length=100)
+    memory_limit: Literal["1g", "4g", "16g", "64g"] | None = None
+    network_policy: dict[str, Any] | None = None  # only {"type": "disabled"} (NativeKind.precheck)
+
+
+class ContainerReference(ToolModel):
+    type: Literal["container_reference"]
+    container_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,80}$")
+
+
 class ShellTool(ToolModel):
     type: Literal["shell"]
-    environment: dict[str, Any] | None = None
+    environment: LocalEnvironment | ContainerAuto | ContainerReference | None = Field(None, discriminator="type")
     allowed_callers: list[Literal["direct"]] | None = None
 
-    @field_validator("environment")
-    @classmethod
-    def _local(cls, environment: dict[str, Any] | None) -> dict[str, Any] | None:
-        if environment is not None and environment.get("type") != "local":
-            raise ValueError("Parley has no hosted containers: the shell runs in the client's local environment")
-        return environment
+    @property
+    def hosted(self) -> bool:
+        """Whether Parley runs its commands (in a container), not the client."""
+        return isinstance(self.environment, (ContainerAuto, ContainerReference))
 
 
 class LocalShellTool(ToolModel):
@@ -142,20 +160,44 @@ CALL_CLOSERS.update({"shell_call": _close_shell, "local_shell_call": _close_loca
 
 
 class NativeTools(Binding):
-    def __init__(self, kinds: list[str]) -> None:
+    """The native tools of one response: the client runs them, but for a hosted shell, which Parley runs."""
+
+    def __init__(self, kinds: list[str], hosted: HostedShell | None = None) -> None:
         self.kinds = kinds
+        self.hosted = hosted
 
     def offered(self) -> list[Offered]:
-        return [Offered({"type": "function", "function": {"name": kind, **FUNCTIONS[kind]}},
-                        ClientTool(kind, kind), {"type": kind}) for kind in self.kinds]
+        offered = [Offered({"type": "function", "function": {"name": kind, **FUNCTIONS[kind]}},
+                           ClientTool(kind, kind), {"type": kind}) for kind in self.kinds]
+        return offered + (self.hosted.offered() if self.hosted else [])
 
     def forced(self, choice: ToolModel) -> Any:
         return {"type": "function", "function": {"name": choice.type}}  # type: ignore[attr-defined]
+
+    def start(self, call: ToolCall, approved: bool) -> Any:
+        assert self.hosted is not None, "only the hosted shell runs here"
+        return self.hosted.start(call, approved)
+
+    async def emit(self, call: ToolCall, run: Any, index: int) -> AsyncIterator[Produced]:
+        assert self.hosted is not None, "only the hosted shell runs here"
+        async for produced in self.hosted.emit(call, run, index):
+            yield produced
 
 
 class NativeKind(ToolKind):
     models = {"shell": ShellTool, "local_shell": LocalShellTool, "apply_patch": ApplyPatchTool}
     choices = {"shell": ToolChoiceNative, "apply_patch": ToolChoiceNative}
+
+    def precheck(self, raw: dict[str, Any], where: str) -> None:
+        environment = raw.get("environment")
+        if not isinstance(environment, dict) or environment.get("type") != "container_auto":
+            return
+        if environment.get("skills"):
+            raise UnsupportedParameter(f"{where}.environment.skills", "Skills are not supported by Parley yet.")
+        policy = environment.get("network_policy")
+        if isinstance(policy, dict) and policy.get("type") != "disabled":
+            raise UnsupportedParameter(f"{where}.environment.network_policy", "Containers have no network access "
+                                       "in Parley; only network_policy {\"type\": \"disabled\"} is supported.")
 
     def check(self, tools: list[Any], choice: ToolModel | None) -> None:
         kinds = [t.type for t in tools]
@@ -165,8 +207,30 @@ class NativeKind(ToolKind):
             raise InvalidRequest(f"tool_choice names {choice.type}, but 'tools' has no such tool.",  # type: ignore
                                  param="tool_choice")
 
+    async def admit(self, tools: list[tuple[str, Any]], env: ToolEnv, tenant: str = "") -> None:
+        for where, tool in tools:
+            if not getattr(tool, "hosted", False):
+                continue
+            if env.containers is None:
+                raise InvalidRequest("This server cannot run code.", param=f"{where}.environment",
+                                     code="sandbox_unavailable")
+            env.containers.check_available(f"{where}.environment")
+            environment = tool.environment
+            if isinstance(environment, ContainerReference):
+                await env.containers.usable(environment.container_id, tenant, f"{where}.environment.container_id")
+                continue
+            env.containers.check_memory(environment.memory_limit, f"{where}.environment.memory_limit")
+            for i, file_id in enumerate(environment.file_ids or []):
+                if await env.containers.files.get(file_id, tenant) is None:
+                    raise NotFound(f"No file with id '{file_id}' found.", param=f"{where}.environment.file_ids[{i}]")
+
     def bind(self, tools: list[Any], context: BindContext) -> Binding | None:
-        return NativeTools([t.type for t in tools]) if tools else None
+        if not tools:
+            return None
+        hosted = next((t for t in tools if getattr(t, "hosted", False)), None)
+        shell = HostedShell(context.env.containers, hosted.environment.model_dump(exclude_none=True), context.tenant,
+                            earlier_containers(context)) if hosted is not None else None
+        return NativeTools([t.type for t in tools if t is not hosted], shell)
 
 
 KIND = NativeKind()

@@ -1,7 +1,7 @@
-"""Containers and the code_interpreter tool through a real ``parley serve`` with the bwrap sandbox: the
-Containers API round trip, Python run server-side in a container's persistent process (values kept between
-calls), figures as image outputs, files the code writes cited and downloadable; streamed and not, stored,
-retrieved, chained and replayed; on SQLite and PostgreSQL."""
+"""Containers, the code_interpreter tool and the hosted shell through a real ``parley serve`` with the bwrap
+sandbox: the Containers API round trip, Python run server-side in a container's persistent process (values
+kept between calls), figures as image outputs, files the code writes cited and downloadable, shell commands
+run in a container; streamed and not, stored, retrieved, chained and replayed; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from parley.testing.grammar import check_stream
 from tests.contract.helpers import ValidatingTransport
 
 CODE = re.compile(r"```python\n(.*?)```", re.S)
+SHELL = re.compile(r"```sh\n(.*?)```", re.S)
 
 
 def coding_model(request: dict) -> Reply:
@@ -31,7 +32,11 @@ def coding_model(request: dict) -> Reply:
         return Reply(text=f"Result: {output.splitlines()[0]}.{link}", chunk_size=5)
     text = last["content"] if isinstance(last["content"], str) else " ".join(
         p.get("text", "") for p in last["content"])
-    block = CODE.search(text)
+    block, commands = CODE.search(text), SHELL.search(text)
+    if commands:
+        timeout = re.search(r"within (\d+) ms", text)
+        return Reply(tool_calls=[ToolCall("shell", {"commands": commands.group(1).splitlines(), **(
+            {"timeout_ms": int(timeout.group(1))} if timeout else {})})])
     return Reply(tool_calls=[ToolCall("code_interpreter", {"code": block.group(1)})]) if block else \
         Reply(text="Nothing to run.")
 
@@ -207,3 +212,51 @@ def test_a_call_past_its_time_is_stopped_and_the_container_answers_after(ci_back
         assert "ran longer than 2 seconds" in slow.output[0].outputs[0].logs
         after = client.responses.create(model="m", input=ask("print('kept' in globals())"), tools=[tool])
         assert after.output_text == "Result: False.", "a fresh process answers after a timeout"
+
+
+def sh(*commands: str) -> str:
+    return "Run these:\n```sh\n" + "\n".join(commands) + "\n```"
+
+
+def test_the_hosted_shell_runs_commands_in_a_container(ci) -> None:
+    container = ci.containers.create(name="shell")
+    ci.containers.files.create(container.id, file=("data.txt", b"three\nlines\nhere\n"))
+    tool = {"type": "shell", "environment": {"type": "container_reference", "container_id": container.id}}
+    with ci.responses.stream(model="m", input=sh("wc -l data.txt", "echo oops >&2; exit 3"), tools=[tool]) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    check_stream(events)
+    call, output, message = final.output
+    assert call.type == "shell_call" and call.status == "completed"
+    assert call.action.commands == ["wc -l data.txt", "echo oops >&2; exit 3"]
+    assert call.environment.type == "container_reference" and call.environment.container_id == container.id
+    assert output.type == "shell_call_output" and output.call_id == call.call_id
+    assert [(o.stdout, o.stderr, o.outcome.type, o.outcome.exit_code) for o in output.output] == [
+        ("3 data.txt\n", "", "exit", 0), ("", "oops\n", "exit", 3)]
+    kinds = [e.type for e in events]
+    assert kinds.count("response.shell_call_command.done") == 2
+    assert kinds.count("response.shell_call_output_content.done") == 2
+    assert final.output_text == "Result: exit code 0."
+    stored = ci.responses.retrieve(final.id)
+    assert [i.type for i in stored.output] == ["shell_call", "shell_call_output", "message"]
+
+
+def test_a_shell_command_past_its_timeout_is_reported_as_such(ci) -> None:
+    response = ci.responses.create(model="m", input=sh("sleep 30", "echo after") + " within 300 ms", tools=[
+        {"type": "shell", "environment": {"type": "container_auto"}}])
+    output = response.output[1]
+    assert output.output[0].outcome.type == "timeout"
+    assert output.output[1].outcome.type == "timeout" and "Not run" in output.output[1].stderr
+
+
+def test_container_auto_keeps_one_container_per_conversation_and_shares_it(ci) -> None:
+    tool = {"type": "shell", "environment": {"type": "container_auto"}}
+    first = ci.responses.create(model="m", input=sh("echo built > artifact.txt"), tools=[tool])
+    container_id = first.output[0].environment.container_id
+    second = ci.responses.create(model="m", input=sh("cat artifact.txt"), tools=[tool], previous_response_id=first.id)
+    assert second.output[0].environment.container_id == container_id
+    assert second.output[1].output[0].stdout == "built\n"
+    third = ci.responses.create(model="m", input=ask("print(open('/mnt/data/artifact.txt').read().strip())"),
+                                tools=[{"type": "code_interpreter", "container": container_id}])
+    assert third.output_text == "Result: built."
+    assert "/mnt/data/artifact.txt" in [f.path for f in ci.containers.files.list(container_id).data]
