@@ -302,3 +302,27 @@ async def test_agents_sdk_compaction_session_compacts_through_parley(agents_mode
         assert sent[-1] == ("user", "Where do I live?")
     finally:
         await client.close()
+
+
+@pytest.mark.anyio
+async def test_agents_sdk_code_interpreter_and_hosted_shell_tools_run_a_turn(agents_model, backend) -> None:
+    from agents import Agent, CodeInterpreterTool, Runner, ShellTool
+
+    backend.push(Reply(tool_calls=[ToolCall("code_interpreter", {"code": "answer = 6 * 7\nprint(answer)"})]),
+                 Reply(tool_calls=[ToolCall("shell", {"commands": ["echo from the shell"]})]),
+                 Reply(text="42, and the shell said hello."),
+                 Reply(tool_calls=[ToolCall("code_interpreter", {"code": "print(answer + 1)"})]),
+                 Reply(text="43."))
+    agent = Agent(name="analyst", instructions="Compute with the tools.", model=agents_model, tools=[
+        CodeInterpreterTool(tool_config={"type": "code_interpreter", "container": {"type": "auto"}}),
+        ShellTool(environment={"type": "container_auto"})])
+    first = await Runner.run(agent, "What is six times seven?")
+    assert first.final_output == "42, and the shell said hello."
+    tool_messages = [m["content"] for m in backend.requests[2]["messages"] if m["role"] == "tool"]
+    assert tool_messages[0] == "42\n" and tool_messages[1].startswith("exit code 0\nstdout:\nfrom the shell\n")
+    history = first.to_input_list()
+    assert {"code_interpreter_call", "shell_call", "shell_call_output"} <= {item.get("type") for item in history}
+    second = await Runner.run(agent, [*history, {"role": "user", "content": "And plus one?"}])
+    assert second.final_output == "43."
+    assert [m["content"] for m in backend.requests[-1]["messages"] if m["role"] == "tool"][-1] == "43\n", \
+        "the replayed conversation kept its container and its variable"
