@@ -153,7 +153,7 @@ class Runtime:
         await self._retrieval.start()
         self.tools.retrieval = self._retrieval
         self._containers = self._make_containers(store)
-        self._containers.start()
+        await self._containers.start()
         self.tools.containers = self._containers
         self._background = make_background(self.engine, store, settings)
         self._background.start()
@@ -188,24 +188,26 @@ class Runtime:
 
     def _make_containers(self, store: SqlStore) -> Containers:
         """Containers on the sandbox ``--sandbox`` names (see :mod:`parley.sandbox`)."""
+        from parley.containers.relay import Relay
         from parley.sandbox.bwrap import BwrapSandbox
 
         settings = self.settings
         limits = SandboxLimits(processes=settings.container_processes, disk_bytes=settings.container_disk_mb << 20,
                                file_bytes=min(settings.container_disk_mb << 20, settings.max_file_bytes),
                                call_timeout_s=settings.code_timeout_s)
-        sandbox, why = None, "it was started with --sandbox none"
+        sandbox, why, relay = None, "it was started with --sandbox none", None
+        directory = settings.containers_dir or settings.data_dir / "containers"
         if settings.sandbox != "none":
-            bwrap = BwrapSandbox(settings.containers_dir or settings.data_dir / "containers")
+            bwrap = BwrapSandbox(directory)
             why = bwrap.unavailable()
             if why is None:
-                sandbox = bwrap
+                sandbox, relay = bwrap, Relay(directory, self.engine.recorder.instance_id)
             elif settings.sandbox == "bwrap":
                 raise RuntimeError(f"--sandbox bwrap: {why}")
             else:
                 log.warning("code_interpreter and the hosted shell are off: %s", why)
         return Containers(SqlContainers(store), self.files, sandbox, self.engine.recorder.instance_id,
-                          limits=limits, max_memory=settings.container_max_memory, unavailable=why)
+                          limits=limits, max_memory=settings.container_max_memory, unavailable=why, relay=relay)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``work`` (a streamed response) on its own, so that it finishes even if its client leaves;

@@ -21,12 +21,13 @@ import io
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import IO, Any
 
 from parley.containers.store import Container, ContainerFile, SqlContainers
 from parley.errors import InvalidRequest, NotFound, ParleyError, StoreUnavailable
-from parley.sandbox.base import CommandResult, FileState, Limits, Sandbox, SandboxError, Session
+from parley.containers.relay import Relay, Unreachable
+from parley.sandbox.base import CellResult, CommandResult, FileState, Limits, Sandbox, SandboxError, Session
 from parley.sandbox.workspace import relative
 from parley.store.files import BLOB, SqlFiles
 
@@ -65,7 +66,8 @@ class Ran:
 
 class Containers:
     def __init__(self, store: SqlContainers, files: SqlFiles, sandbox: Sandbox | None, instance: str, *,
-                 limits: Limits, max_memory: str, unavailable: str | None = None, sweep_s: float = 30.0) -> None:
+                 limits: Limits, max_memory: str, unavailable: str | None = None, sweep_s: float = 30.0,
+                 relay: Relay | None = None) -> None:
         self.store = store
         self.files = files
         self.sandbox = sandbox
@@ -74,6 +76,7 @@ class Containers:
         self.max_memory = max_memory
         self.why_unavailable = unavailable if sandbox is None else sandbox.unavailable()
         self.sweep_s = sweep_s
+        self.relay = relay  # to and from the other instances of this host (the local sandbox only)
         self.live: dict[str, Live] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -187,28 +190,52 @@ class Containers:
     # -- running code --------------------------------------------------------------------------------------------
 
     async def python(self, container: Container, code: str) -> Ran:
-        return await self._run(container, lambda session: session.python(code))
+        ran = await self._run(container, {"op": "python", "code": code})
+        return Ran(CellResult(**ran["result"]), [ContainerFile(**f) for f in ran["changed"]])
 
     async def shell(self, container: Container, commands: list[str], timeout_s: float, max_output: int) -> Ran:
-        async def run(session: Session) -> list[CommandResult]:
-            results = []
-            deadline = time.monotonic() + timeout_s
-            for command in commands:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    results.append(CommandResult(stderr="Not run: the call's time was used up.", exit_code=None))
-                    continue
-                results.append(await session.shell(command, left, max_output))
-            return results
+        ran = await self._run(container, {"op": "shell", "commands": commands, "timeout_s": timeout_s,
+                                          "max_output": max_output})
+        return Ran([CommandResult(**r) for r in ran["result"]], [ContainerFile(**f) for f in ran["changed"]])
 
-        return await self._run(container, run)
+    @staticmethod
+    async def _execute(session: Session, op: dict[str, Any]) -> Any:
+        """One call (a cell, or commands in order within one deadline) as plain data."""
+        if op["op"] == "python":
+            return asdict(await session.python(str(op["code"])))
+        results = []
+        deadline = time.monotonic() + float(op["timeout_s"])
+        for command in op["commands"]:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                results.append(CommandResult(stderr="Not run: the call's time was used up.", exit_code=None))
+                continue
+            results.append(await session.shell(str(command), left, int(op["max_output"])))
+        return [asdict(r) for r in results]
 
-    async def _run(self, container: Container, call: Any) -> Ran:
+    async def _run(self, container: Container, op: dict[str, Any]) -> dict[str, Any]:
+        """Run ``op`` where the container lives: here, or on the instance of this host that holds its session."""
         self.check_available("tools")
+        row = await self.store.get(container.id, container.tenant) or container
+        if row.expired:
+            raise expired_error(container.id, "container")
+        if self.relay is not None and row.host not in (None, self.instance):
+            try:
+                return await self.relay.call(row.host, container.id, container.tenant, op)
+            except Unreachable:
+                pass  # its instance is gone, or on another host: the container moves here
+        return await self._run_here(container, op)
+
+    async def _relayed(self, container_id: str, tenant: str, op: dict[str, Any]) -> dict[str, Any]:
+        """A call another instance of this host handed over."""
+        container = await self.get(container_id, tenant)
+        if container.expired:
+            raise expired_error(container_id, "container")
+        return await self._run_here(container, op)
+
+    async def _run_here(self, container: Container, op: dict[str, Any]) -> dict[str, Any]:
         lock = self._locks.setdefault(container.id, asyncio.Lock())
         async with lock:
-            if (await self.store.get(container.id, container.tenant) or container).expired:
-                raise expired_error(container.id, "container")
             before = await self.store.touch(container.id, self.instance)
             live = self.live.get(container.id)
             if live is not None and (not live.session.alive or before not in (None, self.instance)):
@@ -222,12 +249,12 @@ class Containers:
                 live = self.live[container.id] = Live(session)
             try:
                 await self._sync_down(container, live)
-                result = await call(live.session)
+                result = await self._execute(live.session, op)
                 changed = await self._sync_up(container, live)
             except SandboxError as exc:
                 await self._close(container.id)
                 raise SandboxFailed(f"The container failed: {exc}") from None
-            return Ran(result, changed)
+            return {"result": result, "changed": [asdict(f) for f in changed]}
 
     def _limits(self, container: Container) -> Limits:
         return replace(self.limits, memory_bytes=MEMORY.get(container.memory_limit, MEMORY["1g"]))
@@ -285,9 +312,11 @@ class Containers:
 
     # -- expiry and shutdown ---------------------------------------------------------------------------------
 
-    def start(self) -> None:
+    async def start(self) -> None:
         if self.sandbox is not None:
             self._sweeper = asyncio.create_task(self._sweep())
+        if self.relay is not None:
+            await self.relay.listen(self._relayed)
 
     async def _sweep(self) -> None:
         while True:
@@ -328,6 +357,8 @@ class Containers:
     async def aclose(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self.relay is not None:
+            await self.relay.aclose()
         for container_id in list(self.live):
             live = self.live.pop(container_id)
             await live.session.close()
