@@ -197,7 +197,13 @@ class Runtime:
                                call_timeout_s=settings.code_timeout_s)
         sandbox, why, relay = None, "it was started with --sandbox none", None
         directory = settings.containers_dir or settings.data_dir / "containers"
-        if settings.sandbox != "none":
+        if settings.sandbox == "kernel_gateway":
+            from parley.sandbox.gateway import KernelGatewaySandbox
+
+            sandbox = KernelGatewaySandbox(settings.kernel_gateway_url or "", settings.kernel_gateway_token,
+                                           settings.kernel_gateway_workdir, settings.kernel_gateway_kernel)
+            why = sandbox.unavailable()
+        elif settings.sandbox != "none":
             bwrap = BwrapSandbox(directory)
             why = bwrap.unavailable()
             if why is None:

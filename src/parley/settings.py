@@ -188,10 +188,18 @@ class Settings(BaseSettings):
     files_dir: Path | None = Field(
         None, description="Keep the bytes of files uploaded to /v1/files in this directory (one every instance "
         "shares) instead of the database.")
-    sandbox: Literal["auto", "bwrap", "none"] = Field(
+    sandbox: Literal["auto", "bwrap", "kernel_gateway", "none"] = Field(
         "auto", description="Where code_interpreter and the hosted shell run model-written code: bwrap "
-        "(bubblewrap on this host), none (both tools refused), or auto (bwrap where it is installed, else none). "
-        "Code never runs unsandboxed.")
+        "(bubblewrap on this host), kernel_gateway (the kernels of a Jupyter Kernel Gateway or Enterprise "
+        "Gateway at --kernel-gateway-url, isolated by that deployment), none (both tools refused), or auto "
+        "(bwrap where it is installed, else none). Parley never runs code unsandboxed.")
+    kernel_gateway_url: str | None = Field(None, description="The Jupyter Kernel Gateway (or Enterprise Gateway) "
+                                           "that --sandbox kernel_gateway runs containers on, http(s)://host:port.")
+    kernel_gateway_token: str | None = Field(None, description="Its auth token (sent as 'Authorization: token …').")
+    kernel_gateway_workdir: str = Field(
+        "/mnt/data", description="The containers' workspace in the gateway's kernels ({container} becomes the "
+        "container's id, for a gateway whose kernels share one file system).")
+    kernel_gateway_kernel: str = Field("python3", description="The kernel spec the gateway starts.")
     containers_dir: Path | None = Field(
         None, description="Where the bwrap sandbox keeps containers' workspaces (default: <data-dir>/containers).")
     code_timeout_s: float = Field(60.0, gt=0, description="Wall-clock seconds one code_interpreter call or shell "
@@ -214,6 +222,12 @@ class Settings(BaseSettings):
         if self.embedding_model != "local" and not self.embedding_upstream:
             raise ValueError(f"embedding_model '{self.embedding_model}' needs embedding_upstream (only 'local' is "
                              "served without one)")
+        return self
+
+    @model_validator(mode="after")
+    def _gateway_has_a_url(self) -> Settings:
+        if self.sandbox == "kernel_gateway" and not self.kernel_gateway_url:
+            raise ValueError("--sandbox kernel_gateway needs --kernel-gateway-url")
         return self
 
     @model_validator(mode="after")

@@ -139,7 +139,7 @@ class Containers:
         return container
 
     async def delete(self, container: Container) -> None:
-        await self._close(container.id)
+        await self._close(container.id, container.session_ref)
         await self._drop_blobs(container.tenant, await self.store.delete(container.id))
 
     async def add_file(self, container: Container, path: str, source: IO[bytes], origin: str = "user"
@@ -224,7 +224,7 @@ class Containers:
                 return await self.relay.call(row.host, container.id, container.tenant, op)
             except Unreachable:
                 pass  # its instance is gone, or on another host: the container moves here
-        return await self._run_here(container, op)
+        return await self._run_here(row, op)
 
     async def _relayed(self, container_id: str, tenant: str, op: dict[str, Any]) -> dict[str, Any]:
         """A call another instance of this host handed over."""
@@ -234,25 +234,35 @@ class Containers:
         return await self._run_here(container, op)
 
     async def _run_here(self, container: Container, op: dict[str, Any]) -> dict[str, Any]:
+        shared = bool(self.sandbox and self.sandbox.shared)
         lock = self._locks.setdefault(container.id, asyncio.Lock())
         async with lock:
             before = await self.store.touch(container.id, self.instance)
             live = self.live.get(container.id)
-            if live is not None and (not live.session.alive or before not in (None, self.instance)):
-                await self._close(container.id)  # dead, or the container moved away and back: start afresh
+            if live is not None and not live.session.alive:
+                await (self._detach(container.id) if shared else self._close(container.id))
                 live = None
+            elif live is not None and before not in (None, self.instance):
+                if shared:
+                    live.known.clear()  # another instance used the session: what its workspace holds is read again
+                else:
+                    await self._close(container.id)  # the container moved away and back: start afresh
+                    live = None
             if live is None:
                 try:
-                    session = await self.sandbox.open(container.id, self._limits(container))  # type: ignore
+                    session = await self.sandbox.open(container.id, self._limits(container),  # type: ignore
+                                                      container.session_ref if shared else None)
                 except SandboxError as exc:
                     raise SandboxFailed(f"The container could not start: {exc}") from None
+                if session.ref != container.session_ref:
+                    await self.store.set_ref(container.id, session.ref)
                 live = self.live[container.id] = Live(session)
             try:
                 await self._sync_down(container, live)
                 result = await self._execute(live.session, op)
                 changed = await self._sync_up(container, live)
             except SandboxError as exc:
-                await self._close(container.id)
+                await (self._detach(container.id) if shared else self._close(container.id))
                 raise SandboxFailed(f"The container failed: {exc}") from None
             return {"result": result, "changed": [asdict(f) for f in changed]}
 
@@ -265,6 +275,11 @@ class Containers:
         for path in [p for p in live.known if p not in rows]:
             await live.session.remove(path)
             del live.known[path]
+        if not live.known and rows:  # a session this instance has not synced: trust files of the stored size
+            for state in await live.session.files():
+                row = rows.get(state.path)
+                if row is not None and row.bytes == state.size:
+                    live.known[state.path] = (state.size, state.mtime_ns, row.sha256)
         for path, row in rows.items():
             if path in live.known and live.known[path][2] == row.sha256:
                 continue
@@ -334,33 +349,44 @@ class Containers:
         due = await self.store.due(time.time())
         for container_id in due:
             row = await self.store.get_any(container_id)
-            await self._close(container_id)
+            await self._close(container_id, row.session_ref if row else None)
             if row is not None:
                 await self._drop_blobs(row.tenant, await self.store.expire(container_id))
         for container_id in list(self.live):
             row = await self.store.get_any(container_id)
-            if row is None or row.expired or row.host != self.instance:
+            if row is None or row.expired:
                 await self._close(container_id)
+            elif row.host != self.instance:  # another instance uses it now
+                await (self._detach(container_id) if self.sandbox and self.sandbox.shared
+                       else self._close(container_id))
         return due
 
     async def _drop_blobs(self, tenant: str, blobs: list[str]) -> None:
         for blob in blobs:
             await self.files.delete(blob, tenant, BLOB)
 
-    async def _close(self, container_id: str) -> None:
+    async def _close(self, container_id: str, ref: str | None = None) -> None:
+        """End the container's session (and remove what it left)."""
         live = self.live.pop(container_id, None)
         if live is not None:
+            ref = ref or live.session.ref
             await live.session.close()
         if self.sandbox is not None:
-            await self.sandbox.discard(container_id)
+            await self.sandbox.discard(container_id, ref)
+
+    async def _detach(self, container_id: str) -> None:
+        """Let go of a shared session here; it runs on for the other instances."""
+        live = self.live.pop(container_id, None)
+        if live is not None:
+            await live.session.detach()
 
     async def aclose(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self.relay is not None:
             await self.relay.aclose()
-        for container_id in list(self.live):
+        for container_id in list(self.live):  # shared sessions run on for the other instances
             live = self.live.pop(container_id)
-            await live.session.close()
+            await (live.session.detach() if self.sandbox and self.sandbox.shared else live.session.close())
         if self.sandbox is not None:
             await self.sandbox.aclose()

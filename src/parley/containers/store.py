@@ -27,6 +27,7 @@ containers = sa.Table(
     sa.Column("memory_limit", sa.String(8), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),  # running, expired
     sa.Column("host", sa.String(64)),  # the instance that holds its live session
+    sa.Column("session_ref", sa.String(200)),  # what names its session to every instance (a shared sandbox)
 )
 container_files = sa.Table(
     "parley_container_files", metadata,
@@ -54,6 +55,7 @@ class Container:
     memory_limit: str
     status: str
     host: str | None
+    session_ref: str | None = None
 
     @property
     def expired(self) -> bool:
@@ -85,7 +87,7 @@ class ContainerFile:
 
 def _container(row: Any) -> Container:
     return Container(row.id, row.tenant, row.name, row.created_at, row.last_active_at, row.expires_minutes,
-                     row.memory_limit, row.status, row.host)
+                     row.memory_limit, row.status, row.host, row.session_ref)
 
 
 def _file(row: Any) -> ContainerFile:
@@ -148,14 +150,18 @@ class SqlContainers:
 
         return await self.store.run(touch)
 
+    async def set_ref(self, container_id: str, ref: str | None) -> None:
+        await self.store.run(lambda conn: conn.execute(containers.update().where(
+            containers.c.id == container_id).values(session_ref=ref)))
+
     async def expire(self, container_id: str) -> list[str]:
         """Mark a container expired and forget its files; the stored files (blobs) to delete."""
         def expire(conn: sa.Connection) -> list[str]:
             blobs = list(conn.execute(sa.select(container_files.c.blob).where(
                 container_files.c.container_id == container_id)).scalars())
             conn.execute(container_files.delete().where(container_files.c.container_id == container_id))
-            conn.execute(containers.update().where(containers.c.id == container_id).values(status="expired",
-                                                                                            host=None))
+            conn.execute(containers.update().where(containers.c.id == container_id).values(
+                status="expired", host=None, session_ref=None))
             return blobs
 
         return await self.store.run(expire)

@@ -63,7 +63,11 @@ class FileState:
 
 
 class Session(Protocol):
-    """One live container on this instance."""
+    """One live container, as this instance reaches it."""
+
+    # What names the session to the other instances, where they can reach it (a remote kernel's id); None for a
+    # session only this host can reach.
+    ref: str | None
 
     async def python(self, code: str) -> CellResult: ...
 
@@ -85,23 +89,30 @@ class Session(Protocol):
     def alive(self) -> bool: ...
 
     async def close(self) -> None:
-        """Kill the session's whole process tree."""
+        """End the session: its whole process tree killed (its kernel, for a remote one)."""
+        ...
+
+    async def detach(self) -> None:
+        """Let go of the session here, leaving it running for the other instances (a remote kernel); a local
+        session ends."""
         ...
 
 
 class Sandbox(Protocol):
     name: str
+    shared: bool  # whether every instance reaches every session (by its ref), so containers never move
 
     def unavailable(self) -> str | None:
         """Why this sandbox cannot run code here (what to install), or ``None`` when it can."""
         ...
 
-    async def open(self, container_id: str, limits: Limits) -> Session:
-        """A session for the container, its workspace as the previous session left it on this instance."""
+    async def open(self, container_id: str, limits: Limits, ref: str | None = None) -> Session:
+        """The container's session: the one ``ref`` names when it still runs (a shared sandbox), else a new one
+        whose workspace is what the last session left on this instance."""
         ...
 
-    async def discard(self, container_id: str) -> None:
-        """Remove what the container left on this instance (its workspace)."""
+    async def discard(self, container_id: str, ref: str | None = None) -> None:
+        """Remove what the container left: its workspace on this instance, the session ``ref`` names."""
         ...
 
     async def aclose(self) -> None: ...

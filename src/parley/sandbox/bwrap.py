@@ -104,6 +104,7 @@ class BwrapSession:
         self.init_pid = 0
         self.kernel_pid = 0
         self.lock = asyncio.Lock()
+        self.ref: str | None = None  # only this host reaches it
         self._alive = False
 
     @property
@@ -279,6 +280,9 @@ class BwrapSession:
     async def remove(self, path: str) -> None:
         await asyncio.to_thread(workspace.remove, self.root, path)
 
+    async def detach(self) -> None:
+        await self.close()
+
     async def close(self) -> None:
         self._alive = False
         for pid in (self.init_pid, self.process.pid if self.process else 0):
@@ -304,6 +308,7 @@ class BwrapSandbox:
     """Containers as bubblewrap sandboxes on this host, their workspaces under ``directory``."""
 
     name = "bwrap"
+    shared = False
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -323,7 +328,7 @@ class BwrapSandbox:
             raise SandboxError("not a container id")
         return self.directory / container_id
 
-    async def open(self, container_id: str, limits: Limits) -> BwrapSession:
+    async def open(self, container_id: str, limits: Limits, ref: str | None = None) -> BwrapSession:
         root, uid = self._root(container_id), self._uid(container_id)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         root.mkdir(exist_ok=True, mode=0o700)
@@ -333,7 +338,7 @@ class BwrapSandbox:
         await session.start()
         return session
 
-    async def discard(self, container_id: str) -> None:
+    async def discard(self, container_id: str, ref: str | None = None) -> None:
         await asyncio.to_thread(shutil.rmtree, self._root(container_id), True)
 
     async def aclose(self) -> None:

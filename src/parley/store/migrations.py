@@ -396,4 +396,10 @@ MIGRATIONS: list[tuple[str, Statements]] = [
             "CREATE UNIQUE INDEX ix_parley_container_files_path ON parley_container_files (container_id, path)",
         ],
     ),
+    (
+        # What names a container's session to every instance, where the sandbox is shared (a kernel gateway's
+        # kernel id).
+        "0016_container_session_ref",
+        ["ALTER TABLE parley_containers ADD COLUMN session_ref VARCHAR(200)"],
+    ),
 ]
