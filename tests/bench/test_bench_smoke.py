@@ -37,3 +37,15 @@ def test_the_tenant_isolation_bench_runs_both_rounds(tmp_path) -> None:
     noisy = result["shared"]["noisy"]
     assert noisy.get("1,000-clause search: 400", 0) > 0 and noisy.get("input_file bomb: 400", 0) > 0
     assert "| run | what | done | p50 | p99 |" in done.stdout
+
+
+def test_the_containers_bench_runs_every_row(tmp_path) -> None:
+    out = tmp_path / "containers.json"
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "containers.py"), "--smoke", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    metrics = [row["metric"] for row in result["rows"]]
+    assert any(m.startswith("sandbox cold start") for m in metrics) and "5 containers at once: errors" in metrics
+    assert result["failures"] == []
+    assert "| metric | p50 (or value) |" in done.stdout

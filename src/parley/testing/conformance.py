@@ -3,7 +3,7 @@
 Used as the scripted backend's responder, it answers the seed's questions the way a
 capable model would, from what it was actually sent: it repeats its previous answer only
 if the history reached it, names the animal only if the image reached it, and calls the
-tools it was offered (``get_weather``, ``web_search``, MCP's ``get_boiling_point``), then
+tools it was offered (``get_weather``, ``web_search``, MCP's ``get_boiling_point``, ``code_interpreter``), then
 answers from their results.
 """
 
@@ -25,6 +25,9 @@ def _images(request: dict[str, Any]) -> list[str]:
 
 
 def _answer_from_tool(request: dict[str, Any], result: str) -> Reply:
+    calls = [c["function"]["name"] for m in request["messages"] for c in m.get("tool_calls") or []]
+    if calls and calls[-1] == "code_interpreter":
+        return Reply(text=f"The sum is {result.strip().splitlines()[0]}.")
     if "experts" in result:
         found = re.search(r"(\d+) experts", result)
         return Reply(text=f"Llama 4 Maverick has {found.group(1) if found else 'an unknown number of'} experts [1].")
@@ -44,6 +47,8 @@ def conformance_responder(request: dict[str, Any]) -> Reply:
         return Reply(tool_calls=[ToolCall("get_weather", {"location": city})])
     if "boiling point" in question and "get_boiling_point" in offered:
         return Reply(tool_calls=[ToolCall("get_boiling_point", {"liquid_name": "polyjuice", "celcius": True})])
+    if "code_interpreter" in offered and "python" in question:
+        return Reply(tool_calls=[ToolCall("code_interpreter", {"code": "print(sum(range(10**6)))"})])
     if "shell" in offered and "files" in question:
         return Reply(tool_calls=[ToolCall("shell", {"commands": ["ls"]})])
     if "apply_patch" in offered and "create" in question:

@@ -281,6 +281,30 @@ def input_file(ctx: Context) -> None:
     _expect("llama" in response.output_text.lower(), f"no 'llama' in {response.output_text!r}")
 
 
+def code_interpreter(ctx: Context) -> None:
+    """Python run server-side in a container: the call, its logs, the answer from them, and a chained turn."""
+    tools = [{"type": "code_interpreter", "container": {"type": "auto"}}]
+    try:
+        response = ctx.client.responses.create(
+            model=ctx.model, input="Use Python to add up the whole numbers below one million.", tools=tools,
+            tool_choice={"type": "code_interpreter"}, include=["code_interpreter_call.outputs"])
+    except openai.BadRequestError as exc:
+        if (exc.body or {}).get("code") == "sandbox_unavailable":
+            raise Skip(f"the endpoint runs no code: {(exc.body or {}).get('message')}") from None
+        raise
+    calls = [item for item in response.output if item.type == "code_interpreter_call"]
+    _expect(len(calls) >= 1 and calls[0].status == "completed", f"expected a completed call: {response.output}")
+    _expect(bool(calls[0].container_id) and bool(calls[0].code), "the call has no container or code")
+    logs = "".join(o.logs for c in calls for o in c.outputs or [] if o.type == "logs")
+    _expect("499999500000" in logs, f"the call's logs do not hold the sum: {logs[:200]!r}")
+    _expect("499999500000" in response.output_text.replace(",", ""), f"the answer: {response.output_text!r}")
+    container = ctx.client.containers.retrieve(calls[0].container_id)
+    _expect(container.status == "running", f"the call's container is {container.status}")
+    follow = ctx.client.responses.create(model=ctx.model, input="Repeat your previous response in all caps.",
+                                         previous_response_id=response.id, tools=tools)
+    _expect("499999500000" in follow.output_text.replace(",", ""), "the chained turn lost the result")
+
+
 SCENARIOS: dict[str, Callable[[Context], None]] = {
     "basic": basic,
     "streaming": streaming,
@@ -300,4 +324,5 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "logprobs": logprobs,
     "shell_apply_patch": shell_apply_patch,
     "input_file": input_file,
+    "code_interpreter": code_interpreter,
 }
