@@ -111,6 +111,19 @@ class Containers:
             raise expired_error(container_id, param)
         return container
 
+    async def admit(self, tenant: str, param: str, *, container_id: str | None = None,
+                    memory_limit: str | None = None, file_ids: list[str] | None = None) -> None:
+        """A tool's container checked before the model runs: code can run here, and the named container (at
+        ``param.container_id``-like places) or the auto container's memory and files are the tenant's to use."""
+        self.check_available(param)
+        if container_id is not None:
+            await self.usable(container_id, tenant, param)
+            return
+        self.check_memory(memory_limit, f"{param}.memory_limit")
+        for i, file_id in enumerate(file_ids or []):
+            if await self.files.get(file_id, tenant) is None:
+                raise NotFound(f"No file with id '{file_id}' found.", param=f"{param}.file_ids[{i}]")
+
     async def for_conversation(self, tenant: str, earlier: list[str], *, name: str, memory_limit: str | None,
                                file_ids: list[str], param: str) -> Container:
         """An ``auto`` container: the newest of the conversation's ``earlier`` containers that still lives (with

@@ -34,7 +34,7 @@ from openai.types.responses import (
 from pydantic import Field, field_validator
 
 from parley.containers.store import Container, ContainerFile
-from parley.errors import InvalidRequest, NotFound, ParleyError
+from parley.errors import InvalidRequest, ParleyError
 from parley.ids import new_id
 from parley.tools.hosted_shell import earlier_containers
 from parley.tools.base import BindContext, Binding, CallDone, Citation, Offered, Produced, ToolCall, ToolEnv, \
@@ -218,15 +218,12 @@ class CodeInterpreterKind(ToolKind):
         if env.containers is None:
             raise InvalidRequest("This server cannot run code.", param="tools", code="sandbox_unavailable")
         for where, tool in tools:
-            env.containers.check_available(where)
             spec = tool.container
             if isinstance(spec, str):
-                await env.containers.usable(spec, tenant, f"{where}.container")
-                continue
-            env.containers.check_memory(spec.memory_limit, f"{where}.container.memory_limit")
-            for i, file_id in enumerate(spec.file_ids or []):
-                if await env.containers.files.get(file_id, tenant) is None:
-                    raise NotFound(f"No file with id '{file_id}' found.", param=f"{where}.container.file_ids[{i}]")
+                await env.containers.admit(tenant, f"{where}.container", container_id=spec)
+            else:
+                await env.containers.admit(tenant, f"{where}.container", memory_limit=spec.memory_limit,
+                                           file_ids=spec.file_ids)
 
     def bind(self, tools: list[Any], context: BindContext) -> Binding | None:
         if not tools:

@@ -19,9 +19,9 @@ from openai.types.responses import (
     ResponseShellCallCommandDoneEvent,
 )
 from openai.types.responses.response_output_item import LocalShellCall
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from parley.errors import InvalidRequest, NotFound, UnsupportedParameter
+from parley.errors import InvalidRequest, UnsupportedParameter
 from parley.ids import new_id
 from parley.tools.base import BindContext, Binding, ClientTool, Offered, Produced, ToolCall, ToolEnv, ToolKind, \
     ToolModel
@@ -214,15 +214,13 @@ class NativeKind(ToolKind):
             if env.containers is None:
                 raise InvalidRequest("This server cannot run code.", param=f"{where}.environment",
                                      code="sandbox_unavailable")
-            env.containers.check_available(f"{where}.environment")
             environment = tool.environment
             if isinstance(environment, ContainerReference):
-                await env.containers.usable(environment.container_id, tenant, f"{where}.environment.container_id")
-                continue
-            env.containers.check_memory(environment.memory_limit, f"{where}.environment.memory_limit")
-            for i, file_id in enumerate(environment.file_ids or []):
-                if await env.containers.files.get(file_id, tenant) is None:
-                    raise NotFound(f"No file with id '{file_id}' found.", param=f"{where}.environment.file_ids[{i}]")
+                await env.containers.admit(tenant, f"{where}.environment.container_id",
+                                           container_id=environment.container_id)
+            else:
+                await env.containers.admit(tenant, f"{where}.environment", memory_limit=environment.memory_limit,
+                                           file_ids=environment.file_ids)
 
     def bind(self, tools: list[Any], context: BindContext) -> Binding | None:
         if not tools:
