@@ -260,3 +260,25 @@ def test_container_auto_keeps_one_container_per_conversation_and_shares_it(ci) -
                                 tools=[{"type": "code_interpreter", "container": container_id}])
     assert third.output_text == "Result: built."
     assert "/mnt/data/artifact.txt" in [f.path for f in ci.containers.files.list(container_id).data]
+
+
+@pytest.mark.parametrize("how", ["--sandbox none", "auto without bubblewrap"])
+def test_without_a_sandbox_code_is_refused_with_what_to_install(ci_backend, tmp_path, how) -> None:
+    args, env = (["--sandbox", "none"], {}) if how == "--sandbox none" else ([], {"PATH": str(tmp_path)})
+    asked = len(ci_backend.requests)
+    with ParleyProcess("--upstream", ci_backend.url, "--db", f"sqlite:///{tmp_path / 'p.db'}", *args,
+                       env=env) as server, openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as client:
+        ready = httpx.get(server.base_url.removesuffix("/v1") + "/ready").json()["sandbox"]
+        assert ready["available"] is False and ready["name"] == "none"
+        expected = "--sandbox none" if how == "--sandbox none" else "apt-get install bubblewrap"
+        assert expected in ready["reason"]
+        for tools, param in (([{"type": "code_interpreter", "container": {"type": "auto"}}], "tools[0].container"),
+                             ([{"type": "shell", "environment": {"type": "container_auto"}}], "tools[0].environment")):
+            with pytest.raises(openai.BadRequestError) as info:
+                client.responses.create(model="m", input=ask("print(1)"), tools=tools)
+            assert info.value.code == "sandbox_unavailable" and info.value.body["param"] == param
+            assert expected in info.value.message and "never runs it unsandboxed" in info.value.message
+        with pytest.raises(openai.BadRequestError) as info:
+            client.containers.create(name="x")
+        assert info.value.code == "sandbox_unavailable"
+    assert len(ci_backend.requests) == asked, "the model was never called"
