@@ -98,7 +98,7 @@ def test_the_hosts_secret_files_cannot_be_read(alice, container, host, escape_se
     healthy(escape_server, alice, container)
 
 
-def test_the_servers_environment_and_keys_are_not_visible(alice, container) -> None:
+def test_the_servers_environment_and_keys_are_not_visible(alice, container, escape_server) -> None:
     found = run(alice, container, "import os, glob\ntext = repr(dict(os.environ))\n"
                 "for p in glob.glob('/proc/*/environ') + glob.glob('/proc/*/cmdline'):\n"
                 "    try:\n        text += open(p, 'rb').read().decode(errors='replace')\n"
@@ -107,9 +107,10 @@ def test_the_servers_environment_and_keys_are_not_visible(alice, container) -> N
     assert found == "[]\n"
     pids = run(alice, container, "import os\nprint(len([p for p in os.listdir('/proc') if p.isdigit()]))")
     assert int(pids) <= 3, "only the sandbox's own processes are visible"
+    healthy(escape_server, alice, container)
 
 
-def test_another_containers_workspace_cannot_be_reached(alice, container, host) -> None:
+def test_another_containers_workspace_cannot_be_reached(alice, container, host, escape_server) -> None:
     other = alice.containers.create(name="other").id
     run(alice, other, "open('/mnt/data/secret.txt', 'w').write('the other container')")
     assert (host / "containers" / other / "secret.txt").exists()
@@ -119,6 +120,7 @@ def test_another_containers_workspace_cannot_be_reached(alice, container, host) 
     run(alice, container, "import os\nos.symlink('/etc/hostname', '/mnt/data/link')")
     names = [f.path for f in alice.containers.files.list(container).data]
     assert "/mnt/data/link" not in names, "a link is never followed out of the workspace"
+    healthy(escape_server, alice, container)
 
 
 def test_nothing_outside_the_workspace_can_be_written(alice, container, host, escape_server) -> None:
@@ -138,6 +140,7 @@ def test_no_network_reaches_the_host_or_the_metadata_service(alice, container, e
             f"import socket\nresult = socket.create_connection({address!r}, timeout=3)"))
         assert output.startswith("DENIED"), (address, output)
     assert run(alice, container, "import socket\nprint(socket.if_nameindex())") == "[(1, 'lo')]\n"
+    healthy(escape_server, alice, container)
 
 
 def test_a_fork_bomb_a_memory_bomb_and_an_endless_loop_are_contained(alice, container, escape_server) -> None:
@@ -173,7 +176,7 @@ def test_a_flood_of_output_is_cut_and_the_server_keeps_its_memory(alice, contain
     healthy(escape_server, alice, container)
 
 
-def test_a_process_left_running_after_a_call_is_killed(alice, container) -> None:
+def test_a_process_left_running_after_a_call_is_killed(alice, container, escape_server) -> None:
     run(alice, container, "import subprocess, os\nsubprocess.Popen(['sleep', '1000'])\n"
                           "if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
                           "        os.execvp('sleep', ['sleep', '999'])\n    os._exit(0)")
@@ -183,6 +186,7 @@ def test_a_process_left_running_after_a_call_is_killed(alice, container) -> None
     host_sleepers = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p) in ("sleep\x001000\x00",
                                                                                       "sleep\x00999\x00")]
     assert host_sleepers == []
+    healthy(escape_server, alice, container)
 
 
 def _cmdline(pid: str) -> str:
@@ -206,3 +210,4 @@ def test_another_tenants_container_is_not_found(alice, container, escape_server)
         with pytest.raises(openai.NotFoundError):
             bob.containers.delete(container)
     assert alice.containers.retrieve(container).status == "running"
+    healthy(escape_server, alice, container)
