@@ -193,7 +193,7 @@ class Runtime:
 
         settings = self.settings
         limits = SandboxLimits(processes=settings.container_processes, disk_bytes=settings.container_disk_mb << 20,
-                               file_bytes=min(settings.container_disk_mb << 20, settings.max_file_bytes),
+                               file_bytes=settings.max_file_bytes,
                                call_timeout_s=settings.code_timeout_s)
         sandbox, why, relay = None, "it was started with --sandbox none", None
         directory = settings.containers_dir or settings.data_dir / "containers"

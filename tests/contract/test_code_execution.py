@@ -172,6 +172,16 @@ def test_a_written_csv_is_cited_and_downloadable(ci) -> None:
     assert content == b"n\n1\n2\n3\n"
 
 
+def test_a_file_larger_than_max_file_bytes_stays_in_the_workspace_only(ci) -> None:
+    container = ci.containers.create(name="big").id
+    tool = {"type": "code_interpreter", "container": container}
+    ci.responses.create(model="m", input=ask("open('/mnt/data/big.bin', 'wb').write(b'x' * (25 * 1024 ** 2))\n"
+                                             "open('/mnt/data/small.txt', 'w').write('small')"), tools=[tool])
+    assert [f.path for f in ci.containers.files.list(container).data] == ["/mnt/data/small.txt"]
+    assert ci.responses.create(model="m", input=ask("import os\nos.path.getsize('/mnt/data/big.bin')"),
+                               tools=[tool]).output_text == "Result: 26214400."
+
+
 def test_auto_reuses_the_conversations_container_when_chained_and_replayed(ci, ci_backend) -> None:
     tool = {"type": "code_interpreter", "container": {"type": "auto"}}
     first = ci.responses.create(model="m", input=ask("secret = 'kept'"), tools=[tool])

@@ -47,6 +47,7 @@ def host(tmp_path_factory) -> Path:
 def escape_server(escape_backend, host):
     with ParleyProcess("--upstream", escape_backend.url, "--db", f"sqlite:///{host / 'parley.db'}",
                        "--data-dir", str(host), "--sandbox", "bwrap", "--code-timeout-s", "5",
+                       "--container-disk-mb", "64",
                        "--containers-dir", str(host / "containers"),
                        env={"PARLEY_API_KEYS": f"{KEY_A}=alice,{KEY_B}=bob",
                             "PARLEY_UPSTREAM_API_KEY": UPSTREAM_SECRET}) as server:
@@ -158,6 +159,19 @@ def test_a_fork_bomb_a_memory_bomb_and_an_endless_loop_are_contained(alice, cont
     loop = run(alice, container, "while True:\n    pass")
     assert "ran longer than 5 seconds" in loop and time.monotonic() - started < 60
     healthy(escape_server, alice, container)
+
+
+def test_a_disk_hog_is_stopped_and_its_writes_undone(alice, escape_server, host) -> None:
+    hog = alice.containers.create(name="hog").id
+    run(alice, hog, "open('/mnt/data/kept.txt', 'w').write('stored before')")
+    for code in ("open('/mnt/data/one.bin', 'wb').write(b'x' * (100 * 1024 ** 2))",
+                 "for i in range(3):\n    open(f'/mnt/data/{i}.bin', 'wb').write(b'x' * (30 * 1024 ** 2))"):
+        response = alice.responses.create(model="m", input=f"```python\n{code}\n```", tools=[
+            {"type": "code_interpreter", "container": hog}])
+        assert response.output[0].status == "failed" and "passed its 67108864 bytes" in response.output_text
+        assert run(alice, hog, "import os\nprint(sorted(os.listdir('/mnt/data')))") == "['kept.txt']\n"
+        assert [f.path for f in alice.containers.files.list(hog).data] == ["/mnt/data/kept.txt"]
+    healthy(escape_server, alice, hog)
 
 
 def _peak_rss_kib(pid: int) -> int:

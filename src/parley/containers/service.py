@@ -285,7 +285,8 @@ class Containers:
     async def _sync_down(self, container: Container, live: Live) -> None:
         """Bring the workspace up to the store's files (uploads and deletions made through the API)."""
         rows = {row.path: row for row in await self.store.files(container.id)}
-        for path in [p for p in live.known if p not in rows]:
+        # a stored file deleted through the API (a file too large to store was never a container file)
+        for path in [p for p, known in live.known.items() if p not in rows and known[2]]:
             await live.session.remove(path)
             del live.known[path]
         if not live.known and rows:  # a session this instance has not synced: trust files of the stored size
@@ -330,6 +331,11 @@ class Containers:
         return changed
 
     async def _store_file(self, container: Container, live: Live, state: FileState) -> ContainerFile | None:
+        if state.size > self.limits.file_bytes:  # it stays in the workspace, not a container file
+            log.info("container %s: %s is larger than %d bytes and is not stored", container.id, state.path,
+                     self.limits.file_bytes)
+            live.known[state.path] = (state.size, state.mtime_ns, "")
+            return None
         data = await live.session.read(state.path, self.limits.file_bytes)
         sha = hashlib.sha256(data).hexdigest()
         known = live.known.get(state.path)

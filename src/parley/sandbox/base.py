@@ -20,13 +20,14 @@ class SandboxError(Exception):
 
 @dataclass(frozen=True)
 class Limits:
-    """What one container may use: memory per process, processes, open files, bytes per file and of all its
-    files, seconds per call, and bytes of output kept per stream."""
+    """What one container may use: memory per process, processes, open files, bytes of all its files (also the
+    most one file may hold), seconds per call, bytes of output kept per stream; and the largest file that is
+    taken back from it (``file_bytes``: larger ones stay in its workspace only)."""
 
     memory_bytes: int = 1024 ** 3
     processes: int = 128
     open_files: int = 256
-    file_bytes: int = 256 * 1024 ** 2
+    file_bytes: int = 20 * 1024 ** 2
     disk_bytes: int = 1024 ** 3
     call_timeout_s: float = 60.0
     output_bytes: int = 64 * 1024

@@ -148,7 +148,7 @@ class BwrapSession:
         limits = self.limits
         processes = limits.processes if self.uid is not None else self._processes
         for which, value in ((resource.RLIMIT_AS, limits.memory_bytes), (resource.RLIMIT_NPROC, processes),
-                             (resource.RLIMIT_NOFILE, limits.open_files), (resource.RLIMIT_FSIZE, limits.file_bytes),
+                             (resource.RLIMIT_NOFILE, limits.open_files), (resource.RLIMIT_FSIZE, limits.disk_bytes),
                              (resource.RLIMIT_CPU, limits.lifetime_cpu_s), (resource.RLIMIT_CORE, 0)):
             resource.setrlimit(which, (value, value))
 

@@ -174,7 +174,7 @@ class CodeInterpreterTools(Binding):
         result, changed, error = await run
         if error is not None:
             item = item.model_copy(update={"status": "failed", "code": code})
-            text = f"The code was not run: {error}"
+            text = f"The code failed: {error}"
         else:
             for record in changed:
                 self.files[record.path] = record
