@@ -17,6 +17,7 @@ from typing import Any
 
 from parley.auth import ApiKeys
 from parley.containers.service import Containers
+from parley.containers.skills import SqlSkills
 from parley.containers.store import SqlContainers
 from parley.background import Background, make_background
 from parley.backends.router import Router
@@ -212,8 +213,10 @@ class Runtime:
                 raise RuntimeError(f"--sandbox bwrap: {why}")
             else:
                 log.warning("code_interpreter and the hosted shell are off: %s", why)
+        skills = SqlSkills(store, self.files, directory / ".skills")
         return Containers(SqlContainers(store), self.files, sandbox, self.engine.recorder.instance_id,
-                          limits=limits, max_memory=settings.container_max_memory, unavailable=why, relay=relay)
+                          limits=limits, max_memory=settings.container_max_memory, unavailable=why, relay=relay,
+                          skills=skills)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``work`` (a streamed response) on its own, so that it finishes even if its client leaves;

@@ -210,8 +210,14 @@ def _cmdline(pid: str) -> str:
         return ""
 
 
-def test_another_tenants_container_is_not_found(alice, container, escape_server) -> None:
+def test_another_tenants_container_and_skill_are_not_found(alice, container, escape_server) -> None:
+    skill = alice.skills.create(files=[("SKILL.md", b"---\nname: private\ndescription: Alice's own.\n---\n")]).id
     with client_for(escape_server, KEY_B) as bob:
+        with pytest.raises(openai.NotFoundError):
+            bob.skills.retrieve(skill)
+        with pytest.raises(openai.NotFoundError):
+            bob.containers.create(name="x", skills=[{"type": "skill_reference", "skill_id": skill}])
+        assert skill not in [s.id for s in bob.skills.list().data]
         with pytest.raises(openai.NotFoundError):
             bob.containers.retrieve(container)
         with pytest.raises(openai.NotFoundError):

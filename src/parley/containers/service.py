@@ -22,10 +22,12 @@ import logging
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import IO, Any
 
 from parley.containers.store import Container, ContainerFile, SqlContainers
-from parley.errors import InvalidRequest, NotFound, ParleyError, StoreUnavailable
+from parley.containers.skills import SqlSkills, version_number
+from parley.errors import InvalidRequest, NotFound, ParleyError, StoreUnavailable, UnsupportedParameter
 from parley.containers.relay import Relay, Unreachable
 from parley.sandbox.base import CellResult, CommandResult, FileState, Limits, Sandbox, SandboxError, Session
 from parley.sandbox.workspace import relative
@@ -33,6 +35,7 @@ from parley.store.files import BLOB, SqlFiles
 
 log = logging.getLogger("parley.containers")
 MEMORY = {"1g": 1 << 30, "4g": 4 << 30, "16g": 16 << 30, "64g": 64 << 30}
+SKILLS_DIR = "/mnt/skills"  # where a container's skills appear, each in a folder of its name
 
 
 class SandboxFailed(ParleyError):
@@ -67,7 +70,7 @@ class Ran:
 class Containers:
     def __init__(self, store: SqlContainers, files: SqlFiles, sandbox: Sandbox | None, instance: str, *,
                  limits: Limits, max_memory: str, unavailable: str | None = None, sweep_s: float = 30.0,
-                 relay: Relay | None = None) -> None:
+                 relay: Relay | None = None, skills: SqlSkills | None = None) -> None:
         self.store = store
         self.files = files
         self.sandbox = sandbox
@@ -77,6 +80,7 @@ class Containers:
         self.why_unavailable = unavailable if sandbox is None else sandbox.unavailable()
         self.sweep_s = sweep_s
         self.relay = relay  # to and from the other instances of this host (the local sandbox only)
+        self.skills = skills
         self.live: dict[str, Live] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -125,20 +129,54 @@ class Containers:
                 raise NotFound(f"No file with id '{file_id}' found.", param=f"{param}.file_ids[{i}]")
 
     async def for_conversation(self, tenant: str, earlier: list[str], *, name: str, memory_limit: str | None,
-                               file_ids: list[str], param: str) -> Container:
+                               file_ids: list[str], param: str, skills: list[dict[str, Any]] | None = None
+                               ) -> Container:
         """An ``auto`` container: the newest of the conversation's ``earlier`` containers that still lives (with
-        the memory asked for), or a new one with ``file_ids`` copied in."""
+        the memory and skills asked for), or a new one with ``file_ids`` copied in and ``skills`` mounted."""
         memory = memory_limit or "1g"
         for container_id in earlier:
             found = await self.store.get(container_id, tenant)
-            if found is not None and not found.expired and found.memory_limit == memory:
+            if found is not None and not found.expired and found.memory_limit == memory and \
+                    found.skills == (skills or []):
                 return found
-        return await self.create(tenant, name, file_ids=file_ids, minutes=20, memory_limit=memory, param=param)
+        return await self.create(tenant, name, file_ids=file_ids, minutes=20, memory_limit=memory, param=param,
+                                 skills=skills)
 
     # -- the Containers API ------------------------------------------------------------------------------------
 
+    async def skill_versions(self, tenant: str, refs: list[dict[str, Any]] | None, param: str) -> list[dict[str, Any]]:
+        """The skill versions ``refs`` name (``{"type": "skill_reference", "skill_id", "version"}``), as a container
+        keeps them; a 404 or 400 naming the first that is not the tenant's or cannot be mounted."""
+        if not refs:
+            return []
+        if self.skills is None or (self.sandbox is not None and self.sandbox.shared):
+            raise UnsupportedParameter(param, "Skills are mounted by the bwrap sandbox only.")
+        found = []
+        for i, ref in enumerate(refs):
+            where = f"{param}[{i}]"
+            if not isinstance(ref, dict) or ref.get("type") != "skill_reference":
+                raise UnsupportedParameter(f"{where}.type", "Only skill_reference skills are supported by Parley.")
+            skill_id, version = ref.get("skill_id"), ref.get("version")
+            if not isinstance(skill_id, str):
+                raise InvalidRequest(f"Missing required parameter: '{where}.skill_id'.", param=f"{where}.skill_id")
+            number = None if version in (None, "default") else None if version == "latest" else \
+                version_number(str(version), f"{where}.version")
+            try:
+                if version == "latest":
+                    number = int((await self.skills.get(skill_id, tenant))["latest_version"])
+                chosen = await self.skills.version(skill_id, tenant, number, f"{where}.version")
+            except NotFound as exc:
+                raise NotFound(exc.message, param=f"{where}.skill_id" if exc.param == "skill_id" else exc.param) \
+                    from None
+            found.append({"skill_id": chosen.skill_id, "version": chosen.version, "name": chosen.name,
+                          "description": chosen.description})
+        if len({s["name"] for s in found}) != len(found):
+            raise InvalidRequest("Two of the skills have the same name.", param=param)
+        return found
+
     async def create(self, tenant: str, name: str, *, file_ids: list[str], minutes: int,
-                     memory_limit: str | None, param: str = "file_ids") -> Container:
+                     memory_limit: str | None, param: str = "file_ids",
+                     skills: list[dict[str, Any]] | None = None) -> Container:
         memory = self.check_memory(memory_limit, "memory_limit")
         sources = []
         for i, file_id in enumerate(file_ids):
@@ -146,7 +184,7 @@ class Containers:
             if record is None:
                 raise NotFound(f"No file with id '{file_id}' found.", param=f"{param}[{i}]")
             sources.append(record)
-        container = await self.store.create(tenant, name, minutes, memory)
+        container = await self.store.create(tenant, name, minutes, memory, skills)
         for record in sources:
             await self.copy_file(container, tenant, record.id, record.filename)
         return container
@@ -264,7 +302,8 @@ class Containers:
             if live is None:
                 try:
                     session = await self.sandbox.open(container.id, self._limits(container),  # type: ignore
-                                                      container.session_ref if shared else None)
+                                                      container.session_ref if shared else None,
+                                                      await self._mounts(container))
                 except SandboxError as exc:
                     raise SandboxFailed(f"The container could not start: {exc}") from None
                 if session.ref != container.session_ref:
@@ -278,6 +317,19 @@ class Containers:
                 await (self._detach(container.id) if shared else self._close(container.id))
                 raise SandboxFailed(f"The container failed: {exc}") from None
             return {"result": result, "changed": [asdict(f) for f in changed]}
+
+    async def _mounts(self, container: Container) -> dict[str, Path]:
+        """The container's skills, unpacked on this host, by where they appear in it (read-only)."""
+        if not container.skills or self.skills is None:
+            return {}
+        mounts = {}
+        for skill in container.skills:
+            try:
+                version = await self.skills.version(skill["skill_id"], container.tenant, int(skill["version"]))
+            except NotFound:
+                continue  # deleted since: the container runs without it
+            mounts[f"{SKILLS_DIR}/{skill['name']}"] = await self.skills.unpacked(version, container.tenant)
+        return mounts
 
     def _limits(self, container: Container) -> Limits:
         return replace(self.limits, memory_bytes=MEMORY.get(container.memory_limit, MEMORY["1g"]))

@@ -6,7 +6,8 @@ size, SHA-256, who wrote it, and the stored file that holds its bytes: a ``parle
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -28,6 +29,7 @@ containers = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),  # running, expired
     sa.Column("host", sa.String(64)),  # the instance that holds its live session
     sa.Column("session_ref", sa.String(200)),  # what names its session to every instance (a shared sandbox)
+    sa.Column("skills", sa.Text),  # JSON: the skill versions it mounts ({skill_id, version, name, description})
 )
 container_files = sa.Table(
     "parley_container_files", metadata,
@@ -56,6 +58,7 @@ class Container:
     status: str
     host: str | None
     session_ref: str | None = None
+    skills: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def expired(self) -> bool:
@@ -87,7 +90,7 @@ class ContainerFile:
 
 def _container(row: Any) -> Container:
     return Container(row.id, row.tenant, row.name, row.created_at, row.last_active_at, row.expires_minutes,
-                     row.memory_limit, row.status, row.host, row.session_ref)
+                     row.memory_limit, row.status, row.host, row.session_ref, json.loads(row.skills or "[]"))
 
 
 def _file(row: Any) -> ContainerFile:
@@ -110,13 +113,16 @@ class SqlContainers:
     def __init__(self, store: SqlStore) -> None:
         self.store = store
 
-    async def create(self, tenant: str, name: str, expires_minutes: int, memory_limit: str) -> Container:
+    async def create(self, tenant: str, name: str, expires_minutes: int, memory_limit: str,
+                     skills: list[dict[str, Any]] | None = None) -> Container:
         now_ns = time.time_ns()
         now = now_ns // 1_000_000_000
-        container = Container(new_id("cntr"), tenant, name, now, now, expires_minutes, memory_limit, "running", None)
+        container = Container(new_id("cntr"), tenant, name, now, now, expires_minutes, memory_limit, "running", None,
+                              None, skills or [])
         await self.store.run(lambda conn: conn.execute(containers.insert().values(
             id=container.id, tenant=tenant, name=name, created_at=now, created_ns=now_ns, last_active_at=now,
-            expires_minutes=expires_minutes, memory_limit=memory_limit, status="running")))
+            expires_minutes=expires_minutes, memory_limit=memory_limit, status="running",
+            skills=json.dumps(skills) if skills else None)))
         return container
 
     async def get(self, container_id: str, tenant: str) -> Container | None:

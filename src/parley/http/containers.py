@@ -67,15 +67,14 @@ def _list(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
 @container_routes.post("/v1/containers")
 async def create_container(request: Request, who: Caller = Depends(caller)) -> Response:
     body: CreateContainer = await parse_body(request, CreateContainer)
-    if body.skills is not None:
-        raise UnsupportedParameter("skills", "Skills are not supported by Parley yet.")
     if body.network_policy is not None:
         check_network_policy(body.network_policy, "network_policy")
     containers = _containers(request)
     containers.check_available("name")
+    skills = await containers.skill_versions(who.tenant, body.skills, "skills")
     container = await containers.create(who.tenant, body.name, file_ids=body.file_ids,
                                         minutes=body.expires_after.minutes if body.expires_after else 20,
-                                        memory_limit=body.memory_limit)
+                                        memory_limit=body.memory_limit, skills=skills)
     return JSONResponse(container.resource())
 
 

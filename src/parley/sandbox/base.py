@@ -9,6 +9,7 @@ one at the next call: its variables are gone, its files are not (the container's
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 WORKDIR = "/mnt/data"
@@ -107,9 +108,11 @@ class Sandbox(Protocol):
         """Why this sandbox cannot run code here (what to install), or ``None`` when it can."""
         ...
 
-    async def open(self, container_id: str, limits: Limits, ref: str | None = None) -> Session:
+    async def open(self, container_id: str, limits: Limits, ref: str | None = None,
+                   mounts: dict[str, Path] | None = None) -> Session:
         """The container's session: the one ``ref`` names when it still runs (a shared sandbox), else a new one
-        whose workspace is what the last session left on this instance."""
+        whose workspace is what the last session left on this instance, with ``mounts`` (folders of this host
+        by where they appear in the container) read-only."""
         ...
 
     async def discard(self, container_id: str, ref: str | None = None) -> None:

@@ -94,8 +94,10 @@ def _path_mounts() -> list[tuple[str, str]]:
 
 
 class BwrapSession:
-    def __init__(self, container_id: str, root: Path, limits: Limits, uid: int | None) -> None:
+    def __init__(self, container_id: str, root: Path, limits: Limits, uid: int | None,
+                 mounts: dict[str, Path] | None = None) -> None:
         self.container_id = container_id
+        self.mounts = mounts or {}  # host folders by where they appear, read-only (skills)
         self.root = root
         self.limits = limits
         self.uid = uid  # the host user id its processes run as (root only)
@@ -136,6 +138,8 @@ class BwrapSession:
         args += ["--perms", "0644", "--ro-bind-data", str(passwd_fd), "/etc/passwd", "--proc", "/proc", "--dev", "/dev",
                  "--perms", "1777", "--size", str(64 * 1024 * 1024), "--tmpfs", "/tmp"]
         place("--bind", str(self.root), WORKDIR)
+        for where, source in sorted(self.mounts.items()):
+            place("--ro-bind", str(source), where)
         place("--ro-bind", str(KERNEL), "/opt/parley/kernel.py")
         args += ["--chdir", WORKDIR]
         env = {**ENV, "SANDBOX_UID": str(self.uid)} if self.uid is not None else ENV
@@ -328,13 +332,14 @@ class BwrapSandbox:
             raise SandboxError("not a container id")
         return self.directory / container_id
 
-    async def open(self, container_id: str, limits: Limits, ref: str | None = None) -> BwrapSession:
+    async def open(self, container_id: str, limits: Limits, ref: str | None = None,
+                   mounts: dict[str, Path] | None = None) -> BwrapSession:
         root, uid = self._root(container_id), self._uid(container_id)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         root.mkdir(exist_ok=True, mode=0o700)
         if uid is not None:
             os.chown(root, uid, uid)
-        session = BwrapSession(container_id, root, limits, uid)
+        session = BwrapSession(container_id, root, limits, uid, mounts or {})
         await session.start()
         return session
 

@@ -264,7 +264,10 @@ class KernelGatewaySandbox:
         async with self.http.get(f"{self.url}/api/kernels/{kernel_id}", headers=self.headers) as response:
             return response.status == 200
 
-    async def open(self, container_id: str, limits: Limits, ref: str | None = None) -> GatewaySession:
+    async def open(self, container_id: str, limits: Limits, ref: str | None = None,
+                   mounts: dict[str, Any] | None = None) -> GatewaySession:
+        if mounts:
+            raise SandboxError("skills are mounted by the bwrap sandbox only")
         try:
             if ref is not None and await self._kernel_exists(ref):
                 kernel_id = ref

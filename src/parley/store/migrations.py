@@ -402,4 +402,33 @@ MIGRATIONS: list[tuple[str, Statements]] = [
         "0016_container_session_ref",
         ["ALTER TABLE parley_containers ADD COLUMN session_ref VARCHAR(200)"],
     ),
+    (
+        # Skills and their versions (each version's files a parley_files row of purpose 'skill'), and the
+        # skills a container mounts.
+        "0017_skills",
+        [
+            """CREATE TABLE parley_skills (
+                id VARCHAR(80) PRIMARY KEY,
+                tenant VARCHAR(200) NOT NULL,
+                name VARCHAR(64) NOT NULL,
+                description TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                created_ns BIGINT NOT NULL,
+                default_version INTEGER NOT NULL,
+                latest_version INTEGER NOT NULL
+            )""",
+            "CREATE INDEX ix_parley_skills_tenant ON parley_skills (tenant, created_ns)",
+            """CREATE TABLE parley_skill_versions (
+                skill_id VARCHAR(80) NOT NULL,
+                version INTEGER NOT NULL,
+                id VARCHAR(80) NOT NULL,
+                name VARCHAR(64) NOT NULL,
+                description TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                blob VARCHAR(80) NOT NULL,
+                PRIMARY KEY (skill_id, version)
+            )""",
+            "ALTER TABLE parley_containers ADD COLUMN skills TEXT",
+        ],
+    ),
 ]

@@ -29,6 +29,7 @@ from openai.types.responses import (
     ResponseShellCallOutputContentDoneEvent,
 )
 
+from parley.containers.service import SKILLS_DIR
 from parley.containers.store import Container
 from parley.errors import ParleyError
 from parley.ids import new_id
@@ -100,9 +101,24 @@ class HostedShell(Binding):
     tenant: str
     earlier: list[str]
     _container: asyncio.Task[Container] | None = None
+    _skills: list[dict[str, Any]] | None = None  # the skill versions the environment names
+
+    async def setup(self, first_index: int) -> AsyncIterator[Any]:
+        """The skills the container mounts, so that the model is told of them."""
+        if self.environment["type"] == "container_reference":
+            self._skills = (await self.container()).skills
+        else:
+            self._skills = await self.containers.skill_versions(self.tenant, self.environment.get("skills"),
+                                                                "tools.environment.skills")
+        return
+        yield
 
     def offered(self) -> list[Offered]:
-        return [Offered({"type": "function", "function": dict(FUNCTION)}, source={"type": "shell"})]
+        function = dict(FUNCTION)
+        if self._skills:
+            function["description"] += " Skills, each a folder with a SKILL.md that says how to use it: " + \
+                "; ".join(f"{s['name']} ({SKILLS_DIR}/{s['name']}): {s['description']}" for s in self._skills)
+        return [Offered({"type": "function", "function": function}, source={"type": "shell"})]
 
     def container(self) -> asyncio.Task[Container]:
         if self._container is None:
@@ -113,10 +129,12 @@ class HostedShell(Binding):
         containers, environment = self.containers, self.environment
         if environment["type"] == "container_reference":
             return await containers.usable(environment["container_id"], self.tenant, "tools.environment.container_id")
+        skills = self._skills if self._skills is not None else await containers.skill_versions(
+            self.tenant, environment.get("skills"), "tools.environment.skills")
         return await containers.for_conversation(self.tenant, self.earlier, name="shell",
                                                  memory_limit=environment.get("memory_limit"),
                                                  file_ids=environment.get("file_ids") or [],
-                                                 param="tools.environment.file_ids")
+                                                 param="tools.environment.file_ids", skills=skills)
 
     def start(self, call: ToolCall, approved: bool) -> asyncio.Task[Any]:
         return asyncio.ensure_future(self._run(_action(call.arguments)))

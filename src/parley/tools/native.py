@@ -57,6 +57,7 @@ class ContainerAuto(ToolModel):
     file_ids: list[str] | None = Field(None, max_length=100)
     memory_limit: Literal["1g", "4g", "16g", "64g"] | None = None
     network_policy: dict[str, Any] | None = None  # only {"type": "disabled"} (NativeKind.precheck)
+    skills: list[dict[str, Any]] | None = Field(None, max_length=50)  # skill references (Containers.skill_versions)
 
 
 class ContainerReference(ToolModel):
@@ -174,6 +175,11 @@ class NativeTools(Binding):
     def forced(self, choice: ToolModel) -> Any:
         return {"type": "function", "function": {"name": choice.type}}  # type: ignore[attr-defined]
 
+    async def setup(self, first_index: int) -> AsyncIterator[Any]:
+        if self.hosted is not None:
+            async for produced in self.hosted.setup(first_index):
+                yield produced
+
     def start(self, call: ToolCall, approved: bool) -> Any:
         assert self.hosted is not None, "only the hosted shell runs here"
         return self.hosted.start(call, approved)
@@ -192,8 +198,6 @@ class NativeKind(ToolKind):
         environment = raw.get("environment")
         if not isinstance(environment, dict) or environment.get("type") != "container_auto":
             return
-        if environment.get("skills"):
-            raise UnsupportedParameter(f"{where}.environment.skills", "Skills are not supported by Parley yet.")
         policy = environment.get("network_policy")
         if isinstance(policy, dict) and policy.get("type") != "disabled":
             raise UnsupportedParameter(f"{where}.environment.network_policy", "Containers have no network access "
@@ -221,6 +225,7 @@ class NativeKind(ToolKind):
             else:
                 await env.containers.admit(tenant, f"{where}.environment", memory_limit=environment.memory_limit,
                                            file_ids=environment.file_ids)
+                await env.containers.skill_versions(tenant, environment.skills, f"{where}.environment.skills")
 
     def bind(self, tools: list[Any], context: BindContext) -> Binding | None:
         if not tools:
