@@ -187,7 +187,7 @@ def test_a_hosted_shell_environment_is_checked_before_the_model_runs(client, bac
             ({"type": "container_reference", "container_id": "cntr_missing"}, openai.NotFoundError,
              "tools[0].environment.container_id"),
             ({"type": "container_auto", "skills": [{"type": "skill_reference", "skill_id": "s"}]},
-             openai.BadRequestError, "tools[0].environment.skills"),
+             openai.NotFoundError, "tools[0].environment.skills[0].skill_id"),
             ({"type": "container_auto", "network_policy": {"type": "allowlist", "allowed_domains": ["a.com"]}},
              openai.BadRequestError, "tools[0].environment.network_policy"),
             ({"type": "somewhere_else"}, openai.BadRequestError, "tools[0].environment")):

@@ -98,7 +98,7 @@ def test_bad_container_requests_are_400s_that_name_the_field(ci) -> None:
                         ({"name": "x", "memory_limit": "64g"}, "memory_limit"),
                         ({"name": "x", "expires_after": {"anchor": "created_at", "minutes": 5}}, "expires_after.anchor"),
                         ({"name": "x", "file_ids": ["file_missing"]}, "file_ids[0]"),
-                        ({"name": "x", "skills": [{"type": "skill_reference", "skill_id": "s"}]}, "skills")):
+                        ({"name": "x", "skills": [{"type": "skill_reference", "skill_id": "s"}]}, "skills[0].skill_id")):
         with pytest.raises((openai.BadRequestError, openai.NotFoundError)) as info:
             ci.post("/containers", body=body, cast_to=httpx.Response)
         assert info.value.body["param"] == param, body

@@ -37,7 +37,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.anyio
 async def test_an_idle_container_expires_with_its_processes_and_files(service, store, tmp_path) -> None:
     container = await service.create("t1", "idle", file_ids=[], minutes=20, memory_limit=None)
-    await service.add_file(container, "input.txt", io.BytesIO(b"uploaded"))
+    await service.container_files.add(container, "input.txt", io.BytesIO(b"uploaded"))
     ran = await service.python(container, "open('/mnt/data/out.txt', 'w').write('written')")
     assert [f.path for f in ran.changed] == ["/mnt/data/out.txt"]
     session = service.live[container.id].session

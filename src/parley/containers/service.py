@@ -16,21 +16,18 @@ stored files deleted, and its row kept as ``expired`` (so a late request gets a 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import io
 import logging
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from parley.containers.store import Container, ContainerFile, SqlContainers
 from parley.containers.skills import SqlSkills, version_number
 from parley.errors import InvalidRequest, NotFound, ParleyError, StoreUnavailable, UnsupportedParameter
+from parley.containers.files import ContainerFiles, Live
 from parley.containers.relay import Relay, Unreachable
-from parley.sandbox.base import CellResult, CommandResult, FileState, Limits, Sandbox, SandboxError, Session
-from parley.sandbox.workspace import relative
+from parley.sandbox.base import CellResult, CommandResult, Limits, Sandbox, SandboxError, Session
 from parley.store.files import BLOB, SqlFiles
 
 log = logging.getLogger("parley.containers")
@@ -48,15 +45,6 @@ class SandboxFailed(ParleyError):
 def expired_error(container_id: str, param: str) -> InvalidRequest:
     return InvalidRequest(f"Container '{container_id}' has expired (it was idle past its expires_after); create "
                           f"a new one.", param=param, code="container_expired")
-
-
-@dataclass
-class Live:
-    """A container's session on this instance, and what its workspace holds as far as the store knows:
-    path -> (size, mtime_ns, sha256)."""
-
-    session: Session
-    known: dict[str, tuple[int, int, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -81,6 +69,7 @@ class Containers:
         self.sweep_s = sweep_s
         self.relay = relay  # to and from the other instances of this host (the local sandbox only)
         self.skills = skills
+        self.container_files = ContainerFiles(store, files, limits)
         self.live: dict[str, Live] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -186,57 +175,12 @@ class Containers:
             sources.append(record)
         container = await self.store.create(tenant, name, minutes, memory, skills)
         for record in sources:
-            await self.copy_file(container, tenant, record.id, record.filename)
+            await self.container_files.copy(container, tenant, record.id, record.filename)
         return container
 
     async def delete(self, container: Container) -> None:
         await self._close(container.id, container.session_ref)
         await self._drop_blobs(container.tenant, await self.store.delete(container.id))
-
-    async def add_file(self, container: Container, path: str, source: IO[bytes], origin: str = "user"
-                       ) -> ContainerFile:
-        """A file put into the container (an upload, a copied file, or what a call wrote), by its path."""
-        try:
-            path = "/mnt/data/" + relative(path)
-        except ValueError as exc:
-            raise InvalidRequest(f"Invalid file path: {exc}.", param="file") from None
-        digest = hashlib.sha256()
-
-        class Hashing:
-            def read(self, size: int = -1) -> bytes:
-                piece = source.read(size)
-                digest.update(piece)
-                return piece
-
-        blob = await self.files.create(container.tenant, BLOB, path.rsplit("/", 1)[-1], Hashing())  # type: ignore
-        record, replaced = await self.store.put_file(container.id, path, blob.bytes, digest.hexdigest(), origin,
-                                                     blob.id)
-        if replaced is not None:
-            await self.files.delete(replaced, container.tenant, BLOB)
-        return record
-
-    async def copy_file(self, container: Container, tenant: str, file_id: str, filename: str) -> ContainerFile:
-        record = await self.files.get(file_id, tenant)
-        if record is None:
-            raise NotFound(f"No file with id '{file_id}' found.", param="file_id")
-        with tempfile.TemporaryFile() as spool:
-            async for piece in self.files.content(record):
-                spool.write(piece)
-            spool.seek(0)
-            return await self.add_file(container, filename, spool)
-
-    async def remove_file(self, container: Container, file_id: str) -> bool:
-        blob = await self.store.remove_file(container.id, file_id)
-        if blob is None:
-            return False
-        await self.files.delete(blob, container.tenant, BLOB)
-        return True
-
-    async def content(self, container: Container, record: ContainerFile) -> Any:
-        blob = await self.files.get(record.blob, container.tenant, BLOB)
-        if blob is None:
-            raise NotFound(f"The content of container file '{record.id}' is gone.", param="file_id")
-        return self.files.content(blob)
 
     # -- running code --------------------------------------------------------------------------------------------
 
@@ -310,9 +254,9 @@ class Containers:
                     await self.store.set_ref(container.id, session.ref)
                 live = self.live[container.id] = Live(session)
             try:
-                await self._sync_down(container, live)
+                await self.container_files.sync_down(container, live)
                 result = await self._execute(live.session, op)
-                changed = await self._sync_up(container, live)
+                changed = await self.container_files.sync_up(container, live)
             except SandboxError as exc:
                 await (self._detach(container.id) if shared else self._close(container.id))
                 raise SandboxFailed(f"The container failed: {exc}") from None
@@ -333,68 +277,6 @@ class Containers:
 
     def _limits(self, container: Container) -> Limits:
         return replace(self.limits, memory_bytes=MEMORY.get(container.memory_limit, MEMORY["1g"]))
-
-    async def _sync_down(self, container: Container, live: Live) -> None:
-        """Bring the workspace up to the store's files (uploads and deletions made through the API)."""
-        rows = {row.path: row for row in await self.store.files(container.id)}
-        # a stored file deleted through the API (a file too large to store was never a container file)
-        for path in [p for p, known in live.known.items() if p not in rows and known[2]]:
-            await live.session.remove(path)
-            del live.known[path]
-        if not live.known and rows:  # a session this instance has not synced: trust files of the stored size
-            for state in await live.session.files():
-                row = rows.get(state.path)
-                if row is not None and row.bytes == state.size:
-                    live.known[state.path] = (state.size, state.mtime_ns, row.sha256)
-        for path, row in rows.items():
-            if path in live.known and live.known[path][2] == row.sha256:
-                continue
-            blob = await self.files.get(row.blob, container.tenant, BLOB)
-            if blob is None:
-                continue
-            data = b"".join([piece async for piece in self.files.content(blob)])
-            await live.session.write(path, data)
-        states = {s.path: s for s in await live.session.files()}
-        for path, row in rows.items():
-            if path in states:
-                live.known[path] = (states[path].size, states[path].mtime_ns, row.sha256)
-
-    async def _sync_up(self, container: Container, live: Live) -> list[ContainerFile]:
-        """Store what the call wrote, removed or changed under ``/mnt/data``; the files it created or changed."""
-        states = await live.session.files()
-        if sum(s.size for s in states) > self.limits.disk_bytes:
-            await self._close(container.id)
-            raise SandboxError(f"the container's files passed its {self.limits.disk_bytes} bytes; the call's "
-                               f"writes were undone")
-        changed = []
-        now = {s.path: s for s in states}
-        for path in [p for p in live.known if p not in now]:
-            del live.known[path]
-            for row in await self.store.files(container.id):
-                if row.path == path:
-                    await self.remove_file(container, row.id)
-        for state in states:
-            known = live.known.get(state.path)
-            if known is not None and known[:2] == (state.size, state.mtime_ns):
-                continue
-            record = await self._store_file(container, live, state)
-            if record is not None:
-                changed.append(record)
-        return changed
-
-    async def _store_file(self, container: Container, live: Live, state: FileState) -> ContainerFile | None:
-        if state.size > self.limits.file_bytes:  # it stays in the workspace, not a container file
-            log.info("container %s: %s is larger than %d bytes and is not stored", container.id, state.path,
-                     self.limits.file_bytes)
-            live.known[state.path] = (state.size, state.mtime_ns, "")
-            return None
-        data = await live.session.read(state.path, self.limits.file_bytes)
-        sha = hashlib.sha256(data).hexdigest()
-        known = live.known.get(state.path)
-        live.known[state.path] = (state.size, state.mtime_ns, sha)
-        if known is not None and known[2] == sha:
-            return None  # touched, not changed
-        return await self.add_file(container, state.path, io.BytesIO(data), "assistant")
 
     # -- expiry and shutdown ---------------------------------------------------------------------------------
 

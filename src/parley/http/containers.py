@@ -111,7 +111,7 @@ async def create_container_file(request: Request, container_id: str, who: Caller
     container = await _usable(request, container_id, who.tenant)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         body: AddFile = await parse_body(request, AddFile)
-        record = await containers.copy_file(container, who.tenant, body.file_id, await _filename(
+        record = await containers.container_files.copy(container, who.tenant, body.file_id, await _filename(
             containers, who.tenant, body.file_id))
         return JSONResponse(record.resource())
     limit = runtime(request).settings.max_file_bytes
@@ -129,12 +129,12 @@ async def create_container_file(request: Request, container_id: str, who: Caller
             file_id = form.get("file_id")
             if not isinstance(file_id, str):
                 raise InvalidRequest("Give a 'file' or a 'file_id'.", param="file", code="missing_required_parameter")
-            record = await containers.copy_file(container, who.tenant, file_id,
+            record = await containers.container_files.copy(container, who.tenant, file_id,
                                                 await _filename(containers, who.tenant, file_id))
             return JSONResponse(record.resource())
         if upload.size is not None and upload.size > limit:
             raise PayloadTooLarge(f"The file is larger than {limit} bytes (--max-file-bytes).", param="file")
-        record = await containers.add_file(container, (upload.filename or "upload")[:255], upload.file)
+        record = await containers.container_files.add(container, (upload.filename or "upload")[:255], upload.file)
     finally:
         await form.close()
     return JSONResponse(record.resource())
@@ -177,7 +177,7 @@ async def retrieve_container_file(request: Request, container_id: str, file_id: 
 async def container_file_content(request: Request, container_id: str, file_id: str,
                                  who: Caller = Depends(caller)) -> Response:
     container, record = await _file(request, container_id, file_id, who.tenant)
-    content = await _containers(request).content(container, record)
+    content = await _containers(request).container_files.content(container, record)
     return StreamingResponse(content, media_type="application/octet-stream",
                              headers={"content-length": str(record.bytes)})
 
@@ -186,5 +186,5 @@ async def container_file_content(request: Request, container_id: str, file_id: s
 async def delete_container_file(request: Request, container_id: str, file_id: str,
                                 who: Caller = Depends(caller)) -> Response:
     container, record = await _file(request, container_id, file_id, who.tenant)
-    await _containers(request).remove_file(container, record.id)
+    await _containers(request).container_files.remove(container, record.id)
     return JSONResponse({"id": file_id, "object": "container.file.deleted", "deleted": True})
