@@ -77,3 +77,18 @@ def test_charts_escape_their_text_and_break_lines_at_gaps() -> None:
     assert svg.count("<circle") == 2 and "<polyline" not in svg  # two runs of one point each
     bars = charts.stacked_bars("Responses", ["x", "y"], {"ok": [2, 0], "failed": [1, 3]})
     assert bars.count("<rect") == 3
+
+
+def test_code_execution_items_show_their_code_commands_and_output() -> None:
+    call = item_view({"type": "code_interpreter_call", "id": "ci_1", "status": "completed", "container_id": "cntr_1",
+                      "code": "print(6 * 7)", "outputs": [{"type": "logs", "logs": "42\n"},
+                                                          {"type": "image", "url": "data:image/png;base64,AA"}]})
+    assert (call["title"], call["arguments"], call["output"]) == ("code interpreter · cntr_1", "print(6 * 7)",
+                                                                  "42\n\n[1 image(s)]")
+    shell = item_view({"type": "shell_call", "id": "sh_1", "call_id": "c", "status": "completed",
+                       "action": {"commands": ["ls", "pwd"]},
+                       "environment": {"type": "container_reference", "container_id": "cntr_1"}})
+    assert (shell["title"], shell["arguments"]) == ("shell · cntr_1", "ls\npwd")
+    output = item_view({"type": "shell_call_output", "id": "sho_1", "call_id": "c", "output": [
+        {"stdout": "a\n", "stderr": "", "outcome": {"type": "exit", "exit_code": 0}}]})
+    assert output["output"] == "a\n"

@@ -61,7 +61,7 @@ def _citation(annotation: dict[str, Any]) -> dict[str, Any]:
     kind = annotation.get("type")
     if kind == "url_citation":
         return {"label": annotation.get("title") or annotation.get("url"), "url": link(annotation.get("url"))}
-    if kind == "file_citation":
+    if kind in ("file_citation", "container_file_citation"):
         return {"label": annotation.get("filename") or annotation.get("file_id"), "url": None}
     return {"label": kind, "url": None}
 
@@ -96,6 +96,18 @@ def item_view(item: dict[str, Any]) -> dict[str, Any]:
         view.update(title="file search", query="; ".join(item.get("queries") or []),
                     results=[{"name": r.get("filename") or r.get("file_id"), "score": r.get("score"),
                               "text": (r.get("text") or "")[:300]} for r in item.get("results") or []])
+    elif kind == "code_interpreter_call":
+        logs = [o.get("logs") for o in item.get("outputs") or [] if o.get("type") == "logs"]
+        images = sum(1 for o in item.get("outputs") or [] if o.get("type") == "image")
+        view.update(title=f"code interpreter · {item.get('container_id')}", arguments=item.get("code") or "",
+                    output="\n".join(filter(None, logs)) + (f"\n[{images} image(s)]" if images else ""))
+    elif kind == "shell_call":
+        view.update(title="shell" + (f" · {(item.get('environment') or {}).get('container_id')}"
+                                     if (item.get("environment") or {}).get("container_id") else ""),
+                    arguments="\n".join((item.get("action") or {}).get("commands") or []))
+    elif kind == "shell_call_output":
+        view.update(title=f"output of {item.get('call_id')}", output="\n".join(
+            f"{o.get('stdout', '')}{o.get('stderr', '')}" for o in item.get("output") or []))
     else:
         view.update(title=kind)
     return view
