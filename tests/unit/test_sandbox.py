@@ -90,3 +90,25 @@ def test_a_scan_never_follows_links(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         workspace.write(root, "/mnt/data/dir-link/planted", b"x", None)
     assert not (outside / "planted").exists()
+
+
+def test_a_server_installed_under_tmp_runs_code_in_the_sandbox(tmp_path) -> None:
+    """The sandbox's /tmp is its own: a Python environment that lives under the host's /tmp is mounted over it,
+    not hidden by it (a venv made in /tmp, as a fresh clone there has)."""
+    import subprocess
+    import sys
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    script = ("import asyncio, pathlib, sys\n"
+              "from parley.sandbox.bwrap import BwrapSandbox\nfrom parley.sandbox.base import Limits\n"
+              "async def main():\n"
+              f"    session = await BwrapSandbox(pathlib.Path({str(tmp_path / 'containers')!r})).open('cntr_t', Limits())\n"
+              "    print((await session.python('import sys; print(sys.prefix)')).logs, end='')\n"
+              "    await session.close()\n"
+              "asyncio.run(main())\n")
+    src = Path(__file__).resolve().parents[2] / "src"
+    done = subprocess.run([str(venv / "bin" / "python"), "-c", script], capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(src), "PATH": os.environ.get("PATH", "")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == f"{venv}\n"

@@ -133,10 +133,11 @@ class BwrapSession:
                     args += ["--perms", "0755", "--dir", str(parent)]
             args += list(option)
 
+        # /tmp first: a Python installed under /tmp (a venv made there) is mounted over it, not hidden by it
+        args += ["--perms", "1777", "--size", str(64 * 1024 * 1024), "--tmpfs", "/tmp"]
         for kind, path in _path_mounts():
             place("--symlink", os.readlink(path), path) if kind == "link" else place("--ro-bind", path, path)
-        args += ["--perms", "0644", "--ro-bind-data", str(passwd_fd), "/etc/passwd", "--proc", "/proc", "--dev", "/dev",
-                 "--perms", "1777", "--size", str(64 * 1024 * 1024), "--tmpfs", "/tmp"]
+        args += ["--perms", "0644", "--ro-bind-data", str(passwd_fd), "/etc/passwd", "--proc", "/proc", "--dev", "/dev"]
         place("--bind", str(self.root), WORKDIR)
         for where, source in sorted(self.mounts.items()):
             place("--ro-bind", str(source), where)
