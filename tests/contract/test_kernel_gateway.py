@@ -43,19 +43,21 @@ def gateway(tmp_path_factory):
                                     "--JupyterWebsocketPersonality.list_kernels=True"],
                                    stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        assert process.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"{url}/api", headers={"Authorization": f"token {TOKEN}"}, timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the kernel gateway did not start"
-        time.sleep(0.1)
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+    try:  # stopped however the fixture ends, a start that never became ready included
+        deadline = time.monotonic() + 100
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{url}/api", headers={"Authorization": f"token {TOKEN}"}, timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the kernel gateway did not start"
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
