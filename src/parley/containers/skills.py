@@ -11,7 +11,7 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -19,6 +19,7 @@ from parley.containers.skill_bundle import Bundle
 from parley.errors import InvalidRequest, NotFound
 from parley.ids import new_id
 from parley.store.files import SqlFiles
+from parley.store.pages import Order, Page, page_query
 from parley.store.sql import SqlStore
 from parley.store.tables import metadata
 
@@ -44,7 +45,6 @@ skill_versions = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("blob", sa.String(80), nullable=False),
 )
-Order = Literal["asc", "desc"]
 
 
 @dataclass
@@ -112,17 +112,11 @@ class SqlSkills:
     async def get(self, skill_id: str, tenant: str) -> dict[str, Any]:
         return _skill_resource(await self._row(skill_id, tenant))
 
-    async def list(self, tenant: str, *, after: str | None, order: Order, limit: int) -> tuple[list[dict], bool]:
-        key = sa.tuple_(skills.c.created_ns, skills.c.id)
-        query = sa.select(skills).where(skills.c.tenant == tenant)
-        if after is not None:
-            point = sa.tuple_(sa.select(skills.c.created_ns).where(skills.c.id == after, skills.c.tenant == tenant)
-                              .scalar_subquery(), sa.literal(after))
-            query = query.where(key < point if order == "desc" else key > point)
-        ordering = (skills.c.created_ns.desc(), skills.c.id.desc()) if order == "desc" else (skills.c.created_ns,
-                                                                                              skills.c.id)
-        rows = await self.store.run(lambda conn: conn.execute(query.order_by(*ordering).limit(limit + 1)).all())
-        return [_skill_resource(r) for r in rows[:limit]], len(rows) > limit
+    async def list(self, tenant: str, *, after: str | None, order: Order, limit: int) -> Page:
+        scope = skills.c.tenant == tenant
+        query = page_query(sa.select(skills).where(scope), skills, skills.c.id, scope, after, None, order, limit)
+        rows = await self.store.run(lambda conn: conn.execute(query).all())
+        return Page([_skill_resource(r) for r in rows[:limit]], len(rows) > limit)
 
     async def set_default(self, skill_id: str, tenant: str, version: int) -> dict[str, Any]:
         row = await self._row(skill_id, tenant)
@@ -162,7 +156,7 @@ class SqlSkills:
         return _version(found)
 
     async def versions(self, skill_id: str, tenant: str, *, after: str | None, order: Order,
-                       limit: int) -> tuple[list[dict], bool]:
+                       limit: int) -> Page:
         await self._row(skill_id, tenant)
         query = sa.select(skill_versions).where(skill_versions.c.skill_id == skill_id)
         if after is not None and after.isdigit():
@@ -171,7 +165,7 @@ class SqlSkills:
         column = skill_versions.c.version
         rows = await self.store.run(lambda conn: conn.execute(query.order_by(
             column.desc() if order == "desc" else column).limit(limit + 1)).all())
-        return [_version(r).resource() for r in rows[:limit]], len(rows) > limit
+        return Page([_version(r).resource() for r in rows[:limit]], len(rows) > limit)
 
     async def delete_version(self, skill_id: str, tenant: str, version: int) -> None:
         row = await self._row(skill_id, tenant)

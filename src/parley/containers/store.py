@@ -8,11 +8,12 @@ from __future__ import annotations
 import time
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 
 from parley.ids import new_id
+from parley.store.pages import Order, Page, page_query
 from parley.store.sql import SqlStore
 from parley.store.tables import metadata
 
@@ -43,7 +44,6 @@ container_files = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("created_ns", sa.BigInteger, nullable=False),
 )
-Order = Literal["asc", "desc"]
 
 
 @dataclass
@@ -98,17 +98,6 @@ def _file(row: Any) -> ContainerFile:
                          row.created_at)
 
 
-def _page(query: sa.Select[Any], table: sa.Table, scope: Any, after: str | None, order: Order,
-          limit: int) -> sa.Select[Any]:
-    key = sa.tuple_(table.c.created_ns, table.c.id)
-    if after is not None:
-        point = sa.tuple_(sa.select(table.c.created_ns).where(table.c.id == after, scope).scalar_subquery(),
-                          sa.literal(after))
-        query = query.where(key < point if order == "desc" else key > point)
-    ordering = (table.c.created_ns.desc(), table.c.id.desc()) if order == "desc" else (table.c.created_ns, table.c.id)
-    return query.order_by(*ordering).limit(limit + 1)
-
-
 class SqlContainers:
     def __init__(self, store: SqlStore) -> None:
         self.store = store
@@ -136,15 +125,14 @@ class SqlContainers:
         row = await self.store.run(lambda conn: conn.execute(query).first())
         return None if row is None else _container(row)
 
-    async def list(self, tenant: str, *, name: str | None, after: str | None, order: Order,
-                   limit: int) -> tuple[list[Container], bool]:
+    async def list(self, tenant: str, *, name: str | None, after: str | None, order: Order, limit: int) -> Page:
         scope = containers.c.tenant == tenant
         query = sa.select(containers).where(scope)
         if name is not None:
             query = query.where(containers.c.name == name)
-        rows = await self.store.run(lambda conn: conn.execute(_page(query, containers, scope, after, order,
-                                                                    limit)).all())
-        return [_container(r) for r in rows[:limit]], len(rows) > limit
+        query = page_query(query, containers, containers.c.id, scope, after, None, order, limit)
+        rows = await self.store.run(lambda conn: conn.execute(query).all())
+        return Page([_container(r).resource() for r in rows[:limit]], len(rows) > limit)
 
     async def touch(self, container_id: str, host: str) -> str | None:
         """Mark the container active now, held by ``host``; the host that held it before."""
@@ -203,13 +191,12 @@ class SqlContainers:
         row = await self.store.run(lambda conn: conn.execute(query).first())
         return None if row is None else _file(row)
 
-    async def page(self, container_id: str, *, after: str | None, order: Order,
-                   limit: int) -> tuple[list[ContainerFile], bool]:
+    async def page(self, container_id: str, *, after: str | None, order: Order, limit: int) -> Page:
         scope = container_files.c.container_id == container_id
-        query = sa.select(container_files).where(scope)
-        rows = await self.store.run(lambda conn: conn.execute(_page(query, container_files, scope, after, order,
-                                                                    limit)).all())
-        return [_file(r) for r in rows[:limit]], len(rows) > limit
+        query = page_query(sa.select(container_files).where(scope), container_files, container_files.c.id, scope,
+                           after, None, order, limit)
+        rows = await self.store.run(lambda conn: conn.execute(query).all())
+        return Page([_file(r).resource() for r in rows[:limit]], len(rows) > limit)
 
     async def put_file(self, container_id: str, path: str, size: int, sha256: str, source: str,
                        blob: str) -> tuple[ContainerFile, str | None]:

@@ -59,11 +59,6 @@ def check_network_policy(policy: Any, param: str) -> None:
                                           "network_policy {\"type\": \"disabled\"} is supported.")
 
 
-def _list(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
-    return {"object": "list", "data": items, "first_id": items[0]["id"] if items else None,
-            "last_id": items[-1]["id"] if items else None, "has_more": has_more}
-
-
 @container_routes.post("/v1/containers")
 async def create_container(request: Request, who: Caller = Depends(caller)) -> Response:
     body: CreateContainer = await parse_body(request, CreateContainer)
@@ -82,9 +77,8 @@ async def create_container(request: Request, who: Caller = Depends(caller)) -> R
 async def list_containers(request: Request, who: Caller = Depends(caller), after: str | None = None,
                           limit: int = Query(20, ge=1, le=100), order: Literal["asc", "desc"] = "desc",
                           name: str | None = None) -> Response:
-    found, has_more = await _containers(request).store.list(who.tenant, name=name, after=after, order=order,
-                                                            limit=limit)
-    return JSONResponse(_list([c.resource() for c in found], has_more))
+    page = await _containers(request).store.list(who.tenant, name=name, after=after, order=order, limit=limit)
+    return JSONResponse(page.body())
 
 
 @container_routes.get("/v1/containers/{container_id}")
@@ -153,8 +147,8 @@ async def list_container_files(request: Request, container_id: str, who: Caller 
                                order: Literal["asc", "desc"] = "desc") -> Response:
     containers = _containers(request)
     container = await containers.get(container_id, who.tenant)
-    found, has_more = await containers.store.page(container.id, after=after, order=order, limit=limit)
-    return JSONResponse(_list([f.resource() for f in found], has_more))
+    page = await containers.store.page(container.id, after=after, order=order, limit=limit)
+    return JSONResponse(page.body())
 
 
 async def _file(request: Request, container_id: str, file_id: str, tenant: str) -> tuple[Container, Any]:

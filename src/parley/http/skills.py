@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -30,11 +30,6 @@ def _skills(request: Request) -> SqlSkills:
     skills = runtime(request).containers.skills
     assert skills is not None, "the runtime has skills"
     return skills
-
-
-def _list(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
-    return {"object": "list", "data": items, "first_id": items[0]["id"] if items else None,
-            "last_id": items[-1]["id"] if items else None, "has_more": has_more}
 
 
 async def _bundle(request: Request) -> tuple[Bundle, dict[str, str]]:
@@ -77,8 +72,7 @@ async def create_skill(request: Request, who: Caller = Depends(caller)) -> Respo
 @skill_routes.get("/v1/skills")
 async def list_skills(request: Request, who: Caller = Depends(caller), after: str | None = None,
                       limit: int = Query(20, ge=1, le=100), order: Literal["asc", "desc"] = "desc") -> Response:
-    found, has_more = await _skills(request).list(who.tenant, after=after, order=order, limit=limit)
-    return JSONResponse(_list(found, has_more))
+    return JSONResponse((await _skills(request).list(who.tenant, after=after, order=order, limit=limit)).body())
 
 
 @skill_routes.get("/v1/skills/{skill_id}")
@@ -124,8 +118,8 @@ async def create_version(request: Request, skill_id: str, who: Caller = Depends(
 @skill_routes.get("/v1/skills/{skill_id}/versions")
 async def list_versions(request: Request, skill_id: str, who: Caller = Depends(caller), after: str | None = None,
                         limit: int = Query(20, ge=1, le=100), order: Literal["asc", "desc"] = "desc") -> Response:
-    found, has_more = await _skills(request).versions(skill_id, who.tenant, after=after, order=order, limit=limit)
-    return JSONResponse(_list(found, has_more))
+    page = await _skills(request).versions(skill_id, who.tenant, after=after, order=order, limit=limit)
+    return JSONResponse(page.body())
 
 
 @skill_routes.get("/v1/skills/{skill_id}/versions/{version}")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sa
 
 from parley.ids import STORED_ID, new_id
+from parley.store.pages import Page
 from parley.store.sql import SqlStore
 from parley.store.tables import metadata
 
@@ -33,16 +33,6 @@ conversation_items = sa.Table(
     sa.Column("item_id", sa.String(120), nullable=False),
     sa.Column("item", sa.Text, nullable=False),
 )
-
-
-@dataclass
-class ItemsPage:
-    data: list[dict[str, Any]]
-    has_more: bool
-
-    def body(self) -> dict[str, Any]:
-        return {"object": "list", "data": self.data, "first_id": self.data[0]["id"] if self.data else None,
-                "last_id": self.data[-1]["id"] if self.data else None, "has_more": self.has_more}
 
 
 def _resource(row: Any) -> dict[str, Any]:
@@ -139,10 +129,10 @@ class SqlConversations:
         return await self.store.run(read)
 
     async def page(self, conversation_id: str, tenant: str, *, after: str | None, limit: int,
-                   order: Literal["asc", "desc"]) -> ItemsPage | None:
+                   order: Literal["asc", "desc"]) -> Page | None:
         position = conversation_items.c.position
 
-        def read(conn: sa.Connection) -> ItemsPage | None:
+        def read(conn: sa.Connection) -> Page | None:
             if self._row(conn, conversation_id, tenant) is None:
                 return None
             query = sa.select(conversation_items.c.item).where(conversation_items.c.conversation_id == conversation_id)
@@ -152,7 +142,7 @@ class SqlConversations:
                 query = query.where(position < point if order == "desc" else position > point)
             query = query.order_by(position.desc() if order == "desc" else position).limit(limit + 1)
             rows = [json.loads(text) for text in conn.execute(query).scalars()]
-            return ItemsPage(rows[:limit], len(rows) > limit)
+            return Page(rows[:limit], len(rows) > limit)
 
         return await self.store.run(read)
 

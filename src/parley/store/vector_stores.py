@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 
 from parley.ids import STORED_ID, new_id
+from parley.store.pages import Order, Page, page_query
 from parley.store.pgvector import PgVector
 from parley.store.sql import SqlStore
 from parley.store.tables import metadata
@@ -64,17 +65,6 @@ store_chunks = sa.Table(
     sa.Column("embedding", sa.LargeBinary, nullable=False),
 )
 STATUSES = ("in_progress", "completed", "failed", "cancelled")
-Order = Literal["asc", "desc"]
-
-
-@dataclass
-class Page:
-    data: list[dict[str, Any]]
-    has_more: bool
-
-    def body(self) -> dict[str, Any]:
-        return {"object": "list", "data": self.data, "first_id": self.data[0]["id"] if self.data else None,
-                "last_id": self.data[-1]["id"] if self.data else None, "has_more": self.has_more}
 
 
 @dataclass
@@ -144,23 +134,6 @@ def batch_resource(row: Any, counts: dict[str, int]) -> dict[str, Any]:
             "vector_store_id": row.vector_store_id, "status": status, "file_counts": counts}
 
 
-def _page_query(query: sa.Select[Any], table: sa.Table, id_column: sa.Column[Any], scope: Any, after: str | None,
-                before: str | None, order: Order, limit: int) -> sa.Select[Any]:
-    """A page of ``query`` ordered by creation, after or before the row with that id (within ``scope``)."""
-    key = sa.tuple_(table.c.created_ns, id_column)
-
-    def point(row_id: str) -> Any:
-        return sa.tuple_(sa.select(table.c.created_ns).where(id_column == row_id, scope).scalar_subquery(),
-                         sa.literal(row_id))
-
-    if after is not None:
-        query = query.where(key < point(after) if order == "desc" else key > point(after))
-    if before is not None:
-        query = query.where(key > point(before) if order == "desc" else key < point(before))
-    ordering = (table.c.created_ns.desc(), id_column.desc()) if order == "desc" else (table.c.created_ns, id_column)
-    return query.order_by(*ordering).limit(limit + 1)
-
-
 class SqlVectorStores:
     """The vector stores of every tenant, in the store's database."""
 
@@ -223,7 +196,7 @@ class SqlVectorStores:
 
     async def list(self, tenant: str, *, after: str | None, before: str | None, limit: int, order: Order) -> Page:
         scope = stores.c.tenant == tenant
-        query = _page_query(sa.select(stores.c.id).where(scope), stores, stores.c.id, scope, after, before, order,
+        query = page_query(sa.select(stores.c.id).where(scope), stores, stores.c.id, scope, after, before, order,
                             limit)
 
         def read(conn: sa.Connection) -> Page:
@@ -322,7 +295,7 @@ class SqlVectorStores:
             query = query.where(store_files.c.status == status)
         if batch_id is not None:
             query = query.where(store_files.c.batch_id == batch_id)
-        query = _page_query(query, store_files, store_files.c.file_id, scope, after, before, order, limit)
+        query = page_query(query, store_files, store_files.c.file_id, scope, after, before, order, limit)
 
         def read(conn: sa.Connection) -> Page | None:
             if not self._owns(conn, store_id, tenant):
