@@ -67,6 +67,8 @@ def test_a_skill_and_its_versions_round_trip(sk) -> None:
     assert second.version == "2" and second.skill_id == skill.id
     assert sk.skills.retrieve(skill.id).default_version == "2"
     assert [v.version for v in sk.skills.versions.list(skill.id).data] == ["2", "1"]
+    paged = sk.skills.versions.list(skill.id, limit=1)  # the SDK pages on with after=<last_id>
+    assert [v.version for v in paged] == ["2", "1"]
     assert sk.skills.versions.retrieve("1", skill_id=skill.id).description.endswith("bundled script.")
     with pytest.raises(openai.BadRequestError):
         sk.skills.versions.delete("2", skill_id=skill.id)  # the default one

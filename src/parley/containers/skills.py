@@ -159,9 +159,11 @@ class SqlSkills:
                        limit: int) -> Page:
         await self._row(skill_id, tenant)
         query = sa.select(skill_versions).where(skill_versions.c.skill_id == skill_id)
-        if after is not None and after.isdigit():
-            query = query.where(skill_versions.c.version < int(after) if order == "desc"
-                                else skill_versions.c.version > int(after))
+        if after is not None:  # a version's id (the list's last_id, which the SDK pages with) or its number
+            point = sa.literal(int(after)) if after.isdigit() else sa.select(skill_versions.c.version).where(
+                skill_versions.c.skill_id == skill_id, skill_versions.c.id == after).scalar_subquery()
+            query = query.where(skill_versions.c.version < point if order == "desc"
+                                else skill_versions.c.version > point)
         column = skill_versions.c.version
         rows = await self.store.run(lambda conn: conn.execute(query.order_by(
             column.desc() if order == "desc" else column).limit(limit + 1)).all())
