@@ -113,9 +113,17 @@ class Containers:
             await self.usable(container_id, tenant, param)
             return
         self.check_memory(memory_limit, f"{param}.memory_limit")
-        for i, file_id in enumerate(file_ids or []):
-            if await self.files.get(file_id, tenant) is None:
-                raise NotFound(f"No file with id '{file_id}' found.", param=f"{param}.file_ids[{i}]")
+        await self._files_of(tenant, file_ids or [], f"{param}.file_ids")
+
+    async def _files_of(self, tenant: str, file_ids: list[str], param: str) -> list[Any]:
+        """The tenant's files ``file_ids`` names; a 404 naming the first that is not there (``param[i]``)."""
+        records = []
+        for i, file_id in enumerate(file_ids):
+            record = await self.files.get(file_id, tenant)
+            if record is None:
+                raise NotFound(f"No file with id '{file_id}' found.", param=f"{param}[{i}]")
+            records.append(record)
+        return records
 
     async def for_conversation(self, tenant: str, earlier: list[str], *, name: str, memory_limit: str | None,
                                file_ids: list[str], param: str, skills: list[dict[str, Any]] | None = None
@@ -148,11 +156,12 @@ class Containers:
             skill_id, version = ref.get("skill_id"), ref.get("version")
             if not isinstance(skill_id, str):
                 raise InvalidRequest(f"Missing required parameter: '{where}.skill_id'.", param=f"{where}.skill_id")
-            number = None if version in (None, "default") else None if version == "latest" else \
-                version_number(str(version), f"{where}.version")
             try:
                 if version == "latest":
                     number = int((await self.skills.get(skill_id, tenant))["latest_version"])
+                else:  # None or "default": the skill's default version
+                    number = None if version in (None, "default") else version_number(str(version),
+                                                                                      f"{where}.version")
                 chosen = await self.skills.version(skill_id, tenant, number, f"{where}.version")
             except NotFound as exc:
                 raise NotFound(exc.message, param=f"{where}.skill_id" if exc.param == "skill_id" else exc.param) \
@@ -167,12 +176,7 @@ class Containers:
                      memory_limit: str | None, param: str = "file_ids",
                      skills: list[dict[str, Any]] | None = None) -> Container:
         memory = self.check_memory(memory_limit, "memory_limit")
-        sources = []
-        for i, file_id in enumerate(file_ids):
-            record = await self.files.get(file_id, tenant)
-            if record is None:
-                raise NotFound(f"No file with id '{file_id}' found.", param=f"{param}[{i}]")
-            sources.append(record)
+        sources = await self._files_of(tenant, file_ids, param)
         container = await self.store.create(tenant, name, minutes, memory, skills)
         for record in sources:
             await self.container_files.copy(container, tenant, record.id, record.filename)
@@ -223,10 +227,7 @@ class Containers:
 
     async def _relayed(self, container_id: str, tenant: str, op: dict[str, Any]) -> dict[str, Any]:
         """A call another instance of this host handed over."""
-        container = await self.get(container_id, tenant)
-        if container.expired:
-            raise expired_error(container_id, "container")
-        return await self._run_here(container, op)
+        return await self._run_here(await self.usable(container_id, tenant, "container"), op)
 
     async def _run_here(self, container: Container, op: dict[str, Any]) -> dict[str, Any]:
         shared = bool(self.sandbox and self.sandbox.shared)
@@ -235,7 +236,7 @@ class Containers:
             before = await self.store.touch(container.id, self.instance)
             live = self.live.get(container.id)
             if live is not None and not live.session.alive:
-                await (self._detach(container.id) if shared else self._close(container.id))
+                await self._release(container.id)
                 live = None
             elif live is not None and before not in (None, self.instance):
                 if shared:
@@ -258,7 +259,7 @@ class Containers:
                 result = await self._execute(live.session, op)
                 changed = await self.container_files.sync_up(container, live)
             except SandboxError as exc:
-                await (self._detach(container.id) if shared else self._close(container.id))
+                await self._release(container.id)
                 raise SandboxFailed(f"The container failed: {exc}") from None
             return {"result": result, "changed": [asdict(f) for f in changed]}
 
@@ -310,8 +311,7 @@ class Containers:
             if row is None or row.expired:
                 await self._close(container_id)
             elif row.host != self.instance:  # another instance uses it now
-                await (self._detach(container_id) if self.sandbox and self.sandbox.shared
-                       else self._close(container_id))
+                await self._release(container_id)
         return due
 
     async def _drop_blobs(self, tenant: str, blobs: list[str]) -> None:
@@ -327,8 +327,12 @@ class Containers:
         if self.sandbox is not None:
             await self.sandbox.discard(container_id, ref)
 
-    async def _detach(self, container_id: str) -> None:
-        """Let go of a shared session here; it runs on for the other instances."""
+    async def _release(self, container_id: str) -> None:
+        """Let go of the container's session here: a shared one runs on for the other instances; a local one
+        ends, and its workspace goes with it (the next session starts from the store's files)."""
+        if not (self.sandbox and self.sandbox.shared):
+            await self._close(container_id)
+            return
         live = self.live.pop(container_id, None)
         if live is not None:
             await live.session.detach()
