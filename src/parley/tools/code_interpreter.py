@@ -33,10 +33,10 @@ from openai.types.responses import (
 )
 from pydantic import Field, field_validator
 
-from parley.containers.store import Container, ContainerFile
+from parley.containers.store import ContainerFile
 from parley.errors import InvalidRequest, ParleyError
 from parley.ids import new_id
-from parley.tools.hosted_shell import earlier_containers
+from parley.tools.containers import ContainerChoice, earlier_containers
 from parley.tools.base import BindContext, Binding, CallDone, Citation, Offered, Produced, ToolCall, ToolEnv, \
     ToolKind, ToolModel
 
@@ -104,12 +104,9 @@ class CodeInterpreterTools(Binding):
     """The ``code_interpreter`` tool bound to one response."""
 
     containers: Any
-    tool: CodeInterpreterTool
-    tenant: str
     include_outputs: bool
-    earlier: list[str]  # containers of earlier calls in the conversation, newest first
+    choice: ContainerChoice
     files: dict[str, ContainerFile] = field(default_factory=dict)  # written by this response's calls, by path
-    _container: asyncio.Task[Container] | None = None
 
     def offered(self) -> list[Offered]:
         return [Offered({"type": "function", "function": {
@@ -125,25 +122,12 @@ class CodeInterpreterTools(Binding):
     def forced(self, choice: ToolModel) -> Any:
         return {"type": "function", "function": {"name": FUNCTION_NAME}}
 
-    def container(self) -> asyncio.Task[Container]:
-        if self._container is None:
-            self._container = asyncio.ensure_future(self._resolve())
-        return self._container
-
-    async def _resolve(self) -> Container:
-        containers, spec = self.containers, self.tool.container
-        if isinstance(spec, str):
-            return await containers.usable(spec, self.tenant, "tools.container")
-        return await containers.for_conversation(self.tenant, self.earlier, name="code_interpreter",
-                                                 memory_limit=spec.memory_limit, file_ids=spec.file_ids or [],
-                                                 param="tools.container.file_ids")
-
     def start(self, call: ToolCall, approved: bool) -> asyncio.Task[Any]:
         return asyncio.ensure_future(self._run(_code(call.arguments)))
 
     async def _run(self, code: str) -> tuple[Any, list[ContainerFile], str | None]:
         try:
-            container = await self.container()
+            container = await self.choice.get()
             ran = await self.containers.python(container, code)
             return ran.result, ran.changed, None
         except ParleyError as exc:
@@ -155,9 +139,9 @@ class CodeInterpreterTools(Binding):
     async def emit(self, call: ToolCall, run: Any, index: int) -> AsyncIterator[Produced]:
         code = _code(call.arguments)
         try:
-            container_id = (await self.container()).id
+            container_id = (await self.choice.get()).id
         except ParleyError:
-            container_id = self.tool.container if isinstance(self.tool.container, str) else ""
+            container_id = self.choice.container_id or ""
         item = ResponseCodeInterpreterToolCall(id=new_id("ci"), type="code_interpreter_call", status="in_progress",
                                                code="", container_id=container_id, outputs=None)
         common = {"item_id": item.id, "output_index": index, "sequence_number": 0}
@@ -228,8 +212,13 @@ class CodeInterpreterKind(ToolKind):
     def bind(self, tools: list[Any], context: BindContext) -> Binding | None:
         if not tools:
             return None
-        return CodeInterpreterTools(context.env.containers, tools[0], context.tenant,
-                                    INCLUDE_OUTPUTS in context.include, earlier_containers(context))
+        spec = tools[0].container
+        choice = ContainerChoice(context.env.containers, context.tenant, earlier_containers(context),
+                                 "code_interpreter", "tools.container", id_param="tools.container",
+                                 container_id=spec if isinstance(spec, str) else None,
+                                 memory_limit=None if isinstance(spec, str) else spec.memory_limit,
+                                 file_ids=[] if isinstance(spec, str) else spec.file_ids or [])
+        return CodeInterpreterTools(context.env.containers, INCLUDE_OUTPUTS in context.include, choice)
 
 
 KIND = CodeInterpreterKind()

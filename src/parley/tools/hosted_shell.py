@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from openai.types.responses import (
@@ -30,11 +30,11 @@ from openai.types.responses import (
 )
 
 from parley.containers.service import SKILLS_DIR
-from parley.containers.store import Container
 from parley.errors import ParleyError
 from parley.ids import new_id
 from parley.sandbox.base import CommandResult
-from parley.tools.base import BindContext, Binding, CallDone, ItemDone, Offered, Produced, ToolCall
+from parley.tools.base import Binding, CallDone, ItemDone, Offered, Produced, ToolCall
+from parley.tools.containers import ContainerChoice
 
 log = logging.getLogger("parley.shell")
 FUNCTION = {"name": "shell", "description": "Run shell commands, in order, in a Linux container (bash, coreutils "
@@ -76,40 +76,17 @@ def _model_text(outputs: list[dict[str, Any]]) -> str:
     return "\n\n".join(parts)
 
 
-def earlier_containers(context: BindContext) -> list[str]:
-    """Containers the conversation's earlier server-side calls ran in, newest first."""
-    found = []
-    for item in [*context.previous_output, *context.input]:
-        kind = getattr(item, "type", None)
-        if kind == "code_interpreter_call" and isinstance(getattr(item, "container_id", None), str):
-            found.append(item.container_id)
-        elif kind == "shell_call":
-            environment = getattr(item, "environment", None)
-            container_id = environment.get("container_id") if isinstance(environment, dict) else \
-                getattr(environment, "container_id", None)
-            if isinstance(container_id, str):
-                found.append(container_id)
-    return found[::-1]
-
-
 @dataclass
 class HostedShell(Binding):
     """The ``shell`` tool bound to one response, its commands run in a container."""
 
     containers: Any
-    environment: dict[str, Any]
-    tenant: str
-    earlier: list[str]
-    _container: asyncio.Task[Container] | None = None
-    _skills: list[dict[str, Any]] | None = None  # the skill versions the environment names
+    choice: ContainerChoice
+    _skills: list[dict[str, Any]] = field(default_factory=list)  # those the container mounts, for the model
 
     async def setup(self, first_index: int) -> AsyncIterator[Any]:
         """The skills the container mounts, so that the model is told of them."""
-        if self.environment["type"] == "container_reference":
-            self._skills = (await self.container()).skills
-        else:
-            self._skills = await self.containers.skill_versions(self.tenant, self.environment.get("skills"),
-                                                                "tools.environment.skills")
+        self._skills = await self.choice.skills()
         return
         yield
 
@@ -120,28 +97,12 @@ class HostedShell(Binding):
                 "; ".join(f"{s['name']} ({SKILLS_DIR}/{s['name']}): {s['description']}" for s in self._skills)
         return [Offered({"type": "function", "function": function}, source={"type": "shell"})]
 
-    def container(self) -> asyncio.Task[Container]:
-        if self._container is None:
-            self._container = asyncio.ensure_future(self._resolve())
-        return self._container
-
-    async def _resolve(self) -> Container:
-        containers, environment = self.containers, self.environment
-        if environment["type"] == "container_reference":
-            return await containers.usable(environment["container_id"], self.tenant, "tools.environment.container_id")
-        skills = self._skills if self._skills is not None else await containers.skill_versions(
-            self.tenant, environment.get("skills"), "tools.environment.skills")
-        return await containers.for_conversation(self.tenant, self.earlier, name="shell",
-                                                 memory_limit=environment.get("memory_limit"),
-                                                 file_ids=environment.get("file_ids") or [],
-                                                 param="tools.environment.file_ids", skills=skills)
-
     def start(self, call: ToolCall, approved: bool) -> asyncio.Task[Any]:
         return asyncio.ensure_future(self._run(_action(call.arguments)))
 
     async def _run(self, action: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
         try:
-            container = await self.container()
+            container = await self.choice.get()
             timeout_s = action.get("timeout_ms", 10 ** 9) / 1000
             ran = await self.containers.shell(container, action["commands"], timeout_s,
                                               action.get("max_output_length", DEFAULT_OUTPUT))
@@ -155,9 +116,9 @@ class HostedShell(Binding):
     async def emit(self, call: ToolCall, run: Any, index: int) -> AsyncIterator[Produced]:
         action = _action(call.arguments)
         try:
-            container_id = (await self.container()).id
+            container_id = (await self.choice.get()).id
         except ParleyError:
-            container_id = self.environment.get("container_id", "")
+            container_id = self.choice.container_id or ""
         environment = {"type": "container_reference", "container_id": container_id}
         item = ResponseFunctionShellToolCall(id=new_id("sh"), type="shell_call", call_id=call.call_id,
                                              action={"commands": []}, status="in_progress", environment=environment)

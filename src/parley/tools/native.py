@@ -26,7 +26,8 @@ from parley.ids import new_id
 from parley.tools.base import BindContext, Binding, ClientTool, Offered, Produced, ToolCall, ToolEnv, ToolKind, \
     ToolModel
 from parley.tools.client import CALL_CLOSERS, CALL_OPENERS
-from parley.tools.hosted_shell import HostedShell, earlier_containers
+from parley.tools.containers import ContainerChoice, earlier_containers
+from parley.tools.hosted_shell import HostedShell
 
 STRINGS = {"type": "array", "items": {"type": "string"}}
 FUNCTIONS: dict[str, dict[str, Any]] = {
@@ -231,8 +232,16 @@ class NativeKind(ToolKind):
         if not tools:
             return None
         hosted = next((t for t in tools if getattr(t, "hosted", False)), None)
-        shell = HostedShell(context.env.containers, hosted.environment.model_dump(exclude_none=True), context.tenant,
-                            earlier_containers(context)) if hosted is not None else None
+        shell = None
+        if hosted is not None:
+            environment = hosted.environment
+            named = environment.container_id if isinstance(environment, ContainerReference) else None
+            choice = ContainerChoice(
+                context.env.containers, context.tenant, earlier_containers(context), "shell", "tools.environment",
+                container_id=named, id_param="tools.environment.container_id",
+                memory_limit=getattr(environment, "memory_limit", None),
+                file_ids=getattr(environment, "file_ids", None) or [], skill_refs=getattr(environment, "skills", None))
+            shell = HostedShell(context.env.containers, choice)
         return NativeTools([t.type for t in tools if t is not hosted], shell)
 
 
