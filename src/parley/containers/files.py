@@ -19,7 +19,7 @@ from parley.containers.store import Container, ContainerFile, SqlContainers
 from parley.errors import InvalidRequest, NotFound
 from parley.sandbox.base import FileState, Limits, SandboxError, Session
 from parley.sandbox.workspace import relative
-from parley.store.files import BLOB, SqlFiles
+from parley.store.files import BLOB, FileRecord, SqlFiles
 
 log = logging.getLogger("parley.containers")
 
@@ -61,15 +61,13 @@ class ContainerFiles:
             await self.files.delete(replaced, container.tenant, BLOB)
         return record
 
-    async def copy(self, container: Container, tenant: str, file_id: str, filename: str) -> ContainerFile:
-        record = await self.files.get(file_id, tenant)
-        if record is None:
-            raise NotFound(f"No file with id '{file_id}' found.", param="file_id")
+    async def copy(self, container: Container, record: FileRecord) -> ContainerFile:
+        """An uploaded file (of the container's tenant) copied in, under its name."""
         with tempfile.TemporaryFile() as spool:
             async for piece in self.files.content(record):
                 spool.write(piece)
             spool.seek(0)
-            return await self.add(container, filename, spool)
+            return await self.add(container, record.filename, spool)
 
     async def remove(self, container: Container, file_id: str) -> bool:
         blob = await self.store.remove_file(container.id, file_id)

@@ -28,7 +28,7 @@ from parley.errors import InvalidRequest, NotFound, ParleyError, StoreUnavailabl
 from parley.containers.files import ContainerFiles, Live
 from parley.containers.relay import Relay, Unreachable
 from parley.sandbox.base import CellResult, CommandResult, Limits, Sandbox, SandboxError, Session
-from parley.store.files import BLOB, SqlFiles
+from parley.store.files import BLOB, FileRecord, SqlFiles
 
 log = logging.getLogger("parley.containers")
 MEMORY = {"1g": 1 << 30, "4g": 4 << 30, "16g": 16 << 30, "64g": 64 << 30}
@@ -115,7 +115,7 @@ class Containers:
         self.check_memory(memory_limit, f"{param}.memory_limit")
         await self._files_of(tenant, file_ids or [], f"{param}.file_ids")
 
-    async def _files_of(self, tenant: str, file_ids: list[str], param: str) -> list[Any]:
+    async def _files_of(self, tenant: str, file_ids: list[str], param: str) -> list[FileRecord]:
         """The tenant's files ``file_ids`` names; a 404 naming the first that is not there (``param[i]``)."""
         records = []
         for i, file_id in enumerate(file_ids):
@@ -179,7 +179,7 @@ class Containers:
         sources = await self._files_of(tenant, file_ids, param)
         container = await self.store.create(tenant, name, minutes, memory, skills)
         for record in sources:
-            await self.container_files.copy(container, tenant, record.id, record.filename)
+            await self.container_files.copy(container, record)
         return container
 
     async def delete(self, container: Container) -> None:

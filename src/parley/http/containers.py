@@ -17,6 +17,7 @@ from parley.errors import InvalidRequest, NotFound, PayloadTooLarge, Unsupported
 from parley.http.bodies import parse_body
 from parley.http.files import MULTIPART_OVERHEAD
 from parley.http.routes import caller, runtime
+from parley.store.files import FileRecord
 from parley.validation import StrictModel
 
 container_routes = APIRouter()
@@ -105,8 +106,7 @@ async def create_container_file(request: Request, container_id: str, who: Caller
     container = await _usable(request, container_id, who.tenant)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         body: AddFile = await parse_body(request, AddFile)
-        record = await containers.container_files.copy(container, who.tenant, body.file_id, await _filename(
-            containers, who.tenant, body.file_id))
+        record = await containers.container_files.copy(container, await _upload(containers, who.tenant, body.file_id))
         return JSONResponse(record.resource())
     limit = runtime(request).settings.max_file_bytes
     declared = request.headers.get("content-length", "")
@@ -123,8 +123,7 @@ async def create_container_file(request: Request, container_id: str, who: Caller
             file_id = form.get("file_id")
             if not isinstance(file_id, str):
                 raise InvalidRequest("Give a 'file' or a 'file_id'.", param="file", code="missing_required_parameter")
-            record = await containers.container_files.copy(container, who.tenant, file_id,
-                                                await _filename(containers, who.tenant, file_id))
+            record = await containers.container_files.copy(container, await _upload(containers, who.tenant, file_id))
             return JSONResponse(record.resource())
         if upload.size is not None and upload.size > limit:
             raise PayloadTooLarge(f"The file is larger than {limit} bytes (--max-file-bytes).", param="file")
@@ -134,11 +133,12 @@ async def create_container_file(request: Request, container_id: str, who: Caller
     return JSONResponse(record.resource())
 
 
-async def _filename(containers: Containers, tenant: str, file_id: str) -> str:
+async def _upload(containers: Containers, tenant: str, file_id: str) -> FileRecord:
+    """The tenant's uploaded file to copy into a container (a 404 naming ``file_id`` otherwise)."""
     record = await containers.files.get(file_id, tenant) if len(file_id) <= 80 else None
     if record is None:
         raise NotFound(f"No file with id '{file_id}' found.", param="file_id")
-    return record.filename
+    return record
 
 
 @container_routes.get("/v1/containers/{container_id}/files")
