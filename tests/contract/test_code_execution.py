@@ -172,6 +172,20 @@ def test_a_written_csv_is_cited_and_downloadable(ci) -> None:
     assert content == b"n\n1\n2\n3\n"
 
 
+def test_deletions_reach_the_store_and_the_workspace_both_ways(ci) -> None:
+    container = ci.containers.create(name="deletions").id
+    tool = {"type": "code_interpreter", "container": container}
+    kept = ci.containers.files.create(container, file=("kept.txt", b"k"))
+    ci.containers.files.create(container, file=("doomed.txt", b"d"))
+    run = ci.responses.create(model="m", input=ask("import os\nos.remove('/mnt/data/doomed.txt')\n"
+                                                   "sorted(os.listdir('/mnt/data'))"), tools=[tool])
+    assert run.output_text == "Result: ['kept.txt']."
+    assert [f.path for f in ci.containers.files.list(container).data] == ["/mnt/data/kept.txt"]
+    ci.containers.files.delete(kept.id, container_id=container)
+    after = ci.responses.create(model="m", input=ask("import os\nsorted(os.listdir('/mnt/data'))"), tools=[tool])
+    assert after.output_text == "Result: []."
+
+
 def test_a_file_larger_than_max_file_bytes_stays_in_the_workspace_only(ci) -> None:
     container = ci.containers.create(name="big").id
     tool = {"type": "code_interpreter", "container": container}

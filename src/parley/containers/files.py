@@ -94,6 +94,7 @@ class ContainerFiles:
                 row = rows.get(state.path)
                 if row is not None and row.bytes == state.size:
                     live.known[state.path] = (state.size, state.mtime_ns, row.sha256)
+        written = []
         for path, row in rows.items():
             if path in live.known and live.known[path][2] == row.sha256:
                 continue
@@ -102,10 +103,12 @@ class ContainerFiles:
                 continue
             data = b"".join([piece async for piece in self.files.content(blob)])
             await live.session.write(path, data)
-        states = {s.path: s for s in await live.session.files()}
-        for path, row in rows.items():
-            if path in states:
-                live.known[path] = (states[path].size, states[path].mtime_ns, row.sha256)
+            written.append(path)
+        if written:  # what the writes left on disk (size, mtime), so that the call after is compared with it
+            states = {s.path: s for s in await live.session.files()}
+            for path in written:
+                if path in states:
+                    live.known[path] = (states[path].size, states[path].mtime_ns, rows[path].sha256)
 
     async def sync_up(self, container: Container, live: Live) -> list[ContainerFile]:
         """Store what the call wrote, removed or changed under ``/mnt/data``; the files it created or changed."""
@@ -115,11 +118,13 @@ class ContainerFiles:
                                f"writes were undone")
         changed = []
         now = {s.path: s for s in states}
-        for path in [p for p in live.known if p not in now]:
-            del live.known[path]
-            for row in await self.store.files(container.id):
-                if row.path == path:
-                    await self.remove(container, row.id)
+        gone = [p for p in live.known if p not in now]
+        if gone:
+            stored = {row.path: row.id for row in await self.store.files(container.id)}
+            for path in gone:
+                del live.known[path]
+                if path in stored:
+                    await self.remove(container, stored[path])
         for state in states:
             known = live.known.get(state.path)
             if known is not None and known[:2] == (state.size, state.mtime_ns):
