@@ -46,6 +46,12 @@ class CellResult:
     timed_out: bool = False
 
 
+def stopped_at(seconds: float) -> CellResult:
+    """A cell stopped at its time limit; its session's process was restarted (or is gone)."""
+    return CellResult(logs=f"The code ran longer than {seconds:g} seconds and was stopped; the container's Python "
+                           f"process was restarted (its variables are gone).", error="TimeoutError", timed_out=True)
+
+
 @dataclass
 class CommandResult:
     """A shell command's run: its output, and its exit code (``None`` when it ran past its time)."""

@@ -25,7 +25,7 @@ import zlib
 from pathlib import Path
 
 from parley.sandbox import workspace
-from parley.sandbox.base import WORKDIR, CellResult, CommandResult, FileState, Limits, SandboxError
+from parley.sandbox.base import WORKDIR, CellResult, CommandResult, FileState, Limits, SandboxError, stopped_at
 
 KERNEL = Path(__file__).with_name("kernel_main.py")
 MAX_REPLY = 64 * 1024 * 1024
@@ -252,9 +252,7 @@ class BwrapSession:
         reply = await self._call({"op": "python", "code": code, "limit": self.limits.output_bytes},
                                  self.limits.call_timeout_s)
         if reply is None:
-            return CellResult(logs=f"The code ran longer than {self.limits.call_timeout_s:g} seconds and was stopped; "
-                                   f"the container's Python process was restarted (its variables are gone).",
-                              error="TimeoutError", timed_out=True)
+            return stopped_at(self.limits.call_timeout_s)
         images = reply.get("images") if isinstance(reply.get("images"), list) else []
         return CellResult(logs=str(reply.get("logs", "")), images=[str(i) for i in images],
                           error=str(reply["error"]) if reply.get("error") else None)

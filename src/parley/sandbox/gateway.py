@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from parley.sandbox.base import WORKDIR, CellResult, CommandResult, FileState, Limits, SandboxError
+from parley.sandbox.base import WORKDIR, CellResult, CommandResult, FileState, Limits, SandboxError, stopped_at
 from parley.sandbox.workspace import MAX_DEPTH, MAX_FILES, relative
 
 MARK = "\x1eparley:"
@@ -156,9 +156,7 @@ class GatewaySession:
                             logs.append(text)
         except TimeoutError:
             await self._restart()
-            return CellResult(logs=f"The code ran longer than {timeout:g} seconds and was stopped; the container's "
-                                   f"Python process was restarted (its variables are gone).",
-                              error="TimeoutError", timed_out=True)
+            return stopped_at(timeout)
         except (aiohttp.ClientError, ValueError, KeyError) as exc:
             self._alive = False
             raise SandboxError(f"the kernel gateway failed: {exc}") from None
