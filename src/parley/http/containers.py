@@ -13,9 +13,9 @@ from starlette.datastructures import UploadFile
 from parley.auth import Caller
 from parley.containers.service import Containers
 from parley.containers.store import Container
-from parley.errors import InvalidRequest, NotFound, PayloadTooLarge, UnsupportedParameter
+from parley.errors import InvalidRequest, NotFound, UnsupportedParameter
 from parley.http.bodies import parse_body
-from parley.http.files import MULTIPART_OVERHEAD
+from parley.http.files import check_size, upload_form
 from parley.http.routes import caller, runtime
 from parley.store.files import FileRecord
 from parley.validation import StrictModel
@@ -109,14 +109,7 @@ async def create_container_file(request: Request, container_id: str, who: Caller
         record = await containers.container_files.copy(container, await _upload(containers, who.tenant, body.file_id))
         return JSONResponse(record.resource())
     limit = runtime(request).settings.max_file_bytes
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
-        raise PayloadTooLarge(f"The file is larger than {limit} bytes (--max-file-bytes).", param="file")
-    try:
-        form = await request.form(max_files=1, max_fields=4)
-    except Exception:  # noqa: BLE001 - starlette's multipart errors are of several kinds
-        raise InvalidRequest("The body must be multipart/form-data with a 'file', or JSON with a 'file_id'.",
-                             param="file") from None
+    form = await upload_form(request, limit, 4, "a 'file', or JSON with a 'file_id'")
     try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
@@ -125,8 +118,7 @@ async def create_container_file(request: Request, container_id: str, who: Caller
                 raise InvalidRequest("Give a 'file' or a 'file_id'.", param="file", code="missing_required_parameter")
             record = await containers.container_files.copy(container, await _upload(containers, who.tenant, file_id))
             return JSONResponse(record.resource())
-        if upload.size is not None and upload.size > limit:
-            raise PayloadTooLarge(f"The file is larger than {limit} bytes (--max-file-bytes).", param="file")
+        check_size(upload, limit)
         record = await containers.container_files.add(container, (upload.filename or "upload")[:255], upload.file)
     finally:
         await form.close()

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from parley.auth import Caller
 from parley.errors import InvalidRequest, NotFound, PayloadTooLarge
@@ -34,18 +34,32 @@ def _expiry(form: Any) -> int | None:
     return int(seconds)
 
 
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The file is larger than {limit} bytes (--max-file-bytes).", param="file")
+
+
+async def upload_form(request: Request, limit: int, max_fields: int, shape: str) -> FormData:
+    """A multipart form holding one file of at most ``limit`` bytes (its declared length checked before it is
+    read; the file is spooled to disk as it arrives); ``shape`` says in the 400 what the form should hold."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
+        raise _too_large(limit)
+    try:
+        return await request.form(max_files=1, max_fields=max_fields)
+    except Exception:  # noqa: BLE001 - starlette's multipart errors are of several kinds
+        raise InvalidRequest(f"The body must be multipart/form-data with {shape}.", param="file") from None
+
+
+def check_size(upload: UploadFile, limit: int) -> None:
+    if upload.size is not None and upload.size > limit:
+        raise _too_large(limit)
+
+
 @file_routes.post("/v1/files")
 async def upload_file(request: Request, who: Caller = Depends(caller)) -> Response:
     server = runtime(request)
     limit = server.settings.max_file_bytes
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
-        raise PayloadTooLarge(f"The file is larger than {limit} bytes (--max-file-bytes).", param="file")
-    try:
-        form = await request.form(max_files=1, max_fields=8)  # the file is spooled to disk as it arrives
-    except Exception:  # noqa: BLE001 - starlette's multipart errors are of several kinds
-        raise InvalidRequest("The body must be multipart/form-data with a 'file' and a 'purpose'.",
-                             param="file") from None
+    form = await upload_form(request, limit, 8, "a 'file' and a 'purpose'")
     try:
         upload, purpose = form.get("file"), form.get("purpose")
         if not isinstance(upload, UploadFile):
@@ -55,8 +69,7 @@ async def upload_file(request: Request, who: Caller = Depends(caller)) -> Respon
             raise InvalidRequest(f"'purpose' must be one of {', '.join(PURPOSES)}.", param="purpose")
         if not upload.size:
             raise InvalidRequest("The file is empty.", param="file", code="empty_file")
-        if upload.size > limit:
-            raise PayloadTooLarge(f"The file is larger than {limit} bytes (--max-file-bytes).", param="file")
+        check_size(upload, limit)
         record = await server.files.create(who.tenant, str(purpose), (upload.filename or "upload")[:512],
                                            upload.file, _expiry(form))
     finally:
