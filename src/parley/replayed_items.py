@@ -93,6 +93,17 @@ class ShellCallItem(_ClientCall):
     action: dict[str, Any] = Field(default_factory=dict)
 
 
+def shell_output_text(outputs: list[dict[str, Any]]) -> str:
+    """What the model reads of a shell call's outputs (each command's outcome, stdout and stderr): the same
+    whether the client ran the commands or Parley did."""
+    parts = []
+    for result in outputs:
+        outcome = result.get("outcome") or {}
+        ended = f"exit code {outcome.get('exit_code')}" if outcome.get("type") == "exit" else "timed out"
+        parts.append(f"{ended}\nstdout:\n{result.get('stdout', '')}\nstderr:\n{result.get('stderr', '')}")
+    return "\n\n".join(parts)
+
+
 class ShellCallOutputItem(Lenient):
     type: Literal["shell_call_output"]
     call_id: str = Field(min_length=1)

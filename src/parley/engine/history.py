@@ -49,6 +49,7 @@ from parley.replayed_items import (
     FileSearchCallItem,
     CodeInterpreterCallItem,
     replayed_call_id,
+    shell_output_text,
 )
 
 Message = ChatCompletionMessageParam  # the openai SDK's TypedDicts: plain dicts at run time
@@ -145,12 +146,7 @@ def _native_output(item: ShellCallOutputItem | LocalShellCallOutputItem | ApplyP
         return item.output
     if isinstance(item, ApplyPatchCallOutputItem):
         return f"{item.status}: {item.output}" if item.output else item.status
-    parts = []
-    for result in item.output:
-        outcome = result.get("outcome") or {}
-        ended = f"exit code {outcome.get('exit_code')}" if outcome.get("type") == "exit" else "timed out"
-        parts.append(f"{ended}\nstdout:\n{result.get('stdout', '')}\nstderr:\n{result.get('stderr', '')}")
-    return "\n\n".join(parts)
+    return shell_output_text(item.output)
 
 
 def _call_of(item: ReplayedCall) -> tuple[str, str, str]:

@@ -32,6 +32,7 @@ from openai.types.responses import (
 from parley.containers.service import SKILLS_DIR
 from parley.errors import ParleyError
 from parley.ids import new_id
+from parley.replayed_items import shell_output_text
 from parley.sandbox.base import CommandResult
 from parley.tools.base import Binding, CallDone, ItemDone, Offered, Produced, ToolCall
 from parley.tools.containers import ContainerChoice
@@ -65,15 +66,6 @@ def _action(arguments: str) -> dict[str, Any]:
 def _outcome(result: CommandResult) -> dict[str, Any]:
     outcome = {"type": "exit", "exit_code": result.exit_code} if result.exit_code is not None else {"type": "timeout"}
     return {"stdout": result.stdout, "stderr": result.stderr, "outcome": outcome}
-
-
-def _model_text(outputs: list[dict[str, Any]]) -> str:
-    parts = []
-    for output in outputs:
-        outcome = output["outcome"]
-        ended = f"exit code {outcome['exit_code']}" if outcome["type"] == "exit" else "timed out"
-        parts.append(f"{ended}\nstdout:\n{output['stdout']}\nstderr:\n{output['stderr']}")
-    return "\n\n".join(parts)
 
 
 @dataclass
@@ -157,4 +149,4 @@ class HostedShell(Binding):
                                                                      "status": "completed"})
         yield ResponseOutputItemDoneEvent(type="response.output_item.done", item=output.model_copy(),
                                           output_index=index, sequence_number=0)
-        yield CallDone(output, {"role": "tool", "tool_call_id": call.call_id, "content": _model_text(outputs)})
+        yield CallDone(output, {"role": "tool", "tool_call_id": call.call_id, "content": shell_output_text(outputs)})
