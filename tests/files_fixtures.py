@@ -9,6 +9,14 @@ def tiny_pdf(text: str) -> bytes:
     return _pdf(b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream")
 
 
+def pdf_without_xref(text: str) -> bytes:
+    """A one-page PDF with no cross-reference table and no ``startxref`` (as small hand-written PDFs are),
+    which pypdf refuses."""
+    full = _pdf(b"<< /Length %d >>\nstream\nBT /F1 12 Tf 10 50 Td (%s) Tj ET\nendstream"
+                % (len(text) + 27, text.encode()))
+    return full[:full.index(b"xref\n")] + b"trailer\n<< /Root 1 0 R >>\n%%EOF"
+
+
 def _pdf(contents: bytes) -> bytes:
     """A one-page PDF around its content stream object ``contents``, with its cross-reference table."""
     objects = [

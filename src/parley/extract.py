@@ -1,6 +1,6 @@
 """What a file says: its text, extracted within bounds.
 
-PDF through ``pypdf``, DOCX by streaming its main part's XML (a compressed file can inflate a thousandfold,
+PDF through ``pypdf`` (and ``pdfminer.six`` for one pypdf cannot read), DOCX by streaming its main part's XML (a compressed file can inflate a thousandfold,
 so nothing is inflated whole and the inflated bytes are counted), HTML as its visible text, and text,
 markdown, JSON, CSV and source code as UTF-8.  Extraction stops as soon as the text passes its bound.  Its
 cost grows with what a user sent, so the server runs it in a worker process (:mod:`parley.workers`); the
@@ -124,6 +124,26 @@ def _pdf_text(data: bytes, limits: Limits) -> str:
     except LimitReachedError:
         raise Unreadable("file_too_large", "is a PDF whose content inflates past pypdf's limits.") from None
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError):
+        return _forgiving_pdf_text(data, limits)  # a damaged PDF (no cross-reference table, say)
+    return text.joined("\n\n")
+
+
+def _forgiving_pdf_text(data: bytes, limits: Limits) -> str:
+    """The text of a PDF pypdf refused, through pdfminer.six, which rebuilds a missing or broken cross-reference
+    table by scanning the file's objects."""
+    from pdfminer.high_level import extract_pages
+    from pdfminer.layout import LTTextContainer
+    from pdfminer.pdfdocument import PDFEncryptionError, PDFPasswordIncorrect
+
+    text = _Text(limits)
+    try:
+        for page in extract_pages(io.BytesIO(data)):
+            text.add("".join(part.get_text() for part in page if isinstance(part, LTTextContainer)).strip())
+    except (PDFEncryptionError, PDFPasswordIncorrect):
+        raise Unreadable("unsupported_file", "is an encrypted PDF.") from None
+    except Unreadable:
+        raise
+    except Exception:  # pdfminer has no one base error; this runs in a worker process (parley.workers)
         raise Unreadable("unsupported_file", "is not a readable PDF.") from None
     return text.joined("\n\n")
 

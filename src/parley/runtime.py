@@ -36,6 +36,7 @@ from parley.store.conversations import SqlConversations
 from parley.store.files import SqlFiles
 from parley.store.sql import TEXT_BATCH, SqlStore, open_store
 from parley.tools.base import ToolEnv
+from parley.tools.web_cache import SqlWebCache
 from parley.tools.web_search import make_provider
 from parley.workers import WorkerPool
 
@@ -156,6 +157,7 @@ class Runtime:
         self._containers = self._make_containers(store)
         await self._containers.start()
         self.tools.containers = self._containers
+        self.tools.web_cache = self._web_cache = SqlWebCache(store)
         self._background = make_background(self.engine, store, settings)
         self._background.start()
         self._watchdog = asyncio.create_task(self._recover_abandoned())
@@ -227,15 +229,17 @@ class Runtime:
         return task
 
     async def _sweep(self) -> None:
-        """Retention: every ``retention_sweep_s``, delete stored responses older than ``retention_days`` and
-        conversations unused for as long.  Any instance may sweep; the deletes are idempotent."""
+        """Retention: every ``retention_sweep_s``, delete stored responses older than ``retention_days``,
+        conversations unused for as long, and the web search results kept for as long.  Any instance may sweep; the deletes are idempotent."""
         while True:
             before = time.time() - self.settings.retention_days * 86400
             try:
                 responses = await self.store.sweep(before)
                 conversations = await self.conversations.sweep(before)
-                if responses or conversations:
-                    log.info("retention: deleted %d responses and %d conversations", responses, conversations)
+                pages = await self._web_cache.sweep(before)
+                if responses or conversations or pages:
+                    log.info("retention: deleted %d responses, %d conversations and %d kept web search results",
+                             responses, conversations, pages)
             except StoreUnavailable:
                 pass
             except Exception:

@@ -94,10 +94,16 @@ def test_results_are_included_on_request_and_the_stream_has_the_events(fs_server
     assert call.type == "file_search_call" and 1 <= len(call.results) <= 2
     assert call.results[0].filename == "volcano.md" and "twelve" in call.results[0].text
     assert 0 < call.results[0].score <= 1
+    assert call.results[0].model_extra["vector_store_id"] == store_id  # Open Responses requires it
+    # the tool as echoed: the values in force where the request left them out
+    assert final.tools[0].max_num_results == 2
+    assert final.tools[0].ranking_options.model_dump(exclude_none=True) == {
+        "ranker": "auto", "score_threshold": 0.0, "hybrid_search": {"embedding_weight": 0.5, "text_weight": 1.0}}
     streamed = fs_client.responses.create(model="m", input="Etna?", stream=True, tools=[
         {"type": "file_search", "vector_store_ids": [store_id]}], tool_choice={"type": "file_search"})
     done = [e for e in streamed if e.type == "response.completed"][0]
     assert done.response.output[0].type == "file_search_call"
+    assert done.response.tools[0].max_num_results == 10
     assert fs_backend.requests[-2]["tool_choice"] == {"type": "function", "function": {"name": "file_search"}}
 
 

@@ -125,24 +125,35 @@ def test_without_a_provider_web_search_is_a_400(client) -> None:
     assert info.value.code == "web_search_not_configured" and "--web-search" in info.value.message
 
 
-def test_cached_only_web_search_never_reaches_the_live_web(client, backend, ws_client, search_backend,
-                                                           search) -> None:
-    # Codex sends {"type": "web_search", "external_web_access": false} by default: cached results only.
-    # Parley has no cache of the web, so the request is served and the model is not offered the tool,
-    # with a provider configured or not.
+def test_cached_only_web_search_searches_what_live_searches_found(client, backend, ws_client, search_backend,
+                                                                  search, provider_server) -> None:
+    # Codex sends {"type": "web_search", "external_web_access": false} by default: cached results only, which
+    # are what this tenant's live searches found before; the provider is never asked.
     cached = {"type": "web_search", "external_web_access": False}
-    backend.push(Reply(text="no search"))
-    response = client.responses.create(model="m", input="x", tools=[cached])
+    backend.push(Reply(text="nothing kept"))
+    response = client.responses.create(model="m", input="x", tools=[cached])  # a server without a provider
     assert response.status == "completed" and response.tools[0].external_web_access is False
-    assert "tools" not in backend.requests[-1]
-    search_backend.reset(lambda r: Reply(text="answered without searching"))
+    offered = backend.requests[-1]["tools"][0]["function"]
+    assert offered["name"] == "web_search" and "no live web access" in offered["description"]
+
+    ws_client.responses.create(model="m", input=QUESTION, tools=[{"type": "web_search"}])  # live: kept
     before = len(search.requests)
-    response = ws_client.responses.create(model="m", input=QUESTION, tools=[cached])
-    assert response.output_text == "answered without searching" and "tools" not in search_backend.requests[-1]
+    response = ws_client.responses.create(model="m", input=QUESTION, tools=[cached],
+                                          tool_choice={"type": "web_search"},
+                                          include=["web_search_call.action.sources"])
     assert len(search.requests) == before  # the provider was not asked
-    with pytest.raises(openai.BadRequestError) as info:
-        client.responses.create(model="m", input="x", tools=[cached], tool_choice={"type": "web_search"})
-    assert info.value.body["param"] == "tool_choice"
+    call = response.output[0]
+    assert call.type == "web_search_call" and call.status == "completed"
+    assert call.action.queries == ["Llama 4 Maverick experts"]
+    assert call.action.sources[0].url == "https://ai.meta.example/llama-4-maverick"
+    assert "128" in response.output_text
+
+    search_backend.reset(lambda r: Reply(tool_calls=[ToolCall("web_search", {"query": "penguin migration"})])
+                         if not any(m["role"] == "tool" for m in r["messages"])
+                         else Reply(text=[m for m in r["messages"] if m["role"] == "tool"][-1]["content"]))
+    response = ws_client.responses.create(model="m", input="penguins?", tools=[cached])
+    assert response.output[0].action.sources == [] and response.output_text == "No results."
+    assert len(search.requests) == before
 
 
 def test_a_web_search_call_replayed_as_input_gives_the_history_chaining_gives(ws_client, search_backend) -> None:

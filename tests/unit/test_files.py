@@ -10,7 +10,7 @@ from parley.errors import InvalidRequest
 from parley.extract import DOCX, Limits, Unreadable, extract_text
 from parley.extract import media_type
 from parley.files import decode_file_data
-from tests.files_fixtures import docx_bomb, pdf_with_inflating_stream, tiny_pdf
+from tests.files_fixtures import docx_bomb, pdf_with_inflating_stream, pdf_without_xref, tiny_pdf
 
 ROOMY = Limits(10**6)
 
@@ -22,6 +22,21 @@ def test_pdf_html_and_text_files_give_their_text() -> None:
            b"<p>world</p></body></html>"
     assert extract_text(html, "text/html", ROOMY) == "Hello\nworld"
     assert extract_text("a,b\n1,2\n".encode(), "text/csv", ROOMY) == "a,b\n1,2\n"
+
+
+def test_a_pdf_pypdf_cannot_read_is_read_by_the_forgiving_reader() -> None:
+    import io
+
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    damaged = pdf_without_xref("Title: Parley File Input Fixture")
+    with pytest.raises(PdfReadError):
+        PdfReader(io.BytesIO(damaged))
+    assert extract_text(damaged, "application/pdf", ROOMY) == "Title: Parley File Input Fixture"
+    with pytest.raises(Unreadable) as info:
+        extract_text(b"%PDF-1.4\nnot a PDF at all", "application/pdf", ROOMY)
+    assert info.value.code == "unsupported_file"
 
 
 def test_a_docx_gives_its_paragraphs_and_table_rows_in_document_order() -> None:

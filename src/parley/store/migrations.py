@@ -431,4 +431,19 @@ MIGRATIONS: list[tuple[str, Statements]] = [
             "ALTER TABLE parley_containers ADD COLUMN skills TEXT",
         ],
     ),
+    (
+        # What live web searches found, per tenant, for web_search with external_web_access false.
+        "0018_web_cache",
+        [
+            """CREATE TABLE parley_web_cache (
+                tenant VARCHAR(200) NOT NULL,
+                url VARCHAR(1000) NOT NULL,
+                title TEXT NOT NULL,
+                content TEXT NOT NULL,
+                fetched_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (tenant, url)
+            )""",
+            "CREATE INDEX ix_parley_web_cache_fetched ON parley_web_cache (tenant, fetched_at)",
+        ],
+    ),
 ]

@@ -132,6 +132,7 @@ class ToolEnv:
     mcp_require_approval: str = "never"  # what an MCP tool without require_approval gets
     retrieval: Any = None  # vector stores and their search (parley.retrieval.service.Retrieval), once started
     containers: Any = None  # where code runs (parley.containers.service.Containers), once started
+    web_cache: Any = None  # what live web searches found (parley.tools.web_cache.SqlWebCache), once started
     shared: dict[str, Any] = field(default_factory=dict)
 
 

@@ -34,6 +34,7 @@ from parley.tools.base import BindContext, Binding, Citation, Offered, Produced,
 log = logging.getLogger("parley.file_search")
 FUNCTION_NAME = "file_search"
 INCLUDE_RESULTS = "file_search_call.results"
+DEFAULT_RESULTS = 10
 
 
 class FileSearchTool(ToolModel):
@@ -42,6 +43,17 @@ class FileSearchTool(ToolModel):
     max_num_results: int | None = Field(None, ge=1, le=50)
     filters: dict[str, Any] | None = None
     ranking_options: dict[str, Any] | None = None
+
+    def echo(self) -> dict[str, Any]:
+        """The tool with the values in force where the request left them out (as OpenAI echoes it)."""
+        echoed = super().echo()
+        ranking = self.ranking_options or {}
+        query = Query([], **parse_ranking(self.ranking_options))
+        echoed["max_num_results"] = self.max_num_results or DEFAULT_RESULTS
+        echoed["ranking_options"] = {
+            "ranker": ranking.get("ranker") or "auto", "score_threshold": query.score_threshold,
+            "hybrid_search": {"embedding_weight": query.embedding_weight, "text_weight": query.text_weight}}
+        return echoed
 
     @field_validator("filters")
     @classmethod
@@ -102,8 +114,8 @@ class FileSearchTools(Binding):
             return [], None, "The search needs at least one non-empty query in 'queries'."
         try:
             stores = await self.retrieval.stores(self.tool.vector_store_ids, self.tenant, "vector_store_ids")
-            query = Query(queries, max_results=self.tool.max_num_results or 10, filters=self.tool.filters,
-                          **parse_ranking(self.tool.ranking_options))
+            query = Query(queries, max_results=self.tool.max_num_results or DEFAULT_RESULTS,
+                          filters=self.tool.filters, **parse_ranking(self.tool.ranking_options))
             return queries, await self.retrieval.search(stores, query), None
         except ParleyError as exc:
             return queries, None, f"The file search failed: {exc.message}"
@@ -133,7 +145,7 @@ class FileSearchTools(Binding):
             status, text = "completed", self._tool_text(hits or [])
             if self.include_results:
                 results = [{"file_id": h.file_id, "filename": h.filename, "score": h.score, "text": h.text,
-                            "attributes": h.attributes} for h in hits or []]
+                            "attributes": h.attributes, "vector_store_id": h.vector_store_id} for h in hits or []]
         item = ResponseFileSearchToolCall(id=item.id, type="file_search_call", status=status, queries=queries,
                                           results=results)
         for produced in search_closing(item, index, ResponseFileSearchCallCompletedEvent, call.call_id, text):

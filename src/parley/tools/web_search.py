@@ -4,7 +4,8 @@ The provider comes from ``--web-search SPEC``: ``searxng:http://host:port`` (Sea
 API, self-hostable), ``tavily[:BASE_URL]`` or ``brave[:BASE_URL]`` (API keys from
 settings).  The model sees one function, ``web_search(query)``; its results reach the
 model numbered ``[1]``, ``[2]``… across the whole response, so the answer can cite them and
-the citations become ``url_citation`` annotations.
+the citations become ``url_citation`` annotations.  What live searches find is kept per tenant
+(:mod:`parley.tools.web_cache`), and a tool with ``external_web_access: false`` searches only that.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from parley.errors import InvalidRequest
 from parley.ids import new_id
 from parley.tools.base import BindContext, Binding, Citation, Offered, Produced, ToolCall, ToolEnv, ToolKind, \
     ToolModel, numbered, search_closing, search_opening
+from parley.tools.web_cache import SqlWebCache
 
 log = logging.getLogger("parley.web_search")
 FUNCTION_NAME = "web_search"
@@ -50,8 +52,7 @@ class WebSearchTool(ToolModel):
     type: SearchType
     search_context_size: Literal["low", "medium", "high"] = "medium"
     filters: SearchFilters | None = None
-    # False asks for cached results only, never the live web. Parley keeps no cache of the web, so such a
-    # tool is accepted (Codex sends it by default) and never reaches the live web: the model is not offered it.
+    # False asks for cached results only, never the live web: what this tenant's live searches found before.
     external_web_access: bool | None = None
     search_content_types: list[Literal["text"]] | None = None
 
@@ -196,16 +197,19 @@ class Source:
 class WebSearchTools(Binding):
     """The ``web_search`` tool bound to one response."""
 
-    provider: SearchProvider | None
+    provider: SearchProvider | None  # None: the cached results only (external_web_access false)
     numbers: Iterator[int]
+    cache: SqlWebCache | None = None
+    tenant: str = ""
     context_size: str = "medium"
     allowed_domains: list[str] = field(default_factory=list)
     sources: list[Source] = field(default_factory=list)  # every source given to the model, numbered from 1
 
     def offered(self) -> list[Offered]:
+        what = "the web" if self.provider is not None else "web pages found before (no live web access)"
         return [Offered({"type": "function", "function": {
             "name": FUNCTION_NAME,
-            "description": "Search the web. Results are numbered; cite them as [n] in the answer.",
+            "description": f"Search {what}. Results are numbered; cite them as [n] in the answer.",
             "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
         }}, source={"type": "web_search"})]
 
@@ -223,9 +227,8 @@ class WebSearchTools(Binding):
         if not query:
             return "", None, "The search needs a non-empty 'query'."
         count, _ = CONTEXT_SIZES[self.context_size]
-        assert self.provider is not None
         try:
-            found = await self.provider.search(query, count, self.allowed_domains)
+            found = await self._found(query, count)
         except SearchFailed as exc:
             log.warning("web search failed: %s", exc)
             return query, None, f"The web search failed: {exc}."
@@ -233,6 +236,21 @@ class WebSearchTools(Binding):
             log.exception("web search failed")
             return query, None, "The web search failed."
         return query, [r for r in found if in_domains(r.url, self.allowed_domains)][:count], None
+
+    async def _found(self, query: str, count: int) -> list[SearchResult]:
+        if self.provider is None:  # cached results only
+            if self.cache is None:
+                return []
+            # more than ``count`` from the cache: the domain filter comes after
+            kept = await self.cache.search(self.tenant, query, count * (4 if self.allowed_domains else 1))
+            return [SearchResult(title, url, content) for title, url, content in kept]
+        found = await self.provider.search(query, count, self.allowed_domains)
+        if self.cache is not None:
+            try:
+                await self.cache.remember(self.tenant, found)
+            except Exception:  # keeping them is a convenience: the search itself succeeded
+                log.exception("could not keep the web search's results")
+        return found
 
     def _tool_text(self, results: list[SearchResult]) -> tuple[str, list[Source]]:
         _, chars = CONTEXT_SIZES[self.context_size]
@@ -245,14 +263,16 @@ class WebSearchTools(Binding):
         return ("\n\n".join(lines) or "No results."), added
 
     async def emit(self, call: ToolCall, run: Any, index: int) -> AsyncIterator[Produced]:
+        # (queries and sources always as lists: the Open Responses schema lets them be absent, never null)
         item = ResponseFunctionWebSearch(id=new_id("ws"), type="web_search_call", status="in_progress",
-                                         action={"type": "search", "query": ""})
+                                         action={"type": "search", "query": "", "queries": [], "sources": []})
         for event in search_opening(item, index, ResponseWebSearchCallInProgressEvent,
                                     ResponseWebSearchCallSearchingEvent):
             yield event
         assert run is not None
         query, results, error = await run
-        action: dict[str, Any] = {"type": "search", "query": query}
+        action: dict[str, Any] = {"type": "search", "query": query, "queries": [query] if query else [],
+                                  "sources": []}
         if error is not None:
             status, text = "failed", error
         else:
@@ -284,10 +304,6 @@ class WebSearchKind(ToolKind):
         if choice is not None and not tools:
             raise InvalidRequest("tool_choice names web search, but 'tools' has no web search tool.",
                                  param="tool_choice")
-        if choice is not None and not tools[0].live:
-            raise InvalidRequest("tool_choice forces web search, but the web search tool has external_web_access "
-                                 "false (cached results only), and this server has no cache of the web.",
-                                 param="tool_choice")
 
     async def admit(self, tools: list[tuple[str, Any]], env: ToolEnv, tenant: str = "") -> None:
         if env.search is None and any(tool.live for _, tool in tools):
@@ -296,11 +312,11 @@ class WebSearchKind(ToolKind):
                 "(searxng:http://host:port, tavily or brave).", param="tools", code="web_search_not_configured")
 
     def bind(self, tools: list[Any], context: BindContext) -> Binding | None:
-        live = next((t for t in tools if t.live), None)
-        if live is None:
+        if not tools:
             return None
-        return WebSearchTools(context.env.search, context.source_numbers, live.search_context_size,
-                              live.allowed_domains)
+        tool = tools[0]
+        return WebSearchTools(context.env.search if tool.live else None, context.source_numbers,
+                              context.env.web_cache, context.tenant, tool.search_context_size, tool.allowed_domains)
 
 
 KIND = WebSearchKind()
