@@ -33,6 +33,7 @@ from parley.replayed_items import (
     WebSearchCallItem,
     FileSearchCallItem,
     CodeInterpreterCallItem,
+    ComputerCallItem,
 )
 
 
@@ -63,6 +64,29 @@ class InputImage(_Lenient):
         if url is not None and not url[:8].lower().startswith(IMAGE_URL_SCHEMES):
             raise ValueError("an image URL must be https://, http:// or a data: URL")
         return url
+
+
+class ComputerScreenshot(InputImage):
+    """A ``computer_call_output``'s screenshot: an image by URL or uploaded ``file_id``, as ``input_image``."""
+
+    type: Literal["computer_screenshot"]  # type: ignore[assignment]
+
+
+class ComputerCallOutputItem(_Lenient):
+    """The client's answer to a computer call: the screenshot after its actions."""
+
+    type: Literal["computer_call_output"]
+    call_id: str = Field(min_length=1)
+    output: ComputerScreenshot
+    acknowledged_safety_checks: list[dict[str, Any]] | None = None
+    id: ItemId | None = None
+    status: str | None = None
+
+    @model_validator(mode="after")
+    def _has_image(self) -> ComputerCallOutputItem:
+        if not self.output.image_url and not self.output.file_id:
+            raise ValueError("a computer_screenshot needs image_url or file_id")
+        return self
 
 
 class InputFile(_Lenient):
@@ -223,7 +247,7 @@ InputItem = Union[MessageItem, FunctionCallItem, FunctionCallOutputItem, Reasoni
                   WebSearchCallItem, FileSearchCallItem, CodeInterpreterCallItem, McpListToolsItem, McpCallItem, McpApprovalRequestItem,
                   ItemReference,
                   ShellCallItem, ShellCallOutputItem, LocalShellCallItem, LocalShellCallOutputItem, ApplyPatchCallItem,
-                  ApplyPatchCallOutputItem, CompactionItem]
+                  ApplyPatchCallOutputItem, ComputerCallItem, ComputerCallOutputItem, CompactionItem]
 ITEM_TYPES: dict[str, type[BaseModel]] = {
     "message": MessageItem,
     "function_call": FunctionCallItem,
@@ -247,6 +271,8 @@ ITEM_TYPES: dict[str, type[BaseModel]] = {
     "local_shell_call_output": LocalShellCallOutputItem,
     "apply_patch_call": ApplyPatchCallItem,
     "apply_patch_call_output": ApplyPatchCallOutputItem,
+    "computer_call": ComputerCallItem,
+    "computer_call_output": ComputerCallOutputItem,
     "compaction": CompactionItem,
 }
 
@@ -358,10 +384,12 @@ def image_urls(items: list[InputItem]) -> list[tuple[str, str]]:
 
 
 def uploaded_images(items: list[InputItem]) -> list[tuple[str, InputImage]]:
-    """``(param, part)`` of every ``input_image`` part given by ``file_id``."""
-    return [(f"input[{i}].content[{j}]", part) for i, item in enumerate(items) if isinstance(item, MessageItem)
-            and isinstance(item.content, list) for j, part in enumerate(item.content)
-            if isinstance(part, InputImage) and part.file_id is not None]
+    """``(param, part)`` of every ``input_image`` part and computer screenshot given by ``file_id``."""
+    parts = [(f"input[{i}].content[{j}]", part) for i, item in enumerate(items) if isinstance(item, MessageItem)
+             and isinstance(item.content, list) for j, part in enumerate(item.content)
+             if isinstance(part, InputImage) and part.file_id is not None]
+    return parts + [(f"input[{i}].output", item.output) for i, item in enumerate(items)
+                    if isinstance(item, ComputerCallOutputItem) and item.output.file_id is not None]
 
 
 def input_files(items: list[InputItem]) -> list[tuple[str, InputFile]]:

@@ -1,5 +1,5 @@
 """Items a client sends back as input that Parley's own tools and the native client tools produced: server-side
-calls (web search, MCP), native client calls and their outputs (shell, local_shell, apply_patch), and
+calls (web search, MCP), native client calls and their outputs (shell, local_shell, apply_patch, computer), and
 ``item_reference``.  Each becomes the chat history the original turn had (:mod:`parley.engine.history`).
 """
 
@@ -141,7 +141,15 @@ class ApplyPatchCallOutputItem(Lenient):
     id: ItemId | None = None
 
 
-NATIVE_CALLS = (ShellCallItem, LocalShellCallItem, ApplyPatchCallItem)
+class ComputerCallItem(_ClientCall):
+    """A computer use call: one ``action`` (``computer_use_preview``) or a list of ``actions`` (``computer``)."""
+
+    type: Literal["computer_call"]
+    action: dict[str, Any] | None = None
+    actions: list[dict[str, Any]] | None = None
+
+
+NATIVE_CALLS = (ShellCallItem, LocalShellCallItem, ApplyPatchCallItem, ComputerCallItem)
 NATIVE_OUTPUTS = (ShellCallOutputItem, LocalShellCallOutputItem, ApplyPatchCallOutputItem)
 
 

@@ -201,6 +201,43 @@ async def test_agents_sdk_shell_and_apply_patch_tools_run_a_full_turn(agents_mod
 
 
 @pytest.mark.anyio
+async def test_agents_sdk_computer_tool_runs_a_turn_with_a_fake_computer(agents_model, backend) -> None:
+    from agents import Agent, AsyncComputer, ComputerTool, Runner
+
+    done: list[tuple] = []
+
+    class FakeComputer(AsyncComputer):  # records the actions; its screen is one white pixel
+        async def screenshot(self) -> str:
+            done.append(("screenshot",))
+            return "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+
+        async def click(self, x, y, button) -> None:
+            done.append(("click", x, y, button))
+
+        async def type(self, text) -> None:
+            done.append(("type", text))
+
+        async def double_click(self, x, y) -> None: ...
+        async def scroll(self, x, y, scroll_x, scroll_y) -> None: ...
+        async def wait(self) -> None: ...
+        async def move(self, x, y) -> None: ...
+        async def keypress(self, keys) -> None: ...
+        async def drag(self, path) -> None: ...
+
+    backend.push(Reply(tool_calls=[ToolCall("computer", {"actions": [
+                     {"type": "click", "button": "left", "x": 5, "y": 6}, {"type": "type", "text": "hi"}]})]),
+                 Reply(text="Clicked and typed."))
+    agent = Agent(name="operator", instructions="Use the computer.", model=agents_model,
+                  tools=[ComputerTool(computer=FakeComputer())])
+    result = await Runner.run(agent, "Click the box and type hi.")
+    assert result.final_output == "Clicked and typed."
+    assert done[:2] == [("click", 5, 6, "left"), ("type", "hi")] and done[-1] == ("screenshot",)
+    assert backend.requests[0]["tools"][0]["function"]["name"] == "computer"
+    last = backend.requests[-1]["messages"][-1]
+    assert last["role"] == "user" and last["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
+
+
+@pytest.mark.anyio
 async def test_agents_sdk_keeps_history_itself_and_sends_hosted_tool_items_back(agents_model, backend) -> None:
     from agents import Agent, HostedMCPTool, Runner
 

@@ -22,6 +22,7 @@ from openai.types.chat import ChatCompletionMessageParam, ChatCompletionMessageT
 
 from parley.items import (
     CompactionItem,
+    ComputerCallOutputItem,
     CustomToolCallItem,
     CustomToolCallOutputItem,
     FunctionCallItem,
@@ -39,6 +40,7 @@ from parley.replayed_items import (
     NATIVE_OUTPUTS,
     ApplyPatchCallItem,
     ApplyPatchCallOutputItem,
+    ComputerCallItem,
     LocalShellCallItem,
     LocalShellCallOutputItem,
     McpApprovalRequestItem,
@@ -91,7 +93,18 @@ def message_to_chat(item: MessageItem) -> Message:
     return {"role": role, "content": _text_of(item.content)}
 
 
+SCREENSHOT_NOTE = "Done; the screenshot after the actions follows."
+
+
+def _screenshot_message(item: ComputerCallOutputItem) -> Message:
+    """The screenshot a computer call's output holds, as the user message that follows its tool message."""
+    return {"role": "user", "content": [{"type": "text", "text": f"Screenshot ({item.call_id}):"},
+                                        _image_part(item.output)]}  # type: ignore[list-item]
+
+
 def _tool_message(item: Any, where: str) -> Message:
+    if isinstance(item, ComputerCallOutputItem):
+        return {"role": "tool", "tool_call_id": item.call_id, "content": SCREENSHOT_NOTE}
     if isinstance(item, NATIVE_OUTPUTS):
         return {"role": "tool", "tool_call_id": item.call_id, "content": _native_output(item)}
     if isinstance(item, ToolSearchOutputItem):
@@ -132,8 +145,10 @@ ReplayedCall = FunctionCallItem | CustomToolCallItem | ToolSearchCallItem | WebS
     CodeInterpreterCallItem | McpCallItem | McpApprovalRequestItem | ShellCallItem | LocalShellCallItem | ApplyPatchCallItem
 
 
-def _native_arguments(item: ShellCallItem | LocalShellCallItem | ApplyPatchCallItem) -> dict[str, Any]:
-    """The function arguments a native call was made with (see parley.tools.native)."""
+def _native_arguments(item: ShellCallItem | LocalShellCallItem | ApplyPatchCallItem | ComputerCallItem) -> dict[str, Any]:
+    """The function arguments a native call was made with (see parley.tools.native and parley.tools.computer)."""
+    if isinstance(item, ComputerCallItem):
+        return {"action": item.action} if item.action is not None else {"actions": item.actions or []}
     if isinstance(item, ApplyPatchCallItem):
         return {k: v for k, v in item.operation.items() if k in ("type", "path", "diff")}
     if isinstance(item, LocalShellCallItem):
@@ -228,7 +243,7 @@ def build_messages(prior: list[Message], items: list[InputItem], reasoning: dict
     """
     messages = [dict(m) for m in prior]
     new_from = len(messages)
-    outputs: list[tuple[int, FunctionCallOutputItem | CustomToolCallOutputItem | ToolSearchOutputItem]] = []
+    outputs: list[tuple[int, Any]] = []  # the output items, placed after their calls
     results: list[Message] = []  # tool messages of replayed server-side calls
     pending_reasoning: str | None = None
     for i, item in enumerate(items):
@@ -249,7 +264,8 @@ def build_messages(prior: list[Message], items: list[InputItem], reasoning: dict
             call, answer = (known or {}).get(item.id) or (None, None)
             _append_call(messages, item, new_from, call)
             results.append(answer or _server_result(item))
-        elif isinstance(item, (FunctionCallOutputItem, CustomToolCallOutputItem, *NATIVE_OUTPUTS)) or \
+        elif isinstance(item, (FunctionCallOutputItem, CustomToolCallOutputItem, ComputerCallOutputItem,
+                               *NATIVE_OUTPUTS)) or \
                 (isinstance(item, ToolSearchOutputItem) and item.call_id):
             outputs.append((i, item))  # type: ignore[arg-type]
         if pending_reasoning is not None and messages and messages[-1]["role"] == "assistant" and \
@@ -263,6 +279,15 @@ def build_messages(prior: list[Message], items: list[InputItem], reasoning: dict
             raise InvalidRequest(
                 f"No tool call found for function call output with call_id {item.call_id}.", param="input", code=None
             )
+    screenshots: list[Message] = []
+    for _, item in outputs:  # a screenshot follows the tool messages of its call's step (and earlier screenshots)
+        if isinstance(item, ComputerCallOutputItem):
+            j = next(n for n, m in enumerate(messages) if m.get("tool_call_id") == item.call_id)
+            while j < len(messages) and (messages[j].get("role") == "tool" or
+                                         any(messages[j] is shot for shot in screenshots)):
+                j += 1
+            screenshots.append(_screenshot_message(item))
+            messages.insert(j, screenshots[-1])
     return messages
 
 

@@ -3,7 +3,8 @@
 Used as the scripted backend's responder, it answers the seed's questions the way a
 capable model would, from what it was actually sent: it repeats its previous answer only
 if the history reached it, names the animal only if the image reached it, and calls the
-tools it was offered (``get_weather``, ``web_search``, MCP's ``get_boiling_point``, ``code_interpreter``), then
+tools it was offered (``get_weather``, ``web_search``, MCP's ``get_boiling_point``, ``code_interpreter``,
+``computer``), then
 answers from their results.
 """
 
@@ -40,8 +41,14 @@ def conformance_responder(request: dict[str, Any]) -> Reply:
     messages = request["messages"]
     if messages and messages[-1]["role"] == "tool":
         return _answer_from_tool(request, messages[-1]["content"] or "")
+    last = messages[-1] if messages else {}
+    if isinstance(last.get("content"), list) and str(last["content"][0].get("text", "")).startswith("Screenshot ("):
+        return Reply(text="The screenshot shows the search box with llamas typed in it.")
     question = last_user_text(request).lower()
     offered = _offered(request)
+    if "computer" in offered and "click" in question:
+        return Reply(tool_calls=[ToolCall("computer", {"actions": [
+            {"type": "click", "button": "left", "x": 320, "y": 40}, {"type": "type", "text": "llamas"}]})])
     if "weather" in question and "get_weather" in offered:
         city = "San Francisco" if "san francisco" in question else "Paris"
         return Reply(tool_calls=[ToolCall("get_weather", {"location": city})])

@@ -18,7 +18,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from parley.errors import InvalidRequest, UnsupportedParameter
 from parley.items import type_of
-from parley.tools import client, code_interpreter, file_search, mcp_tools, native, web_search
+from parley.tools import client, code_interpreter, computer, file_search, mcp_tools, native, web_search
 from parley.tools.approval import ApprovedCall
 from parley.tools.base import (
     BindContext,
@@ -275,5 +275,6 @@ class Toolset:
 
 
 REGISTRY = Registry()
-for _kind in (client.KIND, native.KIND, mcp_tools.KIND, web_search.KIND, file_search.KIND, code_interpreter.KIND):
+for _kind in (client.KIND, native.KIND, computer.KIND, mcp_tools.KIND, web_search.KIND, file_search.KIND,
+              code_interpreter.KIND):
     REGISTRY.register(_kind)

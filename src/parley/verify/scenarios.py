@@ -305,6 +305,24 @@ def code_interpreter(ctx: Context) -> None:
     _expect("499999500000" in follow.output_text.replace(",", ""), "the chained turn lost the result")
 
 
+def computer_use(ctx: Context) -> None:
+    """A client-run computer call (the GA ``computer`` tool), answered with a screenshot, then the answer."""
+    tools = [{"type": "computer"}]
+    response = ctx.client.responses.create(model=ctx.model, input="Click the search box and type llamas.",
+                                           tools=tools, tool_choice={"type": "computer"})
+    calls = [item for item in response.output if item.type == "computer_call"]
+    _expect(len(calls) == 1 and calls[0].status == "completed", f"expected one computer_call: {response.output}")
+    _expect(bool(calls[0].actions or calls[0].action), "the computer_call has no action")
+    _expect(calls[0].pending_safety_checks == [], f"unexpected safety checks: {calls[0].pending_safety_checks}")
+    screenshot = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGA"
+                  "hKmMIQAAAABJRU5ErkJggg==")
+    follow = ctx.client.responses.create(model=ctx.model, previous_response_id=response.id, tools=tools, input=[
+        {"type": "computer_call_output", "call_id": calls[0].call_id,
+         "output": {"type": "computer_screenshot", "image_url": screenshot}}])
+    _expect(follow.status == "completed" and any(item.type in ("message", "computer_call") for item in follow.output),
+            f"no answer after the screenshot: {follow.output}")
+
+
 SCENARIOS: dict[str, Callable[[Context], None]] = {
     "basic": basic,
     "streaming": streaming,
@@ -325,4 +343,5 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "shell_apply_patch": shell_apply_patch,
     "input_file": input_file,
     "code_interpreter": code_interpreter,
+    "computer_use": computer_use,
 }

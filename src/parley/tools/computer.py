@@ -1,0 +1,144 @@
+"""Computer use (``computer`` and ``computer_use_preview``): the client runs the actions, as OpenAI's API has it.
+
+Parley offers chat backends one function, ``computer``, whose arguments are the protocol's actions (a list of
+them for ``computer``; one, as ``action``, for ``computer_use_preview``, whose display and environment the
+description gives), and turns a call into a ``computer_call`` item with those actions and no pending safety
+checks.  The client's ``computer_call_output`` (a screenshot, by URL or uploaded ``file_id``) comes back as the
+call's tool message and, after it, a user message holding the screenshot as an image (chat tool messages carry
+text only) — see :mod:`parley.engine.history`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Literal
+
+from openai.types.responses import ResponseComputerToolCall, ResponseOutputItemDoneEvent
+from openai.types.responses.computer_action import ComputerAction
+from pydantic import Field, TypeAdapter, ValidationError
+
+from parley.errors import InvalidRequest
+from parley.ids import new_id
+from parley.tools.base import BindContext, Binding, ClientTool, Offered, ToolKind, ToolModel
+from parley.tools.client import CALL_CLOSERS, CALL_OPENERS
+
+log = logging.getLogger("parley.computer")
+FUNCTION_NAME = "computer"
+_ACTION: TypeAdapter[Any] = TypeAdapter(ComputerAction)
+_POINT = {"x": {"type": "integer"}, "y": {"type": "integer"}}
+_KEYS = {"keys": {"type": "array", "items": {"type": "string"}, "description": "Modifier keys held down."}}
+
+
+def _action(kind: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {"type": "object", "properties": {"type": {"type": "string", "enum": [kind]}, **properties},
+            "required": ["type", *required]}
+
+
+ACTION_SCHEMA = {"anyOf": [
+    _action("click", {"button": {"type": "string", "enum": ["left", "right", "wheel", "back", "forward"]},
+                      **_POINT, **_KEYS}, ["button", "x", "y"]),
+    _action("double_click", {**_POINT, **_KEYS}, ["x", "y"]),
+    _action("drag", {"path": {"type": "array", "items": {"type": "object", "properties": _POINT,
+                                                         "required": ["x", "y"]}}, **_KEYS}, ["path"]),
+    _action("keypress", {"keys": {"type": "array", "items": {"type": "string"}}}, ["keys"]),
+    _action("move", {**_POINT, **_KEYS}, ["x", "y"]),
+    _action("screenshot", {}, []),
+    _action("scroll", {**_POINT, "scroll_x": {"type": "integer"}, "scroll_y": {"type": "integer"}, **_KEYS},
+            ["x", "y", "scroll_x", "scroll_y"]),
+    _action("type", {"text": {"type": "string"}}, ["text"]),
+    _action("wait", {}, []),
+]}
+
+
+class ComputerTool(ToolModel):
+    type: Literal["computer"]
+
+
+class ComputerUsePreviewTool(ToolModel):
+    type: Literal["computer_use_preview"]
+    display_width: int = Field(gt=0, le=10_000)
+    display_height: int = Field(gt=0, le=10_000)
+    environment: Literal["windows", "mac", "linux", "ubuntu", "browser"]
+
+
+class ToolChoiceComputer(ToolModel):
+    type: Literal["computer", "computer_use_preview", "computer_use"]
+
+
+def _function(tool: ComputerTool | ComputerUsePreviewTool) -> dict[str, Any]:
+    if isinstance(tool, ComputerUsePreviewTool):
+        about = (f"Act on the user's computer ({tool.environment}, a {tool.display_width}x{tool.display_height} "
+                 "display): one action per call; a screenshot of the result comes back.")
+        parameters = {"type": "object", "properties": {"action": ACTION_SCHEMA}, "required": ["action"]}
+    else:
+        about = ("Act on the user's computer: the actions run in order, then a screenshot of the result comes "
+                 "back. Start with a screenshot action to see the screen.")
+        parameters = {"type": "object", "properties": {"actions": {"type": "array", "items": ACTION_SCHEMA,
+                                                                   "minItems": 1}}, "required": ["actions"]}
+    return {"type": "function", "function": {"name": FUNCTION_NAME, "description": about, "parameters": parameters}}
+
+
+def _valid(actions: list[Any]) -> list[dict[str, Any]]:
+    """The model's actions that are actions of the protocol (a malformed one is left out and logged), or a
+    screenshot when none is, so that the client's answer lets the model try again."""
+    kept = []
+    for action in actions:
+        try:
+            kept.append(_ACTION.validate_python(action).model_dump(exclude_none=True))
+        except ValidationError:
+            log.warning("a computer call's action is not one of the protocol's; left out: %.200r", action)
+    return kept or [{"type": "screenshot"}]
+
+
+def _open(tool: ClientTool, call_id: str) -> ResponseComputerToolCall:
+    return ResponseComputerToolCall(id=new_id("cu"), type="computer_call", call_id=call_id, status="in_progress",
+                                    pending_safety_checks=[])
+
+
+def _close(item: ResponseComputerToolCall, arguments: str, index: int) -> tuple[Any, list[Any]]:
+    try:
+        args = json.loads(arguments or "{}")
+    except ValueError:
+        args = {}
+    args = args if isinstance(args, dict) else {}
+    if "action" in args:  # computer_use_preview: one action
+        shape = {"action": _valid([args["action"]])[0]}
+    else:
+        shape = {"actions": _valid(args.get("actions") if isinstance(args.get("actions"), list) else [])}
+    item = item.model_validate({**item.model_dump(exclude_none=True), **shape, "status": "completed"})
+    return item, [ResponseOutputItemDoneEvent(type="response.output_item.done", item=item.model_copy(),
+                                              output_index=index, sequence_number=0)]
+
+
+CALL_OPENERS[FUNCTION_NAME] = _open
+CALL_CLOSERS["computer_call"] = _close
+
+
+class ComputerTools(Binding):
+    def __init__(self, tool: ComputerTool | ComputerUsePreviewTool) -> None:
+        self.tool = tool
+
+    def offered(self) -> list[Offered]:
+        return [Offered(_function(self.tool), ClientTool(FUNCTION_NAME, FUNCTION_NAME),  # type: ignore[arg-type]
+                        {"type": self.tool.type})]
+
+    def forced(self, choice: ToolModel) -> Any:
+        return {"type": "function", "function": {"name": FUNCTION_NAME}}
+
+
+class ComputerKind(ToolKind):
+    models = {"computer": ComputerTool, "computer_use_preview": ComputerUsePreviewTool}
+    choices = dict.fromkeys(("computer", "computer_use_preview", "computer_use"), ToolChoiceComputer)
+
+    def check(self, tools: list[Any], choice: ToolModel | None) -> None:
+        if len(tools) > 1:
+            raise InvalidRequest("Give at most one computer tool (computer or computer_use_preview).", param="tools")
+        if choice is not None and not tools:
+            raise InvalidRequest("tool_choice names the computer tool, but 'tools' has none.", param="tool_choice")
+
+    def bind(self, tools: list[Any], context: BindContext) -> Binding | None:
+        return ComputerTools(tools[0]) if tools else None
+
+
+KIND = ComputerKind()
