@@ -50,7 +50,10 @@ SUPPORTED_INCLUDES: set[str] = {"web_search_call.action.sources",  # sources are
                                  "message.output_text.logprobs",
                                  "reasoning.encrypted_content",
                                  "file_search_call.results",
-                                 "code_interpreter_call.outputs"}
+                                 "code_interpreter_call.outputs",
+                                 # input items keep their image URLs whole, so these are always included
+                                 "message.input_image.image_url",
+                                 "computer_call_output.output.image_url"}
 
 
 class JsonSchemaFormat(StrictModel):

@@ -92,7 +92,7 @@ def test_allowed_tools_and_other_tool_choices_are_refused_accurately(client) -> 
             "type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "nope"}]})
     assert info.value.body["param"] == "tool_choice.tools[0]"
     with pytest.raises(openai.BadRequestError) as info:
-        client.responses.create(model="m", input="x", tools=[WEATHER], tool_choice={"type": "image_generation"})
+        client.responses.create(model="m", input="x", tools=[WEATHER], tool_choice={"type": "mystery_tool"})
     assert info.value.body["param"] == "tool_choice.type" and "allowed_tools" in info.value.body["message"]
     with pytest.raises(openai.BadRequestError) as info:
         client.responses.create(model="m", input="x", tools=[WEATHER], tool_choice={"type": "file_search"})

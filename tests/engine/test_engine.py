@@ -70,14 +70,14 @@ async def test_a_client_function_call_ends_the_turn(engine, chat) -> None:
 
 async def test_a_server_tool_loop_runs_the_registered_kind(engine, chat) -> None:
     chat.push(Reply(tool_calls=[ToolCall("roll_dice", {"times": 2})]), Reply(text="You rolled 2 and 3."))
-    response = await create(engine, input="roll twice", tools=[dice.TOOL], tool_choice={"type": "image_generation"})
+    response = await create(engine, input="roll twice", tools=[dice.TOOL], tool_choice="required")
     assert [item.type for item in response.output] == ["code_interpreter_call", "message"]
     assert response.output[0].outputs[0].logs == "[2, 3]"
-    assert chat.requests[0]["tool_choice"] == {"type": "function", "function": {"name": "roll_dice"}}
+    assert chat.requests[0]["tool_choice"] == "required"
     assert chat.requests[1]["tool_choice"] == "auto"
     *_, assistant, answer = chat.requests[1]["messages"]
     assert answer == {"role": "tool", "tool_call_id": assistant["tool_calls"][0]["id"], "content": "Rolled: [2, 3]"}
-    assert response.tools[0].type == "image_generation"
+    assert response.tools[0].type == "programmatic_tool_calling"
 
 
 async def test_max_tool_calls_ends_the_response_incomplete(engine, chat) -> None:

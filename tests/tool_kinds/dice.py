@@ -1,5 +1,5 @@
-"""A throwaway server-side tool kind, defined outside the package: a toy ``image_generation`` whose only
-picture is a roll of dice.  The model is offered ``roll_dice(times)``, Parley rolls (a loaded die, so tests know the
+"""A throwaway server-side tool kind, defined outside the package: a toy ``programmatic_tool_calling`` whose only
+program is a roll of dice.  The model is offered ``roll_dice(times)``, Parley rolls (a loaded die, so tests know the
 result) and each call becomes a ``code_interpreter_call`` item whose logs hold the rolls.  It takes a tool type
 the protocol knows and Parley does not implement, so the Response object that echoes it stays valid for
 strict clients.  ``parley serve --plugins tests.tool_kinds.dice`` calls :func:`register`."""
@@ -22,16 +22,12 @@ FUNCTION = "roll_dice"
 
 
 SIDES = 6
-TOOL = {"type": "image_generation"}
+TOOL = {"type": "programmatic_tool_calling"}
 
 
 class DiceTool(ToolModel):
-    type: Literal["image_generation"]
-    quality: Literal["low", "medium", "high", "auto"] | None = None
-
-
-class ToolChoiceDice(ToolModel):
-    type: Literal["image_generation"]
+    type: Literal["programmatic_tool_calling"]
+    sides: Literal[4, 6, 20] | None = None  # the plugin's own field (a strict client keeps unknown fields)
 
 
 class DiceBinding(Binding):
@@ -63,14 +59,11 @@ class DiceBinding(Binding):
 
 
 class DiceKind(ToolKind):
-    models = {"image_generation": DiceTool}
-    choices = {"image_generation": ToolChoiceDice}
+    models = {"programmatic_tool_calling": DiceTool}
 
     def check(self, tools: list[Any], choice: ToolModel | None) -> None:
         if len(tools) > 1:
-            raise InvalidRequest("Give at most one image_generation tool.", param="tools")
-        if choice is not None and not tools:
-            raise InvalidRequest("tool_choice names image_generation, but 'tools' has none.", param="tool_choice")
+            raise InvalidRequest("Give at most one programmatic_tool_calling tool.", param="tools")
 
     def bind(self, tools: list[Any], context: BindContext) -> Binding | None:
         return DiceBinding(SIDES) if tools else None

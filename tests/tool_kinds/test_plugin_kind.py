@@ -15,7 +15,7 @@ from parley.testing import ParleyProcess, Reply, ScriptedBackend, ToolCall
 from parley.testing.grammar import check_stream
 
 ROOT = Path(__file__).resolve().parents[2]
-DICE = {"type": "image_generation"}
+DICE = {"type": "programmatic_tool_calling"}
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +42,10 @@ def dice_client(dice_server: ParleyProcess, backend: ScriptedBackend) -> Iterato
 def test_a_plugin_kind_runs_stored_retrieved_and_chained(dice_client, backend) -> None:
     backend.push(Reply(tool_calls=[ToolCall("roll_dice", {"times": 2})]), Reply(text="2 and 3."),
                  Reply(text="Their sum is 5."))
-    first = dice_client.responses.create(model="m", input="Roll twice", tools=[DICE], tool_choice={"type": "image_generation"})
+    first = dice_client.responses.create(model="m", input="Roll twice", tools=[DICE], tool_choice="required")
     assert [item.type for item in first.output] == ["code_interpreter_call", "message"]
     assert first.output[0].outputs[0].logs == "[2, 3]"
-    assert backend.requests[0]["tool_choice"] == {"type": "function", "function": {"name": "roll_dice"}}
+    assert backend.requests[0]["tool_choice"] == "required"
     assert [t["function"]["name"] for t in backend.requests[0]["tools"]] == ["roll_dice"]
     stored = dice_client.responses.retrieve(first.id)
     assert stored.model_dump() == first.model_dump()
@@ -72,11 +72,11 @@ def test_a_plugin_kind_streams_its_items(dice_client, backend) -> None:
 
 def test_a_plugin_kinds_own_checks_and_model_give_400s(dice_client) -> None:
     with pytest.raises(openai.BadRequestError) as info:
-        dice_client.responses.create(model="m", input="x", tools=[{"type": "image_generation", "quality": 5}])
-    assert info.value.body["param"] == "tools[0].quality"
+        dice_client.responses.create(model="m", input="x", tools=[{**DICE, "sides": 5}])
+    assert info.value.body["param"] == "tools[0].sides"
     with pytest.raises(openai.BadRequestError) as info:
-        dice_client.responses.create(model="m", input="x", tools=[], tool_choice={"type": "image_generation"})
-    assert info.value.body["param"] == "tool_choice"
+        dice_client.responses.create(model="m", input="x", tools=[DICE, DICE])
+    assert info.value.body["param"] == "tools"
 
 
 def test_without_the_plugin_the_kind_is_an_unsupported_type(client) -> None:

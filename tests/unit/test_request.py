@@ -52,12 +52,12 @@ def test_conversation_is_an_id_or_an_object_with_one_and_excludes_previous_respo
 
 def test_unsupported_tool_type_is_named() -> None:
     err = error_of({"model": "m", "input": "hi", "tools": [{"type": "function", "name": "f"},
-                                                           {"type": "computer_use_preview"}]})
+                                                           {"type": "programmatic_tool_calling"}]})
     assert err.param == "tools[1].type"
 
 
 def test_unsupported_include_value() -> None:
-    err = error_of({"model": "m", "input": "hi", "include": ["computer_call_output.output.image_url"]})
+    err = error_of({"model": "m", "input": "hi", "include": ["web_search_call.results"]})
     assert err.param == "include"
 
 
@@ -74,7 +74,8 @@ def test_empty_include_is_fine() -> None:
     ({"model": "m", "input": "hi", "metadata": {"k": 1}}, "metadata.k"),
     ({"model": "m", "input": [{"role": "robot", "content": "x"}]}, "input[0].role"),
     ({"model": "m", "input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id"),
-    ({"model": "m", "input": [{"type": "computer_call_output", "call_id": "c"}]}, "input[0].type"),
+    ({"model": "m", "input": [{"type": "computer_call_output", "call_id": "c"}]}, "input[0].output"),
+    ({"model": "m", "input": [{"type": "mystery_call_output", "call_id": "c"}]}, "input[0].type"),
     ({"model": "m", "input": [{"role": "user", "content": [{"type": "input_audio"}]}]}, "input[0].content[0].type"),
     ({"model": "m", "input": "hi", "tools": [{"type": "function"}]}, "tools[0].name"),
     ({"model": "m", "input": "hi", "tool_choice": {"type": "function", "name": "nope"}}, "tool_choice"),

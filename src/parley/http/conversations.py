@@ -21,6 +21,7 @@ conversation_routes = APIRouter()
 MAX_ITEMS = 20
 # What an item list may be asked to include: Parley stores items whole, so each is already there.
 INCLUDES = {"web_search_call.action.sources", "file_search_call.results", "message.input_image.image_url",
+            "computer_call_output.output.image_url",
             "message.output_text.logprobs", "reasoning.encrypted_content"}
 
 

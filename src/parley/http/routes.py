@@ -104,7 +104,7 @@ async def compact_response(request: Request, who: Caller = Depends(caller)) -> R
 
 # What retrieve and input_items can honour of ``include``: what every stored response and item already holds.
 RETRIEVE_INCLUDES = {"web_search_call.action.sources"}
-INPUT_ITEMS_INCLUDES = {"message.input_image.image_url"}
+INPUT_ITEMS_INCLUDES = {"message.input_image.image_url", "computer_call_output.output.image_url"}
 
 
 def _refuse_what_is_not_honoured(request: Request, includes: set[str]) -> None:
