@@ -34,6 +34,7 @@ from parley.replayed_items import (
     FileSearchCallItem,
     CodeInterpreterCallItem,
     ComputerCallItem,
+    ImageGenerationCallItem,
 )
 
 
@@ -247,7 +248,8 @@ InputItem = Union[MessageItem, FunctionCallItem, FunctionCallOutputItem, Reasoni
                   WebSearchCallItem, FileSearchCallItem, CodeInterpreterCallItem, McpListToolsItem, McpCallItem, McpApprovalRequestItem,
                   ItemReference,
                   ShellCallItem, ShellCallOutputItem, LocalShellCallItem, LocalShellCallOutputItem, ApplyPatchCallItem,
-                  ApplyPatchCallOutputItem, ComputerCallItem, ComputerCallOutputItem, CompactionItem]
+                  ApplyPatchCallOutputItem, ComputerCallItem, ComputerCallOutputItem, ImageGenerationCallItem,
+                  CompactionItem]
 ITEM_TYPES: dict[str, type[BaseModel]] = {
     "message": MessageItem,
     "function_call": FunctionCallItem,
@@ -273,6 +275,7 @@ ITEM_TYPES: dict[str, type[BaseModel]] = {
     "apply_patch_call_output": ApplyPatchCallOutputItem,
     "computer_call": ComputerCallItem,
     "computer_call_output": ComputerCallOutputItem,
+    "image_generation_call": ImageGenerationCallItem,
     "compaction": CompactionItem,
 }
 

@@ -35,6 +35,16 @@ class WebSearchCallItem(Lenient):
     action: dict[str, Any] = Field(default_factory=dict)
 
 
+class ImageGenerationCallItem(Lenient):
+    """A replayed image generation: its image (base64, which a later edit may take) and revised prompt."""
+
+    type: Literal["image_generation_call"]
+    id: ItemId = Field(min_length=1)
+    status: str | None = None
+    result: str | None = None
+    revised_prompt: str | None = None
+
+
 class FileSearchCallItem(Lenient):
     """A replayed file search: the model's queries, and the chunks found when the response included them."""
 
@@ -163,3 +173,7 @@ class ItemReference(Lenient):
 def replayed_call_id(item_id: str) -> str:
     """The chat tool call id a replayed server-side call item stands for (its own id, so it is stable)."""
     return f"call_{item_id}"
+
+# Server-side calls Parley ran: replayed, each is answered where it ran (its stored call and result, or one
+# rebuilt from the item).
+SERVER_CALLS = (WebSearchCallItem, FileSearchCallItem, CodeInterpreterCallItem, ImageGenerationCallItem)

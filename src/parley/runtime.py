@@ -36,6 +36,7 @@ from parley.store.conversations import SqlConversations
 from parley.store.files import SqlFiles
 from parley.store.sql import TEXT_BATCH, SqlStore, open_store
 from parley.tools.base import ToolEnv
+from parley.tools.images import ImagesEndpoint
 from parley.tools.web_cache import SqlWebCache
 from parley.tools.web_search import make_provider
 from parley.workers import WorkerPool
@@ -80,6 +81,9 @@ class Runtime:
             timeout=settings.tool_timeout) if settings.web_search else None
         self.policy = AddressPolicy(enforce=self.keys.enabled, allow=settings.outbound_allow)
         self.tools = ToolEnv(self.policy, settings.tool_timeout, search, settings.mcp_require_approval)
+        if settings.images_upstream:  # image generation takes minutes where a tool call takes seconds
+            self.tools.images = ImagesEndpoint(settings.images_upstream, settings.images_api_key,
+                                               settings.images_model, settings.upstream_timeout_s)
         # Two lanes of file workers: a tenant's large ingestion never makes another's input_file wait.
         bounds = (settings.file_worker_memory_mb << 20, settings.file_worker_cpu_s)
         self.workers = WorkerPool(settings.file_workers, *bounds, preload=("parley.retrieval.warm",))
@@ -158,6 +162,7 @@ class Runtime:
         await self._containers.start()
         self.tools.containers = self._containers
         self.tools.web_cache = self._web_cache = SqlWebCache(store)
+        self.tools.files = self._files
         self._background = make_background(self.engine, store, settings)
         self._background.start()
         self._watchdog = asyncio.create_task(self._recover_abandoned())
@@ -186,6 +191,8 @@ class Runtime:
         except StoreUnavailable:
             log.warning("could not sign this instance off: the database is unavailable")
         await self.router.aclose()
+        if self.tools.images is not None:
+            await self.tools.images.aclose()
         await self.store.close()
         self.metrics.close()
 

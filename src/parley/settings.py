@@ -120,6 +120,12 @@ class Settings(BaseSettings):
         None, description="Web search provider: searxng:http://host:port, tavily[:URL] or brave[:URL]."
     )
     tavily_api_key: str | None = Field(None, description="API key for --web-search tavily.")
+    images_upstream: str | None = Field(
+        None, description="Base URL (…/v1) of an OpenAI-compatible images API (/images/generations and "
+        "/images/edits) that runs the image_generation tool. Without it, that tool is a 400.")
+    images_api_key: str | None = Field(None, description="API key sent to --images-upstream.")
+    images_model: str | None = Field(None, description="Image model asked for when the tool names none "
+                                     "(default: the images API's own).")
     brave_api_key: str | None = Field(None, description="API key for --web-search brave.")
     plugins: str | None = Field(
         None, description="Python modules to load at start-up, comma-separated: each one's register() adds tool "

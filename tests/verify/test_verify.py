@@ -20,7 +20,7 @@ def conformance_parley(tmp_path_factory):
     search_port = free_port()
     folder = tmp_path_factory.mktemp("verify")
     with ScriptedBackend(conformance_responder) as backend, ParleyProcess(
-            "--upstream", backend.url, "--db", f"sqlite:///{folder / 'p.db'}",
+            "--upstream", backend.url, "--db", f"sqlite:///{folder / 'p.db'}", "--images-upstream", backend.url,
             "--web-search", f"searxng:http://127.0.0.1:{search_port}") as server:
         yield server, search_port
 

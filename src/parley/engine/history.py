@@ -50,6 +50,8 @@ from parley.replayed_items import (
     WebSearchCallItem,
     FileSearchCallItem,
     CodeInterpreterCallItem,
+    ImageGenerationCallItem,
+    SERVER_CALLS,
     replayed_call_id,
     shell_output_text,
 )
@@ -142,7 +144,8 @@ def place_tool_message(messages: list[Message], tool_message: Message) -> bool:
 
 
 ReplayedCall = FunctionCallItem | CustomToolCallItem | ToolSearchCallItem | WebSearchCallItem | FileSearchCallItem | \
-    CodeInterpreterCallItem | McpCallItem | McpApprovalRequestItem | ShellCallItem | LocalShellCallItem | ApplyPatchCallItem
+    CodeInterpreterCallItem | ImageGenerationCallItem | McpCallItem | McpApprovalRequestItem | ShellCallItem | \
+    LocalShellCallItem | ApplyPatchCallItem
 
 
 def _native_arguments(item: ShellCallItem | LocalShellCallItem | ApplyPatchCallItem | ComputerCallItem) -> dict[str, Any]:
@@ -177,6 +180,8 @@ def _call_of(item: ReplayedCall) -> tuple[str, str, str]:
         return replayed_call_id(item.id), "file_search", json.dumps({"queries": item.queries})
     if isinstance(item, CodeInterpreterCallItem):
         return replayed_call_id(item.id), "code_interpreter", json.dumps({"code": item.code or ""})
+    if isinstance(item, ImageGenerationCallItem):
+        return replayed_call_id(item.id), "image_generation", json.dumps({"prompt": item.revised_prompt or ""})
     if isinstance(item, NATIVE_CALLS):
         return item.call_id, item.type.removesuffix("_call"), json.dumps(_native_arguments(item))
     if isinstance(item, (McpCallItem, McpApprovalRequestItem)):
@@ -185,7 +190,8 @@ def _call_of(item: ReplayedCall) -> tuple[str, str, str]:
     return item.call_id, chat_tool_name(item.namespace, item.name), item.arguments
 
 
-def _server_result(item: WebSearchCallItem | FileSearchCallItem | CodeInterpreterCallItem | McpCallItem) -> Message:
+def _server_result(item: WebSearchCallItem | FileSearchCallItem | CodeInterpreterCallItem | ImageGenerationCallItem |
+                   McpCallItem) -> Message:
     """The tool message a replayed server-side call was answered with (a web search's: its source URLs; a file
     search's: the chunks, when the item holds them)."""
     if isinstance(item, FileSearchCallItem):
@@ -195,6 +201,8 @@ def _server_result(item: WebSearchCallItem | FileSearchCallItem | CodeInterprete
     elif isinstance(item, CodeInterpreterCallItem):
         logs = [o.get("logs", "") for o in item.outputs or [] if isinstance(o, dict) and o.get("type") == "logs"]
         content = "\n".join(logs) if item.outputs is not None else "The output is not in the replayed item."
+    elif isinstance(item, ImageGenerationCallItem):
+        content = "The image was made and shown to the user." if item.result else "The image generation failed."
     elif isinstance(item, WebSearchCallItem):
         sources = [s.get("url") for s in item.action.get("sources") or [] if isinstance(s, dict)]
         content = "\n".join(f"[{n}] {url}" for n, url in enumerate(sources, 1)) or "No results."
@@ -259,7 +267,7 @@ def build_messages(prior: list[Message], items: list[InputItem], reasoning: dict
         elif isinstance(item, (FunctionCallItem, CustomToolCallItem, McpApprovalRequestItem, *NATIVE_CALLS)) or \
                 (isinstance(item, ToolSearchCallItem) and item.call_id):
             _append_call(messages, item, new_from)  # type: ignore[arg-type]
-        elif isinstance(item, (WebSearchCallItem, FileSearchCallItem, CodeInterpreterCallItem, McpCallItem)):
+        elif isinstance(item, (*SERVER_CALLS, McpCallItem)):
             # answered where it ran
             call, answer = (known or {}).get(item.id) or (None, None)
             _append_call(messages, item, new_from, call)

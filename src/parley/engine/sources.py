@@ -12,8 +12,7 @@ from parley.engine.history import build_messages
 from parley.errors import InvalidRequest, NotFound
 from parley.items import InputItem, ReasoningItem, parse_item
 from parley.reasoning import ReasoningCipher
-from parley.replayed_items import CodeInterpreterCallItem, FileSearchCallItem, ItemReference, McpCallItem, \
-    WebSearchCallItem
+from parley.replayed_items import SERVER_CALLS, ItemReference, McpCallItem
 from parley.request import CreateResponse
 from parley.settings import UpstreamConfig
 from parley.store.base import Store, StoredResponse
@@ -72,7 +71,7 @@ class HistorySources:
         known = {}
         for item in items:
             # (a call run after an approval stays under the id its approval request gives it in the replay)
-            if isinstance(item, (WebSearchCallItem, FileSearchCallItem, CodeInterpreterCallItem)) or (
+            if isinstance(item, SERVER_CALLS) or (
                     isinstance(item, McpCallItem) and not item.approval_request_id):
                 found = await self.store.find_call(item.id, tenant)
                 if found is not None:

@@ -29,6 +29,8 @@ def _answer_from_tool(request: dict[str, Any], result: str) -> Reply:
     calls = [c["function"]["name"] for m in request["messages"] for c in m.get("tool_calls") or []]
     if calls and calls[-1] == "code_interpreter":
         return Reply(text=f"The sum is {result.strip().splitlines()[0]}.")
+    if calls and calls[-1] == "image_generation":
+        return Reply(text="Here is the picture.")
     if "experts" in result:
         found = re.search(r"(\d+) experts", result)
         return Reply(text=f"Llama 4 Maverick has {found.group(1) if found else 'an unknown number of'} experts [1].")
@@ -46,6 +48,8 @@ def conformance_responder(request: dict[str, Any]) -> Reply:
         return Reply(text="The screenshot shows the search box with llamas typed in it.")
     question = last_user_text(request).lower()
     offered = _offered(request)
+    if "image_generation" in offered and "draw" in question:
+        return Reply(tool_calls=[ToolCall("image_generation", {"prompt": question, "edit": "same llama" in question})])
     if "computer" in offered and "click" in question:
         return Reply(tool_calls=[ToolCall("computer", {"actions": [
             {"type": "click", "button": "left", "x": 320, "y": 40}, {"type": "type", "text": "llamas"}]})])

@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from parley.testing.images import ScriptedImages
 from parley.testing.threaded import LoopbackService
 
 
@@ -172,6 +173,7 @@ class Script:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []  # the HTTP headers of each request, in order
         self.embedding_requests: list[dict[str, Any]] = []  # the bodies sent to /v1/embeddings
+        self.images = ScriptedImages()  # /v1/images/*, and what was sent there
         self.tokenize = True  # whether /tokenize answers
         self.context_windows: dict[str, int] = {}  # models /v1/models lists with their max_model_len
         self._queue: deque[Reply | str] = deque()
@@ -206,6 +208,7 @@ class Script:
             self.requests.clear()
             self.headers.clear()
             self.embedding_requests.clear()
+            self.images.requests.clear()
             self.tokenize = True
             self.context_windows = {}
             self.responder = responder or echo_responder
@@ -278,6 +281,7 @@ class ScriptedBackend(Script, LoopbackService):
             Route("/v1/models", self._models, methods=["GET"]),
             Route("/v1/embeddings", self._embeddings, methods=["POST"]),
             Route("/tokenize", self._tokenize, methods=["POST"]),
+            *self.images.routes(),
         ])
 
     async def _tokenize(self, http_request: Request) -> JSONResponse:

@@ -133,6 +133,8 @@ class ToolEnv:
     retrieval: Any = None  # vector stores and their search (parley.retrieval.service.Retrieval), once started
     containers: Any = None  # where code runs (parley.containers.service.Containers), once started
     web_cache: Any = None  # what live web searches found (parley.tools.web_cache.SqlWebCache), once started
+    images: Any = None  # the operator's images endpoint (parley.tools.images.ImagesEndpoint), if configured
+    files: Any = None  # the Files API's store (parley.store.files.SqlFiles), once started
     shared: dict[str, Any] = field(default_factory=dict)
 
 

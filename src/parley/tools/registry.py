@@ -18,7 +18,8 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from parley.errors import InvalidRequest, UnsupportedParameter
 from parley.items import type_of
-from parley.tools import client, code_interpreter, computer, file_search, mcp_tools, native, web_search
+from parley.tools import client, code_interpreter, computer, file_search, image_generation, mcp_tools, native, \
+    web_search
 from parley.tools.approval import ApprovedCall
 from parley.tools.base import (
     BindContext,
@@ -276,5 +277,5 @@ class Toolset:
 
 REGISTRY = Registry()
 for _kind in (client.KIND, native.KIND, computer.KIND, mcp_tools.KIND, web_search.KIND, file_search.KIND,
-              code_interpreter.KIND):
+              code_interpreter.KIND, image_generation.KIND):
     REGISTRY.register(_kind)

@@ -323,6 +323,32 @@ def computer_use(ctx: Context) -> None:
             f"no answer after the screenshot: {follow.output}")
 
 
+def image_generation(ctx: Context) -> None:
+    """An image made server-side (streamed, with a partial image), then edited in a chained turn."""
+    import base64
+
+    tools = [{"type": "image_generation", "partial_images": 1}]
+    try:
+        with ctx.client.responses.stream(model=ctx.model, input="Draw a llama on a hill.", tools=tools,
+                                         tool_choice={"type": "image_generation"}) as stream:
+            events = list(stream)
+            response = stream.get_final_response()
+    except openai.BadRequestError as exc:
+        if (exc.body or {}).get("code") == "image_generation_not_configured":
+            raise Skip(f"the endpoint makes no images: {(exc.body or {}).get('message')}") from None
+        raise
+    calls = [item for item in response.output if item.type == "image_generation_call"]
+    _expect(len(calls) == 1 and calls[0].status == "completed" and bool(calls[0].result),
+            f"expected one completed image_generation_call: {response.output}")
+    _expect(base64.b64decode(calls[0].result).startswith((b"\x89PNG", b"RIFF", b"\xff\xd8\xff", b"GIF8", b"<svg")),
+            "the result is not a PNG, WebP, JPEG, GIF or SVG image")
+    kinds = [e.type for e in events]
+    _expect("response.image_generation_call.partial_image" in kinds, "no partial_image event was streamed")
+    follow = ctx.client.responses.create(model=ctx.model, previous_response_id=response.id, tools=tools,
+                                         input="Now draw the same llama at night.")
+    _expect(follow.status == "completed", f"the chained turn is {follow.status}")
+
+
 SCENARIOS: dict[str, Callable[[Context], None]] = {
     "basic": basic,
     "streaming": streaming,
@@ -344,4 +370,5 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "input_file": input_file,
     "code_interpreter": code_interpreter,
     "computer_use": computer_use,
+    "image_generation": image_generation,
 }
