@@ -49,3 +49,12 @@ def test_the_containers_bench_runs_every_row(tmp_path) -> None:
     assert any(m.startswith("sandbox cold start") for m in metrics) and "5 containers at once: errors" in metrics
     assert result["failures"] == []
     assert "| metric | p50 (or value) |" in done.stdout
+
+
+def test_the_websocket_session_bench_runs_both_modes(tmp_path) -> None:
+    out = tmp_path / "ws.json"
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "websocket.py"), "--smoke", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(row["mode"], row["turns"]) for row in rows] == [("http", 3), ("websocket", 3)]

@@ -317,6 +317,9 @@ class Engine:
                     log.info("response %s stopped at its %s bound", turn.id, bound, extra={"response_id": turn.id})
                     state.incomplete_reason = TOOL_BOUND_REASON
                     return
+                if state.steered is not None and state.steered():
+                    state.incomplete_reason = "steered"  # a successor takes the steering input from here
+                    return
                 await self._save_progress(turn, state)  # only when the model is called again: else the final write
         finally:
             await tools.aclose()

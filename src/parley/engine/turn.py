@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +77,9 @@ class RunState:
     cancel_requested: bool = False
     cancelled: bool = False
     timeline: Timeline = field(default_factory=Timeline)  # its model and tool calls, timed
+    # Set by a WebSocket connection: whether steering input waits, so that the run stops at its next safe
+    # boundary (after a tool step, before the next model call) as incomplete, reason "steered".
+    steered: Callable[[], bool] | None = None
 
 
 def snapshot(turn: Turn, state: RunState, status: str) -> Response:

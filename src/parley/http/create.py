@@ -5,8 +5,8 @@ router, the dependency resolver, the request/response adapter and two exception 
 event passed three ``send`` wrappers and a queue between two tasks.  Here it passes Parley's own middleware
 (request ids, the body budget) and nothing else: the caller is resolved, the body read and validated, and the
 events written to ``send`` by the task that runs the response (:func:`parley.http.sse.write_events`), which
-runs to the end whatever the client does.  Errors leave in OpenAI's shape, as everywhere.  Every other path
-goes on to the FastAPI app.
+runs to the end whatever the client does.  Errors leave in OpenAI's shape, as everywhere.  A WebSocket on the same path is WebSocket mode
+(:mod:`parley.http.websocket`).  Every other path goes on to the FastAPI app.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from parley.errors import InvalidRequest, ParleyError
 from parley.http.bodies import collect, loads
 from parley.http.error_handlers import ERROR_KEY
 from parley.http.sse import SSE_HEADERS, SlowClients, write_events, write_frames
+from parley.http.websocket import serve_socket
 from parley.request import parse_create
 from parley.runtime import Runtime
 from parley.wire import to_json
@@ -43,6 +44,8 @@ class CreateRoute:
         self.slow_clients = SlowClients(runtime.settings.slow_client_s)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket" and scope["path"] == PATH:  # WebSocket mode (parley.http.websocket)
+            return await serve_socket(self.runtime, scope, receive, send, _header(scope, b"authorization"))
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         scope["route"] = ROUTE

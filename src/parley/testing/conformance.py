@@ -48,6 +48,8 @@ def conformance_responder(request: dict[str, Any]) -> Reply:
         return Reply(text="The screenshot shows the search box with llamas typed in it.")
     question = last_user_text(request).lower()
     offered = _offered(request)
+    if "wait_for_signal" in offered and "signal" in question:
+        return Reply(tool_calls=[ToolCall("wait_for_signal", {})])
     if "image_generation" in offered and "draw" in question:
         return Reply(tool_calls=[ToolCall("image_generation", {"prompt": question, "edit": "same llama" in question})])
     if "computer" in offered and "click" in question:
@@ -77,6 +79,8 @@ def conformance_responder(request: dict[str, Any]) -> Reply:
         return Reply(text="The planet was Earth." if "Earth" in earlier else "I do not remember.")
     if "planet" in question:
         return Reply(text="Humans live on Earth, the third planet from the Sun.", chunk_size=3)
+    if "where llamas live" in question:
+        return Reply(text="Llamas live mostly in Peru.")
     if "country" in question:
         return Reply(text="Llamas live mostly in Peru." if _images(request) else "Which animal do you mean?")
     if _images(request):

@@ -4,13 +4,15 @@ Served over SSE (``/sse``) or Streamable HTTP (``/mcp``) on 127.0.0.1, optionall
 demanding a bearer token (401 without it).  Its tools are deterministic: the seed's
 ``greet_everyone`` and ``get_boiling_point``, and with ``tools="all"`` two dependency
 chains (``get_user_id`` → ``get_user_permissions`` → ``check_file_access``,
-``get_experiment_id`` → ``get_experiment_results``) and ``fail_always`` for tool errors.
+``get_experiment_id`` → ``get_experiment_results``) and ``fail_always`` for tool errors; with ``tools="hold"``,
+the seed's and ``wait_for_signal``, whose calls wait until the test calls :meth:`MCPTestServer.release`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from typing import Any, Literal
 
 from mcp.server.mcpserver import MCPServer
@@ -24,10 +26,28 @@ PERMISSIONS = {"user_1": ["read", "write"], "user_2": ["read"]}
 EXPERIMENTS = {"boiling": "exp_42"}
 
 
-def build_server(tools: Literal["seed", "all"] = "seed") -> MCPServer:
-    """The seed's two tools; with ``"all"``, also lookups, a rendezvous of two concurrent calls and a failure."""
+class Hold:
+    """What ``wait_for_signal`` waits on (threads: the server runs on a loop of its own)."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.released = threading.Event()
+
+
+def build_server(tools: Literal["seed", "all", "hold"] = "seed", hold: Hold | None = None) -> MCPServer:
+    """The seed's two tools; with ``"all"``, also lookups, a rendezvous of two concurrent calls and a failure;
+    with ``"hold"``, a tool that waits for a signal."""
     server = MCPServer("parley-test-mcp")
     _add_seed_tools(server)
+    if tools == "hold":
+        assert hold is not None
+
+        @server.tool()
+        async def wait_for_signal() -> str:
+            """Wait until the operator gives the signal."""
+            hold.entered.set()
+            await asyncio.to_thread(hold.released.wait, 120)
+            return "The signal came."
     if tools == "all":
         _add_lookup_tools(server)
         _add_rendezvous_tools(server)
@@ -145,13 +165,22 @@ class MCPTestServer(LoopbackService):
     lifespan = "auto"  # the Streamable HTTP app runs its session manager in its lifespan
 
     def __init__(self, transport: Literal["sse", "streamable-http"] = "sse", *, auth_token: str | None = None,
-                 tools: Literal["seed", "all"] = "seed", host_names: tuple[str, ...] = ()) -> None:
+                 tools: Literal["seed", "all", "hold"] = "seed", host_names: tuple[str, ...] = ()) -> None:
         self.transport = transport
         self.host_names = host_names  # names besides 127.0.0.1/localhost the server answers to
         self.auth_token = auth_token
-        self.server = build_server(tools)
+        self.hold = Hold()
+        self.server = build_server(tools, self.hold)
         self.gate: _BearerGate | None = None
         self.log: _RequestLog | None = None
+
+    def release(self) -> None:
+        """Let the calls of ``wait_for_signal`` return (``tools="hold"``)."""
+        self.hold.released.set()
+
+    def stop(self) -> None:
+        self.release()  # a held call must not keep the server from stopping
+        super().stop()
 
     @property
     def url(self) -> str:
