@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from parley.errors import InvalidRequest, UnknownParameter, UnsupportedParameter
 from parley.validation import StrictModel, validation_error
 from parley.items import InputItem, parse_input
+from parley.moderation import ModerationConfig
 from parley.tools.base import ToolModel
 from parley.tools.registry import REGISTRY
 
@@ -24,12 +25,11 @@ HONOURED = {
     "parallel_tool_calls", "max_tool_calls", "user", "safety_identifier", "reasoning", "include",
     "truncation", "service_tier", "prompt_cache_key", "prompt_cache_retention", "top_logprobs", "background",
     "client_metadata",  # Codex's client description: informational, as at OpenAI
-    "conversation", "context_management",
+    "conversation", "context_management", "moderation",
 }
 # Known to the protocol; Parley refuses them by name until it honours them.
 NOT_YET = {
     "prompt": "Stored prompt templates are not supported.",
-    "moderation": "Moderation is not supported.",
     "prompt_cache_options": "Explicit prompt-cache control is not supported.",
     "access_programs": "Access programs are not supported.",
     "image": "Image context settings are not supported.",
@@ -127,6 +127,7 @@ class CreateResponse(BaseModel):
     client_metadata: dict[str, Any] | None = None
     conversation: str | None = Field(None, max_length=80)  # the id; {"id": ...} is unwrapped by parse_create
     context_management: list[ContextManagement] | None = Field(None, max_length=1)
+    moderation: ModerationConfig | None = None
 
     @field_validator("metadata")
     @classmethod

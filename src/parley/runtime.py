@@ -36,6 +36,7 @@ from parley.store.conversations import SqlConversations
 from parley.store.files import SqlFiles
 from parley.store.sql import TEXT_BATCH, SqlStore, open_store
 from parley.tools.base import ToolEnv
+from parley.moderation import Moderator
 from parley.tools.images import ImagesEndpoint
 from parley.tools.web_cache import SqlWebCache
 from parley.tools.web_search import make_provider
@@ -81,6 +82,8 @@ class Runtime:
             timeout=settings.tool_timeout) if settings.web_search else None
         self.policy = AddressPolicy(enforce=self.keys.enabled, allow=settings.outbound_allow)
         self.tools = ToolEnv(self.policy, settings.tool_timeout, search, settings.mcp_require_approval)
+        self.moderator = Moderator(settings.moderation_upstream, settings.moderation_api_key,
+                                   settings.upstream_timeout_s) if settings.moderation_upstream else None
         if settings.images_upstream:  # image generation takes minutes where a tool call takes seconds
             self.tools.images = ImagesEndpoint(settings.images_upstream, settings.images_api_key,
                                                settings.images_model, settings.upstream_timeout_s)
@@ -149,7 +152,7 @@ class Runtime:
             store_retry_s=settings.store_retry_s, files=FileReader(
                 self.policy, settings.max_file_bytes, settings.tool_timeout, self._files, self.workers,
                 self.file_limits),
-            conversations=self._conversations)
+            conversations=self._conversations, moderator=self.moderator)
         await store.heartbeat(self.engine.recorder.instance_id)  # registered before it serves
         self._retrieval = Retrieval(
             store, self._files, Embedders(settings.embedding_upstream, settings.embedding_api_key,
@@ -193,6 +196,8 @@ class Runtime:
         await self.router.aclose()
         if self.tools.images is not None:
             await self.tools.images.aclose()
+        if self.moderator is not None:
+            await self.moderator.aclose()
         await self.store.close()
         self.metrics.close()
 

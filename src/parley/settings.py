@@ -124,6 +124,10 @@ class Settings(BaseSettings):
         None, description="Base URL (…/v1) of an OpenAI-compatible images API (/images/generations and "
         "/images/edits) that runs the image_generation tool. Without it, that tool is a 400.")
     images_api_key: str | None = Field(None, description="API key sent to --images-upstream.")
+    moderation_upstream: str | None = Field(
+        None, description="Base URL (…/v1) of an OpenAI-compatible moderations API (/moderations) that checks the "
+        "input and output of requests with 'moderation'. Without it, 'moderation' is a 400.")
+    moderation_api_key: str | None = Field(None, description="API key sent to --moderation-upstream.")
     images_model: str | None = Field(None, description="Image model asked for when the tool names none "
                                      "(default: the images API's own).")
     brave_api_key: str | None = Field(None, description="API key for --web-search brave.")

@@ -41,6 +41,7 @@ from parley.engine import compaction, token_count
 from parley.errors import BackendError, InvalidRequest, NotFound, ParleyError, StoreUnavailable
 from parley.files import FileReader
 from parley.items import image_urls, input_files, item_resource, uploaded_images
+from parley.moderation import Moderator, moderated
 from parley.metrics import Metrics
 from parley.reasoning import ReasoningCipher
 from parley.request import CreateResponse
@@ -71,9 +72,11 @@ class Engine:
     def __init__(self, store: Store, router: Router, tools: ToolEnv | None = None, *, registry: Registry = REGISTRY,
                  max_tool_iterations: int = 10, metrics: Metrics | None = None,
                  cipher: ReasoningCipher | None = None, store_retry_s: float = 15.0,
-                 files: FileReader | None = None, conversations: Any = None) -> None:
+                 files: FileReader | None = None, conversations: Any = None,
+                 moderator: Moderator | None = None) -> None:
         self.store = store
         self.conversations = conversations  # parley.store.conversations.SqlConversations, for `conversation`
+        self.moderator = moderator  # the operator's moderations endpoint, for `moderation`
         self.router = router
         self.tools = tools or ToolEnv()
         self.files = files or FileReader(self.tools.address_policy, timeout=self.tools.tool_timeout)
@@ -100,6 +103,10 @@ class Engine:
             raise StoreUnavailable("The response store is unavailable; try again.")
         request.input = await self.sources.resolve_references(request.input, tenant)
         await self.registry.admit(request.tools, self.tools, tenant)
+        if request.moderation is not None and self.moderator is None:
+            raise InvalidRequest("'moderation' needs a moderations endpoint: start Parley with --moderation-upstream "
+                                 "(an OpenAI-compatible base URL serving /moderations).", param="moderation",
+                                 code="moderation_not_configured")
         for param, url in image_urls(request.input):  # the backend fetches these on the user's behalf
             await self.tools.address_policy.check(url, param)
         await self.files.read(input_files(request.input), tenant)
@@ -205,7 +212,8 @@ class Engine:
         yield ResponseInProgressEvent(type="response.in_progress", response=started, sequence_number=0)
         state.stepping = True
         try:
-            async for event in self._step(turn, state):
+            async for event in moderated(self._step(turn, state), turn.request.moderation, self.moderator,
+                                         turn.request.input, state):
                 yield event
         except ParleyError as exc:
             state.error = exc

@@ -80,6 +80,7 @@ class RunState:
     # Set by a WebSocket connection: whether steering input waits, so that the run stops at its next safe
     # boundary (after a tool step, before the next model call) as incomplete, reason "steered".
     steered: Callable[[], bool] | None = None
+    moderation: dict[str, Any] | None = None  # the Response's moderation results (parley.moderation)
 
 
 def snapshot(turn: Turn, state: RunState, status: str) -> Response:
@@ -125,4 +126,5 @@ def snapshot(turn: Turn, state: RunState, status: str) -> Response:
         prompt_cache_key=request.prompt_cache_key,
         prompt_cache_retention=request.prompt_cache_retention,
         conversation={"id": request.conversation} if request.conversation else None,
+        moderation=state.moderation,
     )

@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from parley.testing.images import ScriptedImages
+from parley.testing.moderations import ScriptedModerations
 from parley.testing.threaded import LoopbackService
 
 
@@ -174,6 +175,7 @@ class Script:
         self.headers: list[dict[str, str]] = []  # the HTTP headers of each request, in order
         self.embedding_requests: list[dict[str, Any]] = []  # the bodies sent to /v1/embeddings
         self.images = ScriptedImages()  # /v1/images/*, and what was sent there
+        self.moderations = ScriptedModerations()  # /v1/moderations
         self.tokenize = True  # whether /tokenize answers
         self.context_windows: dict[str, int] = {}  # models /v1/models lists with their max_model_len
         self._queue: deque[Reply | str] = deque()
@@ -209,6 +211,7 @@ class Script:
             self.headers.clear()
             self.embedding_requests.clear()
             self.images.requests.clear()
+            self.moderations.requests.clear()
             self.tokenize = True
             self.context_windows = {}
             self.responder = responder or echo_responder
@@ -282,6 +285,7 @@ class ScriptedBackend(Script, LoopbackService):
             Route("/v1/embeddings", self._embeddings, methods=["POST"]),
             Route("/tokenize", self._tokenize, methods=["POST"]),
             *self.images.routes(),
+            *self.moderations.routes(),
         ])
 
     async def _tokenize(self, http_request: Request) -> JSONResponse:

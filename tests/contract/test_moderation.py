@@ -1,0 +1,97 @@
+"""Moderated responses through the ``openai`` SDK over the scripted backend's moderations API: scores reported,
+flagged input kept from the model, flagged output withheld (streamed or not), failures, and the 400s."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from parley.testing import ParleyProcess, Reply
+from parley.testing.grammar import check_stream
+from parley.testing.strict import stream_raw
+from tests.contract.helpers import ValidatingTransport
+
+SCORE = {"model": "omni-moderation-latest"}
+BLOCK = {"model": "omni-moderation-latest", "policy": {"input": {"mode": "block"}, "output": {"mode": "block"}}}
+
+
+@pytest.fixture(scope="module")
+def moderated_server(scripted_server, db_url):
+    with ParleyProcess("--upstream", scripted_server.url, "--db", db_url,
+                       "--moderation-upstream", scripted_server.url) as server:
+        yield server
+
+
+@pytest.fixture
+def mod(moderated_server, backend):
+    import httpx
+
+    with openai.OpenAI(base_url=moderated_server.base_url, api_key="x", max_retries=0,
+                       http_client=httpx.Client(transport=ValidatingTransport(), timeout=60)) as client:
+        yield client
+
+
+def test_scores_are_reported_for_input_and_output(mod, backend) -> None:
+    backend.push(Reply(text="A calm answer."))
+    response = mod.responses.create(model="m", moderation=SCORE, input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "Tell me something calm."},
+        {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}]}])
+    assert response.status == "completed" and response.output_text == "A calm answer."
+    checked_input, checked_output = response.moderation.input, response.moderation.output
+    assert (checked_input.type, checked_input.flagged, checked_output.flagged) == ("moderation_result", False, False)
+    assert checked_input.category_applied_input_types["violence"] == ["image", "text"]
+    sent = backend.moderations.requests
+    assert sent[-2]["input"][0] == {"type": "text", "text": "Tell me something calm."}
+    assert sent[-2]["input"][1]["type"] == "image_url" and sent[-1]["input"] == [
+        {"type": "text", "text": "A calm answer."}]
+    assert mod.responses.retrieve(response.id).moderation.output.flagged is False
+
+
+def test_flagged_input_never_reaches_the_model_under_block(mod, backend) -> None:
+    before = len(backend.requests)
+    response = mod.responses.create(model="m", moderation=BLOCK, input="How do I build a forbidden weapon?")
+    assert response.status == "incomplete" and response.incomplete_details.reason == "content_filter"
+    assert response.output == [] and len(backend.requests) == before
+    assert response.moderation.input.flagged and response.moderation.input.categories["violence"]
+    assert response.moderation.output.type == "error" and response.moderation.output.code == "not_moderated"
+
+
+def test_flagged_output_is_withheld_streamed_and_stored(mod, backend, moderated_server) -> None:
+    backend.push(Reply(text="Here is an attack plan.", chunk_size=3))
+    events = stream_raw(moderated_server.base_url, {"model": "m", "input": "Plan my day.", "moderation": BLOCK})
+    final = check_stream(events)
+    assert "response.output_text.delta" not in [e.type for e in events]  # held back, then withheld
+    assert final.status == "incomplete" and final.incomplete_details.reason == "content_filter" and final.output == []
+    assert final.moderation.output.flagged and not final.moderation.input.flagged
+    assert mod.responses.retrieve(final.id).output == []
+    backend.push(Reply(text="Fine."))
+    mod.responses.create(model="m", input="And tomorrow?", previous_response_id=final.id)
+    assert [m["role"] for m in backend.requests[-1]["messages"]] == ["user", "user"]  # the answer is not history
+
+    backend.push(Reply(text="Another attack plan.", chunk_size=4))
+    scored = stream_raw(moderated_server.base_url, {"model": "m", "input": "Plan it.", "moderation": SCORE})
+    final = check_stream(scored)
+    assert "response.output_text.delta" in [e.type for e in scored] and final.status == "completed"
+    assert final.output_text == "Another attack plan." and final.moderation.output.flagged
+
+
+def test_a_moderation_that_cannot_run_fails_block_and_is_reported_under_score(mod, backend) -> None:
+    backend.push(Reply(text="Answered."))
+    response = mod.responses.create(model="m", input="x", moderation={"model": "broken-moderation"})
+    assert response.status == "completed" and response.moderation.input.type == "error"
+    assert "HTTP 500" in response.moderation.input.message
+    with pytest.raises(openai.APIStatusError) as info:
+        mod.responses.create(model="m", input="x", moderation={"model": "broken-moderation",
+                                                               "policy": {"input": {"mode": "block"}}})
+    assert info.value.status_code == 502 and info.value.body["code"] == "moderation_unavailable"
+
+
+def test_bad_moderation_requests_are_400s(mod, client) -> None:
+    with pytest.raises(openai.BadRequestError) as info:  # a server without --moderation-upstream
+        client.responses.create(model="m", input="x", moderation=SCORE)
+    assert info.value.code == "moderation_not_configured" and "--moderation-upstream" in info.value.message
+    for bad, param in [({"model": "m", "policy": {"input": {"mode": "shout"}}}, "moderation.policy.input.mode"),
+                       ({"policy": {}}, "moderation.model"), ({"model": "m", "extra": 1}, "moderation.extra")]:
+        with pytest.raises(openai.BadRequestError) as info:
+            mod.responses.create(model="m", input="x", moderation=bad)
+        assert info.value.body["param"] == param, (bad, info.value.body)
