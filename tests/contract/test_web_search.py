@@ -180,3 +180,23 @@ def test_a_web_search_call_from_elsewhere_keeps_its_query_and_sources(ws_client,
     assert sources[0] == "[1] https://ai.meta.example/llama-4-maverick"
     assert messages[2] == {"role": "tool", "tool_call_id": call["id"], "content": "\n".join(sources)}
     assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant", "user"]
+
+
+def test_the_user_location_reaches_brave_as_a_country_and_every_model_as_words(ws_client, provider_server, search,
+                                                                              search_backend) -> None:
+    location = {"type": "approximate", "city": "Lyon", "country": "fr", "timezone": "Europe/Paris"}
+    response = ws_client.responses.create(model="m", input=QUESTION,
+                                          tools=[{"type": "web_search", "user_location": location}])
+    assert response.output[0].status == "completed"
+    assert response.tools[0].user_location.city == "Lyon"
+    about = search_backend.requests[0]["tools"][0]["function"]["description"]
+    assert "The user is in Lyon, FR, Europe/Paris" in about
+    sent = search.requests[-1]
+    if provider_server[0] == "brave":
+        assert sent["params"]["country"] == "FR"
+    else:
+        assert "country" not in sent["params"] and "country" not in (sent["body"] or {})
+    with pytest.raises(openai.BadRequestError) as info:
+        ws_client.responses.create(model="m", input="x", tools=[
+            {"type": "web_search", "user_location": {"type": "approximate", "country": "France"}}])
+    assert info.value.body["param"] == "tools[0].user_location.country"

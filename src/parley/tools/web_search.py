@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import urlparse
 
 import httpx
+from pydantic import Field
 from openai.types.responses import (
     ResponseFunctionWebSearch,
     ResponseWebSearchCallCompletedEvent,
@@ -45,16 +46,30 @@ class SearchFilters(ToolModel):
     allowed_domains: list[str] | None = None
 
 
+class UserLocation(ToolModel):
+    """Where the user is, roughly: Brave gets the country; every provider's searches are written by a model
+    told the location (SearXNG and Tavily take no location of their own)."""
+
+    type: Literal["approximate"] = "approximate"
+    city: str | None = Field(None, max_length=100)
+    country: str | None = Field(None, pattern=r"^[A-Za-z]{2}$")
+    region: str | None = Field(None, max_length=100)
+    timezone: str | None = Field(None, max_length=64)
+
+    def described(self) -> str:
+        return ", ".join(p for p in (self.city, self.region, (self.country or "").upper(), self.timezone) if p)
+
+
 class WebSearchTool(ToolModel):
     """Web search run by Parley through the configured provider."""
 
-    UNSUPPORTED = {"user_location": "Search providers get no user location yet."}
     type: SearchType
     search_context_size: Literal["low", "medium", "high"] = "medium"
     filters: SearchFilters | None = None
     # False asks for cached results only, never the live web: what this tenant's live searches found before.
     external_web_access: bool | None = None
     search_content_types: list[Literal["text"]] | None = None
+    user_location: UserLocation | None = None
 
     @classmethod
     def canonical_type(cls, tool_type: str) -> str:
@@ -87,7 +102,8 @@ class SearchResult:
 class SearchProvider(Protocol):
     name: str
 
-    async def search(self, query: str, count: int, allowed_domains: list[str]) -> list[SearchResult]: ...
+    async def search(self, query: str, count: int, allowed_domains: list[str],
+                     country: str | None = None) -> list[SearchResult]: ...
 
 
 class SearchFailed(Exception):
@@ -122,7 +138,8 @@ class SearXNG:
     client: httpx.AsyncClient
     name: str = "searxng"
 
-    async def search(self, query: str, count: int, allowed_domains: list[str]) -> list[SearchResult]:
+    async def search(self, query: str, count: int, allowed_domains: list[str],
+                     country: str | None = None) -> list[SearchResult]:
         q = query + "".join(f" site:{d}" for d in allowed_domains[:1])  # one site: operator is portable
         data = await _request(self.client, "GET", f"{self.base_url}/search", params={"q": q, "format": "json"})
         return _results(data.get("results", []), "content")
@@ -135,7 +152,8 @@ class Tavily:
     client: httpx.AsyncClient
     name: str = "tavily"
 
-    async def search(self, query: str, count: int, allowed_domains: list[str]) -> list[SearchResult]:
+    async def search(self, query: str, count: int, allowed_domains: list[str],
+                     country: str | None = None) -> list[SearchResult]:
         body: dict[str, Any] = {"query": query, "max_results": count}
         if allowed_domains:
             body["include_domains"] = allowed_domains
@@ -151,9 +169,12 @@ class Brave:
     client: httpx.AsyncClient
     name: str = "brave"
 
-    async def search(self, query: str, count: int, allowed_domains: list[str]) -> list[SearchResult]:
-        data = await _request(self.client, "GET", f"{self.base_url}/res/v1/web/search",
-                              params={"q": query, "count": min(count, 20)},
+    async def search(self, query: str, count: int, allowed_domains: list[str],
+                     country: str | None = None) -> list[SearchResult]:
+        params: dict[str, Any] = {"q": query, "count": min(count, 20)}
+        if country:
+            params["country"] = country.upper()
+        data = await _request(self.client, "GET", f"{self.base_url}/res/v1/web/search", params=params,
                               headers={"X-Subscription-Token": self.api_key, "Accept": "application/json"})
         return _results((data.get("web") or {}).get("results", []), "description")
 
@@ -203,13 +224,17 @@ class WebSearchTools(Binding):
     tenant: str = ""
     context_size: str = "medium"
     allowed_domains: list[str] = field(default_factory=list)
+    location: UserLocation | None = None
     sources: list[Source] = field(default_factory=list)  # every source given to the model, numbered from 1
 
     def offered(self) -> list[Offered]:
         what = "the web" if self.provider is not None else "web pages found before (no live web access)"
+        where = self.location.described() if self.location else ""
+        about = f"Search {what}. Results are numbered; cite them as [n] in the answer." + (
+            f" The user is in {where}: search for what is local to them when the question is." if where else "")
         return [Offered({"type": "function", "function": {
             "name": FUNCTION_NAME,
-            "description": f"Search {what}. Results are numbered; cite them as [n] in the answer.",
+            "description": about,
             "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
         }}, source={"type": "web_search"})]
 
@@ -244,7 +269,8 @@ class WebSearchTools(Binding):
             # more than ``count`` from the cache: the domain filter comes after
             kept = await self.cache.search(self.tenant, query, count * (4 if self.allowed_domains else 1))
             return [SearchResult(title, url, content) for title, url, content in kept]
-        found = await self.provider.search(query, count, self.allowed_domains)
+        country = self.location.country if self.location else None
+        found = await self.provider.search(query, count, self.allowed_domains, country)
         if self.cache is not None:
             try:
                 await self.cache.remember(self.tenant, found)
@@ -316,7 +342,8 @@ class WebSearchKind(ToolKind):
             return None
         tool = tools[0]
         return WebSearchTools(context.env.search if tool.live else None, context.source_numbers,
-                              context.env.web_cache, context.tenant, tool.search_context_size, tool.allowed_domains)
+                              context.env.web_cache, context.tenant, tool.search_context_size, tool.allowed_domains,
+                              tool.user_location)
 
 
 KIND = WebSearchKind()
