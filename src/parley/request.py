@@ -26,13 +26,12 @@ HONOURED = {
     "truncation", "service_tier", "prompt_cache_key", "prompt_cache_retention", "top_logprobs", "background",
     "client_metadata",  # Codex's client description: informational, as at OpenAI
     "conversation", "context_management", "moderation",
+    "prompt_cache_options", "image",  # sent on to upstreams configured to take them (--upstream-forward)
 }
 # Known to the protocol; Parley refuses them by name until it honours them.
 NOT_YET = {
     "prompt": "Stored prompt templates are not supported.",
-    "prompt_cache_options": "Explicit prompt-cache control is not supported.",
     "access_programs": "Access programs are not supported.",
-    "image": "Image context settings are not supported.",
 }
 # Chat Completions names that moved elsewhere in the Responses API (OpenAI's own hints).
 MOVED = {
@@ -87,6 +86,17 @@ class ContextManagement(StrictModel):
     compact_threshold: int | None = Field(None, ge=1000)
 
 
+class PromptCacheOptions(StrictModel):
+    comparison_response_id: str | None = Field(None, max_length=120)
+    mode: Literal["implicit", "explicit"] | None = None
+    prewarm: bool | None = None
+    ttl: Literal["30m", "12h"] | None = None
+
+
+class ImageOptions(StrictModel):
+    context_compression: Literal["auto", "enabled", "disabled"] | None = None
+
+
 class StreamOptions(StrictModel):
     include_obfuscation: bool | None = None
 
@@ -128,6 +138,8 @@ class CreateResponse(BaseModel):
     conversation: str | None = Field(None, max_length=80)  # the id; {"id": ...} is unwrapped by parse_create
     context_management: list[ContextManagement] | None = Field(None, max_length=1)
     moderation: ModerationConfig | None = None
+    prompt_cache_options: PromptCacheOptions | None = None
+    image: ImageOptions | None = None
 
     @field_validator("metadata")
     @classmethod

@@ -20,7 +20,10 @@ EMBEDDED_MODEL_ID = "smollm2-135m-instruct"
 
 
 # Responses parameters Chat Completions upstreams may take under the same name.
-ForwardParam = Literal["service_tier", "prompt_cache_key", "prompt_cache_retention", "safety_identifier"]
+ForwardParam = Literal["service_tier", "prompt_cache_key", "prompt_cache_retention", "safety_identifier",
+                       "prompt_cache_options", "image"]
+# Forwarded parameters a request may only give when its upstream takes them (the others are echoed regardless).
+FORWARDED_ONLY = ("prompt_cache_options", "image")
 
 
 class UpstreamConfig(BaseModel):
@@ -89,7 +92,7 @@ class Settings(BaseSettings):
         "think_tags_open (its chat template opens <think> in the prompt).")
     upstream_forward: str | None = Field(
         None, description="Parameters to send on to --upstream, comma-separated: service_tier, prompt_cache_key, "
-        "prompt_cache_retention, safety_identifier (OpenAI's API takes them all).")
+        "prompt_cache_retention, safety_identifier, prompt_cache_options, image (OpenAI's API takes them all).")
     forward_client_key: bool = Field(False, description="Send the client's own bearer token to --upstream "
                                      "instead of --upstream-api-key.")
     upstream_context_window: int | None = Field(

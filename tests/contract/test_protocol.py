@@ -116,6 +116,26 @@ def test_pass_through_parameters_reach_upstreams_that_take_them(client, backend,
     assert unreported.service_tier == "default" and backend.requests[-1]["service_tier"] == "priority"
 
 
+def test_prompt_cache_options_and_image_go_only_to_upstreams_that_take_them(client, backend, scripted_server,
+                                                                            tmp_path) -> None:
+    options = {"prompt_cache_options": {"mode": "explicit", "ttl": "12h"},
+               "image": {"context_compression": "disabled"}}
+    for name, value in options.items():
+        with pytest.raises(openai.BadRequestError) as info:
+            client.responses.create(model="m", input="x", **{name: value})
+        assert info.value.body["param"] == name and "--upstream-forward" in info.value.message
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="m", input="x", prompt_cache_options={"ttl": "1y"})
+    assert info.value.body["param"] == "prompt_cache_options.ttl"
+    with ParleyProcess("--upstream", scripted_server.url, "--db", f"sqlite:///{tmp_path / 'o.db'}",
+                       "--upstream-forward", "prompt_cache_options,image") as server, \
+            openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0) as forwarding:
+        backend.push(Reply(text="ok"))
+        response = forwarding.responses.create(model="m", input="x", **options)
+    assert {name: backend.requests[-1][name] for name in options} == options
+    assert response.prompt_cache_options.ttl == "12h" and response.image.context_compression == "disabled"
+
+
 def test_reasoning_summary_carries_the_reasoning_and_streams_as_summary_events(client, backend, parley_server) -> None:
     backend.push(Reply(reasoning="First add, then check.", text="5"))
     plain = client.responses.create(model="m", input="2+3?")

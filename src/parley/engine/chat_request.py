@@ -70,6 +70,7 @@ def chat_request(
     if end_user:
         body["user"] = end_user
     for name in forward:  # what this upstream takes under the Responses name (UpstreamConfig.forward_params)
-        if getattr(request, name) is not None:
-            body[name] = getattr(request, name)
+        value = getattr(request, name)
+        if value is not None:
+            body[name] = value.model_dump(exclude_none=True) if hasattr(value, "model_dump") else value
     return body

@@ -45,6 +45,7 @@ from parley.moderation import Moderator, moderated
 from parley.metrics import Metrics
 from parley.reasoning import ReasoningCipher
 from parley.request import CreateResponse
+from parley.settings import FORWARDED_ONLY
 from parley.store.base import Store
 from parley.tools.base import BindContext, CallDone, ItemDone, ToolCall, ToolEnv
 from parley.tools.registry import REGISTRY, Registry, Toolset
@@ -103,6 +104,11 @@ class Engine:
             raise StoreUnavailable("The response store is unavailable; try again.")
         request.input = await self.sources.resolve_references(request.input, tenant)
         await self.registry.admit(request.tools, self.tools, tenant)
+        for name in FORWARDED_ONLY:
+            if getattr(request, name) is not None and name not in upstream.forward_params:
+                raise InvalidRequest(f"'{name}' is sent on to the upstream as it is, and this model's upstream is not "
+                                     f"configured to take it (--upstream-forward {name}, or forward_params in "
+                                     "--config).", param=name, code="unsupported_parameter")
         if request.moderation is not None and self.moderator is None:
             raise InvalidRequest("'moderation' needs a moderations endpoint: start Parley with --moderation-upstream "
                                  "(an OpenAI-compatible base URL serving /moderations).", param="moderation",

@@ -127,4 +127,10 @@ def snapshot(turn: Turn, state: RunState, status: str) -> Response:
         prompt_cache_retention=request.prompt_cache_retention,
         conversation={"id": request.conversation} if request.conversation else None,
         moderation=state.moderation,
+        prompt_cache_options=_dumped(request.prompt_cache_options),
+        image=_dumped(request.image),
     )
+
+
+def _dumped(options: Any) -> dict[str, Any] | None:
+    return None if options is None else options.model_dump(exclude_none=True)
