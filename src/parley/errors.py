@@ -65,6 +65,12 @@ class AuthenticationFailed(ParleyError):
     default_code = "invalid_api_key"
 
 
+class PermissionDenied(ParleyError):
+    status_code = 403
+    error_type = "invalid_request_error"
+    default_code = "permission_denied"
+
+
 class RetryLater(ParleyError):
     """An error the client may retry after ``retry_after_s`` seconds (sent as ``Retry-After``)."""
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from parley.errors import InvalidRequest, UnknownParameter, UnsupportedParameter
+from parley.errors import InvalidRequest, PermissionDenied, UnknownParameter, UnsupportedParameter
 from parley.validation import StrictModel, validation_error
 from parley.items import InputItem, parse_input
 from parley.moderation import ModerationConfig
@@ -27,11 +27,11 @@ HONOURED = {
     "client_metadata",  # Codex's client description: informational, as at OpenAI
     "conversation", "context_management", "moderation",
     "prompt_cache_options", "image",  # sent on to upstreams configured to take them (--upstream-forward)
+    "access_programs",
 }
 # Known to the protocol; Parley refuses them by name until it honours them.
 NOT_YET = {
     "prompt": "Stored prompt templates are not supported.",
-    "access_programs": "Access programs are not supported.",
 }
 # Chat Completions names that moved elsewhere in the Responses API (OpenAI's own hints).
 MOVED = {
@@ -97,6 +97,13 @@ class ImageOptions(StrictModel):
     context_compression: Literal["auto", "enabled", "disabled"] | None = None
 
 
+class AccessPrograms(StrictModel):
+    """OpenAI's domain access programs.  Parley grants the standard one (what every request gets) and no
+    Daybreak access: asking for it is a 403, as OpenAI answers requests that lack the authorization."""
+
+    cyber: Literal["standard", "daybreak_blue", "daybreak_red"]
+
+
 class StreamOptions(StrictModel):
     include_obfuscation: bool | None = None
 
@@ -139,6 +146,7 @@ class CreateResponse(BaseModel):
     context_management: list[ContextManagement] | None = Field(None, max_length=1)
     moderation: ModerationConfig | None = None
     prompt_cache_options: PromptCacheOptions | None = None
+    access_programs: AccessPrograms | None = None
     image: ImageOptions | None = None
 
     @field_validator("metadata")
@@ -232,6 +240,11 @@ def parse_create(body: Any, max_input_items: int = 5000) -> CreateResponse:
         body["tools"] = REGISTRY.parse_tools(body["tools"])
     if "tool_choice" in body:
         body["tool_choice"] = REGISTRY.parse_choice(body["tool_choice"])
+    programs = body.get("access_programs")
+    if isinstance(programs, dict) and programs.get("cyber") in ("daybreak_blue", "daybreak_red"):
+        raise PermissionDenied(f"This server grants no Daybreak access: access_programs.cyber "
+                               f"'{programs['cyber']}' is not available (only 'standard').",
+                               param="access_programs.cyber")
     try:
         request = CreateResponse.model_validate(body)
     except ValidationError as exc:

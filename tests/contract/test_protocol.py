@@ -276,3 +276,15 @@ def test_item_reference_resolves_stored_items_by_id(client, backend) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client.responses.create(model="m", input=[{"type": "item_reference", "id": "msg_unknown"}])
     assert info.value.body["param"] == "input[0].id" and info.value.code == "item_not_found"
+
+
+def test_access_programs_standard_is_granted_and_daybreak_is_a_403(client, backend) -> None:
+    backend.push(Reply(text="ok"))
+    response = client.responses.create(model="m", input="x", access_programs={"cyber": "standard"})
+    assert response.access_programs.cyber == "standard"
+    with pytest.raises(openai.PermissionDeniedError) as info:
+        client.responses.create(model="m", input="x", access_programs={"cyber": "daybreak_red"})
+    assert info.value.body["param"] == "access_programs.cyber" and info.value.body["code"] == "permission_denied"
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="m", input="x", access_programs={"cyber": "other"})
+    assert info.value.body["param"] == "access_programs.cyber"
