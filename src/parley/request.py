@@ -8,7 +8,7 @@ A JSON ``null`` counts as absent, as older SDKs send explicit nulls.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -27,7 +27,7 @@ HONOURED = {
     "client_metadata",  # Codex's client description: informational, as at OpenAI
     "conversation", "context_management", "moderation",
     "prompt_cache_options", "image",  # sent on to upstreams configured to take them (--upstream-forward)
-    "access_programs",
+    "access_programs", "background_options",
 }
 # Known to the protocol; Parley refuses them by name until it honours them.
 NOT_YET = {
@@ -104,6 +104,24 @@ class AccessPrograms(StrictModel):
     cyber: Literal["standard", "daybreak_blue", "daybreak_red"]
 
 
+class BackgroundOptions(StrictModel):
+    """Parley runs a background response as soon as an instance is free: the ``soonest`` window.  The deferred,
+    discounted windows (``2h``, ``8h``) and ``continuation_id`` (a prioritization hint for them) are OpenAI's
+    billing tiers, which Parley does not have: each is a 400 naming it."""
+
+    UNSUPPORTED: ClassVar[dict[str, str]] = {
+        "continuation_id": "Parley has no deferred background tiers for continuation_id to prioritize within."}
+    completion_window: Literal["soonest", "2h", "8h"] = "soonest"
+
+    @field_validator("completion_window")
+    @classmethod
+    def _soonest(cls, window: str) -> str:
+        if window != "soonest":
+            raise ValueError("Parley runs background responses as soon as it can: only 'soonest' is supported "
+                             "(the 2h and 8h windows are OpenAI's discounted tiers)")
+        return window
+
+
 class StreamOptions(StrictModel):
     include_obfuscation: bool | None = None
 
@@ -147,6 +165,7 @@ class CreateResponse(BaseModel):
     moderation: ModerationConfig | None = None
     prompt_cache_options: PromptCacheOptions | None = None
     access_programs: AccessPrograms | None = None
+    background_options: BackgroundOptions | None = None
     image: ImageOptions | None = None
 
     @field_validator("metadata")
@@ -240,6 +259,14 @@ def parse_create(body: Any, max_input_items: int = 5000) -> CreateResponse:
         body["tools"] = REGISTRY.parse_tools(body["tools"])
     if "tool_choice" in body:
         body["tool_choice"] = REGISTRY.parse_choice(body["tool_choice"])
+    options = body.get("background_options")
+    if isinstance(options, dict):
+        if options.get("continuation_id") is not None:
+            raise UnsupportedParameter("background_options.continuation_id",
+                                       BackgroundOptions.UNSUPPORTED["continuation_id"])
+        if body.get("background") is not True:
+            raise InvalidRequest("'background_options' applies to background responses: set 'background' true.",
+                                 param="background_options")
     programs = body.get("access_programs")
     if isinstance(programs, dict) and programs.get("cyber") in ("daybreak_blue", "daybreak_red"):
         raise PermissionDenied(f"This server grants no Daybreak access: access_programs.cyber "

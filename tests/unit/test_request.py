@@ -136,3 +136,15 @@ def test_tool_search_and_deferred_tools_are_accepted_once() -> None:
     assert [t.type for t in request.tools] == ["function", "tool_search"]
     assert error_of({"model": "m", "input": "x", "tools": [{"type": "tool_search"},
                                                            {"type": "tool_search"}]}).param == "tools"
+
+
+def test_background_options_take_the_soonest_window_only() -> None:
+    body = {"model": "m", "input": "hi", "background": True}
+    assert parse_create({**body, "background_options": {"completion_window": "soonest"}}).background
+    for options, param in [({"completion_window": "2h"}, "background_options.completion_window"),
+                           ({"continuation_id": "c1"}, "background_options.continuation_id"),
+                           ({"soon": True}, "background_options.soon")]:
+        err = error_of({**body, "background_options": options})
+        assert err.status_code == 400 and err.param == param, (options, err.param)
+    err = error_of({"model": "m", "input": "hi", "background_options": {}})
+    assert err.param == "background_options" and "background" in err.message
