@@ -32,8 +32,7 @@ def test_unknown_parameter() -> None:
 
 
 @pytest.mark.parametrize("name, value", [("prompt", {"id": "p"}),
-                                         ("response_format", {"type": "json_object"}),
-                                         ("moderation", {"mode": "x"})])
+                                         ("response_format", {"type": "json_object"})])
 def test_known_but_unsupported_parameters_are_named(name: str, value: object) -> None:
     err = error_of({"model": "m", "input": "hi", name: value})
     assert err.code == "unsupported_parameter" and err.param == name
@@ -104,7 +103,7 @@ def test_json_schema_format_and_named_tool_choice() -> None:
 
 
 @pytest.mark.parametrize("tool, param", [
-    ({"type": "web_search", "user_location": {"type": "approximate", "city": "Paris"}}, "tools[0].user_location"),
+    ({"type": "web_search", "user_location": {"type": "precise", "city": "Paris"}}, "tools[0].user_location.type"),
     ({"type": "web_search_preview", "search_content_types": ["image"]}, "tools[0].search_content_types"),
     ({"type": "mcp", "server_label": "x", "connector_id": "connector_gmail"}, "tools[0].connector_id"),
     ({"type": "mcp", "server_label": "bad label!", "server_url": "http://h/mcp"}, "tools[0].server_label"),
