@@ -28,10 +28,10 @@ HONOURED = {
     "conversation", "context_management", "moderation",
     "prompt_cache_options", "image",  # sent on to upstreams configured to take them (--upstream-forward)
     "access_programs", "background_options",
+    "prompt",  # applied at the edge (parley.prompts.templates.apply); echoed
 }
 # Known to the protocol; Parley refuses them by name until it honours them.
 NOT_YET = {
-    "prompt": "Stored prompt templates are not supported.",
 }
 # Chat Completions names that moved elsewhere in the Responses API (OpenAI's own hints).
 MOVED = {
@@ -122,6 +122,14 @@ class BackgroundOptions(StrictModel):
         return window
 
 
+class PromptReference(StrictModel):
+    """The stored prompt a create was made from (its version resolved), as the Response echoes it."""
+
+    id: str
+    version: str | None = None
+    variables: dict[str, Any] | None = None
+
+
 class StreamOptions(StrictModel):
     include_obfuscation: bool | None = None
 
@@ -166,6 +174,7 @@ class CreateResponse(BaseModel):
     prompt_cache_options: PromptCacheOptions | None = None
     access_programs: AccessPrograms | None = None
     background_options: BackgroundOptions | None = None
+    prompt: PromptReference | None = None
     image: ImageOptions | None = None
 
     @field_validator("metadata")

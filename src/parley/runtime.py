@@ -37,6 +37,8 @@ from parley.store.files import SqlFiles
 from parley.store.sql import TEXT_BATCH, SqlStore, open_store
 from parley.tools.base import ToolEnv
 from parley.moderation import Moderator
+from parley.prompts.store import SqlPrompts
+from parley.prompts.templates import variables_of
 from parley.tools.images import ImagesEndpoint
 from parley.tools.web_cache import SqlWebCache
 from parley.tools.web_search import make_provider
@@ -93,6 +95,7 @@ class Runtime:
         self.ingest_workers = WorkerPool(settings.ingest_concurrency, *bounds)
         self.file_limits = Limits(settings.max_file_tokens)
         self.ready = False
+        self.prompts: SqlPrompts | None = None
         self._engine: Engine | None = None
         self._files: SqlFiles | None = None
         self._retrieval: Retrieval | None = None
@@ -166,6 +169,7 @@ class Runtime:
         self.tools.containers = self._containers
         self.tools.web_cache = self._web_cache = SqlWebCache(store)
         self.tools.files = self._files
+        self.prompts = SqlPrompts(store, variables_of)
         self._background = make_background(self.engine, store, settings)
         self._background.start()
         self._watchdog = asyncio.create_task(self._recover_abandoned())

@@ -130,6 +130,7 @@ def snapshot(turn: Turn, state: RunState, status: str) -> Response:
         prompt_cache_options=_dumped(request.prompt_cache_options),
         image=_dumped(request.image),
         access_programs=_dumped(request.access_programs),
+        prompt=_dumped(request.prompt),
     )
 
 

@@ -24,6 +24,7 @@ from parley.http.files import file_routes
 from parley.http.conversations import conversation_routes
 from parley.http.vector_stores import vector_store_routes
 from parley.http.containers import container_routes
+from parley.http.prompts import prompt_routes
 from parley.http.skills import skill_routes
 from parley.http.routes import routes
 from parley.runtime import Runtime
@@ -53,6 +54,6 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
     error_handlers.install(app)
     # the routes themselves: include_router adds a layer to every request
     app.router.routes.extend(routes.routes + file_routes.routes + vector_store_routes.routes + container_routes.routes +
-                             skill_routes.routes +
+                             skill_routes.routes + prompt_routes.routes +
                              conversation_routes.routes + console_routes)
     return app

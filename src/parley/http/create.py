@@ -24,6 +24,7 @@ from parley.http.bodies import collect, loads
 from parley.http.error_handlers import ERROR_KEY
 from parley.http.sse import SSE_HEADERS, SlowClients, write_events, write_frames
 from parley.http.websocket import serve_socket
+from parley.prompts.templates import apply as apply_prompt
 from parley.request import parse_create
 from parley.runtime import Runtime
 from parley.wire import to_json
@@ -66,6 +67,7 @@ class CreateRoute:
                                                           (scope.get("client") or (None,))[0])
         body = loads(await collect(_chunks(receive), _header(scope, b"content-length"),
                                    server.settings.max_body_bytes))
+        body = await apply_prompt(body, server.prompts, who.tenant)
         create = parse_create(body, max_input_items=server.settings.max_input_items)
         turn = await server.engine.prepare(create, who.tenant, who.token)
         if create.background:  # queued: any instance runs it; a stream follows it from its first event

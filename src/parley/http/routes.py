@@ -13,6 +13,7 @@ from parley.auth import Caller
 from parley.engine.compaction import COMPACT_PARAMETERS
 from parley.errors import InvalidRequest, NotFound, StoreUnavailable, UnknownParameter, UnsupportedParameter
 from parley.http.bodies import read_json
+from parley.prompts.templates import apply as apply_prompt
 from parley.request import parse_create
 from parley.wire import integer_timestamps
 from parley.runtime import Runtime
@@ -84,6 +85,7 @@ async def count_input_tokens(request: Request, who: Caller = Depends(caller)) ->
     body = await read_json(request)
     if isinstance(body, dict) and ("stream" in body or "background" in body):
         raise UnsupportedParameter("stream" if "stream" in body else "background", "Not a parameter of a count.")
+    body = await apply_prompt(body, server.prompts, who.tenant)
     create = parse_create(body, max_input_items=server.settings.max_input_items)
     tokens, how = await server.engine.count_input_tokens(create, who.tenant)
     return JSONResponse({"object": "response.input_tokens", "input_tokens": tokens},

@@ -33,6 +33,7 @@ from parley.auth import Caller
 from parley.engine.turn import RunState
 from parley.errors import InvalidRequest, ParleyError
 from parley.ids import new_id
+from parley.prompts.templates import apply as apply_prompt
 from parley.request import parse_create
 from parley.runtime import Runtime
 from parley.wire import to_json
@@ -148,8 +149,8 @@ class ResponsesSocket:
             if body.get("background"):
                 raise InvalidRequest("background is not supported over WebSocket.", param="background")
             body.pop("stream", None)
+            sent = body = await apply_prompt(body, self.runtime.prompts, self.caller.tenant)
             queued = carried or self.waiting.pop(str(body.get("previous_response_id")), [])
-            sent = body
             if queued:  # the steering input waiting for this continuation goes first
                 own = body.get("input", [])
                 own = [{"role": "user", "content": own}] if isinstance(own, str) else list(own)
@@ -200,6 +201,7 @@ class ResponsesSocket:
             return
         successor = {**running.body, "type": "response.create", "previous_response_id": final.id, "input": []}
         successor.pop("conversation", None)
+        successor.pop("prompt", None)  # (its template is in the body already: applied again, it would repeat)
         if running.lane is not None:
             successor["stream_id"] = running.lane
         await self._create(successor, carried=running.steers)

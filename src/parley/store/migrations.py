@@ -446,4 +446,26 @@ MIGRATIONS: list[tuple[str, Statements]] = [
             "CREATE INDEX ix_parley_web_cache_fetched ON parley_web_cache (tenant, fetched_at)",
         ],
     ),
+    (
+        # Stored prompts: a prompt per tenant and its versions, each a template of a create (JSON).
+        "0019_prompts",
+        [
+            """CREATE TABLE parley_prompts (
+                id VARCHAR(80) PRIMARY KEY,
+                tenant VARCHAR(200) NOT NULL,
+                name VARCHAR(256) NOT NULL,
+                created_at BIGINT NOT NULL,
+                created_ns BIGINT NOT NULL,
+                latest_version INTEGER NOT NULL
+            )""",
+            "CREATE INDEX ix_parley_prompts_tenant ON parley_prompts (tenant, created_ns)",
+            """CREATE TABLE parley_prompt_versions (
+                prompt_id VARCHAR(80) NOT NULL,
+                version INTEGER NOT NULL,
+                created_at BIGINT NOT NULL,
+                template TEXT NOT NULL,
+                PRIMARY KEY (prompt_id, version)
+            )""",
+        ],
+    ),
 ]

@@ -1,0 +1,1 @@
+"""Stored prompts: versioned templates of a create (``prompt: {id, version, variables}``)."""
