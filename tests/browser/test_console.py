@@ -297,3 +297,46 @@ def test_only_http_links_are_links_and_no_other_site_can_frame_the_console(page,
     framing.wait_for_load_state()
     frame = framing.frame_locator("#f")
     assert frame.locator("#key").count() == 0  # the sign-in form never renders inside another page
+
+
+def test_a_prompt_is_made_and_edited_in_the_console_and_used_by_a_create(page, browser, server, backend):
+    sign_in(page, server, "sk-alice", "/console/prompts")
+    page.fill("#prompt-name", "Greeter")
+    page.fill("#prompt-model", "scripted")
+    page.fill("#prompt-instructions", "Greet {{name}} warmly.")
+    page.fill("#prompt-message", "Say hello to {{name}}.")
+    page.fill("#prompt-settings", "{not json")
+    page.click("#save-prompt")
+    assert page.locator("#prompt-error").inner_text()  # the JSON error, shown, nothing saved
+    page.fill("#prompt-settings", '{"temperature": 9}')
+    page.click("#save-prompt")
+    page.locator("#prompt-error", has_text="temperature").wait_for()
+    page.fill("#prompt-settings", '{"temperature": 0.5}')
+    page.click("#save-prompt")
+    page.wait_for_url(re.compile(re.escape(server.url) + r"/console/prompts/pmpt_\w+"))
+    prompt_id = page.locator("#prompt-id").inner_text()
+    assert page.locator("#prompt-version").inner_text() == "1"
+    assert page.locator("#prompt-variables").inner_text() == "name"
+
+    page.fill("#prompt-instructions", "Greet {{name}} briefly.")  # an edit is the next version
+    page.click("#save-prompt")
+    page.locator("#prompt-version", has_text="2").wait_for()
+    assert [row.get_attribute("data-version") for row in page.locator("#versions tbody tr").all()] == ["2", "1"]
+    page.goto(server.url + "/console/prompts")
+    assert "Greeter" in page.locator(f'tr[data-id="{prompt_id}"]').inner_text()
+
+    backend.push(Reply(text="Hello, Ada!"))
+    with api(server, "sk-alice") as alice:
+        response = alice.responses.create(prompt={"id": prompt_id, "variables": {"name": "Ada"}})
+    assert response.output_text == "Hello, Ada!" and response.prompt.version == "2" and response.temperature == 0.5
+    assert backend.requests[-1]["messages"][:2] == [{"role": "system", "content": "Greet Ada briefly."},
+                                                    {"role": "user", "content": "Say hello to Ada."}]
+    bob = browser.new_context()
+    try:
+        bob_page = bob.new_page()
+        sign_in(bob_page, server, "sk-bob-0000", "/console/prompts")
+        assert prompt_id not in bob_page.content()
+        bob_page.goto(f"{server.url}/console/prompts/{prompt_id}")
+        assert bob_page.locator(".error").inner_text().startswith("No prompt")
+    finally:
+        bob.close()

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from parley.backends.router import Router
+from parley.console.prompts import prompt_pages
 from parley.console.access import ConsoleHeaders
 from parley.console.routes import console_routes
 from parley.http import error_handlers
@@ -55,5 +56,5 @@ def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
     # the routes themselves: include_router adds a layer to every request
     app.router.routes.extend(routes.routes + file_routes.routes + vector_store_routes.routes + container_routes.routes +
                              skill_routes.routes + prompt_routes.routes +
-                             conversation_routes.routes + console_routes)
+                             conversation_routes.routes + console_routes + prompt_pages)
     return app
