@@ -57,8 +57,10 @@ class ApprovalFilter(ToolModel):
 class McpTool(ToolModel):
     """A remote MCP server whose tools Parley lists and calls itself."""
 
-    UNSUPPORTED = {option: "Only MCP servers named by 'server_url' are supported."
-                   for option in ("connector_id", "tunnel_id")}
+    UNSUPPORTED = {
+        "connector_id": "Connectors are services OpenAI hosts (Gmail, Google Drive…), which Parley cannot reach: run "
+                        "an MCP server for the service and give its 'server_url'.",
+        "tunnel_id": "Only MCP servers named by 'server_url' are supported."}
     type: Literal["mcp"]
     server_label: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     server_url: str = Field(pattern=r"^https?://")
