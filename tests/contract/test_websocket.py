@@ -103,8 +103,8 @@ def test_errors_are_error_events_and_the_socket_goes_on(ws, backend) -> None:
     backend.push(Reply(text="Still here."))
     with ws.responses.connect() as conn:
         for bad, param in [({"temperature": 5}, "temperature"), ({"background": True}, "background"),
-                           ({"generate": False}, "generate"), ({"previous_response_id": "resp_nope"},
-                                                               "previous_response_id")]:
+                           ({"generate": "no"}, "generate"), ({"previous_response_id": "resp_nope"},
+                                                              "previous_response_id")]:
             conn.send({"type": "response.create", "model": "m", "input": "x", **bad})
             error = recv(conn)
             assert error.type == "error" and error.error.param == param, (bad, error)
@@ -221,3 +221,17 @@ def test_steering_after_completion_follows_with_a_successor_and_bad_steers_fail(
     assert final.output_text == "Second answer." and final.instructions == "Be brief."
     assert backend.requests[-1]["messages"][-1] == {"role": "user", "content": "Make it about cats."}
     assert re.fullmatch(r"steer_\w+", [e for e in events if e.type == "response.steer.accepted"][0].steer.id)
+
+
+def test_generate_false_keeps_the_input_for_a_later_turn_without_calling_the_model(ws, backend) -> None:
+    backend.push(Reply(text="You told me about the red door."))
+    before = len(backend.requests)
+    with ws.responses.connect() as conn:
+        conn.response.create(model="m", input="Remember: the door is red.", generate=False)
+        prepared = check_stream(until_terminal(conn))
+        assert prepared.status == "completed" and prepared.output == [] and len(backend.requests) == before
+        conn.response.create(model="m", input="What did I say?", previous_response_id=prepared.id)
+        answer = check_stream(until_terminal(conn))
+    assert answer.output_text == "You told me about the red door."
+    assert [m["content"] for m in backend.requests[-1]["messages"]] == ["Remember: the door is red.",
+                                                                         "What did I say?"]

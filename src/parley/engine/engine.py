@@ -218,8 +218,8 @@ class Engine:
         yield ResponseInProgressEvent(type="response.in_progress", response=started, sequence_number=0)
         state.stepping = True
         try:
-            async for event in moderated(self._step(turn, state), turn.request.moderation, self.moderator,
-                                         turn.request.input, state):
+            steps = self._step(turn, state) if state.generate else _nothing()
+            async for event in moderated(steps, turn.request.moderation, self.moderator, turn.request.input, state):
                 yield event
         except ParleyError as exc:
             state.error = exc
@@ -436,3 +436,8 @@ class Engine:
 
 def _ids(items: list[Any]) -> list[str]:
     return [item.id for item in items if getattr(item, "id", None)]
+
+
+async def _nothing() -> AsyncIterator[ResponseStreamEvent]:
+    return
+    yield

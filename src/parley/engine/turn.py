@@ -81,6 +81,7 @@ class RunState:
     # boundary (after a tool step, before the next model call) as incomplete, reason "steered".
     steered: Callable[[], bool] | None = None
     moderation: dict[str, Any] | None = None  # the Response's moderation results (parley.moderation)
+    generate: bool = True  # False (a WebSocket's generate: false): the input is kept, the model is not called
 
 
 def snapshot(turn: Turn, state: RunState, status: str) -> Response:

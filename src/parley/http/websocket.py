@@ -143,9 +143,9 @@ class ResponsesSocket:
         lane = event.get("stream_id")
         body = {k: v for k, v in event.items() if k not in ("type", "stream_id")}
         try:
-            if body.pop("generate", True) is False:
-                raise InvalidRequest("generate: false (preparing state without output) is not supported by Parley "
-                                     "yet.", param="generate", code="unsupported_parameter")
+            generate = body.pop("generate", True)
+            if not isinstance(generate, bool):
+                raise InvalidRequest("'generate' is true or false.", param="generate")
             if body.get("background"):
                 raise InvalidRequest("background is not supported over WebSocket.", param="background")
             body.pop("stream", None)
@@ -163,7 +163,7 @@ class ResponsesSocket:
             self._error(exc, lane)
             return
         running = self.running[turn.id] = Running(sent, lane)
-        state = RunState(conversation=turn.conversation, steered=lambda: bool(running.steers))
+        state = RunState(conversation=turn.conversation, steered=lambda: bool(running.steers), generate=generate)
         final = None
         try:
             await self._stream(turn, state, running)
