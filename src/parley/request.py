@@ -16,6 +16,7 @@ from parley.errors import InvalidRequest, PermissionDenied, UnknownParameter, Un
 from parley.validation import StrictModel, validation_error
 from parley.items import InputItem, parse_input
 from parley.moderation import ModerationConfig
+from parley.settings import FORWARDED_ONLY
 from parley.tools.base import ToolModel
 from parley.tools.registry import REGISTRY
 
@@ -287,3 +288,17 @@ def parse_create(body: Any, max_input_items: int = 5000) -> CreateResponse:
         raise validation_error(exc) from None
     REGISTRY.check(request.tools, request.tool_choice)
     return request
+
+
+def check_served(request: CreateResponse, forwarded: list[str], *, moderated: bool) -> None:
+    """The 400s for what this server cannot serve for ``request``: a parameter its upstream does not take
+    (``forwarded``: what it was configured to take), ``moderation`` without a moderations endpoint."""
+    for name in FORWARDED_ONLY:
+        if getattr(request, name) is not None and name not in forwarded:
+            raise InvalidRequest(f"'{name}' is sent on to the upstream as it is, and this model's upstream is not "
+                                 f"configured to take it (--upstream-forward {name}, or forward_params in --config).",
+                                 param=name, code="unsupported_parameter")
+    if request.moderation is not None and not moderated:
+        raise InvalidRequest("'moderation' needs a moderations endpoint: start Parley with --moderation-upstream "
+                             "(an OpenAI-compatible base URL serving /moderations).", param="moderation",
+                             code="moderation_not_configured")

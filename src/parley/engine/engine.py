@@ -44,8 +44,7 @@ from parley.items import image_urls, input_files, item_resource, uploaded_images
 from parley.moderation import Moderator, moderated
 from parley.metrics import Metrics
 from parley.reasoning import ReasoningCipher
-from parley.request import CreateResponse
-from parley.settings import FORWARDED_ONLY
+from parley.request import CreateResponse, check_served
 from parley.store.base import Store
 from parley.tools.base import BindContext, CallDone, ItemDone, ToolCall, ToolEnv
 from parley.tools.registry import REGISTRY, Registry, Toolset
@@ -104,15 +103,7 @@ class Engine:
             raise StoreUnavailable("The response store is unavailable; try again.")
         request.input = await self.sources.resolve_references(request.input, tenant)
         await self.registry.admit(request.tools, self.tools, tenant)
-        for name in FORWARDED_ONLY:
-            if getattr(request, name) is not None and name not in upstream.forward_params:
-                raise InvalidRequest(f"'{name}' is sent on to the upstream as it is, and this model's upstream is not "
-                                     f"configured to take it (--upstream-forward {name}, or forward_params in "
-                                     "--config).", param=name, code="unsupported_parameter")
-        if request.moderation is not None and self.moderator is None:
-            raise InvalidRequest("'moderation' needs a moderations endpoint: start Parley with --moderation-upstream "
-                                 "(an OpenAI-compatible base URL serving /moderations).", param="moderation",
-                                 code="moderation_not_configured")
+        check_served(request, upstream.forward_params, moderated=self.moderator is not None)
         for param, url in image_urls(request.input):  # the backend fetches these on the user's behalf
             await self.tools.address_policy.check(url, param)
         await self.files.read(input_files(request.input), tenant)

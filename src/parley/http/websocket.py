@@ -164,14 +164,12 @@ class ResponsesSocket:
             return
         running = self.running[turn.id] = Running(sent, lane)
         state = RunState(conversation=turn.conversation, steered=lambda: bool(running.steers), generate=generate)
-        final = None
         try:
             await self._stream(turn, state, running)
         finally:
             del self.running[turn.id]
-        final = running.final
-        if running.steers and final is not None:
-            await self._after(final, running)
+        if running.steers and running.final is not None:
+            await self._after(running.final, running)
 
     async def _stream(self, turn: Any, state: RunState, running: Running) -> None:
         async for produced in self.runtime.engine.run(turn, state):
