@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlparse
 
 import httpx
 import openai
@@ -20,38 +17,16 @@ import openai
 from parley.testing.grammar import check_stream
 from parley.testing.mcp_server import MCPTestServer
 from parley.testing.strict import stream_raw
+from parley.verify.base import Context, Skip, expect as _expect
+
+__all__ = ["SCENARIOS", "Context", "Skip"]
+from parley.verify.socket_scenarios import steering, websocket
 
 LLAMA_IMAGE = "https://upload.wikimedia.org/wikipedia/commons/f/f7/Llamas%2C_Vernagt-Stausee%2C_Italy.jpg"
 WEATHER_TOOL = {"type": "function", "name": "get_weather", "description": "Get current temperature for a location.",
                 "parameters": {"type": "object", "properties": {"location": {"type": "string"}},
                                "required": ["location"], "additionalProperties": False}, "strict": True}
 
-
-class Skip(Exception):
-    """The scenario cannot run against this endpoint; the message says why."""
-
-
-@dataclass
-class Context:
-    base_url: str
-    model: str
-    api_key: str
-    client: openai.OpenAI
-    search_available: bool
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"}
-
-    @property
-    def loopback(self) -> bool:
-        host = urlparse(self.base_url).hostname or ""
-        return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
-
-
-def _expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise AssertionError(message)
 
 
 def basic(ctx: Context) -> None:
@@ -348,61 +323,6 @@ def image_generation(ctx: Context) -> None:
     follow = ctx.client.responses.create(model=ctx.model, previous_response_id=response.id, tools=tools,
                                          input="Now draw the same llama at night.")
     _expect(follow.status == "completed", f"the chained turn is {follow.status}")
-
-
-def _until_terminal(conn: Any) -> list[Any]:
-    events = [conn.recv()]
-    while events[-1].type not in ("response.completed", "response.incomplete", "response.failed", "error"):
-        events.append(conn.recv())
-    return events
-
-
-def websocket(ctx: Context) -> None:
-    """WebSocket mode: two responses in turn on one socket (the second chained), and an error event after which
-    the socket goes on."""
-    with ctx.client.responses.connect() as conn:
-        conn.response.create(model=ctx.model, input="Which planet do humans live on?")
-        first = _until_terminal(conn)
-        final = check_stream(first)
-        _expect("earth" in final.output_text.lower(), f"no 'earth' in {final.output_text!r}")
-        _expect(sum(e.type == "response.output_text.delta" for e in first) >= 1, "no output_text.delta event")
-        conn.response.create(model=ctx.model, input="Repeat your previous response in all caps.",
-                             previous_response_id=final.id)
-        second = check_stream(_until_terminal(conn))
-        _expect("EARTH" in second.output_text, f"the chained turn: {second.output_text!r}")
-        conn.send({"type": "response.create", "model": ctx.model, "input": "x", "temperature": 5})
-        error = conn.recv()
-        _expect(error.type == "error" and getattr(error, "status", None) == 400, f"expected a 400 error: {error}")
-        conn.response.create(model=ctx.model, input="Which planet do humans live on?")
-        _expect(_until_terminal(conn)[-1].type == "response.completed", "the socket did not go on after the error")
-
-
-def steering(ctx: Context) -> None:
-    """``response.steer`` while a response waits on a server-side tool call (an MCP tool on loopback that
-    returns when told to): accepted, the response stops steered, and a successor answers with the input."""
-    if not ctx.loopback:
-        raise Skip("the endpoint is not on this machine, so it cannot reach the loopback MCP server")
-    with MCPTestServer("sse", tools="hold") as server, ctx.client.responses.connect() as conn:
-        tools = [{"type": "mcp", "server_label": "signals", "server_url": server.url, "require_approval": "never"}]
-        conn.response.create(model=ctx.model, input="Wait for the signal, then say it came.", tools=tools)
-        created = conn.recv()
-        _expect(created.type == "response.created", f"expected response.created first: {created.type}")
-        _expect(server.hold.entered.wait(60), "the model did not call wait_for_signal")
-        conn.response.steer(previous_response_id=created.response.id, input="Also tell me where llamas live.")
-        events = [conn.recv()]
-        while events[-1].type not in ("response.steer.accepted", "response.steer.failed", "response.completed",
-                                      "response.incomplete", "response.failed", "error"):
-            events.append(conn.recv())
-        _expect(events[-1].type == "response.steer.accepted", f"the steering input was not accepted: {events[-1]}")
-        server.release()
-        first = _until_terminal(conn)
-        _expect(first[-1].type == "response.incomplete" and
-                first[-1].response.incomplete_details.reason == "steered", f"expected a steered stop: {first[-1]}")
-        successor = _until_terminal(conn)
-        _expect(successor[0].type == "response.created" and
-                successor[0].response.previous_response_id == created.response.id, "no successor after the steer")
-        final = check_stream(successor)
-        _expect("peru" in final.output_text.lower(), f"the successor did not take the input: {final.output_text!r}")
 
 
 SCENARIOS: dict[str, Callable[[Context], None]] = {
