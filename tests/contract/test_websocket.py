@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import openai
 import pytest
@@ -235,3 +236,18 @@ def test_generate_false_keeps_the_input_for_a_later_turn_without_calling_the_mod
     assert answer.output_text == "You told me about the red door."
     assert [m["content"] for m in backend.requests[-1]["messages"]] == ["Remember: the door is red.",
                                                                          "What did I say?"]
+
+
+def test_a_response_runs_on_and_is_stored_when_its_socket_closes(ws, backend) -> None:
+    backend.push(Reply(text="Finished without you.", chunk_size=3))
+    backend.hold()
+    with ws.responses.connect() as conn:
+        conn.response.create(model="m", input="Take your time.")
+        created = recv(conn)
+        backend.wait_for_requests(1)
+    backend.release()  # the socket is closed: the response goes on
+    stored = ws.responses.retrieve(created.response.id)
+    while stored.status == "in_progress":  # (polling the stored response until it ends)
+        time.sleep(0.02)
+        stored = ws.responses.retrieve(created.response.id)
+    assert stored.status == "completed" and stored.output_text == "Finished without you."
