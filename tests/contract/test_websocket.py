@@ -251,3 +251,20 @@ def test_a_response_runs_on_and_is_stored_when_its_socket_closes(ws, backend) ->
         time.sleep(0.02)
         stored = ws.responses.retrieve(created.response.id)
     assert stored.status == "completed" and stored.output_text == "Finished without you."
+
+
+def test_a_response_bound_to_a_conversation_cannot_be_steered(ws, backend) -> None:
+    conversation = ws.conversations.create()
+    backend.push(Reply(text="Done."))
+    backend.hold()
+    with ws.responses.connect() as conn:
+        conn.response.create(model="m", input="Hello.", conversation=conversation.id)
+        created = recv(conn)
+        backend.wait_for_requests(1)
+        conn.response.steer(previous_response_id=created.response.id, input="Also this.")
+        failed = recv(conn)
+        while failed.type != "response.steer.failed":
+            failed = recv(conn)
+        backend.release()
+        assert until_terminal(conn)[-1].type == "response.completed"
+    assert failed.error.code == "steering_not_supported"

@@ -221,6 +221,9 @@ class ResponsesSocket:
         elif running.done:
             self._steer_failed(steer, "response_already_completed", "The response has finished.", running.lane,
                                with_id=False)
+        elif running.body.get("conversation") is not None or running.body.get("context_management") is not None:
+            self._steer_failed(steer, "steering_not_supported", "A response bound to a conversation or with automatic "
+                               "compaction cannot be steered.", running.lane, with_id=False)
         elif len(running.steers) >= MAX_STEERS:
             self._steer_failed(steer, "too_many_pending_steers", f"At most {MAX_STEERS} steering submissions may "
                                "wait for one response.", running.lane, with_id=False)
