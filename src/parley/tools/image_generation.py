@@ -170,13 +170,7 @@ class ImageGenerationBinding(Binding):
                                            output_index=index, sequence_number=0)
         yield ResponseImageGenCallInProgressEvent(type="response.image_generation_call.in_progress", **common)
         yield ResponseImageGenCallGeneratingEvent(type="response.image_generation_call.generating", **common)
-        while not run.task.done() or not run.partials.empty():
-            getter = asyncio.ensure_future(run.partials.get())
-            await asyncio.wait([getter, run.task], return_when=asyncio.FIRST_COMPLETED)
-            if not getter.done():
-                getter.cancel()
-                continue
-            partial = getter.result()
+        async for partial in _partials(run):
             yield ResponseImageGenCallPartialImageEvent(
                 type="response.image_generation_call.partial_image", partial_image_b64=partial.b64,
                 partial_image_index=partial.index, **common)
@@ -198,6 +192,25 @@ class ImageGenerationBinding(Binding):
         yield ResponseOutputItemDoneEvent(type="response.output_item.done", item=item.model_copy(),
                                           output_index=index, sequence_number=0)
         yield CallDone(item, {"role": "tool", "tool_call_id": call.call_id, "content": text})
+
+
+async def _partials(run: _Run) -> AsyncIterator[Partial]:
+    """The partial images of a run as they come, until it ends (a run whose events are no longer wanted, its
+    response cancelled, is cancelled with them)."""
+    getter: asyncio.Future[Partial] | None = None
+    try:
+        while not run.task.done() or not run.partials.empty():
+            getter = asyncio.ensure_future(run.partials.get())
+            await asyncio.wait([getter, run.task], return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield getter.result()
+            else:  # the run ended first (a partial it put is still in the queue: the next look takes it)
+                getter.cancel()
+    finally:
+        if getter is not None and not getter.done():
+            getter.cancel()
+        if not run.task.done():
+            run.task.cancel()
 
 
 def _earlier_images(context: BindContext) -> list[str]:
