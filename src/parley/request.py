@@ -31,9 +31,9 @@ HONOURED = {
     "access_programs", "background_options",
     "prompt",  # applied at the edge (parley.prompts.templates.apply); echoed
 }
-# Known to the protocol; Parley refuses them by name until it honours them.
-NOT_YET = {
-}
+# Known to the protocol; Parley refuses them by name until it honours them (none at present: the request fields
+# Parley serves in part refuse what they cannot do where they are read, each with its reason).
+NOT_YET: dict[str, str] = {}
 # Chat Completions names that moved elsewhere in the Responses API (OpenAI's own hints).
 MOVED = {
     "response_format": "In the Responses API, this parameter has moved to 'text.format'.",
