@@ -147,3 +147,15 @@ def test_background_options_take_the_soonest_window_only() -> None:
         assert err.status_code == 400 and err.param == param, (options, err.param)
     err = error_of({"model": "m", "input": "hi", "background_options": {}})
     assert err.param == "background_options" and "background" in err.message
+
+
+@pytest.mark.parametrize("tool", [
+    {"type": "function", "name": "f"}, {"type": "custom", "name": "c"},
+    {"type": "mcp", "server_label": "a", "server_url": "http://127.0.0.1:9/mcp"},
+    {"type": "namespace", "name": "ns", "tools": [{"type": "function", "name": "g"}]},
+    {"type": "code_interpreter", "container": {"type": "auto"}}, {"type": "apply_patch"}, {"type": "shell"},
+])
+def test_allowed_callers_take_direct_and_refuse_programmatic_by_name(tool: dict) -> None:
+    assert parse_create({"model": "m", "input": "hi", "tools": [{**tool, "allowed_callers": ["direct"]}]}).tools
+    err = error_of({"model": "m", "input": "hi", "tools": [{**tool, "allowed_callers": ["direct", "programmatic"]}]})
+    assert err.param == "tools[0].allowed_callers" and "programmatic tool calling" in err.message

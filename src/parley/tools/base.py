@@ -18,14 +18,25 @@ import itertools
 import re
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from openai.types.chat import ChatCompletionToolMessageParam, ChatCompletionToolParam
 from openai.types.responses import ResponseOutputItemAddedEvent, ResponseOutputItemDoneEvent, ResponseStreamEvent
+from pydantic import AfterValidator
 from parley.netpolicy import AddressPolicy
 from parley.validation import StrictModel
 
 Event = ResponseStreamEvent
+
+
+def _direct_only(callers: list[str] | None) -> list[str] | None:
+    if callers is not None and "programmatic" in callers:
+        raise ValueError("programmatic tool calling is not supported by Parley yet: give only 'direct'")
+    return callers
+
+
+# A tool's ``allowed_callers``: the model itself (``direct``); programs (``programmatic``) are refused by name.
+AllowedCallers = Annotated[list[Literal["direct", "programmatic"]] | None, AfterValidator(_direct_only)]
 
 
 class ToolModel(StrictModel):

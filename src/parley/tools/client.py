@@ -34,6 +34,7 @@ from parley.errors import InvalidRequest
 from parley.ids import new_id
 from parley.items import ToolSearchOutputItem, type_of
 from parley.tools.base import (
+    AllowedCallers,
     BindContext,
     Binding,
     CallDone,
@@ -59,7 +60,7 @@ class FunctionTool(ToolModel):
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
     defer_loading: bool | None = None
-    allowed_callers: list[Literal["direct"]] | None = None
+    allowed_callers: AllowedCallers = None
     output_schema: dict[str, Any] | None = None
 
     def echo(self) -> dict[str, Any]:
@@ -88,7 +89,7 @@ class CustomTool(ToolModel):
     description: str | None = None
     format: TextToolFormat | GrammarToolFormat | None = None
     defer_loading: bool | None = None
-    allowed_callers: list[Literal["direct"]] | None = None
+    allowed_callers: AllowedCallers = None
 
     def reference(self) -> dict[str, str]:
         return {"type": "custom", "name": self.name}
@@ -106,6 +107,7 @@ class NamespaceTool(ToolModel):
     name: str = Field(pattern=r"^[a-zA-Z0-9_.:-]{1,64}$")
     description: str | None = None
     defer_loading: bool | None = None
+    allowed_callers: AllowedCallers = None
     tools: list[Annotated[Union[Annotated[FunctionTool, Tag("Function")], Annotated[CustomTool, Tag("Custom")]],
                           Discriminator(_namespaced_kind)]]
 

@@ -37,8 +37,8 @@ from parley.containers.store import ContainerFile
 from parley.errors import InvalidRequest, ParleyError
 from parley.ids import new_id
 from parley.tools.containers import ContainerChoice, earlier_containers
-from parley.tools.base import BindContext, Binding, CallDone, Citation, Offered, Produced, ToolCall, ToolEnv, \
-    ToolKind, ToolModel
+from parley.tools.base import AllowedCallers, BindContext, Binding, CallDone, Citation, Offered, Produced, ToolCall, \
+    ToolEnv, ToolKind, ToolModel
 
 log = logging.getLogger("parley.code_interpreter")
 FUNCTION_NAME = "code_interpreter"
@@ -64,7 +64,7 @@ class AutoContainer(ToolModel):
 class CodeInterpreterTool(ToolModel):
     type: Literal["code_interpreter"]
     container: str | AutoContainer
-    allowed_callers: list[Literal["direct"]] | None = None
+    allowed_callers: AllowedCallers = None
 
     @field_validator("container")
     @classmethod

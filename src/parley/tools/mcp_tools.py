@@ -37,8 +37,8 @@ from parley.redaction import redact_userinfo
 from parley.ids import new_id
 from parley.replayed_items import McpListToolsItem
 from parley.tools.approval import Gated
-from parley.tools.base import BindContext, Binding, CallDone, ItemDone, Offered, Produced, ToolCall, ToolEnv, \
-    ToolKind, ToolModel
+from parley.tools.base import AllowedCallers, BindContext, Binding, CallDone, ItemDone, Offered, Produced, ToolCall, \
+    ToolEnv, ToolKind, ToolModel
 from parley.tools.mcp import MCPConnector, MCPResult, MCPSession, MCPToolInfo, MCPUnavailable
 
 Event = ResponseStreamEvent
@@ -67,6 +67,7 @@ class McpTool(ToolModel):
     headers: dict[str, str] | None = None
     authorization: str | None = None
     server_description: str | None = None
+    allowed_callers: AllowedCallers = None
     allowed_tools: list[str] | ToolNames | None = None
     require_approval: Literal["always", "never"] | ApprovalFilter | None = None  # None: the server's default
 

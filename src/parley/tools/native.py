@@ -23,8 +23,8 @@ from pydantic import Field
 
 from parley.errors import InvalidRequest, UnsupportedParameter
 from parley.ids import new_id
-from parley.tools.base import BindContext, Binding, ClientTool, Offered, Produced, ToolCall, ToolEnv, ToolKind, \
-    ToolModel
+from parley.tools.base import AllowedCallers, BindContext, Binding, ClientTool, Offered, Produced, ToolCall, ToolEnv, \
+    ToolKind, ToolModel
 from parley.tools.client import CALL_CLOSERS, CALL_OPENERS
 from parley.tools.containers import ContainerChoice, earlier_containers
 from parley.tools.hosted_shell import HostedShell
@@ -69,7 +69,7 @@ class ContainerReference(ToolModel):
 class ShellTool(ToolModel):
     type: Literal["shell"]
     environment: LocalEnvironment | ContainerAuto | ContainerReference | None = Field(None, discriminator="type")
-    allowed_callers: list[Literal["direct"]] | None = None
+    allowed_callers: AllowedCallers = None
 
     @property
     def hosted(self) -> bool:
@@ -83,7 +83,7 @@ class LocalShellTool(ToolModel):
 
 class ApplyPatchTool(ToolModel):
     type: Literal["apply_patch"]
-    allowed_callers: list[Literal["direct"]] | None = None
+    allowed_callers: AllowedCallers = None
 
 
 class ToolChoiceNative(ToolModel):
