@@ -115,6 +115,8 @@ def test_errors_are_error_events_and_the_socket_goes_on(ws, backend) -> None:
         assert error.type == "error" and error.error.code == "unknown_event_type"
         conn.send_raw("not json")
         assert recv(conn).error.code == "invalid_json"
+        conn.send_raw('{"type": "response.create", "model": "m", "input": "\\ud800"}')  # a lone surrogate, as over HTTP
+        assert recv(conn).error.code == "invalid_json"
         conn.response.create(model="m", input="x")
         assert check_stream(until_terminal(conn)).output_text == "Still here."
 

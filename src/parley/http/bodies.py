@@ -30,7 +30,7 @@ async def collect(chunks: AsyncIterator[bytes], declared: str | None, limit: int
     return body
 
 
-def loads(raw: bytes | bytearray) -> Any:
+def loads(raw: bytes | bytearray | str) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -31,7 +31,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from parley.auth import Caller
 from parley.engine.turn import RunState
-from parley.errors import InvalidRequest, ParleyError
+from parley.errors import InvalidRequest, ParleyError, PayloadTooLarge
+from parley.http.bodies import loads
 from parley.ids import new_id
 from parley.prompts.templates import apply as apply_prompt
 from parley.request import parse_create
@@ -41,7 +42,6 @@ from parley.wire import to_json
 log = logging.getLogger("parley.websocket")
 MAX_QUEUED = 10_000  # messages waiting for a client that does not read
 MAX_STEERS = 16  # steering submissions waiting for one response
-MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 CLIENT_CALLS = {"function_call": "function_call_output", "custom_tool_call": "custom_tool_call_output",
                 "computer_call": "computer_call_output", "shell_call": "shell_call_output",
                 "apply_patch_call": "apply_patch_call_output", "local_shell_call": "local_shell_call_output"}
@@ -100,15 +100,14 @@ class ResponsesSocket:
     # -- what the client sends -------------------------------------------------------------
 
     def _receive(self, text: str | bytes) -> None:
+        limit = self.runtime.settings.max_body_bytes  # a message is a request body: the same bound, the same parse
         try:
-            if len(text) > MAX_MESSAGE_BYTES:
-                raise InvalidRequest(f"A message may be at most {MAX_MESSAGE_BYTES} bytes.", code="message_too_large")
-            event = json.loads(text)
+            if len(text) > limit:
+                raise PayloadTooLarge(f"A message may be at most {limit} bytes (--max-body-bytes).",
+                                      code="request_too_large")
+            event = loads(text)
             if not isinstance(event, dict) or not isinstance(event.get("type"), str):
                 raise InvalidRequest("Each message must be a JSON object with a 'type'.", param="type")
-        except ValueError:
-            self._error(InvalidRequest("The message is not JSON.", code="invalid_json"), None)
-            return
         except ParleyError as exc:
             self._error(exc, None)
             return
