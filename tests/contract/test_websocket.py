@@ -270,3 +270,20 @@ def test_a_response_bound_to_a_conversation_cannot_be_steered(ws, backend) -> No
         backend.release()
         assert until_terminal(conn)[-1].type == "response.completed"
     assert failed.error.code == "steering_not_supported"
+
+
+def test_a_connection_has_a_bounded_number_of_lanes(ws, backend) -> None:
+    from parley.http.websocket import MAX_LANES
+
+    backend.reset(lambda request: Reply(text="ok"))
+    with ws.responses.connect() as conn:
+        for n in range(MAX_LANES + 1):
+            conn.response.create(model="m", input="x", stream_id=f"lane-{n}")
+        completed, errors = 0, []
+        while completed + len(errors) < MAX_LANES + 1:
+            event = recv(conn)
+            completed += event.type == "response.completed"
+            if event.type == "error":
+                errors.append(event)
+    assert completed == MAX_LANES and [(e.error.code, e.stream_id) for e in errors] == [
+        ("too_many_lanes", f"lane-{MAX_LANES}")]

@@ -42,6 +42,7 @@ from parley.wire import to_json
 log = logging.getLogger("parley.websocket")
 MAX_QUEUED = 10_000  # messages waiting for a client that does not read
 MAX_STEERS = 16  # steering submissions waiting for one response
+MAX_LANES = 64  # lanes of one connection (each runs its responses; more lanes, more at once)
 CLIENT_CALLS = {"function_call": "function_call_output", "custom_tool_call": "custom_tool_call_output",
                 "computer_call": "computer_call_output", "shell_call": "shell_call_output",
                 "apply_patch_call": "apply_patch_call_output", "local_shell_call": "local_shell_call_output"}
@@ -116,6 +117,10 @@ class ResponsesSocket:
             if lane is not None and (not isinstance(lane, str) or not 0 < len(lane) <= 200):
                 self._error(InvalidRequest("'stream_id' must be a string of 1 to 200 characters.",
                                            param="stream_id"), None)
+                return
+            if lane not in self.lanes and len(self.lanes) >= MAX_LANES:
+                self._error(InvalidRequest(f"A connection has at most {MAX_LANES} lanes (stream_id values).",
+                                           param="stream_id", code="too_many_lanes"), lane)
                 return
             self._lane(lane).put_nowait(event)
         elif event["type"] == "response.steer":
