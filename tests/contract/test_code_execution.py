@@ -15,7 +15,7 @@ import pytest
 
 from parley.testing import ParleyProcess, Reply, ScriptedBackend, ToolCall
 from parley.testing.grammar import check_stream
-from tests.contract.helpers import ValidatingTransport
+from parley.testing.strict import strict_client
 
 CODE = re.compile(r"```python\n(.*?)```", re.S)
 SHELL = re.compile(r"```sh\n(.*?)```", re.S)
@@ -56,8 +56,7 @@ def ci_server(ci_backend, db_url, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ci(ci_server):
-    with openai.OpenAI(base_url=ci_server.base_url, api_key="x", max_retries=0,
-                       http_client=httpx.Client(transport=ValidatingTransport(), timeout=60)) as official:
+    with strict_client(ci_server.base_url) as official:
         yield official
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import re
 
-import httpx
 import openai
 import pytest
 
+from parley.testing.strict import strict_client
 from parley.testing import ParleyProcess, Reply, ScriptedBackend, ToolCall
 from parley.testing.grammar import check_stream
-from tests.contract.helpers import ValidatingTransport, stream_raw
+from tests.contract.helpers import stream_raw
 
 ETNA = ("Mount Etna is an active stratovolcano on the east coast of Sicily. Its eruption in 2021 sent an ash "
         "column twelve kilometres high.")
@@ -44,8 +44,7 @@ def fs_server(fs_backend, retrieval_db_url):
 
 @pytest.fixture(scope="module")
 def fs_client(fs_server):
-    with openai.OpenAI(base_url=fs_server.base_url, api_key="x", max_retries=0,
-                       http_client=httpx.Client(transport=ValidatingTransport(), timeout=60)) as official:
+    with strict_client(fs_server.base_url) as official:
         yield official
 
 

@@ -14,7 +14,7 @@ from parley.testing import ParleyProcess, Reply, ToolCall
 from parley.testing.grammar import check_stream
 from parley.testing.images import picture_of, png
 from parley.testing.strict import stream_raw
-from tests.contract.helpers import ValidatingTransport
+from parley.testing.strict import strict_client
 
 BLUE = "data:image/png;base64," + base64.b64encode(png(2, 2, (0, 0, 255))).decode()
 
@@ -28,10 +28,7 @@ def images_server(scripted_server, db_url, tmp_path_factory):
 
 @pytest.fixture
 def images(images_server, backend):
-    import httpx
-
-    with openai.OpenAI(base_url=images_server.base_url, api_key="x", max_retries=0,
-                       http_client=httpx.Client(transport=ValidatingTransport(), timeout=60)) as client:
+    with strict_client(images_server.base_url) as client:
         yield client
 
 

@@ -9,7 +9,7 @@ import pytest
 from parley.testing import ParleyProcess, Reply
 from parley.testing.grammar import check_stream
 from parley.testing.strict import stream_raw
-from tests.contract.helpers import ValidatingTransport
+from parley.testing.strict import strict_client
 
 SCORE = {"model": "omni-moderation-latest"}
 BLOCK = {"model": "omni-moderation-latest", "policy": {"input": {"mode": "block"}, "output": {"mode": "block"}}}
@@ -24,10 +24,7 @@ def moderated_server(scripted_server, db_url):
 
 @pytest.fixture
 def mod(moderated_server, backend):
-    import httpx
-
-    with openai.OpenAI(base_url=moderated_server.base_url, api_key="x", max_retries=0,
-                       http_client=httpx.Client(transport=ValidatingTransport(), timeout=60)) as client:
+    with strict_client(moderated_server.base_url) as client:
         yield client
 
 

@@ -8,12 +8,11 @@ import io
 import stat
 import zipfile
 
-import httpx
 import openai
 import pytest
 
 from parley.testing import ParleyProcess, Reply, ScriptedBackend, ToolCall
-from tests.contract.helpers import ValidatingTransport
+from parley.testing.strict import strict_client
 
 SKILL_MD = b"---\nname: csv-tools\ndescription: Summarise CSV files with the bundled script.\n---\n\nRun scripts/summary.py.\n"
 SCRIPT = b"import sys\nprint('rows:', sum(1 for _ in open(sys.argv[1])) - 1)\n"
@@ -38,8 +37,7 @@ def sk(skill_backend, tmp_path_factory):
     folder = tmp_path_factory.mktemp("skills")
     with ParleyProcess("--upstream", skill_backend.url, "--db", f"sqlite:///{folder / 'p.db'}", "--sandbox", "bwrap",
                        "--containers-dir", str(folder / "containers")) as server, \
-            openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0,
-                          http_client=httpx.Client(transport=ValidatingTransport(), timeout=60)) as client:
+            strict_client(server.base_url) as client:
         yield client
 
 

@@ -7,10 +7,11 @@ import re
 import openai
 import pytest
 
+from parley.testing.strict import strict_client
 from parley.testing import ParleyProcess, Reply, ScriptedBackend, ToolCall
 from parley.testing.grammar import check_stream
 from parley.testing.search_server import SearchTestServer
-from tests.contract.helpers import ValidatingTransport, stream_raw
+from tests.contract.helpers import stream_raw
 
 QUESTION = "How many experts does the Llama 4 Maverick model have?"
 
@@ -50,10 +51,7 @@ def ws_client(provider_server, search_backend, search):
     search_backend.reset(searching_model)
     search.requests.clear()
     _, server = provider_server
-    import httpx
-
-    with openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0,
-                       http_client=httpx.Client(transport=ValidatingTransport(), timeout=60)) as official:
+    with strict_client(server.base_url) as official:
         yield official
 
 

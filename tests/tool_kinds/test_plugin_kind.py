@@ -30,12 +30,9 @@ def dice_server(scripted_server: ScriptedBackend, tmp_path_factory) -> Iterator[
 @pytest.fixture
 def dice_client(dice_server: ParleyProcess, backend: ScriptedBackend) -> Iterator[openai.OpenAI]:
     """The official client; every Response body and SSE event it receives is validated strictly."""
-    import httpx
+    from parley.testing.strict import strict_client
 
-    from tests.contract.helpers import ValidatingTransport
-
-    with openai.OpenAI(base_url=dice_server.base_url, api_key="k", max_retries=0,
-                       http_client=httpx.Client(transport=ValidatingTransport(), timeout=60)) as client:
+    with strict_client(dice_server.base_url, "k") as client:
         yield client
 
 

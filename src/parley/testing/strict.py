@@ -141,3 +141,12 @@ class ValidatingTransport(httpx.HTTPTransport):
         ValidatingTransport.seen += 1
         response.stream = _ValidatingStream(response.stream, validate)  # type: ignore[arg-type]
         return response
+
+
+def strict_client(base_url: str, api_key: str = "x") -> Any:
+    """The official ``openai`` client for ``base_url`` whose every Response body and event is validated strictly
+    (:class:`ValidatingTransport`); use it as a context manager."""
+    import openai
+
+    return openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0,
+                         http_client=httpx.Client(transport=ValidatingTransport(), timeout=60))
