@@ -99,3 +99,10 @@ def test_a_prompt_over_the_websocket(parley_server, api, backend) -> None:
                 event = conn.recv()
     assert event.type == "response.completed" and event.response.prompt.id == made["id"]
     assert backend.requests[-1]["messages"][0] == {"role": "system", "content": "Answer about bees."}
+
+
+def test_a_variable_used_many_times_cannot_blow_a_prompt_up(client, api) -> None:
+    made = api.post("/prompts", json={"name": "echo", "instructions": "{{x}}" * 2000}).json()
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="m", prompt={"id": made["id"], "variables": {"x": "y" * 20_000}})
+    assert info.value.body["param"] == "prompt.variables" and info.value.body["code"] == "prompt_too_large"

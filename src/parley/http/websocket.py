@@ -43,6 +43,7 @@ log = logging.getLogger("parley.websocket")
 MAX_QUEUED = 10_000  # messages waiting for a client that does not read
 MAX_STEERS = 16  # steering submissions waiting for one response
 MAX_LANES = 64  # lanes of one connection (each runs its responses; more lanes, more at once)
+MAX_WAITING = 64  # responses of one connection whose steering input waits for the client's tool outputs
 CLIENT_CALLS = {"function_call": "function_call_output", "custom_tool_call": "custom_tool_call_output",
                 "computer_call": "computer_call_output", "shell_call": "shell_call_output",
                 "apply_patch_call": "apply_patch_call_output", "local_shell_call": "local_shell_call_output"}
@@ -194,6 +195,11 @@ class ResponsesSocket:
             if final.status == "failed":
                 for steer in running.steers:
                     self._steer_failed(steer, "response_not_active", "The response failed.", running.lane)
+                return
+            if len(self.waiting) >= MAX_WAITING:
+                for steer in running.steers:
+                    self._steer_failed(steer, "too_many_pending_steers", f"At most {MAX_WAITING} responses of a "
+                                       "connection may hold steering input waiting for tool outputs.", running.lane)
                 return
             self.waiting[final.id] = running.steers
             for steer in running.steers:

@@ -25,6 +25,7 @@ TEMPLATE_FIELDS = ("model", "instructions", "input", "tools", "tool_choice", "te
                    "metadata", "store")
 VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]{0,63})\s*\}\}")
 VARIABLE_VALUE: TypeAdapter[Any] = TypeAdapter(Variables)
+MAX_FILLED = 32 * 1024 * 1024  # characters of text a filled prompt may hold (a variable used many times multiplies)
 
 
 def _texts(template: dict[str, Any]) -> list[str]:
@@ -57,6 +58,11 @@ def check_template(template: Any, param: str = "") -> dict[str, Any]:
     trial = fill(template, {name: "x" for name in variables_of(template)}, "variables")
     parse_create({"model": "m", **trial, "input": trial.get("input") or "x"})
     return template
+
+
+def _text_size(value: Any) -> int:
+    value = _part(value)
+    return len(value) if isinstance(value, str) else 0
 
 
 def _part(value: Any) -> dict[str, Any] | str:
@@ -156,6 +162,11 @@ async def apply(body: Any, prompts: SqlPrompts | None, tenant: str) -> Any:
         if name not in values:
             raise InvalidRequest(f"Prompt '{prompt_id}' needs variable '{name}'.", param=f"prompt.variables.{name}",
                                  code="missing_required_parameter")
+    filled_size = sum(len(text) + sum(_text_size(values[m.group(1)]) - len(m.group(0))
+                                      for m in VARIABLE.finditer(text)) for text in _texts(found.template))
+    if filled_size > MAX_FILLED:
+        raise InvalidRequest(f"Prompt '{prompt_id}' filled with these variables would hold {filled_size} characters of "
+                             f"text; at most {MAX_FILLED}.", param="prompt.variables", code="prompt_too_large")
     template = fill(found.template, values, "prompt.variables")
     merged = {**{k: v for k, v in template.items() if k != "input"},
               **{k: v for k, v in body.items() if v is not None}}
