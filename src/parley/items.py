@@ -302,13 +302,23 @@ def _check_parts(raw: Any, where: str) -> None:
                                  param=f"{where}.content[{j}].image_url")
 
 
+def raw_items(raw: Any) -> list[Any]:
+    """``input`` as it was sent, as a list of items (a string is one user message; none, no items), for code
+    that adds items to a request's before it is parsed."""
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        return [{"role": "user", "content": raw}]
+    if not isinstance(raw, list):
+        raise InvalidRequest("'input' must be a string or an array of items.", param="input", code="invalid_type")
+    return list(raw)
+
+
 def parse_input(raw: Any) -> list[InputItem]:
     """Parse ``input`` (a string or a list of items) into typed items."""
     if isinstance(raw, str):
         return [MessageItem(role="user", content=raw)]
-    if not isinstance(raw, list):
-        raise InvalidRequest("'input' must be a string or an array of items.", param="input", code="invalid_type")
-    return [parse_item(entry, f"input[{i}]") for i, entry in enumerate(raw)]
+    return [parse_item(entry, f"input[{i}]") for i, entry in enumerate(raw_items(raw))]
 
 
 def parse_item(entry: Any, where: str) -> InputItem:

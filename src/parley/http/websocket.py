@@ -33,6 +33,7 @@ from parley.auth import Caller
 from parley.engine.turn import RunState
 from parley.errors import InvalidRequest, ParleyError, PayloadTooLarge
 from parley.http.bodies import loads
+from parley.items import raw_items
 from parley.ids import new_id
 from parley.prompts.templates import apply as apply_prompt
 from parley.request import parse_create
@@ -56,7 +57,7 @@ class Steer:
     previous_response_id: str
 
     def items(self) -> list[Any]:
-        return [{"role": "user", "content": self.input}] if isinstance(self.input, str) else list(self.input)
+        return raw_items(self.input)
 
 
 @dataclass
@@ -157,9 +158,8 @@ class ResponsesSocket:
             sent = body = await apply_prompt(body, self.runtime.prompts, self.caller.tenant)
             queued = carried or self.waiting.pop(str(body.get("previous_response_id")), [])
             if queued:  # the steering input waiting for this continuation goes first
-                own = body.get("input", [])
-                own = [{"role": "user", "content": own}] if isinstance(own, str) else list(own)
-                body = {**body, "input": [item for steer in queued for item in steer.items()] + own}
+                body = {**body, "input": [item for steer in queued for item in steer.items()] +
+                        raw_items(body.get("input"))}
             create = parse_create({**body, "stream": True}, max_input_items=self.runtime.settings.max_input_items)
             turn = await self.runtime.engine.prepare(create, self.caller.tenant, self.caller.token)
         except ParleyError as exc:

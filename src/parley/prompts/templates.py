@@ -18,6 +18,7 @@ from openai.types.responses.response_prompt import Variables
 from pydantic import TypeAdapter, ValidationError
 
 from parley.errors import InvalidRequest
+from parley.items import raw_items
 from parley.prompts.store import SqlPrompts
 
 TEMPLATE_FIELDS = ("model", "instructions", "input", "tools", "tool_choice", "text", "reasoning", "temperature",
@@ -170,8 +171,6 @@ async def apply(body: Any, prompts: SqlPrompts | None, tenant: str) -> Any:
     template = fill(found.template, values, "prompt.variables")
     merged = {**{k: v for k, v in template.items() if k != "input"},
               **{k: v for k, v in body.items() if v is not None}}
-    own = body.get("input")
-    own = [] if own is None else [{"role": "user", "content": own}] if isinstance(own, str) else list(own)
-    merged["input"] = list(template.get("input") or []) + own
+    merged["input"] = list(template.get("input") or []) + raw_items(body.get("input"))
     merged["prompt"] = {"id": prompt_id, "version": str(found.version), "variables": values}
     return merged
