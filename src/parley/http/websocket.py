@@ -65,8 +65,7 @@ class Running:
     body: dict[str, Any]  # the create as it was sent (without the envelope): a successor's settings
     lane: str | None
     steers: list[Steer] = field(default_factory=list)
-    done: bool = False
-    final: Any = None  # the Response of its terminal event
+    final: Any = None  # the Response of its terminal event, once sent: steering from then on is for a finished one
 
 
 class ResponsesSocket:
@@ -180,7 +179,6 @@ class ResponsesSocket:
         async for produced in self.runtime.engine.run(turn, state):
             if produced.type in ("response.completed", "response.incomplete", "response.failed"):
                 running.final = produced.response  # type: ignore[union-attr]
-                running.done = True  # steering from here on is for a finished response
             self._send(to_json(produced, hasattr(produced, "response")), running.lane)
 
     async def _after(self, final: Any, running: Running) -> None:
@@ -228,7 +226,7 @@ class ResponsesSocket:
             code = "response_not_found"
             self._steer_failed(steer, code, "No response with that id is running on this connection.", None,
                                with_id=False)
-        elif running.done:
+        elif running.final is not None:
             self._steer_failed(steer, "response_already_completed", "The response has finished.", running.lane,
                                with_id=False)
         elif running.body.get("conversation") is not None or running.body.get("context_management") is not None:
