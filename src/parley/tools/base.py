@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +34,15 @@ def _direct_only(callers: list[str] | None) -> list[str] | None:
     if callers is not None and "programmatic" in callers:
         raise ValueError("programmatic tool calling is not supported by Parley yet: give only 'direct'")
     return callers
+
+
+def arguments_of(arguments: str) -> dict[str, Any]:
+    """A call's JSON arguments as an object (``{}`` for what a model wrote that is not one)."""
+    try:
+        parsed = json.loads(arguments or "{}")
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 # A tool's ``allowed_callers``: the model itself (``direct``); programs (``programmatic``) are refused by name.

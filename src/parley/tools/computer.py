@@ -10,7 +10,6 @@ text only) — see :mod:`parley.engine.history`.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Literal
 
@@ -20,7 +19,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from parley.errors import InvalidRequest
 from parley.ids import new_id
-from parley.tools.base import BindContext, Binding, ClientTool, Offered, ToolKind, ToolModel
+from parley.tools.base import BindContext, Binding, ClientTool, Offered, ToolKind, ToolModel, arguments_of
 from parley.tools.client import CALL_CLOSERS, CALL_OPENERS
 
 log = logging.getLogger("parley.computer")
@@ -97,11 +96,7 @@ def _open(tool: ClientTool, call_id: str) -> ResponseComputerToolCall:
 
 
 def _close(item: ResponseComputerToolCall, arguments: str, index: int) -> tuple[Any, list[Any]]:
-    try:
-        args = json.loads(arguments or "{}")
-    except ValueError:
-        args = {}
-    args = args if isinstance(args, dict) else {}
+    args = arguments_of(arguments)
     if "action" in args:  # computer_use_preview: one action
         shape = {"action": _valid([args["action"]])[0]}
     else:

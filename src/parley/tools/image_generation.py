@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from parley.ids import new_id
 from parley.items import InputImage, MessageItem
 from parley.replayed_items import ImageGenerationCallItem
 from parley.tools.base import BindContext, Binding, CallDone, Offered, Produced, ToolCall, ToolEnv, ToolKind, \
-    ToolModel
+    ToolModel, arguments_of
 from parley.tools.images import FORWARDED, MAX_IMAGE_BYTES, ImagesEndpoint, ImagesFailed, Partial, Picture, Upload
 
 log = logging.getLogger("parley.image_generation")
@@ -111,11 +110,7 @@ class ImageGenerationBinding(Binding):
         return {"type": "function", "function": {"name": FUNCTION_NAME}}
 
     def start(self, call: ToolCall, approved: bool) -> _Run:
-        try:
-            args = json.loads(call.arguments or "{}")
-        except ValueError:
-            args = {}
-        args = args if isinstance(args, dict) else {}
+        args = arguments_of(call.arguments)
         prompt = str(args.get("prompt") or "").strip()
         edit = self.tool.action == "edit" or (self.tool.action != "generate" and args.get("edit") is True)
         partials: asyncio.Queue[Partial] = asyncio.Queue()

@@ -6,7 +6,6 @@ arguments those tools define and turns the calls back into ``shell_call``, ``loc
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -24,7 +23,7 @@ from pydantic import Field
 from parley.errors import InvalidRequest, UnsupportedParameter
 from parley.ids import new_id
 from parley.tools.base import AllowedCallers, BindContext, Binding, ClientTool, Offered, Produced, ToolCall, ToolEnv, \
-    ToolKind, ToolModel
+    ToolKind, ToolModel, arguments_of
 from parley.tools.client import CALL_CLOSERS, CALL_OPENERS
 from parley.tools.containers import ContainerChoice, earlier_containers
 from parley.tools.hosted_shell import HostedShell
@@ -90,14 +89,6 @@ class ToolChoiceNative(ToolModel):
     type: Literal["shell", "apply_patch"]
 
 
-def _arguments(arguments: str) -> dict[str, Any]:
-    try:
-        parsed = json.loads(arguments or "{}")
-    except ValueError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
-
-
 def _strings(value: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else [str(value)] if value else []
 
@@ -119,7 +110,7 @@ def _done(item: Any, index: int) -> ResponseOutputItemDoneEvent:
 
 
 def _close_shell(item: ResponseFunctionShellToolCall, arguments: str, index: int) -> tuple[Any, list[Any]]:
-    args = _arguments(arguments)
+    args = arguments_of(arguments)
     action: dict[str, Any] = {"commands": _strings(args.get("commands"))}
     action.update({k: args[k] for k in ("timeout_ms", "max_output_length") if isinstance(args.get(k), int)})
     item = item.model_validate({**item.model_dump(), "action": action, "status": "completed"})
@@ -135,7 +126,7 @@ def _close_shell(item: ResponseFunctionShellToolCall, arguments: str, index: int
 
 
 def _close_local_shell(item: LocalShellCall, arguments: str, index: int) -> tuple[Any, list[Any]]:
-    args = _arguments(arguments)
+    args = arguments_of(arguments)
     action = {"type": "exec", "command": _strings(args.get("command")),
               "env": {str(k): str(v) for k, v in (args.get("env") or {}).items()} if isinstance(args.get("env"), dict)
               else {}}
@@ -147,7 +138,7 @@ def _close_local_shell(item: LocalShellCall, arguments: str, index: int) -> tupl
 
 
 def _close_apply_patch(item: ResponseApplyPatchToolCall, arguments: str, index: int) -> tuple[Any, list[Any]]:
-    args = _arguments(arguments)
+    args = arguments_of(arguments)
     kind = args.get("type") if args.get("type") in ("create_file", "update_file", "delete_file") else "update_file"
     operation: dict[str, Any] = {"type": kind, "path": str(args.get("path") or "")}
     if kind != "delete_file":
