@@ -28,6 +28,8 @@ from parley.replayed_items import (
     McpApprovalRequestItem,
     McpCallItem,
     McpListToolsItem,
+    ProgramItem,
+    ProgramOutputItem,
     ShellCallItem,
     ShellCallOutputItem,
     WebSearchCallItem,
@@ -159,6 +161,7 @@ class FunctionCallItem(_Lenient):
     id: ItemId | None = None
     status: str | None = None
     namespace: str | None = None
+    caller: dict[str, Any] | None = None  # {"type": "program", "caller_id": …} for a program's call
 
 
 class CustomToolCallItem(_Lenient):
@@ -168,6 +171,7 @@ class CustomToolCallItem(_Lenient):
     input: str
     id: ItemId | None = None
     namespace: str | None = None
+    caller: dict[str, Any] | None = None
 
 
 class CustomToolCallOutputItem(_Lenient):
@@ -175,6 +179,7 @@ class CustomToolCallOutputItem(_Lenient):
     call_id: str = Field(min_length=1)
     output: str | list[ContentPart]
     id: ItemId | None = None
+    caller: dict[str, Any] | None = None
 
 
 class FunctionCallOutputItem(_Lenient):
@@ -183,6 +188,7 @@ class FunctionCallOutputItem(_Lenient):
     output: str | list[ContentPart]
     id: ItemId | None = None
     status: str | None = None
+    caller: dict[str, Any] | None = None
 
 
 class ReasoningItem(_Lenient):
@@ -249,7 +255,7 @@ InputItem = Union[MessageItem, FunctionCallItem, FunctionCallOutputItem, Reasoni
                   ItemReference,
                   ShellCallItem, ShellCallOutputItem, LocalShellCallItem, LocalShellCallOutputItem, ApplyPatchCallItem,
                   ApplyPatchCallOutputItem, ComputerCallItem, ComputerCallOutputItem, ImageGenerationCallItem,
-                  CompactionItem]
+                  CompactionItem, ProgramItem, ProgramOutputItem]
 ITEM_TYPES: dict[str, type[BaseModel]] = {
     "message": MessageItem,
     "function_call": FunctionCallItem,
@@ -277,6 +283,8 @@ ITEM_TYPES: dict[str, type[BaseModel]] = {
     "computer_call_output": ComputerCallOutputItem,
     "image_generation_call": ImageGenerationCallItem,
     "compaction": CompactionItem,
+    "program": ProgramItem,
+    "program_output": ProgramOutputItem,
 }
 
 
@@ -379,6 +387,8 @@ def item_resource(item: InputItem) -> dict[str, Any]:
         data.setdefault("id", new_id("mcpl"))
     elif isinstance(item, CompactionItem):
         data.setdefault("id", new_id("cmp"))
+    elif isinstance(item, ProgramOutputItem):
+        data.setdefault("id", new_id("progo"))
     else:
         data.setdefault("id", new_id("rs" if isinstance(item, ReasoningItem) else "item"))
     return data

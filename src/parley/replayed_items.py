@@ -176,4 +176,24 @@ def replayed_call_id(item_id: str) -> str:
 
 # Server-side calls Parley ran: replayed, each is answered where it ran (its stored call and result, or one
 # rebuilt from the item).
+class ProgramItem(Lenient):
+    """A program the model wrote (programmatic tool calling), replayed: its code and its sealed fingerprint."""
+
+    type: Literal["program"]
+    id: ItemId
+    call_id: str = Field(min_length=1)
+    code: str
+    fingerprint: str = Field(min_length=1)
+
+
+class ProgramOutputItem(Lenient):
+    """What a program gave back (its result, or what went wrong)."""
+
+    type: Literal["program_output"]
+    call_id: str = Field(min_length=1)
+    result: str
+    status: Literal["completed", "incomplete"] = "completed"
+    id: ItemId | None = None
+
+
 SERVER_CALLS = (WebSearchCallItem, FileSearchCallItem, CodeInterpreterCallItem, ImageGenerationCallItem)

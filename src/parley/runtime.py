@@ -156,6 +156,7 @@ class Runtime:
                 self.policy, settings.max_file_bytes, settings.tool_timeout, self._files, self.workers,
                 self.file_limits),
             conversations=self._conversations, moderator=self.moderator)
+        self.tools.cipher = self.engine.cipher  # (seals the fingerprints of programs)
         await store.heartbeat(self.engine.recorder.instance_id)  # registered before it serves
         self._retrieval = Retrieval(
             store, self._files, Embedders(settings.embedding_upstream, settings.embedding_api_key,

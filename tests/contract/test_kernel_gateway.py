@@ -19,6 +19,7 @@ from parley.testing.server import free_port
 
 CODE = re.compile(r"```python\n(.*?)```", re.S)
 SHELL = re.compile(r"```sh\n(.*?)```", re.S)
+PROGRAM = re.compile(r"```js\n(.*?)```", re.S)
 TOKEN = "gateway-token-5a1e"
 
 
@@ -26,6 +27,9 @@ def running_model(request: dict) -> Reply:
     last = request["messages"][-1]
     if last["role"] == "tool":
         return Reply(text=last["content"].split("\n")[0])
+    program = PROGRAM.search(last["content"])
+    if program:
+        return Reply(tool_calls=[ToolCall("program", {"code": program.group(1)})])
     commands = SHELL.search(last["content"])
     if commands:
         return Reply(tool_calls=[ToolCall("shell", {"commands": commands.group(1).splitlines()})])
@@ -118,3 +122,21 @@ def test_a_call_past_its_time_restarts_the_kernel(runner, gateway, tmp_path) -> 
         assert run(client, container, "while True:\n    pass").startswith("The code ran longer than 3 seconds")
         assert run(client, container, "'kept' in globals()") == "False"
         client.containers.delete(container)
+
+
+def test_a_program_runs_in_a_kernel_of_its_own_and_goes_on_after_the_clients_output(runner, gateway,
+                                                                                      tmp_path) -> None:
+    tools = [{"type": "function", "name": "double", "parameters": {"type": "object"},
+              "allowed_callers": ["programmatic"]}, {"type": "programmatic_tool_calling"}]
+    with instance(runner, f"sqlite:///{tmp_path / 'p.db'}", gateway, tmp_path / "d") as d, \
+            openai.OpenAI(base_url=d.base_url, api_key="x", max_retries=0) as client:
+        first = client.responses.create(model="m", tools=tools, input="```js\nreturn 'twice 21 is ' + "
+                                        "await tools.double({n: 21});\n```")
+        assert [i.type for i in first.output][:2] == ["program", "function_call"], first.output
+        program, call = first.output
+        assert program.type == "program" and call.caller.caller_id == program.call_id
+        done = client.responses.create(model="m", tools=tools, previous_response_id=first.id, input=[
+            {"type": "function_call_output", "call_id": call.call_id, "output": "42"}])
+        assert done.output[0].type == "program_output" and done.output[0].result == "twice 21 is 42"
+        assert done.output_text == "twice 21 is 42"
+        assert kernels(gateway) == [], "each run's kernel was removed after it"

@@ -1,8 +1,9 @@
 """A throwaway server-side tool kind, defined outside the package: a toy ``programmatic_tool_calling`` whose only
 program is a roll of dice.  The model is offered ``roll_dice(times)``, Parley rolls (a loaded die, so tests know the
-result) and each call becomes a ``code_interpreter_call`` item whose logs hold the rolls.  It takes a tool type
-the protocol knows and Parley does not implement, so the Response object that echoes it stays valid for
-strict clients.  ``parley serve --plugins tests.tool_kinds.dice`` calls :func:`register`."""
+result) and each call becomes a ``code_interpreter_call`` item whose logs hold the rolls.  It takes over a tool
+type the protocol knows from Parley's own kind (every type the SDK knows has one), so the Response object that
+echoes it stays valid for strict clients; :func:`unregister` gives the type back.
+``parley serve --plugins tests.tool_kinds.dice`` calls :func:`register`."""
 
 from __future__ import annotations
 
@@ -72,13 +73,22 @@ class DiceKind(ToolKind):
 KIND = DiceKind()
 
 
+REPLACED: list[ToolKind] = []  # the kinds that held the type before this one
+
+
 def register() -> None:
     """What ``--plugins`` calls once the module is imported."""
     if KIND not in REGISTRY.kinds:
+        REPLACED[:] = [kind for kind in REGISTRY.kinds if set(kind.models) & set(KIND.models)]
+        for kind in REPLACED:
+            REGISTRY.unregister(kind)
         REGISTRY.register(KIND)
 
 
 def unregister() -> None:
     if KIND in REGISTRY.kinds:
         REGISTRY.unregister(KIND)
+        for kind in REPLACED:
+            REGISTRY.register(kind)
+        REPLACED.clear()
 

@@ -51,8 +51,8 @@ def test_conversation_is_an_id_or_an_object_with_one_and_excludes_previous_respo
 
 def test_unsupported_tool_type_is_named() -> None:
     err = error_of({"model": "m", "input": "hi", "tools": [{"type": "function", "name": "f"},
-                                                           {"type": "programmatic_tool_calling"}]})
-    assert err.param == "tools[1].type"
+                                                           {"type": "teleport"}]})
+    assert err.param == "tools[1].type" and "teleport" in err.message
 
 
 def test_unsupported_include_value() -> None:
@@ -149,13 +149,39 @@ def test_background_options_take_the_soonest_window_only() -> None:
     assert err.param == "background_options" and "background" in err.message
 
 
+PROGRAMS = {"type": "programmatic_tool_calling"}
+
+
 @pytest.mark.parametrize("tool", [
-    {"type": "function", "name": "f"}, {"type": "custom", "name": "c"},
     {"type": "mcp", "server_label": "a", "server_url": "http://127.0.0.1:9/mcp"},
     {"type": "namespace", "name": "ns", "tools": [{"type": "function", "name": "g"}]},
     {"type": "code_interpreter", "container": {"type": "auto"}}, {"type": "apply_patch"}, {"type": "shell"},
 ])
-def test_allowed_callers_take_direct_and_refuse_programmatic_by_name(tool: dict) -> None:
+def test_allowed_callers_take_direct_and_refuse_programmatic_where_programs_cannot_call(tool: dict) -> None:
     assert parse_create({"model": "m", "input": "hi", "tools": [{**tool, "allowed_callers": ["direct"]}]}).tools
-    err = error_of({"model": "m", "input": "hi", "tools": [{**tool, "allowed_callers": ["direct", "programmatic"]}]})
-    assert err.param == "tools[0].allowed_callers" and "programmatic tool calling" in err.message
+    err = error_of({"model": "m", "input": "hi",
+                    "tools": [{**tool, "allowed_callers": ["direct", "programmatic"]}, PROGRAMS]})
+    assert err.param == "tools[0].allowed_callers" and "function and custom tools" in err.message
+
+
+@pytest.mark.parametrize("tool", [{"type": "function", "name": "f"}, {"type": "custom", "name": "c"}])
+def test_programs_call_function_and_custom_tools_given_the_programmatic_tool(tool: dict) -> None:
+    for callers in (["programmatic"], ["direct", "programmatic"]):
+        request = parse_create({"model": "m", "input": "hi", "tools": [{**tool, "allowed_callers": callers}, PROGRAMS]})
+        assert request.tools[0].allowed_callers == callers
+    err = error_of({"model": "m", "input": "hi", "tools": [{**tool, "allowed_callers": ["programmatic"]}]})
+    assert err.param == "tools[0].allowed_callers" and "programmatic_tool_calling" in err.message
+    err = error_of({"model": "m", "input": "hi", "tools": [{**tool, "allowed_callers": []}, PROGRAMS]})
+    assert err.param == "tools[0].allowed_callers"
+
+
+def test_programs_need_their_own_function_name_and_top_level_tools() -> None:
+    err = error_of({"model": "m", "input": "hi", "tools": [{"type": "function", "name": "program"}, PROGRAMS]})
+    assert err.param == "tools[0].name"
+    err = error_of({"model": "m", "input": "hi", "tools": [PROGRAMS, PROGRAMS]})
+    assert err.param == "tools"
+    err = error_of({"model": "m", "input": "hi", "tools": [{"type": "namespace", "name": "ns", "tools": [
+        {"type": "function", "name": "g", "allowed_callers": ["programmatic"]}]}, PROGRAMS]})
+    assert err.param == "tools[0].tools[0].allowed_callers"
+    err = error_of({"model": "m", "input": "hi", "tool_choice": {"type": "programmatic_tool_calling"}})
+    assert err.param == "tool_choice"

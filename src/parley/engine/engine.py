@@ -112,11 +112,12 @@ class Engine:
         # The stored response, parsed once into the protocol's types: what the tools and approvals read of it.
         previous_output = Response.model_validate_json(previous.serialized()).output if previous else []
         approved = resolve_approvals(request, previous_output, previous.call_ids if previous else {}, conversation)
+        programs = await self.sources.programs(request, previous, conversation, tenant)
         if not conversation:
             raise InvalidRequest("The input is empty.", param="input", code="invalid_value")
         items = [item_resource(item) for item in request.input]
         turn = Turn(request=request, upstream=upstream, conversation=conversation, input_items=items, tenant=tenant,
-                    previous_output=previous_output, approved=approved, client_key=client_key,
+                    previous_output=previous_output, approved=approved, programs=programs, client_key=client_key,
                     persistence=persistence)
         if request.truncation == "auto":  # unknown: a 400 now, not a failure in the stream
             turn.context_window = await self.router.context_window(request.model)
@@ -276,7 +277,8 @@ class Engine:
     async def _step(self, turn: Turn, state: RunState) -> AsyncIterator[ResponseStreamEvent]:
         """The agent loop: set the tools up, call the model, run its server-side calls, repeat."""
         tools = self.registry.bind(turn.request.tools, turn.request.tool_choice, BindContext(
-            self.tools, turn.previous_output, list(turn.request.input), turn.tenant, list(turn.request.include)))
+            self.tools, turn.previous_output, list(turn.request.input), turn.tenant, list(turn.request.include),
+            programs=turn.programs))
         try:
             setup_started = time.perf_counter()  # (listing an MCP server's tools is tool time)
             async for produced in tools.setup(len(state.output)):
@@ -285,8 +287,11 @@ class Engine:
                     state.timeline.tool_call(setup_started, time.perf_counter(), produced.item)
                 else:
                     yield produced
-            async for event in self._run_calls(state, tools, tools.approved(turn.approved), approved=True):
+            async for event in self._run_calls(state, tools, tools.approved(turn.approved) + tools.resumed(),
+                                               approved=True):
                 yield event
+            if state.awaiting_approval:  # a program that went on waits for more of the client's outputs
+                return
             await self._save_progress(turn, state)
             for iteration in range(self.max_tool_iterations):
                 body = self._chat_body(turn, state, tools, first=iteration == 0)

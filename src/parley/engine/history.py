@@ -18,6 +18,7 @@ from typing import Any
 
 from parley.errors import InvalidRequest, UnsupportedParameter
 from parley.tools.client import TOOL_SEARCH, chat_tool_name
+from parley.tools.program_replay import PROGRAM, by_program
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionMessageToolCallParam
 
 from parley.items import (
@@ -45,6 +46,8 @@ from parley.replayed_items import (
     LocalShellCallOutputItem,
     McpApprovalRequestItem,
     McpCallItem,
+    ProgramItem,
+    ProgramOutputItem,
     ShellCallItem,
     ShellCallOutputItem,
     WebSearchCallItem,
@@ -109,6 +112,8 @@ def _tool_message(item: Any, where: str) -> Message:
         return {"role": "tool", "tool_call_id": item.call_id, "content": SCREENSHOT_NOTE}
     if isinstance(item, NATIVE_OUTPUTS):
         return {"role": "tool", "tool_call_id": item.call_id, "content": _native_output(item)}
+    if isinstance(item, ProgramOutputItem):
+        return {"role": "tool", "tool_call_id": item.call_id, "content": item.result}
     if isinstance(item, ToolSearchOutputItem):
         names = [str(tool.get("name")) for tool in item.tools]
         content = f"Loaded tools: {', '.join(names)}." if names else "No tools matched."
@@ -145,7 +150,7 @@ def place_tool_message(messages: list[Message], tool_message: Message) -> bool:
 
 ReplayedCall = FunctionCallItem | CustomToolCallItem | ToolSearchCallItem | WebSearchCallItem | FileSearchCallItem | \
     CodeInterpreterCallItem | ImageGenerationCallItem | McpCallItem | McpApprovalRequestItem | ShellCallItem | \
-    LocalShellCallItem | ApplyPatchCallItem
+    LocalShellCallItem | ApplyPatchCallItem | ProgramItem
 
 
 def _native_arguments(item: ShellCallItem | LocalShellCallItem | ApplyPatchCallItem | ComputerCallItem) -> dict[str, Any]:
@@ -174,6 +179,8 @@ def _call_of(item: ReplayedCall) -> tuple[str, str, str]:
         return item.call_id or "", TOOL_SEARCH, arguments
     if isinstance(item, CustomToolCallItem):
         return item.call_id, chat_tool_name(item.namespace, item.name), json.dumps({"input": item.input})
+    if isinstance(item, ProgramItem):
+        return item.call_id, PROGRAM, json.dumps({"code": item.code})
     if isinstance(item, WebSearchCallItem):
         return replayed_call_id(item.id), "web_search", json.dumps({"query": item.action.get("query", "")})
     if isinstance(item, FileSearchCallItem):
@@ -262,9 +269,12 @@ def build_messages(prior: list[Message], items: list[InputItem], reasoning: dict
             pending_reasoning = reasoning[i]
             continue
         before = len(messages)
+        if by_program(item):
+            continue  # a program's tool call or its output: the program's, never the chat's
         if isinstance(item, MessageItem):
             messages.append(message_to_chat(item))
-        elif isinstance(item, (FunctionCallItem, CustomToolCallItem, McpApprovalRequestItem, *NATIVE_CALLS)) or \
+        elif isinstance(item, (FunctionCallItem, CustomToolCallItem, McpApprovalRequestItem, ProgramItem,
+                               *NATIVE_CALLS)) or \
                 (isinstance(item, ToolSearchCallItem) and item.call_id):
             _append_call(messages, item, new_from)  # type: ignore[arg-type]
         elif isinstance(item, (*SERVER_CALLS, McpCallItem)):
@@ -273,7 +283,7 @@ def build_messages(prior: list[Message], items: list[InputItem], reasoning: dict
             _append_call(messages, item, new_from, call)
             results.append(answer or _server_result(item))
         elif isinstance(item, (FunctionCallOutputItem, CustomToolCallOutputItem, ComputerCallOutputItem,
-                               *NATIVE_OUTPUTS)) or \
+                               ProgramOutputItem, *NATIVE_OUTPUTS)) or \
                 (isinstance(item, ToolSearchOutputItem) and item.call_id):
             outputs.append((i, item))  # type: ignore[arg-type]
         if pending_reasoning is not None and messages and messages[-1]["role"] == "assistant" and \

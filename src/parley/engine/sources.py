@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from parley.engine import compaction
-from parley.engine.history import build_messages
+from parley.engine.history import build_messages, unanswered_calls
 from parley.errors import InvalidRequest, NotFound
 from parley.items import InputItem, ReasoningItem, parse_item
 from parley.reasoning import ReasoningCipher
@@ -16,6 +16,9 @@ from parley.replayed_items import SERVER_CALLS, ItemReference, McpCallItem
 from parley.request import CreateResponse
 from parley.settings import UpstreamConfig
 from parley.store.base import Store, StoredResponse
+from parley.tools.program_replay import PROGRAM, PendingProgram, check_answered, pending_programs, read_fingerprint
+
+MAX_PROGRAM_HOPS = 64  # earlier responses read back to find a waiting program's item
 
 
 class HistorySources:
@@ -44,6 +47,47 @@ class HistorySources:
         return build_messages(prior, request.input, self._replayed_reasoning(request, upstream),
                               await self._stored_calls(request.input, tenant),
                               compaction.summaries(self.cipher, request.input, "input")), previous
+
+    async def programs(self, request: CreateResponse, previous: StoredResponse | None,
+                       conversation: list[dict[str, Any]], tenant: str) -> list[PendingProgram]:
+        """The programs this request continues (their model calls unanswered in the chat): each with its calls
+        and their outputs, read from the input, the conversation, or the responses of the chain; a 400 when an
+        output is missing or a program's item cannot be found."""
+        waiting = {call["id"] for call in unanswered_calls(conversation) if call["function"]["name"] == PROGRAM}
+        if not waiting:
+            return []
+        if not any(getattr(tool, "type", None) == "programmatic_tool_calling" for tool in request.tools):
+            raise InvalidRequest("This request goes on with a program the model wrote: give the "
+                                 "programmatic_tool_calling tool in 'tools' again.", param="tools")
+        items: list[Any] = list(request.input)
+        if request.conversation and self.conversations is not None:
+            items = list(await self.conversations.items(request.conversation, tenant, turn=True) or []) + items
+        record, hops = previous, 0
+        while record is not None and hops < MAX_PROGRAM_HOPS and not waiting <= _programs_in(items):
+            items = await self._input_items(record, tenant) + record.response.get("output", []) + items
+            hops += 1
+            record = await self.store.get(record.previous_response_id, tenant) if record.previous_response_id \
+                else None
+        programs = pending_programs(items, waiting)
+        if len(programs) < len(waiting):
+            raise InvalidRequest("The previous response waits for a program whose item Parley cannot find any "
+                                 "more; send the program item back in 'input'.", param="input")
+        for program in programs:
+            check_answered(program)
+            read_fingerprint(self.cipher, program)
+        return programs
+
+    async def _input_items(self, record: StoredResponse, tenant: str) -> list[dict[str, Any]]:
+        """All the input items of a stored response, oldest first."""
+        found: list[dict[str, Any]] = []
+        while True:
+            page = await self.store.input_items(record.id, tenant, after=found[-1]["id"] if found else None,
+                                                limit=100, order="asc")
+            if page is None:
+                return found
+            found += page.data
+            if not page.has_more or not page.data:
+                return found
 
     async def _conversation_history(self, conversation_id: str, tenant: str) -> list[dict[str, Any]]:
         """The chat that a conversation's items make (the history a response on it continues)."""
@@ -94,3 +138,12 @@ class HistorySources:
             if upstream.replay_reasoning and text:
                 texts[i] = text
         return texts
+
+
+def _programs_in(items: list[Any]) -> set[str]:
+    """The model call ids of the program items among ``items``."""
+    return {str(_field(item, "call_id")) for item in items if _field(item, "type") == "program"}
+
+
+def _field(item: Any, key: str) -> Any:
+    return item.get(key) if isinstance(item, dict) else getattr(item, key, None)

@@ -33,6 +33,7 @@ class Turn:
     tenant: str = ""
     previous_output: list[Any] = field(default_factory=list)  # the earlier response's output items (SDK types)
     approved: list[ApprovedCall] = field(default_factory=list)  # calls approved in this request, run first
+    programs: list[Any] = field(default_factory=list)  # programs that go on in this request (PendingProgram)
     client_key: str | None = field(default=None, repr=False)  # forwarded upstream only when configured to
     id: str = field(default_factory=lambda: new_id("resp"))
     arrived_at: float = field(default_factory=time.time)  # its stored row's time: queues and lists go by it

@@ -131,11 +131,17 @@ class _ItemTracker:
                      "shell_call_output differs from its deltas")
 
 
+# Items whose status the protocol gives only final values (a program's output comes whole).
+FINISHED_WHEN_ADDED = {"program_output"}
+
+
 def _plain(item: Any) -> Any:
-    """An item as data, without the ``parsed`` fields the SDK's stream helper adds to its own copies."""
+    """An item as data, without the fields the SDK's stream helper adds to its own copies (``parsed``; a function
+    call's ``parsed_arguments``, and its ``async`` field a second time under the wire name)."""
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k != "parsed"}
+            return {k: strip(v) for k, v in value.items() if k not in ("parsed", "parsed_arguments") and
+                    not (k == "async" and "async_" in value)}
         if isinstance(value, list):
             return [strip(v) for v in value]
         return value
@@ -152,8 +158,8 @@ def check_stream(events: list[Any]) -> Any:
         if event.type == "response.output_item.added":
             _require(current is None, "an item was added before the previous one was done")
             _require(event.output_index == len(trackers), f"output_index {event.output_index} is not contiguous")
-            _require(getattr(event.item, "status", "in_progress") in ("in_progress", None),
-                     "an added item is not in_progress")
+            _require(getattr(event.item, "status", "in_progress") in ("in_progress", None) or
+                     event.item.type in FINISHED_WHEN_ADDED, "an added item is not in_progress")
             current = _ItemTracker(event)
             trackers.append(current)
         elif event.type == "response.output_item.done":

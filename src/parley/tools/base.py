@@ -23,7 +23,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from openai.types.chat import ChatCompletionToolMessageParam, ChatCompletionToolParam
 from openai.types.responses import ResponseOutputItemAddedEvent, ResponseOutputItemDoneEvent, ResponseStreamEvent
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 from parley.netpolicy import AddressPolicy
 from parley.validation import StrictModel
 
@@ -32,7 +32,8 @@ Event = ResponseStreamEvent
 
 def _direct_only(callers: list[str] | None) -> list[str] | None:
     if callers is not None and "programmatic" in callers:
-        raise ValueError("programmatic tool calling is not supported by Parley yet: give only 'direct'")
+        raise ValueError("programs call function and custom tools only (with a programmatic_tool_calling tool); "
+                         "give only 'direct' here")
     return callers
 
 
@@ -45,8 +46,16 @@ def arguments_of(arguments: str) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
-# A tool's ``allowed_callers``: the model itself (``direct``); programs (``programmatic``) are refused by name.
+# A tool's ``allowed_callers``: the model itself (``direct``); programs (``programmatic``) call only function and
+# custom tools (``ProgramCallers``; see parley.tools.programs).
 AllowedCallers = Annotated[list[Literal["direct", "programmatic"]] | None, AfterValidator(_direct_only)]
+ProgramCallers = Annotated[list[Literal["direct", "programmatic"]] | None, Field(min_length=1)]
+
+
+def offered_directly(tool: Any) -> bool:
+    """Whether the model is offered a tool itself (not only programs it writes)."""
+    callers = getattr(tool, "allowed_callers", None)
+    return callers is None or "direct" in callers
 
 
 class ToolModel(StrictModel):
@@ -156,6 +165,7 @@ class ToolEnv:
     web_cache: Any = None  # what live web searches found (parley.tools.web_cache.SqlWebCache), once started
     images: Any = None  # the operator's images endpoint (parley.tools.images.ImagesEndpoint), if configured
     files: Any = None  # the Files API's store (parley.store.files.SqlFiles), once started
+    cipher: Any = None  # the server's key (parley.reasoning.ReasoningCipher): sealed program fingerprints
     shared: dict[str, Any] = field(default_factory=dict)
 
 
@@ -172,6 +182,9 @@ class BindContext:
     # The numbers of the sources given to the model, shared by the kinds that give sources ([1], [2]…), so that
     # one number names one source across web and file search.
     source_numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    request_tools: list[Any] = field(default_factory=list)  # all the request's tools (set by the registry)
+    # Programs of earlier responses that go on now (parley.tools.program_replay.PendingProgram).
+    programs: list[Any] = field(default_factory=list)
 
 
 Produced = Event | ItemDone | CallDone
@@ -214,6 +227,11 @@ class Binding:
         ``mcp_approval_request`` that asks for it; ``None`` when it runs without approval."""
         return None
 
+    def resumed(self) -> list[ToolCall]:
+        """Calls of earlier turns that this binding goes on with now, before the model is called (a program
+        whose tool calls the client has answered)."""
+        return []
+
     def function_for(self, server_label: str, name: str) -> str | None:
         """The function that now runs an approved call of an earlier turn (named by its approval request)."""
         return None
@@ -237,6 +255,9 @@ class ToolKind:
 
     def check(self, tools: list[Any], choice: ToolModel | None) -> None:
         """Checks across a request's tools of this kind, and of its ``tool_choice`` when it is of this kind."""
+
+    def check_request(self, tools: list[Any]) -> None:
+        """Checks of how the request's other tools use this kind (all of ``tools``, of every kind)."""
 
     async def admit(self, tools: list[tuple[str, Any]], env: ToolEnv, tenant: str = "") -> None:
         """Checks that need the server, of this kind's tools (each with its place, ``tools[i]``) for the caller's

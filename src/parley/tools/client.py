@@ -36,6 +36,7 @@ from parley.items import ToolSearchOutputItem, type_of
 from parley.tools.base import (
     AllowedCallers,
     BindContext,
+    ProgramCallers,
     Binding,
     CallDone,
     ClientTool,
@@ -46,6 +47,7 @@ from parley.tools.base import (
     ToolKind,
     ToolModel,
     completed,
+    offered_directly,
 )
 
 SEPARATOR = "__"
@@ -60,12 +62,13 @@ class FunctionTool(ToolModel):
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
     defer_loading: bool | None = None
-    allowed_callers: AllowedCallers = None
+    allowed_callers: ProgramCallers = None
     output_schema: dict[str, Any] | None = None
 
     def echo(self) -> dict[str, Any]:
-        return {"type": "function", "name": self.name, "description": self.description,
-                "parameters": self.parameters, "strict": self.strict}
+        echoed = {"type": "function", "name": self.name, "description": self.description,
+                  "parameters": self.parameters, "strict": self.strict}
+        return echoed if self.allowed_callers is None else {**echoed, "allowed_callers": self.allowed_callers}
 
     def reference(self) -> dict[str, str]:
         return {"type": "function", "name": self.name}
@@ -89,7 +92,7 @@ class CustomTool(ToolModel):
     description: str | None = None
     format: TextToolFormat | GrammarToolFormat | None = None
     defer_loading: bool | None = None
-    allowed_callers: AllowedCallers = None
+    allowed_callers: ProgramCallers = None
 
     def reference(self) -> dict[str, str]:
         return {"type": "custom", "name": self.name}
@@ -254,7 +257,7 @@ class ClientTools(Binding):
             for inner in tool.tools:
                 self._add(inner, tool.name, defer and bool(tool.defer_loading or inner.defer_loading),
                           {**tool.model_dump(exclude_none=True), "tools": [inner.model_dump(exclude_none=True)]})
-        elif isinstance(tool, (FunctionTool, CustomTool)):
+        elif isinstance(tool, (FunctionTool, CustomTool)) and offered_directly(tool):
             self._add(tool, None, defer and bool(tool.defer_loading), tool.model_dump(exclude_none=True))
 
     def _add(self, tool: FunctionTool | CustomTool, namespace: str | None, deferred: bool,

@@ -19,7 +19,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from parley.errors import InvalidRequest, UnsupportedParameter
 from parley.items import type_of
 from parley.tools import client, code_interpreter, computer, file_search, image_generation, mcp_tools, native, \
-    web_search
+    programs, web_search
 from parley.tools.approval import ApprovedCall
 from parley.tools.base import (
     BindContext,
@@ -126,6 +126,7 @@ class Registry:
         """Checks across the tools of each kind, and of ``tool_choice`` against them."""
         for kind in self.kinds:
             kind.check(self._of(kind, tools), choice if self._owns(kind, choice) else None)  # type: ignore[arg-type]
+            kind.check_request(tools)
         if choice == "required" and not tools:
             raise InvalidRequest("tool_choice 'required' needs at least one tool.", param="tool_choice")
         if isinstance(choice, ToolChoiceAllowed):
@@ -163,6 +164,7 @@ class Registry:
     def bind(self, tools: list[ToolModel], choice: str | ToolModel, context: BindContext) -> Toolset:
         bindings: list[Binding] = []
         owner: Binding | None = None
+        context.request_tools = list(tools)
         for kind in self.kinds:
             binding = kind.bind(self._of(kind, tools), context)
             if binding is None:
@@ -243,6 +245,15 @@ class Toolset:
                     break
         return out
 
+    def resumed(self) -> list[ToolCall]:
+        """The calls of earlier turns the bindings go on with now (see :meth:`Binding.resumed`)."""
+        out = []
+        for binding in self.bindings:
+            for call in binding.resumed():
+                self._by_name.setdefault(call.name, binding)
+                out.append(call)
+        return out
+
     def cite(self, text: str) -> list[Citation]:
         return [citation for binding in self.bindings for citation in binding.cite(text)]
 
@@ -277,5 +288,5 @@ class Toolset:
 
 REGISTRY = Registry()
 for _kind in (client.KIND, native.KIND, computer.KIND, mcp_tools.KIND, web_search.KIND, file_search.KIND,
-              code_interpreter.KIND, image_generation.KIND):
+              code_interpreter.KIND, image_generation.KIND, programs.KIND):
     REGISTRY.register(_kind)
