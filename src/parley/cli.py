@@ -114,6 +114,9 @@ def serve(settings: Settings) -> None:
         load_plugins(settings.plugins)  # a plugin that cannot load, or a missing extra, is said now, not in each worker
         router = Router.from_settings(settings)
         ApiKeys.from_settings(settings.api_keys, settings.api_keys_file, settings.admin_keys)  # malformed: said now
+        guard = settings.moderation_guard_model
+        if guard and not settings.moderation_upstream and not router.serves(guard):
+            raise ValueError(f"--moderation-guard-model {guard}: no upstream serves this model")
     except (EmbeddedUnavailable, PluginError, UnknownBackendType, ValueError, OSError) as exc:
         print(f"parley: {exc}", file=sys.stderr)
         sys.exit(2)

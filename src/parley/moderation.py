@@ -1,5 +1,6 @@
 """Moderated responses (the request's ``moderation``): input and output checked through the operator's
-moderations endpoint (``--moderation-upstream``: OpenAI's ``/v1/moderations``, called with the ``openai`` SDK).
+moderations endpoint (``--moderation-upstream``: OpenAI's ``/v1/moderations``, called with the ``openai`` SDK),
+or by a guard model on a Chat upstream (``--moderation-guard-model``, :mod:`parley.moderation_guard`).
 
 The turn's new input (its user messages' text, files' text and images) is checked before the model runs;
 with the input policy ``block``, flagged input never reaches the model: the response ends ``incomplete``
@@ -85,8 +86,10 @@ class Moderator:
         self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "unused", max_retries=0,
                                          timeout=timeout)
 
-    async def check(self, model: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
-        """The endpoint's verdict on ``parts`` as a Response's ``moderation_result`` (or its ``error``)."""
+    async def check(self, model: str, parts: list[dict[str, Any]],
+                    prompt: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The endpoint's verdict on ``parts`` as a Response's ``moderation_result`` (or its ``error``); the
+        endpoint checks text on its own, so ``prompt`` (what an output answers) is not sent."""
         if not parts:
             return {"type": "moderation_result", "categories": {}, "category_applied_input_types": {},
                     "category_scores": {}, "flagged": False, "model": model}
@@ -139,7 +142,7 @@ def verdict(config: ModerationConfig, side: str, result: dict[str, Any]) -> bool
     return bool(result["flagged"])
 
 
-async def moderated(step: AsyncIterator[Any], config: ModerationConfig | None, moderator: Moderator | None,
+async def moderated(step: AsyncIterator[Any], config: ModerationConfig | None, moderator: Any,
                     items: list[Any], state: Any) -> AsyncIterator[Any]:
     """The events of a response's agent loop (``step``), moderated as ``config`` asks: input first, then the
     output, holding the events back when the output policy blocks.  ``state`` is the run's
@@ -161,7 +164,7 @@ async def moderated(step: AsyncIterator[Any], config: ModerationConfig | None, m
             held.append(event)
         else:
             yield event
-    checked_output = await moderator.check(config.model, output_parts(state.output))
+    checked_output = await moderator.check(config.model, output_parts(state.output), input_parts(items))
     state.moderation = {"input": checked_input, "output": checked_output}
     if verdict(config, "output", checked_output):
         state.output.clear()  # withheld, and not in the stored history a chained turn goes on from

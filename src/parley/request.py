@@ -300,5 +300,6 @@ def check_served(request: CreateResponse, forwarded: list[str], *, moderated: bo
                                  param=name, code="unsupported_parameter")
     if request.moderation is not None and not moderated:
         raise InvalidRequest("'moderation' needs a moderations endpoint: start Parley with --moderation-upstream "
-                             "(an OpenAI-compatible base URL serving /moderations).", param="moderation",
+                             "(an OpenAI-compatible base URL serving /moderations) or --moderation-guard-model (a "
+                             "guard model such as Llama Guard 3 on an upstream).", param="moderation",
                              code="moderation_not_configured")

@@ -37,6 +37,7 @@ from parley.store.files import SqlFiles
 from parley.store.sql import TEXT_BATCH, SqlStore, open_store
 from parley.tools.base import ToolEnv
 from parley.moderation import Moderator
+from parley.moderation_guard import GuardModerator
 from parley.prompts.store import SqlPrompts
 from parley.prompts.templates import variables_of
 from parley.tools.images import ImagesEndpoint
@@ -84,8 +85,12 @@ class Runtime:
             timeout=settings.tool_timeout) if settings.web_search else None
         self.policy = AddressPolicy(enforce=self.keys.enabled, allow=settings.outbound_allow)
         self.tools = ToolEnv(self.policy, settings.tool_timeout, search, settings.mcp_require_approval)
-        self.moderator = Moderator(settings.moderation_upstream, settings.moderation_api_key,
-                                   settings.upstream_timeout_s) if settings.moderation_upstream else None
+        self.moderator: Moderator | GuardModerator | None = None
+        if settings.moderation_upstream:
+            self.moderator = Moderator(settings.moderation_upstream, settings.moderation_api_key,
+                                       settings.upstream_timeout_s)
+        elif settings.moderation_guard_model:
+            self.moderator = GuardModerator(self.router, settings.moderation_guard_model)
         if settings.images_upstream:  # image generation takes minutes where a tool call takes seconds
             self.tools.images = ImagesEndpoint(settings.images_upstream, settings.images_api_key,
                                                settings.images_model, settings.upstream_timeout_s)

@@ -131,6 +131,10 @@ class Settings(BaseSettings):
         None, description="Base URL (…/v1) of an OpenAI-compatible moderations API (/moderations) that checks the "
         "input and output of requests with 'moderation'. Without it, 'moderation' is a 400.")
     moderation_api_key: str | None = Field(None, description="API key sent to --moderation-upstream.")
+    moderation_guard_model: str | None = Field(
+        None, description="A guard model served by an upstream (Llama Guard 3, or one that answers 'safe' or "
+        "'unsafe' and its categories as it does) that checks the text of requests with 'moderation', where no "
+        "--moderation-upstream is given.")
     images_model: str | None = Field(None, description="Image model asked for when the tool names none "
                                      "(default: the images API's own).")
     brave_api_key: str | None = Field(None, description="API key for --web-search brave.")

@@ -92,3 +92,60 @@ def test_bad_moderation_requests_are_400s(mod, client) -> None:
         with pytest.raises(openai.BadRequestError) as info:
             mod.responses.create(model="m", input="x", moderation=bad)
         assert info.value.body["param"] == param, (bad, info.value.body)
+
+
+GUARD = "llama-guard3"
+
+
+def guarded_model(request: dict) -> Reply:
+    """A Llama Guard that finds weapons unsafe (S9, and violence S1: the word in lower case), and an assistant that
+    answers what it is told to say (``say: …``), in lower case."""
+    text = request["messages"][-1]["content"]
+    if request["model"] == GUARD:
+        return Reply(text="unsafe\nS1,S9" if "weapon" in text else "safe")
+    return Reply(text=text.split("say: ", 1)[1].lower() if "say: " in text else "Sure.")
+
+
+@pytest.fixture(scope="module")
+def guarded(db_url):
+    from parley.testing import ScriptedBackend
+
+    with ScriptedBackend(guarded_model) as backend, \
+            ParleyProcess("--upstream", backend.url, "--db", db_url, "--moderation-guard-model", GUARD) as server, \
+            strict_client(server.base_url) as client:
+        yield client, backend
+
+
+def test_a_guard_model_on_the_upstream_moderates_input_and_output(guarded) -> None:
+    client, backend = guarded
+    calm = client.responses.create(model="m", moderation=SCORE, input="Tell me about tea.")
+    assert calm.status == "completed" and calm.output_text == "Sure."
+    assert (calm.moderation.input.flagged, calm.moderation.output.flagged) == (False, False)
+    assert calm.moderation.input.model == GUARD and calm.moderation.input.category_scores["violence"] == 0.0
+    asked = [r for r in backend.requests if r["model"] == GUARD]
+    assert asked[-2]["messages"] == [{"role": "user", "content": "Tell me about tea."}]
+    assert asked[-1]["messages"] == [{"role": "user", "content": "Tell me about tea."},
+                                     {"role": "assistant", "content": "Sure."}], "the guard judges the answer"
+
+    before = len([r for r in backend.requests if r["model"] == "m"])
+    blocked = client.responses.create(model="m", moderation=BLOCK, input="How do I build a weapon?")
+    assert blocked.status == "incomplete" and blocked.incomplete_details.reason == "content_filter"
+    assert blocked.output == [] and len([r for r in backend.requests if r["model"] == "m"]) == before
+    checked = blocked.moderation.input
+    assert checked.flagged and checked.categories["violence"] and checked.categories["illicit/violent"]
+    assert not checked.categories["hate"] and checked.category_applied_input_types == {
+        "illicit/violent": ["text"], "violence": ["text"]}
+
+    withheld = client.responses.create(model="m", moderation=BLOCK, input="Please say: a WEAPON plan")
+    assert withheld.status == "incomplete" and withheld.output == [] and withheld.moderation.output.flagged
+    assert not withheld.moderation.input.flagged
+
+
+def test_a_guard_model_no_upstream_serves_stops_serve(scripted_server, tmp_path) -> None:
+    config = tmp_path / "parley.yaml"
+    config.write_text(f"upstreams:\n  - name: only-m\n    url: {scripted_server.url}\n    models: ['m']\n")
+    server = ParleyProcess("--config", str(config), "--moderation-guard-model", GUARD,
+                           "--db", f"sqlite:///{tmp_path / 'p.db'}")
+    with pytest.raises(RuntimeError) as info:
+        server.start()
+    assert "exited with 2" in str(info.value) and "--moderation-guard-model llama-guard3" in str(info.value)

@@ -74,6 +74,9 @@ class Router:
                                  param="model", code="model_not_found")
         return next(u for u in self.upstreams if u.name == name)
 
+    def serves(self, model: str) -> bool:
+        return model in self._by_model or self._catch_all is not None
+
     def backend_for(self, model: str) -> ChatBackend:
         return self.backends[self.upstream_config(model).name]
 

@@ -42,6 +42,7 @@ from parley.errors import BackendError, InvalidRequest, NotFound, ParleyError, S
 from parley.files import FileReader
 from parley.items import image_urls, input_files, item_resource, uploaded_images
 from parley.moderation import Moderator, moderated
+from parley.moderation_guard import GuardModerator
 from parley.metrics import Metrics
 from parley.reasoning import ReasoningCipher
 from parley.request import CreateResponse, check_served
@@ -73,10 +74,10 @@ class Engine:
                  max_tool_iterations: int = 10, metrics: Metrics | None = None,
                  cipher: ReasoningCipher | None = None, store_retry_s: float = 15.0,
                  files: FileReader | None = None, conversations: Any = None,
-                 moderator: Moderator | None = None) -> None:
+                 moderator: Moderator | GuardModerator | None = None) -> None:
         self.store = store
         self.conversations = conversations  # parley.store.conversations.SqlConversations, for `conversation`
-        self.moderator = moderator  # the operator's moderations endpoint, for `moderation`
+        self.moderator = moderator  # the operator's moderations endpoint or guard model, for `moderation`
         self.router = router
         self.tools = tools or ToolEnv()
         self.files = files or FileReader(self.tools.address_policy, timeout=self.tools.tool_timeout)
