@@ -157,6 +157,7 @@ class ComputerCallItem(_ClientCall):
     type: Literal["computer_call"]
     action: dict[str, Any] | None = None
     actions: list[dict[str, Any]] | None = None
+    pending_safety_checks: list[dict[str, Any]] | None = None
 
 
 NATIVE_CALLS = (ShellCallItem, LocalShellCallItem, ApplyPatchCallItem, ComputerCallItem)

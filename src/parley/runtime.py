@@ -9,6 +9,7 @@ store honest (heartbeat and recovery).  Nothing else builds these.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import importlib
 import logging
@@ -85,6 +86,7 @@ class Runtime:
             timeout=settings.tool_timeout) if settings.web_search else None
         self.policy = AddressPolicy(enforce=self.keys.enabled, allow=settings.outbound_allow)
         self.tools = ToolEnv(self.policy, settings.tool_timeout, search, settings.mcp_require_approval)
+        self.tools.computer_confirm = re.compile(settings.computer_confirm) if settings.computer_confirm else None
         self.moderator: Moderator | GuardModerator | None = None
         if settings.moderation_upstream:
             self.moderator = Moderator(settings.moderation_upstream, settings.moderation_api_key,

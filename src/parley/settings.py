@@ -9,6 +9,7 @@ library client) and passed into :func:`parley.http.app.create_app`.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -131,6 +132,9 @@ class Settings(BaseSettings):
         None, description="Base URL (…/v1) of an OpenAI-compatible moderations API (/moderations) that checks the "
         "input and output of requests with 'moderation'. Without it, 'moderation' is a 400.")
     moderation_api_key: str | None = Field(None, description="API key sent to --moderation-upstream.")
+    computer_confirm: str | None = Field(
+        None, description="A regular expression searched in each computer-use action's JSON: a computer_call with "
+        "an action it matches carries a pending safety check the client must acknowledge.")
     moderation_guard_model: str | None = Field(
         None, description="A guard model served by an upstream (Llama Guard 3, or one that answers 'safe' or "
         "'unsafe' and its categories as it does) that checks the text of requests with 'moderation', where no "
@@ -239,6 +243,14 @@ class Settings(BaseSettings):
         if self.embedding_model != "local" and not self.embedding_upstream:
             raise ValueError(f"embedding_model '{self.embedding_model}' needs embedding_upstream (only 'local' is "
                              "served without one)")
+        return self
+
+    @model_validator(mode="after")
+    def _computer_confirm_compiles(self) -> Settings:
+        try:
+            re.compile(self.computer_confirm or "")
+        except re.error as exc:
+            raise ValueError(f"--computer-confirm is not a regular expression: {exc}") from None
         return self
 
     @model_validator(mode="after")

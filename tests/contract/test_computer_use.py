@@ -92,3 +92,44 @@ def test_malformed_actions_become_a_screenshot_and_bad_computer_input_is_a_400(c
         with pytest.raises(openai.BadRequestError) as info:
             client.responses.create(**{"model": "m", "input": "x", **change})
         assert info.value.body["param"] == param, (change, info.value.body)
+
+
+@pytest.fixture(scope="module")
+def confirming(scripted_server, db_url):
+    """A server whose operator asks for confirmation before any typed text that looks like a card number."""
+    from parley.testing import ParleyProcess
+    from parley.testing.strict import strict_client
+
+    with ParleyProcess("--upstream", scripted_server.url, "--db", db_url,
+                       "--computer-confirm", r'"text":"[0-9 ]{12,}"') as server, \
+            strict_client(server.base_url) as official:
+        yield official
+
+
+def test_an_operators_check_holds_a_sensitive_action_until_the_client_acknowledges_it(confirming, backend) -> None:
+    card = [{"type": "click", "button": "left", "x": 5, "y": 5}, {"type": "type", "text": "4111 1111 1111 1111"}]
+    backend.push(Reply(tool_calls=[ToolCall("computer", {"actions": ACTIONS}, id="call_plain")]))
+    plain = confirming.responses.create(model="m", input="Say hello.", tools=[{"type": "computer"}])
+    assert plain.output[0].pending_safety_checks == []
+
+    backend.push(Reply(tool_calls=[ToolCall("computer", {"actions": card}, id="call_card")]))
+    first = confirming.responses.create(model="m", input="Pay.", tools=[{"type": "computer"}])
+    [check] = first.output[0].pending_safety_checks
+    assert check.code == "sensitive_action" and check.id.startswith("cu_sc_") and "type action" in check.message
+    screenshot = {"type": "computer_screenshot", "image_url": SHOT}
+    with pytest.raises(openai.BadRequestError) as info:
+        confirming.responses.create(model="m", previous_response_id=first.id, tools=[{"type": "computer"}], input=[
+            {"type": "computer_call_output", "call_id": "call_card", "output": screenshot}])
+    assert info.value.body["param"] == "input[0].acknowledged_safety_checks"
+    assert info.value.body["code"] == "safety_check_not_acknowledged"
+    with pytest.raises(openai.BadRequestError):  # a stateless replay of the call is held to it too
+        confirming.responses.create(model="m", tools=[{"type": "computer"}], store=False, input=[
+            {"role": "user", "content": "Pay."}, first.output[0].model_dump(exclude_none=True),
+            {"type": "computer_call_output", "call_id": "call_card", "output": screenshot,
+             "acknowledged_safety_checks": [{"id": "cu_sc_other"}]}])
+
+    backend.push(Reply(text="Paid."))
+    done = confirming.responses.create(model="m", previous_response_id=first.id, tools=[{"type": "computer"}], input=[
+        {"type": "computer_call_output", "call_id": "call_card", "output": screenshot,
+         "acknowledged_safety_checks": [check.model_dump(exclude_none=True)]}])
+    assert done.output_text == "Paid."

@@ -112,6 +112,7 @@ class Engine:
         conversation, previous = await self.sources.conversation(request, upstream, tenant)
         # The stored response, parsed once into the protocol's types: what the tools and approvals read of it.
         previous_output = Response.model_validate_json(previous.serialized()).output if previous else []
+        self.registry.check_turn(previous_output, request.input)
         approved = resolve_approvals(request, previous_output, previous.call_ids if previous else {}, conversation)
         programs = await self.sources.programs(request, previous, conversation, tenant)
         if not conversation:

@@ -67,6 +67,7 @@ class _Call:
     hidden: bool = False  # a server-side tool call: the engine emits its own items for it
     chat_name: str = ""
     custom: Any = None  # the item of a client call that is not a function_call (custom, tool_search, shell…)
+    tool: Any = None  # the client tool it calls (parley.tools.base.ClientTool)
 
 
 @dataclass
@@ -264,7 +265,7 @@ class ChunkTranslator:
         state = _Call((position, call_id), item, index, hidden=chat_name in self.server_names, chat_name=chat_name)
         tool = self.client_tools.get(chat_name)
         if tool is not None:
-            state.custom = client_call_item(tool, item.call_id)
+            state.custom, state.tool = client_call_item(tool, item.call_id), tool
             if state.custom is None and tool.namespace:
                 item.name, item.namespace = tool.name, tool.namespace  # Codex needs the inner name and its group
         self._calls[state.key] = state
@@ -341,7 +342,7 @@ class ChunkTranslator:
                 self.server_calls.append(item)
                 return events
             if state.custom is not None:
-                done, closing = close_client_call(state.custom, item.arguments, state.output_index)
+                done, closing = close_client_call(state.custom, item.arguments, state.output_index, state.tool)
                 self.items.append(done)
                 return events + closing
             events.append(ResponseFunctionCallArgumentsDoneEvent(

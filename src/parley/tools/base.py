@@ -166,6 +166,7 @@ class ToolEnv:
     images: Any = None  # the operator's images endpoint (parley.tools.images.ImagesEndpoint), if configured
     files: Any = None  # the Files API's store (parley.store.files.SqlFiles), once started
     cipher: Any = None  # the server's key (parley.reasoning.ReasoningCipher): sealed program fingerprints
+    computer_confirm: Any = None  # computer actions that need the client's acknowledgement (a compiled pattern)
     shared: dict[str, Any] = field(default_factory=dict)
 
 
@@ -258,6 +259,10 @@ class ToolKind:
 
     def check_request(self, tools: list[Any]) -> None:
         """Checks of how the request's other tools use this kind (all of ``tools``, of every kind)."""
+
+    def check_turn(self, previous_output: list[Any], items: list[Any]) -> None:
+        """Checks of the request's input items against the previous response's output (typed), before the model
+        runs: what this kind's earlier calls ask of the client's answers."""
 
     async def admit(self, tools: list[tuple[str, Any]], env: ToolEnv, tenant: str = "") -> None:
         """Checks that need the server, of this kind's tools (each with its place, ``tools[i]``) for the caller's

@@ -161,7 +161,8 @@ def custom_input(arguments: str) -> str:
 
 # Other client tool kinds (parley.tools.native) add the items their calls become, by tool kind and item type.
 CALL_OPENERS: dict[str, Callable[[ClientTool, str], Any]] = {}
-CALL_CLOSERS: dict[str, Callable[[Any, str, int], tuple[Any, list[Any]]]] = {}
+# A closer gets the item, the call's whole arguments, its output index and the tool it calls.
+CALL_CLOSERS: dict[str, Callable[[Any, str, int, ClientTool], tuple[Any, list[Any]]]] = {}
 
 
 def client_call_item(tool: ClientTool, call_id: str) -> Any:
@@ -177,11 +178,11 @@ def client_call_item(tool: ClientTool, call_id: str) -> Any:
     return None
 
 
-def close_client_call(item: Any, arguments: str, index: int) -> tuple[Any, list[Any]]:
+def close_client_call(item: Any, arguments: str, index: int, tool: ClientTool) -> tuple[Any, list[Any]]:
     """The finished item of a client call that is not a ``function_call`` (a custom call's input, a client
     tool_search's arguments…, from the complete arguments) and its closing events."""
     if item.type in CALL_CLOSERS:
-        return CALL_CLOSERS[item.type](item, arguments, index)
+        return CALL_CLOSERS[item.type](item, arguments, index, tool)
     if isinstance(item, ResponseToolSearchCall):
         try:
             parsed: Any = json.loads(arguments or "{}")

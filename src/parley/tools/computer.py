@@ -3,14 +3,19 @@
 Parley offers chat backends one function, ``computer``, whose arguments are the protocol's actions (a list of
 them for ``computer``; one, as ``action``, for ``computer_use_preview``, whose display and environment the
 description gives), and turns a call into a ``computer_call`` item with those actions and no pending safety
-checks.  The client's ``computer_call_output`` (a screenshot, by URL or uploaded ``file_id``) comes back as the
-call's tool message and, after it, a user message holding the screenshot as an image (chat tool messages carry
-text only) — see :mod:`parley.engine.history`.
+checks, unless the operator asks for them (``--computer-confirm``: a regular expression searched in each action's
+JSON; a call with an action it matches carries a ``sensitive_action`` check, which the client acknowledges in the
+call's ``computer_call_output`` before the response goes on).  The client's ``computer_call_output`` (a
+screenshot, by URL or uploaded ``file_id``) comes back as the call's tool message and, after it, a user message
+holding the screenshot as an image (chat tool messages carry text only) — see :mod:`parley.engine.history`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from openai.types.responses import ResponseComputerToolCall, ResponseOutputItemDoneEvent
@@ -19,6 +24,8 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from parley.errors import InvalidRequest
 from parley.ids import new_id
+from parley.items import ComputerCallOutputItem
+from parley.replayed_items import ComputerCallItem
 from parley.tools.base import BindContext, Binding, ClientTool, Offered, ToolKind, ToolModel, arguments_of
 from parley.tools.client import CALL_CLOSERS, CALL_OPENERS
 
@@ -95,13 +102,34 @@ def _open(tool: ClientTool, call_id: str) -> ResponseComputerToolCall:
                                     pending_safety_checks=[])
 
 
-def _close(item: ResponseComputerToolCall, arguments: str, index: int) -> tuple[Any, list[Any]]:
+@dataclass(frozen=True)
+class ComputerClient(ClientTool):
+    """The computer function, with the operator's pattern of actions that need the client's acknowledgement."""
+
+    confirm: re.Pattern[str] | None = None
+
+
+def safety_checks(actions: list[dict[str, Any]], confirm: re.Pattern[str] | None) -> list[dict[str, str]]:
+    """The pending safety checks of a call with these actions: one when an action matches ``confirm``."""
+    hits = [a for a in actions if confirm is not None and confirm.search(json.dumps(a, separators=(",", ":")))]
+    if not hits:
+        return []
+    return [{"id": new_id("cu_sc"), "code": "sensitive_action",
+             "message": f"The operator asks for confirmation before this {hits[0]['type']} action; acknowledge "
+                        "the check in the call's computer_call_output to go on."}]
+
+
+def _close(item: ResponseComputerToolCall, arguments: str, index: int, tool: ClientTool) -> tuple[Any, list[Any]]:
     args = arguments_of(arguments)
     if "action" in args:  # computer_use_preview: one action
-        shape = {"action": _valid([args["action"]])[0]}
+        shape: dict[str, Any] = {"action": _valid([args["action"]])[0]}
+        actions = [shape["action"]]
     else:
         shape = {"actions": _valid(args.get("actions") if isinstance(args.get("actions"), list) else [])}
-    item = item.model_validate({**item.model_dump(exclude_none=True), **shape, "status": "completed"})
+        actions = shape["actions"]
+    checks = safety_checks(actions, tool.confirm if isinstance(tool, ComputerClient) else None)
+    item = item.model_validate({**item.model_dump(exclude_none=True), **shape, "status": "completed",
+                                "pending_safety_checks": checks})
     return item, [ResponseOutputItemDoneEvent(type="response.output_item.done", item=item.model_copy(),
                                               output_index=index, sequence_number=0)]
 
@@ -111,12 +139,13 @@ CALL_CLOSERS["computer_call"] = _close
 
 
 class ComputerTools(Binding):
-    def __init__(self, tool: ComputerTool | ComputerUsePreviewTool) -> None:
+    def __init__(self, tool: ComputerTool | ComputerUsePreviewTool, confirm: re.Pattern[str] | None) -> None:
         self.tool = tool
+        self.confirm = confirm
 
     def offered(self) -> list[Offered]:
-        return [Offered(_function(self.tool), ClientTool(FUNCTION_NAME, FUNCTION_NAME),  # type: ignore[arg-type]
-                        {"type": self.tool.type})]
+        return [Offered(_function(self.tool), ComputerClient(FUNCTION_NAME, FUNCTION_NAME, confirm=self.confirm),
+                        {"type": self.tool.type})]  # type: ignore[arg-type]
 
     def forced(self, choice: ToolModel) -> Any:
         return {"type": "function", "function": {"name": FUNCTION_NAME}}
@@ -132,8 +161,27 @@ class ComputerKind(ToolKind):
         if choice is not None and not tools:
             raise InvalidRequest("tool_choice names the computer tool, but 'tools' has none.", param="tool_choice")
 
+    def check_turn(self, previous_output: list[Any], items: list[Any]) -> None:
+        """Each computer call's pending safety checks acknowledged in the output that answers it (a 400 naming
+        the output's ``acknowledged_safety_checks`` where one is not)."""
+        pending = {item.call_id: item.pending_safety_checks for item in previous_output
+                   if isinstance(item, ResponseComputerToolCall) and item.pending_safety_checks}
+        pending.update({item.call_id: item.pending_safety_checks for item in items
+                        if isinstance(item, ComputerCallItem) and item.pending_safety_checks})
+        for i, item in enumerate(items):
+            if not isinstance(item, ComputerCallOutputItem) or item.call_id not in pending:
+                continue
+            given = {str(check.get("id")) for check in item.acknowledged_safety_checks or []}
+            for check in pending[item.call_id]:
+                check_id = check.id if hasattr(check, "id") else str(check.get("id"))
+                if check_id not in given:
+                    raise InvalidRequest(f"The computer call {item.call_id} has a pending safety check "
+                                         f"({check_id}) that this output does not acknowledge.",
+                                         param=f"input[{i}].acknowledged_safety_checks",
+                                         code="safety_check_not_acknowledged")
+
     def bind(self, tools: list[Any], context: BindContext) -> Binding | None:
-        return ComputerTools(tools[0]) if tools else None
+        return ComputerTools(tools[0], context.env.computer_confirm) if tools else None
 
 
 KIND = ComputerKind()

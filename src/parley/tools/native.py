@@ -109,7 +109,8 @@ def _done(item: Any, index: int) -> ResponseOutputItemDoneEvent:
                                        sequence_number=0)
 
 
-def _close_shell(item: ResponseFunctionShellToolCall, arguments: str, index: int) -> tuple[Any, list[Any]]:
+def _close_shell(item: ResponseFunctionShellToolCall, arguments: str, index: int,
+                 tool: ClientTool) -> tuple[Any, list[Any]]:
     args = arguments_of(arguments)
     action: dict[str, Any] = {"commands": _strings(args.get("commands"))}
     action.update({k: args[k] for k in ("timeout_ms", "max_output_length") if isinstance(args.get(k), int)})
@@ -125,7 +126,8 @@ def _close_shell(item: ResponseFunctionShellToolCall, arguments: str, index: int
     return item, events + [_done(item, index)]
 
 
-def _close_local_shell(item: LocalShellCall, arguments: str, index: int) -> tuple[Any, list[Any]]:
+def _close_local_shell(item: LocalShellCall, arguments: str, index: int,
+                       tool: ClientTool) -> tuple[Any, list[Any]]:
     args = arguments_of(arguments)
     action = {"type": "exec", "command": _strings(args.get("command")),
               "env": {str(k): str(v) for k, v in (args.get("env") or {}).items()} if isinstance(args.get("env"), dict)
@@ -137,7 +139,8 @@ def _close_local_shell(item: LocalShellCall, arguments: str, index: int) -> tupl
     return item, [_done(item, index)]
 
 
-def _close_apply_patch(item: ResponseApplyPatchToolCall, arguments: str, index: int) -> tuple[Any, list[Any]]:
+def _close_apply_patch(item: ResponseApplyPatchToolCall, arguments: str, index: int,
+                       tool: ClientTool) -> tuple[Any, list[Any]]:
     args = arguments_of(arguments)
     kind = args.get("type") if args.get("type") in ("create_file", "update_file", "delete_file") else "update_file"
     operation: dict[str, Any] = {"type": kind, "path": str(args.get("path") or "")}

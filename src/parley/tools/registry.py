@@ -155,6 +155,10 @@ class Registry:
 
     # -- serving -------------------------------------------------------------------------
 
+    def check_turn(self, previous_output: list[Any], items: list[Any]) -> None:
+        for kind in self.kinds:
+            kind.check_turn(previous_output, items)
+
     async def admit(self, tools: list[ToolModel], env: ToolEnv, tenant: str = "") -> None:
         for kind in self.kinds:
             placed = self._placed(kind, tools)
