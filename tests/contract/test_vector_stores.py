@@ -28,6 +28,8 @@ def parley_server(scripted_server, retrieval_db_url):
 def test_the_server_uses_pgvector_exactly_where_the_database_has_it(parley_server, retrieval_db_url) -> None:
     uses = "vector search uses HNSW indexes" in parley_server.log()
     assert uses == ("host=" in retrieval_db_url), parley_server.log()[-2000:]
+    warned = "PostgreSQL without pgvector" in parley_server.log()
+    assert warned == (retrieval_db_url.startswith("postgresql") and not uses), "the operator is told to add it"
 
 
 def _upload(client, name: str, text: str | bytes):

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from parley.retrieval.embeddings import Embedders
 from parley.retrieval.filters import to_sql
 from parley.store.pgvector import PgVector
+from parley.store.sqlite_vec_index import SqliteVec
 from parley.store.sql import SqlStore
 from parley.store.vector_stores import StoreInfo, store_chunks, store_files
 
@@ -34,6 +35,7 @@ from parley.store.vector_stores import StoreInfo, store_chunks, store_files
 RRF_K = 10
 EMBEDDING_WEIGHT, TEXT_WEIGHT = 0.5, 1.0
 MAX_KEYWORDS = 64
+MAX_FTS_READ = 20_000  # chunks ranked inside FTS5 before a filtered keyword search joins every match instead
 Mode = Literal["hybrid", "vector", "keyword"]
 WORD = re.compile(r"\w+", re.UNICODE)
 STOPWORDS = frozenset(
@@ -80,9 +82,11 @@ def keywords(query: str) -> list[str]:
 
 
 class Searcher:
-    def __init__(self, store: SqlStore, embedders: Embedders, pgvector: PgVector) -> None:
+    def __init__(self, store: SqlStore, embedders: Embedders, pgvector: PgVector,
+                 sqlite_vec: SqliteVec | None = None) -> None:
         self.store = store
         self.pgvector = pgvector
+        self.sqlite_vec = sqlite_vec or SqliteVec()
         self.embedders = embedders
         self.dialect = store.engine.dialect.name
 
@@ -101,7 +105,11 @@ class Searcher:
                       pool: int) -> list[tuple[int, float]]:
         """(chunk id, cosine similarity), best first."""
         scope = self._scope(store_ids, filters)
-        if self.dialect == "sqlite":
+        if self.dialect == "sqlite" and self.sqlite_vec.enabled:
+            found = await self._indexed_nearest(store_ids, vector, scope, pool)
+            if found is not None:
+                return found
+        if self.dialect == "sqlite":  # (a filter that the index's nearest chunks do not pass: every chunk read)
             distance = sa.func.vec_distance_cosine(store_chunks.c.embedding, sa.literal(vector.astype("<f4").tobytes()))
             query = self._joined(store_chunks.c.id, distance.label("d")).where(scope).order_by("d").limit(pool)
             rows = await self.store.run(lambda conn: conn.execute(query).all())
@@ -117,6 +125,23 @@ class Searcher:
         best = np.argsort(-similarity)[:pool]
         return [(rows[i].id, float(similarity[i])) for i in best]
 
+    async def _indexed_nearest(self, store_ids: list[str], vector: np.ndarray, scope: Any,
+                               pool: int) -> list[tuple[int, float]] | None:
+        """The ``pool`` nearest chunks within ``scope`` through sqlite-vec's index: the nearest ``2 * pool`` of each
+        store, kept where they pass the scope (a file still being indexed, a filter); ``None`` when too few pass
+        and the stores hold more than were read."""
+        k = 2 * pool
+        nearest = await self.store.run(self.sqlite_vec.nearest(store_ids, vector, k))
+        if not nearest:
+            return []
+        ids = [chunk_id for chunk_id, _ in nearest]
+        passing = set(await self.store.run(lambda conn: conn.execute(
+            self._joined(store_chunks.c.id).where(scope, store_chunks.c.id.in_(ids))).scalars().all()))
+        kept = [hit for hit in nearest if hit[0] in passing][:pool]
+        if len(kept) < pool and len(nearest) >= k:
+            return None
+        return kept
+
     async def _keyword(self, store_ids: list[str], query_text: str, filters: Any, pool: int) -> list[tuple[int, float]]:
         """(chunk id, BM25-like score > 0), best first."""
         words = keywords(query_text)
@@ -124,6 +149,9 @@ class Searcher:
             return []
         scope = self._scope(store_ids, filters)
         if self.dialect == "sqlite":
+            ranked = await self._fts_ranked(store_ids, words, scope, pool)
+            if ranked is not None:
+                return ranked
             match = " OR ".join('"' + w.replace('"', "") + '"' for w in words)
             fts = sa.table("parley_vector_store_fts", sa.column("rowid"))
             score = sa.func.bm25(sa.literal_column("parley_vector_store_fts"))
@@ -139,6 +167,30 @@ class Searcher:
             .order_by(sa.desc("s")).limit(pool)
         rows = await self.store.run(lambda conn: conn.execute(query).all())
         return [(row.id, float(row.s)) for row in rows]
+
+    async def _fts_ranked(self, store_ids: list[str], words: list[str], scope: Any,
+                          pool: int) -> list[tuple[int, float]] | None:
+        """SQLite: the best ``pool`` chunks within ``scope`` ranked inside FTS5 (the stores' chunks that hold a word,
+        by BM25), reading more when a filter or a file still being indexed leaves too few; ``None`` past
+        ``MAX_FTS_READ`` of them (the caller joins every match instead)."""
+        stores = " OR ".join('"' + s.replace('"', "") + '"' for s in store_ids)
+        match = f"vector_store_id : ({stores}) AND text : (" + \
+            " OR ".join('"' + w.replace('"', "") + '"' for w in words) + ")"
+        ranked_sql = sa.text("SELECT rowid AS id, bm25(parley_vector_store_fts, 1.0, 0.0) AS s FROM "
+                             "parley_vector_store_fts WHERE parley_vector_store_fts MATCH :m ORDER BY s LIMIT :n")
+        limit = 2 * pool
+        while limit <= MAX_FTS_READ:
+            rows = await self.store.run(lambda conn: conn.execute(ranked_sql, {"m": match, "n": limit}).all())
+            if not rows:
+                return []
+            ids = [row.id for row in rows]
+            passing = set(await self.store.run(lambda conn: conn.execute(
+                self._joined(store_chunks.c.id).where(scope, store_chunks.c.id.in_(ids))).scalars().all()))
+            kept = [(row.id, -float(row.s)) for row in rows if row.id in passing][:pool]
+            if len(kept) == pool or len(rows) < limit:
+                return kept
+            limit *= 8
+        return None
 
     async def search(self, stores: list[StoreInfo], query: Query) -> list[Hit]:
         pool = max(4 * query.max_results, 40)

@@ -58,8 +58,9 @@ class Retrieval:
         self.files = files
         self.embedders = embedders
         self.vector_stores = SqlVectorStores(store)
-        self.searcher = Searcher(store, embedders, self.vector_stores.pgvector)
-        self.ingestor = Ingestor(IngestionWork(store, self.vector_stores.pgvector), files, embedders, workers,
+        self.searcher = Searcher(store, embedders, self.vector_stores.pgvector, self.vector_stores.sqlite_vec)
+        self.ingestor = Ingestor(IngestionWork(store, self.vector_stores.pgvector, self.vector_stores.sqlite_vec),
+                                 files, embedders, workers,
                                  instance=instance, stale_s=stale_s, limits=limits, concurrency=concurrency)
 
     async def start(self) -> None:

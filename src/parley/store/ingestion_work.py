@@ -13,6 +13,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from parley.store.pgvector import PgVector
+from parley.store.sqlite_vec_index import SqliteVec
 from parley.store.sql import SqlStore
 from parley.store.tables import instances
 from parley.store.vector_stores import store_chunks, store_files, stores
@@ -36,9 +37,10 @@ class Job:
 
 
 class IngestionWork:
-    def __init__(self, store: SqlStore, pgvector: PgVector) -> None:
+    def __init__(self, store: SqlStore, pgvector: PgVector, sqlite_vec: SqliteVec | None = None) -> None:
         self.store = store
         self.pgvector = pgvector
+        self.sqlite_vec = sqlite_vec or SqliteVec()
 
     async def claim(self, instance: str, stale_s: float, skip: frozenset[tuple[str, str]] = frozenset()) -> Job | None:
         """Take one ``in_progress`` file that no live instance holds (never held, or held by an instance whose
@@ -94,6 +96,8 @@ class IngestionWork:
             if rows and self.pgvector.enabled:
                 self.pgvector.insert(conn, rows, vectors)
             elif rows:
+                if self.sqlite_vec.enabled:
+                    self.sqlite_vec.ensure(conn, int(vectors.shape[1]))  # (its trigger copies the rows in)
                 conn.execute(store_chunks.insert(), rows)
             return True
 

@@ -468,4 +468,29 @@ MIGRATIONS: list[tuple[str, Statements]] = [
             )""",
         ],
     ),
+    (
+        # SQLite: the vector stores' full-text index also holds each chunk's store, so that a keyword search ranks
+        # one store's chunks inside FTS5 (the store id a phrase of its own column) instead of joining every match.
+        "0020_vector_store_fts_by_store",
+        {
+            "sqlite": [
+                "DROP TRIGGER parley_vector_store_chunks_ai",
+                "DROP TRIGGER parley_vector_store_chunks_ad",
+                "DROP TABLE parley_vector_store_fts",
+                """CREATE VIRTUAL TABLE parley_vector_store_fts USING fts5(
+                    text, vector_store_id, content='parley_vector_store_chunks', content_rowid='id',
+                    tokenize='porter unicode61')""",
+                "INSERT INTO parley_vector_store_fts(parley_vector_store_fts) VALUES ('rebuild')",
+                """CREATE TRIGGER parley_vector_store_chunks_ai AFTER INSERT ON parley_vector_store_chunks BEGIN
+                    INSERT INTO parley_vector_store_fts(rowid, text, vector_store_id)
+                    VALUES (new.id, new.text, new.vector_store_id);
+                END""",
+                """CREATE TRIGGER parley_vector_store_chunks_ad AFTER DELETE ON parley_vector_store_chunks BEGIN
+                    INSERT INTO parley_vector_store_fts(parley_vector_store_fts, rowid, text, vector_store_id)
+                    VALUES ('delete', old.id, old.text, old.vector_store_id);
+                END""",
+            ],
+            "postgresql": [],
+        },
+    ),
 ]

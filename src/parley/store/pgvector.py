@@ -52,6 +52,9 @@ class PgVector:
 
         def setup(conn: sa.Connection) -> str | None:
             if conn.execute(sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")).first() is None:
+                log.warning("PostgreSQL without pgvector: the vector half of file search reads every embedding of "
+                            "the stores it searches (about 0.9 s at 100,000 chunks on 2 cores); install pgvector "
+                            "on the database server for stores past about 10,000 chunks")
                 return None
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(7226538)"))  # instances starting together
             try:

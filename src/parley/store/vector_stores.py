@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from parley.ids import STORED_ID, new_id
 from parley.store.pages import Order, Page, page_query
 from parley.store.pgvector import PgVector
+from parley.store.sqlite_vec_index import SqliteVec
 from parley.store.sql import SqlStore
 from parley.store.tables import metadata
 
@@ -140,10 +141,13 @@ class SqlVectorStores:
     def __init__(self, store: SqlStore) -> None:
         self.store = store
         self.pgvector = PgVector()
+        self.sqlite_vec = SqliteVec()
 
     async def prepare(self) -> None:
-        """Enable pgvector where the database has it (see :mod:`parley.store.pgvector`)."""
+        """Enable pgvector where the database has it (see :mod:`parley.store.pgvector`), or sqlite-vec's index
+        on SQLite (:mod:`parley.store.sqlite_vec_index`)."""
         await self.pgvector.prepare(self.store)
+        await self.sqlite_vec.prepare(self.store)
 
     # -- stores --------------------------------------------------------------------------------------------
 
