@@ -1,10 +1,11 @@
 """Search over vector stores: vector similarity and full-text, fused by reciprocal rank fusion (the default,
 ``hybrid``), or either alone.
 
-Both halves run in SQL, filtered by the stores and the attribute filter: on SQLite, ``vec_distance_cosine``
-from sqlite-vec over the chunks' embeddings and FTS5's ``bm25``; on PostgreSQL the ``tsvector`` index with
-``ts_rank`` (normalized by the log of the chunk's length), and pgvector's HNSW index where the server has
-pgvector (else the filtered chunks' embeddings compared in numpy).  Each store's chunks are compared only
+Both halves run in SQL, filtered by the stores and the attribute filter: on SQLite, sqlite-vec's ``vec0``
+index (:mod:`parley.store.sqlite_vec_index`) and FTS5's ``bm25`` ranked inside the index; on PostgreSQL the
+``tsvector`` index, its candidates found by the query's rarer words (:mod:`parley.retrieval.pg_terms`) and
+ranked by ``ts_rank`` (normalized by the log of the chunk's length), and pgvector's HNSW index where the server
+has pgvector (else the filtered chunks' embeddings compared in numpy).  Each store's chunks are compared only
 with a query embedded by that store's own model.
 
 Scores are in [0, 1]: the cosine similarity (vector), ``s / (1 + s)`` of the BM25 score (keyword), or the fused
@@ -24,6 +25,7 @@ import sqlalchemy as sa
 
 from parley.retrieval.embeddings import Embedders
 from parley.retrieval.filters import to_sql
+from parley.retrieval.pg_terms import TermStats, any_of, weighted_rank
 from parley.store.pgvector import PgVector
 from parley.store.sqlite_vec_index import SqliteVec
 from parley.store.sql import SqlStore
@@ -87,6 +89,7 @@ class Searcher:
         self.store = store
         self.pgvector = pgvector
         self.sqlite_vec = sqlite_vec or SqliteVec()
+        self.term_stats = TermStats()  # PostgreSQL: which query words find the keyword half's candidates
         self.embedders = embedders
         self.dialect = store.engine.dialect.name
 
@@ -160,13 +163,18 @@ class Searcher:
                 scope, sa.literal_column("parley_vector_store_fts").op("MATCH")(match)).order_by("s").limit(pool)
             rows = await self.store.run(lambda conn: conn.execute(query).all())
             return [(row.id, -float(row.s)) for row in rows]
-        tsquery = sa.func.to_tsquery("english", " | ".join(words))
         tsv = sa.literal_column("parley_vector_store_chunks.tsv")
-        rank = sa.func.ts_rank(tsv, tsquery, 1)
-        query = self._joined(store_chunks.c.id, rank.label("s")).where(scope, tsv.op("@@")(tsquery)) \
-            .order_by(sa.desc("s")).limit(pool)
-        rows = await self.store.run(lambda conn: conn.execute(query).all())
-        return [(row.id, float(row.s)) for row in rows]
+
+        def ranked(conn: sa.Connection) -> list[Any]:
+            finding, weights = self.term_stats.weighed(conn, " ".join(words))
+            if not finding:
+                return []
+            rank = weighted_rank(tsv, weights)
+            query = self._joined(store_chunks.c.id, rank.label("s")).where(scope, tsv.op("@@")(any_of(finding))) \
+                .order_by(sa.desc("s")).limit(pool)
+            return conn.execute(query).all()
+
+        return [(row.id, float(row.s)) for row in await self.store.run(ranked)]
 
     async def _fts_ranked(self, store_ids: list[str], words: list[str], scope: Any,
                           pool: int) -> list[tuple[int, float]] | None:

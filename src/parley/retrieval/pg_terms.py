@@ -1,0 +1,67 @@
+"""PostgreSQL: which words of a keyword query are rare enough to find candidates by, from the planner's own
+statistics of the chunks' ``tsvector`` column (``pg_stats.most_common_elems``: the lexemes that are in more than a
+small share of the chunks, with that share; ANALYZE keeps them, and autovacuum runs it as the table grows).
+
+A query's chunks are found by its rarer lexemes (those in at most ``RARE_SHARE`` of the chunks, or the two rarest
+when none is) and then ranked by every word of the query: a word in most chunks adds nothing to the candidates
+but the time to rank them all (``ts_rank`` reads each matching row), while it still counts in the ranking.
+Without statistics (a table never analyzed) every word finds candidates, as before.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import sqlalchemy as sa
+
+RARE_SHARE = 0.05  # of the chunks: a lexeme in more of them does not widen the candidates
+REFRESH_S = 60.0
+STATS = sa.text("SELECT most_common_elems::text::text[] AS elems, most_common_elem_freqs AS freqs FROM pg_stats "
+                "WHERE tablename = 'parley_vector_store_chunks' AND attname = 'tsv'")
+LEXEMES = sa.text("SELECT lexeme FROM unnest(to_tsvector('english', :text))")
+
+
+class TermStats:
+    def __init__(self) -> None:
+        self._shares: dict[str, float] = {}
+        self._read_at = float("-inf")
+
+    def shares(self, conn: sa.Connection) -> dict[str, float]:
+        """The share of chunks each common lexeme is in (read again after ``REFRESH_S``)."""
+        if time.monotonic() - self._read_at > REFRESH_S:
+            row = conn.execute(STATS).first()
+            self._shares = dict(zip(row.elems, row.freqs)) if row is not None and row.elems else {}
+            self._read_at = time.monotonic()
+        return self._shares
+
+    def weighed(self, conn: sa.Connection, text: str) -> tuple[list[str], dict[str, float]]:
+        """The lexemes of ``text`` (English stemming, as the index has them) that candidates are found by, and
+        each lexeme's weight in the ranking: its inverse document frequency, ``ln(1 + 1 / share)`` (a lexeme
+        the statistics do not list is taken to be in half as many chunks as the rarest one they list)."""
+        lexemes = list(dict.fromkeys(lexeme for lexeme in conn.execute(LEXEMES, {"text": text}).scalars() if lexeme))
+        shares = self.shares(conn)
+        floor = min(shares.values(), default=0.01) / 2
+        share = {lexeme: shares.get(lexeme, floor) for lexeme in lexemes}
+        rare = [lexeme for lexeme in lexemes if share[lexeme] <= RARE_SHARE]
+        finding = rare or sorted(lexemes, key=lambda lexeme: share[lexeme])[:2]
+        return finding, {lexeme: math.log(1 + 1 / share[lexeme]) for lexeme in lexemes}
+
+
+def any_of(lexemes: list[str]) -> Any:
+    """A ``tsquery`` matching any of ``lexemes`` (already stemmed: the ``simple`` configuration keeps them)."""
+    query = sa.func.plainto_tsquery("simple", lexemes[0])
+    for lexeme in lexemes[1:]:
+        query = query.op("||")(sa.func.plainto_tsquery("simple", lexeme))
+    return query
+
+
+def weighted_rank(tsv: Any, weights: dict[str, float]) -> Any:
+    """Each lexeme's ``ts_rank`` (normalized by the log of the chunk's length) times its weight, summed."""
+    terms = [sa.func.ts_rank(tsv, sa.func.plainto_tsquery("simple", lexeme), 1) * weight
+             for lexeme, weight in weights.items()]
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
