@@ -1,10 +1,11 @@
 """Retrieval benchmarks through a real ``parley serve``: quality on the labelled set, and ingestion and
 search at scale, on SQLite and PostgreSQL.
 
-    .venv/bin/python bench/retrieval/run.py quality [--db sqlite,postgres]
+    .venv/bin/python bench/retrieval/run.py quality [--db sqlite,postgres] [--set topics,docstrings]
     .venv/bin/python bench/retrieval/run.py scale --chunks 10000,100000 [--db sqlite,postgres]
 
-quality: the evaluation set (``eval_set.json.gz``, see make_eval_set.py) is uploaded and indexed through the
+quality: an evaluation set (``eval_set.json.gz``, the language reference, or ``eval_set_docstrings.json.gz``, the
+standard library's documentation strings; see make_eval_set.py) is uploaded and indexed through the
 API; each question is searched with each ranker (hybrid, vector, keyword), 10 results.  recall@5 is the share
 of a question's relevant chunks in the first 5 results, averaged; nDCG@10 uses binary relevance.
 scale: synthetic documents (the set's sentences shuffled) are indexed until the store holds N chunks;
@@ -31,6 +32,7 @@ import openai
 from parley.testing import ParleyProcess, ScriptedBackend
 
 EVAL_SET = Path(__file__).with_name("eval_set.json.gz")
+EVAL_SETS = {"topics": EVAL_SET, "docstrings": Path(__file__).with_name("eval_set_docstrings.json.gz")}
 RANKERS = ("hybrid", "vector", "keyword")
 PG_ADMIN = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-c"]
 
@@ -107,8 +109,8 @@ def analyze(server: Server) -> None:
         server.pgserver.psql("ANALYZE;")
 
 
-def quality(db: str) -> dict:
-    data = json.loads(gzip.open(EVAL_SET, "rt", encoding="utf-8").read())
+def quality(db: str, eval_set: str = "topics") -> dict:
+    data = json.loads(gzip.open(EVAL_SETS[eval_set], "rt", encoding="utf-8").read())
     with (server := Server(db)) as (process, client):
         store_id, ids, seconds = index(client, {n: d["text"] for n, d in data["docs"].items()}, data["chunking"])
         analyze(server)
@@ -120,7 +122,7 @@ def quality(db: str) -> dict:
                 raise SystemExit(f"{name}: {len(texts)} chunks stored, {data['docs'][name]['chunks']} expected")
             position.update({(file_id, text): (name, i) for i, text in enumerate(texts)})
         chunks = len(position)
-        out = {"db": db, "questions": len(data["questions"]), "chunks": chunks,
+        out = {"db": db, "set": eval_set, "questions": len(data["questions"]), "chunks": chunks,
                "ingest_chunks_per_s": round(chunks / seconds, 1)}
         for ranker in RANKERS:
             recall, ndcg, latencies = [], [], []
@@ -183,11 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("what", choices=["quality", "scale"])
     parser.add_argument("--db", default="sqlite,postgres")
     parser.add_argument("--chunks", default="10000,100000")
+    parser.add_argument("--set", default="topics", help="quality: evaluation sets, of " + ",".join(EVAL_SETS))
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     results = []
     for db in args.db.split(","):
-        for measured in ([quality(db)] if args.what == "quality" else
+        for measured in ([quality(db, name) for name in args.set.split(",")] if args.what == "quality" else
                          (scale(db, int(n)) for n in args.chunks.split(","))):
             results.append(measured)
             print(json.dumps(measured), flush=True)

@@ -94,10 +94,20 @@ class Searcher:
         self.dialect = store.engine.dialect.name
 
     def _scope(self, store_ids: list[str], filters: dict[str, Any] | None) -> Any:
-        condition = sa.and_(store_chunks.c.vector_store_id.in_(store_ids), store_files.c.status == "completed")
+        return sa.and_(store_chunks.c.vector_store_id.in_(store_ids), self._file_scope(filters))
+
+    def _file_scope(self, filters: dict[str, Any] | None) -> Any:
+        """The chunks of completed files that pass ``filters``."""
+        condition = store_files.c.status == "completed"
         if filters is not None:
             condition = sa.and_(condition, to_sql(filters, store_files.c.attributes, self.dialect))
         return condition
+
+    async def _passing(self, ids: list[int], filters: dict[str, Any] | None) -> set[int]:
+        """Which of these chunks (found in the right stores already) pass the file scope: looked up by id (a
+        condition on the store would lead SQLite to read the store's whole index instead)."""
+        query = self._joined(store_chunks.c.id).where(self._file_scope(filters), store_chunks.c.id.in_(ids))
+        return set(await self.store.run(lambda conn: conn.execute(query).scalars().all()))
 
     def _joined(self, *columns: Any) -> sa.Select[Any]:
         return sa.select(*columns).select_from(store_chunks.join(store_files, sa.and_(
@@ -109,7 +119,7 @@ class Searcher:
         """(chunk id, cosine similarity), best first."""
         scope = self._scope(store_ids, filters)
         if self.dialect == "sqlite" and self.sqlite_vec.enabled:
-            found = await self._indexed_nearest(store_ids, vector, scope, pool)
+            found = await self._indexed_nearest(store_ids, vector, filters, pool)
             if found is not None:
                 return found
         if self.dialect == "sqlite":  # (a filter that the index's nearest chunks do not pass: every chunk read)
@@ -128,18 +138,16 @@ class Searcher:
         best = np.argsort(-similarity)[:pool]
         return [(rows[i].id, float(similarity[i])) for i in best]
 
-    async def _indexed_nearest(self, store_ids: list[str], vector: np.ndarray, scope: Any,
+    async def _indexed_nearest(self, store_ids: list[str], vector: np.ndarray, filters: dict[str, Any] | None,
                                pool: int) -> list[tuple[int, float]] | None:
-        """The ``pool`` nearest chunks within ``scope`` through sqlite-vec's index: the nearest ``2 * pool`` of each
-        store, kept where they pass the scope (a file still being indexed, a filter); ``None`` when too few pass
+        """The ``pool`` nearest chunks passing ``filters`` through sqlite-vec's index: the nearest ``2 * pool`` of each
+        store, kept where they pass (a file still being indexed, a filter); ``None`` when too few pass
         and the stores hold more than were read."""
         k = 2 * pool
         nearest = await self.store.run(self.sqlite_vec.nearest(store_ids, vector, k))
         if not nearest:
             return []
-        ids = [chunk_id for chunk_id, _ in nearest]
-        passing = set(await self.store.run(lambda conn: conn.execute(
-            self._joined(store_chunks.c.id).where(scope, store_chunks.c.id.in_(ids))).scalars().all()))
+        passing = await self._passing([chunk_id for chunk_id, _ in nearest], filters)
         kept = [hit for hit in nearest if hit[0] in passing][:pool]
         if len(kept) < pool and len(nearest) >= k:
             return None
@@ -152,7 +160,7 @@ class Searcher:
             return []
         scope = self._scope(store_ids, filters)
         if self.dialect == "sqlite":
-            ranked = await self._fts_ranked(store_ids, words, scope, pool)
+            ranked = await self._fts_ranked(store_ids, words, filters, pool)
             if ranked is not None:
                 return ranked
             match = " OR ".join('"' + w.replace('"', "") + '"' for w in words)
@@ -176,9 +184,9 @@ class Searcher:
 
         return [(row.id, float(row.s)) for row in await self.store.run(ranked)]
 
-    async def _fts_ranked(self, store_ids: list[str], words: list[str], scope: Any,
+    async def _fts_ranked(self, store_ids: list[str], words: list[str], filters: dict[str, Any] | None,
                           pool: int) -> list[tuple[int, float]] | None:
-        """SQLite: the best ``pool`` chunks within ``scope`` ranked inside FTS5 (the stores' chunks that hold a word,
+        """SQLite: the best ``pool`` chunks passing ``filters`` ranked inside FTS5 (the stores' chunks that hold a word,
         by BM25), reading more when a filter or a file still being indexed leaves too few; ``None`` past
         ``MAX_FTS_READ`` of them (the caller joins every match instead)."""
         stores = " OR ".join('"' + s.replace('"', "") + '"' for s in store_ids)
@@ -191,9 +199,7 @@ class Searcher:
             rows = await self.store.run(lambda conn: conn.execute(ranked_sql, {"m": match, "n": limit}).all())
             if not rows:
                 return []
-            ids = [row.id for row in rows]
-            passing = set(await self.store.run(lambda conn: conn.execute(
-                self._joined(store_chunks.c.id).where(scope, store_chunks.c.id.in_(ids))).scalars().all()))
+            passing = await self._passing([row.id for row in rows], filters)
             kept = [(row.id, -float(row.s)) for row in rows if row.id in passing][:pool]
             if len(kept) == pool or len(rows) < limit:
                 return kept
