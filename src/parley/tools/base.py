@@ -24,6 +24,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from openai.types.chat import ChatCompletionToolMessageParam, ChatCompletionToolParam
 from openai.types.responses import ResponseOutputItemAddedEvent, ResponseOutputItemDoneEvent, ResponseStreamEvent
 from pydantic import AfterValidator, Field
+from parley.errors import InvalidRequest
 from parley.netpolicy import AddressPolicy
 from parley.validation import StrictModel
 
@@ -271,6 +272,19 @@ class ToolKind:
     def bind(self, tools: list[Any], context: BindContext) -> Binding | None:
         """The binding of a request's tools of this kind to one response (``tools`` may be empty)."""
         return None
+
+
+class SingleToolKind(ToolKind):
+    """A kind of which a request gives at most one tool, and whose ``tool_choice`` needs it in ``tools``."""
+
+    label: ClassVar[str] = ""  # how its errors name it
+
+    def check(self, tools: list[Any], choice: ToolModel | None) -> None:
+        if len(tools) > 1:
+            raise InvalidRequest(f"Give at most one {self.label} tool.", param="tools")
+        if choice is not None and not tools:
+            raise InvalidRequest(f"tool_choice names {self.label}, but 'tools' has no {self.label} tool.",
+                                 param="tool_choice")
 
 
 def search_opening(item: Any, index: int, in_progress: type, searching: type) -> list[Event]:

@@ -38,7 +38,7 @@ from parley.errors import InvalidRequest, ParleyError
 from parley.ids import new_id
 from parley.tools.containers import ContainerChoice, earlier_containers
 from parley.tools.base import AllowedCallers, BindContext, Binding, CallDone, Citation, Offered, Produced, ToolCall, \
-    ToolEnv, ToolKind, ToolModel
+    SingleToolKind, ToolEnv, ToolModel
 
 log = logging.getLogger("parley.code_interpreter")
 FUNCTION_NAME = "code_interpreter"
@@ -187,16 +187,10 @@ class CodeInterpreterTools(Binding):
         return citations
 
 
-class CodeInterpreterKind(ToolKind):
+class CodeInterpreterKind(SingleToolKind):
+    label = "code_interpreter"
     models = {"code_interpreter": CodeInterpreterTool}
     choices = {"code_interpreter": ToolChoiceCodeInterpreter}
-
-    def check(self, tools: list[Any], choice: ToolModel | None) -> None:
-        if len(tools) > 1:
-            raise InvalidRequest("Give at most one code_interpreter tool.", param="tools")
-        if choice is not None and not tools:
-            raise InvalidRequest("tool_choice names code_interpreter, but 'tools' has no code_interpreter tool.",
-                                 param="tool_choice")
 
     async def admit(self, tools: list[tuple[str, Any]], env: ToolEnv, tenant: str = "") -> None:
         if env.containers is None:

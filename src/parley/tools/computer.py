@@ -26,7 +26,7 @@ from parley.errors import InvalidRequest
 from parley.ids import new_id
 from parley.items import ComputerCallOutputItem
 from parley.replayed_items import ComputerCallItem
-from parley.tools.base import BindContext, Binding, ClientTool, Offered, ToolKind, ToolModel, arguments_of
+from parley.tools.base import BindContext, Binding, ClientTool, Offered, SingleToolKind, ToolModel, arguments_of
 from parley.tools.client import CALL_CLOSERS, CALL_OPENERS
 
 log = logging.getLogger("parley.computer")
@@ -151,15 +151,10 @@ class ComputerTools(Binding):
         return {"type": "function", "function": {"name": FUNCTION_NAME}}
 
 
-class ComputerKind(ToolKind):
+class ComputerKind(SingleToolKind):
+    label = "computer"
     models = {"computer": ComputerTool, "computer_use_preview": ComputerUsePreviewTool}
     choices = dict.fromkeys(("computer", "computer_use_preview", "computer_use"), ToolChoiceComputer)
-
-    def check(self, tools: list[Any], choice: ToolModel | None) -> None:
-        if len(tools) > 1:
-            raise InvalidRequest("Give at most one computer tool (computer or computer_use_preview).", param="tools")
-        if choice is not None and not tools:
-            raise InvalidRequest("tool_choice names the computer tool, but 'tools' has none.", param="tool_choice")
 
     def check_turn(self, previous_output: list[Any], items: list[Any]) -> None:
         """Each computer call's pending safety checks acknowledged in the output that answers it (a 400 naming

@@ -28,7 +28,7 @@ from parley.ids import new_id
 from parley.retrieval.filters import check_filter
 from parley.retrieval.search import Hit, Query
 from parley.retrieval.service import parse_ranking
-from parley.tools.base import BindContext, Binding, Citation, Offered, Produced, ToolCall, ToolEnv, ToolKind, \
+from parley.tools.base import BindContext, Binding, Citation, Offered, Produced, SingleToolKind, ToolCall, ToolEnv, \
     ToolModel, numbered, search_closing, search_opening
 
 log = logging.getLogger("parley.file_search")
@@ -160,16 +160,10 @@ class FileSearchTools(Binding):
                 for start, end, source in numbered(text, {source.number: source for source in self.sources})]
 
 
-class FileSearchKind(ToolKind):
+class FileSearchKind(SingleToolKind):
+    label = "file_search"
     models = {"file_search": FileSearchTool}
     choices = {"file_search": ToolChoiceFileSearch}
-
-    def check(self, tools: list[Any], choice: ToolModel | None) -> None:
-        if len(tools) > 1:
-            raise InvalidRequest("Give at most one file_search tool.", param="tools")
-        if choice is not None and not tools:
-            raise InvalidRequest("tool_choice names file_search, but 'tools' has no file_search tool.",
-                                 param="tool_choice")
 
     async def admit(self, tools: list[tuple[str, Any]], env: ToolEnv, tenant: str = "") -> None:
         if env.retrieval is None:

@@ -33,7 +33,7 @@ from parley.files import IMAGE_TYPES, decode_file_data, fetch
 from parley.ids import new_id
 from parley.items import InputImage, MessageItem
 from parley.replayed_items import ImageGenerationCallItem
-from parley.tools.base import BindContext, Binding, CallDone, Offered, Produced, ToolCall, ToolEnv, ToolKind, \
+from parley.tools.base import BindContext, Binding, CallDone, Offered, Produced, SingleToolKind, ToolCall, ToolEnv, \
     ToolModel, arguments_of
 from parley.tools.images import FORWARDED, MAX_IMAGE_BYTES, ImagesEndpoint, ImagesFailed, Partial, Picture, Upload
 
@@ -216,15 +216,10 @@ def _earlier_images(context: BindContext) -> list[str]:
     return found + [item.result for item in context.input if isinstance(item, ImageGenerationCallItem) and item.result]
 
 
-class ImageGenerationKind(ToolKind):
+class ImageGenerationKind(SingleToolKind):
+    label = "image_generation"
     models = {"image_generation": ImageGenerationTool}
     choices = {"image_generation": ToolChoiceImageGeneration}
-
-    def check(self, tools: list[Any], choice: ToolModel | None) -> None:
-        if len(tools) > 1:
-            raise InvalidRequest("Give at most one image_generation tool.", param="tools")
-        if choice is not None and not tools:
-            raise InvalidRequest("tool_choice names image_generation, but 'tools' has none.", param="tool_choice")
 
     async def admit(self, tools: list[tuple[str, Any]], env: ToolEnv, tenant: str = "") -> None:
         for where, tool in tools:

@@ -41,7 +41,7 @@ from parley.tools.base import (
     Produced,
     ToolCall,
     ToolEnv,
-    ToolKind,
+    SingleToolKind,
     ToolModel,
     arguments_of,
 )
@@ -196,16 +196,10 @@ class Programs(Binding):
         yield CallDone(output, {"role": "tool", "tool_call_id": call.call_id, "content": result})
 
 
-class ProgramKind(ToolKind):
+class ProgramKind(SingleToolKind):
+    label = "programmatic_tool_calling"
     models = {"programmatic_tool_calling": ProgrammaticToolCallingTool}
     choices = {"programmatic_tool_calling": ProgrammaticToolCallingChoice}
-
-    def check(self, tools: list[Any], choice: ToolModel | None) -> None:
-        if len(tools) > 1:
-            raise InvalidRequest("Give at most one programmatic_tool_calling tool.", param="tools")
-        if choice is not None and not tools:
-            raise InvalidRequest("tool_choice names programmatic_tool_calling, which is not in 'tools'.",
-                                 param="tool_choice")
 
     def check_request(self, tools: list[Any]) -> None:
         enabled = any(isinstance(tool, ProgrammaticToolCallingTool) for tool in tools)

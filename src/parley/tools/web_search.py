@@ -29,7 +29,7 @@ from openai.types.responses import (
 
 from parley.errors import InvalidRequest
 from parley.ids import new_id
-from parley.tools.base import BindContext, Binding, Citation, Offered, Produced, ToolCall, ToolEnv, ToolKind, \
+from parley.tools.base import BindContext, Binding, Citation, Offered, Produced, SingleToolKind, ToolCall, ToolEnv, \
     ToolModel, numbered, search_closing, search_opening
 from parley.tools.web_cache import SqlWebCache
 
@@ -320,16 +320,10 @@ class WebSearchTools(Binding):
                                       "title": source.title, "url": source.url}) for start, end, source in cited]
 
 
-class WebSearchKind(ToolKind):
+class WebSearchKind(SingleToolKind):
+    label = "web search"
     models = dict.fromkeys(TYPES, WebSearchTool)
     choices = dict.fromkeys(TYPES, ToolChoiceHosted)
-
-    def check(self, tools: list[Any], choice: ToolModel | None) -> None:
-        if len(tools) > 1:
-            raise InvalidRequest("Give at most one web search tool.", param="tools")
-        if choice is not None and not tools:
-            raise InvalidRequest("tool_choice names web search, but 'tools' has no web search tool.",
-                                 param="tool_choice")
 
     async def admit(self, tools: list[tuple[str, Any]], env: ToolEnv, tenant: str = "") -> None:
         if env.search is None and any(tool.live for _, tool in tools):
