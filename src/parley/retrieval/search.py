@@ -14,6 +14,7 @@ reciprocal-rank score divided by the best one possible (hybrid: 1.0 is first in 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections import defaultdict
@@ -215,16 +216,11 @@ class Searcher:
         scored: dict[int, float] = defaultdict(float)
         lists = 0
         for text in query.queries:
-            vector_lists: list[list[tuple[int, float]]] = []
-            if query.mode != "keyword" and query.embedding_weight > 0:
-                for model, ids in by_model.items():
-                    vector = (await self.embedders.get(model).embed([text]))[0]
-                    vector_lists.append(await self._vector(ids, vector, query.filters, pool))
-                merged = sorted((hit for found in vector_lists for hit in found), key=lambda h: -h[1])
-            else:
-                merged = []
-            found = await self._keyword(all_ids, text, query.filters, pool) \
-                if query.mode != "vector" and query.text_weight > 0 else []
+            # The halves side by side (each its own connection on PostgreSQL; SQLite's one thread takes turns).
+            merged, found = await asyncio.gather(
+                self._vector_half(by_model, text, query, pool),
+                self._keyword(all_ids, text, query.filters, pool) if query.mode != "vector" and query.text_weight > 0
+                else _nothing())
             if query.mode == "vector":
                 for chunk_id, similarity in merged:
                     scored[chunk_id] = max(scored[chunk_id], max(0.0, min(1.0, similarity)))
@@ -243,6 +239,17 @@ class Searcher:
         ranked = sorted(((s, c) for c, s in scored.items() if s >= query.score_threshold), key=lambda p: -p[0])
         return await self._hits(ranked[:query.max_results])
 
+    async def _vector_half(self, by_model: dict[str, list[str]], text: str, query: Query,
+                           pool: int) -> list[tuple[int, float]]:
+        """The vector half over every store, each store's chunks compared with ``text`` embedded by its model."""
+        if query.mode == "keyword" or query.embedding_weight <= 0:
+            return []
+        lists = []
+        for model, ids in by_model.items():
+            vector = (await self.embedders.get(model).embed([text]))[0]
+            lists.append(await self._vector(ids, vector, query.filters, pool))
+        return sorted((hit for found in lists for hit in found), key=lambda h: -h[1])
+
     async def _hits(self, ranked: list[tuple[float, int]]) -> list[Hit]:
         if not ranked:
             return []
@@ -254,3 +261,7 @@ class Searcher:
         return [Hit(chunk_id, rows[chunk_id].vector_store_id, rows[chunk_id].file_id, rows[chunk_id].filename,
                     json.loads(rows[chunk_id].attributes) if rows[chunk_id].attributes else {},
                     rows[chunk_id].text, round(score, 6)) for score, chunk_id in ranked if chunk_id in rows]
+
+
+async def _nothing() -> list[tuple[int, float]]:
+    return []
