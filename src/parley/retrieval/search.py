@@ -108,7 +108,7 @@ class Searcher:
         """Which of these chunks (found in the right stores already) pass the file scope: looked up by id (a
         condition on the store would lead SQLite to read the store's whole index instead)."""
         query = self._joined(store_chunks.c.id).where(self._file_scope(filters), store_chunks.c.id.in_(ids))
-        return set(await self.store.run(lambda conn: conn.execute(query).scalars().all()))
+        return set(await self.store.read(lambda conn: conn.execute(query).scalars().all()))
 
     def _joined(self, *columns: Any) -> sa.Select[Any]:
         return sa.select(*columns).select_from(store_chunks.join(store_files, sa.and_(
@@ -126,12 +126,12 @@ class Searcher:
         if self.dialect == "sqlite":  # (a filter that the index's nearest chunks do not pass: every chunk read)
             distance = sa.func.vec_distance_cosine(store_chunks.c.embedding, sa.literal(vector.astype("<f4").tobytes()))
             query = self._joined(store_chunks.c.id, distance.label("d")).where(scope).order_by("d").limit(pool)
-            rows = await self.store.run(lambda conn: conn.execute(query).all())
+            rows = await self.store.read(lambda conn: conn.execute(query).all())
             return [(row.id, 1.0 - float(row.d)) for row in rows]
         if self.pgvector.enabled:
-            return await self.store.run(self.pgvector.nearest(self._joined(store_chunks.c.id), scope, vector, pool))
+            return await self.store.read(self.pgvector.nearest(self._joined(store_chunks.c.id), scope, vector, pool))
         query = self._joined(store_chunks.c.id, store_chunks.c.embedding).where(scope)
-        rows = await self.store.run(lambda conn: conn.execute(query).all())
+        rows = await self.store.read(lambda conn: conn.execute(query).all())
         if not rows:
             return []
         matrix = np.frombuffer(b"".join(bytes(r.embedding) for r in rows), dtype="<f4").reshape(len(rows), -1)
@@ -145,7 +145,7 @@ class Searcher:
         store, kept where they pass (a file still being indexed, a filter); ``None`` when too few pass
         and the stores hold more than were read."""
         k = 2 * pool
-        nearest = await self.store.run(self.sqlite_vec.nearest(store_ids, vector, k))
+        nearest = await self.store.read(self.sqlite_vec.nearest(store_ids, vector, k))
         if not nearest:
             return []
         passing = await self._passing([chunk_id for chunk_id, _ in nearest], filters)
@@ -170,7 +170,7 @@ class Searcher:
             query = self._joined(store_chunks.c.id, score.label("s")).join(
                 fts, fts.c.rowid == store_chunks.c.id).where(
                 scope, sa.literal_column("parley_vector_store_fts").op("MATCH")(match)).order_by("s").limit(pool)
-            rows = await self.store.run(lambda conn: conn.execute(query).all())
+            rows = await self.store.read(lambda conn: conn.execute(query).all())
             return [(row.id, -float(row.s)) for row in rows]
         tsv = sa.literal_column("parley_vector_store_chunks.tsv")
 
@@ -183,7 +183,7 @@ class Searcher:
                 .order_by(sa.desc("s")).limit(pool)
             return conn.execute(query).all()
 
-        return [(row.id, float(row.s)) for row in await self.store.run(ranked)]
+        return [(row.id, float(row.s)) for row in await self.store.read(ranked)]
 
     async def _fts_ranked(self, store_ids: list[str], words: list[str], filters: dict[str, Any] | None,
                           pool: int) -> list[tuple[int, float]] | None:
@@ -197,7 +197,7 @@ class Searcher:
                              "parley_vector_store_fts WHERE parley_vector_store_fts MATCH :m ORDER BY s LIMIT :n")
         limit = 2 * pool
         while limit <= MAX_FTS_READ:
-            rows = await self.store.run(lambda conn: conn.execute(ranked_sql, {"m": match, "n": limit}).all())
+            rows = await self.store.read(lambda conn: conn.execute(ranked_sql, {"m": match, "n": limit}).all())
             if not rows:
                 return []
             passing = await self._passing([row.id for row in rows], filters)
@@ -257,7 +257,7 @@ class Searcher:
         query = self._joined(store_chunks.c.id, store_chunks.c.vector_store_id, store_chunks.c.file_id,
                              store_chunks.c.text, store_files.c.filename, store_files.c.attributes) \
             .where(store_chunks.c.id.in_(ids))
-        rows = {row.id: row for row in await self.store.run(lambda conn: conn.execute(query).all())}
+        rows = {row.id: row for row in await self.store.read(lambda conn: conn.execute(query).all())}
         return [Hit(chunk_id, rows[chunk_id].vector_store_id, rows[chunk_id].file_id, rows[chunk_id].filename,
                     json.loads(rows[chunk_id].attributes) if rows[chunk_id].attributes else {},
                     rows[chunk_id].text, round(score, 6)) for score, chunk_id in ranked if chunk_id in rows]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +33,7 @@ from parley.store.tables import migrations_table
 
 log = logging.getLogger("parley.store")
 POOL_WAIT_S = 30.0  # how long an operation may wait for one of the pool's connections (load, not failure)
+READERS = 2  # SQLite: reading connections beside the writing one (vector store search)
 T = TypeVar("T")
 
 
@@ -58,6 +59,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_reader_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """A connection that only reads (vector store search), beside the store's one writing connection."""
+    import sqlite_vec
+
+    dbapi_connection.enable_load_extension(True)
+    sqlite_vec.load(dbapi_connection)
+    dbapi_connection.enable_load_extension(False)
+    dbapi_connection.execute("PRAGMA query_only=1")
+
+
 def _db_now(dialect: str) -> Any:
     """The database's clock in epoch seconds: heartbeats and staleness are read on one clock, never on
     each host's own (two hosts whose clocks disagree would otherwise fail each other's responses)."""
@@ -81,6 +92,10 @@ class Database:
         self._reachable_since: float | None = None  # (monotonic) since when every operation has reached it
         self._thread = None if isinstance(engine, AsyncEngine) else ThreadPoolExecutor(1, "parley-sqlite")
         self._now = _db_now(engine.dialect.name)
+        # SQLite (a file): connections that only read, each on a thread of its own (WAL lets readers run beside
+        # the writer and each other); made at the first read.
+        self._readers: ThreadPoolExecutor | None = None
+        self._read_engine: sa.Engine | None = None
 
     @property
     def is_postgres(self) -> bool:
@@ -88,15 +103,42 @@ class Database:
 
     async def run(self, operation: Callable[[sa.Connection], T]) -> T:
         """Run ``operation`` in one transaction and return what it returns."""
+        return await self._classified(self._run(operation))
+
+    async def read(self, operation: Callable[[sa.Connection], T]) -> T:
+        """Run ``operation``, which only reads: on a SQLite file on a reading connection of its own, so that it
+        neither waits for the writer's thread nor makes it wait; elsewhere as :meth:`run`."""
+        if isinstance(self.engine, AsyncEngine) or self.engine.url.database in (None, "", ":memory:"):
+            return await self.run(operation)
+        if self._read_engine is None:
+            self._read_engine = sa.create_engine(
+                self.engine.url, module=self.engine.dialect.dbapi, poolclass=sa.pool.QueuePool, pool_size=READERS,
+                max_overflow=0, pool_reset_on_return=None,
+                connect_args={"timeout": self.timeout_s, "check_same_thread": False})
+            event.listen(self._read_engine, "connect", _sqlite_reader_pragmas)
+            self._readers = ThreadPoolExecutor(READERS, "parley-sqlite-read")
+        engine = self._read_engine
+
+        def transaction() -> T:
+            with engine.begin() as conn:
+                return operation(conn)
+
+        return await self._classified(asyncio.get_running_loop().run_in_executor(self._readers, transaction))
+
+    async def _run(self, operation: Callable[[sa.Connection], T]) -> T:
+        if isinstance(self.engine, AsyncEngine):
+            # The driver's connect and statement timeouts come first; this deadline is a backstop for any
+            # step they miss, beyond the wait for a pooled connection (busy is not unavailable).
+            async with asyncio.timeout(POOL_WAIT_S + 2 * self.timeout_s + 1):
+                async with self.engine.begin() as conn:
+                    return await conn.run_sync(operation)
+        # a local file: its lock waits are bounded by the busy timeout; waiting for the thread is load
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._transaction, operation)
+
+    async def _classified(self, work: Awaitable[T]) -> T:
+        """``work``'s result; its failure as the request's 400, the database's absence (503), or as it is."""
         try:
-            if isinstance(self.engine, AsyncEngine):
-                # The driver's connect and statement timeouts come first; this deadline is a backstop for any
-                # step they miss, beyond the wait for a pooled connection (busy is not unavailable).
-                async with asyncio.timeout(POOL_WAIT_S + 2 * self.timeout_s + 1):
-                    async with self.engine.begin() as conn:
-                        result = await conn.run_sync(operation)
-            else:  # a local file: its lock waits are bounded by the busy timeout; waiting for the thread is load
-                result = await asyncio.get_running_loop().run_in_executor(self._thread, self._transaction, operation)
+            result = await work
         except Exception as exc:
             fault = faults.classify(exc)
             if fault == "request":
@@ -157,6 +199,9 @@ class Database:
         await asyncio.get_running_loop().run_in_executor(self._thread, self.engine.dispose)
         assert self._thread is not None
         self._thread.shutdown(wait=True)
+        if self._read_engine is not None and self._readers is not None:
+            self._read_engine.dispose()
+            self._readers.shutdown(wait=True)
 
 
 def open_engine(url: str, timeout_s: float) -> AsyncEngine | sa.Engine:
