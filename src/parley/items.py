@@ -37,6 +37,7 @@ from parley.replayed_items import (
     CodeInterpreterCallItem,
     ComputerCallItem,
     ImageGenerationCallItem,
+    field_of,
 )
 
 
@@ -129,7 +130,7 @@ class Refusal(_Lenient):
 
 
 def _part_kind(value: Any) -> str | None:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    kind = field_of(value, "type")
     return PART_TAGS.get(kind) if isinstance(kind, str) else None
 
 

@@ -14,6 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 ItemId = Annotated[str, Field(max_length=120, pattern=r"^[^\x00]*$")]
 
 
+def field_of(value: Any, key: str) -> Any:
+    """A field of an item or part of either shape: a dict (as stored, or as a client sent it) or a typed model."""
+    return value.get(key) if isinstance(value, dict) else getattr(value, key, None)
+
+
 class Lenient(BaseModel):
     """An input item or part: fields Parley does not use are ignored (clients replay whole output items)."""
 

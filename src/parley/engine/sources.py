@@ -16,7 +16,8 @@ from parley.replayed_items import SERVER_CALLS, ItemReference, McpCallItem
 from parley.request import CreateResponse
 from parley.settings import UpstreamConfig
 from parley.store.base import Store, StoredResponse
-from parley.tools.program_replay import PROGRAM, PendingProgram, check_answered, pending_programs, read_fingerprint
+from parley.tools.program_replay import PROGRAM, PendingProgram, check_answered, pending_programs, \
+    program_call_ids, read_fingerprint
 
 MAX_PROGRAM_HOPS = 64  # earlier responses read back to find a waiting program's item
 
@@ -63,7 +64,7 @@ class HistorySources:
         if request.conversation and self.conversations is not None:
             items = list(await self.conversations.items(request.conversation, tenant, turn=True) or []) + items
         record, hops = previous, 0
-        while record is not None and hops < MAX_PROGRAM_HOPS and not waiting <= _programs_in(items):
+        while record is not None and hops < MAX_PROGRAM_HOPS and not waiting <= program_call_ids(items):
             items = await self._input_items(record, tenant) + record.response.get("output", []) + items
             hops += 1
             record = await self.store.get(record.previous_response_id, tenant) if record.previous_response_id \
@@ -138,12 +139,3 @@ class HistorySources:
             if upstream.replay_reasoning and text:
                 texts[i] = text
         return texts
-
-
-def _programs_in(items: list[Any]) -> set[str]:
-    """The model call ids of the program items among ``items``."""
-    return {str(_field(item, "call_id")) for item in items if _field(item, "type") == "program"}
-
-
-def _field(item: Any, key: str) -> Any:
-    return item.get(key) if isinstance(item, dict) else getattr(item, key, None)

@@ -14,6 +14,7 @@ from parley.auth import Caller
 from parley.containers.service import Containers
 from parley.containers.store import Container
 from parley.errors import InvalidRequest, NotFound, UnsupportedParameter
+from parley.replayed_items import field_of
 from parley.http.bodies import parse_body
 from parley.http.files import check_size, upload_form
 from parley.http.routes import caller, runtime
@@ -54,7 +55,7 @@ def _containers(request: Request) -> Containers:
 
 def check_network_policy(policy: Any, param: str) -> None:
     """A container has no network; an allowlist is refused by name (it may come later)."""
-    kind = policy.get("type") if isinstance(policy, dict) else getattr(policy, "type", None)
+    kind = field_of(policy, "type")
     if kind not in (None, "disabled"):
         raise UnsupportedParameter(param, "Containers have no network access in Parley; only "
                                           "network_policy {\"type\": \"disabled\"} is supported.")

@@ -33,6 +33,7 @@ from pydantic import Discriminator, Field, Tag, TypeAdapter, ValidationError
 from parley.errors import InvalidRequest
 from parley.ids import new_id
 from parley.items import ToolSearchOutputItem, type_of
+from parley.replayed_items import field_of
 from parley.tools.base import (
     AllowedCallers,
     BindContext,
@@ -99,7 +100,7 @@ class CustomTool(ToolModel):
 
 
 def _namespaced_kind(value: Any) -> str:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    kind = field_of(value, "type")
     return "Custom" if kind == "custom" else "Function"
 
 
@@ -137,8 +138,7 @@ class ToolChoiceCustom(ToolModel):
 LoadableTool = Annotated[
     Union[Annotated[FunctionTool, Tag("Function")], Annotated[CustomTool, Tag("Custom")],
           Annotated[NamespaceTool, Tag("Namespace")]],
-    Discriminator(lambda v: {"custom": "Custom", "namespace": "Namespace"}.get(
-        v.get("type") if isinstance(v, dict) else getattr(v, "type", None), "Function")),
+    Discriminator(lambda v: {"custom": "Custom", "namespace": "Namespace"}.get(field_of(v, "type"), "Function")),
 ]
 _LOADABLE: TypeAdapter[Any] = TypeAdapter(LoadableTool)
 

@@ -25,7 +25,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from parley.errors import InvalidRequest
 from parley.ids import new_id
 from parley.items import ComputerCallOutputItem
-from parley.replayed_items import ComputerCallItem
+from parley.replayed_items import ComputerCallItem, field_of
 from parley.tools.base import BindContext, Binding, ClientTool, Offered, SingleToolKind, ToolModel, arguments_of
 from parley.tools.client import CALL_CLOSERS, CALL_OPENERS
 
@@ -168,7 +168,7 @@ class ComputerKind(SingleToolKind):
                 continue
             given = {str(check.get("id")) for check in item.acknowledged_safety_checks or []}
             for check in pending[item.call_id]:
-                check_id = check.id if hasattr(check, "id") else str(check.get("id"))
+                check_id = str(field_of(check, "id"))
                 if check_id not in given:
                     raise InvalidRequest(f"The computer call {item.call_id} has a pending safety check "
                                          f"({check_id}) that this output does not acknowledge.",

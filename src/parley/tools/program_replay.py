@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from parley.errors import InvalidRequest
+from parley.replayed_items import field_of
 
 PROGRAM = "program"  # the function a Chat model calls to run a program
 INNER = "pcall_"  # the call ids of the tool calls programs make
@@ -61,8 +62,8 @@ def is_inner(call_id: str | None) -> bool:
 
 def by_program(item: Any) -> bool:
     """Whether an item (any shape) is a program's tool call or its output: never a message of the chat."""
-    caller = _get(item, "caller")
-    return _get(caller, "type") == "program" or is_inner(_get(item, "call_id"))
+    caller = field_of(item, "caller")
+    return field_of(caller, "type") == "program" or is_inner(field_of(item, "call_id"))
 
 
 def new_fingerprint(cipher: Any, call_id: str, code: str) -> tuple[str, int, int]:
@@ -99,14 +100,15 @@ def _unsealed(text: str) -> str | None:
         return None
 
 
-def _get(value: Any, key: str) -> Any:
-    return value.get(key) if isinstance(value, dict) else getattr(value, key, None)
-
-
 def _text(output: Any) -> str:
     if isinstance(output, str):
         return output
-    return "".join(str(_get(part, "text") or "") for part in output or [])
+    return "".join(str(field_of(part, "text") or "") for part in output or [])
+
+
+def program_call_ids(items: list[Any]) -> set[str]:
+    """The model call ids of the program items among ``items`` (of any shape)."""
+    return {str(field_of(item, "call_id")) for item in items if field_of(item, "type") == "program"}
 
 
 def pending_programs(items: list[Any], waiting: set[str]) -> list[PendingProgram]:
@@ -115,20 +117,20 @@ def pending_programs(items: list[Any], waiting: set[str]) -> list[PendingProgram
     programs: dict[str, PendingProgram] = {}
     calls: dict[str, RecordedCall] = {}
     for item in items:
-        kind = _get(item, "type")
-        if kind == "program" and _get(item, "call_id") in waiting:
-            program = PendingProgram(str(_get(item, "id")), str(_get(item, "call_id")), str(_get(item, "code")),
-                                     str(_get(item, "fingerprint")))
+        kind = field_of(item, "type")
+        if kind == "program" and field_of(item, "call_id") in waiting:
+            program = PendingProgram(str(field_of(item, "id")), str(field_of(item, "call_id")), str(field_of(item, "code")),
+                                     str(field_of(item, "fingerprint")))
             programs[program.item_id.removeprefix("prog_")] = program
-        elif kind in ("function_call", "custom_tool_call") and is_inner(_get(item, "call_id")):
-            call_id = str(_get(item, "call_id"))
+        elif kind in ("function_call", "custom_tool_call") and is_inner(field_of(item, "call_id")):
+            call_id = str(field_of(item, "call_id"))
             owner = programs.get(call_id[len(INNER):].rsplit("_", 1)[0])
             if owner is not None and call_id not in calls:
-                arguments = _get(item, "arguments") if kind == "function_call" else _get(item, "input")
-                calls[call_id] = RecordedCall(call_id, str(_get(item, "name")), str(arguments or ""))
+                arguments = field_of(item, "arguments") if kind == "function_call" else field_of(item, "input")
+                calls[call_id] = RecordedCall(call_id, str(field_of(item, "name")), str(arguments or ""))
                 owner.calls.append(calls[call_id])
-        elif kind in ("function_call_output", "custom_tool_call_output") and _get(item, "call_id") in calls:
-            calls[_get(item, "call_id")].output = _text(_get(item, "output"))
+        elif kind in ("function_call_output", "custom_tool_call_output") and field_of(item, "call_id") in calls:
+            calls[field_of(item, "call_id")].output = _text(field_of(item, "output"))
     for program in programs.values():
         program.calls.sort(key=lambda c: int(c.call_id.rsplit("_", 1)[1]))
     return list(programs.values())
