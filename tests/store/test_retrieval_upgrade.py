@@ -56,5 +56,22 @@ async def test_an_older_database_is_indexed_when_it_opens(tmp_path) -> None:
             hits = await searcher.search(info, Query(["Etna airport Sicily"], max_results=5, mode=mode))
             assert hits[0].text == TEXTS["vs_old"][0], mode
             assert {hit.vector_store_id for hit in hits} == {"vs_old"}, "another store's chunk is never found"
+
+        # A database whose index has tables of other sizes only (this size's chunks written by a version
+        # without the index): the next start makes no table for it, and its search reads row by row.
+        def other_sizes_only(conn: sa.Connection) -> None:
+            for statement in ("DROP TRIGGER parley_vec_256_ai", "DROP TRIGGER parley_vec_256_ad",
+                              "DROP TABLE parley_vec_256"):
+                conn.execute(sa.text(statement))
+            stores.sqlite_vec.ensure(conn, 8)
+
+        await store.run(other_sizes_only)
+        restarted = SqlVectorStores(store)
+        await restarted.prepare()
+        assert await store.run(lambda conn: conn.execute(sa.text(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'parley_vec_256'")).scalar()) == 0
+        searcher = Searcher(store, Embedders(None, None, 30), restarted.pgvector, restarted.sqlite_vec)
+        hits = await searcher.search(info, Query(["Etna airport Sicily"], max_results=5, mode="vector"))
+        assert hits[0].text == TEXTS["vs_old"][0] and {hit.vector_store_id for hit in hits} == {"vs_old"}
     finally:
         await store.close()

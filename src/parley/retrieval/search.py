@@ -118,11 +118,11 @@ class Searcher:
     async def _vector(self, store_ids: list[str], vector: np.ndarray, filters: Any,
                       pool: int) -> list[tuple[int, float]]:
         """(chunk id, cosine similarity), best first."""
-        scope = self._scope(store_ids, filters)
         if self.dialect == "sqlite" and self.sqlite_vec.enabled:
             found = await self._indexed_nearest(store_ids, vector, filters, pool)
             if found is not None:
                 return found
+        scope = self._scope(store_ids, filters)
         if self.dialect == "sqlite":  # (a filter that the index's nearest chunks do not pass: every chunk read)
             distance = sa.func.vec_distance_cosine(store_chunks.c.embedding, sa.literal(vector.astype("<f4").tobytes()))
             query = self._joined(store_chunks.c.id, distance.label("d")).where(scope).order_by("d").limit(pool)
@@ -142,10 +142,12 @@ class Searcher:
     async def _indexed_nearest(self, store_ids: list[str], vector: np.ndarray, filters: dict[str, Any] | None,
                                pool: int) -> list[tuple[int, float]] | None:
         """The ``pool`` nearest chunks passing ``filters`` through sqlite-vec's index: the nearest ``2 * pool`` of each
-        store, kept where they pass (a file still being indexed, a filter); ``None`` when too few pass
-        and the stores hold more than were read."""
+        store, kept where they pass (a file still being indexed, a filter); ``None`` when too few pass and the
+        stores hold more than were read, or when the embeddings' size has no index."""
         k = 2 * pool
         nearest = await self.store.read(self.sqlite_vec.nearest(store_ids, vector, k))
+        if nearest is None:  # (a size with no index yet: read row by row)
+            return None
         if not nearest:
             return []
         passing = await self._passing([chunk_id for chunk_id, _ in nearest], filters)
@@ -159,11 +161,12 @@ class Searcher:
         words = keywords(query_text)
         if not words:
             return []
-        scope = self._scope(store_ids, filters)
         if self.dialect == "sqlite":
             ranked = await self._fts_ranked(store_ids, words, filters, pool)
             if ranked is not None:
                 return ranked
+        scope = self._scope(store_ids, filters)
+        if self.dialect == "sqlite":
             match = " OR ".join('"' + w.replace('"', "") + '"' for w in words)
             fts = sa.table("parley_vector_store_fts", sa.column("rowid"))
             score = sa.func.bm25(sa.literal_column("parley_vector_store_fts"))

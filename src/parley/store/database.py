@@ -47,12 +47,16 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    import sqlite_vec  # vector distances for vector stores' search
+def _load_sqlite_vec(dbapi_connection: Any) -> None:
+    import sqlite_vec  # vector distances and indexes for vector stores' search
 
     dbapi_connection.enable_load_extension(True)  # sqlean's build allows it on every platform
     sqlite_vec.load(dbapi_connection)
     dbapi_connection.enable_load_extension(False)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    _load_sqlite_vec(dbapi_connection)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -61,12 +65,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_reader_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """A connection that only reads (vector store search), beside the store's one writing connection."""
-    import sqlite_vec
-
-    dbapi_connection.enable_load_extension(True)
-    sqlite_vec.load(dbapi_connection)
-    dbapi_connection.enable_load_extension(False)
+    _load_sqlite_vec(dbapi_connection)
     dbapi_connection.execute("PRAGMA query_only=1")
+
+
+def _transaction(engine: sa.Engine, operation: Callable[[sa.Connection], T]) -> T:
+    """``operation`` in one transaction of a (SQLite) engine, on the thread that calls it."""
+    with engine.begin() as conn:
+        return operation(conn)
 
 
 def _db_now(dialect: str) -> Any:
@@ -117,13 +123,8 @@ class Database:
                 connect_args={"timeout": self.timeout_s, "check_same_thread": False})
             event.listen(self._read_engine, "connect", _sqlite_reader_pragmas)
             self._readers = ThreadPoolExecutor(READERS, "parley-sqlite-read")
-        engine = self._read_engine
-
-        def transaction() -> T:
-            with engine.begin() as conn:
-                return operation(conn)
-
-        return await self._classified(asyncio.get_running_loop().run_in_executor(self._readers, transaction))
+        return await self._classified(asyncio.get_running_loop().run_in_executor(
+            self._readers, _transaction, self._read_engine, operation))
 
     async def _run(self, operation: Callable[[sa.Connection], T]) -> T:
         if isinstance(self.engine, AsyncEngine):
@@ -133,7 +134,7 @@ class Database:
                 async with self.engine.begin() as conn:
                     return await conn.run_sync(operation)
         # a local file: its lock waits are bounded by the busy timeout; waiting for the thread is load
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._transaction, operation)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, _transaction, self.engine, operation)
 
     async def _classified(self, work: Awaitable[T]) -> T:
         """``work``'s result; its failure as the request's 400, the database's absence (503), or as it is."""
@@ -160,11 +161,6 @@ class Database:
         may it take another instance's silence for a stop (after an outage every instance is silent, and a
         live one needs that long to be heard again)."""
         return self._reachable_since is not None and time.monotonic() - self._reachable_since >= seconds
-
-    def _transaction(self, operation: Callable[[sa.Connection], T]) -> T:
-        assert isinstance(self.engine, sa.Engine)
-        with self.engine.begin() as conn:
-            return operation(conn)
 
     async def ping(self) -> None:
         """A round trip to the database; raises :class:`StoreUnavailable` when it fails."""
