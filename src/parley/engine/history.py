@@ -297,16 +297,21 @@ def build_messages(prior: list[Message], items: list[InputItem], reasoning: dict
             raise InvalidRequest(
                 f"No tool call found for function call output with call_id {item.call_id}.", param="input", code=None
             )
-    screenshots: list[Message] = []
-    for _, item in outputs:  # a screenshot follows the tool messages of its call's step (and earlier screenshots)
-        if isinstance(item, ComputerCallOutputItem):
-            j = next(n for n, m in enumerate(messages) if m.get("tool_call_id") == item.call_id)
-            while j < len(messages) and (messages[j].get("role") == "tool" or
-                                         any(messages[j] is shot for shot in screenshots)):
-                j += 1
-            screenshots.append(_screenshot_message(item))
-            messages.insert(j, screenshots[-1])
+    _place_screenshots(messages, [item for _, item in outputs if isinstance(item, ComputerCallOutputItem)])
     return messages
+
+
+def _place_screenshots(messages: list[Message], answers: list[ComputerCallOutputItem]) -> None:
+    """Each computer call's screenshot as a user message after the tool messages of its call's step (and the
+    screenshots placed before it)."""
+    screenshots: list[Message] = []
+    for item in answers:
+        j = next(n for n, m in enumerate(messages) if m.get("tool_call_id") == item.call_id)
+        while j < len(messages) and (messages[j].get("role") == "tool" or
+                                     any(messages[j] is shot for shot in screenshots)):
+            j += 1
+        screenshots.append(_screenshot_message(item))
+        messages.insert(j, screenshots[-1])
 
 
 def unanswered_calls(messages: list[Message]) -> list[ChatCompletionMessageToolCallParam]:
