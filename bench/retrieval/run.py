@@ -3,6 +3,7 @@ search at scale, on SQLite and PostgreSQL.
 
     .venv/bin/python bench/retrieval/run.py quality [--db sqlite,postgres] [--set topics,docstrings]
     .venv/bin/python bench/retrieval/run.py scale --chunks 10000,100000 [--db sqlite,postgres]
+    .venv/bin/python bench/retrieval/run.py quality --db sqlite --rerank 20 [--rewrite] [--upstream URL --model M]
 
 quality: an evaluation set (``eval_set.json.gz``, the language reference, or ``eval_set_docstrings.json.gz``, the
 standard library's documentation strings; see make_eval_set.py) is uploaded and indexed through the
@@ -12,6 +13,10 @@ scale: synthetic documents (the set's sentences shuffled) are indexed until the 
 ingestion is chunks per second of wall time from the batch's creation to its completion; search latency is
 measured over 100 sequential searches per ranker (on PostgreSQL after an ANALYZE, as autovacuum would do
 soon after a bulk load); memory is the server's peak RSS (VmHWM).
+--rerank N / --rewrite: the server gets a retrieval model (--retrieval-model: --model on --upstream, or the
+embedded model) that rates the first N candidates of the ranker ``auto`` (and rewrites each question, with
+--rewrite); the measured rankers are then hybrid (fused only) and auto (fused, then rated), over --questions
+of the set's questions (a model call per search is slow on a CPU).
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import openai
 
+from parley.settings import EMBEDDED_MODEL_ID
 from parley.testing import ParleyProcess, ScriptedBackend
 
 EVAL_SET = Path(__file__).with_name("eval_set.json.gz")
@@ -45,8 +52,10 @@ def pct(values: list[float], q: float) -> float:
 class Server:
     """A parley serve on a fresh SQLite file or PostgreSQL database."""
 
-    def __init__(self, db: str) -> None:
+    def __init__(self, db: str, extra: tuple[str, ...] = (), upstream: str | None = None) -> None:
         self.db = db
+        self.extra = extra
+        self.upstream = upstream  # a Chat upstream (the retrieval model's), else the scripted one
         self.folder = tempfile.TemporaryDirectory()
         self.pg_name = f"parley_bench_{int(time.time())}"
 
@@ -62,8 +71,9 @@ class Server:
         else:
             url = f"sqlite:///{self.folder.name}/bench.db"
         self.backend = ScriptedBackend().__enter__()
-        self.process = ParleyProcess("--upstream", self.backend.url, "--db", url, "--max-file-bytes",
-                                     str(30 * 1024 * 1024)).__enter__()
+        upstream = () if self.upstream == "embedded" else ("--upstream", self.upstream or self.backend.url)
+        self.process = ParleyProcess(*upstream, "--db", url, "--max-file-bytes", str(30 * 1024 * 1024),
+                                     *self.extra).__enter__()
         self.client = openai.OpenAI(base_url=self.process.base_url, api_key="x", max_retries=0, timeout=600)
         return self.process, self.client
 
@@ -91,11 +101,15 @@ def index(client: openai.OpenAI, docs: dict[str, str], chunking: dict) -> tuple[
            for name, text in docs.items()}
     store = client.vector_stores.create(name="bench")
     started = time.perf_counter()
-    batch = client.vector_stores.file_batches.create_and_poll(
-        vector_store_id=store.id, file_ids=list(ids.values()), chunking_strategy=chunking, poll_interval_ms=100)
+    file_ids = list(ids.values())
+    batches = [client.vector_stores.file_batches.create(vector_store_id=store.id, file_ids=file_ids[i:i + 500],
+                                                        chunking_strategy=chunking)
+               for i in range(0, len(file_ids), 500)]  # (at most 500 files a batch, as OpenAI allows)
+    done = [client.vector_stores.file_batches.poll(batch.id, vector_store_id=store.id, poll_interval_ms=100)
+            for batch in batches]
     seconds = time.perf_counter() - started
-    if batch.file_counts.completed != len(ids):
-        raise SystemExit(f"indexing failed: {batch.file_counts}")
+    if sum(batch.file_counts.completed for batch in done) != len(ids):
+        raise SystemExit(f"indexing failed: {[batch.file_counts for batch in done]}")
     return store.id, ids, seconds
 
 
@@ -109,9 +123,47 @@ def analyze(server: Server) -> None:
         server.pgserver.psql("ANALYZE;")
 
 
-def quality(db: str, eval_set: str = "topics") -> dict:
+@dataclass
+class Reranking:
+    """--rerank / --rewrite: the retrieval model the server gets, and how many questions are asked."""
+
+    candidates: int = 0
+    rewrite: bool = False
+    upstream: str | None = None
+    model: str = EMBEDDED_MODEL_ID
+    questions: int = 0
+
+    def server_args(self) -> tuple[str, ...]:
+        if not (self.candidates or self.rewrite):
+            return ()
+        return ("--retrieval-model", self.model, "--rerank-candidates", str(self.candidates))
+
+
+SIZES = ("SELECT 'database', pg_database_size(current_database()) UNION ALL "
+         "SELECT indexrelname, pg_relation_size(indexrelid) FROM pg_stat_user_indexes "
+         "WHERE relname = 'parley_vector_store_chunks'")
+
+
+def sizes_mib(server: Server) -> dict[str, float]:
+    """The database's size on disk and the chunk table's indexes', in MiB."""
+    if server.db == "postgres":
+        out = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-At", "-d", server.pg_name, "-c", SIZES],
+                             check=True, capture_output=True, text=True).stdout
+    elif server.db == "pgvector":
+        out = server.pgserver.psql("\\pset format unaligned\n\\pset tuples_only on\n" + SIZES + ";\n")
+    else:
+        return {"database": round(sum(f.stat().st_size for f in Path(server.folder.name).glob("bench.db*")) / 2**20, 1)}
+    rows = [line.split("|") for line in out.splitlines() if line.count("|") == 1]
+    return {name: round(int(size) / 2**20, 1) for name, size in rows}
+
+
+def quality(db: str, eval_set: str = "topics", reranking: Reranking = Reranking()) -> dict:
     data = json.loads(gzip.open(EVAL_SETS[eval_set], "rt", encoding="utf-8").read())
-    with (server := Server(db)) as (process, client):
+    modelled = bool(reranking.server_args())
+    rankers = ("hybrid", "auto") if modelled else RANKERS
+    questions = data["questions"][:reranking.questions] if modelled and reranking.questions else data["questions"]
+    upstream = (reranking.upstream or "embedded") if modelled else None
+    with (server := Server(db, reranking.server_args(), upstream)) as (process, client):
         store_id, ids, seconds = index(client, {n: d["text"] for n, d in data["docs"].items()}, data["chunking"])
         analyze(server)
         position = {}  # (file id, chunk text) -> (doc, chunk index)
@@ -122,14 +174,18 @@ def quality(db: str, eval_set: str = "topics") -> dict:
                 raise SystemExit(f"{name}: {len(texts)} chunks stored, {data['docs'][name]['chunks']} expected")
             position.update({(file_id, text): (name, i) for i, text in enumerate(texts)})
         chunks = len(position)
-        out = {"db": db, "set": eval_set, "questions": len(data["questions"]), "chunks": chunks,
+        out = {"db": db, "set": eval_set, "questions": len(questions), "chunks": chunks,
                "ingest_chunks_per_s": round(chunks / seconds, 1)}
-        for ranker in RANKERS:
+        if modelled:
+            out["retrieval_model"] = {"model": reranking.model, "rerank_candidates": reranking.candidates,
+                                      "rewrite_query": reranking.rewrite}
+        for ranker in rankers:
             recall, ndcg, latencies = [], [], []
-            for q in data["questions"]:
+            for q in questions:
                 started = time.perf_counter()
                 page = client.vector_stores.search(store_id, query=q["question"], max_num_results=10,
-                                                   ranking_options={"ranker": ranker})
+                                                   ranking_options={"ranker": ranker},
+                                                   rewrite_query=reranking.rewrite and ranker == "auto")
                 latencies.append((time.perf_counter() - started) * 1000)
                 found = [position.get((r.file_id, r.content[0].text)) for r in page.data]
                 relevant = {(q["doc"], i) for i in q["relevant"]}
@@ -177,6 +233,7 @@ def scale(db: str, chunks: int) -> dict:
                 latencies.append((time.perf_counter() - started) * 1000)
             out[ranker] = {"p50_ms": round(pct(latencies, 50), 1), "p99_ms": round(pct(latencies, 99), 1)}
         out["peak_rss_mib"] = round(peak_rss_mib(process.process.pid), 1)
+        out["disk_mib"] = sizes_mib(server)
     return out
 
 
@@ -187,10 +244,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunks", default="10000,100000")
     parser.add_argument("--set", default="topics", help="quality: evaluation sets, of " + ",".join(EVAL_SETS))
     parser.add_argument("--json", default=None)
+    parser.add_argument("--rerank", type=int, default=0, help="quality: candidates the retrieval model rates")
+    parser.add_argument("--rewrite", action="store_true", help="quality: the retrieval model rewrites questions")
+    parser.add_argument("--upstream", default=None, help="quality: the retrieval model's Chat upstream (…/v1)")
+    parser.add_argument("--model", default=EMBEDDED_MODEL_ID, help="quality: the retrieval model")
+    parser.add_argument("--questions", type=int, default=0, help="quality with a retrieval model: the first N")
     args = parser.parse_args(argv)
+    reranking = Reranking(args.rerank, args.rewrite, args.upstream, args.model, args.questions)
     results = []
     for db in args.db.split(","):
-        for measured in ([quality(db, name) for name in args.set.split(",")] if args.what == "quality" else
+        for measured in ([quality(db, name, reranking) for name in args.set.split(",")] if args.what == "quality" else
                          (scale(db, int(n)) for n in args.chunks.split(","))):
             results.append(measured)
             print(json.dumps(measured), flush=True)

@@ -117,6 +117,8 @@ def serve(settings: Settings) -> None:
         guard = settings.moderation_guard_model
         if guard and not settings.moderation_upstream and not router.serves(guard):
             raise ValueError(f"--moderation-guard-model {guard}: no upstream serves this model")
+        if settings.retrieval_model and not router.serves(settings.retrieval_model):
+            raise ValueError(f"--retrieval-model {settings.retrieval_model}: no upstream serves this model")
     except (EmbeddedUnavailable, PluginError, UnknownBackendType, ValueError, OSError) as exc:
         print(f"parley: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -65,17 +65,11 @@ class GuardModerator:
             return verdict_of("safe", self.model)
         messages = [{"role": "user", "content": _text(prompt) or "(no text)"}, {"role": "assistant", "content": text}] \
             if prompt is not None else [{"role": "user", "content": text}]
-        upstream = self.router.upstream_config(self.model)
-        body = {"model": self.model, "messages": messages, "stream": True, "temperature": 0,
-                upstream.max_tokens_param: 32}
-        pieces: list[str] = []
         try:
-            async for chunk in self.router.backends[upstream.name].stream(body, None):
-                for choice in chunk.get("choices") or []:
-                    pieces.append((choice.get("delta") or {}).get("content") or "")
+            answer = await self.router.ask(self.model, messages, 32)
         except ParleyError as exc:
             return _error(f"the guard model could not be asked: {exc.message}")
-        return verdict_of("".join(pieces), self.model)
+        return verdict_of(answer, self.model)
 
     async def aclose(self) -> None:
         return None

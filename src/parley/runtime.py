@@ -31,6 +31,7 @@ from parley.netpolicy import AddressPolicy
 from parley.reasoning import ReasoningCipher
 from parley.settings import Settings
 from parley.retrieval.embeddings import Embedders
+from parley.retrieval.model_ranking import ModelRanking
 from parley.retrieval.service import Retrieval
 from parley.sandbox.base import Limits as SandboxLimits
 from parley.store.conversations import SqlConversations
@@ -169,7 +170,9 @@ class Runtime:
             store, self._files, Embedders(settings.embedding_upstream, settings.embedding_api_key,
                                           settings.upstream_timeout_s), self.ingest_workers,
             instance=self.engine.recorder.instance_id, stale_s=settings.instance_stale_s,
-            limits=self.file_limits, concurrency=settings.ingest_concurrency)
+            limits=self.file_limits, concurrency=settings.ingest_concurrency,
+            ranking=ModelRanking(self.router, settings.retrieval_model, settings.rerank_candidates)
+            if settings.retrieval_model else None)
         await self._retrieval.start()
         self.tools.retrieval = self._retrieval
         self._containers = self._make_containers(store)

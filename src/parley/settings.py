@@ -205,6 +205,14 @@ class Settings(BaseSettings):
         None, description="OpenAI-compatible base URL (ending in /v1) whose /embeddings serves models other than "
         "'local' (vLLM, Ollama, OpenAI).")
     embedding_api_key: str | None = Field(None, description="API key sent to --embedding-upstream.")
+    retrieval_model: str | None = Field(
+        None, description="A Chat model served by an upstream that rewrites vector store search queries asked "
+        "with rewrite_query (without it: a local rewrite that drops punctuation and common words) and, with "
+        "--rerank-candidates, rates and reorders searches' candidates.")
+    rerank_candidates: int = Field(
+        0, ge=0, le=50, description="How many fused candidates of a search --retrieval-model rates and reorders, "
+        "for searches whose ranker is auto or default-2024-11-15 (0, the default: no reranking; bench/README.md "
+        "has what it gained and cost with the models measured).")
     ingest_concurrency: int = Field(2, ge=1, description="Files one instance indexes into vector stores at once.")
     files_dir: Path | None = Field(
         None, description="Keep the bytes of files uploaded to /v1/files in this directory (one every instance "
@@ -237,6 +245,12 @@ class Settings(BaseSettings):
     embedded_context: int = Field(
         8192, description="Context window of the embedded model, in tokens (SmolLM2 was trained on 8192).")
     embedded_threads: int | None = Field(None, description="CPU threads for the embedded model.")
+
+    @model_validator(mode="after")
+    def _reranking_has_a_model(self) -> Settings:
+        if self.rerank_candidates and not self.retrieval_model:
+            raise ValueError("rerank_candidates needs retrieval_model: the model that rates the candidates")
+        return self
 
     @model_validator(mode="after")
     def _embedding_model_is_served(self) -> Settings:

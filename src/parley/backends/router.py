@@ -100,6 +100,18 @@ class Router:
                 param="model", code="context_window_unknown")
         return window
 
+    async def ask(self, model: str, messages: list[dict[str, Any]], max_tokens: int) -> str:
+        """The text of ``model``'s answer to ``messages`` (temperature 0, at most ``max_tokens``), asked by the server
+        itself (a guard model, a reranker) with the upstream's own key; a ``ParleyError`` where the upstream fails."""
+        upstream = self.upstream_config(model)
+        body = {"model": model, "messages": messages, "stream": True, "temperature": 0,
+                upstream.max_tokens_param: max_tokens}
+        pieces: list[str] = []
+        async for chunk in self.backends[upstream.name].stream(body, None):
+            for choice in chunk.get("choices") or []:
+                pieces.append((choice.get("delta") or {}).get("content") or "")
+        return "".join(pieces)
+
     async def start(self) -> None:
         for backend in self.backends.values():
             await backend.start()

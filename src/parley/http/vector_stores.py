@@ -17,7 +17,6 @@ from parley.http.routes import caller, runtime
 from parley.retrieval.chunking import parse_strategy
 from parley.retrieval.filters import check_attributes, check_filter
 from parley.retrieval.search import Query as SearchQuery
-from parley.retrieval.search import rewrite
 from parley.retrieval.service import Retrieval, parse_ranking
 from parley.store.vector_stores import STATUSES, Entry
 from parley.validation import StrictModel
@@ -285,13 +284,13 @@ async def search(request: Request, store_id: str, who: Caller = Depends(caller))
     queries = [body.query] if isinstance(body.query, str) else list(body.query)
     if not queries or not all(isinstance(q, str) and q.strip() for q in queries) or len(queries) > 10:
         raise InvalidRequest("'query' must be a non-empty string or a list of 1 to 10 of them.", param="query")
-    if body.rewrite_query:
-        queries = [rewrite(q) for q in queries]
+    ranking = parse_ranking(body.ranking_options)
+    filters = None if body.filters is None else check_filter(body.filters)
     retrieval = _retrieval(request)
     stores = await retrieval.stores([store_id], who.tenant, "vector_store_id")
-    query = SearchQuery(queries, max_results=body.max_num_results,
-                        filters=None if body.filters is None else check_filter(body.filters),
-                        **parse_ranking(body.ranking_options))
+    if body.rewrite_query:
+        queries = await retrieval.rewrite(queries)
+    query = SearchQuery(queries, max_results=body.max_num_results, filters=filters, **ranking)
     hits = await retrieval.search(stores, query)
     return JSONResponse({"object": "vector_store.search_results.page", "search_query": queries,
                          "data": [{"file_id": h.file_id, "filename": h.filename, "score": h.score,

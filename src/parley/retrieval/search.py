@@ -69,6 +69,7 @@ class Query:
     filters: dict[str, Any] | None = None
     embedding_weight: float = EMBEDDING_WEIGHT
     text_weight: float = TEXT_WEIGHT
+    rerank: bool = True  # the ranker lets the server rerank (``auto``): done where it has a retrieval model
 
 
 def rewrite(query: str) -> str:
@@ -240,7 +241,7 @@ class Searcher:
             best = lists * (query.embedding_weight + query.text_weight) / (RRF_K + 1)
             scored = defaultdict(float, {k: v / best for k, v in scored.items()})
         ranked = sorted(((s, c) for c, s in scored.items() if s >= query.score_threshold), key=lambda p: -p[0])
-        return await self._hits(ranked[:query.max_results])
+        return await self.hits(ranked[:query.max_results])
 
     async def _vector_half(self, by_model: dict[str, list[str]], text: str, query: Query,
                            pool: int) -> list[tuple[int, float]]:
@@ -253,7 +254,7 @@ class Searcher:
             lists.append(await self._vector(ids, vector, query.filters, pool))
         return sorted((hit for found in lists for hit in found), key=lambda h: -h[1])
 
-    async def _hits(self, ranked: list[tuple[float, int]]) -> list[Hit]:
+    async def hits(self, ranked: list[tuple[float, int]]) -> list[Hit]:
         if not ranked:
             return []
         ids = [chunk_id for _, chunk_id in ranked]

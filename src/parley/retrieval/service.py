@@ -3,13 +3,16 @@ and the ``file_search`` tool alike."""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
 from typing import Any
 
 from parley.errors import InvalidRequest, NotFound
 from parley.extract import Limits
 from parley.retrieval.embeddings import Embedders
 from parley.retrieval.ingest import Ingestor
-from parley.retrieval.search import Hit, Mode, Query, Searcher
+from parley.retrieval.model_ranking import ModelRanking
+from parley.retrieval.search import Hit, Mode, Query, Searcher, rewrite
 from parley.store.files import SqlFiles
 from parley.store.sql import SqlStore
 from parley.store.ingestion_work import IngestionWork
@@ -19,6 +22,7 @@ from parley.workers import WorkerPool
 # OpenAI's rankers (each is the hybrid search here), and Parley's own: either half alone.
 RANKERS: dict[str, Mode] = {"auto": "hybrid", "default-2024-11-15": "hybrid", "none": "hybrid",
                             "hybrid": "hybrid", "vector": "vector", "keyword": "keyword"}
+RERANKED = ("auto", "default-2024-11-15")  # the rankers under which a retrieval model reranks (where there is one)
 
 
 def parse_ranking(raw: Any, param: str = "ranking_options") -> dict[str, Any]:
@@ -34,6 +38,7 @@ def parse_ranking(raw: Any, param: str = "ranking_options") -> dict[str, Any]:
         if not isinstance(ranker, str) or ranker not in RANKERS:
             raise InvalidRequest(f"'{param}.ranker' must be one of {', '.join(RANKERS)}.", param=f"{param}.ranker")
         out["mode"] = RANKERS[ranker]
+        out["rerank"] = ranker in RERANKED
     threshold = raw.get("score_threshold")
     if threshold is not None:
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
@@ -54,8 +59,10 @@ def parse_ranking(raw: Any, param: str = "ranking_options") -> dict[str, Any]:
 
 class Retrieval:
     def __init__(self, store: SqlStore, files: SqlFiles, embedders: Embedders, workers: WorkerPool, *,
-                 instance: str, stale_s: float, limits: Limits, concurrency: int) -> None:
+                 instance: str, stale_s: float, limits: Limits, concurrency: int,
+                 ranking: ModelRanking | None = None) -> None:
         self.files = files
+        self.ranking = ranking  # --retrieval-model: query rewriting, and reranking with --rerank-candidates
         self.embedders = embedders
         self.vector_stores = SqlVectorStores(store)
         self.searcher = Searcher(store, embedders, self.vector_stores.pgvector, self.vector_stores.sqlite_vec)
@@ -81,9 +88,25 @@ class Retrieval:
         return infos
 
     async def search(self, stores: list[StoreInfo], query: Query) -> list[Hit]:
-        hits = await self.searcher.search(stores, query)
+        ranking = self.ranking
+        if ranking is not None and ranking.candidates and query.rerank and query.mode == "hybrid":
+            fused = await self.searcher.search(stores, replace(
+                query, max_results=max(query.max_results, ranking.candidates), score_threshold=0.0))
+            reranked = await ranking.rerank(query.queries, fused)
+            hits = [hit for hit in reranked if hit.score >= query.score_threshold][:query.max_results]
+        else:
+            hits = await self.searcher.search(stores, query)
         await self.vector_stores.touch([s.id for s in stores])
         return hits
+
+    async def rewrite(self, queries: list[str]) -> list[str]:
+        """``rewrite_query``: each query as the retrieval model rewrites it, or without punctuation and common
+        words where there is none."""
+        local = [rewrite(q) for q in queries]
+        if self.ranking is None:
+            return local
+        ranking = self.ranking
+        return list(await asyncio.gather(*(ranking.rewrite(q, fallback) for q, fallback in zip(queries, local))))
 
     async def aclose(self) -> None:
         await self.ingestor.aclose()
