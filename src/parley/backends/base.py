@@ -3,7 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import Any, Protocol
+
+
+class ReadAhead:
+    """Whether the chunk a backend's stream yields now is followed by another it has already received: a
+    streamed response's writer (:func:`parley.http.sse.write_events`) sets one for its task and holds frames
+    back while ``more`` is true, so that the events of every chunk one read brought go out in one write.  A
+    backend that cannot tell leaves it false, and each event goes out as it comes."""
+
+    __slots__ = ("more",)
+
+    def __init__(self) -> None:
+        self.more = False
+
+
+READ_AHEAD: ContextVar[ReadAhead | None] = ContextVar("parley_read_ahead", default=None)
 
 
 class ChatBackend(Protocol):

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from parley.backends.base import READ_AHEAD
 from parley.backends.chunk_shapes import chunk_list, malformed
 from parley.errors import BackendError, BackendRateLimited, BackendRejected, ParleyError
 from parley.settings import UpstreamConfig
@@ -179,15 +180,26 @@ def _backoff(attempt: int, retry_after: str | None) -> float:
 
 
 async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """The body split into lines, with no limit on a line's length."""
-    buffer = b""
-    async for data in response.content.iter_any():
-        buffer += data
-        while (end := buffer.find(b"\n")) >= 0:
-            yield buffer[:end].rstrip(b"\r")
-            buffer = buffer[end + 1:]
-    if buffer:
-        yield buffer
+    """The body split into lines, with no limit on a line's length; the task's :class:`ReadAhead` says, for
+    each line, whether a ``data:`` line it has already received follows."""
+    ahead = READ_AHEAD.get()
+    rest = b""
+    try:
+        async for data in response.content.iter_any():
+            lines = (rest + data).split(b"\n")
+            rest = lines.pop()
+            last = len(lines) - 1
+            while last >= 0 and not lines[last].startswith(b"data:"):
+                last -= 1
+            for i, line in enumerate(lines):
+                if ahead is not None:
+                    ahead.more = i < last
+                yield line.rstrip(b"\r")
+        if rest:
+            yield rest
+    finally:
+        if ahead is not None:
+            ahead.more = False
 
 
 async def _chunks(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:

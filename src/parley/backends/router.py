@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from parley.backends.base import ChatBackend
+from parley.backends.base import READ_AHEAD, ChatBackend
 from parley.backends.embedded import EmbeddedBackend
 from parley.backends.openai_compat import OpenAICompatBackend
 from parley.backends.think_tags import ThinkTagsBackend
@@ -107,9 +107,13 @@ class Router:
         body = {"model": model, "messages": messages, "stream": True, "temperature": 0,
                 upstream.max_tokens_param: max_tokens}
         pieces: list[str] = []
-        async for chunk in self.backends[upstream.name].stream(body, None):
-            for choice in chunk.get("choices") or []:
-                pieces.append((choice.get("delta") or {}).get("content") or "")
+        reading = READ_AHEAD.set(None)  # (asked within a streamed response: its writer's read-ahead is not this)
+        try:
+            async for chunk in self.backends[upstream.name].stream(body, None):
+                for choice in chunk.get("choices") or []:
+                    pieces.append((choice.get("delta") or {}).get("content") or "")
+        finally:
+            READ_AHEAD.reset(reading)
         return "".join(pieces)
 
     async def start(self) -> None:

@@ -1,5 +1,9 @@
 """Server-sent events: a response's events as ``event:``/``data:`` frames, written straight to ASGI ``send``.
 
+Under load the upstream's reads bring several chunks at once: their events' frames are then written together,
+in one send (:class:`parley.backends.base.ReadAhead`), so a busy server writes fewer, larger frames per token
+while a lone stream still writes each chunk's events as soon as they are made.
+
 A streamed response runs in a task of its own (:meth:`parley.runtime.Runtime.spawn`), started when the
 request is accepted, which writes each event as it comes: a client that goes away (even before the first
 frame) does not stop it, and the response still completes and is stored (when ``store`` is true).  The
@@ -18,6 +22,7 @@ from typing import Any
 
 from openai.types.responses import ResponseStreamEvent
 
+from parley.backends.base import READ_AHEAD, ReadAhead
 from parley.runtime import Runtime
 from parley.wire import event_frame
 
@@ -101,14 +106,20 @@ async def write_events(events: AsyncIterator[ResponseStreamEvent], runtime: Runt
     async def pump() -> None:
         streams.inc()
         slow.add(client, asyncio.current_task())  # type: ignore[arg-type]
+        ahead = ReadAhead()
+        READ_AHEAD.set(ahead)  # (this task's context: the upstream's reads say whether more chunks are ready)
+        held: list[bytes] = []
         try:
             async for event in events:
-                await client.write(encode_sse(event))
+                held.append(encode_sse(event))
+                if not ahead.more:  # the upstream must be read again: what its last read brought goes out
+                    await client.write(held[0] if len(held) == 1 else b"".join(held))
+                    held.clear()
         except Exception:  # the engine ends every response with a terminal event; this is a bug
             log.exception("a response stream broke off")
         finally:
             streams.dec()
-            await client.write(b"", more=False)
+            await client.write(b"".join(held), more=False)
             slow.remove(client)
 
     await asyncio.shield(runtime.spawn(pump()))

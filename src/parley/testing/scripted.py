@@ -73,6 +73,8 @@ class Reply:
     delay_s: float = 0.0
     chunk_delay_s: float = 0.0  # a pause before each chunk after the first (a model that takes its time)
     service_tier: str | None = None  # reported in every chunk, as OpenAI does
+    together: bool = False  # the whole stream in one write (a busy upstream's chunks reach Parley in one read)
+    pause_after: int | None = None  # after that many chunks (the first is the role's), the stream waits for resume()
 
 
 Responder = Callable[[dict[str, Any]], "Reply | str"]
@@ -182,6 +184,7 @@ class Script:
         self._lock = threading.Lock()
         self._gate = threading.Event()
         self._gate.set()
+        self._resumed = threading.Event()  # (a reply's pause_after)
 
     def push(self, *replies: Reply | str) -> None:
         """Queue answers, used in order before the responder."""
@@ -194,6 +197,10 @@ class Script:
 
     def release(self) -> None:
         self._gate.set()
+
+    def resume(self) -> None:
+        """Let a reply paused by its ``pause_after`` go on."""
+        self._resumed.set()
 
     def wait_for_requests(self, count: int, timeout: float = 10.0) -> None:
         """Block until ``count`` requests have arrived."""
@@ -347,11 +354,17 @@ class ScriptedBackend(Script, LoopbackService):
             for line in reply.raw:
                 yield (line + "\n").encode()
             return
+        if reply.together:
+            yield b"".join(f"data: {json.dumps(chunk)}\n\n".encode() for chunk in chunks) + b"data: [DONE]\n\n"
+            return
         for i, chunk in enumerate(chunks):
             if reply.cut_after is not None and i >= reply.cut_after:
                 return
             if i and reply.chunk_delay_s:
                 await asyncio.sleep(reply.chunk_delay_s)
+            if i and i == reply.pause_after:
+                await asyncio.to_thread(self._resumed.wait)
+                self._resumed.clear()
             yield f"data: {json.dumps(chunk)}\n\n".encode()
             await asyncio.sleep(0)
         yield b"data: [DONE]\n\n"
@@ -361,4 +374,5 @@ class ScriptedBackend(Script, LoopbackService):
 
     def stop(self) -> None:
         self._gate.set()  # a held answer must not keep the server from stopping
+        self._resumed.set()
         super().stop()
