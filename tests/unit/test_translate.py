@@ -135,3 +135,25 @@ def test_abort_closes_the_open_item_as_incomplete() -> None:
     events += translator.abort()
     assert events[-1].type == "response.output_item.done"
     assert translator.items[0].status == "incomplete" and translator.items[0].content[0].text == "abcd"
+
+
+@pytest.mark.parametrize("reply", [
+    Reply(text="Hello there, world", chunk_size=3),
+    Reply(reasoning="First think, then answer.", text="The answer.", chunk_size=4),
+    Reply(refusal="I cannot help with that.", chunk_size=5),
+    Reply(text="Calling.", tool_calls=[ToolCall("lookup", json.dumps({"q": "tides", "n": 3}))]),
+], ids=["text", "reasoning", "refusal", "tool call"])
+def test_without_deltas_the_same_items_and_boundaries_and_no_per_token_events(reply) -> None:
+    chunks = reply_chunks(reply, {})
+    streamed, streamed_events = translate(chunks)
+    folded = ChunkTranslator(deltas=False)
+    folded_events = [event for chunk in chunks for event in folded.feed(chunk)] + folded.finish()
+    assert not [e.type for e in folded_events if e.type.endswith(".delta")]
+    assert [e.type for e in folded_events] == [e.type for e in streamed_events if not e.type.endswith(".delta")]
+
+    def same(items: list) -> list:
+        return [item.model_dump(exclude={"id", "call_id"}) for item in items]
+
+    assert same(folded.items) == same(streamed.items)
+    assert folded.assistant_message()["content"] == streamed.assistant_message()["content"]
+    assert folded.has_text == bool(reply.text)

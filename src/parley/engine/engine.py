@@ -173,6 +173,8 @@ class Engine:
                     first_token = False
                     self.metrics.first_token(time.perf_counter() - started)
                 elif event.type in TERMINAL_EVENTS:
+                    if first_token and state.first_text_at is not None:  # (non-streamed: no delta events)
+                        self.metrics.first_token(state.first_text_at - started)
                     self.metrics.finished(event.response, state.error.code if state.error else None)  # type: ignore
             yield event
 
@@ -182,7 +184,7 @@ class Engine:
         A failed response is raised as its error, so the client gets the HTTP status the
         failure deserves (400 for a request the backend rejected, 502 for a broken backend…).
         """
-        state = RunState(conversation=turn.conversation)
+        state = RunState(conversation=turn.conversation, deltas=False)
         final: Response | None = None
         async for event in self.run(turn, state):
             if event.type in TERMINAL_EVENTS:
@@ -309,7 +311,8 @@ class Engine:
                                              cite=tools.cite, client_tools=tools.client_tools(),
                                              encrypt=self.cipher.encrypt if self.cipher and
                                              "reasoning.encrypted_content" in turn.request.include else None,
-                                             reasoning_summary=turn.request.wants_reasoning_summary)
+                                             reasoning_summary=turn.request.wants_reasoning_summary,
+                                             deltas=state.deltas)
                 async for event in self._backend_call(body, turn, state, translator):
                     yield event
                 if not translator.server_calls or state.incomplete_reason:
@@ -409,6 +412,8 @@ class Engine:
                                        code="backend_protocol_error") from exc
                 for event in events:
                     yield event
+                if state.first_text_at is None and not state.deltas and translator.has_text:
+                    state.first_text_at = time.perf_counter()
         except (Exception, asyncio.CancelledError) as exc:  # (cancelled: a background response's cancel)
             fail(span, str(exc) or type(exc).__name__)
             for event in translator.abort():  # the partial item is kept, marked incomplete

@@ -14,6 +14,9 @@ calls.  Each item is finished before the next one is added, as OpenAI does, so
 ``sequence_number`` belong to the engine, not here: events leave with
 ``sequence_number=0`` and the engine numbers them.
 
+A non-streamed response is the fold of the same events, which keeps only the final state: its translator
+(``deltas=False``) makes no per-token delta events, only the item and part boundaries and the finished items.
+
 Tool-call deltas are keyed by index *and* id: some providers reuse an index for a new
 call, which must not be merged into the previous call's arguments.
 """
@@ -96,6 +99,7 @@ class ChunkTranslator:
     finish_reason: str | None = None
     service_tier: str | None = None  # the tier the upstream says served the call
     usage: dict[str, Any] | None = None
+    deltas: bool = True  # False: a non-streamed answer's fold, which would discard the per-token deltas: none made
     _open: _Call | _Message | ReasoningStream | None = None
     _calls: dict[tuple[int, str | None], _Call] = field(default_factory=dict)
     _latest_call_at: dict[int, _Call] = field(default_factory=dict)
@@ -154,6 +158,11 @@ class ChunkTranslator:
     # -- results -------------------------------------------------------------------------
 
     @property
+    def has_text(self) -> bool:
+        """Whether the answer's output text has begun."""
+        return bool(self._text)
+
+    @property
     def incomplete_reason(self) -> str | None:
         return INCOMPLETE_REASONS.get(self.finish_reason or "")
 
@@ -181,6 +190,9 @@ class ChunkTranslator:
             events += self._close()
             self._open, added = ReasoningStream.open(self.next_index, self.reasoning_summary)
             events += added
+        if not self.deltas:
+            self._open.text += text
+            return events
         return events + [self._open.delta(text)]
 
     def _message_delta(self, kind: str, text: str, logprobs: list[dict[str, Any]] | None = None) -> list[Event]:
@@ -206,6 +218,12 @@ class ChunkTranslator:
                 content_index=len(state.item.content), part=part, sequence_number=0))
         state.part_text += text
         content_index = len(state.item.content)
+        if not self.deltas:
+            if kind == "output_text":
+                self._text.append(text)
+                state.logprobs += logprobs or []
+                events += self._annotate(state, content_index)
+            return events
         if kind == "output_text":
             self._text.append(text)
             state.logprobs += logprobs or []
@@ -292,7 +310,7 @@ class ChunkTranslator:
         if not arguments:
             return []
         state.item.arguments += arguments
-        if state.hidden or state.custom is not None:
+        if state.hidden or state.custom is not None or not self.deltas:
             return []
         return [_construct(ResponseFunctionCallArgumentsDeltaEvent, 
             type="response.function_call_arguments.delta", item_id=state.item.id or "",

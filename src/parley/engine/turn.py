@@ -83,6 +83,8 @@ class RunState:
     steered: Callable[[], bool] | None = None
     moderation: dict[str, Any] | None = None  # the Response's moderation results (parley.moderation)
     generate: bool = True  # False (a WebSocket's generate: false): the input is kept, the model is not called
+    deltas: bool = True  # False: folded into the final Response (non-streamed), so no per-token events are made
+    first_text_at: float | None = None  # (deltas off) when the output text began, for the first-token metric
 
 
 def snapshot(turn: Turn, state: RunState, status: str) -> Response:

@@ -107,9 +107,11 @@ class Database:
     def is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
 
-    async def run(self, operation: Callable[[sa.Connection], T]) -> T:
-        """Run ``operation`` in one transaction and return what it returns."""
-        return await self._classified(self._run(operation))
+    async def run(self, operation: Callable[[sa.Connection], T], statements: int = 1) -> T:
+        """Run ``operation`` in one transaction and return what it returns; ``statements``: how many statements
+        it makes at most (on PostgreSQL each has ``timeout_s``, and the backstop deadline is their sum: a large
+        write made of bounded statements is slow, not unavailable)."""
+        return await self._classified(self._run(operation, statements))
 
     async def read(self, operation: Callable[[sa.Connection], T]) -> T:
         """Run ``operation``, which only reads: on a SQLite file on a reading connection of its own, so that it
@@ -126,11 +128,11 @@ class Database:
         return await self._classified(asyncio.get_running_loop().run_in_executor(
             self._readers, _transaction, self._read_engine, operation))
 
-    async def _run(self, operation: Callable[[sa.Connection], T]) -> T:
+    async def _run(self, operation: Callable[[sa.Connection], T], statements: int = 1) -> T:
         if isinstance(self.engine, AsyncEngine):
             # The driver's connect and statement timeouts come first; this deadline is a backstop for any
             # step they miss, beyond the wait for a pooled connection (busy is not unavailable).
-            async with asyncio.timeout(POOL_WAIT_S + 2 * self.timeout_s + 1):
+            async with asyncio.timeout(POOL_WAIT_S + (1 + statements) * self.timeout_s + 1):
                 async with self.engine.begin() as conn:
                     return await conn.run_sync(operation)
         # a local file: its lock waits are bounded by the busy timeout; waiting for the thread is load

@@ -20,6 +20,7 @@ from parley.store.vector_stores import store_chunks, store_files, stores
 
 
 MAX_ATTEMPTS = 3
+WRITE_BATCH = 128  # chunks one statement writes: a file of thousands stays within the statement timeout
 GAVE_UP = json.dumps({"code": "server_error", "message": f"Indexing this file was started {MAX_ATTEMPTS} times and "
                       "cut off each time (the server doing it stopped or lost its database); it is not tried again."})
 
@@ -93,15 +94,18 @@ class IngestionWork:
             if not conn.execute(store_files.update().where(self._held(job, instance))
                                 .values(status="completed", owner=None, usage_bytes=usage)).rowcount:
                 return False
-            if rows and self.pgvector.enabled:
-                self.pgvector.insert(conn, rows, vectors)
-            elif rows:
-                if self.sqlite_vec.enabled:
-                    self.sqlite_vec.ensure(conn, int(vectors.shape[1]))  # (its trigger copies the rows in)
-                conn.execute(store_chunks.insert(), rows)
+            for start in range(0, len(rows), WRITE_BATCH):
+                batch = rows[start:start + WRITE_BATCH]
+                if self.pgvector.enabled:
+                    self.pgvector.insert(conn, batch, vectors[start:start + WRITE_BATCH])
+                else:
+                    if self.sqlite_vec.enabled:
+                        self.sqlite_vec.ensure(conn, int(vectors.shape[1]))  # (its trigger copies the rows in)
+                    conn.execute(store_chunks.insert(), batch)
             return True
 
-        return await self.store.run(complete)
+        # (one transaction; its statements each write at most WRITE_BATCH chunks, within the statement timeout)
+        return await self.store.run(complete, statements=2 + 2 * -(-len(rows) // WRITE_BATCH))
 
     async def fail(self, job: Job, instance: str, code: str, message: str) -> None:
         error = json.dumps({"code": code, "message": message[:1000]})

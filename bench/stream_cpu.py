@@ -1,0 +1,102 @@
+"""Parley's CPU per streamed token as the load grows: 1, 50, 400 and 1,000 streams at 50 tokens per second
+each (a GPU server's pace), and 32 streams as fast as the upstream goes; with the frames per write at each
+load (how many SSE events one write of the server carried, read from the HTTP chunks of a sample stream).
+
+    .venv/bin/python bench/stream_cpu.py [--streams 1,50,400,1000] [--seconds 8] [--json out.json]
+
+Each load runs for ``--seconds`` (streams of 100 tokens, started again as they end) against bench/upstream.py,
+through a real ``parley serve`` (SQLite store, ``store`` on); the CPU is Parley's process time over the run,
+divided by the tokens the clients received.  The driver, the upstream and Parley share the machine's cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "src"))
+
+from run import Paths, cpu_seconds, model, saturate, synthetic_upstream  # noqa: E402
+
+from parley.testing.server import ParleyProcess  # noqa: E402
+
+
+async def frames_per_write(paths: Paths, m: str) -> float:
+    """Events per HTTP chunk (per server write) of one stream: read from the raw socket's chunked body."""
+    host, port = paths.parley.removeprefix("http://").split("/", 1)[0].split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    body = json.dumps({"model": m, "input": "hi", "stream": True}).encode()
+    writer.write(b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    await reader.readuntil(b"\r\n\r\n")
+    writes = events = 0
+    while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+        data = await reader.readexactly(size + 2)
+        writes += 1
+        events += data.count(b"\nevent: ") + data.startswith(b"event: ")
+    writer.close()
+    return events / max(writes, 1)
+
+
+async def load(paths: Paths, pid: int, streams: int, seconds: float, paced: bool) -> dict:
+    m = model(tps=50 if paced else 0, tokens=100)
+    streamed = 0
+
+    async def one() -> None:
+        nonlocal streamed
+        _, tokens = await paths.stream("parley", m)
+        streamed += tokens
+
+    await paths.fresh()
+    sampled: list[float] = []
+
+    async def sample_frames() -> None:  # one stream more, in the middle of the run
+        await asyncio.sleep(seconds / 2)
+        sampled.append(await frames_per_write(paths, m))
+
+    before = cpu_seconds(pid)
+    await asyncio.gather(saturate(seconds, streams, one), sample_frames())
+    used = cpu_seconds(pid) - before
+    return {"streams": streams, "paced_tokens_per_s": 50 if paced else None, "tokens": streamed,
+            "cpu_us_per_token": round(used / max(streamed, 1) * 1e6, 1), "events_per_write": round(sampled[0], 2)}
+
+
+async def measure(upstream: str, parley: ParleyProcess, loads: list[int], seconds: float) -> list[dict]:
+    paths = Paths(upstream, parley.base_url)
+    assert parley.process is not None
+    try:
+        results = []
+        for streams in loads:
+            results.append(await load(paths, parley.process.pid, streams, seconds, paced=True))
+            print(json.dumps(results[-1]), flush=True)
+        results.append(await load(paths, parley.process.pid, 32, seconds, paced=False))
+        print(json.dumps(results[-1]), flush=True)
+        return results
+    finally:
+        await paths.http.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", default="1,50,400,1000")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    with synthetic_upstream() as upstream:
+        with ParleyProcess("--upstream", upstream, "--db", f"sqlite:///{tempfile.mkdtemp()}/bench.db",
+                           "--log-level", "warning") as parley:
+            results = asyncio.run(measure(upstream, parley, [int(n) for n in args.streams.split(",")],
+                                          args.seconds))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
