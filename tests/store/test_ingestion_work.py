@@ -31,3 +31,40 @@ async def test_a_file_cut_off_every_time_fails_after_its_last_try(store) -> None
     assert (row.status, row.owner, row.attempts) == ("failed", None, MAX_ATTEMPTS)
     assert json.loads(row.last_error)["code"] == "server_error"
     assert f"started {MAX_ATTEMPTS} times" in json.loads(row.last_error)["message"]
+
+
+async def test_a_large_file_is_written_in_statements_of_bounded_size(store) -> None:
+    """Each statement of a file's chunks stays within the statement timeout however large the file: one
+    statement for thousands of chunks into a large vector index was taken for a database outage."""
+    import numpy as np
+
+    from parley.store.ingestion_work import WRITE_BATCH
+    from parley.store.vector_stores import store_chunks
+
+    stores = SqlVectorStores(store)
+    await stores.prepare()
+    work = IngestionWork(store, stores.pgvector, stores.sqlite_vec)
+    created = await stores.create("t-large", name="s", description=None, metadata={}, expires_after=None,
+                                  embedding_model="local", entries=[])
+    await stores.add_file(created["id"], "t-large", Entry("file-large", "big.txt", None, parse_strategy(None)))
+    job = await work.claim("instance-large", stale_s=30)
+    assert job is not None
+    count = 2 * WRITE_BATCH + 44
+    texts = [f"chunk number {i}" for i in range(count)]
+    vectors = np.random.default_rng(0).standard_normal((count, 8)).astype(np.float32)
+    sizes: list[int] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO PARLEY_VECTOR_STORE_CHUNKS"):
+            sizes.append(len(parameters) if executemany else 1)
+
+    engine = getattr(store.engine, "sync_engine", store.engine)
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert await work.complete(job, "instance-large", texts, vectors)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    assert sum(sizes) == count and max(sizes) <= WRITE_BATCH, sizes
+    stored = await store.run(lambda conn: conn.execute(sa.select(store_chunks.c.seq, store_chunks.c.text).where(
+        store_chunks.c.file_id == "file-large").order_by(store_chunks.c.seq)).all())
+    assert [(row.seq, row.text) for row in stored] == list(enumerate(texts))
