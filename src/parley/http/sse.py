@@ -24,16 +24,12 @@ from openai.types.responses import ResponseStreamEvent
 
 from parley.backends.base import READ_AHEAD, ReadAhead
 from parley.runtime import Runtime
-from parley.wire import event_frame
+from parley.wire import event_bytes
 
 log = logging.getLogger("parley.http")
 
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                (b"x-accel-buffering", b"no")]
-
-
-def encode_sse(event: ResponseStreamEvent) -> bytes:
-    return event_frame(event).encode()
 
 
 class _Client:
@@ -111,7 +107,7 @@ async def write_events(events: AsyncIterator[ResponseStreamEvent], runtime: Runt
         held: list[bytes] = []
         try:
             async for event in events:
-                held.append(encode_sse(event))
+                held.append(event_bytes(event))
                 if not ahead.more:  # the upstream must be read again: what its last read brought goes out
                     await client.write(held[0] if len(held) == 1 else b"".join(held))
                     held.clear()
