@@ -142,15 +142,19 @@ def verdict(config: ModerationConfig, side: str, result: dict[str, Any]) -> bool
     return bool(result["flagged"])
 
 
-async def moderated(step: AsyncIterator[Any], config: ModerationConfig | None, moderator: Any,
-                    items: list[Any], state: Any) -> AsyncIterator[Any]:
+def moderated(step: AsyncIterator[Any], config: ModerationConfig | None, moderator: Any,
+              items: list[Any], state: Any) -> AsyncIterator[Any]:
     """The events of a response's agent loop (``step``), moderated as ``config`` asks: input first, then the
     output, holding the events back when the output policy blocks.  ``state`` is the run's
-    (:class:`parley.engine.turn.RunState`): its output, conversation, incomplete reason and moderation."""
+    (:class:`parley.engine.turn.RunState`): its output, conversation, incomplete reason and moderation.  Without
+    moderation, ``step`` itself (no layer more for each token to pass)."""
     if config is None or moderator is None:
-        async for event in step:
-            yield event
-        return
+        return step
+    return _moderated(step, config, moderator, items, state)
+
+
+async def _moderated(step: AsyncIterator[Any], config: ModerationConfig, moderator: Any,
+                     items: list[Any], state: Any) -> AsyncIterator[Any]:
     checked_input = await moderator.check(config.model, input_parts(items))
     state.moderation = {"input": checked_input, "output": NOT_RUN}
     if verdict(config, "input", checked_input):

@@ -165,18 +165,27 @@ class Engine:
         state = state or RunState(conversation=turn.conversation)
         sequence, started, first_token = 2 if turn.queued else 0, time.perf_counter(), True
         state.timeline.origin = started if turn.queued else turn.started  # (a queued one's wait is not its run)
-        async for event in self._lifecycle(turn, state):
-            event.sequence_number = sequence
-            sequence += 1
-            if self.metrics is not None:
-                if first_token and event.type == "response.output_text.delta":
-                    first_token = False
-                    self.metrics.first_token(time.perf_counter() - started)
-                elif event.type in TERMINAL_EVENTS:
-                    if first_token and state.first_text_at is not None:  # (non-streamed: no delta events)
-                        self.metrics.first_token(state.first_text_at - started)
-                    self.metrics.finished(event.response, state.error.code if state.error else None)  # type: ignore
-            yield event
+        state.span = start_span("parley.response", response_id=turn.id, model=turn.request.model,
+                                stream=turn.request.stream)
+        try:
+            async for event in self._lifecycle_events(turn, state):
+                event.sequence_number = sequence
+                sequence += 1
+                if self.metrics is not None:
+                    if first_token and event.type == "response.output_text.delta":
+                        first_token = False
+                        self.metrics.first_token(time.perf_counter() - started)
+                    elif event.type in TERMINAL_EVENTS:
+                        if first_token and state.first_text_at is not None:  # (non-streamed: no delta events)
+                            self.metrics.first_token(state.first_text_at - started)
+                        self.metrics.finished(event.response, state.error.code if state.error else None)  # type: ignore
+                yield event
+        finally:
+            self.recorder.forget(turn.id)  # also when the run was cut short: recovery may then fail the row
+            if state.error:
+                fail(state.span, state.error.message)
+            state.span.set_attribute("status", state.status)
+            state.span.end()
 
     async def respond(self, turn: Turn) -> Response:
         """The non-streaming answer: the terminal snapshot of :meth:`run`.
@@ -193,19 +202,6 @@ class Engine:
             raise state.error
         assert final is not None
         return final
-
-    async def _lifecycle(self, turn: Turn, state: RunState) -> AsyncIterator[ResponseStreamEvent]:
-        state.span = start_span("parley.response", response_id=turn.id, model=turn.request.model,
-                                stream=turn.request.stream)
-        try:
-            async for event in self._lifecycle_events(turn, state):
-                yield event
-        finally:
-            self.recorder.forget(turn.id)  # also when the run was cut short: recovery may then fail the row
-            if state.error:
-                fail(state.span, state.error.message)
-            state.span.set_attribute("status", state.status)
-            state.span.end()
 
     async def _lifecycle_events(self, turn: Turn, state: RunState) -> AsyncIterator[ResponseStreamEvent]:
         started = turn.opening or snapshot(turn, state, "in_progress")
