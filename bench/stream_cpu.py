@@ -1,6 +1,7 @@
 """Parley's CPU per streamed token as the load grows: 1, 50, 400 and 1,000 streams at 50 tokens per second
 each (a GPU server's pace), and 32 streams as fast as the upstream goes; with the frames per write at each
-load (how many SSE events one write of the server carried, read from the HTTP chunks of a sample stream).
+load (how many SSE events one write of the server carried, read from the HTTP chunks of a sample stream); and the
+CPU per non-streamed response of 100 tokens (8 clients in a closed loop), which folds the same events.
 
     .venv/bin/python bench/stream_cpu.py [--streams 1,50,400,1000] [--seconds 8] [--json out.json]
 
@@ -67,6 +68,17 @@ async def load(paths: Paths, pid: int, streams: int, seconds: float, paced: bool
             "cpu_us_per_token": round(used / max(streamed, 1) * 1e6, 1), "events_per_write": round(sampled[0], 2)}
 
 
+async def folded(paths: Paths, pid: int, seconds: float) -> dict:
+    """Non-streamed responses of 100 tokens, 8 clients in a closed loop: Parley's CPU per response."""
+    m = model(tokens=100)
+    await paths.fresh()
+    before = cpu_seconds(pid)
+    per_second = await saturate(seconds, 8, lambda: paths.create("parley", m))
+    used = cpu_seconds(pid) - before
+    return {"non_streamed_clients": 8, "tokens_per_response": 100, "responses": round(per_second * seconds),
+            "cpu_us_per_response": round(used / max(per_second * seconds, 1) * 1e6)}
+
+
 async def measure(upstream: str, parley: ParleyProcess, loads: list[int], seconds: float) -> list[dict]:
     paths = Paths(upstream, parley.base_url)
     assert parley.process is not None
@@ -76,6 +88,8 @@ async def measure(upstream: str, parley: ParleyProcess, loads: list[int], second
             results.append(await load(paths, parley.process.pid, streams, seconds, paced=True))
             print(json.dumps(results[-1]), flush=True)
         results.append(await load(paths, parley.process.pid, 32, seconds, paced=False))
+        print(json.dumps(results[-1]), flush=True)
+        results.append(await folded(paths, parley.process.pid, seconds))
         print(json.dumps(results[-1]), flush=True)
         return results
     finally:

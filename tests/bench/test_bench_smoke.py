@@ -58,3 +58,14 @@ def test_the_websocket_session_bench_runs_both_modes(tmp_path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
     assert [(row["mode"], row["turns"]) for row in rows] == [("http", 3), ("websocket", 3)]
+
+
+def test_the_stream_cpu_bench_measures_each_load_and_the_folded_answers(tmp_path) -> None:
+    out = tmp_path / "streams.json"
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "stream_cpu.py"), "--streams", "1,3", "--seconds",
+                           "1", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert [row.get("streams") for row in rows] == [1, 3, 32, None]
+    assert all(row["tokens"] > 0 and row["events_per_write"] >= 1 for row in rows[:3])
+    assert rows[3]["responses"] > 0 and rows[3]["cpu_us_per_response"] > 0
