@@ -87,8 +87,9 @@ async def measure(upstream: str, parley: ParleyProcess, loads: list[int], second
         for streams in loads:
             results.append(await load(paths, parley.process.pid, streams, seconds, paced=True))
             print(json.dumps(results[-1]), flush=True)
-        results.append(await load(paths, parley.process.pid, 32, seconds, paced=False))
-        print(json.dumps(results[-1]), flush=True)
+        if loads:
+            results.append(await load(paths, parley.process.pid, 32, seconds, paced=False))
+            print(json.dumps(results[-1]), flush=True)
         results.append(await folded(paths, parley.process.pid, seconds))
         print(json.dumps(results[-1]), flush=True)
         return results
@@ -98,14 +99,14 @@ async def measure(upstream: str, parley: ParleyProcess, loads: list[int], second
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--streams", default="1,50,400,1000")
+    parser.add_argument("--streams", default="1,50,400,1000", help="paced loads; empty: the non-streamed row alone")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     with synthetic_upstream() as upstream:
         with ParleyProcess("--upstream", upstream, "--db", f"sqlite:///{tempfile.mkdtemp()}/bench.db",
                            "--log-level", "warning") as parley:
-            results = asyncio.run(measure(upstream, parley, [int(n) for n in args.streams.split(",")],
+            results = asyncio.run(measure(upstream, parley, [int(n) for n in args.streams.split(",") if n],
                                           args.seconds))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
