@@ -24,6 +24,7 @@ from parley.errors import BackendError, BackendRateLimited, BackendRejected, Par
 from parley.settings import UpstreamConfig
 
 log = logging.getLogger("parley.backend")
+KEEPALIVE_S = 4.0  # below the shortest keep-alive of common upstream servers (uvicorn: 5 s)
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
@@ -69,8 +70,11 @@ class OpenAICompatBackend:
         if self._session is None:  # made on first use, inside the event loop that will run it
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(10.0, self.config.timeout_s),
                                             sock_read=self.config.timeout_s)
-            self._session = aiohttp.ClientSession(headers=self._headers, timeout=timeout,
-                                                  connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300))
+            # Idle pooled connections are closed after KEEPALIVE_S, before the upstream closes them: uvicorn's
+            # 5 s (vLLM and many others) is shorter than aiohttp's 15 s, and a connection reused as its server
+            # closes it fails the request's write; after a burst, several in a row used up the retries (a 502).
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=KEEPALIVE_S)
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=timeout, connector=connector)
         return self._session
 
     async def start(self) -> None:
