@@ -58,14 +58,17 @@ class ReasoningStream:
                 part={"type": "reasoning_text", "text": ""}, sequence_number=0))
         return stream, added
 
-    def delta(self, text: str) -> Event:
+    def delta(self, text: str, event: bool = True) -> list[Event]:
+        """``text`` added to the reasoning, and its delta event (none for a non-streamed answer's fold)."""
         self.text += text
+        if not event:
+            return []
         if self.as_summary:
-            return _construct(ResponseReasoningSummaryTextDeltaEvent, type="response.reasoning_summary_text.delta",
-                              item_id=self.item.id, output_index=self.output_index, summary_index=0, delta=text,
-                              sequence_number=0)
-        return _construct(ResponseReasoningTextDeltaEvent, type="response.reasoning_text.delta", item_id=self.item.id,
-                          output_index=self.output_index, content_index=0, delta=text, sequence_number=0)
+            return [_construct(ResponseReasoningSummaryTextDeltaEvent, type="response.reasoning_summary_text.delta",
+                               item_id=self.item.id, output_index=self.output_index, summary_index=0, delta=text,
+                               sequence_number=0)]
+        return [_construct(ResponseReasoningTextDeltaEvent, type="response.reasoning_text.delta", item_id=self.item.id,
+                           output_index=self.output_index, content_index=0, delta=text, sequence_number=0)]
 
     def close(self, encrypt: Callable[[str], str] | None) -> list[Event]:
         """The events that finish the item's text; the item gets its content or summary (and, when asked for,

@@ -190,10 +190,7 @@ class ChunkTranslator:
             events += self._close()
             self._open, added = ReasoningStream.open(self.next_index, self.reasoning_summary)
             events += added
-        if not self.deltas:
-            self._open.text += text
-            return events
-        return events + [self._open.delta(text)]
+        return events + self._open.delta(text, self.deltas)
 
     def _message_delta(self, kind: str, text: str, logprobs: list[dict[str, Any]] | None = None) -> list[Event]:
         events: list[Event] = []
@@ -218,20 +215,15 @@ class ChunkTranslator:
                 content_index=len(state.item.content), part=part, sequence_number=0))
         state.part_text += text
         content_index = len(state.item.content)
-        if not self.deltas:
-            if kind == "output_text":
-                self._text.append(text)
-                state.logprobs += logprobs or []
-                events += self._annotate(state, content_index)
-            return events
         if kind == "output_text":
             self._text.append(text)
             state.logprobs += logprobs or []
-            events.append(_construct(ResponseTextDeltaEvent,
-                type="response.output_text.delta", item_id=state.item.id, output_index=state.output_index,
-                content_index=content_index, delta=text, logprobs=for_delta(logprobs or []), sequence_number=0))
+            if self.deltas:
+                events.append(_construct(ResponseTextDeltaEvent,
+                    type="response.output_text.delta", item_id=state.item.id, output_index=state.output_index,
+                    content_index=content_index, delta=text, logprobs=for_delta(logprobs or []), sequence_number=0))
             events += self._annotate(state, content_index)
-        else:
+        elif self.deltas:
             events.append(_construct(ResponseRefusalDeltaEvent, 
                 type="response.refusal.delta", item_id=state.item.id, output_index=state.output_index,
                 content_index=content_index, delta=text, sequence_number=0))
