@@ -94,18 +94,19 @@ class IngestionWork:
             if not conn.execute(store_files.update().where(self._held(job, instance))
                                 .values(status="completed", owner=None, usage_bytes=usage)).rowcount:
                 return False
+            if rows and self.sqlite_vec.enabled:
+                self.sqlite_vec.ensure(conn, int(vectors.shape[1]))  # (its trigger copies the rows in)
             for start in range(0, len(rows), WRITE_BATCH):
                 batch = rows[start:start + WRITE_BATCH]
-                if self.pgvector.enabled:
+                if self.pgvector.enabled:  # (the first makes the size's index: a lock and a CREATE INDEX)
                     self.pgvector.insert(conn, batch, vectors[start:start + WRITE_BATCH])
                 else:
-                    if self.sqlite_vec.enabled:
-                        self.sqlite_vec.ensure(conn, int(vectors.shape[1]))  # (its trigger copies the rows in)
                     conn.execute(store_chunks.insert(), batch)
             return True
 
-        # (one transaction; its statements each write at most WRITE_BATCH chunks, within the statement timeout)
-        return await self.store.run(complete, statements=2 + 2 * -(-len(rows) // WRITE_BATCH))
+        # One transaction: the file's row, at most two statements of the vector index, then statements of at most
+        # WRITE_BATCH chunks, each within the statement timeout.
+        return await self.store.run(complete, statements=3 + -(-len(rows) // WRITE_BATCH))
 
     async def fail(self, job: Job, instance: str, code: str, message: str) -> None:
         error = json.dumps({"code": code, "message": message[:1000]})
