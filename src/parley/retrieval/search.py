@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from parley.retrieval.embeddings import Embedders
 from parley.retrieval.filters import to_sql
-from parley.retrieval.pg_terms import TermStats, any_of, weighted_rank
+from parley.retrieval.pg_terms import MAX_CANDIDATES, TermStats, any_of, weighted_rank
 from parley.store.pgvector import PgVector
 from parley.store.sqlite_vec_index import SqliteVec
 from parley.store.sql import SqlStore
@@ -182,10 +182,10 @@ class Searcher:
             finding, weights = self.term_stats.weighed(conn, " ".join(words))
             if not finding:
                 return []
-            rank = weighted_rank(tsv, weights)
-            query = self._joined(store_chunks.c.id, rank.label("s")).where(scope, tsv.op("@@")(any_of(finding))) \
-                .order_by(sa.desc("s")).limit(pool)
-            return conn.execute(query).all()
+            matching = self._joined(store_chunks.c.id, tsv.label("tsv")).where(scope, tsv.op("@@")(any_of(finding))) \
+                .limit(MAX_CANDIDATES).subquery("candidates")
+            rank = weighted_rank(matching.c.tsv, weights)
+            return conn.execute(sa.select(matching.c.id, rank.label("s")).order_by(sa.desc("s")).limit(pool)).all()
 
         return [(row.id, float(row.s)) for row in await self.store.read(ranked)]
 

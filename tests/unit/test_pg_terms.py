@@ -1,0 +1,43 @@
+"""Which words of a keyword query find PostgreSQL's candidates (``pg_terms.choose``): the rarer ones, rarest first,
+within a bound in estimated rows that does not grow with the table."""
+
+from __future__ import annotations
+
+from parley.retrieval.pg_terms import CANDIDATE_ROWS, RARE_SHARE, choose
+
+
+def test_without_statistics_every_word_finds_candidates() -> None:
+    finding, weights = choose(["alpha", "beta", "gamma"], {}, 0.0)
+    assert sorted(finding) == ["alpha", "beta", "gamma"]
+    assert len(set(weights.values())) == 1
+
+
+def test_words_past_the_rare_share_do_not_widen_the_candidates_but_are_weighed() -> None:
+    shares = {"common": 0.4, "usual": RARE_SHARE * 2, "rare": 0.001}
+    finding, weights = choose(["common", "usual", "rare"], shares, 1_000.0)
+    assert finding == ["rare"]
+    assert weights["rare"] > weights["usual"] > weights["common"] > 0
+
+
+def test_the_candidates_stay_within_the_rows_bound_as_the_table_grows() -> None:
+    shares = {"a": 0.001, "b": 0.004, "c": 0.008, "d": 0.02}
+    small, _ = choose(["d", "c", "b", "a"], shares, 100_000.0)
+    assert small == ["a", "b", "c", "d"]  # 100 + 400 + 800 + 2,000 rows
+    large, _ = choose(["d", "c", "b", "a"], shares, 2_000_000.0)
+    assert large == ["a", "b"]  # 2,000 + 8,000 rows; with "c" 26,000
+    assert sum(shares[w] * 2_000_000.0 for w in large) <= CANDIDATE_ROWS
+
+
+def test_the_rarest_word_finds_candidates_however_common() -> None:
+    finding, _ = choose(["everywhere", "often"], {"everywhere": 0.9, "often": 0.6}, 5_000_000.0)
+    assert finding == ["often"]
+
+
+def test_a_word_the_statistics_do_not_list_counts_as_rarer_than_the_rarest_listed() -> None:
+    finding, weights = choose(["listed", "unlisted"], {"listed": 0.002, "other": 0.03}, 1_000_000.0)
+    assert finding == ["unlisted", "listed"]
+    assert weights["unlisted"] > weights["listed"]
+
+
+def test_no_words_find_nothing() -> None:
+    assert choose([], {"a": 0.1}, 10.0) == ([], {})
