@@ -2,27 +2,22 @@
 statistics of the chunks' ``tsvector`` column (``pg_stats.most_common_elems``: the lexemes that are in more than a
 small share of the chunks, with that share; ANALYZE keeps them, and autovacuum runs it as the table grows).
 
-A query's chunks are found by its rarer lexemes and then ranked by every word of the query: a word in most chunks
-adds nothing to the candidates but the time to rank them all (``ts_rank`` reads each matching row), while it still
-counts in the ranking. The lexemes are taken rarest first while each is in at most ``RARE_SHARE`` of the chunks and
-their estimated chunks together stay within ``CANDIDATE_ROWS``, so the rows ranked stay about the same as the table
-grows (the rarest lexeme always finds candidates, however common); and the ranking reads at most ``MAX_CANDIDATES``
-of the rows they match, for a query whose rarest word is in a large share of a large table.
-Without statistics (a table never analyzed) every word finds candidates, as before.
+A query's chunks are found by its rarer lexemes (:func:`parley.retrieval.terms.choose`) and then ranked by every
+word of the query, each weighted by its inverse document frequency; the ranking reads at most ``MAX_CANDIDATES`` of
+the rows they match, for a query whose rarest word is in a large share of a large table. Without statistics (a
+table never analyzed) every word finds candidates.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
 import sqlalchemy as sa
 
-RARE_SHARE = 0.05  # of the chunks: a lexeme in more of them does not widen the candidates
-CANDIDATE_ROWS = 20_000  # the estimated chunks the lexemes that find candidates may match together
+from parley.retrieval.terms import REFRESH_S, choose
+
 MAX_CANDIDATES = 50_000  # the matching chunks one keyword search ranks at most
-REFRESH_S = 60.0
 STATS = sa.text("SELECT most_common_elems::text::text[] AS elems, most_common_elem_freqs AS freqs, "
                 "(SELECT reltuples FROM pg_class WHERE oid = to_regclass('parley_vector_store_chunks')) AS total "
                 "FROM pg_stats WHERE tablename = 'parley_vector_store_chunks' AND attname = 'tsv'")
@@ -52,23 +47,6 @@ class TermStats:
         lexemes = list(dict.fromkeys(lexeme for lexeme in conn.execute(LEXEMES, {"text": text}).scalars() if lexeme))
         shares, total = self.shares(conn)
         return choose(lexemes, shares, total)
-
-
-def choose(lexemes: list[str], shares: dict[str, float], total: float) -> tuple[list[str], dict[str, float]]:
-    """The lexemes (of those given) that find a query's candidates, rarest first, and each one's ranking weight,
-    from the statistics' ``shares`` and ``total`` (see ``TermStats.weighed``)."""
-    if not lexemes:
-        return [], {}
-    floor = min(shares.values(), default=0.01) / 2
-    share = {lexeme: shares.get(lexeme, floor) for lexeme in lexemes}
-    rarest = sorted(lexemes, key=lambda lexeme: share[lexeme])
-    finding, rows = rarest[:1], share[rarest[0]] * total
-    for lexeme in rarest[1:]:
-        rows += share[lexeme] * total
-        if share[lexeme] > RARE_SHARE or rows > CANDIDATE_ROWS:
-            break
-        finding.append(lexeme)
-    return finding, {lexeme: math.log(1 + 1 / share[lexeme]) for lexeme in lexemes}
 
 
 def any_of(lexemes: list[str]) -> Any:

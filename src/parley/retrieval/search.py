@@ -2,7 +2,8 @@
 ``hybrid``), or either alone.
 
 Both halves run in SQL, filtered by the stores and the attribute filter: on SQLite, sqlite-vec's ``vec0``
-index (:mod:`parley.store.sqlite_vec_index`) and FTS5's ``bm25`` ranked inside the index; on PostgreSQL the
+index (:mod:`parley.store.sqlite_vec_index`) and FTS5's ``bm25`` ranked inside the index over the chunks that hold
+one of the query's rarer words (:mod:`parley.retrieval.terms`); on PostgreSQL the
 ``tsvector`` index, its candidates found by the query's rarer words (:mod:`parley.retrieval.pg_terms`) and
 ranked by ``ts_rank`` (normalized by the log of the chunk's length), and pgvector's HNSW index where the server
 has pgvector (else the filtered chunks' embeddings compared in numpy).  Each store's chunks are compared only
@@ -27,6 +28,7 @@ import sqlalchemy as sa
 from parley.retrieval.embeddings import Embedders
 from parley.retrieval.filters import to_sql
 from parley.retrieval.pg_terms import MAX_CANDIDATES, TermStats, any_of, weighted_rank
+from parley.retrieval.terms import FtsTermStats, choose
 from parley.store.pgvector import PgVector
 from parley.store.sqlite_vec_index import SqliteVec
 from parley.store.sql import SqlStore
@@ -78,6 +80,11 @@ def rewrite(query: str) -> str:
     return " ".join(words) or query.strip()
 
 
+def _any_word(words: list[str]) -> str:
+    """An FTS5 expression matching any of ``words``, each quoted."""
+    return " OR ".join('"' + w.replace('"', "") + '"' for w in words)
+
+
 def keywords(query: str) -> list[str]:
     """The words a keyword search looks for: without common function words (they match most chunks, which
     costs time and ranks nothing), at most ``MAX_KEYWORDS``, the longest first."""
@@ -92,6 +99,7 @@ class Searcher:
         self.pgvector = pgvector
         self.sqlite_vec = sqlite_vec or SqliteVec()
         self.term_stats = TermStats()  # PostgreSQL: which query words find the keyword half's candidates
+        self.fts_terms = FtsTermStats()  # SQLite: the same
         self.embedders = embedders
         self.dialect = store.engine.dialect.name
 
@@ -168,7 +176,7 @@ class Searcher:
                 return ranked
         scope = self._scope(store_ids, filters)
         if self.dialect == "sqlite":
-            match = " OR ".join('"' + w.replace('"', "") + '"' for w in words)
+            match = _any_word(words)
             fts = sa.table("parley_vector_store_fts", sa.column("rowid"))
             score = sa.func.bm25(sa.literal_column("parley_vector_store_fts"))
             query = self._joined(store_chunks.c.id, score.label("s")).join(
@@ -191,12 +199,16 @@ class Searcher:
 
     async def _fts_ranked(self, store_ids: list[str], words: list[str], filters: dict[str, Any] | None,
                           pool: int) -> list[tuple[int, float]] | None:
-        """SQLite: the best ``pool`` chunks passing ``filters`` ranked inside FTS5 (the stores' chunks that hold a word,
-        by BM25), reading more when a filter or a file still being indexed leaves too few; ``None`` past
-        ``MAX_FTS_READ`` of them (the caller joins every match instead)."""
-        stores = " OR ".join('"' + s.replace('"', "") + '"' for s in store_ids)
-        match = f"vector_store_id : ({stores}) AND text : (" + \
-            " OR ".join('"' + w.replace('"', "") + '"' for w in words) + ")"
+        """SQLite: the best ``pool`` chunks passing ``filters`` ranked inside FTS5 (the stores' chunks that hold one
+        of the rarer words, by BM25 over every word), reading more when a filter or a file still being indexed
+        leaves too few; ``None`` past ``MAX_FTS_READ`` of them (the caller joins every match instead).
+
+        The rarer words (:func:`parley.retrieval.terms.choose`) are a second condition of the match, so FTS5 ranks
+        only the chunks holding one of them; BM25 counts those words twice, which weighs them up as rare words."""
+        finding = await self.store.read(lambda conn: choose(words, *self.fts_terms.shares(conn, words))[0])
+        match = f"vector_store_id : ({_any_word(store_ids)}) AND text : ({_any_word(words)})"
+        if len(finding) < len(words):
+            match += f" AND text : ({_any_word(finding)})"
         ranked_sql = sa.text("SELECT rowid AS id, bm25(parley_vector_store_fts, 1.0, 0.0) AS s FROM "
                              "parley_vector_store_fts WHERE parley_vector_store_fts MATCH :m ORDER BY s LIMIT :n")
         limit = 2 * pool

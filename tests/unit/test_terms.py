@@ -1,9 +1,9 @@
-"""Which words of a keyword query find PostgreSQL's candidates (``pg_terms.choose``): the rarer ones, rarest first,
-within a bound in estimated rows that does not grow with the table."""
+"""Which words of a keyword query find its candidates (``terms.choose``): the rarer ones, rarest first, within a
+bound in estimated rows that does not grow with the table."""
 
 from __future__ import annotations
 
-from parley.retrieval.pg_terms import CANDIDATE_ROWS, RARE_SHARE, choose
+from parley.retrieval.terms import CANDIDATE_ROWS, RARE_SHARE, choose
 
 
 def test_without_statistics_every_word_finds_candidates() -> None:
@@ -41,3 +41,8 @@ def test_a_word_the_statistics_do_not_list_counts_as_rarer_than_the_rarest_liste
 
 def test_no_words_find_nothing() -> None:
     assert choose([], {"a": 0.1}, 10.0) == ([], {})
+
+
+def test_a_word_in_no_chunk_finds_nothing_and_weighs_without_dividing_by_zero() -> None:
+    finding, weights = choose(["absent", "present"], {"absent": 0.0, "present": 0.01}, 1_000.0)
+    assert finding == ["absent", "present"] and weights["absent"] > weights["present"]

@@ -1,0 +1,65 @@
+"""Which words of a keyword query find its candidates, on either database: a word in most chunks adds nothing to
+the candidates but the time to rank them all, while it still counts in the ranking. The words are taken rarest first
+while each is in at most ``RARE_SHARE`` of the chunks and their estimated chunks together stay within
+``CANDIDATE_ROWS``, so the chunks ranked stay about as many as the table grows (the rarest word always finds
+candidates, however common). PostgreSQL reads the shares from the planner's statistics
+(:mod:`parley.retrieval.pg_terms`), SQLite counts them in FTS5 (:class:`FtsTermStats`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import sqlalchemy as sa
+
+RARE_SHARE = 0.05  # of the chunks: a word in more of them does not widen the candidates
+CANDIDATE_ROWS = 20_000  # the estimated chunks the words that find candidates may match together
+REFRESH_S = 60.0  # statistics older than this are read again
+MAX_CACHED_WORDS = 20_000
+COUNT_CHUNKS = sa.text("SELECT count(*) FROM parley_vector_store_chunks")
+COUNT_WORD = sa.text("SELECT count(*) FROM parley_vector_store_fts WHERE parley_vector_store_fts MATCH :m")
+
+
+def choose(words: list[str], shares: dict[str, float], total: float) -> tuple[list[str], dict[str, float]]:
+    """The words (of those given) that find a query's candidates, rarest first, and each one's ranking weight (its
+    inverse document frequency, ``ln(1 + 1 / share)``), from each word's share of the ``total`` chunks; a word
+    ``shares`` does not list is taken to be in half the share of the rarest one it lists (PostgreSQL's statistics
+    list only the common ones)."""
+    if not words:
+        return [], {}
+    floor = min(shares.values(), default=0.01) / 2
+    share = {word: shares.get(word, floor) for word in words}
+    rarest = sorted(words, key=lambda word: share[word])
+    finding, rows = rarest[:1], share[rarest[0]] * total
+    for word in rarest[1:]:
+        rows += share[word] * total
+        if share[word] > RARE_SHARE or rows > CANDIDATE_ROWS:
+            break
+        finding.append(word)
+    return finding, {word: math.log(1 + 1 / max(share[word], 1e-9)) for word in words}
+
+
+class FtsTermStats:
+    """SQLite: how many chunks hold each word (FTS5's own count of the one-word match, so stemmed as the index
+    stems it) and how many chunks there are, each read again after ``REFRESH_S``."""
+
+    def __init__(self) -> None:
+        self._words: dict[str, tuple[float, int]] = {}  # word -> (read at, chunks holding it)
+        self._total: tuple[float, int] = (float("-inf"), 0)
+
+    def shares(self, conn: sa.Connection, words: list[str]) -> tuple[dict[str, float], float]:
+        now = time.monotonic()
+        if now - self._total[0] > REFRESH_S:
+            self._total = (now, int(conn.execute(COUNT_CHUNKS).scalar() or 0))
+        total = self._total[1]
+        if len(self._words) > MAX_CACHED_WORDS:
+            self._words.clear()
+        for word in words:
+            read_at, _ = self._words.get(word, (float("-inf"), 0))
+            if now - read_at > REFRESH_S:
+                phrase = '"' + word.replace('"', "") + '"'
+                self._words[word] = (now, int(conn.execute(COUNT_WORD, {"m": f"text : {phrase}"}).scalar() or 0))
+        if not total:
+            return {}, 0.0
+        return {word: self._words[word][1] / total for word in words}, float(total)
