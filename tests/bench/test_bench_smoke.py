@@ -69,3 +69,18 @@ def test_the_stream_cpu_bench_measures_each_load_and_the_folded_answers(tmp_path
     assert [row.get("streams") for row in rows] == [1, 3, 32, None]
     assert all(row["tokens"] > 0 and row["events_per_write"] >= 1 for row in rows[:3])
     assert rows[3]["responses"] > 0 and rows[3]["cpu_us_per_response"] > 0
+
+
+def test_the_retrieval_scale_bench_keeps_its_database_and_the_int8_index_finds_the_exact_nearest(tmp_path) -> None:
+    script = ROOT / "bench" / "retrieval" / "run.py"
+    runs = [subprocess.run([sys.executable, str(script), "scale", "--db", "sqlite", "--chunks", "1500",
+                            "--keep", str(tmp_path)], capture_output=True, text=True, timeout=300) for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[-1].stderr[-3000:]
+    first, again = (json.loads(run.stdout.strip().splitlines()[-1]) for run in runs)
+    assert first["chunks"] > 1000 and again["chunks"] == first["chunks"]
+    assert again["ingest_s"] == first["ingest_s"], "the second run searched the kept database without indexing"
+    assert all(again[ranker]["p50_ms"] > 0 for ranker in ("hybrid", "vector", "keyword"))
+    recall = subprocess.run([sys.executable, str(ROOT / "bench" / "retrieval" / "quantized_recall.py"),
+                             str(tmp_path / "bench.db")], capture_output=True, text=True, timeout=300)
+    assert recall.returncode == 0, recall.stderr[-3000:]
+    assert json.loads(recall.stdout.strip().splitlines()[-1])["exact_top_10_found"] >= 0.9
