@@ -46,3 +46,25 @@ def test_no_words_find_nothing() -> None:
 def test_a_word_in_no_chunk_finds_nothing_and_weighs_without_dividing_by_zero() -> None:
     finding, weights = choose(["absent", "present"], {"absent": 0.0, "present": 0.01}, 1_000.0)
     assert finding == ["absent", "present"] and weights["absent"] > weights["present"]
+
+
+def test_sqlite_counts_each_word_as_fts5_stems_it() -> None:
+    import sqlalchemy as sa
+    import sqlean
+
+    from parley.retrieval.terms import FtsTermStats
+
+    engine = sa.create_engine("sqlite://", module=sqlean)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE parley_vector_store_chunks (id INTEGER PRIMARY KEY, text TEXT)"))
+        conn.execute(sa.text("CREATE VIRTUAL TABLE parley_vector_store_fts USING fts5(text, vector_store_id, "
+                             "tokenize='porter unicode61')"))
+        for i in range(10):
+            text = "the parser reads tokens" + (" while running a rare zircon check" if i == 3 else "")
+            conn.execute(sa.text("INSERT INTO parley_vector_store_chunks (id, text) VALUES (:i, :t)"), {"i": i, "t": text})
+            conn.execute(sa.text("INSERT INTO parley_vector_store_fts (rowid, text, vector_store_id) "
+                                 "VALUES (:i, :t, 'vs')"), {"i": i, "t": text})
+        shares, total = FtsTermStats().shares(conn, ["parsers", "run", "zircon", "absent"])
+    assert total == 10.0
+    assert shares == {"parsers": 1.0, "run": 0.1, "zircon": 0.1, "absent": 0.0}
+    assert choose(["parsers", "zircon"], shares, total)[0] == ["zircon"]

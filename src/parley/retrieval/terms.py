@@ -54,12 +54,15 @@ class FtsTermStats:
             self._total = (now, int(conn.execute(COUNT_CHUNKS).scalar() or 0))
         total = self._total[1]
         if len(self._words) > MAX_CACHED_WORDS:
-            self._words.clear()
+            self._words = {}
+        counts = {}  # (this call's own, so that another search clearing the cache meanwhile takes nothing from it)
         for word in words:
-            read_at, _ = self._words.get(word, (float("-inf"), 0))
+            read_at, count = self._words.get(word, (float("-inf"), 0))
             if now - read_at > REFRESH_S:
                 phrase = '"' + word.replace('"', "") + '"'
-                self._words[word] = (now, int(conn.execute(COUNT_WORD, {"m": f"text : {phrase}"}).scalar() or 0))
+                count = int(conn.execute(COUNT_WORD, {"m": f"text : {phrase}"}).scalar() or 0)
+                self._words[word] = (now, count)
+            counts[word] = count
         if not total:
             return {}, 0.0
-        return {word: self._words[word][1] / total for word in words}, float(total)
+        return {word: count / total for word, count in counts.items()}, float(total)

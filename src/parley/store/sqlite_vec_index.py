@@ -8,8 +8,9 @@ A table ``parley_vec_i8_<dims>`` is made the first time embeddings of that size 
 chunks of that size already there, with triggers on the chunks table that keep it in step from then on (a chunk
 inserted or deleted is inserted or deleted there, whichever process or version writes it). A database that has no
 such table yet gets them at start-up, and the tables of whole embeddings an earlier version kept
-(``parley_vec_<dims>``) are dropped then: an earlier version that finds none searches row by row. A size with no
-table (none made yet) is searched row by row.
+(``parley_vec_<dims>``) are dropped then (an earlier version still running finds none and searches row by row; one
+started again makes its own again, which this version drops at its next start). A size with no table (none made
+yet) is searched row by row.
 """
 
 from __future__ import annotations
