@@ -60,6 +60,12 @@ def test_a_word_in_every_chunk_still_ranks_the_one_that_also_names_the_rare_word
         assert rare.data[0].filename == "note13.txt"
 
 
+def test_a_word_no_chunk_holds_does_not_hide_the_words_every_chunk_holds(api, landscape) -> None:
+    page = api.vector_stores.search(landscape, query="volcano landscape", max_num_results=3,
+                                    ranking_options={"ranker": "keyword"})
+    assert len(page.data) == 3 and all("landscape" in r.content[0].text for r in page.data)
+
+
 @pytest.mark.parametrize("ranker", ["hybrid", "vector", "keyword"])
 def test_a_filter_that_removes_most_candidates_still_finds_what_passes(api, landscape, ranker) -> None:
     page = api.vector_stores.search(landscape, query="landscape country entry", max_num_results=5,

@@ -3,7 +3,7 @@ bound in estimated rows that does not grow with the table."""
 
 from __future__ import annotations
 
-from parley.retrieval.terms import CANDIDATE_ROWS, RARE_SHARE, choose
+from parley.retrieval.terms import CANDIDATE_ROWS, choose
 
 
 def test_without_statistics_every_word_finds_candidates() -> None:
@@ -12,11 +12,17 @@ def test_without_statistics_every_word_finds_candidates() -> None:
     assert len(set(weights.values())) == 1
 
 
-def test_words_past_the_rare_share_do_not_widen_the_candidates_but_are_weighed() -> None:
-    shares = {"common": 0.4, "usual": RARE_SHARE * 2, "rare": 0.001}
+def test_a_small_store_is_not_pruned_and_every_word_is_weighed_by_its_rarity() -> None:
+    shares = {"common": 0.4, "usual": 0.1, "rare": 0.001}
     finding, weights = choose(["common", "usual", "rare"], shares, 1_000.0)
-    assert finding == ["rare"]
+    assert finding == ["rare", "usual", "common"]
     assert weights["rare"] > weights["usual"] > weights["common"] > 0
+
+
+def test_common_words_of_a_large_store_do_not_widen_the_candidates() -> None:
+    shares = {"common": 0.4, "usual": 0.1, "rare": 0.001}
+    finding, _ = choose(["common", "usual", "rare"], shares, 1_000_000.0)
+    assert finding == ["rare"]  # 1,000 rows; with "usual" 101,000
 
 
 def test_the_candidates_stay_within_the_rows_bound_as_the_table_grows() -> None:
@@ -43,9 +49,10 @@ def test_no_words_find_nothing() -> None:
     assert choose([], {"a": 0.1}, 10.0) == ([], {})
 
 
-def test_a_word_in_no_chunk_finds_nothing_and_weighs_without_dividing_by_zero() -> None:
-    finding, weights = choose(["absent", "present"], {"absent": 0.0, "present": 0.01}, 1_000.0)
-    assert finding == ["absent", "present"] and weights["absent"] > weights["present"]
+def test_a_word_in_no_chunk_is_passed_over_and_weighs_without_dividing_by_zero() -> None:
+    finding, weights = choose(["absent", "present"], {"absent": 0.0, "present": 0.9}, 1_000_000.0)
+    assert finding == ["present"] and weights["absent"] > weights["present"]
+    assert choose(["absent"], {"absent": 0.0}, 10.0)[0] == ["absent"]  # (nothing to find either way)
 
 
 def test_sqlite_counts_each_word_as_fts5_stems_it() -> None:
@@ -67,4 +74,4 @@ def test_sqlite_counts_each_word_as_fts5_stems_it() -> None:
         shares, total = FtsTermStats().shares(conn, ["parsers", "run", "zircon", "absent"])
     assert total == 10.0
     assert shares == {"parsers": 1.0, "run": 0.1, "zircon": 0.1, "absent": 0.0}
-    assert choose(["parsers", "zircon"], shares, total)[0] == ["zircon"]
+    assert choose(["absent", "zircon", "parsers"], shares, total)[0] == ["zircon", "parsers"]

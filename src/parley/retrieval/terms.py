@@ -1,8 +1,7 @@
 """Which words of a keyword query find its candidates, on either database: a word in most chunks adds nothing to
 the candidates but the time to rank them all, while it still counts in the ranking. The words are taken rarest first
-while each is in at most ``RARE_SHARE`` of the chunks and their estimated chunks together stay within
-``CANDIDATE_ROWS``, so the chunks ranked stay about as many as the table grows (the rarest word always finds
-candidates, however common). PostgreSQL reads the shares from the planner's statistics
+while their estimated chunks together stay within ``CANDIDATE_ROWS``, so the chunks ranked stay about as many as
+the table grows (the rarest word that is in any chunk always finds candidates, however common). PostgreSQL reads the shares from the planner's statistics
 (:mod:`parley.retrieval.pg_terms`), SQLite counts them in FTS5 (:class:`FtsTermStats`).
 """
 
@@ -13,7 +12,6 @@ import time
 
 import sqlalchemy as sa
 
-RARE_SHARE = 0.05  # of the chunks: a word in more of them does not widen the candidates
 CANDIDATE_ROWS = 20_000  # the estimated chunks the words that find candidates may match together
 REFRESH_S = 60.0  # statistics older than this are read again
 MAX_CACHED_WORDS = 20_000
@@ -25,19 +23,20 @@ def choose(words: list[str], shares: dict[str, float], total: float) -> tuple[li
     """The words (of those given) that find a query's candidates, rarest first, and each one's ranking weight (its
     inverse document frequency, ``ln(1 + 1 / share)``), from each word's share of the ``total`` chunks; a word
     ``shares`` does not list is taken to be in half the share of the rarest one it lists (PostgreSQL's statistics
-    list only the common ones)."""
+    list only the common ones). A word in no chunk finds nothing and is passed over; while the words' estimated
+    chunks stay within ``CANDIDATE_ROWS`` every word finds candidates (a small store is not pruned at all)."""
     if not words:
         return [], {}
     floor = min(shares.values(), default=0.01) / 2
     share = {word: shares.get(word, floor) for word in words}
-    rarest = sorted(words, key=lambda word: share[word])
-    finding, rows = rarest[:1], share[rarest[0]] * total
+    rarest = sorted((word for word in words if share[word] > 0), key=lambda word: share[word])
+    finding, rows = rarest[:1], sum(share[word] * total for word in rarest[:1])
     for word in rarest[1:]:
         rows += share[word] * total
-        if share[word] > RARE_SHARE or rows > CANDIDATE_ROWS:
+        if rows > CANDIDATE_ROWS:
             break
         finding.append(word)
-    return finding, {word: math.log(1 + 1 / max(share[word], 1e-9)) for word in words}
+    return finding or words, {word: math.log(1 + 1 / max(share[word], 1e-9)) for word in words}
 
 
 class FtsTermStats:
