@@ -188,12 +188,19 @@ class Searcher:
 
         def ranked(conn: sa.Connection) -> list[Any]:
             finding, weights = self.term_stats.weighed(conn, " ".join(words))
-            if not finding:
-                return []
-            matching = self._joined(store_chunks.c.id, tsv.label("tsv")).where(scope, tsv.op("@@")(any_of(finding))) \
-                .limit(MAX_CANDIDATES).subquery("candidates")
-            rank = weighted_rank(matching.c.tsv, weights)
-            return conn.execute(sa.select(matching.c.id, rank.label("s")).order_by(sa.desc("s")).limit(pool)).all()
+            rarest = sorted(weights, key=lambda lexeme: -weights[lexeme])
+            while finding:
+                matching = self._joined(store_chunks.c.id, tsv.label("tsv")).where(
+                    scope, tsv.op("@@")(any_of(finding))).limit(MAX_CANDIDATES).subquery("candidates")
+                rank = weighted_rank(matching.c.tsv, weights)
+                rows = conn.execute(sa.select(matching.c.id, rank.label("s")).order_by(sa.desc("s")).limit(pool)).all()
+                # The statistics cannot tell a word in no chunk from a rare one: when the words chosen find nothing,
+                # the next rarest joins them.
+                widened = [lexeme for lexeme in rarest if lexeme not in finding][:1]
+                if rows or not widened:
+                    return rows
+                finding = finding + widened
+            return []
 
         return [(row.id, float(row.s)) for row in await self.store.read(ranked)]
 
