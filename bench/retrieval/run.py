@@ -11,8 +11,8 @@ API; each question is searched with each ranker (hybrid, vector, keyword), 10 re
 of a question's relevant chunks in the first 5 results, averaged; nDCG@10 uses binary relevance.
 scale: synthetic documents (the set's sentences shuffled) are indexed until the store holds N chunks;
 ingestion is chunks per second of wall time from the batch's creation to its completion; search latency is
-measured over 100 sequential searches per ranker after one unmeasured (on PostgreSQL after an ANALYZE, as autovacuum would do
-soon after a bulk load); memory is the server's peak RSS (VmHWM).
+measured over 100 sequential searches per ranker after one unmeasured (on PostgreSQL after an ANALYZE, as
+autovacuum would do soon after a bulk load); memory is the server's peak RSS (VmHWM).
 --rerank N / --rewrite: the server gets a retrieval model (--retrieval-model: --model on --upstream, or the
 embedded model) that rates the first N candidates of the ranker ``auto`` (and rewrites each question, with
 --rewrite); the measured rankers are then hybrid (fused only) and auto (fused, then rated), over --questions
@@ -59,9 +59,8 @@ class Server:
         self.db = db
         self.extra = extra
         self.upstream = upstream  # a Chat upstream (the retrieval model's), else the scripted one
-        self.keep = keep  # the database's folder when it outlives the run
         self.folder = tempfile.TemporaryDirectory()
-        self.home = str(keep) if keep else self.folder.name
+        self.home = str(keep) if keep else self.folder.name  # the database's folder (kept, or made for the run)
         self.pg_name = f"parley_bench_{int(time.time())}"
 
     def __enter__(self) -> tuple[ParleyProcess, openai.OpenAI]:

@@ -68,7 +68,8 @@ def test_sqlite_counts_each_word_as_fts5_stems_it() -> None:
                              "tokenize='porter unicode61')"))
         for i in range(10):
             text = "the parser reads tokens" + (" while running a rare zircon check" if i == 3 else "")
-            conn.execute(sa.text("INSERT INTO parley_vector_store_chunks (id, text) VALUES (:i, :t)"), {"i": i, "t": text})
+            conn.execute(sa.text("INSERT INTO parley_vector_store_chunks (id, text) VALUES (:i, :t)"),
+                         {"i": i, "t": text})
             conn.execute(sa.text("INSERT INTO parley_vector_store_fts (rowid, text, vector_store_id) "
                                  "VALUES (:i, :t, 'vs')"), {"i": i, "t": text})
         shares, total = FtsTermStats().shares(conn, ["parsers", "run", "zircon", "absent"])

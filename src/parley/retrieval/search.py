@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from parley.retrieval.embeddings import Embedders
 from parley.retrieval.filters import to_sql
 from parley.retrieval.pg_terms import MAX_CANDIDATES, TermStats, any_of, weighted_rank
-from parley.retrieval.terms import FtsTermStats, choose
+from parley.retrieval.terms import FtsTermStats, any_word, choose
 from parley.store.pgvector import PgVector
 from parley.store.sqlite_vec_index import SqliteVec
 from parley.store.sql import SqlStore
@@ -78,11 +78,6 @@ def rewrite(query: str) -> str:
     """A query rewritten for search: its words without punctuation and common function words."""
     words = [w for w in WORD.findall(query) if w.lower() not in STOPWORDS]
     return " ".join(words) or query.strip()
-
-
-def _any_word(words: list[str]) -> str:
-    """An FTS5 expression matching any of ``words``, each quoted."""
-    return " OR ".join('"' + w.replace('"', "") + '"' for w in words)
 
 
 def keywords(query: str) -> list[str]:
@@ -176,7 +171,7 @@ class Searcher:
                 return ranked
         scope = self._scope(store_ids, filters)
         if self.dialect == "sqlite":
-            match = _any_word(words)
+            match = any_word(words)
             fts = sa.table("parley_vector_store_fts", sa.column("rowid"))
             score = sa.func.bm25(sa.literal_column("parley_vector_store_fts"))
             query = self._joined(store_chunks.c.id, score.label("s")).join(
@@ -213,9 +208,9 @@ class Searcher:
         The rarer words (:func:`parley.retrieval.terms.choose`) are a second condition of the match, so FTS5 ranks
         only the chunks holding one of them; BM25 counts those words twice, which weighs them up as rare words."""
         finding = await self.store.read(lambda conn: choose(words, *self.fts_terms.shares(conn, words))[0])
-        match = f"vector_store_id : ({_any_word(store_ids)}) AND text : ({_any_word(words)})"
+        match = f"vector_store_id : ({any_word(store_ids)}) AND text : ({any_word(words)})"
         if len(finding) < len(words):
-            match += f" AND text : ({_any_word(finding)})"
+            match += f" AND text : ({any_word(finding)})"
         ranked_sql = sa.text("SELECT rowid AS id, bm25(parley_vector_store_fts, 1.0, 0.0) AS s FROM "
                              "parley_vector_store_fts WHERE parley_vector_store_fts MATCH :m ORDER BY s LIMIT :n")
         limit = 2 * pool

@@ -1,8 +1,9 @@
 """Which words of a keyword query find its candidates, on either database: a word in most chunks adds nothing to
 the candidates but the time to rank them all, while it still counts in the ranking. The words are taken rarest first
 while their estimated chunks together stay within ``CANDIDATE_ROWS``, so the chunks ranked stay about as many as
-the table grows (the rarest word that is in any chunk always finds candidates, however common). PostgreSQL reads the shares from the planner's statistics
-(:mod:`parley.retrieval.pg_terms`), SQLite counts them in FTS5 (:class:`FtsTermStats`).
+the table grows (the rarest word that is in any chunk always finds candidates, however common). PostgreSQL reads
+the shares from the planner's statistics (:mod:`parley.retrieval.pg_terms`), SQLite counts them in FTS5
+(:class:`FtsTermStats`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ COUNT_CHUNKS = sa.text("SELECT count(*) FROM parley_vector_store_chunks")
 COUNT_WORD = sa.text("SELECT count(*) FROM parley_vector_store_fts WHERE parley_vector_store_fts MATCH :m")
 
 
+def any_word(words: list[str]) -> str:
+    """An FTS5 expression matching any of ``words``, each quoted as a phrase."""
+    return " OR ".join('"' + word.replace('"', "") + '"' for word in words)
+
+
 def choose(words: list[str], shares: dict[str, float], total: float) -> tuple[list[str], dict[str, float]]:
     """The words (of those given) that find a query's candidates, rarest first, and each one's ranking weight (its
     inverse document frequency, ``ln(1 + 1 / share)``), from each word's share of the ``total`` chunks; a word
@@ -30,10 +36,11 @@ def choose(words: list[str], shares: dict[str, float], total: float) -> tuple[li
     floor = min(shares.values(), default=0.01) / 2
     share = {word: shares.get(word, floor) for word in words}
     rarest = sorted((word for word in words if share[word] > 0), key=lambda word: share[word])
-    finding, rows = rarest[:1], sum(share[word] * total for word in rarest[:1])
-    for word in rarest[1:]:
+    finding: list[str] = []
+    rows = 0.0
+    for word in rarest:
         rows += share[word] * total
-        if rows > CANDIDATE_ROWS:
+        if finding and rows > CANDIDATE_ROWS:
             break
         finding.append(word)
     return finding or words, {word: math.log(1 + 1 / max(share[word], 1e-9)) for word in words}
@@ -58,8 +65,7 @@ class FtsTermStats:
         for word in words:
             read_at, count = self._words.get(word, (float("-inf"), 0))
             if now - read_at > REFRESH_S:
-                phrase = '"' + word.replace('"', "") + '"'
-                count = int(conn.execute(COUNT_WORD, {"m": f"text : {phrase}"}).scalar() or 0)
+                count = int(conn.execute(COUNT_WORD, {"m": f"text : {any_word([word])}"}).scalar() or 0)
                 self._words[word] = (now, count)
             counts[word] = count
         if not total:
