@@ -304,7 +304,7 @@ class Engine:
                         body = self._chat_body(turn, state, tools, first=iteration == 0)
                 body = await self.window.fitted(turn, body)
                 translator = ChunkTranslator(first_index=len(state.output), server_names=tools.server_names(),
-                                             cite=tools.cite, client_tools=tools.client_tools(),
+                                             cite=tools.citing(), client_tools=tools.client_tools(),
                                              encrypt=self.cipher.encrypt if self.cipher and
                                              "reasoning.encrypted_content" in turn.request.include else None,
                                              reasoning_summary=turn.request.wants_reasoning_summary,

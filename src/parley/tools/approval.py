@@ -70,5 +70,8 @@ class Gated(Binding):
     def cite(self, text: str) -> list[Citation]:
         return self.inner.cite(text)
 
+    def cites(self) -> bool:
+        return self.inner.cites()
+
     async def aclose(self) -> None:
         await self.inner.aclose()

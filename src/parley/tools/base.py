@@ -242,6 +242,10 @@ class Binding:
         """The citations of sources this binding gave the model that ``text`` holds."""
         return []
 
+    def cites(self) -> bool:
+        """Whether :meth:`cite` may find anything now (it has given the model sources)."""
+        return False
+
     async def aclose(self) -> None:
         return None
 

@@ -174,6 +174,9 @@ class CodeInterpreterTools(Binding):
                                           output_index=index, sequence_number=0)
         yield CallDone(item, {"role": "tool", "tool_call_id": call.call_id, "content": text})
 
+    def cites(self) -> bool:
+        return bool(self.files)
+
     def cite(self, text: str) -> list[Citation]:
         """Mentions of files this response's code wrote (``sandbox:/mnt/data/x.csv`` or the path itself):
         ``container_file_citation`` annotations over the mention (the whole markdown link when it is one)."""

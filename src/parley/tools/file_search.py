@@ -151,6 +151,9 @@ class FileSearchTools(Binding):
         for produced in search_closing(item, index, ResponseFileSearchCallCompletedEvent, call.call_id, text):
             yield produced
 
+    def cites(self) -> bool:
+        return bool(self.sources)
+
     def cite(self, text: str) -> list[Citation]:
         """The chunks ``text`` cites as ``[n]``: ``file_citation`` annotations at the marker."""
         if not self.sources:

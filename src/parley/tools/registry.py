@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -260,6 +260,11 @@ class Toolset:
 
     def cite(self, text: str) -> list[Citation]:
         return [citation for binding in self.bindings for citation in binding.cite(text)]
+
+    def citing(self) -> Callable[[str], list[Citation]] | None:
+        """:meth:`cite`, where a binding has given the model sources it may cite; else ``None`` (an answer's
+        text then needs no look for citations)."""
+        return self.cite if any(binding.cites() for binding in self.bindings) else None
 
     async def execute(self, calls: list[ToolCall], first_index: int, approved_ids: set[str]
                       ) -> AsyncIterator[Produced]:

@@ -309,6 +309,9 @@ class WebSearchTools(Binding):
         for produced in search_closing(item, index, ResponseWebSearchCallCompletedEvent, call.call_id, text):
             yield produced
 
+    def cites(self) -> bool:
+        return bool(self.sources)
+
     def cite(self, text: str) -> list[Citation]:
         """The sources ``text`` cites, as ``[n]`` or by their URL."""
         if not self.sources:
