@@ -184,6 +184,9 @@ class Settings(BaseSettings):
         10.0, gt=0, description="Seconds a connection may take to send a request's headers before it is closed.")
     docs: bool = Field(False, description="Serve the OpenAPI description and its pages at /openapi.json, /docs and "
                        "/redoc (open to anyone who reaches the port).")
+    text_relay: bool = Field(True, description="Frame a streamed answer's plain text chunks straight from the "
+                             "upstream's bytes, past the engine (the same bytes, less CPU; bench/README.md, "
+                             "'Streaming at scale'); false: every chunk through the translator.")
     public_metrics: bool = Field(False, description="With API keys configured, serve /metrics without a key "
                                  "(by default a scrape needs a valid key).")
     max_file_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest file Parley takes: an upload to "

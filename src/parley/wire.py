@@ -48,6 +48,18 @@ _TEXT_DELTA_FRAME = (b'event: response.output_text.delta\ndata: {"content_index"
                      b'"logprobs":[],"output_index":%d,"sequence_number":%d,"type":"response.output_text.delta"}\n\n')
 
 
+_HEAD, _REST = _TEXT_DELTA_FRAME.split(b"%s", 1)
+_MIDDLE, _TAIL = _REST.rsplit(b"%d", 1)
+
+
+def text_delta_frame_parts(item_id: str, output_index: int, content_index: int) -> tuple[bytes, bytes, bytes] | None:
+    """A text delta's frame of one part, in three pieces: the frame is ``head + the delta as JSON + middle +
+    the sequence number + tail`` (:mod:`parley.engine.relay`); ``None`` where the SDK's event has other fields."""
+    if not _TEXT_DELTA_FAST:
+        return None
+    return _HEAD % content_index, _MIDDLE % (orjson.dumps(item_id), output_index), _TAIL
+
+
 def event_bytes(event: BaseModel) -> bytes:
     """A stream event's SSE frame, encoded."""
     if type(event) is ResponseTextDeltaEvent and _TEXT_DELTA_FAST and not event.logprobs:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, Protocol
 
@@ -10,13 +10,24 @@ from typing import Any, Protocol
 class ReadAhead:
     """Whether the chunk a backend's stream yields now is followed by another it has already received: a
     streamed response's writer (:func:`parley.http.sse.write_events`) sets one for its task and holds frames
-    back while ``more`` is true, so that the events of every chunk one read brought go out in one write.  A
-    backend that cannot tell leaves it false, and each event goes out as it comes."""
+    back (in ``held``) while ``more`` is true, so that the events of every chunk one read brought go out in one
+    write.  A backend that cannot tell leaves it false, and each event goes out as it comes.  A text relay
+    (:mod:`parley.engine.relay`) adds its frames to ``held`` itself and writes them with :meth:`flush`."""
 
-    __slots__ = ("more",)
+    __slots__ = ("more", "held", "write")
 
-    def __init__(self) -> None:
+    def __init__(self, write: Callable[[bytes], Awaitable[None]] | None = None) -> None:
         self.more = False
+        self.held: list[bytes] = []  # frames the writer's next write carries
+        self.write = write  # the writer's write to the client (None: no relay may write)
+
+    async def flush(self) -> None:
+        """Write the frames held."""
+        held = self.held
+        if held and self.write is not None:
+            data = held[0] if len(held) == 1 else b"".join(held)
+            held.clear()
+            await self.write(data)
 
 
 READ_AHEAD: ContextVar[ReadAhead | None] = ContextVar("parley_read_ahead", default=None)

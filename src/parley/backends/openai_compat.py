@@ -134,7 +134,11 @@ class OpenAICompatBackend:
                 return None
             return json.loads(await response.read())
 
-    async def stream(self, request: dict[str, Any], api_key: str | None = None) -> AsyncIterator[dict[str, Any]]:
+    relays_text = True  # stream takes a relay (parley.engine.relay): it reads the upstream's bytes itself
+
+    async def stream(self, request: dict[str, Any], api_key: str | None = None,
+                     relay: Any = None) -> AsyncIterator[Any]:
+        """The chunks, as dicts; with a ``relay``, those it takes are written by it and not yielded."""
         attempt = 0
         started = False  # once a chunk went out, a retry would repeat it: errors after that are final
         url = f"{self.config.url}/chat/completions"
@@ -149,7 +153,7 @@ class OpenAICompatBackend:
                             await asyncio.sleep(_backoff(attempt, response.headers.get("retry-after")))
                             continue
                         raise error
-                    async for chunk in _chunks(response):
+                    async for chunk in _chunks(response, relay):
                         started = True
                         yield chunk
                     return
@@ -183,53 +187,70 @@ def _backoff(attempt: int, retry_after: str | None) -> float:
     return min(0.25 * 2 ** (attempt - 1), 4.0)
 
 
-async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """The body split into lines, with no limit on a line's length; the task's :class:`ReadAhead` says, for
-    each line, whether a ``data:`` line it has already received follows."""
+def _payloads(lines: list[bytes]) -> list[bytes]:
+    """The payloads of the ``data:`` lines among ``lines`` (other SSE fields and comments are passed over)."""
+    return [line[5:].strip() for line in lines if line.startswith(b"data:")]
+
+
+async def _chunks(response: aiohttp.ClientResponse, relay: Any = None) -> AsyncIterator[Any]:
+    """Parse ``data:`` lines into chunks; the stream must end with ``[DONE]`` or a finish reason.  Lines have
+    no limit on their length.  The task's :class:`ReadAhead` says, for each chunk, whether another one this
+    read brought follows.  With a ``relay`` (:mod:`parley.engine.relay`), the plain text chunks it takes are
+    not yielded: their frames join the writer's held frames, and go out at the end of the read."""
     ahead = READ_AHEAD.get()
-    rest = b""
+    finished, rest = False, b""
     try:
         async for data in response.content.iter_any():
             lines = (rest + data).split(b"\n")
             rest = lines.pop()
-            last = len(lines) - 1
-            while last >= 0 and not lines[last].startswith(b"data:"):
-                last -= 1
-            for i, line in enumerate(lines):
+            payloads = _payloads(lines)
+            last = len(payloads) - 1
+            for i, payload in enumerate(payloads):
+                if relay is not None and relay.aimed and relay.take(payload):
+                    continue
+                if relay is not None and relay.pending:
+                    relay.into(ahead.held)  # (before this chunk's events)
                 if ahead is not None:
                     ahead.more = i < last
-                yield line.rstrip(b"\r")
-        if rest:
-            yield rest
+                chunk, finishes = _chunk(payload)
+                if chunk is None:
+                    return
+                finished = finished or finishes
+                yield chunk
+            if relay is not None and relay.pending:  # the read ended with frames the relay made: written now
+                relay.into(ahead.held)
+                await ahead.flush()
+        for payload in _payloads([rest]):
+            if ahead is not None:
+                ahead.more = False
+            chunk, finishes = _chunk(payload)
+            if chunk is None:
+                return
+            finished = finished or finishes
+            yield chunk
     finally:
         if ahead is not None:
             ahead.more = False
-
-
-async def _chunks(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
-    """Parse ``data:`` lines into chunks; the stream must end with ``[DONE]`` or a finish reason."""
-    finished = False
-    async for line in _lines(response):
-        if not line.startswith(b"data:"):
-            continue
-        data = line[5:].strip()
-        if data == b"[DONE]":
-            return
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise BackendError("The model backend sent malformed SSE data.", code="backend_protocol_error") from None
-        if not isinstance(chunk, dict):
-            raise BackendError("The model backend sent a chunk that is not an object.", code="backend_protocol_error")
-        if chunk.get("error"):
-            message = _upstream_message(200, data)
-            raise BackendError(f"The model backend failed mid-stream: {message}", code="backend_error")
-        choices = chunk_list(chunk.get("choices"), "choices")
-        if not all(isinstance(choice, dict) for choice in choices):
-            raise malformed("a choice that is not an object")
-        if any(choice.get("finish_reason") for choice in choices):
-            finished = True
-        yield chunk
     if not finished:
         raise BackendError("The model backend's stream ended before the answer was finished.",
                            code="backend_disconnected")
+
+
+def _chunk(data: bytes) -> tuple[dict[str, Any] | None, bool]:
+    """One ``data:`` payload as a chunk, checked as far as every chunk must be, and whether it has a finish
+    reason; ``None`` for ``[DONE]``."""
+    if data == b"[DONE]":
+        return None, False
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise BackendError("The model backend sent malformed SSE data.", code="backend_protocol_error") from None
+    if not isinstance(chunk, dict):
+        raise BackendError("The model backend sent a chunk that is not an object.", code="backend_protocol_error")
+    if chunk.get("error"):
+        message = _upstream_message(200, data)
+        raise BackendError(f"The model backend failed mid-stream: {message}", code="backend_error")
+    choices = chunk_list(chunk.get("choices"), "choices")
+    if not all(isinstance(choice, dict) for choice in choices):
+        raise malformed("a choice that is not an object")
+    return chunk, any(choice.get("finish_reason") for choice in choices)

@@ -33,6 +33,7 @@ from parley.engine.chat_request import chat_request
 from parley.engine.history import place_tool_message, with_instructions
 from parley.engine.persistence import Persistence
 from parley.engine.recorder import Recorder
+from parley.engine.relay import relay_for
 from parley.engine.sources import HistorySources
 from parley.engine.window import Window
 from parley.engine.translate import ChunkTranslator
@@ -163,14 +164,15 @@ class Engine:
         """Every event of the response, numbered from 0 (from 2 for a queued one: ``response.created`` and
         ``response.queued`` were sent when it was queued)."""
         state = state or RunState(conversation=turn.conversation)
-        sequence, started, first_token = 2 if turn.queued else 0, time.perf_counter(), True
+        started, first_token = time.perf_counter(), True
+        state.sequence = 2 if turn.queued else 0
         state.timeline.origin = started if turn.queued else turn.started  # (a queued one's wait is not its run)
         state.span = start_span("parley.response", response_id=turn.id, model=turn.request.model,
                                 stream=turn.request.stream)
         try:
             async for event in self._lifecycle_events(turn, state):
-                event.sequence_number = sequence
-                sequence += 1
+                event.sequence_number = state.sequence
+                state.sequence += 1
                 if self.metrics is not None:
                     if first_token and event.type == "response.output_text.delta":
                         first_token = False
@@ -396,8 +398,10 @@ class Engine:
         span = start_span("parley.backend.call", state.span, upstream=turn.upstream.name, model=body["model"],
                           messages=len(body["messages"]))
         started, first_chunk = time.perf_counter(), None
+        relay = relay_for(backend, state, translator,
+                          moderated=turn.request.moderation is not None and self.moderator is not None)
         try:
-            async for chunk in backend.stream(body, key):
+            async for chunk in (backend.stream(body, key, relay) if relay else backend.stream(body, key)):
                 if first_chunk is None:
                     first_chunk = time.perf_counter()
                 try:
@@ -408,6 +412,8 @@ class Engine:
                                        code="backend_protocol_error") from exc
                 for event in events:
                     yield event
+                if relay is not None:
+                    relay.aim(translator.text_part())
                 if state.first_text_at is None and not state.deltas and translator.has_text:
                     state.first_text_at = time.perf_counter()
         except (Exception, asyncio.CancelledError) as exc:  # (cancelled: a background response's cancel)

@@ -155,6 +155,23 @@ class ChunkTranslator:
         self._aborted = True
         return self._close()
 
+    def text_part(self) -> tuple[str, int, int] | None:
+        """The text part a plain text chunk would add to, as (item id, output index, content index), where its
+        only event would be a text delta (a relay may frame it: :mod:`parley.engine.relay`); else ``None``."""
+        state = self._open
+        if type(state) is not _Message or state.part_kind != "output_text" or not self.deltas or self.cite:
+            return None
+        return state.item.id, state.output_index, len(state.item.content)
+
+    def absorb(self, text: str, service_tier: str | None) -> None:
+        """Text a relay framed for :meth:`text_part`: kept as :meth:`feed` keeps a plain text chunk's."""
+        state = self._open
+        assert type(state) is _Message and state.part_kind == "output_text"
+        state.part_text += text
+        self._text.append(text)
+        if service_tier is not None:
+            self.service_tier = service_tier
+
     # -- results -------------------------------------------------------------------------
 
     @property

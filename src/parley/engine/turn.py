@@ -85,6 +85,7 @@ class RunState:
     generate: bool = True  # False (a WebSocket's generate: false): the input is kept, the model is not called
     deltas: bool = True  # False: folded into the final Response (non-streamed), so no per-token events are made
     first_text_at: float | None = None  # (deltas off) when the output text began, for the first-token metric
+    sequence: int = 0  # the next event's sequence number (a relay numbers the frames it makes from it)
 
 
 def snapshot(turn: Turn, state: RunState, status: str) -> Response:

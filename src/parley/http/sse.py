@@ -102,15 +102,14 @@ async def write_events(events: AsyncIterator[ResponseStreamEvent], runtime: Runt
     async def pump() -> None:
         streams.inc()
         slow.add(client, asyncio.current_task())  # type: ignore[arg-type]
-        ahead = ReadAhead()
+        ahead = ReadAhead(client.write if runtime.settings.text_relay else None)
         READ_AHEAD.set(ahead)  # (this task's context: the upstream's reads say whether more chunks are ready)
-        held: list[bytes] = []
+        held = ahead.held
         try:
             async for event in events:
                 held.append(event_bytes(event))
                 if not ahead.more:  # the upstream must be read again: what its last read brought goes out
-                    await client.write(held[0] if len(held) == 1 else b"".join(held))
-                    held.clear()
+                    await ahead.flush()
         except Exception:  # the engine ends every response with a terminal event; this is a bug
             log.exception("a response stream broke off")
         finally:
