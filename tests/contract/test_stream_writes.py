@@ -18,10 +18,12 @@ from parley.testing.grammar import check_stream
 EVENTS = TypeAdapter(ResponseStreamEvent)
 
 
-@pytest.fixture(scope="module")
-def server(scripted_server, tmp_path_factory):
+@pytest.fixture(scope="module", params=["true", "false"], ids=["relay", "translator"])
+def server(scripted_server, tmp_path_factory, request):
+    """A server with the text relay (the default), and one without it (``--text-relay false``)."""
     folder = tmp_path_factory.mktemp("writes")
-    with ParleyProcess("--upstream", scripted_server.url, "--db", f"sqlite:///{folder / 'p.db'}") as running:
+    with ParleyProcess("--upstream", scripted_server.url, "--db", f"sqlite:///{folder / 'p.db'}",
+                       "--text-relay", request.param) as running:
         yield running
 
 

@@ -122,9 +122,11 @@ def test_a_relay_only_where_its_frames_go_out_as_they_are() -> None:
     state, translator = RunState(conversation=[]), ChunkTranslator()
     assert relay_for(Wire(), state, translator, moderated=False) is None  # no writer in this task
     for ahead, backend, moderated, deltas, expected in [
-            (ReadAhead(write), Wire(), False, True, True), (ReadAhead(None), Wire(), False, True, False),
-            (ReadAhead(write), object(), False, True, False), (ReadAhead(write), Wire(), True, True, False),
-            (ReadAhead(write), Wire(), False, False, False)]:
+            (ReadAhead(write, relay=True), Wire(), False, True, True), (ReadAhead(write), Wire(), False, True, False),
+            (ReadAhead(None, relay=True), Wire(), False, True, False),
+            (ReadAhead(write, relay=True), object(), False, True, False),
+            (ReadAhead(write, relay=True), Wire(), True, True, False),
+            (ReadAhead(write, relay=True), Wire(), False, False, False)]:
         token = READ_AHEAD.set(ahead)
         try:
             state.deltas = deltas

@@ -14,12 +14,13 @@ class ReadAhead:
     write.  A backend that cannot tell leaves it false, and each event goes out as it comes.  A text relay
     (:mod:`parley.engine.relay`) adds its frames to ``held`` itself and writes them with :meth:`flush`."""
 
-    __slots__ = ("more", "held", "write")
+    __slots__ = ("more", "held", "write", "relay")
 
-    def __init__(self, write: Callable[[bytes], Awaitable[None]] | None = None) -> None:
+    def __init__(self, write: Callable[[bytes], Awaitable[None]] | None = None, relay: bool = False) -> None:
         self.more = False
         self.held: list[bytes] = []  # frames the writer's next write carries
-        self.write = write  # the writer's write to the client (None: no relay may write)
+        self.write = write  # the writer's write to the client
+        self.relay = relay and write is not None  # whether a text relay may add frames and write them
 
     async def flush(self) -> None:
         """Write the frames held."""

@@ -106,11 +106,11 @@ class TextRelay:
 
 def relay_for(backend: Any, state: Any, translator: Any, moderated: bool) -> TextRelay | None:
     """A relay for one backend call (``translator`` is the call's) of the run whose ``state`` this is, where
-    its frames can go out as they are: the response's writer takes frames (its :class:`ReadAhead` has a
-    ``write``: ``--text-relay``, a streamed SSE response), the backend reads the wire itself, the run makes
-    deltas and no moderation holds its events back; else ``None``."""
+    its frames can go out as they are: the response's writer takes frames (its :class:`ReadAhead` says so:
+    ``--text-relay``, a streamed SSE response), the backend reads the wire itself, the run makes deltas and no
+    moderation holds its events back; else ``None``."""
     ahead = READ_AHEAD.get()
-    if ahead is None or ahead.write is None or not getattr(backend, "relays_text", False) or not state.deltas \
+    if ahead is None or not ahead.relay or not getattr(backend, "relays_text", False) or not state.deltas \
             or moderated or not FRAMED:
         return None
     return TextRelay(state, translator)

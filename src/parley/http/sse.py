@@ -102,7 +102,7 @@ async def write_events(events: AsyncIterator[ResponseStreamEvent], runtime: Runt
     async def pump() -> None:
         streams.inc()
         slow.add(client, asyncio.current_task())  # type: ignore[arg-type]
-        ahead = ReadAhead(client.write if runtime.settings.text_relay else None)
+        ahead = ReadAhead(client.write, relay=runtime.settings.text_relay)
         READ_AHEAD.set(ahead)  # (this task's context: the upstream's reads say whether more chunks are ready)
         held = ahead.held
         try:
