@@ -45,8 +45,8 @@ async def frames_per_write(paths: Paths, m: str) -> float:
     return events / max(writes, 1)
 
 
-async def load(paths: Paths, pid: int, streams: int, seconds: float, paced: bool) -> dict:
-    m = model(tps=50 if paced else 0, tokens=100)
+async def load(paths: Paths, pid: int, streams: int, seconds: float, paced: bool, tokens: int = 100) -> dict:
+    m = model(tps=50 if paced else 0, tokens=tokens)
     streamed = 0
 
     async def one() -> None:
@@ -64,7 +64,8 @@ async def load(paths: Paths, pid: int, streams: int, seconds: float, paced: bool
     before = cpu_seconds(pid)
     await asyncio.gather(saturate(seconds, streams, one), sample_frames())
     used = cpu_seconds(pid) - before
-    return {"streams": streams, "paced_tokens_per_s": 50 if paced else None, "tokens": streamed,
+    return {"streams": streams, "paced_tokens_per_s": 50 if paced else None, "tokens_per_stream": tokens,
+            "tokens": streamed,
             "cpu_us_per_token": round(used / max(streamed, 1) * 1e6, 1), "events_per_write": round(sampled[0], 2)}
 
 
@@ -79,16 +80,17 @@ async def folded(paths: Paths, pid: int, seconds: float) -> dict:
             "cpu_us_per_response": round(used / max(per_second * seconds, 1) * 1e6)}
 
 
-async def measure(upstream: str, parley: ParleyProcess, loads: list[int], seconds: float) -> list[dict]:
+async def measure(upstream: str, parley: ParleyProcess, loads: list[int], seconds: float,
+                  tokens: int = 100) -> list[dict]:
     paths = Paths(upstream, parley.base_url)
     assert parley.process is not None
     try:
         results = []
         for streams in loads:
-            results.append(await load(paths, parley.process.pid, streams, seconds, paced=True))
+            results.append(await load(paths, parley.process.pid, streams, seconds, paced=True, tokens=tokens))
             print(json.dumps(results[-1]), flush=True)
         if loads:
-            results.append(await load(paths, parley.process.pid, 32, seconds, paced=False))
+            results.append(await load(paths, parley.process.pid, 32, seconds, paced=False, tokens=tokens))
             print(json.dumps(results[-1]), flush=True)
         results.append(await folded(paths, parley.process.pid, seconds))
         print(json.dumps(results[-1]), flush=True)
@@ -101,13 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", default="1,50,400,1000", help="paced loads; empty: the non-streamed row alone")
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--tokens", type=int, default=100, help="tokens per stream (a paced stream of 1,000 "
+                        "lasts 20 s: a run lasts at least that long)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     with synthetic_upstream() as upstream:
         with ParleyProcess("--upstream", upstream, "--db", f"sqlite:///{tempfile.mkdtemp()}/bench.db",
                            "--log-level", "warning") as parley:
             results = asyncio.run(measure(upstream, parley, [int(n) for n in args.streams.split(",") if n],
-                                          args.seconds))
+                                          args.seconds, args.tokens))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -71,6 +71,28 @@ def test_the_stream_cpu_bench_measures_each_load_and_the_folded_answers(tmp_path
     assert rows[3]["responses"] > 0 and rows[3]["cpu_us_per_response"] > 0
 
 
+def test_the_relay_floor_bench_measures_each_bare_relay_and_parley(tmp_path) -> None:
+    out = tmp_path / "floor.json"
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "relay_floor.py"), "--streams", "3", "--seconds",
+                           "1", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert [(row["server"], row["streams"]) for row in rows] == [
+        (server, streams) for server in ("relay (raw)", "relay (parsed)", "relay (callbacks)", "parley")
+        for streams in (3, 32)]
+    assert all(row["tokens"] > 0 and row["cpu_us_per_token"] > 0 for row in rows)
+
+
+def test_the_stream_memory_bench_holds_the_streams_and_says_what_grew(tmp_path) -> None:
+    out = tmp_path / "memory.json"
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "stream_memory.py"), "--streams", "20",
+                           "--breakdown", "5", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["streams"] == 20 and result["errors"] == 0 and result["peak_mib"] > 0
+    assert len(result["heap"]) == 5 and all(row["where"] for row in result["heap"])
+
+
 def test_the_retrieval_scale_bench_keeps_its_database_and_the_int8_index_finds_the_exact_nearest(tmp_path) -> None:
     script = ROOT / "bench" / "retrieval" / "run.py"
     runs = [subprocess.run([sys.executable, str(script), "scale", "--db", "sqlite", "--chunks", "1500",

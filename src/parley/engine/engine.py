@@ -210,6 +210,7 @@ class Engine:
         if not turn.queued:
             yield ResponseCreatedEvent(type="response.created", response=started, sequence_number=0)
         yield ResponseInProgressEvent(type="response.in_progress", response=started, sequence_number=0)
+        turn.opening = started = None  # type: ignore[assignment]  # (sent: not held for the rest of the run)
         state.stepping = True
         try:
             steps = self._step(turn, state) if state.generate else _nothing()
