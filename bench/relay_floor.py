@@ -49,6 +49,20 @@ TEXT_FRAME = (b'event: response.output_text.delta\ndata: {"content_index":0,"del
 HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 
 
+def framed(lines: list[bytes], sequence: int) -> tuple[bytes, int]:
+    """The text delta frames of the chunks among ``lines``, numbered from ``sequence``; the next number."""
+    frames = []
+    for line in lines:
+        if line.startswith(b"data: {"):
+            chunk = orjson.loads(line[6:])
+            choices = chunk.get("choices")
+            text = choices[0]["delta"].get("content") if choices else None
+            if text:
+                frames.append(TEXT_FRAME % (orjson.dumps(text), sequence))
+                sequence += 1
+    return b"".join(frames), sequence
+
+
 def relay_app(upstream: str, way: str):
     session: aiohttp.ClientSession | None = None
 
@@ -83,16 +97,7 @@ def relay_app(upstream: str, way: str):
                 else:
                     lines = (rest + data).split(b"\n")
                     rest = lines.pop()
-                    frames = []
-                    for line in lines:
-                        if line.startswith(b"data: {"):
-                            chunk = orjson.loads(line[6:])
-                            choices = chunk.get("choices")
-                            text = choices[0]["delta"].get("content") if choices else None
-                            if text:
-                                frames.append(TEXT_FRAME % (orjson.dumps(text), sequence))
-                                sequence += 1
-                    out = b"".join(frames)
+                    out, sequence = framed(lines, sequence)
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -129,17 +134,8 @@ class _Upstream(asyncio.Protocol):
                 return
         lines = (self.rest + b"".join(body)).split(b"\n")
         self.rest = lines.pop()
-        frames = []
-        for line in lines:
-            if line.startswith(b"data: {"):
-                chunk = orjson.loads(line[6:])
-                choices = chunk.get("choices")
-                text = choices[0]["delta"].get("content") if choices else None
-                if text:
-                    frames.append(TEXT_FRAME % (orjson.dumps(text), self.sequence))
-                    self.sequence += 1
-        if frames:
-            out = b"".join(frames)
+        out, self.sequence = framed(lines, self.sequence)
+        if out:
             self.client.write(b"%x\r\n%s\r\n" % (len(out), out))
 
 
