@@ -107,6 +107,10 @@ def test_no_part_open_no_relay_frames() -> None:
     cited = ChunkTranslator(cite=lambda text: [])
     cited.feed({"choices": [{"index": 0, "delta": {"content": "a"}}]})
     assert cited.text_part() is None  # the text is looked at for citations after each delta
+    with_logprobs = ChunkTranslator()
+    with_logprobs.feed({"choices": [{"index": 0, "delta": {"content": "a"}, "logprobs": {"content": [
+        {"token": "a", "logprob": -0.1, "top_logprobs": []}]}}]})
+    assert with_logprobs.text_part() is None
     folded = ChunkTranslator(deltas=False)
     folded.feed({"choices": [{"index": 0, "delta": {"content": "a"}}]})
     assert folded.text_part() is None

@@ -159,7 +159,8 @@ class ChunkTranslator:
         """The text part a plain text chunk would add to, as (item id, output index, content index), where its
         only event would be a text delta (a relay may frame it: :mod:`parley.engine.relay`); else ``None``."""
         state = self._open
-        if type(state) is not _Message or state.part_kind != "output_text" or not self.deltas or self.cite:
+        if type(state) is not _Message or state.part_kind != "output_text" or not self.deltas or self.cite \
+                or state.logprobs:  # (a part whose chunks carry logprobs: the relay would decline each of them)
             return None
         return state.item.id, state.output_index, len(state.item.content)
 
