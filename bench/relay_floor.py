@@ -212,11 +212,12 @@ class Relay:
         self.process.wait()
 
 
-async def measure(upstream: str, base_url: str, pid: int, loads: list[int], seconds: float) -> list[dict]:
+async def measure(upstream: str, base_url: str, pid: int, loads: list[int], seconds: float,
+                  tokens: int) -> list[dict]:
     paths = Paths(upstream, base_url)
     try:
-        out = [await load(paths, pid, streams, seconds, paced=True) for streams in loads]
-        out.append(await load(paths, pid, 32, seconds, paced=False))
+        out = [await load(paths, pid, streams, seconds, paced=True, tokens=tokens) for streams in loads]
+        out.append(await load(paths, pid, 32, seconds, paced=False, tokens=tokens))
         return out
     finally:
         await paths.http.close()
@@ -227,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("what", nargs="?", default="measure", choices=["measure", "serve"])
     parser.add_argument("--streams", default="400")
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--tokens", type=int, default=100, help="tokens per stream")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--upstream", help="(serve)")
     parser.add_argument("--way", choices=["raw", "parsed", "callbacks"], help="(serve)")
@@ -245,13 +247,15 @@ def main(argv: list[str] | None = None) -> int:
     with synthetic_upstream() as upstream:
         for way in ("raw", "parsed", "callbacks"):
             with Relay(upstream, way) as relay:
-                for row in asyncio.run(measure(upstream, relay.base_url, relay.process.pid, loads, args.seconds)):
+                for row in asyncio.run(measure(upstream, relay.base_url, relay.process.pid, loads, args.seconds,
+                                               args.tokens)):
                     results.append({"server": f"relay ({way})", **row})
                     print(json.dumps(results[-1]), flush=True)
         with ParleyProcess("--upstream", upstream, "--db", f"sqlite:///{tempfile.mkdtemp()}/bench.db",
                            "--log-level", "warning") as parley:
             assert parley.process is not None
-            for row in asyncio.run(measure(upstream, parley.base_url, parley.process.pid, loads, args.seconds)):
+            for row in asyncio.run(measure(upstream, parley.base_url, parley.process.pid, loads, args.seconds,
+                                           args.tokens)):
                 results.append({"server": "parley", **row})
                 print(json.dumps(results[-1]), flush=True)
     if args.json:

@@ -63,7 +63,7 @@ def test_the_websocket_session_bench_runs_both_modes(tmp_path) -> None:
 def test_the_stream_cpu_bench_measures_each_load_and_the_folded_answers(tmp_path) -> None:
     out = tmp_path / "streams.json"
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "stream_cpu.py"), "--streams", "1,3", "--seconds",
-                           "1", "--json", str(out)], capture_output=True, text=True, timeout=300)
+                           "1", "--tokens", "10", "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(out.read_text())
     assert [row.get("streams") for row in rows] == [1, 3, 32, None]
@@ -74,7 +74,7 @@ def test_the_stream_cpu_bench_measures_each_load_and_the_folded_answers(tmp_path
 def test_the_relay_floor_bench_measures_each_bare_relay_and_parley(tmp_path) -> None:
     out = tmp_path / "floor.json"
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "relay_floor.py"), "--streams", "3", "--seconds",
-                           "1", "--json", str(out)], capture_output=True, text=True, timeout=300)
+                           "1", "--tokens", "10", "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(out.read_text())
     assert [(row["server"], row["streams"]) for row in rows] == [
