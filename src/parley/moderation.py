@@ -148,9 +148,15 @@ def moderated(step: AsyncIterator[Any], config: ModerationConfig | None, moderat
     output, holding the events back when the output policy blocks.  ``state`` is the run's
     (:class:`parley.engine.turn.RunState`): its output, conversation, incomplete reason and moderation.  Without
     moderation, ``step`` itself (no layer more for each token to pass)."""
-    if config is None or moderator is None:
+    if not applies(config, moderator):
         return step
-    return _moderated(step, config, moderator, items, state)
+    return _moderated(step, config, moderator, items, state)  # type: ignore[arg-type]
+
+
+def applies(config: ModerationConfig | None, moderator: Any) -> bool:
+    """Whether a request's moderation runs (it asked for it, and the server has a moderator): its events then
+    pass :func:`moderated`, which may hold them back."""
+    return config is not None and moderator is not None
 
 
 async def _moderated(step: AsyncIterator[Any], config: ModerationConfig, moderator: Any,

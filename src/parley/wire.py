@@ -43,7 +43,7 @@ def event_frame(event: BaseModel) -> str:
 # logprobs: the same bytes (its fields in the SDK's order; tests/unit/test_wire.py compares them), a tenth of
 # the time.  An SDK whose event has other fields takes pydantic's path.
 _TEXT_DELTA_FIELDS = ("content_index", "delta", "item_id", "logprobs", "output_index", "sequence_number", "type")
-_TEXT_DELTA_FAST = tuple(ResponseTextDeltaEvent.model_fields) == _TEXT_DELTA_FIELDS
+TEXT_DELTA_FAST = tuple(ResponseTextDeltaEvent.model_fields) == _TEXT_DELTA_FIELDS
 _TEXT_DELTA_FRAME = (b'event: response.output_text.delta\ndata: {"content_index":%d,"delta":%s,"item_id":%s,'
                      b'"logprobs":[],"output_index":%d,"sequence_number":%d,"type":"response.output_text.delta"}\n\n')
 
@@ -52,17 +52,15 @@ _HEAD, _REST = _TEXT_DELTA_FRAME.split(b"%s", 1)
 _MIDDLE, _TAIL = _REST.rsplit(b"%d", 1)
 
 
-def text_delta_frame_parts(item_id: str, output_index: int, content_index: int) -> tuple[bytes, bytes, bytes] | None:
+def text_delta_frame_parts(item_id: str, output_index: int, content_index: int) -> tuple[bytes, bytes, bytes]:
     """A text delta's frame of one part, in three pieces: the frame is ``head + the delta as JSON + middle +
-    the sequence number + tail`` (:mod:`parley.engine.relay`); ``None`` where the SDK's event has other fields."""
-    if not _TEXT_DELTA_FAST:
-        return None
+    the sequence number + tail`` (:mod:`parley.engine.relay`; only where ``TEXT_DELTA_FAST``)."""
     return _HEAD % content_index, _MIDDLE % (orjson.dumps(item_id), output_index), _TAIL
 
 
 def event_bytes(event: BaseModel) -> bytes:
     """A stream event's SSE frame, encoded."""
-    if type(event) is ResponseTextDeltaEvent and _TEXT_DELTA_FAST and not event.logprobs:
+    if type(event) is ResponseTextDeltaEvent and TEXT_DELTA_FAST and not event.logprobs:
         fields = event.__dict__
         try:
             return _TEXT_DELTA_FRAME % (fields["content_index"], orjson.dumps(fields["delta"]),

@@ -187,22 +187,31 @@ def _backoff(attempt: int, retry_after: str | None) -> float:
     return min(0.25 * 2 ** (attempt - 1), 4.0)
 
 
+async def _reads(response: aiohttp.ClientResponse) -> AsyncIterator[list[bytes]]:
+    """The body's lines, one list per read of the complete lines it brought, with no limit on a line's length;
+    then the body's last line if no line end closed it."""
+    rest = b""
+    async for data in response.content.iter_any():
+        lines = (rest + data).split(b"\n")
+        rest = lines.pop()
+        yield lines
+    if rest:
+        yield [rest]
+
+
 def _payloads(lines: list[bytes]) -> list[bytes]:
     """The payloads of the ``data:`` lines among ``lines`` (other SSE fields and comments are passed over)."""
     return [line[5:].strip() for line in lines if line.startswith(b"data:")]
 
 
 async def _chunks(response: aiohttp.ClientResponse, relay: Any = None) -> AsyncIterator[Any]:
-    """Parse ``data:`` lines into chunks; the stream must end with ``[DONE]`` or a finish reason.  Lines have
-    no limit on their length.  The task's :class:`ReadAhead` says, for each chunk, whether another one this
+    """Parse ``data:`` lines into chunks; the stream must end with ``[DONE]`` or a finish reason.  The task's :class:`ReadAhead` says, for each chunk, whether another one this
     read brought follows.  With a ``relay`` (:mod:`parley.engine.relay`), the plain text chunks it takes are
     not yielded: their frames join the writer's held frames, and go out at the end of the read."""
     ahead = READ_AHEAD.get()
-    finished, rest = False, b""
+    finished = False
     try:
-        async for data in response.content.iter_any():
-            lines = (rest + data).split(b"\n")
-            rest = lines.pop()
+        async for lines in _reads(response):
             payloads = _payloads(lines)
             last = len(payloads) - 1
             for i, payload in enumerate(payloads):
@@ -220,14 +229,6 @@ async def _chunks(response: aiohttp.ClientResponse, relay: Any = None) -> AsyncI
             if relay is not None and relay.pending:  # the read ended with frames the relay made: written now
                 relay.into(ahead.held)
                 await ahead.flush()
-        for payload in _payloads([rest]):
-            if ahead is not None:
-                ahead.more = False
-            chunk, finishes = _chunk(payload)
-            if chunk is None:
-                return
-            finished = finished or finishes
-            yield chunk
     finally:
         if ahead is not None:
             ahead.more = False

@@ -42,7 +42,7 @@ from parley.engine import compaction, token_count
 from parley.errors import BackendError, InvalidRequest, NotFound, ParleyError, StoreUnavailable
 from parley.files import FileReader
 from parley.items import image_urls, input_files, item_resource, uploaded_images
-from parley.moderation import Moderator, moderated
+from parley.moderation import Moderator, applies, moderated
 from parley.moderation_guard import GuardModerator
 from parley.metrics import Metrics
 from parley.reasoning import ReasoningCipher
@@ -399,8 +399,7 @@ class Engine:
         span = start_span("parley.backend.call", state.span, upstream=turn.upstream.name, model=body["model"],
                           messages=len(body["messages"]))
         started, first_chunk = time.perf_counter(), None
-        relay = relay_for(backend, state, translator,
-                          moderated=turn.request.moderation is not None and self.moderator is not None)
+        relay = relay_for(backend, state, translator, moderated=applies(turn.request.moderation, self.moderator))
         try:
             async for chunk in (backend.stream(body, key, relay) if relay else backend.stream(body, key)):
                 if first_chunk is None:

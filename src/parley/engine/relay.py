@@ -26,9 +26,7 @@ from typing import Any
 import orjson
 
 from parley.backends.base import READ_AHEAD
-from parley.wire import text_delta_frame_parts
-
-FRAMED = text_delta_frame_parts("", 0, 0) is not None  # the SDK's text delta is the one the frames are made for
+from parley.wire import TEXT_DELTA_FAST, text_delta_frame_parts
 
 
 def plain_text(chunk: Any) -> tuple[str, str | None] | None:
@@ -73,18 +71,18 @@ class TextRelay:
         """The open text part as (item id, output index, content index), or ``None``."""
         self.aimed = part is not None
         if part is not None:
-            self._head, self._middle, self._tail = text_delta_frame_parts(*part)  # type: ignore[misc]
+            self._head, self._middle, self._tail = text_delta_frame_parts(*part)
 
     def take(self, payload: bytes) -> bool:
         """Frame the chunk whose ``data:`` payload this is, if it is plain text; ``False`` leaves it to the
         translator."""
         try:
             found = plain_text(orjson.loads(payload))
-            if found is None:
-                return False
-            delta = orjson.dumps(found[0])
         except orjson.JSONDecodeError:  # (a lone surrogate, or not JSON: the translator's path says what it is)
             return False
+        if found is None:
+            return False
+        delta = orjson.dumps(found[0])  # (text orjson read is text it writes)
         state = self.state
         self._frames.append(b"%s%s%s%d%s" % (self._head, delta, self._middle, state.sequence, self._tail))
         state.sequence += 1
@@ -111,6 +109,6 @@ def relay_for(backend: Any, state: Any, translator: Any, moderated: bool) -> Tex
     moderation holds its events back; else ``None``."""
     ahead = READ_AHEAD.get()
     if ahead is None or not ahead.relay or not getattr(backend, "relays_text", False) or not state.deltas \
-            or moderated or not FRAMED:
+            or moderated or not TEXT_DELTA_FAST:  # (the SDK's text delta is the one the frames are made for)
         return None
     return TextRelay(state, translator)

@@ -1,6 +1,6 @@
 """Upstream streams in the shapes real servers send, as the SSE lines of a :class:`~parley.testing.Reply`
-(``raw``): the text relay and the translator must write the same bytes for each (``tests/contract``,
-``tests/engine``).  Each is ``(name, lines, request extras)``."""
+(``raw``): the text relay and the translator must write the same bytes for each
+(``tests/contract/test_text_relay.py``).  Each is ``(name, lines, request extras)``."""
 
 from __future__ import annotations
 
