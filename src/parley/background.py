@@ -207,7 +207,6 @@ class Background:
             turn = self._prepared.pop(job.id, None)
             if turn is not None:  # accepted here: prepared then
                 turn.queued = True
-                turn.opening = snapshot(turn, RunState(conversation=turn.conversation), "in_progress")
             else:
                 try:
                     request = parse_create(json.loads(self._request_of(job)), max_input_items=self.max_input_items)

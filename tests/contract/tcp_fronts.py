@@ -8,8 +8,9 @@ byte for byte, and fails the way its name says:
   had idled out).  ``front.url`` replaces the target's base URL.
 - ``FaultProxy(port)``: ``cut()`` resets every open connection and every new one (a database that refuses
   connections), ``blackhole()`` keeps connections open but relays nothing either way (a dead network path:
-  packets vanish, nothing is refused), and ``heal()`` relays again (connections open during a blackhole are
-  reset then, as their bytes were lost).
+  packets vanish, nothing is refused), ``hold()`` keeps what either side sends until ``heal()`` (a database that
+  is slow, not gone), and ``heal()`` relays again (connections open during a blackhole are reset then, as their
+  bytes were lost; what a hold kept goes on, in order).
 """
 
 from __future__ import annotations
@@ -77,9 +78,13 @@ class TcpFront:
     def _relaying(self) -> bool:
         return True
 
+    async def _flowing(self) -> None:
+        """Returns when what was read may be relayed."""
+
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                await self._flowing()
                 if self._relaying():
                     writer.write(data)
                     await writer.drain()
@@ -115,14 +120,27 @@ class FaultProxy(TcpFront):
     def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
         super().__init__(target_port, target_host)
         self.mode = "pass"
+        self._released: asyncio.Event | None = None  # set when a hold ends
 
     def _set(self, mode: str, reset: bool) -> None:
         async def switch() -> None:
             self.mode = mode
+            if mode == "hold":
+                self._released = asyncio.Event()
+            elif self._released is not None:
+                self._released.set()
+                self._released = None
             if reset:
                 self._reset_all()
 
         self._call(switch())
+
+    def hold(self) -> None:
+        self._set("hold", reset=False)
+
+    async def _flowing(self) -> None:
+        if self._released is not None:
+            await self._released.wait()
 
     def cut(self) -> None:
         self._set("cut", reset=True)

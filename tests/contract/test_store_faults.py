@@ -5,6 +5,7 @@ lands, the response is failed rather than left ``in_progress``, and a final stat
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -105,6 +106,59 @@ def test_a_database_that_refuses_connections_is_a_503_not_a_500(backend, postgre
         proxy.heal()
         wait_for(lambda: is_ready(server), "the store is back")
         assert http.get(f"/responses/{done['id']}").json()["status"] == "completed"
+
+
+def test_a_stream_calls_the_model_while_its_row_is_written_and_sends_nothing_before_it(
+        backend, postgres_url, proxy) -> None:
+    """The in_progress row of a streamed response is written beside its first model call, so the first token
+    does not wait for the database; no event goes out before the row is written (a client that saw
+    ``response.created`` can retrieve the response)."""
+    with ParleyProcess("--upstream", backend.url, "--db", through(proxy, postgres_url),
+                       "--store-timeout-s", "60") as server, \
+            httpx.Client(base_url=server.base_url, timeout=60) as http:
+        http.post("/responses", json={"model": "m", "input": "warm"}).raise_for_status()
+        calls = len(backend.requests)
+        proxy.hold()  # the database is slow: what Parley sends it waits here
+        got: dict[str, object] = {}
+
+        def stream() -> None:
+            with httpx.stream("POST", f"{server.base_url}/responses", timeout=60,
+                              json={"model": "m", "input": "slow database", "stream": True}) as response:
+                got["status"] = response.status_code
+                got["data"] = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
+
+        streaming = threading.Thread(target=stream)
+        streaming.start()
+        try:
+            backend.wait_for_requests(calls + 1, timeout=30)  # the model is called while the row waits
+            assert "status" not in got  # (nothing, not even the headers, has gone out)
+        finally:
+            proxy.heal()
+            streaming.join(60)
+        events = got["data"]
+        assert got["status"] == 200 and isinstance(events, list)
+        assert [e["type"] for e in events[:2]] == ["response.created", "response.in_progress"]
+        assert events[-1]["type"] == "response.completed"
+        assert [e["sequence_number"] for e in events] == list(range(len(events)))
+        stored = http.get(f"/responses/{events[0]['response']['id']}").json()
+        assert stored["status"] == "completed" and stored["output"] == events[-1]["response"]["output"]
+
+
+def test_a_stream_whose_row_cannot_be_written_is_a_503(backend, postgres_url, proxy) -> None:
+    with ParleyProcess("--upstream", backend.url, "--db", through(proxy, postgres_url),
+                       "--store-timeout-s", "1") as server, \
+            httpx.Client(base_url=server.base_url, timeout=30) as http:
+        http.post("/responses", json={"model": "m", "input": "warm"}).raise_for_status()
+        proxy.blackhole()
+        refused = http.post("/responses", json={"model": "m", "input": "x", "stream": True})
+        assert refused.status_code == 503 and error_code(refused) == "store_unavailable", refused.text
+        assert refused.headers["content-type"] == "application/json"
+        proxy.heal()
+        wait_for(lambda: is_ready(server), "the store is back")
+        with http.stream("POST", "/responses", json={"model": "m", "input": "y", "stream": True}) as response:
+            assert response.status_code == 200
+            assert [line for line in response.iter_lines() if line.startswith("event: ")][-1] == \
+                "event: response.completed"
 
 
 def test_a_final_write_that_never_lands_fails_the_response_and_its_row(backend, postgres_url, proxy) -> None:

@@ -10,10 +10,12 @@ import pytest
 
 from parley.backends.router import Router
 from parley.engine.engine import Engine
-from parley.errors import InvalidRequest
+from parley.engine.recorder import NotOpened
+from parley.errors import InvalidRequest, StoreUnavailable
 from parley.request import parse_create
 from parley.settings import UpstreamConfig
-from parley.store.sql import open_store
+from parley.store.database import open_engine
+from parley.store.sql import SqlStore, open_store
 from parley.testing import Reply, ScriptedChat, ToolCall
 from parley.testing.grammar import check_stream
 from tests.tool_kinds import dice
@@ -106,3 +108,26 @@ async def test_a_registered_kind_checks_its_tools_when_the_request_is_parsed(eng
     with pytest.raises(InvalidRequest) as info:
         parse_create({"model": "m", "input": "x", "tools": [{"type": "code_interpreter", "container": 5}]})
     assert info.value.param == "tools[0].container"
+
+
+async def test_a_streamed_response_whose_row_cannot_be_written_does_not_start(tmp_path, chat) -> None:
+    """The in_progress row is written beside the first model call; when it fails, the run raises before any
+    event (the HTTP edge answers 503) and the model call is stopped."""
+    class RefusingStore(SqlStore):
+        async def create(self, record):
+            raise StoreUnavailable("the database went away")
+
+    store = RefusingStore(open_engine(f"sqlite:///{tmp_path / 'engine.db'}", 5.0), 5.0)
+    await store.migrate()
+    engine = Engine(store, Router([UpstreamConfig(name="scripted", models=["*"])], {"scripted": chat}))
+    try:
+        turn = await engine.prepare(parse_create({"model": "m", "input": "hi", "stream": True}))
+        events = []
+        with pytest.raises(NotOpened):
+            async for event in engine.run(turn):
+                events.append(event)
+        assert events == []
+        assert await store.get(turn.id) is None
+        assert turn.id not in engine.recorder.running
+    finally:
+        await store.close()

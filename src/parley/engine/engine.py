@@ -32,7 +32,7 @@ from parley.engine.approvals import resolve_approvals
 from parley.engine.chat_request import chat_request
 from parley.engine.history import place_tool_message, with_instructions
 from parley.engine.persistence import Persistence
-from parley.engine.recorder import Recorder
+from parley.engine.recorder import NotOpened, Recorder
 from parley.engine.relay import relay_for
 from parley.engine.sources import HistorySources
 from parley.engine.window import Window
@@ -93,8 +93,9 @@ class Engine:
 
     async def prepare(self, request: CreateResponse, tenant: str = "", client_key: str | None = None,
                       queued: Queued | None = None) -> Turn:
-        """Resolve the model and the previous response, build the conversation and store the response
-        as ``in_progress``; raises the errors a client gets as plain HTTP errors, before any stream.
+        """Resolve the model and the previous response and build the conversation; raises the errors a client
+        gets as plain HTTP errors, before any stream.  A streamed response's ``in_progress`` row is written by
+        :meth:`run`, beside its first step, and before its first event (:class:`NotOpened` when it cannot be).
 
         A background request is stored by :mod:`parley.background` as ``queued`` instead; the instance that
         claims it prepares it again, with what was kept of it (``queued``), and runs it."""
@@ -130,11 +131,10 @@ class Engine:
         if queued is not None:
             turn.id, turn.arrived_at, turn.created_at, turn.input_items, turn.queued = (
                 queued.id, queued.created_at, int(queued.created_at), queued.input_items, True)
-        if persistence.at_start and (queued is not None or not request.background):
-            started = RunState(conversation)
-            turn.opening = snapshot(turn, started, "in_progress")
-            if queued is None:  # (a claimed one's row became in_progress when it was claimed)
-                await self.recorder.open(turn, started, turn.opening)
+        # Its in_progress row is written when the run starts, beside the run's first step, so that the model's
+        # first token does not wait for the database (a background one is queued instead, and a claimed one's row
+        # became in_progress when it was claimed).
+        turn.unopened = persistence.at_start and queued is None and not request.background
         return turn
 
     async def count_input_tokens(self, request: CreateResponse, tenant: str = "") -> tuple[int, str]:
@@ -184,6 +184,8 @@ class Engine:
                 yield event
         finally:
             self.recorder.forget(turn.id)  # also when the run was cut short: recovery may then fail the row
+            if state.opened is not None and not state.opened.done():  # (cut short while its row was written)
+                state.opened.add_done_callback(lambda _: self.recorder.forget(turn.id))
             if state.error:
                 fail(state.span, state.error.message)
             state.span.set_attribute("status", state.status)
@@ -206,28 +208,52 @@ class Engine:
         return final
 
     async def _lifecycle_events(self, turn: Turn, state: RunState) -> AsyncIterator[ResponseStreamEvent]:
-        started = turn.opening or snapshot(turn, state, "in_progress")
-        if not turn.queued:
-            yield ResponseCreatedEvent(type="response.created", response=started, sequence_number=0)
-        yield ResponseInProgressEvent(type="response.in_progress", response=started, sequence_number=0)
-        turn.opening = started = None  # type: ignore[assignment]  # (sent: not held for the rest of the run)
-        state.stepping = True
+        opening: list[ResponseStreamEvent] = []
+        if state.deltas or turn.unopened:  # (a folded answer, not streamed, has no use for the opening events)
+            started = snapshot(turn, state, "in_progress")
+            if not turn.queued:
+                opening.append(ResponseCreatedEvent(type="response.created", response=started, sequence_number=0))
+            opening.append(ResponseInProgressEvent(type="response.in_progress", response=started, sequence_number=0))
+        steps = moderated(self._step(turn, state) if state.generate else _nothing(), turn.request.moderation,
+                          self.moderator, turn.request.input, state)
+        first: asyncio.Future[Any] | None = None  # the first step's first event, made while the row is written
+        if turn.unopened:  # (the step's tools wait for the row: _opened)
+            turn.unopened = False
+            state.opened = asyncio.ensure_future(self.recorder.open(turn, RunState(turn.conversation), started))
+            state.opened.add_done_callback(_seen)
+            first = asyncio.ensure_future(anext(steps, None))
+        started = None  # type: ignore[assignment]  # (sent: not held for the rest of the run)
         try:
-            steps = self._step(turn, state) if state.generate else _nothing()
-            async for event in moderated(steps, turn.request.moderation, self.moderator, turn.request.input, state):
-                yield event
-        except ParleyError as exc:
-            state.error = exc
-        except asyncio.CancelledError:  # a background response's cancel (parley.background), or shutdown
-            if not state.cancel_requested:
+            try:
+                await _opened(state)  # no event goes out before the row is written
+            except NotOpened:  # the response does not start (the client gets a 503)
+                await _stopped(first, steps)
                 raise
-            asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            state.cancelled = True
-        except Exception:
-            log.exception("response %s failed", turn.id)
-            state.error = BackendError("The server had an error while processing the response.")
+            for event in opening:
+                yield event
+            opening = []
+            state.stepping = True
+            try:
+                if first is not None:
+                    event, first = await first, None
+                    if event is not None:
+                        yield event
+                async for event in steps:
+                    yield event
+            except ParleyError as exc:
+                state.error = exc
+            except asyncio.CancelledError:  # a background response's cancel (parley.background), or shutdown
+                if not state.cancel_requested:
+                    raise
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                state.cancelled = True
+            except Exception:
+                log.exception("response %s failed", turn.id)
+                state.error = BackendError("The server had an error while processing the response.")
         finally:
             state.stepping = False
+            if first is not None and not first.done():  # (the run was cut short)
+                first.cancel()
         status = state.status = ("cancelled" if state.cancelled else "failed" if state.error else
                                  "incomplete" if state.incomplete_reason else "completed")
         final = snapshot(turn, state, status)
@@ -283,6 +309,8 @@ class Engine:
             self.tools, turn.previous_output, list(turn.request.input), turn.tenant, list(turn.request.include),
             programs=turn.programs))
         try:
+            if tools.sets_up():  # (an MCP server's listing, a container's start: after the row is written)
+                await _opened(state)
             setup_started = time.perf_counter()  # (listing an MCP server's tools is tool time)
             async for produced in tools.setup(len(state.output)):
                 if isinstance(produced, ItemDone):
@@ -342,6 +370,7 @@ class Engine:
         """After a tool step, a streamed stored response is written with its items so far: a client polling
         its id sees them, and a crash keeps them (the recovered response fails with its finished items)."""
         if turn.persistence.after_tool_steps and state.output:
+            await _opened(state)
             await self.recorder.progress(turn, state, snapshot(turn, state, "in_progress"))
 
     @staticmethod
@@ -360,6 +389,7 @@ class Engine:
                          ) -> AsyncIterator[ResponseStreamEvent]:
         if not calls:
             return
+        await _opened(state)  # a tool acts only once the response's row is written
         approved_ids = {c.call_id for c in calls} if approved else set()
         spans = [start_span("parley.tool.call", state.span, tool=c.name) for c in calls]
         finished = 0  # items come in the order of the calls
@@ -441,6 +471,28 @@ class Engine:
 
 def _ids(items: list[Any]) -> list[str]:
     return [item.id for item in items if getattr(item, "id", None)]
+
+
+def _seen(write: asyncio.Future[None]) -> None:
+    if not write.cancelled():
+        write.exception()
+
+
+async def _stopped(first: asyncio.Future[Any] | None, steps: AsyncIterator[Any]) -> None:
+    """The agent loop of a response that does not start, stopped: its first step, if it runs, and its generator."""
+    if first is not None:
+        first.cancel()
+        await asyncio.wait([first])
+        _seen(first)
+    await steps.aclose()  # type: ignore[attr-defined]
+
+
+async def _opened(state: RunState) -> None:
+    """Wait for the response's in_progress row, while it is being written; raises :class:`NotOpened` when it was
+    not."""
+    if state.opened is not None:
+        await state.opened
+        state.opened = None
 
 
 async def _nothing() -> AsyncIterator[ResponseStreamEvent]:

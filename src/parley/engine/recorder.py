@@ -23,6 +23,12 @@ from parley.store.base import TERMINAL, ResponseFacts, Store, StoredResponse
 from parley.wire import to_json
 
 log = logging.getLogger("parley.engine")
+
+
+class NotOpened(StoreUnavailable):
+    """The ``in_progress`` row could not be written: the response does not start (the client gets a 503)."""
+
+
 SEARCH_TEXT_CHARS = 1000  # how much of a response's input and output text the console's text filter reads
 
 
@@ -47,14 +53,14 @@ class Recorder:
         )
 
     async def open(self, turn: Turn, state: RunState, response: Response) -> None:
-        """The ``in_progress`` row; raises :class:`StoreUnavailable` when it cannot be written."""
+        """The ``in_progress`` row; raises :class:`NotOpened` when it cannot be written."""
         self.running.add(turn.id)  # before the row exists: recovery never takes a row this instance runs
         try:
             await self.store.create(self.record(turn, state, response))
         except Exception as exc:
             self.running.discard(turn.id)
             log.warning("response %s could not be stored: %s", turn.id, exc)
-            raise StoreUnavailable("The response could not be stored; try again.") from None
+            raise NotOpened("The response could not be stored; try again.") from None
 
     async def progress(self, turn: Turn, state: RunState, response: Response) -> None:
         """The items so far; a missed progress write loses nothing lasting (the final write still decides)."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ class Turn:
     id: str = field(default_factory=lambda: new_id("resp"))
     arrived_at: float = field(default_factory=time.time)  # its stored row's time: queues and lists go by it
     created_at: int = -1  # the Response's (whole seconds): when it arrived unless given
-    opening: Response | None = None  # the in_progress snapshot, when prepare already made it to store it
+    unopened: bool = False  # its in_progress row is still to be written: the run writes it beside its first step
     persistence: Persistence = NOT_STORED  # which writes it gets
     context_window: int | None = None  # known when the request asks for truncation: auto
     compact_threshold: int | None = None  # the prompt size that compacts the history (context_management)
@@ -83,9 +84,10 @@ class RunState:
     steered: Callable[[], bool] | None = None
     moderation: dict[str, Any] | None = None  # the Response's moderation results (parley.moderation)
     generate: bool = True  # False (a WebSocket's generate: false): the input is kept, the model is not called
-    deltas: bool = True  # False: folded into the final Response (non-streamed), so no per-token events are made
+    deltas: bool = True  # False: folded into the final Response (non-streamed): no per-token or opening events
     first_text_at: float | None = None  # (deltas off) when the output text began, for the first-token metric
     sequence: int = 0  # the next event's sequence number (a relay numbers the frames it makes from it)
+    opened: asyncio.Future[None] | None = None  # the in_progress row's write, while the first step runs beside it
 
 
 def snapshot(turn: Turn, state: RunState, status: str) -> Response:

@@ -79,8 +79,11 @@ class CreateRoute:
             await send_json(send, 200, to_json(queued))
             return
         if create.stream:
-            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-            await write_events(server.engine.run(turn), server, send, self.slow_clients)
+            async def refuse(exc: ParleyError) -> None:
+                scope[ERROR_KEY] = exc
+                await send_json(send, exc.status_code, exc.body(), exc.header_pairs())
+
+            await write_events(server.engine.run(turn), server, send, self.slow_clients, refuse)
             return
         result = await server.engine.respond(turn)
         await send_json(send, 200, to_json(result))

@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from openai.types.responses import ResponseStreamEvent
 
 from parley.backends.base import READ_AHEAD, ReadAhead
+from parley.errors import ParleyError
 from parley.runtime import Runtime
 from parley.wire import event_bytes
 
@@ -38,8 +39,9 @@ class _Client:
     runs on at the model's pace whatever the client does.  A stalled send is found by :class:`SlowClients`
     (one look a second for all streams: a timer per frame cost 5 % of a streamed token's CPU)."""
 
-    def __init__(self, send: Any) -> None:
+    def __init__(self, send: Any, start: dict[str, Any] | None = None) -> None:
         self.send = send
+        self.start = start  # the response's start, sent with its first frame
         self.gone = False
         self.sending_since = 0.0  # when the send in progress began (0: none)
         self.stalled = False
@@ -49,6 +51,9 @@ class _Client:
             return
         self.sending_since = time.monotonic()
         try:
+            if self.start is not None:
+                start, self.start = self.start, None
+                await self.send(start)
             await self.send({"type": "http.response.body", "body": data, "more_body": more})
         except asyncio.CancelledError:
             if not self.stalled:
@@ -93,10 +98,11 @@ class SlowClients:
 
 
 async def write_events(events: AsyncIterator[ResponseStreamEvent], runtime: Runtime, send: Any,
-                       slow: SlowClients) -> None:
+                       slow: SlowClients, refuse: Callable[[ParleyError], Awaitable[None]]) -> None:
     """Write ``events`` as frames from a task that runs to the end whatever the client does; returns when the
-    stream has ended."""
-    client = _Client(send)
+    stream has ended.  The response's start goes with its first frame: a response that does not start (its
+    events raise before the first) is answered by ``refuse`` instead (an HTTP error)."""
+    client = _Client(send, {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
     streams = runtime.metrics.streams
 
     async def pump() -> None:
@@ -110,6 +116,12 @@ async def write_events(events: AsyncIterator[ResponseStreamEvent], runtime: Runt
                 held.append(event_bytes(event))
                 if not ahead.more:  # the upstream must be read again: what its last read brought goes out
                     await ahead.flush()
+        except ParleyError as exc:  # before the first event: the response did not start (its row was not written)
+            if client.start is None or held:
+                log.exception("a response stream broke off")
+            else:
+                client.gone = True
+                await refuse(exc)
         except Exception:  # the engine ends every response with a terminal event; this is a bug
             log.exception("a response stream broke off")
         finally:

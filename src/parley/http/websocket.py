@@ -30,6 +30,7 @@ from starlette.responses import Response as HttpResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from parley.auth import Caller
+from parley.engine.recorder import NotOpened
 from parley.engine.turn import RunState
 from parley.errors import InvalidRequest, ParleyError, PayloadTooLarge
 from parley.http.bodies import loads
@@ -170,6 +171,13 @@ class ResponsesSocket:
         state = RunState(conversation=turn.conversation, steered=lambda: bool(running.steers), generate=generate)
         try:
             await self._stream(turn, state, running)
+        except NotOpened as exc:  # its row could not be written: it did not start, as if prepare had refused it
+            for steer in carried or []:
+                self._steer_failed(steer, "successor_creation_failed", exc.message, lane)
+            self._error(exc, lane)
+            for steer in running.steers:
+                self._steer_failed(steer, "response_not_active", "The response did not start.", lane)
+            return
         finally:
             del self.running[turn.id]
         if running.steers and running.final is not None:

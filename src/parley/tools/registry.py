@@ -197,6 +197,10 @@ class Toolset:
         self._by_name: dict[str, Binding] = {}
         self._client: dict[str, ClientTool] = {}
 
+    def sets_up(self) -> bool:
+        """Whether a binding does work before the first model call (:meth:`Binding.setup`)."""
+        return any(type(binding).setup is not Binding.setup for binding in self.bindings)
+
     async def setup(self, first_index: int) -> AsyncIterator[Event | ItemDone]:
         index = first_index
         for binding in self.bindings:
