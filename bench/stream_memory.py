@@ -38,12 +38,15 @@ import os, signal, tracemalloc
 
 def _dump(signum, frame):
     if not tracemalloc.is_tracing():  # the first signal: trace from now on
-        tracemalloc.start(1)
+        tracemalloc.start(30)
         return
     snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
     with open(os.environ["PARLEY_BENCH_HEAP"] + ".part", "w") as out:
-        for stat in snapshot.statistics("lineno"):
-            out.write(f"{stat.size}\\t{stat.count}\\t{stat.traceback[0].filename}:{stat.traceback[0].lineno}\\n")
+        for stat in snapshot.statistics("traceback"):
+            frames = list(reversed(stat.traceback))  # the most recent call first
+            ours = next((f for f in frames if "/parley/" in f.filename), None)
+            out.write(f"{stat.size}\\t{stat.count}\\t{frames[0].filename}:{frames[0].lineno}\\t"
+                      f"{ours.filename + ':' + str(ours.lineno) if ours else '-'}\\n")
     os.replace(os.environ["PARLEY_BENCH_HEAP"] + ".part", os.environ["PARLEY_BENCH_HEAP"])
 
 signal.signal(signal.SIGUSR1, _dump)
@@ -91,30 +94,45 @@ async def hold(paths: Paths, pid: int, count: int, heap: Path | None) -> dict:
             "peak_mib": round(peak / 1024, 1), "kib_per_stream": round((peak - baseline) / count, 1)}
 
 
-def breakdown(heap: Path, count: int, top: int) -> list[dict]:
-    """The lines that hold the most of the heap, per stream."""
+def _rows(heap: Path) -> list[tuple[int, int, str, str]]:
+    """The heap file's rows: bytes, blocks, the allocating line, and the innermost Parley line that led to it."""
     deadline = time.monotonic() + 60
     while not heap.exists():
         if time.monotonic() > deadline:
             raise SystemExit("the server wrote no heap snapshot")
         time.sleep(0.1)
     rows = []
-    for line in heap.read_text().splitlines()[:top]:
-        size, blocks, where = line.split("\t")
-        rows.append({"where": where.split("site-packages/")[-1].split("/src/")[-1],
-                     "bytes_per_stream": round(int(size) / count), "blocks_per_stream": round(int(blocks) / count, 1)})
+    for line in heap.read_text().splitlines():
+        size, blocks, where, ours = line.split("\t")
+        rows.append((int(size), int(blocks), where, ours))
     return rows
+
+
+def _short(where: str) -> str:
+    return where.split("site-packages/")[-1].split("/src/")[-1]
+
+
+def breakdown(heap: Path, count: int, top: int, column: int = 2) -> list[dict]:
+    """The lines that hold the most of the heap, per stream: by the line that allocated it (``column`` 2), or by
+    the innermost line of Parley's own code on the way to it (3: what Parley asked a library to hold)."""
+    totals: dict[str, list[int]] = {}
+    for row in _rows(heap):
+        total = totals.setdefault(_short(row[column]), [0, 0])
+        total[0] += row[0]
+        total[1] += row[1]
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1][0])[:top]
+    return [{"where": where, "bytes_per_stream": round(size / count), "blocks_per_stream": round(blocks / count, 1)}
+            for where, (size, blocks) in ranked]
 
 
 def by_package(heap: Path, count: int) -> dict[str, int]:
     """Bytes per stream the heap grew by, by the package (or the standard library) that allocated them."""
     totals: dict[str, int] = {}
-    for line in heap.read_text().splitlines():
-        size, _, where = line.split("\t")
+    for size, _, where, _ in _rows(heap):
         path = where.rsplit(":", 1)[0]
         package = (path.split("site-packages/")[1].split("/")[0] if "site-packages/" in path else
                    "parley" if "/src/parley/" in path else "standard library" if "/lib/python3" in path else "other")
-        totals[package] = totals.get(package, 0) + int(size)
+        totals[package] = totals.get(package, 0) + size
     return {name: round(size / count) for name, size in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
@@ -149,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             if heap is not None:
                 result["heap_by_package"] = by_package(heap, count)
                 result["heap"] = breakdown(heap, count, args.breakdown)
+                result["heap_by_parley_line"] = breakdown(heap, count, args.breakdown, column=3)
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
