@@ -91,6 +91,18 @@ def test_the_stream_memory_bench_holds_the_streams_and_says_what_grew(tmp_path) 
     result = json.loads(out.read_text())
     assert result["streams"] == 20 and result["errors"] == 0 and result["peak_mib"] > 0
     assert len(result["heap"]) == 5 and all(row["where"] for row in result["heap"])
+    assert any(row["where"].startswith("parley/") for row in result["heap_by_parley_line"])
+
+
+def test_the_first_token_bench_asks_each_server_stored_and_not(tmp_path) -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "first_token.py"), "--db", "postgres", "--rounds", "1",
+                           "--requests", "3"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    names = [row.split(" | ")[0] for row in rows]
+    assert names[0] == "| direct" and [name.split(", ")[-1] for name in names[1:]] == ["stored", "store: false"], \
+        done.stdout
+    assert all(float(row.split(" | ")[2]) > 0 for row in rows)
 
 
 def test_the_retrieval_scale_bench_keeps_its_database_and_the_int8_index_finds_the_exact_nearest(tmp_path) -> None:

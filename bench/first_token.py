@@ -1,0 +1,126 @@
+"""Time to the first token through Parley, of stored and unstored streams, against the upstream directly: one or
+more checkouts side by side (each its own ``parley serve``, importing the checkout's ``src``), their rounds
+interleaved so that a machine that slows down slows each of them alike.
+
+    .venv/bin/python bench/first_token.py [--checkout PATH ...] [--db sqlite|postgres] [--rounds 6] [--requests 200]
+
+Each round asks each server (and the upstream directly) ``--requests`` times in a row, one stream at a time, for
+a 20-token answer from ``bench/upstream.py`` with 1 ms to its first token; a round's figure is the median time to
+the first ``output_text.delta`` (directly: the first content chunk). ``--db postgres`` gives each checkout a new
+database on the PostgreSQL at ``PARLEY_TEST_POSTGRES`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``),
+dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "src"))
+
+from run import Paths, model, synthetic_upstream  # noqa: E402
+
+from parley.testing.server import ParleyProcess  # noqa: E402
+
+ADMIN_URL = os.environ.get("PARLEY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+async def _databases(names: list[str], create: bool) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(ADMIN_URL)
+    try:
+        for name in names:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            if create:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def first_token(paths: Paths, url: str | None, store: bool, m: str) -> float:
+    """Seconds to the first token of one stream: through Parley at ``url``, or directly when ``url`` is None."""
+    start = time.perf_counter()
+    if url is None:
+        target, body = f"{paths.upstream}/chat/completions", {
+            "model": m, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        marker = b'"content":"w'
+    else:
+        target, body = f"{url}/responses", {"model": m, "input": "hi", "stream": True, "store": store}
+        marker = b'"type":"response.output_text.delta"'
+    first = 0.0
+    async with paths.http.post(target, json=body) as response:
+        response.raise_for_status()
+        async for line in response.content:
+            if not first and marker in line:
+                first = time.perf_counter() - start
+    assert first, "the stream had no text"
+    return first
+
+
+async def measure(upstream: str, servers: dict[str, str], rounds: int, requests: int) -> dict[str, list[float]]:
+    paths = Paths(upstream, "")
+    m = model(ttft_ms=1, tokens=20)
+    cases = [("direct", None, False)] + [(f"{name}, {'stored' if store else 'store: false'}", url, store)
+                                        for name, url in servers.items() for store in (True, False)]
+    medians: dict[str, list[float]] = {case[0]: [] for case in cases}
+    try:
+        for _, url, store in cases:  # warm: connections, caches
+            for _ in range(20):
+                await first_token(paths, url, store, m)
+        for _ in range(rounds):
+            for name, url, store in cases:
+                times = [await first_token(paths, url, store, m) for _ in range(requests)]
+                medians[name].append(statistics.median(times) * 1000)
+    finally:
+        await paths.http.close()
+    return medians
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkout", action="append", type=Path,
+                        help="a checkout whose src/ a server imports (repeat it; default: this one)")
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--requests", type=int, default=200)
+    args = parser.parse_args(argv)
+    checkouts = [path.resolve() for path in args.checkout or [HERE.parent]]
+    folder = Path(tempfile.mkdtemp())
+    names = [f"parley_first_token_{os.getpid()}_{i}" for i in range(len(checkouts))]
+    if args.db == "postgres":
+        asyncio.run(_databases(names, create=True))
+    try:
+        with synthetic_upstream() as upstream, ExitStack() as stack:
+            servers = {}
+            for i, checkout in enumerate(checkouts):
+                db = (f"sqlite:///{folder}/{i}.db" if args.db == "sqlite" else
+                      ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{names[i]}")
+                server = stack.enter_context(ParleyProcess(
+                    "--upstream", upstream, "--db", db, "--log-level", "warning",
+                    env={"PYTHONPATH": str(checkout / "src")}))
+                servers[f"{checkout.name} ({i})"] = server.base_url
+            medians = asyncio.run(measure(upstream, servers, args.rounds, args.requests))
+    finally:
+        if args.db == "postgres":
+            asyncio.run(_databases(names, create=False))
+    direct = statistics.median(medians["direct"])
+    print(f"time to the first token, ms: the median of each round's median ({args.requests} streams), {args.db}\n")
+    print("| server | rounds | median | added |\n| --- | --- | --- | --- |")
+    for name, values in medians.items():
+        added = "" if name == "direct" else f"+{statistics.median(values) - direct:.2f}"
+        print(f"| {name} | {' '.join(f'{v:.2f}' for v in values)} | {statistics.median(values):.2f} | {added} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
