@@ -68,3 +68,24 @@ async def test_a_large_file_is_written_in_statements_of_bounded_size(store) -> N
     stored = await store.run(lambda conn: conn.execute(sa.select(store_chunks.c.seq, store_chunks.c.text).where(
         store_chunks.c.file_id == "file-large").order_by(store_chunks.c.seq)).all())
     assert [(row.seq, row.text) for row in stored] == list(enumerate(texts))
+
+
+async def test_a_search_writes_a_stores_last_use_only_once_it_is_a_minute_old(store) -> None:
+    from parley.store.vector_stores import TOUCH_S, stores as store_rows
+
+    vector_stores = SqlVectorStores(store)
+    made = await vector_stores.create("t-touch", name="s", description=None, metadata={}, expires_after=None,
+                                      embedding_model="local", entries=[])
+
+    def last_active(conn: sa.Connection) -> int:
+        return conn.execute(sa.select(store_rows.c.last_active_at).where(store_rows.c.id == made["id"])).scalar_one()
+
+    info = await vector_stores.info(made["id"], "t-touch")
+    await store.run(lambda conn: conn.execute(store_rows.update().where(store_rows.c.id == made["id"]).values(
+        last_active_at=info.last_active_at - 1)))  # a second old: not written again
+    await vector_stores.touch([await vector_stores.info(made["id"], "t-touch")])
+    assert await store.run(last_active) == info.last_active_at - 1
+    await store.run(lambda conn: conn.execute(store_rows.update().where(store_rows.c.id == made["id"]).values(
+        last_active_at=info.last_active_at - TOUCH_S)))  # a minute old: written
+    await vector_stores.touch([await vector_stores.info(made["id"], "t-touch")])
+    assert await store.run(last_active) >= info.last_active_at

@@ -43,3 +43,36 @@ async def test_a_word_in_no_chunk_beside_common_words_still_finds_them(store, mo
     assert len(hits) == 5 and all("landscape" in hit.text for hit in hits)
     rare = await searcher.search(info, Query(["volcano glaciers landscape"], max_results=5, mode="keyword"))
     assert rare[0].text == TEXTS[-1]
+
+
+async def test_a_keyword_search_finds_only_its_own_stores_chunks_whatever_their_share(store) -> None:
+    """SQLite keeps a store that holds most chunks to after FTS5's ranking (no store condition in the match): a
+    search of the large store and one of the small store each find only their own chunks."""
+    stores = SqlVectorStores(store)
+    await stores.prepare()
+    texts = {"vs_big": [f"River delta sediment, survey {i}." for i in range(12)],
+             "vs_small": ["River delta sediment in the small store.", "A small river delta."]}
+    vectors = await Embedders(None, None, 30).get("local").embed([t for group in texts.values() for t in group])
+
+    def fill(conn: sa.Connection) -> None:
+        at = 0
+        for store_id, group in texts.items():
+            conn.execute(sa.text("INSERT INTO parley_vector_stores (id, tenant, created_at, created_ns, "
+                                 "last_active_at, embedding_model) VALUES (:s, '', 0, 0, 0, 'local')"), {"s": store_id})
+            conn.execute(sa.text("INSERT INTO parley_vector_store_files (vector_store_id, file_id, tenant, filename, "
+                                 "created_at, created_ns, status, chunking, usage_bytes) VALUES (:s, 'file_1', '', "
+                                 "'notes.txt', 0, 0, 'completed', '{}', 0)"), {"s": store_id})
+            for seq, text in enumerate(group):
+                conn.execute(sa.text("INSERT INTO parley_vector_store_chunks (vector_store_id, file_id, seq, text, "
+                                     "embedding) VALUES (:s, 'file_1', :seq, :text, :embedding)"),
+                             {"s": store_id, "seq": seq, "text": text,
+                              "embedding": np.asarray(vectors[at], "<f4").tobytes()})
+                at += 1
+
+    await store.run(fill)
+    searcher = Searcher(store, Embedders(None, None, 30), stores.pgvector, stores.sqlite_vec)
+    for store_id, group in texts.items():
+        info = [StoreInfo(store_id, "", "local", None, False)]
+        hits = await searcher.search(info, Query(["river delta"], max_results=20, mode="keyword"))
+        assert sorted(hit.text for hit in hits) == sorted(group)
+        assert {hit.vector_store_id for hit in hits} == {store_id}

@@ -96,7 +96,7 @@ class Retrieval:
             hits = [hit for hit in reranked if hit.score >= query.score_threshold][:query.max_results]
         else:
             hits = await self.searcher.search(stores, query)
-        await self.vector_stores.touch([s.id for s in stores])
+        await self.vector_stores.touch(stores)
         return hits
 
     async def rewrite(self, queries: list[str]) -> list[str]:

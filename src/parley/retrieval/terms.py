@@ -18,6 +18,7 @@ REFRESH_S = 60.0  # statistics older than this are read again
 MAX_CACHED_WORDS = 20_000
 COUNT_CHUNKS = sa.text("SELECT count(*) FROM parley_vector_store_chunks")
 COUNT_WORD = sa.text("SELECT count(*) FROM parley_vector_store_fts WHERE parley_vector_store_fts MATCH :m")
+COUNT_STORE = sa.text("SELECT count(*) FROM parley_vector_store_chunks WHERE vector_store_id = :s")
 
 
 def any_word(words: list[str]) -> str:
@@ -52,7 +53,24 @@ class FtsTermStats:
 
     def __init__(self) -> None:
         self._words: dict[str, tuple[float, int]] = {}  # word -> (read at, chunks holding it)
+        self._stores: dict[str, tuple[float, int]] = {}  # vector store -> (read at, its chunks)
         self._total: tuple[float, int] = (float("-inf"), 0)
+
+    def store_share(self, conn: sa.Connection, store_ids: list[str]) -> float:
+        """The share of all chunks that these stores hold."""
+        now = time.monotonic()
+        if now - self._total[0] > REFRESH_S:
+            self._total = (now, int(conn.execute(COUNT_CHUNKS).scalar() or 0))
+        if len(self._stores) > MAX_CACHED_WORDS:
+            self._stores = {}
+        held = 0
+        for store_id in store_ids:
+            read_at, count = self._stores.get(store_id, (float("-inf"), 0))
+            if now - read_at > REFRESH_S:
+                count = int(conn.execute(COUNT_STORE, {"s": store_id}).scalar() or 0)
+                self._stores[store_id] = (now, count)
+            held += count
+        return held / self._total[1] if self._total[1] else 1.0
 
     def shares(self, conn: sa.Connection, words: list[str]) -> tuple[dict[str, float], float]:
         now = time.monotonic()

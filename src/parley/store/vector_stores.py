@@ -66,6 +66,7 @@ store_chunks = sa.Table(
     sa.Column("embedding", sa.LargeBinary, nullable=False),
 )
 STATUSES = ("in_progress", "completed", "failed", "cancelled")
+TOUCH_S = 60  # a store's last_active_at is written again by a search once it is this old
 
 
 @dataclass
@@ -85,6 +86,7 @@ class StoreInfo:
     embedding_model: str
     name: str | None
     expired: bool
+    last_active_at: int = 0
 
 
 def _counts(rows: list[Any]) -> dict[str, int]:
@@ -190,13 +192,17 @@ class SqlVectorStores:
             return None
         row = await self.store.run(lambda conn: conn.execute(
             sa.select(stores).where(stores.c.id == store_id, stores.c.tenant == tenant)).first())
-        return None if row is None else StoreInfo(store_id, tenant, row.embedding_model, row.name, _expired(row))
+        return None if row is None else StoreInfo(store_id, tenant, row.embedding_model, row.name, _expired(row),
+                                                  row.last_active_at)
 
-    async def touch(self, store_ids: list[str]) -> None:
-        """Record use (``last_active_at``, from which an ``expires_after`` counts)."""
+    async def touch(self, used: list[StoreInfo]) -> None:
+        """Record use (``last_active_at``, from which an ``expires_after`` of days counts) where the stored time is
+        more than ``TOUCH_S`` old: a search is not a write each time."""
         now = int(time.time())
-        await self.store.run(lambda conn: conn.execute(
-            stores.update().where(stores.c.id.in_(store_ids)).values(last_active_at=now)))
+        store_ids = [info.id for info in used if now - info.last_active_at >= TOUCH_S]
+        if store_ids:
+            await self.store.run(lambda conn: conn.execute(
+                stores.update().where(stores.c.id.in_(store_ids)).values(last_active_at=now)))
 
     async def list(self, tenant: str, *, after: str | None, before: str | None, limit: int, order: Order) -> Page:
         scope = stores.c.tenant == tenant
