@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import httpx
+import openai
 import pytest
 
 from parley.store.base import UNSTORED
@@ -159,6 +160,27 @@ def test_a_stream_whose_row_cannot_be_written_is_a_503(backend, postgres_url, pr
             assert response.status_code == 200
             assert [line for line in response.iter_lines() if line.startswith("event: ")][-1] == \
                 "event: response.completed"
+
+
+def test_a_websocket_response_whose_row_cannot_be_written_is_an_error_event(backend, postgres_url, proxy) -> None:
+    with ParleyProcess("--upstream", backend.url, "--db", through(proxy, postgres_url),
+                       "--store-timeout-s", "1") as server, \
+            openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as client, \
+            client.responses.connect() as conn:
+        conn.response.create(model="m", input="warm")
+        while json.loads(conn.recv_bytes())["type"] != "response.completed":
+            pass
+        proxy.blackhole()
+        conn.response.create(model="m", input="x")
+        error = json.loads(conn.recv_bytes())  # nothing of the response before it: it did not start
+        assert (error["type"], error["status"], error["error"]["code"]) == ("error", 503, "store_unavailable")
+        proxy.heal()
+        wait_for(lambda: is_ready(server), "the store is back")
+        conn.response.create(model="m", input="y")  # the socket goes on
+        events = [json.loads(conn.recv_bytes())]
+        while events[-1]["type"] not in ("response.completed", "response.failed", "error"):
+            events.append(json.loads(conn.recv_bytes()))
+        assert events[0]["type"] == "response.created" and events[-1]["type"] == "response.completed"
 
 
 def test_a_final_write_that_never_lands_fails_the_response_and_its_row(backend, postgres_url, proxy) -> None:
