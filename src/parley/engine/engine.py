@@ -222,6 +222,7 @@ class Engine:
             state.opened = asyncio.ensure_future(self.recorder.open(turn, RunState(turn.conversation), started))
             state.opened.add_done_callback(_seen)
             first = asyncio.ensure_future(anext(steps, None))
+            first.add_done_callback(_seen)  # (raised where the run awaits it; not at all when the run was cut short)
         started = None  # type: ignore[assignment]  # (sent: not held for the rest of the run)
         try:
             try:
