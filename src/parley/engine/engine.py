@@ -39,6 +39,7 @@ from parley.engine.window import Window
 from parley.engine.translate import ChunkTranslator
 from parley.engine.turn import Queued, RunState, Turn, snapshot
 from parley.engine import compaction, token_count
+from parley.engine import opening
 from parley.errors import BackendError, InvalidRequest, NotFound, ParleyError, StoreUnavailable
 from parley.files import FileReader
 from parley.items import image_urls, input_files, item_resource, uploaded_images
@@ -208,31 +209,28 @@ class Engine:
         return final
 
     async def _lifecycle_events(self, turn: Turn, state: RunState) -> AsyncIterator[ResponseStreamEvent]:
-        opening: list[ResponseStreamEvent] = []
-        if state.deltas or turn.unopened:  # (a folded answer, not streamed, has no use for the opening events)
+        preamble: list[ResponseStreamEvent] = []  # created (unless queued) and in_progress
+        if state.deltas or turn.unopened:  # (a folded answer, not streamed, has no use for them)
             started = snapshot(turn, state, "in_progress")
             if not turn.queued:
-                opening.append(ResponseCreatedEvent(type="response.created", response=started, sequence_number=0))
-            opening.append(ResponseInProgressEvent(type="response.in_progress", response=started, sequence_number=0))
+                preamble.append(ResponseCreatedEvent(type="response.created", response=started, sequence_number=0))
+            preamble.append(ResponseInProgressEvent(type="response.in_progress", response=started, sequence_number=0))
         steps = moderated(self._step(turn, state) if state.generate else _nothing(), turn.request.moderation,
                           self.moderator, turn.request.input, state)
         first: asyncio.Future[Any] | None = None  # the first step's first event, made while the row is written
-        if turn.unopened:  # (the step's tools wait for the row: _opened)
+        if turn.unopened:  # its row is written beside the first step (parley.engine.opening)
             turn.unopened = False
-            state.opened = asyncio.ensure_future(self.recorder.open(turn, RunState(turn.conversation), started))
-            state.opened.add_done_callback(_seen)
-            first = asyncio.ensure_future(anext(steps, None))
-            first.add_done_callback(_seen)  # (raised where the run awaits it; not at all when the run was cut short)
+            first = opening.begin(self.recorder, turn, state, started, steps)
         started = None  # type: ignore[assignment]  # (sent: not held for the rest of the run)
         try:
             try:
-                await _opened(state)  # no event goes out before the row is written
+                await opening.opened(state)  # no event goes out before the row is written
             except NotOpened:  # the response does not start (the client gets a 503)
-                await _stopped(first, steps)
+                await opening.stopped(first, steps)
                 raise
-            for event in opening:
+            for event in preamble:
                 yield event
-            opening = []
+            preamble = []
             state.stepping = True
             try:
                 if first is not None:
@@ -311,7 +309,7 @@ class Engine:
             programs=turn.programs))
         try:
             if tools.sets_up():  # (an MCP server's listing, a container's start: after the row is written)
-                await _opened(state)
+                await opening.opened(state)
             setup_started = time.perf_counter()  # (listing an MCP server's tools is tool time)
             async for produced in tools.setup(len(state.output)):
                 if isinstance(produced, ItemDone):
@@ -371,7 +369,7 @@ class Engine:
         """After a tool step, a streamed stored response is written with its items so far: a client polling
         its id sees them, and a crash keeps them (the recovered response fails with its finished items)."""
         if turn.persistence.after_tool_steps and state.output:
-            await _opened(state)
+            await opening.opened(state)
             await self.recorder.progress(turn, state, snapshot(turn, state, "in_progress"))
 
     @staticmethod
@@ -390,7 +388,7 @@ class Engine:
                          ) -> AsyncIterator[ResponseStreamEvent]:
         if not calls:
             return
-        await _opened(state)  # a tool acts only once the response's row is written
+        await opening.opened(state)  # a tool acts only once the response's row is written
         approved_ids = {c.call_id for c in calls} if approved else set()
         spans = [start_span("parley.tool.call", state.span, tool=c.name) for c in calls]
         finished = 0  # items come in the order of the calls
@@ -472,28 +470,6 @@ class Engine:
 
 def _ids(items: list[Any]) -> list[str]:
     return [item.id for item in items if getattr(item, "id", None)]
-
-
-def _seen(write: asyncio.Future[None]) -> None:
-    if not write.cancelled():
-        write.exception()
-
-
-async def _stopped(first: asyncio.Future[Any] | None, steps: AsyncIterator[Any]) -> None:
-    """The agent loop of a response that does not start, stopped: its first step, if it runs, and its generator."""
-    if first is not None:
-        first.cancel()
-        await asyncio.wait([first])
-        _seen(first)
-    await steps.aclose()  # type: ignore[attr-defined]
-
-
-async def _opened(state: RunState) -> None:
-    """Wait for the response's in_progress row, while it is being written; raises :class:`NotOpened` when it was
-    not."""
-    if state.opened is not None:
-        await state.opened
-        state.opened = None
 
 
 async def _nothing() -> AsyncIterator[ResponseStreamEvent]:

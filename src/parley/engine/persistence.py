@@ -3,7 +3,7 @@
 - ``store: false``: never.
 - streamed (``stream: true``): an ``in_progress`` row before the first event (so the client, or anyone
   with its id, can poll it, and recovery can fail it after a crash), written while the run's first step
-  calls the model (a tool waits for it; see ``Engine._lifecycle_events``), the items so far after each tool step
+  calls the model (a tool waits for it; see :mod:`parley.engine.opening`), the items so far after each tool step
   that calls the model again, and the final state before the terminal event.
 - background: a ``queued`` row when it is accepted, then as streamed once an instance runs it.
 - not streamed: the final state only, before the answer is sent.  The client waits on the connection and

@@ -1,0 +1,51 @@
+"""The start of a streamed, stored response: its ``in_progress`` row is written while the run's first step calls
+the model, so that the first token does not wait for the database.
+
+No event goes out before the row is written (a client that saw ``response.created`` can retrieve the response),
+and no tool acts before it (:func:`opened` is awaited before a setup, a call or a progress write).  A row that
+cannot be written raises :class:`~parley.engine.recorder.NotOpened` before any event: the response does not start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from openai.types.responses import Response
+
+from parley.engine.recorder import Recorder
+from parley.engine.turn import RunState, Turn
+
+
+def begin(recorder: Recorder, turn: Turn, state: RunState, opening: Response,
+          steps: AsyncIterator[Any]) -> asyncio.Future[Any]:
+    """Start writing the row (``state.opened``) and the first step; the future of the step's first event (``None``
+    when it has none)."""
+    state.opened = asyncio.ensure_future(recorder.open(turn, RunState(turn.conversation), opening))
+    state.opened.add_done_callback(seen)  # (its failure is raised where the run waits for it)
+    first = asyncio.ensure_future(anext(steps, None))
+    first.add_done_callback(seen)  # (raised where the run awaits it; not at all when the run was cut short)
+    return first
+
+
+async def opened(state: RunState) -> None:
+    """Wait for the response's row while it is being written; raises ``NotOpened`` when it was not."""
+    if state.opened is not None:
+        await state.opened
+        state.opened = None
+
+
+async def stopped(first: asyncio.Future[Any] | None, steps: AsyncIterator[Any]) -> None:
+    """The agent loop of a response that does not start, stopped: its first step, if it runs, and its generator."""
+    if first is not None:
+        first.cancel()
+        await asyncio.wait([first])
+        seen(first)
+    await steps.aclose()  # type: ignore[attr-defined]
+
+
+def seen(done: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as retrieved."""
+    if not done.cancelled():
+        done.exception()
