@@ -205,9 +205,10 @@ def _payloads(lines: list[bytes]) -> list[bytes]:
 
 
 async def _chunks(response: aiohttp.ClientResponse, relay: Any = None) -> AsyncIterator[Any]:
-    """Parse ``data:`` lines into chunks; the stream must end with ``[DONE]`` or a finish reason.  The task's :class:`ReadAhead` says, for each chunk, whether another one this
-    read brought follows.  With a ``relay`` (:mod:`parley.engine.relay`), the plain text chunks it takes are
-    not yielded: their frames join the writer's held frames, and go out at the end of the read."""
+    """Parse ``data:`` lines into chunks; the stream must end with ``[DONE]`` or a finish reason.  The task's
+    :class:`ReadAhead` says, for each chunk, whether another one this read brought follows.  With a ``relay``
+    (:mod:`parley.engine.relay`), the plain text chunks it takes are not yielded: their frames join the writer's
+    held frames, and go out at the end of the read."""
     ahead = READ_AHEAD.get()
     finished = False
     try:

@@ -163,18 +163,14 @@ class ResponsesSocket:
             create = parse_create({**body, "stream": True}, max_input_items=self.runtime.settings.max_input_items)
             turn = await self.runtime.engine.prepare(create, self.caller.tenant, self.caller.token)
         except ParleyError as exc:
-            for steer in carried or []:
-                self._steer_failed(steer, "successor_creation_failed", exc.message, lane)
-            self._error(exc, lane)
+            self._refused(exc, carried, lane)
             return
         running = self.running[turn.id] = Running(sent, lane)
         state = RunState(conversation=turn.conversation, steered=lambda: bool(running.steers), generate=generate)
         try:
             await self._stream(turn, state, running)
         except NotOpened as exc:  # its row could not be written: it did not start, as if prepare had refused it
-            for steer in carried or []:
-                self._steer_failed(steer, "successor_creation_failed", exc.message, lane)
-            self._error(exc, lane)
+            self._refused(exc, carried, lane)
             for steer in running.steers:
                 self._steer_failed(steer, "response_not_active", "The response did not start.", lane)
             return
@@ -248,6 +244,12 @@ class ResponsesSocket:
             self._send_event({"type": "response.steer.accepted",
                               "steer": {"id": steer.id, "previous_response_id": steer.previous_response_id}},
                              running.lane)
+
+    def _refused(self, exc: ParleyError, carried: list[Steer] | None, lane: str | None) -> None:
+        """A response.create that did not start: its error, and the steering input it carried failed."""
+        for steer in carried or []:
+            self._steer_failed(steer, "successor_creation_failed", exc.message, lane)
+        self._error(exc, lane)
 
     def _steer_failed(self, steer: Steer, code: str, message: str, lane: str | None, with_id: bool = True) -> None:
         self._send_event({"type": "response.steer.failed", "error": {

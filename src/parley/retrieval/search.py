@@ -109,7 +109,8 @@ class Searcher:
             condition = sa.and_(condition, to_sql(filters, store_files.c.attributes, self.dialect))
         return condition
 
-    async def _passing(self, ids: list[int], filters: dict[str, Any] | None, stores: list[str] | None = None) -> set[int]:
+    async def _passing(self, ids: list[int], filters: dict[str, Any] | None,
+                       stores: list[str] | None = None) -> set[int]:
         """Which of these chunks pass the file scope and, given ``stores``, are in one of them (else they were found
         in the right stores already): looked up by id (a condition on the store would lead SQLite to read the
         store's whole index instead)."""

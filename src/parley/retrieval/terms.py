@@ -58,34 +58,36 @@ class FtsTermStats:
 
     def store_share(self, conn: sa.Connection, store_ids: list[str]) -> float:
         """The share of all chunks that these stores hold."""
-        now = time.monotonic()
-        if now - self._total[0] > REFRESH_S:
-            self._total = (now, int(conn.execute(COUNT_CHUNKS).scalar() or 0))
-        if len(self._stores) > MAX_CACHED_WORDS:
-            self._stores = {}
-        held = 0
-        for store_id in store_ids:
-            read_at, count = self._stores.get(store_id, (float("-inf"), 0))
-            if now - read_at > REFRESH_S:
-                count = int(conn.execute(COUNT_STORE, {"s": store_id}).scalar() or 0)
-                self._stores[store_id] = (now, count)
-            held += count
-        return held / self._total[1] if self._total[1] else 1.0
+        total = self._chunks(conn)
+        held = sum(self._counted(conn, self._stores, store_id, COUNT_STORE, {"s": store_id}) for store_id in store_ids)
+        return held / total if total else 1.0
 
     def shares(self, conn: sa.Connection, words: list[str]) -> tuple[dict[str, float], float]:
-        now = time.monotonic()
-        if now - self._total[0] > REFRESH_S:
-            self._total = (now, int(conn.execute(COUNT_CHUNKS).scalar() or 0))
-        total = self._total[1]
-        if len(self._words) > MAX_CACHED_WORDS:
-            self._words = {}
+        total = self._chunks(conn)
         counts = {}  # (this call's own, so that another search clearing the cache meanwhile takes nothing from it)
         for word in words:
-            read_at, count = self._words.get(word, (float("-inf"), 0))
-            if now - read_at > REFRESH_S:
-                count = int(conn.execute(COUNT_WORD, {"m": f"text : {any_word([word])}"}).scalar() or 0)
-                self._words[word] = (now, count)
-            counts[word] = count
+            counts[word] = self._counted(conn, self._words, word, COUNT_WORD, {"m": f"text : {any_word([word])}"})
         if not total:
             return {}, 0.0
         return {word: count / total for word, count in counts.items()}, float(total)
+
+    def _chunks(self, conn: sa.Connection) -> int:
+        """How many chunks there are (read again after ``REFRESH_S``)."""
+        now = time.monotonic()
+        if now - self._total[0] > REFRESH_S:
+            self._total = (now, int(conn.execute(COUNT_CHUNKS).scalar() or 0))
+        return self._total[1]
+
+    @staticmethod
+    def _counted(conn: sa.Connection, cache: dict[str, tuple[float, int]], key: str, count: sa.TextClause,
+                 parameters: dict[str, str]) -> int:
+        """``key``'s count (the ``count`` statement's answer) as ``cache`` holds it, read again after ``REFRESH_S``
+        (the cache is emptied past ``MAX_CACHED_WORDS`` keys)."""
+        now = time.monotonic()
+        if len(cache) > MAX_CACHED_WORDS:
+            cache.clear()
+        read_at, n = cache.get(key, (float("-inf"), 0))
+        if now - read_at > REFRESH_S:
+            n = int(conn.execute(count, parameters).scalar() or 0)
+            cache[key] = (now, n)
+        return n
