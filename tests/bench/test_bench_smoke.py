@@ -10,11 +10,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def bench(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``bench/<script>`` run to its end with ``args``; it must exit 0."""
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 def test_bench_smoke_mode_prints_every_row(tmp_path) -> None:
     out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--skip-embedded",
-                           "--json", str(out)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = bench("run.py", "--smoke", "--skip-embedded", "--json", str(out))
     rows = json.loads(out.read_text())["rows"]
     metrics = " ".join(row["metric"] for row in rows)
     for expected in ("latency p50, concurrency 1", "latency p99", "time to first token", "throughput, 1 client,",
@@ -28,9 +34,7 @@ def test_bench_smoke_mode_prints_every_row(tmp_path) -> None:
 
 def test_the_tenant_isolation_bench_runs_both_rounds(tmp_path) -> None:
     out = tmp_path / "tenants.json"
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "tenants.py"), "--smoke", "--json", str(out)],
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = bench("tenants.py", "--smoke", "--json", str(out), timeout=600)
     result = json.loads(out.read_text())
     assert {row["run"] for row in result["rows"]} == {"alone", "with the noisy tenant"}
     assert all(row["count"] > 0 for row in result["rows"])
@@ -41,9 +45,7 @@ def test_the_tenant_isolation_bench_runs_both_rounds(tmp_path) -> None:
 
 def test_the_containers_bench_runs_every_row(tmp_path) -> None:
     out = tmp_path / "containers.json"
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "containers.py"), "--smoke", "--json", str(out)],
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = bench("containers.py", "--smoke", "--json", str(out), timeout=600)
     result = json.loads(out.read_text())
     metrics = [row["metric"] for row in result["rows"]]
     assert any(m.startswith("sandbox cold start") for m in metrics) and "5 containers at once: errors" in metrics
@@ -53,18 +55,14 @@ def test_the_containers_bench_runs_every_row(tmp_path) -> None:
 
 def test_the_websocket_session_bench_runs_both_modes(tmp_path) -> None:
     out = tmp_path / "ws.json"
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "websocket.py"), "--smoke", "--json", str(out)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    bench("websocket.py", "--smoke", "--json", str(out))
     rows = json.loads(out.read_text())["rows"]
     assert [(row["mode"], row["turns"]) for row in rows] == [("http", 3), ("websocket", 3)]
 
 
 def test_the_stream_cpu_bench_measures_each_load_and_the_folded_answers(tmp_path) -> None:
     out = tmp_path / "streams.json"
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "stream_cpu.py"), "--streams", "1,3", "--seconds",
-                           "1", "--tokens", "10", "--json", str(out)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    bench("stream_cpu.py", "--streams", "1,3", "--seconds", "1", "--tokens", "10", "--json", str(out))
     rows = json.loads(out.read_text())
     assert [row.get("streams") for row in rows] == [1, 3, 32, None]
     assert all(row["tokens"] > 0 and row["events_per_write"] >= 1 for row in rows[:3])
@@ -73,9 +71,7 @@ def test_the_stream_cpu_bench_measures_each_load_and_the_folded_answers(tmp_path
 
 def test_the_relay_floor_bench_measures_each_bare_relay_and_parley(tmp_path) -> None:
     out = tmp_path / "floor.json"
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "relay_floor.py"), "--streams", "3", "--seconds",
-                           "1", "--tokens", "10", "--json", str(out)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    bench("relay_floor.py", "--streams", "3", "--seconds", "1", "--tokens", "10", "--json", str(out))
     rows = json.loads(out.read_text())
     assert [(row["server"], row["streams"]) for row in rows] == [
         (server, streams) for server in ("relay (raw)", "relay (parsed)", "relay (callbacks)", "parley")
@@ -85,9 +81,7 @@ def test_the_relay_floor_bench_measures_each_bare_relay_and_parley(tmp_path) -> 
 
 def test_the_stream_memory_bench_holds_the_streams_and_says_what_grew(tmp_path) -> None:
     out = tmp_path / "memory.json"
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "stream_memory.py"), "--streams", "20",
-                           "--breakdown", "5", "--json", str(out)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    bench("stream_memory.py", "--streams", "20", "--breakdown", "5", "--json", str(out))
     result = json.loads(out.read_text())
     assert result["streams"] == 20 and result["errors"] == 0 and result["peak_mib"] > 0
     assert len(result["heap"]) == 5 and all(row["where"] for row in result["heap"])
@@ -95,9 +89,7 @@ def test_the_stream_memory_bench_holds_the_streams_and_says_what_grew(tmp_path) 
 
 
 def test_the_first_token_bench_asks_each_server_stored_and_not(tmp_path) -> None:
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "first_token.py"), "--db", "postgres", "--rounds", "1",
-                           "--requests", "3"], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = bench("first_token.py", "--db", "postgres", "--rounds", "1", "--requests", "3")
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
     names = [row.split(" | ")[0] for row in rows]
     assert names[0] == "| direct" and [name.split(", ")[-1] for name in names[1:]] == ["stored", "store: false"], \
@@ -106,15 +98,11 @@ def test_the_first_token_bench_asks_each_server_stored_and_not(tmp_path) -> None
 
 
 def test_the_retrieval_scale_bench_keeps_its_database_and_the_int8_index_finds_the_exact_nearest(tmp_path) -> None:
-    script = ROOT / "bench" / "retrieval" / "run.py"
-    runs = [subprocess.run([sys.executable, str(script), "scale", "--db", "sqlite", "--chunks", "1500",
-                            "--keep", str(tmp_path)], capture_output=True, text=True, timeout=300) for _ in range(2)]
-    assert all(run.returncode == 0 for run in runs), runs[-1].stderr[-3000:]
+    runs = [bench("retrieval/run.py", "scale", "--db", "sqlite", "--chunks", "1500", "--keep", str(tmp_path))
+            for _ in range(2)]
     first, again = (json.loads(run.stdout.strip().splitlines()[-1]) for run in runs)
     assert first["chunks"] > 1000 and again["chunks"] == first["chunks"]
     assert again["ingest_s"] == first["ingest_s"], "the second run searched the kept database without indexing"
     assert all(again[ranker]["p50_ms"] > 0 for ranker in ("hybrid", "vector", "keyword"))
-    recall = subprocess.run([sys.executable, str(ROOT / "bench" / "retrieval" / "quantized_recall.py"),
-                             str(tmp_path / "bench.db")], capture_output=True, text=True, timeout=300)
-    assert recall.returncode == 0, recall.stderr[-3000:]
+    recall = bench("retrieval/quantized_recall.py", str(tmp_path / "bench.db"))
     assert json.loads(recall.stdout.strip().splitlines()[-1])["exact_top_10_found"] >= 0.9
