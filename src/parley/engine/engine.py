@@ -32,7 +32,7 @@ from parley.engine.approvals import resolve_approvals
 from parley.engine.chat_request import chat_request
 from parley.engine.history import place_tool_message, with_instructions
 from parley.engine.persistence import Persistence
-from parley.engine.recorder import NotOpened, Recorder
+from parley.engine.recorder import Recorder
 from parley.engine.relay import relay_for
 from parley.engine.sources import HistorySources
 from parley.engine.window import Window
@@ -209,25 +209,15 @@ class Engine:
         return final
 
     async def _lifecycle_events(self, turn: Turn, state: RunState) -> AsyncIterator[ResponseStreamEvent]:
-        preamble: list[ResponseStreamEvent] = []  # created (unless queued) and in_progress
-        if state.deltas or turn.unopened:  # (a folded answer, not streamed, has no use for them)
-            started = snapshot(turn, state, "in_progress")
-            if not turn.queued:
-                preamble.append(ResponseCreatedEvent(type="response.created", response=started, sequence_number=0))
-            preamble.append(ResponseInProgressEvent(type="response.in_progress", response=started, sequence_number=0))
+        preamble = _preamble(turn, state)
         steps = moderated(self._step(turn, state) if state.generate else _nothing(), turn.request.moderation,
                           self.moderator, turn.request.input, state)
         first: asyncio.Future[Any] | None = None  # the first step's first event, made while the row is written
         if turn.unopened:  # its row is written beside the first step (parley.engine.opening)
             turn.unopened = False
-            first = opening.begin(self.recorder, turn, state, started, steps)
-        started = None  # type: ignore[assignment]  # (sent: not held for the rest of the run)
+            first = opening.begin(self.recorder, turn, state, preamble[-1].response, steps)  # type: ignore[union-attr]
         try:
-            try:
-                await opening.opened(state)  # no event goes out before the row is written
-            except NotOpened:  # the response does not start (the client gets a 503)
-                await opening.stopped(first, steps)
-                raise
+            await opening.before_events(state, first, steps)  # (NotOpened: the client gets a 503)
             for event in preamble:
                 yield event
             preamble = []
@@ -470,6 +460,17 @@ class Engine:
 
 def _ids(items: list[Any]) -> list[str]:
     return [item.id for item in items if getattr(item, "id", None)]
+
+
+def _preamble(turn: Turn, state: RunState) -> list[ResponseStreamEvent]:
+    """The events that open a run: ``response.created`` (unless it was sent when the response was queued) and
+    ``response.in_progress``; none for a folded answer (not streamed), which has no use for them, unless its row is
+    to be written from their snapshot."""
+    if not (state.deltas or turn.unopened):
+        return []
+    started = snapshot(turn, state, "in_progress")
+    return ([] if turn.queued else [ResponseCreatedEvent(type="response.created", response=started, sequence_number=0)]
+            ) + [ResponseInProgressEvent(type="response.in_progress", response=started, sequence_number=0)]
 
 
 async def _nothing() -> AsyncIterator[ResponseStreamEvent]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from openai.types.responses import Response
 
-from parley.engine.recorder import Recorder
+from parley.engine.recorder import NotOpened, Recorder
 from parley.engine.turn import RunState, Turn
 
 
@@ -34,6 +34,16 @@ async def opened(state: RunState) -> None:
     if state.opened is not None:
         await state.opened
         state.opened = None
+
+
+async def before_events(state: RunState, first: asyncio.Future[Any] | None, steps: AsyncIterator[Any]) -> None:
+    """Wait for the row before the run's first event; when it was not written, stop the agent loop and raise
+    ``NotOpened`` (the response does not start)."""
+    try:
+        await opened(state)
+    except NotOpened:
+        await stopped(first, steps)
+        raise
 
 
 async def stopped(first: asyncio.Future[Any] | None, steps: AsyncIterator[Any]) -> None:
