@@ -216,6 +216,10 @@ class Settings(BaseSettings):
         0, ge=0, le=50, description="How many fused candidates of a search --retrieval-model rates and reorders, "
         "for searches whose ranker is auto or default-2024-11-15 (0, the default: no reranking; bench/README.md "
         "has what it gained and cost with the models measured).")
+    vector_cache_mb: int = Field(
+        256, ge=0, description="SQLite: megabytes of vector stores' embeddings each process holds in memory, so "
+        "that searching a store is one matrix product instead of a scan of its index (100,000 chunks of the local "
+        "model take 98 MiB; the stores searched least recently give way; 0 holds none).")
     ingest_concurrency: int = Field(2, ge=1, description="Files one instance indexes into vector stores at once.")
     files_dir: Path | None = Field(
         None, description="Keep the bytes of files uploaded to /v1/files in this directory (one every instance "

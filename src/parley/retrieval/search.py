@@ -1,8 +1,9 @@
 """Search over vector stores: vector similarity and full-text, fused by reciprocal rank fusion (the default,
 ``hybrid``), or either alone.
 
-Both halves run in SQL, filtered by the stores and the attribute filter: on SQLite, sqlite-vec's ``vec0``
-index (:mod:`parley.store.sqlite_vec_index`) and FTS5's ``bm25`` ranked inside the index over the chunks that hold
+Both halves are filtered by the stores and the attribute filter: on SQLite, the store's embeddings held in memory
+(:mod:`parley.store.embedding_matrices`) or, until they are, sqlite-vec's ``vec0`` index
+(:mod:`parley.store.sqlite_vec_index`), and FTS5's ``bm25`` ranked inside the index over the chunks that hold
 one of the query's rarer words (:mod:`parley.retrieval.terms`); on PostgreSQL the
 ``tsvector`` index, its candidates found by the query's rarer words (:mod:`parley.retrieval.pg_terms`) and
 ranked by ``ts_rank`` (normalized by the log of the chunk's length), and pgvector's HNSW index where the server
@@ -29,6 +30,7 @@ from parley.retrieval.embeddings import Embedders
 from parley.retrieval.filters import to_sql
 from parley.retrieval.pg_terms import MAX_CANDIDATES, TermStats, any_of, weighted_rank
 from parley.retrieval.terms import FtsTermStats, any_word, choose
+from parley.store.embedding_matrices import EmbeddingMatrices, Matrix
 from parley.store.pgvector import PgVector
 from parley.store.sqlite_vec_index import SqliteVec
 from parley.store.sql import SqlStore
@@ -90,10 +92,11 @@ def keywords(query: str) -> list[str]:
 
 class Searcher:
     def __init__(self, store: SqlStore, embedders: Embedders, pgvector: PgVector,
-                 sqlite_vec: SqliteVec | None = None) -> None:
+                 sqlite_vec: SqliteVec | None = None, matrices: EmbeddingMatrices | None = None) -> None:
         self.store = store
         self.pgvector = pgvector
         self.sqlite_vec = sqlite_vec or SqliteVec()
+        self.matrices = matrices or EmbeddingMatrices(0)
         self.term_stats = TermStats()  # PostgreSQL: which query words find the keyword half's candidates
         self.fts_terms = FtsTermStats()  # SQLite: the same
         self.embedders = embedders
@@ -126,7 +129,53 @@ class Searcher:
 
     async def _vector(self, store_ids: list[str], vector: np.ndarray, filters: Any,
                       pool: int) -> list[tuple[int, float]]:
-        """(chunk id, cosine similarity), best first."""
+        """(chunk id, cosine similarity), best first: from the matrices held in memory of the stores that have one
+        (SQLite), and from the database for the rest."""
+        found: list[tuple[int, float]] = []
+        if self.dialect == "sqlite" and self.matrices.enabled:
+            held = {}
+            for store_id in store_ids:
+                matrix = await self.matrices.matrix(self.store, store_id, int(vector.shape[0]))
+                if matrix is not None:
+                    held[store_id] = matrix
+            if held:
+                found = await self._held_nearest(held, vector, filters, pool)
+            store_ids = [store_id for store_id in store_ids if store_id not in held]
+            if not store_ids:
+                return found
+            return sorted(found + await self._stored_nearest(store_ids, vector, filters, pool),
+                          key=lambda hit: -hit[1])[:pool]
+        return await self._stored_nearest(store_ids, vector, filters, pool)
+
+    async def _held_nearest(self, held: dict[str, Matrix], vector: np.ndarray, filters: dict[str, Any] | None,
+                            pool: int) -> list[tuple[int, float]]:
+        """The ``pool`` nearest chunks passing ``filters`` in stores whose matrices are held: the nearest ``2 * pool``,
+        kept where they pass (a file still being indexed, a filter); when too few pass, the nearest of every chunk
+        that passes (read from the index of chunk ids, without their embeddings)."""
+        matrices = list(held.values())
+
+        def compared() -> tuple[list[np.ndarray], list[tuple[int, float]]]:
+            similarities = [matrix.similarities(vector) for matrix in matrices]
+            return similarities, _best(matrices, similarities, 2 * pool)
+
+        similarities, nearest = await asyncio.to_thread(compared)
+        passing = await self._passing([chunk_id for chunk_id, _ in nearest], filters)
+        kept = [hit for hit in nearest if hit[0] in passing][:pool]
+        if len(kept) == pool or len(nearest) == sum(len(m.ids) for m in matrices):
+            return kept
+        query = self._joined(store_chunks.c.id).where(self._scope(list(held), filters))
+        allowed = np.fromiter(await self.store.read(lambda conn: conn.execute(query).scalars().all()), dtype=np.int64)
+
+        def among_allowed() -> list[tuple[int, float]]:
+            for matrix, similarity in zip(matrices, similarities):
+                similarity[~np.isin(matrix.ids, allowed)] = -np.inf
+            return [hit for hit in _best(matrices, similarities, pool) if hit[1] > -np.inf]
+
+        return await asyncio.to_thread(among_allowed)
+
+    async def _stored_nearest(self, store_ids: list[str], vector: np.ndarray, filters: Any,
+                              pool: int) -> list[tuple[int, float]]:
+        """(chunk id, cosine similarity), best first, searched in the database."""
         if self.dialect == "sqlite" and self.sqlite_vec.enabled:
             found = await self._indexed_nearest(store_ids, vector, filters, pool)
             if found is not None:
@@ -291,6 +340,15 @@ class Searcher:
         return [Hit(chunk_id, rows[chunk_id].vector_store_id, rows[chunk_id].file_id, rows[chunk_id].filename,
                     json.loads(rows[chunk_id].attributes) if rows[chunk_id].attributes else {},
                     rows[chunk_id].text, round(score, 6)) for score, chunk_id in ranked if chunk_id in rows]
+
+
+def _best(matrices: list[Matrix], similarities: list[np.ndarray], k: int) -> list[tuple[int, float]]:
+    """(chunk id, similarity) of the ``k`` most similar chunks of these matrices, best first."""
+    found: list[tuple[int, float]] = []
+    for matrix, similarity in zip(matrices, similarities):
+        top = np.argpartition(-similarity, k - 1)[:k] if k < len(similarity) else np.arange(len(similarity))
+        found += zip(matrix.ids[top].tolist(), similarity[top].tolist())
+    return sorted(found, key=lambda hit: -hit[1])[:k]
 
 
 async def _nothing() -> list[tuple[int, float]]:

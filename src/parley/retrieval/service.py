@@ -13,6 +13,7 @@ from parley.retrieval.embeddings import Embedders
 from parley.retrieval.ingest import Ingestor
 from parley.retrieval.model_ranking import ModelRanking
 from parley.retrieval.search import Hit, Mode, Query, Searcher, rewrite
+from parley.store.embedding_matrices import EmbeddingMatrices
 from parley.store.files import SqlFiles
 from parley.store.sql import SqlStore
 from parley.store.ingestion_work import IngestionWork
@@ -60,18 +61,20 @@ def parse_ranking(raw: Any, param: str = "ranking_options") -> dict[str, Any]:
 class Retrieval:
     def __init__(self, store: SqlStore, files: SqlFiles, embedders: Embedders, workers: WorkerPool, *,
                  instance: str, stale_s: float, limits: Limits, concurrency: int,
-                 ranking: ModelRanking | None = None) -> None:
+                 ranking: ModelRanking | None = None, held_vectors_bytes: int = 0) -> None:
         self.files = files
         self.ranking = ranking  # --retrieval-model: query rewriting, and reranking with --rerank-candidates
         self.embedders = embedders
         self.vector_stores = SqlVectorStores(store)
-        self.searcher = Searcher(store, embedders, self.vector_stores.pgvector, self.vector_stores.sqlite_vec)
+        self.searcher = Searcher(store, embedders, self.vector_stores.pgvector, self.vector_stores.sqlite_vec,
+                                 EmbeddingMatrices(held_vectors_bytes))
         self.ingestor = Ingestor(IngestionWork(store, self.vector_stores.pgvector, self.vector_stores.sqlite_vec),
                                  files, embedders, workers,
                                  instance=instance, stale_s=stale_s, limits=limits, concurrency=concurrency)
 
     async def start(self) -> None:
         await self.vector_stores.prepare()
+        await self.searcher.matrices.prepare(self.vector_stores.store)
         self.ingestor.start()
 
     async def stores(self, store_ids: list[str], tenant: str, param: str) -> list[StoreInfo]:

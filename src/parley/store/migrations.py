@@ -493,4 +493,28 @@ MIGRATIONS: list[tuple[str, Statements]] = [
             "postgresql": [],
         },
     ),
+    (
+        # SQLite: how many chunks have been inserted into and deleted from each vector store, counted by triggers
+        # whichever process writes them, so that a store's embeddings held in memory know when they are stale
+        # (parley.store.embedding_matrices). Chunks stored before this count from 0.
+        "0021_vector_store_changes",
+        {
+            "sqlite": [
+                """CREATE TABLE parley_vector_store_changes (
+                    vector_store_id VARCHAR(80) PRIMARY KEY,
+                    inserted INTEGER NOT NULL DEFAULT 0,
+                    deleted INTEGER NOT NULL DEFAULT 0
+                )""",
+                """CREATE TRIGGER parley_vector_store_changes_ai AFTER INSERT ON parley_vector_store_chunks BEGIN
+                    INSERT INTO parley_vector_store_changes (vector_store_id, inserted) VALUES (new.vector_store_id, 1)
+                    ON CONFLICT (vector_store_id) DO UPDATE SET inserted = inserted + 1;
+                END""",
+                """CREATE TRIGGER parley_vector_store_changes_ad AFTER DELETE ON parley_vector_store_chunks BEGIN
+                    INSERT INTO parley_vector_store_changes (vector_store_id, deleted) VALUES (old.vector_store_id, 1)
+                    ON CONFLICT (vector_store_id) DO UPDATE SET deleted = deleted + 1;
+                END""",
+            ],
+            "postgresql": [],
+        },
+    ),
 ]

@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from parley.ids import STORED_ID, new_id
+from parley.store.embedding_matrices import forget
 from parley.store.pages import Order, Page, page_query
 from parley.store.pgvector import PgVector
 from parley.store.sqlite_vec_index import SqliteVec
@@ -244,6 +245,8 @@ class SqlVectorStores:
             conn.execute(store_chunks.delete().where(store_chunks.c.vector_store_id == store_id))
             conn.execute(store_files.delete().where(store_files.c.vector_store_id == store_id))
             conn.execute(batches.delete().where(batches.c.vector_store_id == store_id))
+            if conn.dialect.name == "sqlite":
+                forget(conn, store_id)
             return True
 
         return await self.store.run(delete)
