@@ -98,11 +98,12 @@ def test_the_first_token_bench_asks_each_server_stored_and_not(tmp_path) -> None
 
 
 def test_the_retrieval_scale_bench_keeps_its_database_and_the_int8_index_finds_the_exact_nearest(tmp_path) -> None:
-    runs = [bench("retrieval/run.py", "scale", "--db", "sqlite", "--chunks", "1500", "--keep", str(tmp_path))
-            for _ in range(2)]
+    runs = [bench("retrieval/run.py", "scale", "--db", "sqlite", "--chunks", "1500", "--keep", str(tmp_path),
+                  *clients) for clients in ((), ("--clients", "2"))]
     first, again = (json.loads(run.stdout.strip().splitlines()[-1]) for run in runs)
     assert first["chunks"] > 1000 and again["chunks"] == first["chunks"]
     assert again["ingest_s"] == first["ingest_s"], "the second run searched the kept database without indexing"
     assert all(again[ranker]["p50_ms"] > 0 for ranker in ("hybrid", "vector", "keyword"))
+    assert again["hybrid_concurrent"]["clients"] == 2 and again["hybrid_concurrent"]["per_s"] > 0
     recall = bench("retrieval/quantized_recall.py", str(tmp_path / "bench.db"))
     assert json.loads(recall.stdout.strip().splitlines()[-1])["exact_top_10_found"] >= 0.9
