@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
 import pytest
 
 from parley.backends.router import Router
+from parley.engine import opening
 from parley.engine.engine import Engine
 from parley.engine.recorder import NotOpened
 from parley.errors import InvalidRequest, StoreUnavailable
@@ -129,5 +131,51 @@ async def test_a_streamed_response_whose_row_cannot_be_written_does_not_start(tm
         assert events == []
         assert await store.get(turn.id) is None
         assert turn.id not in engine.recorder.running
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("busy", [False, True])
+async def test_the_first_model_call_goes_beside_the_row_unless_many_rows_are_being_written(
+        tmp_path, busy, monkeypatch) -> None:
+    """A streamed response's model call starts while its row is written; once ``OVERLAP_WRITES`` rows are being
+    written at once, it starts after its row (the row is held here until the model is called, or released as soon
+    as it is being written)."""
+    order: list[str] = []
+    called, release = asyncio.Event(), asyncio.Event()
+
+    class Chat(ScriptedChat):
+        async def stream(self, request, api_key=None):
+            order.append("model")
+            called.set()
+            async for chunk in super().stream(request, api_key):
+                yield chunk
+
+    class HeldStore(SqlStore):
+        async def create(self, record):
+            if busy:
+                release.set()
+            await release.wait()
+            result = await super().create(record)
+            order.append("row")
+            return result
+
+    async def release_once_called() -> None:
+        await called.wait()
+        release.set()
+
+    monkeypatch.setattr(opening, "OVERLAP_WRITES", 0 if busy else opening.OVERLAP_WRITES)
+    store = HeldStore(open_engine(f"sqlite:///{tmp_path / 'engine.db'}", 5.0), 5.0)
+    await store.migrate()
+    engine = Engine(store, Router([UpstreamConfig(name="scripted", models=["*"])], {"scripted": Chat()}))
+    try:
+        turn = await engine.prepare(parse_create({"model": "m", "input": "hi", "stream": True}))
+        waiter = asyncio.create_task(release_once_called())
+        events = [event async for event in engine.run(turn)]
+        await waiter
+        check_stream(events)
+        assert order == (["row", "model"] if busy else ["model", "row"])
+        assert engine.recorder.opening == 0
+        assert (await store.get(turn.id)).status == "completed"
     finally:
         await store.close()

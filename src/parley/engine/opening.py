@@ -1,5 +1,6 @@
 """The start of a streamed, stored response: its ``in_progress`` row is written while the run's first step calls
-the model, so that the first token does not wait for the database.
+the model, so that the first token does not wait for the database (unless the database is already writing many
+rows: then the step starts once the row is written, as the response's memory would otherwise wait twice).
 
 No event goes out before the row is written (a client that saw ``response.created`` can retrieve the response),
 and no tool acts before it (:func:`opened` is awaited before a setup, a call or a progress write).  A row that
@@ -18,12 +19,22 @@ from parley.engine.recorder import NotOpened, Recorder
 from parley.engine.turn import RunState, Turn
 
 
+# Rows being written at once (this process) from which a stream's first step waits for its row instead: under a
+# burst of new streams, the database is the queue, and a stream that waits there with its model call open holds both
+# at once (at 3,000 streams started together, 62 against 55 KiB per stream; bench/README.md).
+OVERLAP_WRITES = 32
+
+
 def begin(recorder: Recorder, turn: Turn, state: RunState, opening: Response,
-          steps: AsyncIterator[Any]) -> asyncio.Future[Any]:
-    """Start writing the row (``state.opened``) and the first step; the future of the step's first event (``None``
-    when it has none)."""
+          steps: AsyncIterator[Any]) -> asyncio.Future[Any] | None:
+    """Start writing the row (``state.opened``) and, unless ``OVERLAP_WRITES`` rows are being written already, the
+    first step; the future of the step's first event (its result ``None`` when it has none), or ``None`` when the
+    step is to start once the row is written."""
+    overlap = recorder.opening < OVERLAP_WRITES
     state.opened = asyncio.ensure_future(recorder.open(turn, RunState(turn.conversation), opening))
     state.opened.add_done_callback(seen)  # (its failure is raised where the run waits for it)
+    if not overlap:
+        return None
     first = asyncio.ensure_future(anext(steps, None))
     first.add_done_callback(seen)  # (raised where the run awaits it; not at all when the run was cut short)
     return first

@@ -38,6 +38,7 @@ class Recorder:
         self.retry_s = retry_s
         self.instance_id = new_id("inst")  # owns the responses this process runs, for crash recovery
         self.running: set[str] = set()  # stored responses this instance runs now (the rest of its rows are orphans)
+        self.opening = 0  # in_progress rows being written now (parley.engine.opening)
         # Held while rows become this instance's outside :meth:`open` (claims of queued responses) and by
         # recovery, so recovery never takes a row claimed a moment ago for an orphan.
         self.guard = asyncio.Lock()
@@ -55,12 +56,15 @@ class Recorder:
     async def open(self, turn: Turn, state: RunState, response: Response) -> None:
         """The ``in_progress`` row; raises :class:`NotOpened` when it cannot be written."""
         self.running.add(turn.id)  # before the row exists: recovery never takes a row this instance runs
+        self.opening += 1
         try:
             await self.store.create(self.record(turn, state, response))
         except Exception as exc:
             self.running.discard(turn.id)
             log.warning("response %s could not be stored: %s", turn.id, exc)
             raise NotOpened("The response could not be stored; try again.") from None
+        finally:
+            self.opening -= 1
 
     async def progress(self, turn: Turn, state: RunState, response: Response) -> None:
         """The items so far; a missed progress write loses nothing lasting (the final write still decides)."""
