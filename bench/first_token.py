@@ -3,12 +3,16 @@ more checkouts side by side (each its own ``parley serve``, importing the checko
 interleaved so that a machine that slows down slows each of them alike.
 
     .venv/bin/python bench/first_token.py [--checkout PATH ...] [--db sqlite|postgres] [--rounds 6] [--requests 200]
+    .venv/bin/python bench/first_token.py --folded [--checkout PATH ...] ...
 
 Each round asks each server (and the upstream directly) ``--requests`` times in a row, one stream at a time, for
 a 20-token answer from ``bench/upstream.py`` with 1 ms to its first token; a round's figure is the median time to
 the first ``output_text.delta`` (directly: the first content chunk). ``--db postgres`` gives each checkout a new
 database on the PostgreSQL at ``PARLEY_TEST_POSTGRES`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``),
 dropped afterwards.
+
+``--folded``: the same for non-streamed responses (the whole answer's latency, directly the whole completion's),
+and the server's CPU milliseconds per response over each round (its user and system time in ``/proc``).
 """
 
 from __future__ import annotations
@@ -67,23 +71,51 @@ async def first_token(paths: Paths, url: str | None, store: bool, m: str) -> flo
     return first
 
 
-async def measure(upstream: str, servers: dict[str, str], rounds: int, requests: int) -> dict[str, list[float]]:
+async def folded(paths: Paths, url: str | None, store: bool, m: str) -> float:
+    """Seconds to one whole non-streamed answer: through Parley at ``url``, or directly when ``url`` is None."""
+    start = time.perf_counter()
+    if url is None:
+        target, body = f"{paths.upstream}/chat/completions", {"model": m, "messages": [{"role": "user", "content": "hi"}]}
+    else:
+        target, body = f"{url}/responses", {"model": m, "input": "hi", "store": store}
+    async with paths.http.post(target, json=body) as response:
+        response.raise_for_status()
+        await response.read()
+    return time.perf_counter() - start
+
+
+def cpu_ms(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(upstream: str, servers: dict[str, tuple[str, int]], rounds: int, requests: int,
+                  whole: bool = False) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Each case's medians per round, and (``whole``) its server's CPU milliseconds per response per round."""
     paths = Paths(upstream, "")
     m = model(ttft_ms=1, tokens=20)
-    cases = [("direct", None, False)] + [(f"{name}, {'stored' if store else 'store: false'}", url, store)
-                                        for name, url in servers.items() for store in (True, False)]
+    ask = folded if whole else first_token
+    cases = [("direct", None, False, None)] + [
+        (f"{name}, {'stored' if store else 'store: false'}", url, store, pid)
+        for name, (url, pid) in servers.items() for store in (True, False)]
     medians: dict[str, list[float]] = {case[0]: [] for case in cases}
+    cpu: dict[str, list[float]] = {case[0]: [] for case in cases if case[3] is not None}
     try:
-        for _, url, store in cases:  # warm: connections, caches
+        for _, url, store, _ in cases:  # warm: connections, caches
             for _ in range(20):
-                await first_token(paths, url, store, m)
+                await ask(paths, url, store, m)
         for _ in range(rounds):
-            for name, url, store in cases:
-                times = [await first_token(paths, url, store, m) for _ in range(requests)]
+            for name, url, store, pid in cases:
+                used = cpu_ms(pid)
+                times = [await ask(paths, url, store, m) for _ in range(requests)]
                 medians[name].append(statistics.median(times) * 1000)
+                if pid is not None:
+                    cpu[name].append((cpu_ms(pid) - used) / requests)
     finally:
         await paths.http.close()
-    return medians
+    return medians, cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--folded", action="store_true", help="non-streamed answers: latency and CPU per response")
     args = parser.parse_args(argv)
     checkouts = [path.resolve() for path in args.checkout or [HERE.parent]]
     folder = Path(tempfile.mkdtemp())
@@ -108,17 +141,20 @@ def main(argv: list[str] | None = None) -> int:
                 server = stack.enter_context(ParleyProcess(
                     "--upstream", upstream, "--db", db, "--log-level", "warning",
                     env={"PYTHONPATH": str(checkout / "src")}))
-                servers[f"{checkout.name} ({i})"] = server.base_url
-            medians = asyncio.run(measure(upstream, servers, args.rounds, args.requests))
+                servers[f"{checkout.name} ({i})"] = (server.base_url, server.process.pid)
+            medians, cpu = asyncio.run(measure(upstream, servers, args.rounds, args.requests, args.folded))
     finally:
         if args.db == "postgres":
             asyncio.run(_databases(names, create=False))
     direct = statistics.median(medians["direct"])
-    print(f"time to the first token, ms: the median of each round's median ({args.requests} streams), {args.db}\n")
-    print("| server | rounds | median | added |\n| --- | --- | --- | --- |")
+    what = "non-streamed latency" if args.folded else "time to the first token"
+    print(f"{what}, ms: the median of each round's median ({args.requests} requests), {args.db}\n")
+    print("| server | rounds | median | added |" + (" CPU ms per response, rounds |" if args.folded else "") +
+          "\n| --- | --- | --- | --- |" + (" --- |" if args.folded else ""))
     for name, values in medians.items():
         added = "" if name == "direct" else f"+{statistics.median(values) - direct:.2f}"
-        print(f"| {name} | {' '.join(f'{v:.2f}' for v in values)} | {statistics.median(values):.2f} | {added} |")
+        used = f" {' '.join(f'{v:.3f}' for v in cpu.get(name, []))} |" if args.folded else ""
+        print(f"| {name} | {' '.join(f'{v:.2f}' for v in values)} | {statistics.median(values):.2f} | {added} |{used}")
     return 0
 
 

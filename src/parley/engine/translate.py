@@ -15,7 +15,8 @@ calls.  Each item is finished before the next one is added, as OpenAI does, so
 ``sequence_number=0`` and the engine numbers them.
 
 A non-streamed response is the fold of the same events, which keeps only the final state: its translator
-(``deltas=False``) makes no per-token delta events, only the item and part boundaries and the finished items.
+(``deltas=False``) makes no events of the items it translates (deltas, item and part boundaries), only the finished
+items.
 
 Tool-call deltas are keyed by index *and* id: some providers reuse an index for a new
 call, which must not be merged into the previous call's arguments.
@@ -99,7 +100,7 @@ class ChunkTranslator:
     finish_reason: str | None = None
     service_tier: str | None = None  # the tier the upstream says served the call
     usage: dict[str, Any] | None = None
-    deltas: bool = True  # False: a non-streamed answer's fold, which would discard the per-token deltas: none made
+    deltas: bool = True  # False: a non-streamed answer's fold, which would discard its events: none made
     _open: _Call | _Message | ReasoningStream | None = None
     _calls: dict[tuple[int, str | None], _Call] = field(default_factory=dict)
     _latest_call_at: dict[int, _Call] = field(default_factory=dict)
@@ -207,7 +208,7 @@ class ChunkTranslator:
         if not isinstance(self._open, ReasoningStream):
             events += self._close()
             self._open, added = ReasoningStream.open(self.next_index, self.reasoning_summary)
-            events += added
+            events += added if self.deltas else []
         return events + self._open.delta(text, self.deltas)
 
     def _message_delta(self, kind: str, text: str, logprobs: list[dict[str, Any]] | None = None) -> list[Event]:
@@ -218,19 +219,20 @@ class ChunkTranslator:
             item = ResponseOutputMessage(id=new_id("msg"), type="message", role="assistant", content=[],
                                          status="in_progress")
             self._open = _Message(item, index)
-            events.append(ResponseOutputItemAddedEvent(
-                type="response.output_item.added", item=item.model_copy(deep=True), output_index=index,
-                sequence_number=0))
+            if self.deltas:
+                events.append(ResponseOutputItemAddedEvent(
+                    type="response.output_item.added", item=item.model_copy(deep=True), output_index=index,
+                    sequence_number=0))
         state = self._open
         assert isinstance(state, _Message)
         if state.part_kind != kind:
             events += self._close_part(state)
             state.part_kind, state.part_text, state.annotations, state.annotated = kind, "", [], set()
             state.logprobs = []
-            part = _empty_part(kind)
-            events.append(ResponseContentPartAddedEvent(
-                type="response.content_part.added", item_id=state.item.id, output_index=state.output_index,
-                content_index=len(state.item.content), part=part, sequence_number=0))
+            if self.deltas:
+                events.append(ResponseContentPartAddedEvent(
+                    type="response.content_part.added", item_id=state.item.id, output_index=state.output_index,
+                    content_index=len(state.item.content), part=_empty_part(kind), sequence_number=0))
         state.part_text += text
         content_index = len(state.item.content)
         if kind == "output_text":
@@ -306,8 +308,10 @@ class ChunkTranslator:
                     type="response.output_item.added", item=state.custom.model_copy(), output_index=index,
                     sequence_number=0))
             return events
-        events.append(ResponseOutputItemAddedEvent(
-            type="response.output_item.added", item=item.model_copy(deep=True), output_index=index, sequence_number=0))
+        if self.deltas:
+            events.append(ResponseOutputItemAddedEvent(
+                type="response.output_item.added", item=item.model_copy(deep=True), output_index=index,
+                sequence_number=0))
         return events + self._call_progress(state, {"arguments": function.get("arguments")})
 
     def _call_progress(self, state: _Call, function: dict[str, Any]) -> list[Event]:
@@ -333,19 +337,20 @@ class ChunkTranslator:
             return []
         item, index = state.item, state.output_index
         content_index = len(item.content)
-        if state.part_kind == "output_text":
-            part: Any = ResponseOutputText(type="output_text", text=state.part_text, annotations=state.annotations,
-                                           logprobs=for_part(state.logprobs))
-            done: Event = ResponseTextDoneEvent(
-                type="response.output_text.done", item_id=item.id, output_index=index, content_index=content_index,
-                text=state.part_text, logprobs=for_done(state.logprobs), sequence_number=0)
-        else:
-            part = ResponseOutputRefusal(type="refusal", refusal=state.part_text)
-            done = ResponseRefusalDoneEvent(
-                type="response.refusal.done", item_id=item.id, output_index=index, content_index=content_index,
-                refusal=state.part_text, sequence_number=0)
+        text = state.part_kind == "output_text"
+        part: Any = ResponseOutputText(type="output_text", text=state.part_text, annotations=state.annotations,
+                                       logprobs=for_part(state.logprobs)) if text else \
+            ResponseOutputRefusal(type="refusal", refusal=state.part_text)
         item.content.append(part)
         state.part_kind = None
+        if not self.deltas:  # (a folded answer: the part is in its item, and no event is sent)
+            return []
+        done: Event = ResponseTextDoneEvent(
+            type="response.output_text.done", item_id=item.id, output_index=index, content_index=content_index,
+            text=state.part_text, logprobs=for_done(state.logprobs), sequence_number=0) if text else \
+            ResponseRefusalDoneEvent(
+                type="response.refusal.done", item_id=item.id, output_index=index, content_index=content_index,
+                refusal=state.part_text, sequence_number=0)
         return [done, ResponseContentPartDoneEvent(
             type="response.content_part.done", item_id=item.id, output_index=index, content_index=content_index,
             part=part.model_dump(), sequence_number=0)]
@@ -358,7 +363,8 @@ class ChunkTranslator:
         if isinstance(state, _Message):
             events += self._close_part(state)
         elif isinstance(state, ReasoningStream):
-            events += state.close(self.encrypt)
+            closing = state.close(self.encrypt)  # (the item finished: its events kept where they are sent)
+            events += closing if self.deltas else []
         else:
             item = state.item
             if not state.chat_name and not self._aborted:
@@ -373,14 +379,16 @@ class ChunkTranslator:
                 done, closing = close_client_call(state.custom, item.arguments, state.output_index, state.tool)
                 self.items.append(done)
                 return events + closing
-            events.append(ResponseFunctionCallArgumentsDoneEvent(
-                type="response.function_call_arguments.done", item_id=item.id or "", output_index=state.output_index,
-                arguments=item.arguments, name=item.name, sequence_number=0))
+            if self.deltas:
+                events.append(ResponseFunctionCallArgumentsDoneEvent(
+                    type="response.function_call_arguments.done", item_id=item.id or "",
+                    output_index=state.output_index, arguments=item.arguments, name=item.name, sequence_number=0))
         state.item.status = self._status()  # type: ignore[assignment]
         self.items.append(state.item)
-        events.append(ResponseOutputItemDoneEvent(
-            type="response.output_item.done", item=state.item.model_copy(deep=True), output_index=state.output_index,
-            sequence_number=0))
+        if self.deltas:
+            events.append(ResponseOutputItemDoneEvent(
+                type="response.output_item.done", item=state.item.model_copy(deep=True),
+                output_index=state.output_index, sequence_number=0))
         return events
 
 
