@@ -3,7 +3,7 @@ Parley's RSS before and at its peak, and with ``--breakdown`` what the Python he
 open, by the line that allocated it (tracemalloc in the server from just before the streams, which slows it:
 the RSS figure of a breakdown run is not the one to quote).
 
-    .venv/bin/python bench/stream_memory.py [--streams 9800] [--breakdown 25] [--json out.json]
+    .venv/bin/python bench/stream_memory.py [--streams 9800] [--tokens 10] [--breakdown 25] [--json out.json]
 
 Each stream holds a client connection and an upstream connection in Parley, so the file descriptors one
 process may hold bound N (``ulimit -n``; 20,000 here allows about 9,800).  A run of 9,800 leaves as many
@@ -53,10 +53,10 @@ signal.signal(signal.SIGUSR1, _dump)
 '''
 
 
-async def hold(paths: Paths, pid: int, count: int, heap: Path | None) -> dict:
+async def hold(paths: Paths, pid: int, count: int, heap: Path | None, length: int = 10) -> dict:
     """``count`` slow streams at once, after one stream more; the heap's growth written (``heap``) once every
     stream has begun."""
-    m = model(tps=2, tokens=10)  # each stream stays open about 5 s
+    m = model(tps=2, tokens=length)  # each stream stays open about length / 2 s
     await paths.stream("parley", model(tokens=10))  # (what the first stream loads is not any stream's memory)
     if heap is not None:
         os.kill(pid, signal.SIGUSR1)
@@ -89,7 +89,7 @@ async def hold(paths: Paths, pid: int, count: int, heap: Path | None) -> dict:
     results = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
     stop = True
     await sampler
-    errors = sum(1 for r in results if isinstance(r, BaseException) or r != 10)
+    errors = sum(1 for r in results if isinstance(r, BaseException) or r != length)
     return {"streams": count, "errors": errors, "baseline_mib": round(baseline / 1024, 1),
             "peak_mib": round(peak / 1024, 1), "kib_per_stream": round((peak - baseline) / count, 1)}
 
@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=9800)
     parser.add_argument("--breakdown", type=int, default=0, metavar="LINES",
                         help="also the LINES lines that hold the most of the heap while every stream is open")
+    parser.add_argument("--tokens", type=int, default=10, help="tokens per stream, 2 a second (10: about 5 s; "
+                        "40: every stream is open before the first ends)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp())
@@ -159,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             async def measure() -> dict:
                 paths = Paths(upstream, parley.base_url)
                 try:
-                    return await hold(paths, parley.process.pid, count, heap)  # type: ignore[union-attr]
+                    return await hold(paths, parley.process.pid, count, heap,  # type: ignore[union-attr]
+                                      args.tokens)
                 finally:
                     await paths.http.close()
 
