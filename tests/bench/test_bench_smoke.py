@@ -81,7 +81,7 @@ def test_the_relay_floor_bench_measures_each_bare_relay_and_parley(tmp_path) -> 
 
 def test_the_stream_memory_bench_holds_the_streams_and_says_what_grew(tmp_path) -> None:
     out = tmp_path / "memory.json"
-    bench("stream_memory.py", "--streams", "20", "--breakdown", "5", "--json", str(out))
+    bench("stream_memory.py", "--streams", "20", "--tokens", "4", "--breakdown", "5", "--json", str(out))
     result = json.loads(out.read_text())
     assert result["streams"] == 20 and result["errors"] == 0 and result["peak_mib"] > 0
     assert len(result["heap"]) == 5 and all(row["where"] for row in result["heap"])
@@ -95,6 +95,14 @@ def test_the_first_token_bench_asks_each_server_stored_and_not(tmp_path) -> None
     assert names[0] == "| direct" and [name.split(", ")[-1] for name in names[1:]] == ["stored", "store: false"], \
         done.stdout
     assert all(float(row.split(" | ")[2]) > 0 for row in rows)
+
+
+def test_the_folded_bench_gives_each_servers_latency_and_cpu_per_response(tmp_path) -> None:
+    done = bench("first_token.py", "--folded", "--rounds", "1", "--requests", "5")
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [row.split(" | ")[0] for row in rows][0] == "| direct", done.stdout
+    assert all(float(row.split(" | ")[2]) > 0 for row in rows)
+    assert all(float(row.split(" | ")[4].strip(" |")) >= 0 for row in rows[1:]), done.stdout
 
 
 def test_the_retrieval_scale_bench_keeps_its_database_and_the_int8_index_finds_the_exact_nearest(tmp_path) -> None:
