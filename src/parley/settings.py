@@ -220,6 +220,10 @@ class Settings(BaseSettings):
         256, ge=0, description="SQLite: megabytes of vector stores' embeddings each process holds in memory, so "
         "that searching a store is one matrix product instead of a scan of its index (100,000 chunks of the local "
         "model take 98 MiB; the stores searched least recently give way; 0 holds none).")
+    bm25_index: bool = Field(
+        False, description="PostgreSQL with pgvector: keep a BM25 index of the vector stores' chunks (a sparse HNSW "
+        "index) and search the keyword half by it: at 30,000 chunks 8 against 47 ms, but ingestion about 5 times "
+        "slower (bench/README.md). Set it alike on every instance; off, a start takes the index away.")
     ingest_concurrency: int = Field(2, ge=1, description="Files one instance indexes into vector stores at once.")
     files_dir: Path | None = Field(
         None, description="Keep the bytes of files uploaded to /v1/files in this directory (one every instance "

@@ -31,6 +31,7 @@ from parley.retrieval.filters import to_sql
 from parley.retrieval.pg_terms import MAX_CANDIDATES, TermStats, any_of, weighted_rank
 from parley.retrieval.terms import FtsTermStats, any_word, choose
 from parley.store.embedding_matrices import EmbeddingMatrices, Matrix
+from parley.store.pg_bm25 import PgBm25
 from parley.store.pgvector import PgVector
 from parley.store.sqlite_vec_index import SqliteVec
 from parley.store.sql import SqlStore
@@ -92,11 +93,13 @@ def keywords(query: str) -> list[str]:
 
 class Searcher:
     def __init__(self, store: SqlStore, embedders: Embedders, pgvector: PgVector,
-                 sqlite_vec: SqliteVec | None = None, matrices: EmbeddingMatrices | None = None) -> None:
+                 sqlite_vec: SqliteVec | None = None, matrices: EmbeddingMatrices | None = None,
+                 bm25: PgBm25 | None = None) -> None:
         self.store = store
         self.pgvector = pgvector
         self.sqlite_vec = sqlite_vec or SqliteVec()
         self.matrices = matrices or EmbeddingMatrices(0)
+        self.bm25 = bm25 or PgBm25()
         self.term_stats = TermStats()  # PostgreSQL: which query words find the keyword half's candidates
         self.fts_terms = FtsTermStats()  # SQLite: the same
         self.embedders = embedders
@@ -224,6 +227,9 @@ class Searcher:
             if ranked is not None:
                 return ranked
         scope = self._scope(store_ids, filters)
+        if self.bm25.ready:  # (PostgreSQL with pgvector, every chunk's weights written)
+            return await self.store.read(self.bm25.ranked(self._joined(store_chunks.c.id), scope, words, pool,
+                                                          self.pgvector.iterative_scan))
         if self.dialect == "sqlite":
             match = any_word(words)
             fts = sa.table("parley_vector_store_fts", sa.column("rowid"))

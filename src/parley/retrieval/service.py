@@ -61,13 +61,14 @@ def parse_ranking(raw: Any, param: str = "ranking_options") -> dict[str, Any]:
 class Retrieval:
     def __init__(self, store: SqlStore, files: SqlFiles, embedders: Embedders, workers: WorkerPool, *,
                  instance: str, stale_s: float, limits: Limits, concurrency: int,
-                 ranking: ModelRanking | None = None, held_vectors_bytes: int = 0) -> None:
+                 ranking: ModelRanking | None = None, held_vectors_bytes: int = 0, bm25_index: bool = False) -> None:
         self.files = files
         self.ranking = ranking  # --retrieval-model: query rewriting, and reranking with --rerank-candidates
         self.embedders = embedders
-        self.vector_stores = SqlVectorStores(store)
+        self.vector_stores = SqlVectorStores(store, bm25_index)
         self.searcher = Searcher(store, embedders, self.vector_stores.pgvector, self.vector_stores.sqlite_vec,
-                                 EmbeddingMatrices(held_vectors_bytes))
+                                 EmbeddingMatrices(held_vectors_bytes), self.vector_stores.bm25)
+        self._filling: asyncio.Task[None] | None = None
         self.ingestor = Ingestor(IngestionWork(store, self.vector_stores.pgvector, self.vector_stores.sqlite_vec),
                                  files, embedders, workers,
                                  instance=instance, stale_s=stale_s, limits=limits, concurrency=concurrency)
@@ -75,6 +76,8 @@ class Retrieval:
     async def start(self) -> None:
         await self.vector_stores.prepare()
         await self.searcher.matrices.prepare(self.vector_stores.store)
+        # (chunks stored before the BM25 index: written in the background, the keyword half ranks as before meanwhile)
+        self._filling = asyncio.create_task(self.vector_stores.bm25.fill(self.vector_stores.store))
         self.ingestor.start()
 
     async def stores(self, store_ids: list[str], tenant: str, param: str) -> list[StoreInfo]:
@@ -112,5 +115,8 @@ class Retrieval:
         return list(await asyncio.gather(*(ranking.rewrite(q, fallback) for q, fallback in zip(queries, local))))
 
     async def aclose(self) -> None:
+        if self._filling is not None:
+            self._filling.cancel()
+            await asyncio.gather(self._filling, return_exceptions=True)
         await self.ingestor.aclose()
         await self.embedders.aclose()

@@ -20,8 +20,11 @@ from sqlalchemy.types import UserDefinedType
 log = logging.getLogger("parley.store")
 MAX_INDEXED_DIMS = 2000  # HNSW on the vector type indexes at most 2,000 dimensions
 BACKFILL_BATCH = 500
+# A batch of chunks in one statement (a statement's triggers run once for it: parley.store.pg_bm25).
 INSERT = sa.text("INSERT INTO parley_vector_store_chunks (vector_store_id, file_id, seq, text, embedding, vec) "
-                 "VALUES (:vector_store_id, :file_id, :seq, :text, :embedding, CAST(:vec AS vector))")
+                 "SELECT x.s, x.f, x.seq, x.t, x.e, CAST(x.v AS vector) FROM unnest(CAST(:stores AS text[]), "
+                 "CAST(:files AS text[]), CAST(:seqs AS integer[]), CAST(:texts AS text[]), CAST(:embeddings AS bytea[]), "
+                 "CAST(:vecs AS text[])) AS x(s, f, seq, t, e, v)")
 VEC = sa.literal_column("parley_vector_store_chunks.vec")
 
 
@@ -99,7 +102,10 @@ class PgVector:
 
     def insert(self, conn: sa.Connection, rows: list[dict[str, Any]], vectors: np.ndarray) -> None:
         self.ensure_index(conn, int(vectors.shape[1]))
-        conn.execute(INSERT, [{**row, "vec": vector_text(vectors[i])} for i, row in enumerate(rows)])
+        conn.execute(INSERT, {"stores": [row["vector_store_id"] for row in rows], "files": [row["file_id"] for row in rows],
+                              "seqs": [row["seq"] for row in rows], "texts": [row["text"] for row in rows],
+                              "embeddings": [row["embedding"] for row in rows],
+                              "vecs": [vector_text(vectors[i]) for i in range(len(rows))]})
 
     def nearest(self, joined: sa.Select[Any], scope: Any, vector: np.ndarray, pool: int) -> Any:
         """A transaction's work: (chunk id, cosine similarity) of the ``pool`` nearest chunks within ``scope``."""

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from parley.ids import STORED_ID, new_id
 from parley.store.embedding_matrices import forget
 from parley.store.pages import Order, Page, page_query
+from parley.store.pg_bm25 import PgBm25
 from parley.store.pgvector import PgVector
 from parley.store.sqlite_vec_index import SqliteVec
 from parley.store.sql import SqlStore
@@ -141,15 +142,19 @@ def batch_resource(row: Any, counts: dict[str, int]) -> dict[str, Any]:
 class SqlVectorStores:
     """The vector stores of every tenant, in the store's database."""
 
-    def __init__(self, store: SqlStore) -> None:
+    def __init__(self, store: SqlStore, bm25_index: bool = False) -> None:
         self.store = store
+        self.bm25_index = bm25_index  # --bm25-index (PostgreSQL with pgvector)
         self.pgvector = PgVector()
+        self.bm25 = PgBm25()
         self.sqlite_vec = SqliteVec()
 
     async def prepare(self) -> None:
-        """Enable pgvector where the database has it (see :mod:`parley.store.pgvector`), or sqlite-vec's index
-        on SQLite (:mod:`parley.store.sqlite_vec_index`)."""
+        """Enable pgvector where the database has it (see :mod:`parley.store.pgvector`) with the BM25 keyword index
+        (:mod:`parley.store.pg_bm25`, filled by ``bm25.fill``), or sqlite-vec's index on SQLite
+        (:mod:`parley.store.sqlite_vec_index`)."""
         await self.pgvector.prepare(self.store)
+        await self.bm25.prepare(self.store, self.pgvector.enabled, self.bm25_index)
         await self.sqlite_vec.prepare(self.store)
 
     # -- stores --------------------------------------------------------------------------------------------

@@ -1,0 +1,180 @@
+"""PostgreSQL with pgvector and --bm25-index: the keyword half as BM25 over a sparsevec HNSW index
+(parley.store.pg_bm25). Its scores are BM25's, computed here from the chunks' own lexemes; its counts follow chunks
+that any statement inserts or deletes; chunks stored before it are filled in; a chunk with more than 1,000 distinct
+lexemes keeps 1,000; without the setting, an index made before is taken away."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+from collections import Counter
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from parley.retrieval.embeddings import Embedders
+from parley.retrieval.search import Query, Searcher
+from parley.store import open_store
+from parley.store.pg_bm25 import B, K1, MAX_TERMS
+from parley.store.vector_stores import SqlVectorStores, StoreInfo
+
+pytestmark = pytest.mark.anyio
+WORDS = ["amber", "basalt", "cobalt", "dune", "ember", "fjord", "glacier", "harbor", "iris", "jade", "kelp",
+         "lagoon", "meadow", "nebula", "orchid", "prairie", "quartz", "reef", "savanna", "tundra"]
+
+
+@pytest.fixture
+def bm25_url(pgvector_url: str):
+    """A database of this test's own on the pgvector server (the counts are the database's)."""
+    name = f"parley_bm25_{secrets.token_hex(4)}"
+    admin = pgvector_url.replace("postgresql+psycopg://", "postgresql://")
+
+    async def run(statement: str) -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    parts = urlsplit(admin)
+    yield urlunsplit(parts._replace(path=f"/{name}"))
+    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _texts(n: int) -> list[str]:
+    return [f"A note on the {WORDS[i % 20]} and the {WORDS[(i * 7) % 20]} {WORDS[(i * 7) % 20]}, entry {i}."
+            + (" A long aside about the landscape." * (i % 3)) for i in range(n)]
+
+
+async def _fill(store, store_id: str, file_id: str, texts: list[str]) -> None:
+    def fill(conn: sa.Connection) -> None:
+        conn.execute(sa.text("INSERT INTO parley_vector_stores (id, tenant, created_at, created_ns, last_active_at, "
+                             "embedding_model) VALUES (:s, '', 0, 0, 0, 'local') ON CONFLICT DO NOTHING"),
+                     {"s": store_id})
+        conn.execute(sa.text("INSERT INTO parley_vector_store_files (vector_store_id, file_id, tenant, filename, "
+                             "created_at, created_ns, status, chunking, usage_bytes) VALUES (:s, :f, '', "
+                             "'notes.txt', 0, 0, 'completed', '{}', 0)"), {"s": store_id, "f": file_id})
+        conn.execute(sa.text("INSERT INTO parley_vector_store_chunks (vector_store_id, file_id, seq, text, embedding) "
+                             "SELECT :s, :f, x.seq, x.text, :e FROM unnest(CAST(:seqs AS integer[]), "
+                             "CAST(:texts AS text[])) AS x(seq, text)"),
+                     {"s": store_id, "f": file_id, "seqs": list(range(len(texts))), "texts": texts,
+                      "e": np.zeros(4, "<f4").tobytes()})  # (one statement: its chunks share one average length)
+
+    await store.run(fill)
+
+
+async def _lexemes(store) -> dict[int, Counter]:
+    rows = await store.read(lambda conn: conn.execute(sa.text(
+        "SELECT c.id, u.lexeme, cardinality(u.positions) AS tf FROM parley_vector_store_chunks c, unnest(c.tsv) u"
+    )).all())
+    chunks: dict[int, Counter] = {}
+    for row in rows:
+        chunks.setdefault(row.id, Counter())[row.lexeme] = row.tf
+    return chunks
+
+
+async def _counts_agree(store) -> None:
+    chunks = await _lexemes(store)
+    held = dict((await store.read(lambda conn: conn.execute(sa.text(
+        "SELECT lexeme, chunks FROM parley_bm25_terms WHERE chunks <> 0")).all())))
+    assert held == dict(Counter(lexeme for terms in chunks.values() for lexeme in terms))
+    total = await store.read(lambda conn: conn.execute(sa.text(
+        "SELECT chunks, length FROM parley_bm25_totals")).one())
+    count = await store.read(lambda conn: conn.execute(sa.text(
+        "SELECT count(*) FROM parley_vector_store_chunks")).scalar())
+    assert (total.chunks, total.length) == (count, sum(sum(terms.values()) for terms in chunks.values()))
+
+
+async def _bm25(store, question: str) -> dict[int, float]:
+    """Every chunk's BM25 score for ``question``, from its lexemes (the average length of the chunks now)."""
+    chunks = await _lexemes(store)
+    asked = await store.read(lambda conn: conn.execute(sa.text(
+        "SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', :q))"), {"q": question}).scalars().all())
+    n = len(chunks)
+    average = sum(sum(t.values()) for t in chunks.values()) / n
+    frequency = Counter(lexeme for terms in chunks.values() for lexeme in terms)
+    scores = {}
+    for chunk_id, terms in chunks.items():
+        length = sum(terms.values())
+        score = sum(math.log(1 + (n - frequency[w] + 0.5) / (frequency[w] + 0.5)) * terms[w] * (K1 + 1)
+                    / (terms[w] + K1 * (1 - B + B * length / average)) for w in asked if w in terms)
+        if score > 0:
+            scores[chunk_id] = score
+    return scores
+
+
+async def test_the_keyword_half_is_bm25_and_its_counts_follow_inserts_and_deletes(bm25_url) -> None:
+    store = await open_store(bm25_url)
+    try:
+        stores = SqlVectorStores(store, bm25_index=True)
+        await stores.prepare()
+        assert stores.pgvector.enabled and stores.bm25.enabled
+        await stores.bm25.fill(store)
+        assert stores.bm25.ready
+        await _fill(store, "vs_a", "file_1", _texts(60))
+        await _counts_agree(store)
+        searcher = Searcher(store, Embedders(None, None, 30), stores.pgvector, stores.sqlite_vec, bm25=stores.bm25)
+        info = [StoreInfo("vs_a", "", "local", None, False)]
+        for question in ("glacier harbor", "the kelp landscape", "quartz"):
+            hits = await searcher.search(info, Query([question], max_results=8, mode="keyword"))
+            expected = sorted((await _bm25(store, question)).items(), key=lambda kv: -kv[1])[:8]
+            # (every chunk written at once: all hold the weights of today's average length)
+            assert [round(h.score, 4) for h in hits] == pytest.approx(
+                [round(s / (1 + s), 4) for _, s in expected], abs=2e-4)
+            assert {h.chunk_id for h in hits} <= {c for c, s in (await _bm25(store, question)).items()
+                                                  if s >= expected[-1][1] - 1e-4}
+        await store.run(lambda conn: conn.execute(sa.text(
+            "DELETE FROM parley_vector_store_chunks WHERE id IN (SELECT id FROM parley_vector_store_chunks "
+            "ORDER BY id LIMIT 25)")))
+        await _counts_agree(store)
+        assert await searcher.search(info, Query(["volcano"], max_results=5, mode="keyword")) == []
+    finally:
+        await store.close()
+
+
+async def test_chunks_stored_before_are_filled_in(bm25_url) -> None:
+    store = await open_store(bm25_url)
+    try:
+        stores = SqlVectorStores(store)
+        await stores.pgvector.prepare(store)
+        await _fill(store, "vs_b", "file_1", _texts(30))  # (no trigger yet)
+        wide = " ".join(f"w{i:04d}x" for i in range(MAX_TERMS + 200))
+        await _fill(store, "vs_b", "file_2", [wide])
+        await stores.bm25.prepare(store, stores.pgvector.enabled, True)
+        assert not stores.bm25.ready
+        await stores.bm25.fill(store)
+        assert stores.bm25.ready
+        await _counts_agree(store)
+        nonzero = await store.read(lambda conn: conn.execute(sa.text(
+            "SELECT b.bm25::text FROM parley_bm25_chunks b JOIN parley_vector_store_chunks c ON c.id = b.chunk_id "
+            "WHERE c.file_id = 'file_2'")).scalar())
+        assert nonzero.count(":") == MAX_TERMS
+        searcher = Searcher(store, Embedders(None, None, 30), stores.pgvector, stores.sqlite_vec, bm25=stores.bm25)
+        hits = await searcher.search([StoreInfo("vs_b", "", "local", None, False)],
+                                     Query(["nebula"], max_results=50, mode="keyword"))
+        assert hits and all("nebula" in hit.text for hit in hits)
+        assert len(hits) == sum("nebula" in text for text in _texts(30))
+    finally:
+        await store.close()
+
+
+async def test_without_the_setting_an_index_made_before_is_taken_away(bm25_url) -> None:
+    store = await open_store(bm25_url)
+    try:
+        await SqlVectorStores(store, bm25_index=True).prepare()
+        count = sa.text("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'parley_bm25_%'")
+        assert await store.read(lambda conn: conn.execute(count).scalar()) == 2
+        stores = SqlVectorStores(store)
+        await stores.prepare()
+        assert not stores.bm25.enabled
+        assert await store.read(lambda conn: conn.execute(count).scalar()) == 0
+        assert await store.read(lambda conn: conn.execute(sa.text(
+            "SELECT to_regclass('parley_bm25_chunks')")).scalar()) is None
+        await _fill(store, "vs_c", "file_1", _texts(3))  # (chunks are written as before)
+    finally:
+        await store.close()
