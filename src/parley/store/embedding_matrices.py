@@ -85,7 +85,7 @@ class EmbeddingMatrices:
     async def matrix(self, store: Any, store_id: str, dims: int) -> Matrix | None:
         """The store's matrix of ``dims``-dimension embeddings where it is current. Else ``None`` (the caller
         searches the index), and the matrix is read, or brought up to date, in the background: a search never waits
-        for a store to be read (0.6-0.8 s at 100,000 chunks, bench/README.md)."""
+        for a store to be read (0.31-0.41 s at 100,000 chunks, bench/README.md)."""
         key = (store_id, dims)
         now = time.monotonic()
         for other in [k for k, m in self._held.items() if now - m.used > DROP_S and k != key]:
