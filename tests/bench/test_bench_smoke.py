@@ -76,7 +76,9 @@ def test_the_relay_floor_bench_measures_each_bare_relay_and_parley(tmp_path) -> 
     assert [(row["server"], row["streams"]) for row in rows] == [
         (server, streams) for server in ("relay (raw)", "relay (parsed)", "relay (callbacks)", "parley")
         for streams in (3, 32)]
-    assert all(row["tokens"] > 0 and row["cpu_us_per_token"] > 0 for row in rows)
+    assert all(row["tokens"] > 0 and row["cpu_us_per_token"] >= 0 for row in rows)
+    # (3 paced streams for a second may use less than one clock tick of CPU; 32 unpaced streams use many)
+    assert all(row["cpu_us_per_token"] > 0 for row in rows if row["streams"] == 32)
 
 
 def test_the_stream_memory_bench_holds_the_streams_and_says_what_grew(tmp_path) -> None:
