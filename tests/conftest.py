@@ -34,10 +34,11 @@ def backend(scripted_server: ScriptedBackend) -> Iterator[ScriptedBackend]:
     scripted_server.reset()
 
 
-async def _admin(sql: str) -> None:
+async def _admin(sql: str, url: str = POSTGRES_ADMIN_URL) -> None:
+    """``sql`` on an administrator's connection (the machine's PostgreSQL, or the server at ``url``)."""
     import asyncpg
 
-    conn = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    conn = await asyncpg.connect(url)
     try:
         await conn.execute(sql)
     finally:

@@ -15,6 +15,7 @@ from parley.retrieval.search import Query, Searcher
 from parley.store import embedding_matrices, open_store
 from parley.store.embedding_matrices import EmbeddingMatrices
 from parley.store.vector_stores import SqlVectorStores, StoreInfo
+from tests.store.rows import store_and_file
 
 pytestmark = pytest.mark.anyio
 TOPICS = ["river", "glacier", "volcano", "desert", "forest", "harbour", "orchard", "canyon"]
@@ -30,13 +31,7 @@ async def _fill(store, store_id: str, file_id: str, texts: list[str], attributes
     vectors = await Embedders(None, None, 30).get("local").embed(texts)
 
     def fill(conn: sa.Connection) -> None:
-        conn.execute(sa.text("INSERT INTO parley_vector_stores (id, tenant, created_at, created_ns, last_active_at, "
-                             "embedding_model) VALUES (:s, '', 0, 0, 0, 'local') ON CONFLICT DO NOTHING"),
-                     {"s": store_id})
-        conn.execute(sa.text("INSERT INTO parley_vector_store_files (vector_store_id, file_id, tenant, filename, "
-                             "created_at, created_ns, status, chunking, usage_bytes, attributes) VALUES (:s, :f, '', "
-                             "'notes.txt', 0, 0, 'completed', '{}', 0, :a)"),
-                     {"s": store_id, "f": file_id, "a": attributes})
+        store_and_file(conn, store_id, file_id, attributes)
         conn.execute(sa.text("INSERT INTO parley_vector_store_chunks (vector_store_id, file_id, seq, text, embedding) "
                              "VALUES (:s, :f, :seq, :text, :embedding)"),
                      [{"s": store_id, "f": file_id, "seq": seq, "text": text,

@@ -11,7 +11,6 @@ import secrets
 from collections import Counter
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -21,6 +20,8 @@ from parley.retrieval.search import Query, Searcher
 from parley.store import open_store
 from parley.store.pg_bm25 import B, K1, MAX_TERMS
 from parley.store.vector_stores import SqlVectorStores, StoreInfo
+from tests.conftest import _admin
+from tests.store.rows import store_and_file
 
 pytestmark = pytest.mark.anyio
 WORDS = ["amber", "basalt", "cobalt", "dune", "ember", "fjord", "glacier", "harbor", "iris", "jade", "kelp",
@@ -33,17 +34,10 @@ def bm25_url(pgvector_url: str):
     name = f"parley_bm25_{secrets.token_hex(4)}"
     admin = pgvector_url.replace("postgresql+psycopg://", "postgresql://")
 
-    async def run(statement: str) -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"', admin))
     parts = urlsplit(admin)
     yield urlunsplit(parts._replace(path=f"/{name}"))
-    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', admin))
 
 
 def _texts(n: int) -> list[str]:
@@ -53,12 +47,7 @@ def _texts(n: int) -> list[str]:
 
 async def _fill(store, store_id: str, file_id: str, texts: list[str]) -> None:
     def fill(conn: sa.Connection) -> None:
-        conn.execute(sa.text("INSERT INTO parley_vector_stores (id, tenant, created_at, created_ns, last_active_at, "
-                             "embedding_model) VALUES (:s, '', 0, 0, 0, 'local') ON CONFLICT DO NOTHING"),
-                     {"s": store_id})
-        conn.execute(sa.text("INSERT INTO parley_vector_store_files (vector_store_id, file_id, tenant, filename, "
-                             "created_at, created_ns, status, chunking, usage_bytes) VALUES (:s, :f, '', "
-                             "'notes.txt', 0, 0, 'completed', '{}', 0)"), {"s": store_id, "f": file_id})
+        store_and_file(conn, store_id, file_id)
         conn.execute(sa.text("INSERT INTO parley_vector_store_chunks (vector_store_id, file_id, seq, text, embedding) "
                              "SELECT :s, :f, x.seq, x.text, :e FROM unnest(CAST(:seqs AS integer[]), "
                              "CAST(:texts AS text[])) AS x(seq, text)"),
