@@ -134,21 +134,14 @@ class Searcher:
                       pool: int) -> list[tuple[int, float]]:
         """(chunk id, cosine similarity), best first: from the matrices held in memory of the stores that have one
         (SQLite), and from the database for the rest."""
-        found: list[tuple[int, float]] = []
-        if self.dialect == "sqlite" and self.matrices.enabled:
-            held = {}
-            for store_id in store_ids:
-                matrix = await self.matrices.matrix(self.store, store_id, int(vector.shape[0]))
-                if matrix is not None:
-                    held[store_id] = matrix
-            if held:
-                found = await self._held_nearest(held, vector, filters, pool)
-            store_ids = [store_id for store_id in store_ids if store_id not in held]
-            if not store_ids:
-                return found
-            return sorted(found + await self._stored_nearest(store_ids, vector, filters, pool),
-                          key=lambda hit: -hit[1])[:pool]
-        return await self._stored_nearest(store_ids, vector, filters, pool)
+        if self.dialect != "sqlite" or not self.matrices.enabled:
+            return await self._stored_nearest(store_ids, vector, filters, pool)
+        held = await self.matrices.held(self.store, store_ids, int(vector.shape[0]))
+        found = await self._held_nearest(held, vector, filters, pool) if held else []
+        rest = [store_id for store_id in store_ids if store_id not in held]
+        if not rest:
+            return found
+        return sorted(found + await self._stored_nearest(rest, vector, filters, pool), key=lambda hit: -hit[1])[:pool]
 
     async def _held_nearest(self, held: dict[str, Matrix], vector: np.ndarray, filters: dict[str, Any] | None,
                             pool: int) -> list[tuple[int, float]]:

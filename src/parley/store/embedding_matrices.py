@@ -82,25 +82,29 @@ class EmbeddingMatrices:
 
         self.enabled = await store.read(counted)
 
-    async def matrix(self, store: Any, store_id: str, dims: int) -> Matrix | None:
-        """The store's matrix of ``dims``-dimension embeddings where it is current. Else ``None`` (the caller
-        searches the index), and the matrix is read, or brought up to date, in the background: a search never waits
-        for a store to be read (0.31-0.41 s at 100,000 chunks, bench/README.md)."""
-        key = (store_id, dims)
+    async def held(self, store: Any, store_ids: list[str], dims: int) -> dict[str, Matrix]:
+        """The matrices of ``dims``-dimension embeddings of those stores that are current (their counts read in one
+        transaction). The others are searched through the index while they are read, or brought up to date, in the
+        background: a search never waits for a store to be read (0.31-0.41 s at 100,000 chunks,
+        bench/README.md)."""
         now = time.monotonic()
-        for other in [k for k, m in self._held.items() if now - m.used > DROP_S and k != key]:
+        for other in [k for k, m in self._held.items() if now - m.used > DROP_S and k[0] not in store_ids]:
             del self._held[other]
-        version = await store.read(lambda conn: _version(conn, store_id))
-        held = self._held.get(key)
-        if held is not None:
-            held.used = now
-            if held.version == version:
-                return held
-        refused = self._refused.get(key)
-        if key not in self._loads and (refused is None or refused[0] != version or now - refused[1] >= IDLE_S):
-            self._loads[key] = task = asyncio.create_task(self._load(store, key, version))
-            task.add_done_callback(self._ended)
-        return None
+        versions = await store.read(lambda conn: {store_id: _version(conn, store_id) for store_id in store_ids})
+        current = {}
+        for store_id, version in versions.items():
+            key = (store_id, dims)
+            held = self._held.get(key)
+            if held is not None:
+                held.used = now
+                if held.version == version:
+                    current[store_id] = held
+                    continue
+            refused = self._refused.get(key)
+            if key not in self._loads and (refused is None or refused[0] != version or now - refused[1] >= IDLE_S):
+                self._loads[key] = task = asyncio.create_task(self._load(store, key, version))
+                task.add_done_callback(self._ended)
+        return current
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         for key in [key for key, load in self._loads.items() if load is task]:
