@@ -12,6 +12,7 @@ from parley.retrieval import terms
 from parley.retrieval.embeddings import Embedders
 from parley.retrieval.search import Query, Searcher
 from parley.store.vector_stores import SqlVectorStores, StoreInfo
+from tests.store.rows import store_and_file
 
 pytestmark = pytest.mark.anyio
 TEXTS = [f"A landscape note about the hills, entry {i}." for i in range(30)] + ["A landscape of glaciers and ice."]
@@ -23,11 +24,7 @@ async def test_a_word_in_no_chunk_beside_common_words_still_finds_them(store, mo
     vectors = await Embedders(None, None, 30).get("local").embed(TEXTS)
 
     def fill(conn: sa.Connection) -> None:
-        conn.execute(sa.text("INSERT INTO parley_vector_stores (id, tenant, created_at, created_ns, last_active_at, "
-                             "embedding_model) VALUES ('vs_kw', '', 0, 0, 0, 'local')"))
-        conn.execute(sa.text("INSERT INTO parley_vector_store_files (vector_store_id, file_id, tenant, filename, "
-                             "created_at, created_ns, status, chunking, usage_bytes) VALUES ('vs_kw', 'file_1', '', "
-                             "'notes.txt', 0, 0, 'completed', '{}', 0)"))
+        store_and_file(conn, "vs_kw", "file_1")
         for seq, (text, vector) in enumerate(zip(TEXTS, vectors)):
             conn.execute(sa.text("INSERT INTO parley_vector_store_chunks (vector_store_id, file_id, seq, text, "
                                  "embedding) VALUES ('vs_kw', 'file_1', :seq, :text, :embedding)"),
@@ -57,11 +54,7 @@ async def test_a_keyword_search_finds_only_its_own_stores_chunks_whatever_their_
     def fill(conn: sa.Connection) -> None:
         at = 0
         for store_id, group in texts.items():
-            conn.execute(sa.text("INSERT INTO parley_vector_stores (id, tenant, created_at, created_ns, "
-                                 "last_active_at, embedding_model) VALUES (:s, '', 0, 0, 0, 'local')"), {"s": store_id})
-            conn.execute(sa.text("INSERT INTO parley_vector_store_files (vector_store_id, file_id, tenant, filename, "
-                                 "created_at, created_ns, status, chunking, usage_bytes) VALUES (:s, 'file_1', '', "
-                                 "'notes.txt', 0, 0, 'completed', '{}', 0)"), {"s": store_id})
+            store_and_file(conn, store_id, "file_1")
             for seq, text in enumerate(group):
                 conn.execute(sa.text("INSERT INTO parley_vector_store_chunks (vector_store_id, file_id, seq, text, "
                                      "embedding) VALUES (:s, 'file_1', :seq, :text, :embedding)"),
