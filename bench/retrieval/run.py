@@ -21,6 +21,8 @@ of the set's questions (a model call per search is slow on a CPU).
 second, and their latency p50 / p99.
 --keep DIR (scale, SQLite or pgvector, one size): the database lives in DIR and stays there; a later run with
 the same --keep and --chunks searches it again without indexing (the ingestion figures are the first run's).
+PARLEY_BM25_INDEX=1 (scale, pgvector): the server keeps the BM25 keyword index; the searches wait until it searches
+by it (on a kept store made without it, the start writes the weights and builds the index: bm25_ready_s).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import argparse
 import gzip
 import json
 import math
+import os
 import random
 import subprocess
 import sys
@@ -237,6 +240,22 @@ def concurrent_hybrid(client: openai.OpenAI, store_id: str, questions: list[str]
             "p99_ms": round(pct(latencies, 99), 1)}
 
 
+BM25_READY = "BM25 keyword index: the keyword half of file search reads it"
+
+
+def bm25_ready_s(process: ParleyProcess) -> float | None:
+    """With ``PARLEY_BM25_INDEX`` on (pgvector): wait until the server searches by the BM25 index, which a start
+    fills and builds over the chunks stored without it; the seconds from the server's readiness to that."""
+    if os.environ.get("PARLEY_BM25_INDEX", "").lower() not in ("1", "true", "yes", "on"):
+        return None
+    started = time.perf_counter()
+    while BM25_READY not in process.log():
+        if process.process.poll() is not None:
+            raise SystemExit(f"the server stopped:\n{process.log()[-2000:]}")
+        time.sleep(0.5)
+    return round(time.perf_counter() - started, 1)
+
+
 def scale(db: str, chunks: int, keep: Path | None = None, clients: int = 0) -> dict:
     chunking = {"type": "static", "static": {"max_chunk_size_tokens": 120, "chunk_overlap_tokens": 20}}
     questions = [q["question"] for q in json.loads(gzip.open(EVAL_SET, "rt", encoding="utf-8").read())["questions"]]
@@ -254,6 +273,8 @@ def scale(db: str, chunks: int, keep: Path | None = None, clients: int = 0) -> d
                    "ingest_chunks_per_s": round(stored / seconds, 1)}
             if built is not None:
                 built.write_text(json.dumps({**out, "store_id": store_id}))
+        if db == "pgvector" and (ready := bm25_ready_s(process)) is not None:
+            out["bm25_ready_s"] = ready  # (after the ingestion, or after the start on a kept store)
         for ranker in RANKERS:
             latencies = []
             client.vector_stores.search(store_id, query=questions[100], max_num_results=10,

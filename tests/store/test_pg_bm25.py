@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from parley.retrieval.embeddings import Embedders
 from parley.retrieval.search import Query, Searcher
-from parley.store import open_store
+from parley.store import open_store, pg_bm25
 from parley.store.pg_bm25 import B, K1, MAX_TERMS
 from parley.store.vector_stores import SqlVectorStores, StoreInfo
 from tests.conftest import _admin
@@ -150,6 +150,49 @@ async def test_chunks_stored_before_are_filled_in(bm25_url) -> None:
         assert len(hits) == sum("nebula" in text for text in _texts(30))
     finally:
         await store.close()
+
+
+INDEX_STATE = sa.text("SELECT i.indisvalid, am.amname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                      "JOIN pg_am am ON am.oid = c.relam WHERE c.relname = 'ix_parley_bm25_chunks'")
+
+
+async def test_two_processes_starting_at_once_build_one_index_and_a_cut_off_build_is_redone(
+        bm25_url, monkeypatch) -> None:
+    monkeypatch.setattr(pg_bm25, "BUILD_WAIT_S", 0.05)  # (the process that does not build looks again soon)
+    monkeypatch.setattr(pg_bm25, "FILL_BATCH", 7)  # (several batches, and windows, over the chunks stored before)
+    monkeypatch.setattr(pg_bm25, "INDEXED_BATCH", 3)
+    monkeypatch.setattr(pg_bm25, "FILL_WINDOW", 10)
+    first, second = await open_store(bm25_url), await open_store(bm25_url)
+    try:
+        stores = [SqlVectorStores(first, bm25_index=True), SqlVectorStores(second, bm25_index=True)]
+        await stores[0].pgvector.prepare(first)
+        await _fill(first, "vs_d", "file_1", _texts(40))  # (before the setting: no weights, no index)
+        await stores[0].prepare()
+        await stores[1].prepare()
+        assert await first.read(lambda conn: conn.execute(INDEX_STATE).all()) == []
+        await asyncio.gather(stores[0].bm25.fill(first), stores[1].bm25.fill(second))
+        assert stores[0].bm25.ready and stores[1].bm25.ready
+        assert await first.read(lambda conn: conn.execute(INDEX_STATE).all()) == [(True, "hnsw")]
+        await _counts_agree(first)
+
+        # A build cut off (the process stopped) leaves the index invalid: the next start takes it away and builds
+        # it again, over the chunks written meanwhile too.
+        await first.run(lambda conn: conn.execute(sa.text(
+            "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'ix_parley_bm25_chunks'::regclass")))
+        await _fill(first, "vs_d", "file_2", _texts(5))
+        again = SqlVectorStores(first, bm25_index=True)
+        await again.prepare()
+        await again.bm25.fill(first)
+        assert again.bm25.ready
+        assert await first.read(lambda conn: conn.execute(INDEX_STATE).all()) == [(True, "hnsw")]
+        await _counts_agree(first)
+        searcher = Searcher(first, Embedders(None, None, 30), again.pgvector, again.sqlite_vec, bm25=again.bm25)
+        hits = await searcher.search([StoreInfo("vs_d", "", "local", None, False)],
+                                     Query(["nebula"], max_results=50, mode="keyword"))
+        assert len(hits) == sum("nebula" in text for text in _texts(40) + _texts(5))
+    finally:
+        await first.close()
+        await second.close()
 
 
 async def test_without_the_setting_an_index_made_before_is_taken_away(bm25_url) -> None:

@@ -11,16 +11,25 @@ is the chunk's BM25 score, and an HNSW index (inner product) finds the best ones
 
 Triggers keep it in step whichever process writes the chunks: a statement that inserts chunks counts their
 lexemes (``parley_bm25_terms.chunks``, and the totals in ``parley_bm25_totals``) and writes their weights; one
-that deletes chunks takes their counts and weights back. Chunks stored before (or by a version without this) are filled in the
-background at start-up; until none is left, the keyword half is searched as before. A chunk keeps the weights of
-the average length when it was written. HNSW on ``sparsevec`` takes at most 1,000 non-zero dimensions: a chunk
-with more distinct lexemes keeps its 1,000 heaviest.
+that deletes chunks takes their counts and weights back. A chunk keeps the weights of the average length when it was
+written. HNSW on ``sparsevec`` takes at most 1,000 non-zero dimensions: a chunk with more distinct lexemes keeps its
+1,000 heaviest.
+
+The first start with the setting writes the weights of the chunks stored before (in the background, a batch per
+transaction) and then builds the index over them in one pass (``CREATE INDEX CONCURRENTLY``, so that chunks are
+written meanwhile; one process builds, under an advisory lock). Building the graph in memory costs about a fifth of
+growing it by inserts, given the memory: the build asks for ``maintenance_work_mem`` of about 1.25 KB a chunk, 4
+GiB at most. Until then the keyword half is searched as before. A build cut off leaves the index invalid; the next
+start takes it away and builds it again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import time
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,7 +39,9 @@ log = logging.getLogger("parley.store")
 DIMS = 1_000_000_000  # pgvector's most dimensions of a sparsevec: lexemes are numbered from 1, never reused
 K1, B = 1.2, 0.75
 MAX_TERMS = 1000  # HNSW on sparsevec indexes at most 1,000 non-zero dimensions
-FILL_BATCH = 1000  # chunks a start-up fill writes per transaction
+FILL_BATCH = 1000  # chunks a start-up fill writes per transaction before the index is built
+INDEXED_BATCH = 128  # and once it is (each chunk's entry in the index takes milliseconds)
+FILL_WINDOW = 20_000  # chunk ids a start-up fill looks at per transaction
 EF_SEARCH = 400  # HNSW candidates per search: 0.89 of the exact BM25 top 10 at 100,000 chunks (200: 0.83)
 EMPTY = f"'{{}}/{DIMS}'::sparsevec"
 
@@ -80,14 +91,19 @@ SETUP = [
         UPDATE parley_bm25_terms t SET chunks = t.chunks + n.n
             FROM (SELECT lexeme, count(*) AS n FROM parley_bm25_new WHERE lexeme IS NOT NULL GROUP BY lexeme) n
             WHERE t.lexeme = n.lexeme;
+        -- (one pass over the batch's lexemes: a chunk's weights, its heaviest MAX_TERMS, grouped into its vector)
+        WITH lengths AS (SELECT id, COALESCE(sum(tf), 0) AS length FROM parley_bm25_new GROUP BY id),
+        ranked AS (
+            SELECT w.id, w.dim, w.weight, row_number() OVER (PARTITION BY w.id ORDER BY w.weight DESC, w.dim) AS r
+            FROM (SELECT n.id, t.dim,
+                         (n.tf * {K1 + 1} / (n.tf + {K1} * ({1 - B} + {B} * l.length / average)))::real AS weight
+                  FROM parley_bm25_new n JOIN lengths l ON l.id = n.id
+                  JOIN parley_bm25_terms t ON t.lexeme = n.lexeme) w),
+        vectors AS (
+            SELECT id, ('{{' || string_agg(dim || ':' || weight, ',' ORDER BY dim) || '}}/{DIMS}')::sparsevec AS bm25
+            FROM ranked WHERE r <= {MAX_TERMS} GROUP BY id)
         INSERT INTO parley_bm25_chunks (chunk_id, bm25)
-            SELECT l.id, COALESCE((
-                SELECT ('{{' || string_agg(d.dim || ':' || d.weight, ',' ORDER BY d.dim) || '}}/{DIMS}')::sparsevec
-                FROM (SELECT t.dim, (n.tf * {K1 + 1} / (n.tf + {K1} * ({1 - B} + {B} * l.length / average)))::real
-                                    AS weight
-                      FROM parley_bm25_new n JOIN parley_bm25_terms t ON t.lexeme = n.lexeme
-                      WHERE n.id = l.id ORDER BY weight DESC LIMIT {MAX_TERMS}) d), {EMPTY})
-            FROM (SELECT id, COALESCE(sum(tf), 0) AS length FROM parley_bm25_new GROUP BY id) l;
+            SELECT l.id, COALESCE(v.bm25, {EMPTY}) FROM lengths l LEFT JOIN vectors v ON v.id = l.id;
         GET DIAGNOSTICS written = ROW_COUNT;
         RETURN written;
     END $$""",
@@ -117,17 +133,48 @@ SETUP = [
     "DROP TRIGGER IF EXISTS parley_bm25_ad ON parley_vector_store_chunks",
     "CREATE TRIGGER parley_bm25_ad AFTER DELETE ON parley_vector_store_chunks REFERENCING OLD TABLE AS gone "
     "FOR EACH STATEMENT EXECUTE FUNCTION parley_bm25_forget()",
-    "CREATE INDEX IF NOT EXISTS ix_parley_bm25_chunks ON parley_bm25_chunks USING hnsw (bm25 sparsevec_ip_ops)",
 ]
-UNINDEXED = ("FROM parley_vector_store_chunks c WHERE NOT EXISTS "
-             "(SELECT 1 FROM parley_bm25_chunks b WHERE b.chunk_id = c.id)")
-FILL = sa.text(f"SELECT parley_bm25_index(ARRAY(SELECT c.id {UNINDEXED} ORDER BY c.id LIMIT {FILL_BATCH} "
-               "FOR UPDATE OF c SKIP LOCKED))")
-UNFILLED = sa.text(f"SELECT EXISTS (SELECT 1 {UNINDEXED})")
+# Built once the weights are written (:meth:`PgBm25.fill`): HNSW builds a graph in memory about five times faster
+# than it grows by inserts, and CONCURRENTLY lets chunks be written meanwhile.
+INDEX = ("CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_parley_bm25_chunks ON parley_bm25_chunks "
+         "USING hnsw (bm25 sparsevec_ip_ops)")
+MEMORY = "SELECT setting::bigint * 1024 FROM pg_settings WHERE name = 'maintenance_work_mem'"
+INDEX_VALID = sa.text("SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass('ix_parley_bm25_chunks')")
+BUILD_LOCK = 7226541  # (a session's advisory lock: one process builds)
+BUILD_BYTES_PER_CHUNK = 1280  # the graph in memory: a chunk's vector (about 280 bytes) and its neighbours
+BUILD_MEMORY_CAP = 4 << 30  # the most maintenance_work_mem a build asks for (a little over 3 million chunks)
+BUILD_TIMEOUT_S = 24 * 3600
+BUILD_WAIT_S = 5.0  # how often a process that does not build looks whether another one has
+RETRY_S = 30.0  # after a failed fill
+# A batch of the chunks without weights among the next FILL_WINDOW ids: a statement's reads stay bounded however
+# large the table (a start with the setting looks at every chunk once). Chunks locked by a writer are skipped: its
+# statement's trigger writes them.
+FILL = sa.text("""WITH batch AS (
+    SELECT c.id FROM parley_vector_store_chunks c
+    WHERE c.id > :after AND c.id <= :after + :window
+          AND NOT EXISTS (SELECT 1 FROM parley_bm25_chunks b WHERE b.chunk_id = c.id)
+    ORDER BY c.id LIMIT :batch FOR UPDATE OF c SKIP LOCKED)
+SELECT parley_bm25_index(ARRAY(SELECT id FROM batch ORDER BY id)), (SELECT count(*) FROM batch) AS n,
+       (SELECT max(id) FROM batch) AS last""")
+LAST_ID = sa.text("SELECT COALESCE(max(id), 0) FROM parley_vector_store_chunks")
 TERMS = sa.text("SELECT t.dim, t.chunks FROM (SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', :text))) u "
                 "JOIN parley_bm25_terms t ON t.lexeme = u.lexeme WHERE t.chunks > 0 ORDER BY t.dim")
 TOTAL = sa.text("SELECT chunks FROM parley_bm25_totals WHERE id = 1")
 BM25 = sa.table("parley_bm25_chunks", sa.column("chunk_id"), sa.column("bm25"))
+
+
+async def _write_missing(store: Any, batch: int) -> None:
+    """Write the weights of every chunk stored without them, a batch per transaction (chunks stored from now on
+    are written by the triggers)."""
+    end = await store.read(lambda conn: conn.execute(LAST_ID).scalar())
+    after = 0
+    while after < end:
+        row = await store.run(partial(_fill_after, after, batch))
+        after = row.last if row.n == batch else after + FILL_WINDOW
+
+
+def _fill_after(after: int, batch: int, conn: sa.Connection) -> Any:
+    return conn.execute(FILL, {"after": after, "window": FILL_WINDOW, "batch": batch}).one()
 
 
 def _drop(conn: sa.Connection) -> None:
@@ -153,6 +200,7 @@ class PgBm25:
     def __init__(self) -> None:
         self.enabled = False  # the tables, the index and the triggers exist
         self.ready = False  # and every chunk's weights are written: the keyword half searches the index
+        self._serial = False  # build the index without parallel workers (a parallel build failed)
 
     async def prepare(self, store: Any, pgvector_enabled: bool, wanted: bool) -> None:
         """Make the tables, triggers and index (pgvector only; then :meth:`fill` writes what is missing) where it is
@@ -180,14 +228,56 @@ class PgBm25:
         self.enabled = True
 
     async def fill(self, store: Any) -> None:
-        """Write the weights of chunks stored without them, a batch per transaction, then search by the index."""
-        if not self.enabled:
-            return
-        while await store.run(lambda conn: conn.execute(FILL).scalar()):
-            pass
-        if not await store.read(lambda conn: conn.execute(UNFILLED).scalar()):
-            self.ready = True
-            log.info("BM25 keyword index: the keyword half of file search reads it")
+        """Write the weights of chunks stored without them, a batch per transaction; where the index is missing (the
+        first start with the setting, or a build cut off), build it once they are written; then search by the index.
+        A failure (the database gone at start) is logged and the whole is tried again."""
+        while self.enabled:
+            try:
+                while not await store.read(lambda conn: conn.execute(INDEX_VALID).scalar()):
+                    if not await self._build(store):
+                        await asyncio.sleep(BUILD_WAIT_S)  # (another process builds it)
+                await _write_missing(store, INDEXED_BATCH)
+                self.ready = True
+                log.info("BM25 keyword index: the keyword half of file search reads it")
+                return
+            except Exception as exc:
+                log.warning("BM25 keyword index not filled (%s: %.300s); trying again in %.0f s", type(exc).__name__,
+                            exc, RETRY_S)
+                await asyncio.sleep(RETRY_S)
+
+    async def _build(self, store: Any) -> bool:
+        """Write every chunk's weights and build the index over them, unless another process is at it: whether this
+        one was. An index a build cut off left invalid is taken away first."""
+        async with store.engine.connect() as conn:
+            # (the driver's own connection, outside any transaction: CREATE INDEX CONCURRENTLY runs in none, and
+            # its session keeps the lock and the memory setting)
+            raw = (await conn.get_raw_connection()).driver_connection
+            if not await raw.fetchval("SELECT pg_try_advisory_lock($1)", BUILD_LOCK):
+                return False
+            try:
+                if await raw.fetchval(INDEX_VALID.text) is False:
+                    await raw.execute("DROP INDEX IF EXISTS ix_parley_bm25_chunks")
+                await _write_missing(store, FILL_BATCH)
+                chunks = await raw.fetchval("SELECT count(*) FROM parley_bm25_chunks")
+                memory = max(int(await raw.fetchval(MEMORY)), min(BUILD_MEMORY_CAP, chunks * BUILD_BYTES_PER_CHUNK))
+                await raw.execute(f"SET maintenance_work_mem = '{memory // 1024}kB'")
+                if self._serial:
+                    await raw.execute("SET max_parallel_maintenance_workers = 0")
+                log.info("BM25 keyword index: building it over %d chunks (maintenance_work_mem %d MiB%s)", chunks,
+                         memory >> 20, ", no parallel workers" if self._serial else "")
+                started = time.monotonic()
+                await raw.execute(INDEX, timeout=BUILD_TIMEOUT_S)
+                log.info("BM25 keyword index: built in %.1f s", time.monotonic() - started)
+                await raw.execute("RESET ALL")
+                await raw.fetchval("SELECT pg_advisory_unlock($1)", BUILD_LOCK)
+            except BaseException as exc:
+                await conn.invalidate()  # (closed: its session's lock and settings go with it)
+                # A parallel build shares its graph through the server's shared memory, which a container's small
+                # /dev/shm may refuse ("could not resize shared memory segment": disk_full); the next try builds
+                # without parallel workers.
+                self._serial = self._serial or getattr(exc, "sqlstate", None) == "53100"
+                raise
+        return True
 
     def ranked(self, joined: sa.Select[Any], scope: Any, words: list[str], pool: int, iterative: bool) -> Any:
         """A transaction's work: (chunk id, BM25 score > 0) of the ``pool`` best chunks within ``scope`` that hold
