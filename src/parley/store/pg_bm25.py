@@ -1,7 +1,8 @@
 """PostgreSQL with pgvector, with ``--bm25-index``: the keyword half of a search as BM25 over an index, so that it
-reads the best chunks from the index instead of ranking every chunk that holds one of the query's words. Off by
-default: at 30,000 chunks it took the keyword half from 47.5 to 8.0 ms p50, but ingestion from 1,330 to 237 chunks
-per second (each chunk's entry in the sparse HNSW index; bench/README.md).
+reads the best chunks from the index instead of ranking every chunk that holds one of the query's words. At
+975,015 chunks it took a hybrid search from 114.8 to 43.8-45.7 ms p50 (the keyword half from 91.2 to 36 ms), but a
+chunk's entry in the sparse HNSW index costs milliseconds, so ingestion into an indexed store is several times
+slower (185 chunks per second from an empty store at 30,000): off by default (bench/README.md).
 
 Each chunk's words (its ``tsv`` lexemes) are also a pgvector ``sparsevec`` in ``parley_bm25_chunks``: one
 dimension per lexeme (``parley_bm25_terms`` numbers them), holding the lexeme's BM25 term weight in the chunk,
