@@ -130,7 +130,7 @@ async def test_a_filter_that_removes_most_candidates_gives_the_nearest_that_pass
     _same(found, await indexed.search(info, query))
 
 
-async def test_a_store_past_the_budget_is_searched_through_the_index(sqlite) -> None:
+async def test_a_store_past_the_budget_is_searched_through_the_index(sqlite, monkeypatch) -> None:
     await _fill(sqlite, "vs_big", "file_1", _texts(200))
     await _fill(sqlite, "vs_small", "file_1", _texts(20, " (small)"))
     held, indexed = await _searchers(sqlite, budget=100 * (256 * 4 + 8))
@@ -140,6 +140,10 @@ async def test_a_store_past_the_budget_is_searched_through_the_index(sqlite) -> 
     _same(found, await indexed.search(both, query))
     assert set(held.matrices._held) == {("vs_small", 256)}
     assert held.matrices.held_bytes <= held.matrices.budget
+    assert set(held.matrices._refused) == {("vs_big", 256)}
+    monkeypatch.setattr(embedding_matrices, "IDLE_S", 0.0)  # (a refusal past its time is let go of)
+    await _search(held, both[1:], query)
+    assert held.matrices._refused == {}
 
 
 async def test_a_matrix_searched_recently_is_not_evicted_and_an_idle_one_is(sqlite, monkeypatch) -> None:

@@ -90,6 +90,8 @@ class EmbeddingMatrices:
         now = time.monotonic()
         for other in [k for k, m in self._held.items() if now - m.used > DROP_S and k[0] not in store_ids]:
             del self._held[other]
+        for other in [k for k, (_, since) in self._refused.items() if now - since >= IDLE_S]:
+            del self._refused[other]  # (a refusal counts for IDLE_S: the store's next search tries again)
         versions = await store.read(lambda conn: {store_id: _version(conn, store_id) for store_id in store_ids})
         current = {}
         for store_id, version in versions.items():
@@ -101,7 +103,7 @@ class EmbeddingMatrices:
                     current[store_id] = held
                     continue
             refused = self._refused.get(key)
-            if key not in self._loads and (refused is None or refused[0] != version or now - refused[1] >= IDLE_S):
+            if key not in self._loads and (refused is None or refused[0] != version):
                 self._loads[key] = task = asyncio.create_task(self._load(store, key, version))
                 task.add_done_callback(self._ended)
         return current
