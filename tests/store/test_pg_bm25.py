@@ -186,10 +186,22 @@ async def test_two_processes_starting_at_once_build_one_index_and_a_cut_off_buil
         assert again.bm25.ready
         assert await first.read(lambda conn: conn.execute(INDEX_STATE).all()) == [(True, "hnsw")]
         await _counts_agree(first)
+        # A start finds every chunk written (the totals count them) and reads the index at once; one whose chunks
+        # were stored without their weights writes them first.
+        await first.run(lambda conn: conn.execute(sa.text(
+            "ALTER TABLE parley_vector_store_chunks DISABLE TRIGGER parley_bm25_ai")))
+        await _fill(first, "vs_d", "file_3", _texts(4))
+        await first.run(lambda conn: conn.execute(sa.text(
+            "ALTER TABLE parley_vector_store_chunks ENABLE TRIGGER parley_bm25_ai")))
+        restarted = SqlVectorStores(first, bm25_index=True)
+        await restarted.prepare()
+        await restarted.bm25.fill(first)
+        assert restarted.bm25.ready
+        await _counts_agree(first)
         searcher = Searcher(first, Embedders(None, None, 30), again.pgvector, again.sqlite_vec, bm25=again.bm25)
         hits = await searcher.search([StoreInfo("vs_d", "", "local", None, False)],
                                      Query(["nebula"], max_results=50, mode="keyword"))
-        assert len(hits) == sum("nebula" in text for text in _texts(40) + _texts(5))
+        assert len(hits) == sum("nebula" in text for text in _texts(40) + _texts(5) + _texts(4))
     finally:
         await first.close()
         await second.close()
