@@ -18,7 +18,7 @@ written. HNSW on ``sparsevec`` takes at most 1,000 non-zero dimensions: a chunk 
 
 The first start with the setting writes the weights of the chunks stored before (in the background, a batch per
 transaction) and then builds the index over them in one pass (``CREATE INDEX CONCURRENTLY``, so that chunks are
-written meanwhile; one process builds, under an advisory lock). Building the graph in memory costs about a fifth of
+written meanwhile; one process builds, under an advisory lock). Building the graph in memory costs a sixth or less of
 growing it by inserts, given the memory: the build asks for ``maintenance_work_mem`` of about 1.25 KB a chunk, 4
 GiB at most. Until then the keyword half is searched as before. A build cut off leaves the index invalid; the next
 start takes it away and builds it again.
@@ -135,7 +135,7 @@ SETUP = [
     "CREATE TRIGGER parley_bm25_ad AFTER DELETE ON parley_vector_store_chunks REFERENCING OLD TABLE AS gone "
     "FOR EACH STATEMENT EXECUTE FUNCTION parley_bm25_forget()",
 ]
-# Built once the weights are written (:meth:`PgBm25.fill`): HNSW builds a graph in memory about five times faster
+# Built once the weights are written (:meth:`PgBm25.fill`): HNSW builds a graph in memory six or more times faster
 # than it grows by inserts, and CONCURRENTLY lets chunks be written meanwhile.
 INDEX = ("CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_parley_bm25_chunks ON parley_bm25_chunks "
          "USING hnsw (bm25 sparsevec_ip_ops)")
