@@ -222,7 +222,7 @@ class Settings(BaseSettings):
         "model take 98 MiB; the stores searched least recently give way; 0 holds none).")
     bm25_index: bool = Field(
         False, description="PostgreSQL with pgvector: keep a BM25 index of the vector stores' chunks (a sparse HNSW "
-        "index) and search the keyword half by it: at 975,015 chunks a hybrid search took 44-46 ms p50 against 115 "
+        "index) and search the keyword half by it: at 975,015 chunks a hybrid search took 44-52 ms p50 against 115 "
         "ms, but ingestion of new chunks is several times slower (bench/README.md). The first start with it builds "
         "the index over the chunks stored before, in the background (about 10 minutes a million chunks on 2 cores). "
         "Set it alike on every instance; off, a start takes the index away.")

@@ -1,6 +1,6 @@
 """PostgreSQL with pgvector, with ``--bm25-index``: the keyword half of a search as BM25 over an index, so that it
 reads the best chunks from the index instead of ranking every chunk that holds one of the query's words. At
-975,015 chunks it took a hybrid search from 114.8 to 43.8-45.7 ms p50 (the keyword half from 91.2 to 36 ms), but a
+975,015 chunks it took a hybrid search from 114.8 to 43.8-51.7 ms p50 (the keyword half from 91.2 to 36 ms), but a
 chunk's entry in the sparse HNSW index costs milliseconds, so ingestion into an indexed store is several times
 slower (185 chunks per second from an empty store at 30,000): off by default (bench/README.md).
 
