@@ -1,7 +1,9 @@
 """PostgreSQL with pgvector and --bm25-index: the keyword half as BM25 over a sparsevec HNSW index
 (parley.store.pg_bm25). Its scores are BM25's, computed here from the chunks' own lexemes; its counts follow chunks
-that any statement inserts or deletes; chunks stored before it are filled in; a chunk with more than 1,000 distinct
-lexemes keeps 1,000; without the setting, an index made before is taken away."""
+that any statement inserts or deletes; chunks stored before it are filled in and the index built over them, by one
+of two processes starting at once; an index a build cut off left invalid is built again; a start writes the weights
+of chunks stored without them; a chunk with more than 1,000 distinct lexemes keeps 1,000; without the setting, an
+index made before is taken away."""
 
 from __future__ import annotations
 
@@ -156,7 +158,7 @@ INDEX_STATE = sa.text("SELECT i.indisvalid, am.amname FROM pg_index i JOIN pg_cl
                       "JOIN pg_am am ON am.oid = c.relam WHERE c.relname = 'ix_parley_bm25_chunks'")
 
 
-async def test_two_processes_starting_at_once_build_one_index_and_a_cut_off_build_is_redone(
+async def test_one_process_builds_the_index_a_cut_off_build_is_redone_and_a_start_writes_what_is_missing(
         bm25_url, monkeypatch) -> None:
     monkeypatch.setattr(pg_bm25, "BUILD_WAIT_S", 0.05)  # (the process that does not build looks again soon)
     monkeypatch.setattr(pg_bm25, "FILL_BATCH", 7)  # (several batches, and windows, over the chunks stored before)
