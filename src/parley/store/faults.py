@@ -46,7 +46,7 @@ def classify(exc: BaseException) -> Fault:
     if isinstance(exc, (sa.exc.InterfaceError, sa.exc.TimeoutError, sa.exc.DisconnectionError, OSError,
                         TimeoutError)):
         return "unavailable"
-    state = getattr(original, "sqlstate", None) or getattr(getattr(original, "__cause__", None), "sqlstate", None)
+    state = sqlstate(exc)
     if isinstance(state, str):
         if state.startswith(_PG_UNAVAILABLE):
             return "unavailable"
@@ -63,6 +63,13 @@ def classify(exc: BaseException) -> Fault:
     if isinstance(exc, sa.exc.OperationalError):  # a driver that says no more: assume the path to it
         return "unavailable"
     return "other"
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """PostgreSQL's SQLSTATE of a failed statement (the driver's error, or the one it wraps), if it has one."""
+    original = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    state = getattr(original, "sqlstate", None) or getattr(getattr(original, "__cause__", None), "sqlstate", None)
+    return state if isinstance(state, str) else None
 
 
 def summary(exc: BaseException) -> str:

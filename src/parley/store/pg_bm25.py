@@ -36,6 +36,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.types import UserDefinedType
 
+from parley.store.faults import sqlstate
+
 log = logging.getLogger("parley.store")
 DIMS = 1_000_000_000  # pgvector's most dimensions of a sparsevec: lexemes are numbered from 1, never reused
 K1, B = 1.2, 0.75
@@ -43,7 +45,7 @@ MAX_TERMS = 1000  # HNSW on sparsevec indexes at most 1,000 non-zero dimensions
 FILL_BATCH = 1000  # chunks a start-up fill writes per transaction before the index is built
 INDEXED_BATCH = 128  # and once it is (each chunk's entry in the index takes milliseconds)
 FILL_WINDOW = 20_000  # chunk ids a start-up fill looks at per transaction
-EF_SEARCH = 400  # HNSW candidates per search: 0.89 of the exact BM25 top 10 at 100,000 chunks (200: 0.83)
+EF_SEARCH = 400  # HNSW candidates per search: 0.76 of the exact BM25 top 10 at 975,015 chunks (200: 0.71, 1000: 0.84)
 EMPTY = f"'{{}}/{DIMS}'::sparsevec"
 
 SETUP = [
@@ -141,6 +143,7 @@ INDEX = ("CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_parley_bm25_chunks ON parle
          "USING hnsw (bm25 sparsevec_ip_ops)")
 MEMORY = "SELECT setting::bigint * 1024 FROM pg_settings WHERE name = 'maintenance_work_mem'"
 INDEX_VALID = sa.text("SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass('ix_parley_bm25_chunks')")
+SETUP_LOCK = 7226540  # (a transaction's advisory lock: instances starting together make the tables in turn)
 BUILD_LOCK = 7226541  # (a session's advisory lock: one process builds)
 BUILD_BYTES_PER_CHUNK = 1280  # the graph in memory: a chunk's vector (about 280 bytes) and its neighbours
 BUILD_MEMORY_CAP = 4 << 30  # the most maintenance_work_mem a build asks for (a little over 3 million chunks)
@@ -175,8 +178,7 @@ def _all_written(conn: sa.Connection) -> bool:
             conn.execute(sa.text("SET LOCAL statement_timeout = '1s'"))
             return bool(conn.execute(ALL_WRITTEN).scalar())
     except sa.exc.DBAPIError as exc:
-        state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig.__cause__, "sqlstate", None)
-        if state != "57014":  # (query_canceled: the timeout)
+        if sqlstate(exc) != "57014":  # (query_canceled: the timeout)
             raise
         return False
 
@@ -198,7 +200,7 @@ def _fill_after(after: int, batch: int, conn: sa.Connection) -> Any:
 def _drop(conn: sa.Connection) -> None:
     if conn.execute(sa.text("SELECT to_regclass('parley_bm25_totals')")).scalar() is None:
         return
-    conn.execute(sa.text("SELECT pg_advisory_xact_lock(7226540)"))
+    conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({SETUP_LOCK})"))
     for statement in ("DROP TRIGGER IF EXISTS parley_bm25_ai ON parley_vector_store_chunks",
                       "DROP TRIGGER IF EXISTS parley_bm25_ad ON parley_vector_store_chunks",
                       "DROP TABLE IF EXISTS parley_bm25_chunks, parley_bm25_terms, parley_bm25_totals",
@@ -216,14 +218,14 @@ class SparseVec(UserDefinedType[Any]):
 
 class PgBm25:
     def __init__(self) -> None:
-        self.enabled = False  # the tables, the index and the triggers exist
+        self.enabled = False  # the tables and the triggers exist (the index is built by fill)
         self.ready = False  # and every chunk's weights are written: the keyword half searches the index
         self._serial = False  # build the index without parallel workers (a parallel build failed)
 
     async def prepare(self, store: Any, pgvector_enabled: bool, wanted: bool) -> None:
-        """Make the tables, triggers and index (pgvector only; then :meth:`fill` writes what is missing) where it is
-        ``wanted`` (``--bm25-index``); where it is not, take away one an earlier start made (its triggers would make
-        every write of chunks pay for it)."""
+        """Make the tables and triggers (pgvector only; then :meth:`fill` writes what is missing and builds the
+        index) where it is ``wanted`` (``--bm25-index``); where it is not, take away one an earlier start made (its
+        triggers would make every write of chunks pay for it)."""
         if not store.is_postgres:
             return
         if not wanted:
@@ -234,7 +236,7 @@ class PgBm25:
             return
 
         def setup(conn: sa.Connection) -> None:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7226540)"))  # instances starting together
+            conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({SETUP_LOCK})"))
             for statement in SETUP:
                 conn.execute(sa.text(statement))
 
@@ -294,7 +296,7 @@ class PgBm25:
                 # A parallel build shares its graph through the server's shared memory, which a container's small
                 # /dev/shm may refuse ("could not resize shared memory segment": disk_full); the next try builds
                 # without parallel workers.
-                self._serial = self._serial or getattr(exc, "sqlstate", None) == "53100"
+                self._serial = self._serial or sqlstate(exc) == "53100"
                 raise
         return True
 
