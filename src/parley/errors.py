@@ -121,6 +121,15 @@ class StoreUnavailable(ParleyError):
     default_code = "store_unavailable"
 
 
+class StoreTimeout(StoreUnavailable):
+    """The database answered, but a statement ran past the store timeout and was cancelled (a search of a large
+    store on a cold cache, a lock another statement held): this request's 504.  The database is there, so the
+    instance stays ready; callers that retry an unavailable store's write retry this one the same way."""
+
+    status_code = 504
+    default_code = "store_timeout"
+
+
 class ServerBusy(RetryLater):
     """A bound on work in flight is reached."""
 

@@ -164,8 +164,8 @@ class Settings(BaseSettings):
         "in_progress responses are marked failed."
     )
     store_timeout_s: float = Field(
-        5.0, gt=0, description="Seconds the database may take to connect or to answer a statement before the "
-        "request gets a 503 store_unavailable.")
+        5.0, gt=0, description="Seconds the database may take to connect or to answer a statement: a statement it "
+        "cancels there is the request's 504 store_timeout, no answer at all a 503 store_unavailable.")
     store_retry_s: float = Field(
         15.0, ge=0, description="How long a response's final write is retried while the database is unreachable "
         "before the response fails.")

@@ -289,3 +289,44 @@ def test_ingestion_that_meets_an_outage_is_handed_back_and_completes(backend, po
         assert _row(postgres_url, store.id) == ("completed", None), server.log()[-3000:]
         assert client.vector_stores.files.retrieve(file_id=uploaded.id, vector_store_id=store.id).status == \
             "completed"
+
+
+def test_a_search_past_the_store_timeout_is_its_504_and_the_instance_stays_ready(backend, own_postgres_url) -> None:
+    """A statement the database is slow to finish (here a search that waits on a lock another session holds on the
+    chunks; at a million chunks, a cold cache) is cancelled by the database at the store timeout: that search's 504,
+    while the instance stays ready for everyone else, and the same search succeeds once the lock is gone."""
+    import asyncio
+
+    import asyncpg
+
+    locked, release = threading.Event(), threading.Event()
+
+    async def hold_lock() -> None:
+        conn = await asyncpg.connect(own_postgres_url.replace("+asyncpg", ""))
+        try:
+            async with conn.transaction():
+                await conn.execute("LOCK TABLE parley_vector_store_chunks IN ACCESS EXCLUSIVE MODE")
+                locked.set()
+                await asyncio.get_running_loop().run_in_executor(None, release.wait)
+        finally:
+            await conn.close()
+
+    with ParleyProcess("--upstream", backend.url, "--db", own_postgres_url, "--store-timeout-s", "1") as server, \
+            openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0, timeout=60) as client:
+        store = client.vector_stores.create(name="docs")
+        done = client.vector_stores.files.upload_and_poll(
+            vector_store_id=store.id, file=("etna.md", b"Mount Etna is an active volcano on the east coast of Sicily."))
+        assert done.status == "completed", done.last_error
+        holder = threading.Thread(target=asyncio.run, args=(hold_lock(),))
+        holder.start()
+        try:
+            assert locked.wait(30)
+            with pytest.raises(openai.APIStatusError) as info:
+                client.vector_stores.search(store.id, query="Which volcano is in Sicily?")
+            assert info.value.status_code == 504 and info.value.body["code"] == "store_timeout", info.value.body
+            assert is_ready(server) and store_state(server) == "ok"
+        finally:
+            release.set()
+            holder.join(30)
+        found = client.vector_stores.search(store.id, query="Which volcano is in Sicily?")
+        assert found.data and "Etna" in found.data[0].content[0].text

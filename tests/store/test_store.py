@@ -237,3 +237,24 @@ async def test_a_statement_the_requests_data_breaks_is_its_400_and_the_store_sta
             await store.run(lambda conn: conn.execute(statement).all())
         assert store.available
     assert await store.run(lambda conn: conn.execute(sa.select(sa.literal(1))).scalar()) == 1
+
+
+async def test_a_read_past_the_store_timeout_is_a_504_and_the_store_stays_available(own_db_url: str) -> None:
+    """A read the database is slow to finish (a search of a large store on a cold cache) is cancelled at the store
+    timeout, by PostgreSQL's statement timeout or by SQLite's progress handler: that request's 504, not the
+    database's absence (a 503 that makes the instance unready for every tenant)."""
+    import sqlalchemy as sa
+
+    from parley.errors import StoreTimeout
+
+    store = await open_store(own_db_url, timeout_s=0.5)
+    try:
+        endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT max(x) FROM c"
+        slow = sa.text("SELECT pg_sleep(60)" if store.is_postgres else endless)
+        with pytest.raises(StoreTimeout) as info:
+            await store.read(lambda conn: conn.execute(slow).scalar())
+        assert info.value.status_code == 504 and info.value.code == "store_timeout"
+        assert store.available
+        assert await store.read(lambda conn: conn.execute(sa.select(sa.literal(1))).scalar()) == 1
+    finally:
+        await store.close()

@@ -8,7 +8,8 @@ response's latency, half of what Parley added to a request.)
 
 A failed statement is classified here, once (:mod:`parley.store.faults`): the request's fault is its 400, the
 database's absence a :class:`~parley.errors.StoreUnavailable` (503) that marks the store unavailable until an
-operation succeeds again.  Migrations are applied here too.
+operation succeeds again, a statement the database cancelled at the store timeout a
+:class:`~parley.errors.StoreTimeout` (504) for that request alone.  Migrations are applied here too.
 """
 
 from __future__ import annotations
@@ -26,13 +27,17 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from parley.errors import InvalidRequest, StoreUnavailable
+from parley.errors import InvalidRequest, StoreTimeout, StoreUnavailable
 from parley.store import faults
 from parley.store.migrations import MIGRATIONS, statements_for
 from parley.store.tables import migrations_table
 
 log = logging.getLogger("parley.store")
 POOL_WAIT_S = 30.0  # how long an operation may wait for one of the pool's connections (load, not failure)
+# PostgreSQL: the server cancels a statement at the store timeout (a slow statement, SQLSTATE 57014); the driver
+# waits this much longer before it takes the silence for a lost path (no answer at all: unavailable).
+NO_ANSWER_GRACE_S = 2.0
+SQLITE_PROGRESS_OPS = 10_000  # SQLite: virtual machine steps between two looks at a read's deadline
 READERS = 2  # SQLite: reading connections beside the writing one (vector store search)
 T = TypeVar("T")
 
@@ -75,6 +80,19 @@ def _transaction(engine: sa.Engine, operation: Callable[[sa.Connection], T]) -> 
         return operation(conn)
 
 
+def _bounded_transaction(engine: sa.Engine, operation: Callable[[sa.Connection], T], seconds: float) -> T:
+    """:func:`_transaction`, interrupted (SQLITE_INTERRUPT) once it has run ``seconds``: SQLite's own statement
+    timeout, which it lacks."""
+    deadline = time.monotonic() + seconds
+    with engine.begin() as conn:
+        raw = conn.connection.driver_connection
+        raw.set_progress_handler(lambda: time.monotonic() > deadline, SQLITE_PROGRESS_OPS)
+        try:
+            return operation(conn)
+        finally:
+            raw.set_progress_handler(None, 0)
+
+
 def _db_now(dialect: str) -> Any:
     """The database's clock in epoch seconds: heartbeats and staleness are read on one clock, never on
     each host's own (two hosts whose clocks disagree would otherwise fail each other's responses)."""
@@ -86,8 +104,9 @@ def _db_now(dialect: str) -> Any:
 class Database:
     """One database, its connections and its clock.
 
-    Every operation is bounded by ``timeout_s``: on PostgreSQL the driver's connect and statement timeouts
-    (and a backstop deadline beyond the wait for a pooled connection), on SQLite the busy timeout.
+    Every operation is bounded by ``timeout_s``: on PostgreSQL the server's statement timeout, the driver's
+    connect timeout and its own deadline a little later (and a backstop deadline beyond the wait for a pooled
+    connection), on SQLite the busy timeout, and for a read a deadline of its own.
     ``available`` says how the last operation went.
     """
 
@@ -113,9 +132,11 @@ class Database:
         write made of bounded statements is slow, not unavailable)."""
         return await self._classified(self._run(operation, statements))
 
-    async def read(self, operation: Callable[[sa.Connection], T]) -> T:
+    async def read(self, operation: Callable[[sa.Connection], T], bounded: bool = True) -> T:
         """Run ``operation``, which only reads: on a SQLite file on a reading connection of its own, so that it
-        neither waits for the writer's thread nor makes it wait; elsewhere as :meth:`run`."""
+        neither waits for the writer's thread nor makes it wait, and, where ``bounded`` (a request's read, not a
+        whole store's embeddings read in the background), interrupted past ``timeout_s``; elsewhere as
+        :meth:`run`."""
         if isinstance(self.engine, AsyncEngine) or self.engine.url.database in (None, "", ":memory:"):
             return await self.run(operation)
         if self._read_engine is None:
@@ -125,8 +146,12 @@ class Database:
                 connect_args={"timeout": self.timeout_s, "check_same_thread": False})
             event.listen(self._read_engine, "connect", _sqlite_reader_pragmas)
             self._readers = ThreadPoolExecutor(READERS, "parley-sqlite-read")
-        return await self._classified(asyncio.get_running_loop().run_in_executor(
-            self._readers, _transaction, self._read_engine, operation))
+        loop = asyncio.get_running_loop()
+        if not bounded:
+            return await self._classified(loop.run_in_executor(self._readers, _transaction, self._read_engine,
+                                                               operation))
+        return await self._classified(loop.run_in_executor(self._readers, _bounded_transaction, self._read_engine,
+                                                           operation, self.timeout_s))
 
     async def _run(self, operation: Callable[[sa.Connection], T], statements: int = 1) -> T:
         if isinstance(self.engine, AsyncEngine):
@@ -139,7 +164,8 @@ class Database:
         return await asyncio.get_running_loop().run_in_executor(self._thread, _transaction, self.engine, operation)
 
     async def _classified(self, work: Awaitable[T]) -> T:
-        """``work``'s result; its failure as the request's 400, the database's absence (503), or as it is."""
+        """``work``'s result; its failure as the request's 400, a slow statement (504), the database's absence
+        (503), or as it is."""
         try:
             result = await work
         except Exception as exc:
@@ -147,16 +173,23 @@ class Database:
             if fault == "request":
                 raise InvalidRequest(f"The database refused what the request holds: {faults.summary(exc)}",
                                      code="invalid_value") from exc
+            if fault == "slow":  # the database answered: it is there
+                self._reached()
+                raise StoreTimeout(f"The database did not finish this request's statement within the store "
+                                   f"timeout ({self.timeout_s:g} s); try again.") from exc
             if fault == "other":
                 raise
             if self.available:
                 log.warning("the database is unavailable: %s: %.300s", type(exc).__name__, exc)
             self.available, self._reachable_since = False, None
             raise StoreUnavailable("The response store is unavailable; try again.") from exc
+        self._reached()
+        return result
+
+    def _reached(self) -> None:
         self.available = True
         if self._reachable_since is None:
             self._reachable_since = time.monotonic()
-        return result
 
     def reachable_for(self, seconds: float) -> bool:
         """Whether this process has reached the database in every operation for the last ``seconds``: only then
@@ -205,13 +238,15 @@ class Database:
 def open_engine(url: str, timeout_s: float) -> AsyncEngine | sa.Engine:
     """The engine for ``url``, creating the SQLite file's folder if needed.
 
-    ``timeout_s`` bounds each connection attempt and each statement; the SQLite file waits as long for
-    its lock."""
+    ``timeout_s`` bounds each connection attempt and each statement (PostgreSQL's ``statement_timeout``, with the
+    driver's deadline :data:`NO_ANSWER_GRACE_S` later); the SQLite file waits as long for its lock."""
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
+        server_settings = {"statement_timeout": str(round(timeout_s * 1000))}  # (milliseconds)
         return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_timeout=POOL_WAIT_S,
-                                   connect_args={"timeout": timeout_s, "command_timeout": timeout_s})
+                                   connect_args={"timeout": timeout_s, "command_timeout": timeout_s + NO_ANSWER_GRACE_S,
+                                                 "server_settings": server_settings})
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     # One connection, used by the store's one thread: SQLite takes one writer at a time anyway, and

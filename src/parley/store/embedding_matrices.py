@@ -128,7 +128,7 @@ class EmbeddingMatrices:
             room = self.budget - self.held_bytes + (held.nbytes if held is not None else 0)
             room += self._evictable(key, time.monotonic())
             try:
-                read = await store.read(lambda conn: _read(conn, store_id, dims, held, room))
+                read = await store.read(lambda conn: _read(conn, store_id, dims, held, room), bounded=False)
             except Exception:  # (the database gone or busy: the index serves, and the next search tries again)
                 log.warning("vector store %s: its embeddings could not be read into memory", store_id, exc_info=True)
                 return

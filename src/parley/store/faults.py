@@ -3,9 +3,10 @@
 A request's own data can make the database refuse a statement (a NUL character PostgreSQL cannot keep, an
 expression too deep or too wide for SQLite): that is the request's 400, and the store stays available to
 everyone else.  Only a failure of the database or of the path to it (refused or lost connections, a full or
-unreadable disk, a lock held past the timeout, a pool with no free connection) makes the store unavailable:
-a 503 for that request, and the instance reports itself unready until an operation succeeds again.  Anything
-else is a fault of Parley's own SQL and is raised as it is.
+unreadable disk, a SQLite file locked past its busy timeout, no answer at all, a pool with no free connection)
+makes the store unavailable: a 503 for that request, and the instance reports itself unready until an operation
+succeeds again.  A statement the database itself cancelled for running past the store timeout is slow, not
+absent: a 504 for that request alone, and the instance stays ready.  Anything else is a fault of Parley's own SQL and is raised as it is.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from typing import Literal
 
 import sqlalchemy as sa
 
-Fault = Literal["unavailable", "request", "other"]
+Fault = Literal["unavailable", "request", "slow", "other"]
 
 # SQLSTATE classes (PostgreSQL): connection exceptions, operator intervention (shutdown, cannot connect now),
 # insufficient resources (too many connections, disk full), system errors (I/O).
 _PG_UNAVAILABLE = ("08", "57P", "53", "58")
+# query_canceled: the server's statement timeout (set to the store timeout on every connection).
+_PG_SLOW = "57014"
 # Data exceptions (a value the column cannot hold: NUL, bad encoding, out of range) and program limits (a
 # statement or expression too complex).
 _PG_REQUEST = ("22", "54")
@@ -48,6 +51,8 @@ def classify(exc: BaseException) -> Fault:
         return "unavailable"
     state = sqlstate(exc)
     if isinstance(state, str):
+        if state == _PG_SLOW:
+            return "slow"
         if state.startswith(_PG_UNAVAILABLE):
             return "unavailable"
         if state.startswith(_PG_REQUEST):
@@ -55,6 +60,8 @@ def classify(exc: BaseException) -> Fault:
         return "other"
     name = getattr(original, "sqlite_errorname", None)
     if name is not None:
+        if name == "SQLITE_INTERRUPT":  # a read's deadline (Database.read's progress handler)
+            return "slow"
         if name in _SQLITE_UNAVAILABLE:
             return "unavailable"
         if name in _SQLITE_REQUEST or any(m in str(original).lower() for m in _SQLITE_REQUEST_MESSAGES):

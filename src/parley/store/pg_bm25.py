@@ -282,6 +282,7 @@ class PgBm25:
                 chunks = await raw.fetchval("SELECT count(*) FROM parley_bm25_chunks")
                 memory = max(int(await raw.fetchval(MEMORY)), min(BUILD_MEMORY_CAP, chunks * BUILD_BYTES_PER_CHUNK))
                 await raw.execute(f"SET maintenance_work_mem = '{memory // 1024}kB'")
+                await raw.execute("SET statement_timeout = 0")  # (the store timeout's; the build has its own)
                 if self._serial:
                     await raw.execute("SET max_parallel_maintenance_workers = 0")
                 log.info("BM25 keyword index: building it over %d chunks (maintenance_work_mem %d MiB%s)", chunks,
