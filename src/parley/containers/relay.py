@@ -6,6 +6,9 @@ instance that gets a call for a container held by another instance of the same h
 the container's Python variables survive whichever ``--workers`` process or instance a request lands on; when
 the holder is gone (its socket refuses), the caller takes the container over.
 
+A socket's path has room for about 107 bytes; where the containers directory is deeper than that allows, the
+sockets are reached through a descriptor of their directory held open (``/proc/self/fd/<n>/<name>``, Linux).
+
 A message is 4 bytes of length and a JSON object: ``{"container", "tenant", "op"}`` one way, and ``{"ran"}`` or
 ``{"error": {"status", "message", "param", "code"}}`` the other.
 """
@@ -27,6 +30,7 @@ from parley.errors import ParleyError
 
 log = logging.getLogger("parley.containers")
 MAX_MESSAGE = 16 * 1024 * 1024
+MAX_SOCKET_PATH = 107  # bytes the kernel takes for a Unix socket's path (sun_path, less its NUL)
 
 Handler = Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -65,10 +69,21 @@ class Relay:
         self.directory = directory / ".run"
         self.instance = instance
         self._server: asyncio.AbstractServer | None = None
+        self._directory_fd: int | None = None  # (held open where the directory's path is too long for a socket)
 
     def path(self, instance: str) -> Path:
         """The instance's socket (a short name: a socket's path has room for about 107 bytes)."""
         return self.directory / f"{hashlib.sha256(instance.encode()).hexdigest()[:16]}.sock"
+
+    def _address(self, instance: str) -> str:
+        """The path to bind or connect the instance's socket by: its own, or one through the directory's
+        descriptor where its own is too long."""
+        path = self.path(instance)
+        if len(os.fsencode(path)) <= MAX_SOCKET_PATH:
+            return str(path)
+        if self._directory_fd is None:
+            self._directory_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        return f"/proc/self/fd/{self._directory_fd}/{path.name}"
 
     async def listen(self, handler: Handler) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -90,9 +105,9 @@ class Relay:
                 writer.close()
 
         try:
-            self._server = await asyncio.start_unix_server(serve, path=str(self.path(self.instance)),
+            self._server = await asyncio.start_unix_server(serve, path=self._address(self.instance),
                                                            limit=MAX_MESSAGE)
-        except OSError as exc:  # a path too long for a socket: containers then move between instances
+        except OSError as exc:  # (no /proc, say): containers then move between instances
             log.warning("containers cannot be handed between this host's instances (%s): a container used "
                         "through another instance starts afresh there, with its files", exc)
 
@@ -100,7 +115,7 @@ class Relay:
         """Run ``op`` on the instance that holds the container; :class:`Unreachable` when none listens there."""
         path = self.path(instance)
         try:
-            reader, writer = await asyncio.open_unix_connection(str(path), limit=MAX_MESSAGE)
+            reader, writer = await asyncio.open_unix_connection(self._address(instance), limit=MAX_MESSAGE)
         except (FileNotFoundError, ConnectionRefusedError):
             with contextlib.suppress(OSError):
                 if path.exists():
@@ -126,3 +141,6 @@ class Relay:
             await self._server.wait_closed()
             with contextlib.suppress(OSError):
                 self.path(self.instance).unlink()
+        if self._directory_fd is not None:
+            os.close(self._directory_fd)
+            self._directory_fd = None
