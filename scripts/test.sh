@@ -19,7 +19,9 @@ if [ -n "$missing" ]; then
   fi
 fi
 set +e
-.venv/bin/python -m pytest "$@"
+# One pytest worker per core (at most 4), each test file on one worker (its module's servers start once); the
+# suite's tests wait for conditions, never for time, so they pass beside each other.  `-n 0` runs in one process.
+.venv/bin/python -m pytest -n auto --maxprocesses 4 --dist loadfile "$@"
 status=$?
 set -e
 # pytest's 5 means it collected no tests (for example a -k filter that matched nothing): say so, not fail.
