@@ -8,7 +8,9 @@ integers here, the one place every Response and lifecycle event is serialized.
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 import orjson
 from openai.types.responses import ResponseTextDeltaEvent
@@ -19,6 +21,16 @@ _WHOLE_TIMESTAMP = re.compile(r'"(created_at|completed_at)":(-?\d+)\.0(?=[,}])')
 
 def integer_timestamps(text: str) -> str:
     return _WHOLE_TIMESTAMP.sub(r'"\1":\2', text)
+
+
+def json_text(value: Any) -> str:
+    """``value`` (what JSON parsing makes) as compact JSON text: orjson's, several times faster than the standard
+    library's, which writes what orjson refuses (an integer past 64 bits, a lone surrogate, a key that is not a
+    string) the way Parley always wrote it."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # (orjson.JSONEncodeError is one)
+        return json.dumps(value)
 
 
 def to_json(model: BaseModel, has_response: bool = True) -> str:

@@ -49,3 +49,16 @@ def test_a_delta_with_logprobs_or_a_lone_surrogate_takes_pydantic_path() -> None
             event_bytes(lone)
     else:
         assert event_bytes(lone) == expected
+
+
+def test_json_text_writes_what_json_reads_back_orjson_or_not() -> None:
+    import json
+
+    from parley.wire import json_text
+
+    values = [{"role": "user", "content": "é 🦙 \u2028 \"quoted\""}, [1, 2.5, None, True, {"a": []}],
+              {"parameters": {"type": "integer", "maximum": 10**30}},  # past 64 bits: orjson refuses it
+              {1: "a key that is not a string"}, "\ud800 a lone surrogate", -(2**63)]
+    for value in values:
+        assert json.loads(json_text(value)) == json.loads(json.dumps(value)), value
+    assert json_text({"a": [1, "b"]}) == '{"a":[1,"b"]}'

@@ -22,6 +22,7 @@ from parley.backends.base import READ_AHEAD
 from parley.backends.chunk_shapes import chunk_list, malformed
 from parley.errors import BackendError, BackendRateLimited, BackendRejected, ParleyError
 from parley.settings import UpstreamConfig
+from parley.wire import json_text
 
 log = logging.getLogger("parley.backend")
 KEEPALIVE_S = 4.0  # below the shortest keep-alive of common upstream servers (uvicorn: 5 s)
@@ -74,7 +75,8 @@ class OpenAICompatBackend:
             # 5 s (vLLM and many others) is shorter than aiohttp's 15 s, and a connection reused as its server
             # closes it fails the request's write; after a burst, several in a row used up the retries (a 502).
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=KEEPALIVE_S)
-            self._session = aiohttp.ClientSession(headers=self._headers, timeout=timeout, connector=connector)
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=timeout, connector=connector,
+                                                  json_serialize=json_text)
         return self._session
 
     async def start(self) -> None:

@@ -7,10 +7,11 @@ run together), and the rest, which is Parley's own (reading history, translating
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from parley.wire import json_text
 
 
 def _ms(seconds: float) -> float:
@@ -67,4 +68,4 @@ class Timeline:
                 "parley_ms": _ms(max(total - waiting, 0.0)), "steps": self.steps}
 
     def serialized(self) -> str:
-        return json.dumps(self.summary(), separators=(",", ":"))
+        return json_text(self.summary())

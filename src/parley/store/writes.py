@@ -23,6 +23,7 @@ from parley.store import usage
 from parley.store.base import NO_FACTS, TERMINAL, StoredResponse
 from parley.store.database import Database
 from parley.store.tables import input_items, output_items, responses
+from parley.wire import json_text
 
 T = TypeVar("T")
 # Built once: constructing statements per call showed up in profiles of the request path.
@@ -177,9 +178,9 @@ class ResponseWrites(Database):
         # The rows are serialized here, on the caller's thread: the store's thread only runs SQL.
         row = {"id": record.id, "tenant": record.tenant, "created_at": record.created_at, "status": record.status,
                "previous_response_id": record.previous_response_id, "response": record.serialized(),
-               "messages": json.dumps(record.messages), "owner": record.owner, "call_ids": _call_ids(record),
+               "messages": json_text(record.messages), "owner": record.owner, "call_ids": _call_ids(record),
                **(record.facts or NO_FACTS).columns(), "search_rowid": None}
-        items = [{"response_id": record.id, "position": i, "item_id": item["id"], "item": json.dumps(item)}
+        items = [{"response_id": record.id, "position": i, "item_id": item["id"], "item": json_text(item)}
                  for i, item in enumerate(record.input_items)]
 
         outputs = _output_rows(record) if record.status != "in_progress" else []
@@ -230,7 +231,7 @@ class ResponseWrites(Database):
 
     @staticmethod
     def _update_parameters(record: StoredResponse, **values: Any) -> dict[str, Any]:
-        return {"rid": record.id, "response": record.serialized(), "messages": json.dumps(record.messages),
+        return {"rid": record.id, "response": record.serialized(), "messages": json_text(record.messages),
                 "call_ids": _call_ids(record), "trace": (record.facts or NO_FACTS).trace, **values}
 
     async def close(self) -> None:
