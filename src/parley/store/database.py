@@ -243,10 +243,13 @@ def open_engine(url: str, timeout_s: float) -> AsyncEngine | sa.Engine:
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        server_settings = {"statement_timeout": str(round(timeout_s * 1000))}  # (milliseconds)
-        return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_timeout=POOL_WAIT_S,
-                                   connect_args={"timeout": timeout_s, "command_timeout": timeout_s + NO_ANSWER_GRACE_S,
-                                                 "server_settings": server_settings})
+        engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_timeout=POOL_WAIT_S,
+                                     connect_args={"timeout": timeout_s, "command_timeout": timeout_s + NO_ANSWER_GRACE_S})
+        # Set on each new connection rather than in its startup packet, which a pooler (PgBouncer) refuses.
+        timeout = f"SET statement_timeout = {round(timeout_s * 1000)}"  # (milliseconds)
+        event.listen(engine.sync_engine, "connect",
+                     lambda dbapi_connection, _record: dbapi_connection.run_async(lambda conn: conn.execute(timeout)))
+        return engine
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     # One connection, used by the store's one thread: SQLite takes one writer at a time anyway, and

@@ -282,7 +282,7 @@ class PgBm25:
                 chunks = await raw.fetchval("SELECT count(*) FROM parley_bm25_chunks")
                 memory = max(int(await raw.fetchval(MEMORY)), min(BUILD_MEMORY_CAP, chunks * BUILD_BYTES_PER_CHUNK))
                 await raw.execute(f"SET maintenance_work_mem = '{memory // 1024}kB'")
-                await raw.execute("SET statement_timeout = 0")  # (the store timeout's; the build has its own)
+                await raw.execute("SET statement_timeout = 0")  # (not the store timeout: the build has its own)
                 if self._serial:
                     await raw.execute("SET max_parallel_maintenance_workers = 0")
                 log.info("BM25 keyword index: building it over %d chunks (maintenance_work_mem %d MiB%s)", chunks,
@@ -290,15 +290,14 @@ class PgBm25:
                 started = time.monotonic()
                 await raw.execute(INDEX, timeout=BUILD_TIMEOUT_S)
                 log.info("BM25 keyword index: built in %.1f s", time.monotonic() - started)
-                await raw.execute("RESET ALL")
-                await raw.fetchval("SELECT pg_advisory_unlock($1)", BUILD_LOCK)
             except BaseException as exc:
-                await conn.invalidate()  # (closed: its session's lock and settings go with it)
                 # A parallel build shares its graph through the server's shared memory, which a container's small
                 # /dev/shm may refuse ("could not resize shared memory segment": disk_full); the next try builds
                 # without parallel workers.
                 self._serial = self._serial or sqlstate(exc) == "53100"
                 raise
+            finally:
+                await conn.invalidate()  # (closed, not pooled: its session's lock and settings go with it)
         return True
 
     def ranked(self, joined: sa.Select[Any], scope: Any, words: list[str], pool: int, iterative: bool) -> Any:
