@@ -243,8 +243,9 @@ def open_engine(url: str, timeout_s: float) -> AsyncEngine | sa.Engine:
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
+        connect_args = {"timeout": timeout_s, "command_timeout": timeout_s + NO_ANSWER_GRACE_S}
         engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_timeout=POOL_WAIT_S,
-                                     connect_args={"timeout": timeout_s, "command_timeout": timeout_s + NO_ANSWER_GRACE_S})
+                                     connect_args=connect_args)
         # Set on each new connection rather than in its startup packet, which a pooler (PgBouncer) refuses.
         timeout = f"SET statement_timeout = {round(timeout_s * 1000)}"  # (milliseconds)
         event.listen(engine.sync_engine, "connect",

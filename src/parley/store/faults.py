@@ -6,7 +6,8 @@ everyone else.  Only a failure of the database or of the path to it (refused or 
 unreadable disk, a SQLite file locked past its busy timeout, no answer at all, a pool with no free connection)
 makes the store unavailable: a 503 for that request, and the instance reports itself unready until an operation
 succeeds again.  A statement the database itself cancelled for running past the store timeout is slow, not
-absent: a 504 for that request alone, and the instance stays ready.  Anything else is a fault of Parley's own SQL and is raised as it is.
+absent: a 504 for that request alone, and the instance stays ready.  Anything else is a fault of Parley's own SQL
+and is raised as it is.
 """
 
 from __future__ import annotations
