@@ -22,7 +22,8 @@ second, and their latency p50 / p99.
 --keep DIR (scale, SQLite or pgvector, one size): the database lives in DIR and stays there; a later run with
 the same --keep and --chunks searches it again without indexing (the ingestion figures are the first run's).
 PARLEY_BM25_INDEX=1 (scale, pgvector): the server keeps the BM25 keyword index; the searches wait until it searches
-by it (on a kept store made without it, the start writes the weights and builds the index: bm25_ready_s).
+by it (on a kept store made without it, the start writes the weights and builds the index: bm25_ready_s) and until
+no chunk's weights wait beside it (bm25_waiting after the ingestion, bm25_drained_s).
 """
 
 from __future__ import annotations
@@ -256,6 +257,20 @@ def bm25_ready_s(process: ParleyProcess) -> float | None:
     return round(time.perf_counter() - started, 1)
 
 
+def bm25_drained(server: Server) -> dict[str, float]:
+    """With the BM25 index: the chunks whose weights still wait beside it once the ingestion is done (written after
+    the index was made, moved into it in the background), and the seconds until none waits."""
+    def waiting() -> int:
+        out = server.pgserver.psql("\\pset format unaligned\n\\pset tuples_only on\n"
+                                   "SELECT 'waiting|' || count(*) FROM parley_bm25_pending;\n")
+        return int(next(line for line in out.splitlines() if line.startswith("waiting|")).split("|")[1])
+
+    first, started = waiting(), time.perf_counter()
+    while waiting():
+        time.sleep(0.5)
+    return {"bm25_waiting": first, "bm25_drained_s": round(time.perf_counter() - started, 1)}
+
+
 def scale(db: str, chunks: int, keep: Path | None = None, clients: int = 0) -> dict:
     chunking = {"type": "static", "static": {"max_chunk_size_tokens": 120, "chunk_overlap_tokens": 20}}
     questions = [q["question"] for q in json.loads(gzip.open(EVAL_SET, "rt", encoding="utf-8").read())["questions"]]
@@ -275,6 +290,7 @@ def scale(db: str, chunks: int, keep: Path | None = None, clients: int = 0) -> d
                 built.write_text(json.dumps({**out, "store_id": store_id}))
         if db == "pgvector" and (ready := bm25_ready_s(process)) is not None:
             out["bm25_ready_s"] = ready  # (after the ingestion, or after the start on a kept store)
+            out.update(bm25_drained(server))  # (the searches below read the index alone)
         for ranker in RANKERS:
             latencies = []
             client.vector_stores.search(store_id, query=questions[100], max_num_results=10,

@@ -223,7 +223,8 @@ class Settings(BaseSettings):
     bm25_index: bool = Field(
         False, description="PostgreSQL with pgvector: keep a BM25 index of the vector stores' chunks (a sparse HNSW "
         "index) and search the keyword half by it: at 975,015 chunks a hybrid search took 44-52 ms p50 against 115 "
-        "ms, but ingestion of new chunks is several times slower (bench/README.md). The first start with it builds "
+        "ms; new chunks are searchable at once and go into the index in the background, which costs the database "
+        "about 3 ms of CPU a chunk (bench/README.md). The first start with it builds "
         "the index over the chunks stored before, in the background (about 10 minutes a million chunks on 2 cores). "
         "Set it alike on every instance; off, a start takes the index away.")
     ingest_concurrency: int = Field(2, ge=1, description="Files one instance indexes into vector stores at once.")

@@ -2,8 +2,9 @@
 (parley.store.pg_bm25). Its scores are BM25's, computed here from the chunks' own lexemes; its counts follow chunks
 that any statement inserts or deletes; chunks stored before it are filled in and the index built over them, by one
 of two processes starting at once; an index a build cut off left invalid is built again; a start writes the weights
-of chunks stored without them; a chunk with more than 1,000 distinct lexemes keeps 1,000; without the setting, an
-index made before is taken away."""
+of chunks stored without them; chunks written once the index exists wait beside it, are searched exactly with it
+and move into it; a chunk with more than 1,000 distinct lexemes keeps 1,000; without the setting, an index made
+before is taken away."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 from parley.retrieval.embeddings import Embedders
 from parley.retrieval.search import Query, Searcher
 from parley.store import open_store, pg_bm25
-from parley.store.pg_bm25 import B, K1, MAX_TERMS
+from parley.store.pg_bm25_sql import B, K1, MAX_TERMS
 from parley.store.vector_stores import SqlVectorStores, StoreInfo
 from tests.conftest import _admin
 from tests.store.rows import store_and_file
@@ -207,6 +208,76 @@ async def test_one_process_builds_the_index_a_cut_off_build_is_redone_and_a_star
     finally:
         await first.close()
         await second.close()
+
+
+async def _rows(store) -> tuple[int, int]:
+    """(weights in the index's table, weights waiting beside it)."""
+    return tuple(await store.read(lambda conn: conn.execute(sa.text(
+        "SELECT (SELECT count(*) FROM parley_bm25_chunks), (SELECT count(*) FROM parley_bm25_pending)")).one()))
+
+
+async def test_chunks_written_once_the_index_exists_wait_beside_it_are_found_and_move_into_it(
+        bm25_url, monkeypatch) -> None:
+    """A write of chunks does not wait for the index's graph: their weights wait beside it, are searched exactly with
+    it, and are moved into it in the background; a deleted waiting chunk leaves both; while more wait than the bound,
+    the keyword half ranks as it does without the index."""
+    store = await open_store(bm25_url)
+    try:
+        stores = SqlVectorStores(store, bm25_index=True)
+        await stores.prepare()
+        texts = _texts(50)
+        await _fill(store, "vs_e", "file_1", texts[:20])  # (before the build: into the index's table)
+        await stores.bm25.fill(store)
+        assert stores.bm25.ready and await _rows(store) == (20, 0)
+        await _fill(store, "vs_e", "file_2", texts[20:])
+        assert await _rows(store) == (20, 30)
+        await _counts_agree(store)
+        searcher = Searcher(store, Embedders(None, None, 30), stores.pgvector, stores.sqlite_vec, bm25=stores.bm25)
+        info = [StoreInfo("vs_e", "", "local", None, False)]
+
+        async def nebula() -> list:
+            return await searcher.search(info, Query(["nebula"], max_results=50, mode="keyword"))
+
+        before = await nebula()
+        assert len(before) == sum("nebula" in text for text in texts)
+        assert {h.chunk_id for h in before} & set(await store.read(lambda conn: conn.execute(sa.text(
+            "SELECT chunk_id FROM parley_bm25_pending")).scalars().all()))  # (found among the waiting ones too)
+
+        await store.run(lambda conn: conn.execute(sa.text(
+            "DELETE FROM parley_vector_store_chunks WHERE id IN (SELECT id FROM parley_vector_store_chunks "
+            "ORDER BY id DESC LIMIT 5)")))
+        assert await _rows(store) == (20, 25)
+        await _counts_agree(store)
+        monkeypatch.setattr(pg_bm25, "MOVE_BATCH", 10)
+        assert [await stores.bm25.move_pending(store) for _ in range(4)] == [10, 10, 5, 0]
+        assert await _rows(store) == (45, 0) and await stores.bm25.count_pending(store) == 0
+        await _counts_agree(store)
+        after = await nebula()  # (the same chunks, less the deleted ones, now read from the index)
+        kept = set(await store.read(lambda conn: conn.execute(sa.text(
+            "SELECT id FROM parley_vector_store_chunks")).scalars().all()))
+        assert {h.chunk_id for h in after} == {h.chunk_id for h in before} & kept
+        assert len(after) == sum("nebula" in text for text in texts[:45])
+
+        monkeypatch.setattr(pg_bm25, "PENDING_SEARCH_MAX", 3)
+        await _fill(store, "vs_e", "file_3", _texts(4))
+        assert await stores.bm25.count_pending(store) == 4 and not stores.bm25.searchable
+        assert len(await nebula()) == sum("nebula" in text for text in texts[:45] + _texts(4))
+        await stores.bm25.move_pending(store)
+        assert await stores.bm25.count_pending(store) == 0 and stores.bm25.searchable
+
+        monkeypatch.setattr(pg_bm25, "MOVE_IDLE_S", 0.01)  # (the background move, as a server runs it)
+        await _fill(store, "vs_e", "file_4", _texts(3))
+        mover = asyncio.create_task(stores.bm25.run(store))
+        try:
+            while (await _rows(store))[1]:
+                await asyncio.sleep(0.01)
+        finally:
+            mover.cancel()
+            await asyncio.gather(mover, return_exceptions=True)
+        assert await _rows(store) == (52, 0)
+        await _counts_agree(store)
+    finally:
+        await store.close()
 
 
 async def test_without_the_setting_an_index_made_before_is_taken_away(bm25_url) -> None:

@@ -220,7 +220,7 @@ class Searcher:
             if ranked is not None:
                 return ranked
         scope = self._scope(store_ids, filters)
-        if self.bm25.ready:  # (PostgreSQL with pgvector, every chunk's weights written)
+        if self.bm25.searchable:  # (PostgreSQL with pgvector, every chunk's weights written)
             return await self.store.read(self.bm25.ranked(self._joined(store_chunks.c.id), scope, words, pool,
                                                           self.pgvector.iterative_scan))
         if self.dialect == "sqlite":

@@ -77,7 +77,7 @@ class Retrieval:
         await self.vector_stores.prepare()
         await self.searcher.matrices.prepare(self.vector_stores.store)
         # (chunks stored before the BM25 index: written in the background, the keyword half ranks as before meanwhile)
-        self._filling = asyncio.create_task(self.vector_stores.bm25.fill(self.vector_stores.store))
+        self._filling = asyncio.create_task(self.vector_stores.bm25.run(self.vector_stores.store))
         self.ingestor.start()
 
     async def stores(self, store_ids: list[str], tenant: str, param: str) -> list[StoreInfo]:

@@ -1,8 +1,10 @@
 """PostgreSQL with pgvector, with ``--bm25-index``: the keyword half of a search as BM25 over an index, so that it
 reads the best chunks from the index instead of ranking every chunk that holds one of the query's words. At
-975,015 chunks it took a hybrid search from 114.8 to 43.8-51.7 ms p50 (the keyword half from 91.2 to 36 ms), but a
-chunk's entry in the sparse HNSW index costs milliseconds, so ingestion into an indexed store is several times
-slower (185 chunks per second from an empty store at 30,000): off by default (bench/README.md).
+975,015 chunks it took a hybrid search from 114.8 to 43.8-51.7 ms p50 (the keyword half from 91.2 to 36 ms). A
+new chunk's entry in the sparse HNSW index costs about 3 ms of the database's CPU (its graph search), so it is
+not made while the chunks are written: ingestion into an indexed store ran at 457 chunks per second from an empty
+store at 30,000, against 186 with the entries made in the write and 826 without the index. Off by default
+(bench/README.md).
 
 Each chunk's words (its ``tsv`` lexemes) are also a pgvector ``sparsevec`` in ``parley_bm25_chunks``: one
 dimension per lexeme (``parley_bm25_terms`` numbers them), holding the lexeme's BM25 term weight in the chunk,
@@ -14,7 +16,11 @@ Triggers keep it in step whichever process writes the chunks: a statement that i
 lexemes (``parley_bm25_terms.chunks``, and the totals in ``parley_bm25_totals``) and writes their weights; one
 that deletes chunks takes their counts and weights back. A chunk keeps the weights of the average length when it was
 written. HNSW on ``sparsevec`` takes at most 1,000 non-zero dimensions: a chunk with more distinct lexemes keeps its
-1,000 heaviest.
+1,000 heaviest. Once the index exists, the weights a write makes wait beside it in ``parley_bm25_pending``: a search
+reads the index's best and the waiting weights that hold one of its words (exactly, in one snapshot), and every
+process moves the waiting weights into the index in the background, a batch per transaction, oldest first (rows
+another process is moving are skipped). While more than ``PENDING_SEARCH_MAX`` wait, the keyword half ranks as it
+does without the index.
 
 The first start with the setting writes the weights of the chunks stored before (in the background, a batch per
 transaction) and then builds the index over them in one pass (``CREATE INDEX CONCURRENTLY``, so that chunks are
@@ -27,6 +33,7 @@ start takes it away and builds it again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -34,115 +41,21 @@ from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.types import UserDefinedType
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from parley.store.faults import sqlstate
+from parley.store.pg_bm25_sql import (ALL_WRITTEN, BM25, COUNT_PENDING, DIMS, FILL, INDEX, INDEX_VALID, LAST_ID,
+                                      MEMORY, MOVE, PENDING, SETUP, TERMS, TOTAL, SparseVec)
 
 log = logging.getLogger("parley.store")
-DIMS = 1_000_000_000  # pgvector's most dimensions of a sparsevec: lexemes are numbered from 1, never reused
-K1, B = 1.2, 0.75
-MAX_TERMS = 1000  # HNSW on sparsevec indexes at most 1,000 non-zero dimensions
 FILL_BATCH = 1000  # chunks a start-up fill writes per transaction before the index is built
-INDEXED_BATCH = 128  # and once it is (each chunk's entry in the index takes milliseconds)
+INDEXED_BATCH = 128  # and once it is (into the pending table, beside the index)
+MOVE_BATCH = 64  # waiting weights moved into the index per transaction (each entry's graph search takes milliseconds)
+MOVE_IDLE_S = 1.0  # how often the background move looks for waiting weights when it found none
+PENDING_SEARCH_MAX = 20_000  # waiting weights searched exactly beside the index; above, the keyword half ranks as
+# it does without the index until the background move has caught up
 FILL_WINDOW = 20_000  # chunk ids a start-up fill looks at per transaction
 EF_SEARCH = 400  # HNSW candidates per search: 0.76 of the exact BM25 top 10 at 975,015 chunks (200: 0.71, 1000: 0.84)
-EMPTY = f"'{{}}/{DIMS}'::sparsevec"
-
-SETUP = [
-    """CREATE TABLE IF NOT EXISTS parley_bm25_terms (
-        lexeme TEXT PRIMARY KEY,
-        dim INTEGER GENERATED ALWAYS AS IDENTITY UNIQUE,
-        chunks BIGINT NOT NULL DEFAULT 0
-    )""",
-    """CREATE TABLE IF NOT EXISTS parley_bm25_totals (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        chunks BIGINT NOT NULL,
-        length BIGINT NOT NULL
-    )""",
-    "INSERT INTO parley_bm25_totals (id, chunks, length) VALUES (1, 0, 0) ON CONFLICT DO NOTHING",
-    # (a table of its own: writing a chunk's weights into its own row would write the row, and its embedding's
-    # HNSW entry, a second time)
-    f"""CREATE TABLE IF NOT EXISTS parley_bm25_chunks (
-        chunk_id BIGINT PRIMARY KEY,
-        bm25 sparsevec({DIMS}) NOT NULL
-    )""",
-    # The chunks ``ids`` not indexed yet: counted, then their weights written. The totals row is taken first, so
-    # that writers take their turns there and never lock term rows in two orders.
-    f"""CREATE OR REPLACE FUNCTION parley_bm25_index(ids BIGINT[]) RETURNS INTEGER LANGUAGE plpgsql AS $$
-    DECLARE
-        average DOUBLE PRECISION;
-        written INTEGER;
-    BEGIN
-        IF to_regclass('pg_temp.parley_bm25_new') IS NULL THEN
-            CREATE TEMP TABLE parley_bm25_new (id BIGINT, lexeme TEXT, tf INTEGER) ON COMMIT DELETE ROWS;
-        END IF;
-        DELETE FROM parley_bm25_new;
-        INSERT INTO parley_bm25_new
-            SELECT c.id, u.lexeme, cardinality(u.positions) FROM parley_vector_store_chunks c
-            LEFT JOIN LATERAL unnest(c.tsv) u ON true
-            WHERE c.id = ANY(ids) AND NOT EXISTS (SELECT 1 FROM parley_bm25_chunks b WHERE b.chunk_id = c.id);
-        UPDATE parley_bm25_totals SET chunks = parley_bm25_totals.chunks + x.chunks,
-                                      length = parley_bm25_totals.length + x.length
-            FROM (SELECT count(DISTINCT id) AS chunks, COALESCE(sum(tf), 0) AS length FROM parley_bm25_new) x
-            WHERE id = 1
-            RETURNING parley_bm25_totals.length::float8 / GREATEST(parley_bm25_totals.chunks, 1) INTO average;
-        INSERT INTO parley_bm25_terms (lexeme)
-            SELECT DISTINCT n.lexeme FROM parley_bm25_new n
-            WHERE n.lexeme IS NOT NULL AND NOT EXISTS (SELECT 1 FROM parley_bm25_terms t WHERE t.lexeme = n.lexeme)
-            ORDER BY 1
-            ON CONFLICT (lexeme) DO NOTHING;
-        UPDATE parley_bm25_terms t SET chunks = t.chunks + n.n
-            FROM (SELECT lexeme, count(*) AS n FROM parley_bm25_new WHERE lexeme IS NOT NULL GROUP BY lexeme) n
-            WHERE t.lexeme = n.lexeme;
-        -- (one pass over the batch's lexemes: a chunk's weights, its heaviest MAX_TERMS, grouped into its vector)
-        WITH lengths AS (SELECT id, COALESCE(sum(tf), 0) AS length FROM parley_bm25_new GROUP BY id),
-        ranked AS (
-            SELECT w.id, w.dim, w.weight, row_number() OVER (PARTITION BY w.id ORDER BY w.weight DESC, w.dim) AS r
-            FROM (SELECT n.id, t.dim,
-                         (n.tf * {K1 + 1} / (n.tf + {K1} * ({1 - B} + {B} * l.length / average)))::real AS weight
-                  FROM parley_bm25_new n JOIN lengths l ON l.id = n.id
-                  JOIN parley_bm25_terms t ON t.lexeme = n.lexeme) w),
-        vectors AS (
-            SELECT id, ('{{' || string_agg(dim || ':' || weight, ',' ORDER BY dim) || '}}/{DIMS}')::sparsevec AS bm25
-            FROM ranked WHERE r <= {MAX_TERMS} GROUP BY id)
-        INSERT INTO parley_bm25_chunks (chunk_id, bm25)
-            SELECT l.id, COALESCE(v.bm25, {EMPTY}) FROM lengths l LEFT JOIN vectors v ON v.id = l.id;
-        GET DIAGNOSTICS written = ROW_COUNT;
-        RETURN written;
-    END $$""",
-    """CREATE OR REPLACE FUNCTION parley_bm25_added() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        PERFORM parley_bm25_index(ARRAY(SELECT id FROM added ORDER BY id));
-        RETURN NULL;
-    END $$""",
-    """CREATE OR REPLACE FUNCTION parley_bm25_forget() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        UPDATE parley_bm25_totals SET chunks = parley_bm25_totals.chunks - x.chunks,
-                                      length = parley_bm25_totals.length - x.length
-            FROM (SELECT count(DISTINCT g.id) AS chunks, COALESCE(sum(cardinality(u.positions)), 0) AS length
-                  FROM gone g LEFT JOIN LATERAL unnest(g.tsv) u ON true
-                  WHERE EXISTS (SELECT 1 FROM parley_bm25_chunks b WHERE b.chunk_id = g.id)) x
-            WHERE id = 1;
-        UPDATE parley_bm25_terms t SET chunks = t.chunks - n.n
-            FROM (SELECT u.lexeme, count(*) AS n FROM gone g, unnest(g.tsv) u
-                  WHERE EXISTS (SELECT 1 FROM parley_bm25_chunks b WHERE b.chunk_id = g.id) GROUP BY u.lexeme) n
-            WHERE t.lexeme = n.lexeme;
-        DELETE FROM parley_bm25_chunks b USING gone g WHERE b.chunk_id = g.id;
-        RETURN NULL;
-    END $$""",
-    "DROP TRIGGER IF EXISTS parley_bm25_ai ON parley_vector_store_chunks",
-    "CREATE TRIGGER parley_bm25_ai AFTER INSERT ON parley_vector_store_chunks REFERENCING NEW TABLE AS added "
-    "FOR EACH STATEMENT EXECUTE FUNCTION parley_bm25_added()",
-    "DROP TRIGGER IF EXISTS parley_bm25_ad ON parley_vector_store_chunks",
-    "CREATE TRIGGER parley_bm25_ad AFTER DELETE ON parley_vector_store_chunks REFERENCING OLD TABLE AS gone "
-    "FOR EACH STATEMENT EXECUTE FUNCTION parley_bm25_forget()",
-]
-# Built once the weights are written (:meth:`PgBm25.fill`): HNSW builds a graph in memory six or more times faster
-# than it grows by inserts, and CONCURRENTLY lets chunks be written meanwhile.
-INDEX = ("CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_parley_bm25_chunks ON parley_bm25_chunks "
-         "USING hnsw (bm25 sparsevec_ip_ops)")
-MEMORY = "SELECT setting::bigint * 1024 FROM pg_settings WHERE name = 'maintenance_work_mem'"
-INDEX_VALID = sa.text("SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass('ix_parley_bm25_chunks')")
 SETUP_LOCK = 7226540  # (a transaction's advisory lock: instances starting together make the tables in turn)
 BUILD_LOCK = 7226541  # (a session's advisory lock: one process builds)
 BUILD_BYTES_PER_CHUNK = 1280  # the graph in memory: a chunk's vector (about 280 bytes) and its neighbours
@@ -150,24 +63,6 @@ BUILD_MEMORY_CAP = 4 << 30  # the most maintenance_work_mem a build asks for (a 
 BUILD_TIMEOUT_S = 24 * 3600
 BUILD_WAIT_S = 5.0  # how often a process that does not build looks whether another one has
 RETRY_S = 30.0  # after a failed fill
-# A batch of the chunks without weights among the next FILL_WINDOW ids: a statement's reads stay bounded however
-# large the table (a start with the setting looks at every chunk once). Chunks locked by a writer are skipped: its
-# statement's trigger writes them.
-FILL = sa.text("""WITH batch AS (
-    SELECT c.id FROM parley_vector_store_chunks c
-    WHERE c.id > :after AND c.id <= :after + :window
-          AND NOT EXISTS (SELECT 1 FROM parley_bm25_chunks b WHERE b.chunk_id = c.id)
-    ORDER BY c.id LIMIT :batch FOR UPDATE OF c SKIP LOCKED)
-SELECT parley_bm25_index(ARRAY(SELECT id FROM batch ORDER BY id)), (SELECT count(*) FROM batch) AS n,
-       (SELECT max(id) FROM batch) AS last""")
-LAST_ID = sa.text("SELECT COALESCE(max(id), 0) FROM parley_vector_store_chunks")
-# Every chunk has its weights: the totals count exactly the chunks that have them (one statement, one snapshot).
-ALL_WRITTEN = sa.text("SELECT (SELECT chunks FROM parley_bm25_totals WHERE id = 1) = "
-                      "(SELECT count(*) FROM parley_vector_store_chunks)")
-TERMS = sa.text("SELECT t.dim, t.chunks FROM (SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', :text))) u "
-                "JOIN parley_bm25_terms t ON t.lexeme = u.lexeme WHERE t.chunks > 0 ORDER BY t.dim")
-TOTAL = sa.text("SELECT chunks FROM parley_bm25_totals WHERE id = 1")
-BM25 = sa.table("parley_bm25_chunks", sa.column("chunk_id"), sa.column("bm25"))
 
 
 def _all_written(conn: sa.Connection) -> bool:
@@ -197,29 +92,32 @@ def _fill_after(after: int, batch: int, conn: sa.Connection) -> Any:
     return conn.execute(FILL, {"after": after, "window": FILL_WINDOW, "batch": batch}).one()
 
 
+async def _vacuum_pending(store: Any) -> None:
+    """The waiting weights' table without the rows moved out of it (a read of it reads every page it still has: a
+    drained table of 15,600 moved rows took 5.8 ms to read empty)."""
+    async with store.engine.connect() as conn:
+        await (await conn.get_raw_connection()).driver_connection.execute("VACUUM parley_bm25_pending")
+
+
 def _drop(conn: sa.Connection) -> None:
     if conn.execute(sa.text("SELECT to_regclass('parley_bm25_totals')")).scalar() is None:
         return
     conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({SETUP_LOCK})"))
     for statement in ("DROP TRIGGER IF EXISTS parley_bm25_ai ON parley_vector_store_chunks",
                       "DROP TRIGGER IF EXISTS parley_bm25_ad ON parley_vector_store_chunks",
-                      "DROP TABLE IF EXISTS parley_bm25_chunks, parley_bm25_terms, parley_bm25_totals",
+                      "DROP TABLE IF EXISTS parley_bm25_chunks, parley_bm25_pending, parley_bm25_terms, "
+                      "parley_bm25_totals",
                       "DROP FUNCTION IF EXISTS parley_bm25_added(), parley_bm25_forget(), parley_bm25_index(BIGINT[])"):
         conn.execute(sa.text(statement))
     log.info("BM25 keyword index taken away (--bm25-index is off)")
 
-
-class SparseVec(UserDefinedType[Any]):
-    cache_ok = True
-
-    def get_col_spec(self, **_kw: Any) -> str:
-        return f"sparsevec({DIMS})"
 
 
 class PgBm25:
     def __init__(self) -> None:
         self.enabled = False  # the tables and the triggers exist (the index is built by fill)
         self.ready = False  # and every chunk's weights are written: the keyword half searches the index
+        self.pending = 0  # weights waiting beside the index, as last counted by this process's background move
         self._serial = False  # build the index without parallel workers (a parallel build failed)
 
     async def prepare(self, store: Any, pgvector_enabled: bool, wanted: bool) -> None:
@@ -300,22 +198,70 @@ class PgBm25:
                 await conn.invalidate()  # (closed, not pooled: its session's lock and settings go with it)
         return True
 
+    @property
+    def searchable(self) -> bool:
+        """Whether the keyword half reads the index (and the weights waiting beside it)."""
+        return self.ready and self.pending <= PENDING_SEARCH_MAX
+
+    async def run(self, store: Any) -> None:
+        """:meth:`fill`, then move the weights written since into the index, in the background, for good."""
+        await self.fill(store)
+        counted, unvacuumed = -math.inf, 0
+        while self.enabled:
+            try:
+                moved = await self.move_pending(store)
+            except Exception as exc:  # (the database gone or slow: the weights wait, and are searched meanwhile)
+                log.warning("BM25 keyword index: waiting weights not moved (%s: %.300s)", type(exc).__name__, exc)
+                moved = 0
+            unvacuumed += moved
+            if moved < MOVE_BATCH or time.monotonic() - counted > MOVE_IDLE_S:  # (what waits, all processes' writes)
+                with contextlib.suppress(Exception):
+                    await self.count_pending(store)
+                counted = time.monotonic()
+            if moved < MOVE_BATCH:
+                if unvacuumed:  # caught up: the moved rows' space given back, so that reading what waits stays quick
+                    with contextlib.suppress(Exception):
+                        await _vacuum_pending(store)
+                    unvacuumed = 0
+                await asyncio.sleep(MOVE_IDLE_S)
+
+    async def move_pending(self, store: Any) -> int:
+        """One transaction's move of waiting weights into the index; how many it moved."""
+        return await store.run(lambda conn: conn.execute(MOVE, {"batch": MOVE_BATCH}).rowcount)
+
+    async def count_pending(self, store: Any) -> int:
+        self.pending = int(await store.read(lambda conn: conn.execute(COUNT_PENDING).scalar()))
+        return self.pending
+
     def ranked(self, joined: sa.Select[Any], scope: Any, words: list[str], pool: int, iterative: bool) -> Any:
         """A transaction's work: (chunk id, BM25 score > 0) of the ``pool`` best chunks within ``scope`` that hold
         one of ``words``."""
         def run(conn: sa.Connection) -> list[tuple[int, float]]:
+            # (one snapshot for the index and the waiting weights: a chunk the background move takes from one to the
+            # other meanwhile is read once, neither missed nor twice)
+            conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
             terms = conn.execute(TERMS, {"text": " ".join(words)}).all()
             if not terms:
                 return []
             total = float(conn.execute(TOTAL).scalar() or 0)
             weights = ",".join(f"{row.dim}:{math.log(1 + (total - row.chunks + 0.5) / (row.chunks + 0.5)):.6g}"
                                for row in terms)
-            distance = BM25.c.bm25.op("<#>")(sa.cast(sa.literal(f"{{{weights}}}/{DIMS}"), SparseVec()))
-            query = joined.join(BM25, BM25.c.chunk_id == sa.literal_column("parley_vector_store_chunks.id")) \
-                .add_columns(distance.label("d")).where(scope).order_by("d").limit(pool)
+            asked = sa.cast(sa.literal(f"{{{weights}}}/{DIMS}"), SparseVec())
+            chunk_id = sa.literal_column("parley_vector_store_chunks.id")
+            indexed = joined.join(BM25, BM25.c.chunk_id == chunk_id).add_columns(
+                BM25.c.bm25.op("<#>")(asked).label("d")).where(scope).order_by("d").limit(pool)
             conn.execute(sa.text(f"SET LOCAL hnsw.ef_search = {min(1000, max(EF_SEARCH, pool))}"))
             if iterative:  # (pgvector 0.8: past the chunks that the filters drop)
                 conn.execute(sa.text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-            return [(row.id, -float(row.d)) for row in conn.execute(query).all() if row.d < 0]
+            found = [(row.id, float(row.d)) for row in conn.execute(indexed).all() if row.d < 0]
+            # Beside it, the waiting weights that hold a word of the query, read exactly, then which of their chunks
+            # the scope keeps, looked up by id (a join could read a large store's chunks for a few waiting rows).
+            distance = PENDING.c.bm25.op("<#>")(asked)
+            waiting = dict(conn.execute(sa.select(PENDING.c.chunk_id, distance).where(distance < 0)).all())
+            if waiting:
+                ids = sa.cast(sa.bindparam("ids", list(waiting)), ARRAY(sa.BigInteger))
+                found += [(kept, float(waiting[kept])) for kept in conn.execute(
+                    joined.where(scope, chunk_id == sa.any_(ids))).scalars()]
+            return [(found_id, -d) for found_id, d in sorted(found, key=lambda pair: pair[1])[:pool]]
 
         return run
