@@ -112,7 +112,6 @@ def _drop(conn: sa.Connection) -> None:
     log.info("BM25 keyword index taken away (--bm25-index is off)")
 
 
-
 class PgBm25:
     def __init__(self) -> None:
         self.enabled = False  # the tables and the triggers exist (the index is built by fill)
@@ -230,6 +229,7 @@ class PgBm25:
         return await store.run(lambda conn: conn.execute(MOVE, {"batch": MOVE_BATCH}).rowcount)
 
     async def count_pending(self, store: Any) -> int:
+        """How many chunks' weights wait beside the index now (every process's writes), kept in ``pending``."""
         self.pending = int(await store.read(lambda conn: conn.execute(COUNT_PENDING).scalar()))
         return self.pending
 
