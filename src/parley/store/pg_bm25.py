@@ -205,13 +205,16 @@ class PgBm25:
     async def run(self, store: Any) -> None:
         """:meth:`fill`, then move the weights written since into the index, in the background, for good."""
         await self.fill(store)
-        counted, unvacuumed = -math.inf, 0
+        counted, unvacuumed, failing = -math.inf, 0, False
         while self.enabled:
             try:
                 moved = await self.move_pending(store)
             except Exception as exc:  # (the database gone or slow: the weights wait, and are searched meanwhile)
-                log.warning("BM25 keyword index: waiting weights not moved (%s: %.300s)", type(exc).__name__, exc)
-                moved = 0
+                if not failing:  # (once until a move succeeds again: an outage is not a line a second)
+                    log.warning("BM25 keyword index: waiting weights not moved (%s: %.300s)", type(exc).__name__, exc)
+                moved, failing = 0, True
+            else:
+                failing = False
             unvacuumed += moved
             if moved < MOVE_BATCH or time.monotonic() - counted > MOVE_IDLE_S:  # (what waits, all processes' writes)
                 with contextlib.suppress(Exception):
