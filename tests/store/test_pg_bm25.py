@@ -280,6 +280,26 @@ async def test_chunks_written_once_the_index_exists_wait_beside_it_are_found_and
         await store.close()
 
 
+async def test_a_search_reads_every_waiting_weight_where_the_best_are_another_stores(bm25_url, monkeypatch) -> None:
+    monkeypatch.setattr(pg_bm25, "WAITING_READ", 1)  # (the first read: as many waiting weights as the search keeps)
+    store = await open_store(bm25_url)
+    try:
+        stores = SqlVectorStores(store, bm25_index=True)
+        await stores.prepare()
+        await stores.bm25.fill(store)
+        texts = _texts(40)
+        await _fill(store, "vs_g", "file_1", texts)
+        await _fill(store, "vs_h", "file_2", ["nebula nebula nebula nebula"] * 400)  # (better scores, another store)
+        assert await _rows(store) == (0, 440)
+        searcher = Searcher(store, Embedders(None, None, 30), stores.pgvector, stores.sqlite_vec, bm25=stores.bm25)
+        hits = await searcher.search([StoreInfo("vs_g", "", "local", None, False)],
+                                     Query(["nebula"], max_results=50, mode="keyword"))
+        assert len(hits) == sum("nebula" in text for text in texts) > 0
+        assert all(hit.vector_store_id == "vs_g" and "nebula" in hit.text for hit in hits)
+    finally:
+        await store.close()
+
+
 async def test_without_the_setting_an_index_made_before_is_taken_away(bm25_url) -> None:
     store = await open_store(bm25_url)
     try:

@@ -54,6 +54,8 @@ MOVE_BATCH = 64  # waiting weights moved into the index per transaction (each en
 MOVE_IDLE_S = 1.0  # how often the background move looks for waiting weights when it found none
 PENDING_SEARCH_MAX = 20_000  # waiting weights searched exactly beside the index; above, the keyword half ranks as
 # it does without the index until the background move has caught up
+WAITING_READ = 4  # a search reads the best pool * this of the waiting weights, and all of them only where the
+# scope (another store's chunks, a filter) kept fewer than pool of those
 FILL_WINDOW = 20_000  # chunk ids a start-up fill looks at per transaction
 EF_SEARCH = 400  # HNSW candidates per search: 0.76 of the exact BM25 top 10 at 975,015 chunks (200: 0.71, 1000: 0.84)
 SETUP_LOCK = 7226540  # (a transaction's advisory lock: instances starting together make the tables in turn)
@@ -257,14 +259,18 @@ class PgBm25:
             if iterative:  # (pgvector 0.8: past the chunks that the filters drop)
                 conn.execute(sa.text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
             found = [(row.id, float(row.d)) for row in conn.execute(indexed).all() if row.d < 0]
-            # Beside it, the waiting weights that hold a word of the query, read exactly, then which of their chunks
-            # the scope keeps, looked up by id (a join could read a large store's chunks for a few waiting rows).
+            # Beside it, the best waiting weights that hold a word of the query, read exactly, then which of their
+            # chunks the scope keeps, looked up by id (a join could read a large store's chunks for a few waiting
+            # rows): the best WAITING_READ * pool, or all of them where the scope kept fewer than pool of those.
             distance = PENDING.c.bm25.op("<#>")(asked)
-            waiting = dict(conn.execute(sa.select(PENDING.c.chunk_id, distance).where(distance < 0)).all())
-            if waiting:
+            best = sa.select(PENDING.c.chunk_id, distance.label("d")).where(distance < 0).order_by("d")
+            for query in (best.limit(WAITING_READ * pool), best):
+                waiting = dict(conn.execute(query).all())
                 ids = sa.cast(sa.bindparam("ids", list(waiting)), ARRAY(sa.BigInteger))
-                found += [(kept, float(waiting[kept])) for kept in conn.execute(
-                    joined.where(scope, chunk_id == sa.any_(ids))).scalars()]
+                kept = conn.execute(joined.where(scope, chunk_id == sa.any_(ids))).scalars().all() if waiting else []
+                if len(kept) >= pool or len(waiting) < WAITING_READ * pool:
+                    break
+            found += [(kept_id, float(waiting[kept_id])) for kept_id in kept]
             return [(found_id, -d) for found_id, d in sorted(found, key=lambda pair: pair[1])[:pool]]
 
         return run
