@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -146,12 +147,9 @@ class Database:
                 connect_args={"timeout": self.timeout_s, "check_same_thread": False})
             event.listen(self._read_engine, "connect", _sqlite_reader_pragmas)
             self._readers = ThreadPoolExecutor(READERS, "parley-sqlite-read")
-        loop = asyncio.get_running_loop()
-        if not bounded:
-            return await self._classified(loop.run_in_executor(self._readers, _transaction, self._read_engine,
-                                                               operation))
-        return await self._classified(loop.run_in_executor(self._readers, _bounded_transaction, self._read_engine,
-                                                           operation, self.timeout_s))
+        work = (partial(_bounded_transaction, self._read_engine, operation, self.timeout_s) if bounded
+                else partial(_transaction, self._read_engine, operation))
+        return await self._classified(asyncio.get_running_loop().run_in_executor(self._readers, work))
 
     async def _run(self, operation: Callable[[sa.Connection], T], statements: int = 1) -> T:
         if isinstance(self.engine, AsyncEngine):

@@ -264,7 +264,7 @@ def _output_rows(record: StoredResponse) -> list[dict[str, Any]]:
 
 
 def _call_ids(record: StoredResponse) -> str | None:
-    return json.dumps(record.call_ids) if record.call_ids else None
+    return json_text(record.call_ids) if record.call_ids else None
 
 
 def record_of(row: Any) -> StoredResponse:
