@@ -53,7 +53,7 @@ signal.signal(signal.SIGUSR1, _dump)
 '''
 
 
-async def hold(paths: Paths, pid: int, count: int, heap: Path | None, length: int = 10) -> dict:
+async def hold(paths: Paths, pid: int, count: int, heap: Path | None, length: int = 10, store: bool = True) -> dict:
     """``count`` slow streams at once, after one stream more; the heap's growth written (``heap``) once every
     stream has begun."""
     m = model(tps=2, tokens=length)  # each stream stays open about length / 2 s
@@ -61,11 +61,13 @@ async def hold(paths: Paths, pid: int, count: int, heap: Path | None, length: in
     if heap is not None:
         os.kill(pid, signal.SIGUSR1)
     baseline, peak, begun, stop = rss_kib(pid), 0, 0, False
+    when_open = 0  # the RSS once every stream has had its first token (the peak may come before, as they start)
 
     async def one() -> int:
         nonlocal begun
         tokens = 0
-        async with paths.http.post(f"{paths.parley}/responses", json={"model": m, "input": "hi", "stream": True}) \
+        async with paths.http.post(f"{paths.parley}/responses", json={"model": m, "input": "hi", "stream": True,
+                                                                      "store": store}) \
                 as response:
             response.raise_for_status()
             async for line in response.content:
@@ -76,10 +78,12 @@ async def hold(paths: Paths, pid: int, count: int, heap: Path | None, length: in
         return tokens
 
     async def sample() -> None:
-        nonlocal peak
+        nonlocal peak, when_open
         dumped = heap is None
         while not stop:
             peak = max(peak, rss_kib(pid))
+            if not when_open and begun >= count:
+                when_open = rss_kib(pid)
             if not dumped and begun >= count:
                 os.kill(pid, signal.SIGUSR1)
                 dumped = True
@@ -91,7 +95,8 @@ async def hold(paths: Paths, pid: int, count: int, heap: Path | None, length: in
     await sampler
     errors = sum(1 for r in results if isinstance(r, BaseException) or r != length)
     return {"streams": count, "errors": errors, "baseline_mib": round(baseline / 1024, 1),
-            "peak_mib": round(peak / 1024, 1), "kib_per_stream": round((peak - baseline) / count, 1)}
+            "peak_mib": round(peak / 1024, 1), "kib_per_stream": round((peak - baseline) / count, 1),
+            "kib_per_stream_once_open": round((when_open - baseline) / count, 1) if when_open else None}
 
 
 def _rows(heap: Path) -> list[tuple[int, int, str, str]]:
@@ -143,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also the LINES lines that hold the most of the heap while every stream is open")
     parser.add_argument("--tokens", type=int, default=10, help="tokens per stream, 2 a second (10: about 5 s; "
                         "40: every stream is open before the first ends)")
+    parser.add_argument("--no-store", action="store_true", help="streams with store: false (no row written)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp())
@@ -162,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 paths = Paths(upstream, parley.base_url)
                 try:
                     return await hold(paths, parley.process.pid, count, heap,  # type: ignore[union-attr]
-                                      args.tokens)
+                                      args.tokens, not args.no_store)
                 finally:
                     await paths.http.close()
 

@@ -431,6 +431,7 @@ class Engine:
                                        code="backend_protocol_error") from exc
                 for event in events:
                     yield event
+                events = event = None  # (not held while the next chunk is awaited: a slow stream's memory)
                 if relay is not None:
                     relay.aim(translator.text_part())
                 if state.first_text_at is None and not state.deltas and translator.has_text:
