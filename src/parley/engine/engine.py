@@ -183,6 +183,7 @@ class Engine:
                             self.metrics.first_token(state.first_text_at - started)
                         self.metrics.finished(event.response, state.error.code if state.error else None)  # type: ignore
                 yield event
+                del event  # (a slow stream does not hold its last event while it waits for the next)
         finally:
             self.recorder.forget(turn.id)  # also when the run was cut short: recovery may then fail the row
             if state.opened is not None and not state.opened.done():  # (cut short while its row was written)
@@ -229,6 +230,7 @@ class Engine:
                         yield event
                 async for event in steps:
                     yield event
+                    del event
             except ParleyError as exc:
                 state.error = exc
             except asyncio.CancelledError:  # a background response's cancel (parley.background), or shutdown
@@ -331,6 +333,7 @@ class Engine:
                                              deltas=state.deltas)
                 async for event in self._backend_call(body, turn, state, translator):
                     yield event
+                    del event
                 if not translator.server_calls or state.incomplete_reason:
                     return
                 calls = [ToolCall(c.call_id, c.name, c.arguments) for c in translator.server_calls]
@@ -431,7 +434,8 @@ class Engine:
                                        code="backend_protocol_error") from exc
                 for event in events:
                     yield event
-                events = event = None  # (not held while the next chunk is awaited: a slow stream's memory)
+                    del event  # (neither the events nor their items are held while the next chunk is awaited)
+                del events
                 if relay is not None:
                     relay.aim(translator.text_part())
                 if state.first_text_at is None and not state.deltas and translator.has_text:

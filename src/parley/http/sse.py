@@ -114,7 +114,7 @@ async def write_events(events: AsyncIterator[ResponseStreamEvent], runtime: Runt
         try:
             async for event in events:
                 held.append(event_bytes(event))
-                event = None  # (the frame is what is kept: a slow stream does not hold the event too)
+                del event  # (the frame is what is kept: a slow stream does not hold the event too)
                 if not ahead.more:  # the upstream must be read again: what its last read brought goes out
                     await ahead.flush()
         except ParleyError as exc:  # before the first event: the response did not start (its row was not written)
