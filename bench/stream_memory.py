@@ -3,7 +3,12 @@ Parley's RSS before and at its peak, and with ``--breakdown`` what the Python he
 open, by the line that allocated it (tracemalloc in the server from just before the streams, which slows it:
 the RSS figure of a breakdown run is not the one to quote).
 
-    .venv/bin/python bench/stream_memory.py [--streams 9800] [--tokens 10] [--breakdown 25] [--json out.json]
+    .venv/bin/python bench/stream_memory.py [--streams 9800] [--tokens 10] [--no-store] [--breakdown 25] \\
+        [--json out.json]
+
+``kib_per_stream`` is the peak's; ``kib_per_stream_once_open`` the RSS once every stream has had its first token.
+With ``store`` on, the peak mixes phases (streams that finished wait for their final row beside those that
+stream); ``--no-store`` measures streams that are all in their streaming phase.
 
 Each stream holds a client connection and an upstream connection in Parley, so the file descriptors one
 process may hold bound N (``ulimit -n``; 20,000 here allows about 9,800).  A run of 9,800 leaves as many

@@ -88,6 +88,14 @@ def test_the_stream_memory_bench_holds_the_streams_and_says_what_grew(tmp_path) 
     assert result["streams"] == 20 and result["errors"] == 0 and result["peak_mib"] > 0
     assert len(result["heap"]) == 5 and all(row["where"] for row in result["heap"])
     assert any(row["where"].startswith("parley/") for row in result["heap_by_parley_line"])
+    assert result["kib_per_stream_once_open"] is not None  # every stream had its first token while sampled
+
+
+def test_the_stream_memory_bench_streams_unstored_when_asked(tmp_path) -> None:
+    out = tmp_path / "memory.json"
+    bench("stream_memory.py", "--streams", "10", "--tokens", "4", "--no-store", "--json", str(out))
+    result = json.loads(out.read_text())
+    assert result["streams"] == 10 and result["errors"] == 0 and result["kib_per_stream_once_open"] is not None
 
 
 def test_the_first_token_bench_asks_each_server_stored_and_not(tmp_path) -> None:
