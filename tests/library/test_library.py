@@ -108,3 +108,30 @@ def test_seed_mcp_and_web_search_scenarios_in_process(backend, tmp_path) -> None
             assert "boiling point" in message.content[0].text.lower()
         finally:
             client.close()
+
+
+def test_a_waiting_stream_holds_no_event_it_has_sent(library_client, backend) -> None:
+    """A slow stream's memory: while it waits for the model's next chunk, the server (in this process) holds none
+    of the events it has already written, nor their copies of the item and part (the text relay takes the later
+    chunks, so the first chunk's events would otherwise stay for the whole stream)."""
+    import gc
+
+    from openai.types.responses import (
+        ResponseContentPartAddedEvent,
+        ResponseOutputItemAddedEvent,
+        ResponseTextDeltaEvent,
+    )
+
+    backend.push(Reply(text="abcdefghij", chunk_size=2, pause_after=4))  # the role's chunk, then 3 of text
+    sent = (ResponseOutputItemAddedEvent, ResponseContentPartAddedEvent, ResponseTextDeltaEvent)
+    with library_client.responses.with_streaming_response.create(model="m", input="hi", stream=True) as raw:
+        lines = raw.iter_lines()  # raw frames: the client makes no event objects of its own
+        deltas = 0
+        while deltas < 3:  # three deltas written: the server waits for the fourth chunk
+            deltas += '"type":"response.output_text.delta"' in next(lines)
+        gc.collect()
+        held = [type(o).__name__ for o in gc.get_objects() if isinstance(o, sent)]
+        backend.resume()
+        rest = list(lines)
+    assert held == []
+    assert any('"type":"response.completed"' in line for line in rest)
