@@ -86,12 +86,13 @@ async def hold(paths: Paths, pid: int, count: int, heap: Path | None, length: in
         nonlocal peak, when_open
         dumped = heap is None
         while not stop:
-            peak = max(peak, rss_kib(pid))
-            if not when_open and begun >= count:
-                when_open = rss_kib(pid)
-            if not dumped and begun >= count:
-                os.kill(pid, signal.SIGUSR1)
-                dumped = True
+            now = rss_kib(pid)
+            peak = max(peak, now)
+            if begun >= count:
+                when_open = when_open or now
+                if not dumped:
+                    os.kill(pid, signal.SIGUSR1)
+                    dumped = True
             await asyncio.sleep(0.05)
 
     sampler = asyncio.create_task(sample())
