@@ -11,13 +11,13 @@ API; each question is searched with each ranker (hybrid, vector, keyword), 10 re
 of a question's relevant chunks in the first 5 results, averaged; nDCG@10 uses binary relevance.
 scale: synthetic documents (the set's sentences shuffled) are indexed until the store holds N chunks;
 ingestion is chunks per second of wall time from the batch's creation to its completion; search latency is
-measured over 100 sequential searches per ranker after one unmeasured (on PostgreSQL after an ANALYZE, as
+measured over 100 sequential searches per ranker (--searches) after one unmeasured (on PostgreSQL after an ANALYZE, as
 autovacuum would do soon after a bulk load); memory is the server's peak RSS (VmHWM).
 --rerank N / --rewrite: the server gets a retrieval model (--retrieval-model: --model on --upstream, or the
 embedded model) that rates the first N candidates of the ranker ``auto`` (and rewrites each question, with
 --rewrite); the measured rankers are then hybrid (fused only) and auto (fused, then rated), over --questions
 of the set's questions (a model call per search is slow on a CPU).
---clients N (scale): hybrid searches from N clients at once after the sequential ones, 200 of them: searches per
+--clients N (scale): hybrid searches from N clients at once after the sequential ones, twice --searches of them: searches per
 second, and their latency p50 / p99.
 --keep DIR (scale, SQLite or pgvector, one size): the database lives in DIR and stays there; a later run with
 the same --keep and --chunks searches it again without indexing (the ingestion figures are the first run's).
@@ -225,14 +225,15 @@ def synthetic_docs(chunks: int) -> dict[str, str]:
     return docs
 
 
-def concurrent_hybrid(client: openai.OpenAI, store_id: str, questions: list[str], clients: int) -> dict:
-    """Hybrid searches of 200 questions from ``clients`` threads at once."""
+def concurrent_hybrid(client: openai.OpenAI, store_id: str, questions: list[str], clients: int,
+                      searches: int = 100) -> dict:
+    """Hybrid searches of twice ``searches`` questions (200 by default) from ``clients`` threads at once."""
     def search(question: str) -> float:
         started = time.perf_counter()
         client.vector_stores.search(store_id, query=question, max_num_results=10, ranking_options={"ranker": "hybrid"})
         return (time.perf_counter() - started) * 1000
 
-    asked = (questions[:100] * 2)[:200]
+    asked = questions[:searches] * 2
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         latencies = list(pool.map(search, asked))
@@ -271,7 +272,7 @@ def bm25_drained(server: Server) -> dict[str, float]:
     return {"bm25_waiting": first, "bm25_drained_s": round(time.perf_counter() - started, 1)}
 
 
-def scale(db: str, chunks: int, keep: Path | None = None, clients: int = 0) -> dict:
+def scale(db: str, chunks: int, keep: Path | None = None, clients: int = 0, searches: int = 100) -> dict:
     chunking = {"type": "static", "static": {"max_chunk_size_tokens": 120, "chunk_overlap_tokens": 20}}
     questions = [q["question"] for q in json.loads(gzip.open(EVAL_SET, "rt", encoding="utf-8").read())["questions"]]
     built = keep / f"built-{db}-{chunks}.json" if keep else None
@@ -295,14 +296,14 @@ def scale(db: str, chunks: int, keep: Path | None = None, clients: int = 0) -> d
             latencies = []
             client.vector_stores.search(store_id, query=questions[100], max_num_results=10,
                                         ranking_options={"ranker": ranker})  # (warm-up, not measured)
-            for question in questions[:100]:
+            for question in questions[:searches]:
                 started = time.perf_counter()
                 client.vector_stores.search(store_id, query=question, max_num_results=10,
                                             ranking_options={"ranker": ranker})
                 latencies.append((time.perf_counter() - started) * 1000)
             out[ranker] = {"p50_ms": round(pct(latencies, 50), 1), "p99_ms": round(pct(latencies, 99), 1)}
         if clients:
-            out["hybrid_concurrent"] = concurrent_hybrid(client, store_id, questions, clients)
+            out["hybrid_concurrent"] = concurrent_hybrid(client, store_id, questions, clients, searches)
         out["peak_rss_mib"] = round(peak_rss_mib(process.process.pid), 1)
         out["disk_mib"] = sizes_mib(server)
     return out
@@ -321,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=EMBEDDED_MODEL_ID, help="quality: the retrieval model")
     parser.add_argument("--questions", type=int, default=0, help="quality with a retrieval model: the first N")
     parser.add_argument("--clients", type=int, default=0, help="scale: hybrid searches from N clients at once too")
+    parser.add_argument("--searches", type=int, default=100,
+                        help="scale: questions searched per ranker (the percentiles' samples; the smoke test asks few)")
     parser.add_argument("--keep", type=Path, default=None, help="scale: the database's folder, kept for later runs")
     args = parser.parse_args(argv)
     if args.keep and (args.what != "scale" or "," in args.db + args.chunks or args.db == "postgres"):
@@ -331,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for db in args.db.split(","):
         for measured in ([quality(db, name, reranking) for name in args.set.split(",")] if args.what == "quality" else
-                         (scale(db, int(n), args.keep, args.clients) for n in args.chunks.split(","))):
+                         (scale(db, int(n), args.keep, args.clients, args.searches) for n in args.chunks.split(","))):
             results.append(measured)
             print(json.dumps(measured), flush=True)
     if args.json:

@@ -12,6 +12,7 @@ holding the screenshot as an image (chat tool messages carry text only) — see 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -31,7 +32,14 @@ from parley.tools.client import CALL_CLOSERS, CALL_OPENERS
 
 log = logging.getLogger("parley.computer")
 FUNCTION_NAME = "computer"
-_ACTION: TypeAdapter[Any] = TypeAdapter(ComputerAction)
+
+
+@functools.cache
+def _action_adapter() -> TypeAdapter[Any]:
+    """The protocol's action union (built on first use: it is a twentieth of the server's start)."""
+    return TypeAdapter(ComputerAction)
+
+
 _POINT = {"x": {"type": "integer"}, "y": {"type": "integer"}}
 _KEYS = {"keys": {"type": "array", "items": {"type": "string"}, "description": "Modifier keys held down."}}
 
@@ -91,7 +99,7 @@ def _valid(actions: list[Any]) -> list[dict[str, Any]]:
     kept = []
     for action in actions:
         try:
-            kept.append(_ACTION.validate_python(action).model_dump(exclude_none=True))
+            kept.append(_action_adapter().validate_python(action).model_dump(exclude_none=True))
         except ValidationError:
             log.warning("a computer call's action is not one of the protocol's; left out: %.200r", action)
     return kept or [{"type": "screenshot"}]

@@ -16,18 +16,38 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx2
-from mcp.client.session import ClientSession
-from mcp.client.sse import sse_client
-from mcp.client.streamable_http import streamable_http_client
 
 from parley.errors import AuthenticationFailed, InvalidRequest, ParleyError
 from parley.netpolicy import AddressPolicy
 from parley.redaction import redact_userinfo
 
+if TYPE_CHECKING:  # (the SDK is imported when the first session opens: :func:`_sdk`)
+    from mcp.client.session import ClientSession
+
 log = logging.getLogger("parley.mcp")
+
+
+async def _sdk() -> tuple[Any, Any, Any]:
+    """The SDK's session and transports, imported on the first session's way in, in a thread: importing the
+    SDK takes more than half a second of CPU, which a server without MCP tools never spends and which would
+    otherwise hold the event loop."""
+    def load() -> tuple[Any, Any, Any]:
+        from mcp.client.session import ClientSession
+        from mcp.client.sse import sse_client
+        from mcp.client.streamable_http import streamable_http_client
+
+        return ClientSession, sse_client, streamable_http_client
+
+    global _SDK
+    if _SDK is None:
+        _SDK = await asyncio.to_thread(load)
+    return _SDK
+
+
+_SDK: tuple[Any, Any, Any] | None = None
 Transport = Literal["streamable-http", "sse"]
 
 
@@ -97,6 +117,7 @@ class MCPSession:
                                   timeout=timeout or httpx2.Timeout(self.timeout, read=max(self.timeout, 60)))
 
     async def _open(self, stack: contextlib.AsyncExitStack) -> ClientSession:
+        ClientSession, sse_client, streamable_http_client = await _sdk()
         if self.transport == "streamable-http":
             client = await stack.enter_async_context(self._client())
             read, write = await stack.enter_async_context(streamable_http_client(self.url, http_client=client))
