@@ -27,8 +27,11 @@ class ParleyProcess:
         self.env = env or {}
         self.port = free_port()
         self.startup_timeout = startup_timeout
-        self.log_path = Path(tempfile.mkstemp(prefix="parley-serve-", suffix=".log")[1])
+        fd, path = tempfile.mkstemp(prefix="parley-serve-", suffix=".log")
+        os.close(fd)
+        self.log_path = Path(path)
         self.process: subprocess.Popen[bytes] | None = None
+        self._kept_log = ""  # the log of a stopped server, whose file is removed
 
     @property
     def url(self) -> str:
@@ -40,7 +43,11 @@ class ParleyProcess:
         return f"{self.url}/v1"
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        """What the server wrote, while it runs and after it stopped."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return self._kept_log
 
     def start(self) -> ParleyProcess:
         env = {**os.environ, **self.env}
@@ -50,6 +57,7 @@ class ParleyProcess:
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self.stop()
                 raise RuntimeError(f"parley serve exited with {self.process.returncode}:\n{self.log()}")
             try:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
@@ -68,6 +76,9 @@ class ParleyProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.log_path.exists():  # (kept in memory: a suite's hundreds of servers leave no files behind)
+            self._kept_log = self.log()
+            self.log_path.unlink()
 
     def __enter__(self) -> ParleyProcess:
         return self.start()
