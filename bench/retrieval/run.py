@@ -17,8 +17,8 @@ autovacuum would do soon after a bulk load); memory is the server's peak RSS (Vm
 embedded model) that rates the first N candidates of the ranker ``auto`` (and rewrites each question, with
 --rewrite); the measured rankers are then hybrid (fused only) and auto (fused, then rated), over --questions
 of the set's questions (a model call per search is slow on a CPU).
---clients N (scale): hybrid searches from N clients at once after the sequential ones, twice --searches of them: searches per
-second, and their latency p50 / p99.
+--clients N (scale): hybrid searches from N clients at once after the sequential ones, twice --searches of them:
+searches per second, and their latency p50 / p99.
 --keep DIR (scale, SQLite or pgvector, one size): the database lives in DIR and stays there; a later run with
 the same --keep and --chunks searches it again without indexing (the ingestion figures are the first run's).
 PARLEY_BM25_INDEX=1 (scale, pgvector): the server keeps the BM25 keyword index; the searches wait until it searches
