@@ -4,6 +4,7 @@ load (how many SSE events one write of the server carried, read from the HTTP ch
 CPU per non-streamed response of 100 tokens (8 clients in a closed loop), which folds the same events.
 
     .venv/bin/python bench/stream_cpu.py [--streams 1,50,400,1000] [--seconds 8] [--json out.json]
+    .venv/bin/python bench/stream_cpu.py --streams "" --folded-tokens 1,20,100   # what a folded chunk costs
 
 Each load runs for ``--seconds`` (streams of 100 tokens, started again as they end) against bench/upstream.py,
 through a real ``parley serve`` (SQLite store, ``store`` on); the CPU is Parley's process time over the run,
@@ -69,19 +70,20 @@ async def load(paths: Paths, pid: int, streams: int, seconds: float, paced: bool
             "cpu_us_per_token": round(used / max(streamed, 1) * 1e6, 1), "events_per_write": round(sampled[0], 2)}
 
 
-async def folded(paths: Paths, pid: int, seconds: float) -> dict:
-    """Non-streamed responses of 100 tokens, 8 clients in a closed loop: Parley's CPU per response."""
-    m = model(tokens=100)
+async def folded(paths: Paths, pid: int, seconds: float, tokens: int = 100) -> dict:
+    """Non-streamed responses of ``tokens`` tokens (one upstream chunk each), 8 clients in a closed loop: Parley's
+    CPU per response."""
+    m = model(tokens=tokens)
     await paths.fresh()
     before = cpu_seconds(pid)
     per_second = await saturate(seconds, 8, lambda: paths.create("parley", m))
     used = cpu_seconds(pid) - before
-    return {"non_streamed_clients": 8, "tokens_per_response": 100, "responses": round(per_second * seconds),
+    return {"non_streamed_clients": 8, "tokens_per_response": tokens, "responses": round(per_second * seconds),
             "cpu_us_per_response": round(used / max(per_second * seconds, 1) * 1e6)}
 
 
 async def measure(upstream: str, parley: ParleyProcess, loads: list[int], seconds: float,
-                  tokens: int = 100) -> list[dict]:
+                  tokens: int = 100, folded_tokens: tuple[int, ...] = (100,)) -> list[dict]:
     paths = Paths(upstream, parley.base_url)
     assert parley.process is not None
     try:
@@ -92,8 +94,9 @@ async def measure(upstream: str, parley: ParleyProcess, loads: list[int], second
         if loads:
             results.append(await load(paths, parley.process.pid, 32, seconds, paced=False, tokens=tokens))
             print(json.dumps(results[-1]), flush=True)
-        results.append(await folded(paths, parley.process.pid, seconds))
-        print(json.dumps(results[-1]), flush=True)
+        for count in folded_tokens:
+            results.append(await folded(paths, parley.process.pid, seconds, count))
+            print(json.dumps(results[-1]), flush=True)
         return results
     finally:
         await paths.http.close()
@@ -105,13 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--tokens", type=int, default=100, help="tokens per stream (a paced stream of 1,000 "
                         "lasts 20 s: a run lasts at least that long)")
+    parser.add_argument("--folded-tokens", default="100", help="tokens of the non-streamed responses, one row each "
+                        "(their difference is what one folded chunk costs)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     with synthetic_upstream() as upstream:
         with ParleyProcess("--upstream", upstream, "--db", f"sqlite:///{tempfile.mkdtemp()}/bench.db",
                            "--log-level", "warning") as parley:
             results = asyncio.run(measure(upstream, parley, [int(n) for n in args.streams.split(",") if n],
-                                          args.seconds, args.tokens))
+                                          args.seconds, args.tokens,
+                                          tuple(int(n) for n in args.folded_tokens.split(","))))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

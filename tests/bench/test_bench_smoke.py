@@ -62,11 +62,13 @@ def test_the_websocket_session_bench_runs_both_modes(tmp_path) -> None:
 
 def test_the_stream_cpu_bench_measures_each_load_and_the_folded_answers(tmp_path) -> None:
     out = tmp_path / "streams.json"
-    bench("stream_cpu.py", "--streams", "1,3", "--seconds", "1", "--tokens", "10", "--json", str(out))
+    bench("stream_cpu.py", "--streams", "1,3", "--seconds", "1", "--tokens", "10", "--folded-tokens", "1,100",
+          "--json", str(out))
     rows = json.loads(out.read_text())
-    assert [row.get("streams") for row in rows] == [1, 3, 32, None]
+    assert [row.get("streams") for row in rows] == [1, 3, 32, None, None]
     assert all(row["tokens"] > 0 and row["events_per_write"] >= 1 for row in rows[:3])
-    assert rows[3]["responses"] > 0 and rows[3]["cpu_us_per_response"] > 0
+    assert [row["tokens_per_response"] for row in rows[3:]] == [1, 100]
+    assert all(row["responses"] > 0 and row["cpu_us_per_response"] > 0 for row in rows[3:])
 
 
 def test_the_relay_floor_bench_measures_each_bare_relay_and_parley(tmp_path) -> None:
