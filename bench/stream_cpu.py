@@ -1,7 +1,8 @@
 """Parley's CPU per streamed token as the load grows: 1, 50, 400 and 1,000 streams at 50 tokens per second
 each (a GPU server's pace), and 32 streams as fast as the upstream goes; with the frames per write at each
 load (how many SSE events one write of the server carried, read from the HTTP chunks of a sample stream); and the
-CPU per non-streamed response of 100 tokens (8 clients in a closed loop), which folds the same events.
+CPU per non-streamed response of 100 tokens (8 clients in a closed loop; other sizes with --folded-tokens), which
+folds the same events.
 
     .venv/bin/python bench/stream_cpu.py [--streams 1,50,400,1000] [--seconds 8] [--json out.json]
     .venv/bin/python bench/stream_cpu.py --streams "" --folded-tokens 1,20,100   # what a folded chunk costs
@@ -71,8 +72,8 @@ async def load(paths: Paths, pid: int, streams: int, seconds: float, paced: bool
 
 
 async def folded(paths: Paths, pid: int, seconds: float, tokens: int = 100) -> dict:
-    """Non-streamed responses of ``tokens`` tokens (one upstream chunk each), 8 clients in a closed loop: Parley's
-    CPU per response."""
+    """Non-streamed responses of ``tokens`` tokens (the upstream streams one chunk per token), 8 clients in a closed
+    loop: Parley's CPU per response."""
     m = model(tokens=tokens)
     await paths.fresh()
     before = cpu_seconds(pid)

@@ -113,3 +113,15 @@ async def test_non_json_numbers_and_lone_surrogates_are_400(http) -> None:
     for raw in (b'{"model":"m","input":"x","temperature":NaN}', b'{"model":"m","input":"\\ud800"}'):
         response = await http.post("/v1/responses", content=raw, headers={"content-type": "application/json"})
         assert assert_openai_error(response, 400)["code"] == "invalid_json"
+
+
+def test_the_server_imports_no_sdk_that_only_an_optional_tool_uses() -> None:
+    # A start is mostly imports, and a test suite starts hundreds of servers: the mcp SDK (more than half a
+    # second of CPU) is imported when the first MCP session opens, not when the server loads.
+    import subprocess
+    import sys
+
+    loaded = subprocess.run([sys.executable, "-c", "import sys, parley.cli, parley.http.app; "
+                             "print(sorted(m for m in ('mcp', 'mcp_types') if m in sys.modules))"],
+                            capture_output=True, text=True, check=True, timeout=120)
+    assert loaded.stdout.strip() == "[]", loaded.stdout

@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # (the SDK is imported when the first session opens: :func:`_
     from mcp.client.session import ClientSession
 
 log = logging.getLogger("parley.mcp")
+_SDK: tuple[Any, Any, Any] | None = None
 
 
 async def _sdk() -> tuple[Any, Any, Any]:
@@ -47,7 +48,6 @@ async def _sdk() -> tuple[Any, Any, Any]:
     return _SDK
 
 
-_SDK: tuple[Any, Any, Any] | None = None
 Transport = Literal["streamable-http", "sse"]
 
 
