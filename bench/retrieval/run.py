@@ -326,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="scale: questions searched per ranker (the percentiles' samples; the smoke test asks few)")
     parser.add_argument("--keep", type=Path, default=None, help="scale: the database's folder, kept for later runs")
     args = parser.parse_args(argv)
+    if not 1 <= args.searches <= 100:  # (the 101st question is the unmeasured warm-up)
+        parser.error("--searches takes 1 to 100")
     if args.keep and (args.what != "scale" or "," in args.db + args.chunks or args.db == "postgres"):
         parser.error("--keep takes scale with one size on sqlite or pgvector")
     if args.keep:
