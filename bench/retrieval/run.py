@@ -19,6 +19,9 @@ embedded model) that rates the first N candidates of the ranker ``auto`` (and re
 of the set's questions (a model call per search is slow on a CPU).
 --clients N (scale): hybrid searches from N clients at once after the sequential ones, twice --searches of them:
 searches per second, and their latency p50 / p99.
+--warm-up (scale): each measured question is searched once, unmeasured, before the measured searches: without it
+the first ranker (hybrid) measures a server reading the words' postings (SQLite) and the index's pages for the
+first time.
 --keep DIR (scale, SQLite or pgvector, one size): the database lives in DIR and stays there; a later run with
 the same --keep and --chunks searches it again without indexing (the ingestion figures are the first run's).
 PARLEY_BM25_INDEX=1 (scale, pgvector): the server keeps the BM25 keyword index; the searches wait until it searches
@@ -272,7 +275,8 @@ def bm25_drained(server: Server) -> dict[str, float]:
     return {"bm25_waiting": first, "bm25_drained_s": round(time.perf_counter() - started, 1)}
 
 
-def scale(db: str, chunks: int, keep: Path | None = None, clients: int = 0, searches: int = 100) -> dict:
+def scale(db: str, chunks: int, keep: Path | None = None, clients: int = 0, searches: int = 100,
+          warm_up: bool = False) -> dict:
     chunking = {"type": "static", "static": {"max_chunk_size_tokens": 120, "chunk_overlap_tokens": 20}}
     questions = [q["question"] for q in json.loads(gzip.open(EVAL_SET, "rt", encoding="utf-8").read())["questions"]]
     built = keep / f"built-{db}-{chunks}.json" if keep else None
@@ -292,6 +296,9 @@ def scale(db: str, chunks: int, keep: Path | None = None, clients: int = 0, sear
         if db == "pgvector" and (ready := bm25_ready_s(process)) is not None:
             out["bm25_ready_s"] = ready  # (after the ingestion, or after the start on a kept store)
             out.update(bm25_drained(server))  # (the searches below read the index alone)
+        if warm_up:  # (the server's steady state: what the measured questions search for already in memory)
+            for question in questions[:searches]:
+                client.vector_stores.search(store_id, query=question, max_num_results=10)
         for ranker in RANKERS:
             latencies = []
             client.vector_stores.search(store_id, query=questions[100], max_num_results=10,
@@ -324,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=0, help="scale: hybrid searches from N clients at once too")
     parser.add_argument("--searches", type=int, default=100,
                         help="scale: questions searched per ranker (the percentiles' samples; the smoke test asks few)")
+    parser.add_argument("--warm-up", action="store_true",
+                        help="scale: search each measured question once (hybrid, unmeasured) before the measured ones")
     parser.add_argument("--keep", type=Path, default=None, help="scale: the database's folder, kept for later runs")
     args = parser.parse_args(argv)
     if not 1 <= args.searches <= 100:  # (the 101st question is the unmeasured warm-up)
@@ -336,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for db in args.db.split(","):
         for measured in ([quality(db, name, reranking) for name in args.set.split(",")] if args.what == "quality" else
-                         (scale(db, int(n), args.keep, args.clients, args.searches) for n in args.chunks.split(","))):
+                         (scale(db, int(n), args.keep, args.clients, args.searches, args.warm_up)
+                          for n in args.chunks.split(","))):
             results.append(measured)
             print(json.dumps(measured), flush=True)
     if args.json:

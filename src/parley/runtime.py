@@ -173,7 +173,7 @@ class Runtime:
             limits=self.file_limits, concurrency=settings.ingest_concurrency,
             ranking=ModelRanking(self.router, settings.retrieval_model, settings.rerank_candidates)
             if settings.retrieval_model else None, held_vectors_bytes=settings.vector_cache_mb * 1024 * 1024,
-            bm25_index=settings.bm25_index)
+            held_postings_bytes=settings.keyword_cache_mb * 1024 * 1024, bm25_index=settings.bm25_index)
         await self._retrieval.start()
         self.tools.retrieval = self._retrieval
         self._containers = self._make_containers(store)

@@ -220,6 +220,11 @@ class Settings(BaseSettings):
         256, ge=0, description="SQLite: megabytes of vector stores' embeddings each process holds in memory, so "
         "that searching a store is one matrix product instead of a scan of its index (100,000 chunks of the local "
         "model take 98 MiB; the stores searched least recently give way; 0 holds none).")
+    keyword_cache_mb: int = Field(
+        64, ge=0, description="SQLite: megabytes of the full-text index each process holds in memory (every chunk's "
+        "length and store, and the postings of the words searched most recently), so that the keyword half of a "
+        "search is ranked in memory instead of by FTS5 over every chunk holding a query word, with the same results "
+        "(bench/README.md; 0 holds none).")
     bm25_index: bool = Field(
         False, description="PostgreSQL with pgvector: keep a BM25 index of the vector stores' chunks (a sparse HNSW "
         "index) and search the keyword half by it: at 975,015 chunks a hybrid search took 44-52 ms p50 against 115 "

@@ -3,8 +3,9 @@
 
 Both halves are filtered by the stores and the attribute filter: on SQLite, the store's embeddings held in memory
 (:mod:`parley.store.embedding_matrices`) or, until they are, sqlite-vec's ``vec0`` index
-(:mod:`parley.store.sqlite_vec_index`), and FTS5's ``bm25`` ranked inside the index over the chunks that hold
-one of the query's rarer words (:mod:`parley.retrieval.terms`); on PostgreSQL the
+(:mod:`parley.store.sqlite_vec_index`), and FTS5's ``bm25`` over the chunks that hold one of the query's rarer
+words (:mod:`parley.retrieval.terms`), computed from the index's postings held in memory
+(:mod:`parley.retrieval.bm25`) or, until they are, ranked inside the index; on PostgreSQL the
 ``tsvector`` index, its candidates found by the query's rarer words (:mod:`parley.retrieval.pg_terms`) and
 ranked by ``ts_rank`` (normalized by the log of the chunk's length), and pgvector's HNSW index where the server
 has pgvector (else the filtered chunks' embeddings compared in numpy).  Each store's chunks are compared only
@@ -21,16 +22,20 @@ import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import numpy as np
 import sqlalchemy as sa
 
+from parley.retrieval.bm25 import Ranking
+from parley.retrieval.bm25 import ranked as ranked_in_memory
 from parley.retrieval.embeddings import Embedders
 from parley.retrieval.filters import to_sql
 from parley.retrieval.pg_terms import MAX_CANDIDATES, TermStats, any_of, weighted_rank
 from parley.retrieval.terms import FtsTermStats, any_word, choose
 from parley.store.embedding_matrices import EmbeddingMatrices, Matrix
+from parley.store.fts_postings import HeldPostings, View
 from parley.store.pg_bm25 import PgBm25
 from parley.store.pgvector import PgVector
 from parley.store.sqlite_vec_index import SqliteVec
@@ -94,12 +99,13 @@ def keywords(query: str) -> list[str]:
 class Searcher:
     def __init__(self, store: SqlStore, embedders: Embedders, pgvector: PgVector,
                  sqlite_vec: SqliteVec | None = None, matrices: EmbeddingMatrices | None = None,
-                 bm25: PgBm25 | None = None) -> None:
+                 bm25: PgBm25 | None = None, postings: HeldPostings | None = None) -> None:
         self.store = store
         self.pgvector = pgvector
         self.sqlite_vec = sqlite_vec or SqliteVec()
         self.matrices = matrices or EmbeddingMatrices(0)
         self.bm25 = bm25 or PgBm25()
+        self.postings = postings or HeldPostings(0)
         self.term_stats = TermStats()  # PostgreSQL: which query words find the keyword half's candidates
         self.fts_terms = FtsTermStats()  # SQLite: the same
         self.embedders = embedders
@@ -259,10 +265,23 @@ class Searcher:
         leaves too few; ``None`` past ``MAX_FTS_READ`` of them (the caller joins every match instead).
 
         The rarer words (:func:`parley.retrieval.terms.choose`) are a second condition of the match, so FTS5 ranks
-        only the chunks holding one of them; BM25 counts those words twice, which weighs them up as rare words."""
+        only the chunks holding one of them; BM25 counts those words twice, which weighs them up as rare words.
+        Where the postings held in memory are current, the same ranking is computed from them instead
+        (:mod:`parley.retrieval.bm25`)."""
         def chosen(conn: sa.Connection) -> tuple[list[str], float]:
             return choose(words, *self.fts_terms.shares(conn, words))[0], self.fts_terms.store_share(conn, store_ids)
 
+        if self.postings.enabled:  # (ranked in memory where the postings held are current and fit)
+            def rank(view: View) -> Ranking:
+                shares, total = self.fts_terms.shares(view.conn, words)
+                return ranked_in_memory(view, words, store_ids, {w: round(shares.get(w, 0.0) * total) for w in words})
+
+            ranking = await self.postings.ranked(self.store, rank)
+            if ranking is not None:
+                async def held(limit: int) -> list[tuple[int, float]]:
+                    return ranking.best(limit)
+
+                return await self._first_passing(held, filters, pool, None)
         finding, share = await self.store.read(chosen)
         # Stores that hold most of the chunks are kept to after the ranking: matching their id too made FTS5 read
         # every chunk of theirs (62 against 28 ms at 100,000 chunks, bench/README.md), and the scores are the same
@@ -273,14 +292,27 @@ class Searcher:
             match += f" AND text : ({any_word(finding)})"
         ranked_sql = sa.text("SELECT rowid AS id, bm25(parley_vector_store_fts, 1.0, 0.0) AS s FROM "
                              "parley_vector_store_fts WHERE parley_vector_store_fts MATCH :m ORDER BY s LIMIT :n")
+
+        async def indexed(limit: int) -> list[tuple[int, float]]:
+            rows = await self.store.read(lambda conn: conn.execute(ranked_sql, {"m": match, "n": limit}).all())
+            return [(row.id, -float(row.s)) for row in rows]
+
+        return await self._first_passing(indexed, filters, pool, store_ids if after else None)
+
+    async def _first_passing(self, best: Callable[[int], Awaitable[list[tuple[int, float]]]],
+                             filters: dict[str, Any] | None, pool: int,
+                             stores: list[str] | None) -> list[tuple[int, float]] | None:
+        """The first ``pool`` of a keyword ranking (``best(n)``: its ``n`` best) that pass ``filters`` (and, given
+        ``stores``, are in one of them), reading more of it where a filter or a file still being indexed leaves too
+        few; ``None`` past ``MAX_FTS_READ`` of them."""
         limit = 2 * pool
         while limit <= MAX_FTS_READ:
-            rows = await self.store.read(lambda conn: conn.execute(ranked_sql, {"m": match, "n": limit}).all())
-            if not rows:
+            found = await best(limit)
+            if not found:
                 return []
-            passing = await self._passing([row.id for row in rows], filters, store_ids if after else None)
-            kept = [(row.id, -float(row.s)) for row in rows if row.id in passing][:pool]
-            if len(kept) == pool or len(rows) < limit:
+            passing = await self._passing([chunk_id for chunk_id, _ in found], filters, stores)
+            kept = [hit for hit in found if hit[0] in passing][:pool]
+            if len(kept) == pool or len(found) < limit:
                 return kept
             limit *= 8
         return None

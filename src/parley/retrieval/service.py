@@ -14,6 +14,7 @@ from parley.retrieval.ingest import Ingestor
 from parley.retrieval.model_ranking import ModelRanking
 from parley.retrieval.search import Hit, Mode, Query, Searcher, rewrite
 from parley.store.embedding_matrices import EmbeddingMatrices
+from parley.store.fts_postings import HeldPostings
 from parley.store.files import SqlFiles
 from parley.store.sql import SqlStore
 from parley.store.ingestion_work import IngestionWork
@@ -61,13 +62,15 @@ def parse_ranking(raw: Any, param: str = "ranking_options") -> dict[str, Any]:
 class Retrieval:
     def __init__(self, store: SqlStore, files: SqlFiles, embedders: Embedders, workers: WorkerPool, *,
                  instance: str, stale_s: float, limits: Limits, concurrency: int,
-                 ranking: ModelRanking | None = None, held_vectors_bytes: int = 0, bm25_index: bool = False) -> None:
+                 ranking: ModelRanking | None = None, held_vectors_bytes: int = 0, held_postings_bytes: int = 0,
+                 bm25_index: bool = False) -> None:
         self.files = files
         self.ranking = ranking  # --retrieval-model: query rewriting, and reranking with --rerank-candidates
         self.embedders = embedders
         self.vector_stores = SqlVectorStores(store, bm25_index)
         self.searcher = Searcher(store, embedders, self.vector_stores.pgvector, self.vector_stores.sqlite_vec,
-                                 EmbeddingMatrices(held_vectors_bytes), self.vector_stores.bm25)
+                                 EmbeddingMatrices(held_vectors_bytes), self.vector_stores.bm25,
+                                 HeldPostings(held_postings_bytes))
         self._filling: asyncio.Task[None] | None = None
         self.ingestor = Ingestor(IngestionWork(store, self.vector_stores.pgvector, self.vector_stores.sqlite_vec),
                                  files, embedders, workers,
@@ -76,6 +79,7 @@ class Retrieval:
     async def start(self) -> None:
         await self.vector_stores.prepare()
         await self.searcher.matrices.prepare(self.vector_stores.store)
+        await self.searcher.postings.prepare(self.vector_stores.store)
         # (chunks stored before the BM25 index: written in the background, the keyword half ranks as before meanwhile)
         self._filling = asyncio.create_task(self.vector_stores.bm25.run(self.vector_stores.store))
         self.ingestor.start()

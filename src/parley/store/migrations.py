@@ -517,4 +517,30 @@ MIGRATIONS: list[tuple[str, Statements]] = [
             "postgresql": [],
         },
     ),
+    (
+        # SQLite: the keyword half ranked in memory (parley.store.fts_postings) reads FTS5's postings through an
+        # fts5vocab table (the search's connections may not create one of their own: they are query_only), and
+        # knows it is current by the chunks inserted into and deleted from all stores, counted by triggers (the
+        # per-store counts go when a store is deleted, so their sum can come back to a value it had).
+        "0022_vector_store_fts_postings",
+        {
+            "sqlite": [
+                "CREATE VIRTUAL TABLE parley_vector_store_fts_instances USING fts5vocab(parley_vector_store_fts, "
+                "instance)",
+                """CREATE TABLE parley_vector_store_fts_changes (
+                    id INTEGER PRIMARY KEY CHECK (id = 0),
+                    inserted INTEGER NOT NULL,
+                    deleted INTEGER NOT NULL
+                )""",
+                "INSERT INTO parley_vector_store_fts_changes (id, inserted, deleted) VALUES (0, 0, 0)",
+                """CREATE TRIGGER parley_vector_store_fts_changes_ai AFTER INSERT ON parley_vector_store_chunks BEGIN
+                    UPDATE parley_vector_store_fts_changes SET inserted = inserted + 1 WHERE id = 0;
+                END""",
+                """CREATE TRIGGER parley_vector_store_fts_changes_ad AFTER DELETE ON parley_vector_store_chunks BEGIN
+                    UPDATE parley_vector_store_fts_changes SET deleted = deleted + 1 WHERE id = 0;
+                END""",
+            ],
+            "postgresql": [],
+        },
+    ),
 ]

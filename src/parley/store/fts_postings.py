@@ -1,0 +1,382 @@
+"""SQLite: what the keyword half of a search needs to rank by BM25 in memory (:mod:`parley.retrieval.bm25`) instead
+of having FTS5 rank every chunk that holds one of the query's words (bench/README.md has the figures).
+
+Each process holds, within ``budget`` bytes (``--keyword-cache-mb``):
+
+- each chunk's length in tokens, every column counted (FTS5's own counts, from its ``docsize`` table: what its
+  ``bm25()`` takes for a document's length), and its store: two arrays indexed by chunk id;
+- the postings (the chunk ids and the word's count in each) of the words searched most recently, read from FTS5's
+  index through the ``fts5vocab`` table of migration 0022; a word the index splits into several tokens
+  (``format_spec``) is a phrase, its chunks those that hold its tokens one after the other. Reading a word's
+  postings costs about a microsecond per occurrence (a word in most of 100,000 chunks: 65-260 ms), so a search
+  reads only those of words in at most ``INLINE_CHUNKS`` chunks itself; a more common word's are read in the
+  background, and FTS5 ranks the searches that need them until they are held.
+
+A query's words are tokenized by FTS5 itself, with the index's own ``tokenize`` option, on a private in-memory
+database: a word is stemmed and split as the index stems and splits it.
+
+Kept in step by the counts of chunks inserted and deleted that triggers keep (migration 0022): a search reads
+them in the same snapshot as the postings it reads, and where they differ from the held lengths' it is ranked by
+FTS5 while the lengths are read again in the background. Where chunks were only added since, only those are read,
+and their text is tokenized (as above) and added to the postings held, so that a store being written to does not
+have its postings read again at each write; a delete since has everything read again. Postings are held with the
+counts they were read at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+import numpy as np
+import sqlalchemy as sa
+
+log = logging.getLogger("parley.store")
+T = TypeVar("T")
+Version = tuple[int, int]  # (chunks inserted, chunks deleted), in all stores
+Postings = tuple[np.ndarray, np.ndarray]  # (chunk ids ascending, int32; the word's count in each, float32)
+EMPTY = np.empty(0, dtype=np.int64)
+
+CHANGES = sa.text("SELECT inserted, deleted FROM parley_vector_store_fts_changes WHERE id = 0")
+INDEX_SQL = sa.text("SELECT sql FROM sqlite_master WHERE name = 'parley_vector_store_fts'")
+HAS_VOCAB = sa.text("SELECT 1 FROM sqlite_master WHERE name = 'parley_vector_store_fts_instances'")
+LENGTHS = ("SELECT d.id, d.sz, c.vector_store_id FROM parley_vector_store_fts_docsize d "
+           "JOIN parley_vector_store_chunks c ON c.id = d.id WHERE d.id > ? AND d.id <= ?")
+LAST = sa.text("SELECT max(id) FROM parley_vector_store_fts_docsize")
+WORD_COUNTS = ("SELECT doc, count(*) FROM parley_vector_store_fts_instances WHERE term = ? AND col = 'text' "
+               "GROUP BY doc")
+TEXTS = "SELECT id, text FROM parley_vector_store_chunks WHERE id > ? AND id <= ?"
+POSITIONS = "SELECT doc, offset FROM parley_vector_store_fts_instances WHERE term = ? AND col = 'text'"
+TOKENIZE = re.compile(r"tokenize\s*=\s*('(?:[^']|'')*'|\"(?:[^\"]|\"\")*\")", re.IGNORECASE)
+FETCH = 4096
+MAX_TOKENIZED = 20_000  # words whose tokens are remembered (the memo is emptied past it)
+MAX_ADDED = 20_000  # chunks added since the postings held were read that are tokenized and added to them
+INLINE_CHUNKS = 2_000  # a search reads the postings of a word in at most this many chunks itself (a few ms)
+OFFSET_BITS = 24  # a position within a chunk, packed beside its chunk id to find a phrase's chunks
+
+
+@dataclass
+class Lengths:
+    """Every chunk's length in tokens and its store, indexed by chunk id, at ``version``."""
+
+    version: Version
+    tokens: np.ndarray  # float32: the chunk's tokens in every column of the index (0 where no chunk)
+    stores: np.ndarray  # int32: the chunk's store's number in ``numbers`` (-1 where no chunk)
+    numbers: dict[str, int]
+    rows: int
+    total: float  # tokens of all chunks
+    last: int  # the highest chunk id read
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.tokens.nbytes + self.stores.nbytes)
+
+
+class NotHeld(Exception):
+    """A word's postings are not held: too large for the budget, or being read in the background."""
+
+
+class Tokenizer:
+    """FTS5's own tokenizer (the index's ``tokenize`` option), on a private in-memory database."""
+
+    def __init__(self, option: str) -> None:
+        import sqlean
+
+        self._db = sqlean.connect(":memory:", check_same_thread=False)
+        self._db.execute(f"CREATE VIRTUAL TABLE words USING fts5(word, tokenize={option})")
+        self._db.execute("CREATE VIRTUAL TABLE tokens USING fts5vocab(words, instance)")
+        self._lock = threading.Lock()
+        self._memo: dict[str, tuple[str, ...]] = {}
+
+    def tokens(self, word: str) -> tuple[str, ...]:
+        with self._lock:
+            found = self._memo.get(word)
+            if found is None:
+                self._db.execute("INSERT INTO words (rowid, word) VALUES (1, ?)", (word,))
+                found = tuple(row[0] for row in self._db.execute("SELECT term FROM tokens ORDER BY offset"))
+                self._db.execute("DELETE FROM words")
+                if len(self._memo) >= MAX_TOKENIZED:
+                    self._memo.clear()
+                self._memo[word] = found
+            return found
+
+    def occurrences(self, texts: list[tuple[int, str]]) -> dict[str, np.ndarray]:
+        """Each token of these (chunk id, text) and where it occurs: (chunk id << ``OFFSET_BITS``) + position,
+        ascending."""
+        with self._lock:
+            try:
+                self._db.executemany("INSERT INTO words (rowid, word) VALUES (?, ?)", texts)
+                rows = self._db.execute("SELECT term, doc, offset FROM tokens").fetchall()
+            finally:
+                self._db.execute("DELETE FROM words")
+        found: dict[str, list[int]] = {}
+        for term, doc, offset in rows:
+            found.setdefault(term, []).append((doc << OFFSET_BITS) + offset)
+        return {term: np.array(packed, dtype=np.int64) for term, packed in found.items()}
+
+
+class View:
+    """The held lengths and the postings of any word, in one snapshot of the database at the lengths' version."""
+
+    def __init__(self, held: HeldPostings, conn: sa.Connection, lengths: Lengths) -> None:
+        self._held = held
+        self.conn = conn
+        self.lengths = lengths
+
+    def postings(self, word: str, chunks: int) -> Postings:
+        """``word``'s postings, which the caller expects in about ``chunks`` chunks (:class:`NotHeld` where they
+        would not fit in the budget, or are too many to read here: they are then read in the background)."""
+        assert self._held.tokenizer is not None
+        return self._held.postings(self.conn, self._held.tokenizer.tokens(word), self.lengths, chunks)
+
+
+class HeldPostings:
+    def __init__(self, budget: int) -> None:
+        self.budget = budget  # bytes; 0 holds nothing (FTS5 ranks)
+        self.enabled = False  # (set once the database is SQLite with the tables of migration 0022)
+        self.tokenizer: Tokenizer | None = None
+        self._lengths: Lengths | None = None
+        self._refused: Version | None = None  # the version whose lengths did not fit
+        self._stale = False
+        self._postings: OrderedDict[tuple[str, ...], tuple[Version, Postings]] = OrderedDict()
+        self._too_large: dict[tuple[str, ...], Version] = {}
+        self._wanted: set[tuple[str, ...]] = set()  # postings to read in the background
+        self._lock = threading.Lock()  # (postings are read and held on the reading threads)
+        self._load: asyncio.Task[None] | None = None
+        self._reading: asyncio.Task[None] | None = None
+
+    @property
+    def held_bytes(self) -> int:
+        return (self._lengths.nbytes if self._lengths else 0) + sum(
+            _nbytes(postings) for _, postings in self._postings.values())
+
+    async def prepare(self, store: Any) -> None:
+        if store.engine.dialect.name != "sqlite" or self.budget <= 0:
+            return
+
+        def found(conn: sa.Connection) -> str | None:
+            index = conn.execute(INDEX_SQL).scalar()
+            option = TOKENIZE.search(index or "")
+            return option.group(1) if option and conn.execute(HAS_VOCAB).first() is not None else None
+
+        option = await store.read(found)
+        if option is not None:
+            self.tokenizer = Tokenizer(option)
+            self.enabled = True
+
+    async def ranked(self, store: Any, rank: Callable[[View], T]) -> T | None:
+        """``rank`` of a view whose lengths are current, run on a reading connection; ``None`` where they are not
+        (the lengths are then read again in the background) or where a word's postings do not fit."""
+        def read(conn: sa.Connection) -> T | None:
+            raw = conn.connection.driver_connection
+            if not raw.in_transaction:
+                raw.execute("BEGIN")  # (one snapshot: the counts, then the postings)
+            version = _version(conn)
+            lengths = self._lengths
+            if lengths is None or lengths.version != version:
+                self._stale = version != self._refused
+                return None
+            try:
+                return rank(View(self, conn, lengths))
+            except NotHeld:
+                return None
+
+        found = await store.read(read)
+        if self._stale and self._load is None:
+            self._stale = False
+            self._load = asyncio.create_task(self._read_lengths(store))
+        if self._wanted and self._reading is None:
+            self._reading = asyncio.create_task(self._read_wanted(store))
+        return found
+
+    async def settled(self) -> None:
+        """Once the lengths and postings being read are held."""
+        while running := [task for task in (self._load, self._reading) if task is not None]:
+            await asyncio.wait(running)
+
+    async def _read_wanted(self, store: Any) -> None:
+        """Read the postings searches wanted and did not read themselves, at the lengths' version, one word per
+        read (searches take turns with them on the reading connections)."""
+        def read(conn: sa.Connection, tokens: tuple[str, ...]) -> None:
+            raw = conn.connection.driver_connection
+            if not raw.in_transaction:
+                raw.execute("BEGIN")
+            lengths = self._lengths
+            if lengths is not None and lengths.version == _version(conn):  # (else a later search asks again)
+                try:
+                    self.postings(conn, tokens, lengths, 0)
+                except NotHeld:  # (too large for the budget)
+                    pass
+
+        try:
+            while self._wanted:
+                with self._lock:
+                    tokens = self._wanted.pop()
+                await store.read(partial(read, tokens=tokens), bounded=False)
+        except Exception:  # (the database gone or busy: FTS5 ranks, and a later search asks again)
+            log.warning("the keyword index's postings could not be read into memory", exc_info=True)
+        finally:
+            self._reading = None
+
+    async def _read_lengths(self, store: Any) -> None:
+        try:
+            base = self._lengths
+            read = await store.read(lambda conn: _read_lengths(conn, base, self.budget, self.tokenizer), bounded=False)
+        except Exception:  # (the database gone or busy: FTS5 ranks, and the next search tries again)
+            log.warning("the keyword index's lengths could not be read into memory", exc_info=True)
+            return
+        finally:
+            self._load = None
+        if isinstance(read, tuple) and isinstance(read[0], Lengths):
+            lengths, added = read
+            with self._lock:
+                if added is not None and base is not None:
+                    self._add(base.version, lengths.version, added)
+                self._lengths = lengths
+                self._refused = None
+                self._drop_stale(lengths.version)
+                self._evict()
+        else:
+            self._lengths, self._refused = None, read
+
+    def _add(self, before: Version, after: Version, added: dict[str, np.ndarray]) -> None:
+        """The postings held at ``before`` brought to ``after`` with the chunks ``added`` since (none deleted)."""
+        for tokens, (version, postings) in list(self._postings.items()):
+            if version == before:
+                more = _phrase([added.get(token, EMPTY) for token in tokens])
+                if len(more[0]):
+                    postings = (np.concatenate([postings[0], more[0]]), np.concatenate([postings[1], more[1]]))
+                self._postings[tokens] = (after, postings)
+
+    def _evict(self) -> None:
+        while self.held_bytes > self.budget and self._postings:
+            self._postings.popitem(last=False)
+
+    def postings(self, conn: sa.Connection, tokens: tuple[str, ...], lengths: Lengths, chunks: int) -> Postings:
+        """The chunks holding ``tokens`` one after the other, and how often, at ``lengths``'s version: held, or read
+        (and held, least recently used given up first, where the budget has room) where they are expected in at
+        most ``INLINE_CHUNKS`` chunks, else wanted for the background."""
+        version = lengths.version
+        with self._lock:
+            held = self._postings.get(tokens)
+            if held is not None and held[0] == version:
+                self._postings.move_to_end(tokens)
+                return held[1]
+            if self._too_large.get(tokens) == version:
+                raise NotHeld
+            if chunks > INLINE_CHUNKS:
+                self._wanted.add(tokens)
+                raise NotHeld
+        found = _read_postings(conn, tokens)
+        size = _nbytes(found)
+        with self._lock:
+            room = self.budget - lengths.nbytes
+            if size > room:
+                self._too_large[tokens] = version
+                raise NotHeld
+            self._postings[tokens] = (version, found)
+            self._postings.move_to_end(tokens)
+            while self.held_bytes > self.budget and len(self._postings) > 1:
+                self._postings.popitem(last=False)
+        return found
+
+    def _drop_stale(self, version: Version) -> None:
+        for tokens in [t for t, (v, _) in self._postings.items() if v != version]:
+            del self._postings[tokens]
+        self._too_large.clear()
+
+
+def _nbytes(postings: Postings) -> int:
+    return int(postings[0].nbytes + postings[1].nbytes)
+
+
+def _version(conn: sa.Connection) -> Version:
+    row = conn.execute(CHANGES).first()
+    return (int(row.inserted), int(row.deleted)) if row is not None else (0, 0)
+
+
+def _read_postings(conn: sa.Connection, tokens: tuple[str, ...]) -> Postings:
+    raw = conn.connection.driver_connection
+    if not tokens:
+        return np.empty(0, np.int32), np.empty(0, np.float32)
+    if len(tokens) == 1:
+        counted = np.array(raw.execute(WORD_COUNTS, tokens).fetchall(), dtype=np.int64).reshape(-1, 2)
+        return counted[:, 0].astype(np.int32), counted[:, 1].astype(np.float32)
+    occurrences = []
+    for token in tokens:
+        rows = np.array(raw.execute(POSITIONS, (token,)).fetchall(), dtype=np.int64).reshape(-1, 2)
+        occurrences.append((rows[:, 0] << OFFSET_BITS) + rows[:, 1])
+    return _phrase(occurrences)
+
+
+def _phrase(occurrences: list[np.ndarray]) -> Postings:
+    """The postings of a phrase from each of its tokens' occurrences ((chunk << ``OFFSET_BITS``) + position): the
+    places where each token follows the one before."""
+    at = occurrences[0] if occurrences else EMPTY
+    for place, packed in enumerate(occurrences[1:], start=1):
+        at = np.intersect1d(at, packed - place, assume_unique=True)
+    chunks, counts = np.unique(at >> OFFSET_BITS, return_counts=True)
+    return chunks.astype(np.int32), counts.astype(np.float32)
+
+
+def _read_lengths(conn: sa.Connection, base: Lengths | None, budget: int,
+                  tokenizer: Tokenizer | None) -> tuple[Lengths, dict[str, np.ndarray] | None] | Version:
+    """One snapshot's lengths (``base`` and the chunks after its last where none was deleted since, else every
+    chunk) with, where only chunks were added (at most ``MAX_ADDED``), their tokens' occurrences; or the version read
+    where the lengths would take more than ``budget`` bytes."""
+    raw = conn.connection.driver_connection
+    if not raw.in_transaction:
+        raw.execute("BEGIN")
+    version = _version(conn)
+    if base is not None and base.version[1] != version[1]:
+        base = None  # (a delete since: read again from the start)
+    after = base.last if base is not None else 0
+    last = max(after, int(conn.execute(LAST).scalar() or 0))
+    if 8 * (last + 1) > budget:
+        return version
+    numbers = dict(base.numbers) if base is not None else {}
+    tokens = np.zeros(last + 1, np.float32)
+    stores = np.full(last + 1, -1, np.int32)
+    rows = 0
+    if base is not None:
+        tokens[:len(base.tokens)] = base.tokens
+        stores[:len(base.stores)] = base.stores
+        rows = base.rows
+    cursor = raw.cursor()
+    try:
+        cursor.execute(LENGTHS, (after, last))
+        while batch := cursor.fetchmany(FETCH):
+            at = np.array([row[0] for row in batch], dtype=np.int64)
+            tokens[at] = _token_counts([row[1] for row in batch])
+            stores[at] = [numbers.setdefault(row[2], len(numbers)) for row in batch]
+            rows += len(batch)
+    finally:
+        cursor.close()
+    added = None
+    if base is not None and tokenizer is not None and rows - base.rows <= MAX_ADDED:
+        texts = raw.execute(TEXTS, (after, last)).fetchall()
+        added = tokenizer.occurrences(texts) if texts else {}
+    return Lengths(version, tokens, stores, numbers, rows, float(tokens.sum(dtype=np.float64)), last), added
+
+
+def _token_counts(sizes: list[bytes]) -> np.ndarray:
+    """Each chunk's tokens, every column summed, from FTS5's ``docsize`` records: one varint per column (seven bits a
+    byte, the most significant first, the high bit set on every byte but the last)."""
+    data = np.frombuffer(b"".join(sizes), dtype=np.uint8)
+    ends = np.flatnonzero(data < 0x80)
+    columns = len(ends) // len(sizes)
+    if columns * len(sizes) != len(ends):
+        raise ValueError("FTS5's docsize records do not hold the same number of columns each")
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    values = np.zeros(len(ends), dtype=np.int64)
+    for k in range(int((ends - starts).max()) + 1):
+        live = starts + k <= ends
+        values[live] = (values[live] << 7) | (data[starts[live] + k] & 0x7F)
+    return values.reshape(len(sizes), columns).sum(axis=1).astype(np.float32)
