@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from parley.retrieval.terms import choose
-from parley.store.fts_postings import NotHeld, View
+from parley.store.fts_postings import View
 
 K1, B = 1.2, 0.75
 
@@ -47,14 +47,7 @@ def ranked(view: View, words: list[str], store_ids: list[str], chunks: dict[str,
     """The chunks of ``store_ids`` that the keyword query ``words`` finds, scored as FTS5 scores them (``chunks``:
     how many chunks hold each word, as FTS5 counted them recently)."""
     lengths = view.lengths
-    postings, missing = {}, []
-    for word in words:  # (every word asked for, so that those not held are all read in the background at once)
-        try:
-            postings[word] = view.postings(word, chunks.get(word, 0))
-        except NotHeld:
-            missing.append(word)
-    if missing:
-        raise NotHeld
+    postings = view.postings({word: chunks.get(word, 0) for word in words})
     if not lengths.rows or not words:
         return Ranking(np.empty(0, np.int64), np.empty(0))
     finding, _ = choose(words, {word: len(postings[word][0]) / lengths.rows for word in words}, lengths.rows)
