@@ -22,6 +22,8 @@ searches per second, and their latency p50 / p99.
 --warm-up (scale): each measured question is searched once, unmeasured, before the measured searches: without it
 the first ranker (hybrid) measures a server reading the words' postings (SQLite) and the index's pages for the
 first time.
+--search-while-indexing (scale): keyword searches of the questions, one after the other, while the store is indexed
+(its chunks go in file by file): keyword_while_indexing.
 --keep DIR (scale, SQLite or pgvector, one size): the database lives in DIR and stays there; a later run with
 the same --keep and --chunks searches it again without indexing (the ingestion figures are the first run's).
 PARLEY_BM25_INDEX=1 (scale, pgvector): the server keeps the BM25 keyword index; the searches wait until it searches
@@ -40,6 +42,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -109,8 +112,10 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def index(client: openai.OpenAI, docs: dict[str, str], chunking: dict) -> tuple[str, dict[str, str], float]:
-    """Upload and index the documents in one batch: (store id, file id by name, seconds to index)."""
+def index(client: openai.OpenAI, docs: dict[str, str], chunking: dict,
+          questions: list[str] | None = None) -> tuple[str, dict[str, str], float, list[float]]:
+    """Upload and index the documents in one batch: (store id, file id by name, seconds to index, and, given
+    ``questions``, the latencies of keyword searches of them made one after the other while it indexed)."""
     ids = {name: client.files.create(file=(f"{name}.txt", text.encode()), purpose="assistants").id
            for name, text in docs.items()}
     store = client.vector_stores.create(name="bench")
@@ -119,12 +124,30 @@ def index(client: openai.OpenAI, docs: dict[str, str], chunking: dict) -> tuple[
     batches = [client.vector_stores.file_batches.create(vector_store_id=store.id, file_ids=file_ids[i:i + 500],
                                                         chunking_strategy=chunking)
                for i in range(0, len(file_ids), 500)]  # (at most 500 files a batch, as OpenAI allows)
-    done = [client.vector_stores.file_batches.poll(batch.id, vector_store_id=store.id, poll_interval_ms=100)
-            for batch in batches]
-    seconds = time.perf_counter() - started
+    indexed = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        searched = pool.submit(search_until, client, store.id, questions or [], indexed)
+        try:
+            done = [client.vector_stores.file_batches.poll(batch.id, vector_store_id=store.id, poll_interval_ms=100)
+                    for batch in batches]
+        finally:
+            indexed.set()
+        seconds = time.perf_counter() - started
+        latencies = searched.result()
     if sum(batch.file_counts.completed for batch in done) != len(ids):
         raise SystemExit(f"indexing failed: {[batch.file_counts for batch in done]}")
-    return store.id, ids, seconds
+    return store.id, ids, seconds, latencies
+
+
+def search_until(client: openai.OpenAI, store_id: str, questions: list[str], done: threading.Event) -> list[float]:
+    """Keyword searches of ``questions`` in turn until ``done`` (at least one): their latencies in ms."""
+    latencies: list[float] = []
+    while questions and not (latencies and done.is_set()):
+        started = time.perf_counter()
+        client.vector_stores.search(store_id, query=questions[len(latencies) % len(questions)], max_num_results=10,
+                                    ranking_options={"ranker": "keyword"})
+        latencies.append((time.perf_counter() - started) * 1000)
+    return latencies
 
 
 def analyze(server: Server) -> None:
@@ -178,7 +201,7 @@ def quality(db: str, eval_set: str = "topics", reranking: Reranking = Reranking(
     questions = data["questions"][:reranking.questions] if modelled and reranking.questions else data["questions"]
     upstream = (reranking.upstream or "embedded") if modelled else None
     with (server := Server(db, reranking.server_args(), upstream)) as (process, client):
-        store_id, ids, seconds = index(client, {n: d["text"] for n, d in data["docs"].items()}, data["chunking"])
+        store_id, ids, seconds, _ = index(client, {n: d["text"] for n, d in data["docs"].items()}, data["chunking"])
         analyze(server)
         position = {}  # (file id, chunk text) -> (doc, chunk index)
         for name, file_id in ids.items():
@@ -276,7 +299,7 @@ def bm25_drained(server: Server) -> dict[str, float]:
 
 
 def scale(db: str, chunks: int, keep: Path | None = None, clients: int = 0, searches: int = 100,
-          warm_up: bool = False) -> dict:
+          warm_up: bool = False, search_while_indexing: bool = False) -> dict:
     chunking = {"type": "static", "static": {"max_chunk_size_tokens": 120, "chunk_overlap_tokens": 20}}
     questions = [q["question"] for q in json.loads(gzip.open(EVAL_SET, "rt", encoding="utf-8").read())["questions"]]
     built = keep / f"built-{db}-{chunks}.json" if keep else None
@@ -285,12 +308,16 @@ def scale(db: str, chunks: int, keep: Path | None = None, clients: int = 0, sear
             out = json.loads(built.read_text())
             store_id = out.pop("store_id")
         else:
-            store_id, ids, seconds = index(client, synthetic_docs(chunks), chunking)
+            store_id, ids, seconds, during = index(client, synthetic_docs(chunks), chunking,
+                                                   questions[:searches] if search_while_indexing else None)
             analyze(server)
             stored = sum(len(list(client.vector_stores.files.content(file_id=f, vector_store_id=store_id)))
                          for f in ids.values())
             out = {"db": db, "chunks": stored, "ingest_s": round(seconds, 1),
                    "ingest_chunks_per_s": round(stored / seconds, 1)}
+            if during:
+                out["keyword_while_indexing"] = {"searches": len(during), "p50_ms": round(pct(during, 50), 1),
+                                                 "p99_ms": round(pct(during, 99), 1)}
             if built is not None:
                 built.write_text(json.dumps({**out, "store_id": store_id}))
         if db == "pgvector" and (ready := bm25_ready_s(process)) is not None:
@@ -333,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="scale: questions searched per ranker (the percentiles' samples; the smoke test asks few)")
     parser.add_argument("--warm-up", action="store_true",
                         help="scale: search each measured question once (hybrid, unmeasured) before the measured ones")
+    parser.add_argument("--search-while-indexing", action="store_true",
+                        help="scale: keyword searches one after the other while the store is indexed, measured too")
     parser.add_argument("--keep", type=Path, default=None, help="scale: the database's folder, kept for later runs")
     args = parser.parse_args(argv)
     if not 1 <= args.searches <= 100:  # (the 101st question is the unmeasured warm-up)
@@ -345,8 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for db in args.db.split(","):
         for measured in ([quality(db, name, reranking) for name in args.set.split(",")] if args.what == "quality" else
-                         (scale(db, int(n), args.keep, args.clients, args.searches, args.warm_up)
-                          for n in args.chunks.split(","))):
+                         (scale(db, int(n), args.keep, args.clients, args.searches, args.warm_up,
+                                args.search_while_indexing) for n in args.chunks.split(","))):
             results.append(measured)
             print(json.dumps(measured), flush=True)
     if args.json:

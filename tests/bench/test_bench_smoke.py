@@ -119,9 +119,11 @@ def test_the_folded_bench_gives_each_servers_latency_and_cpu_per_response(tmp_pa
 
 def test_the_retrieval_scale_bench_keeps_its_database_and_the_int8_index_finds_the_exact_nearest(tmp_path) -> None:
     runs = [bench("retrieval/run.py", "scale", "--db", "sqlite", "--chunks", "1500", "--keep", str(tmp_path),
-                  "--searches", "10", *clients) for clients in ((), ("--clients", "2"))]
+                  "--searches", "10", *options) for options in (("--search-while-indexing",),
+                                                                ("--clients", "2", "--warm-up"))]
     first, again = (json.loads(run.stdout.strip().splitlines()[-1]) for run in runs)
     assert first["chunks"] > 1000 and again["chunks"] == first["chunks"]
+    assert first["keyword_while_indexing"]["searches"] >= 1 and first["keyword_while_indexing"]["p50_ms"] > 0
     assert again["ingest_s"] == first["ingest_s"], "the second run searched the kept database without indexing"
     assert all(again[ranker]["p50_ms"] > 0 for ranker in ("hybrid", "vector", "keyword"))
     assert again["hybrid_concurrent"]["clients"] == 2 and again["hybrid_concurrent"]["per_s"] > 0

@@ -64,6 +64,7 @@ MAX_TOKENIZED = 20_000  # words whose tokens are remembered (the memo is emptied
 MAX_ADDED = 20_000  # chunks added since the postings held were read that are tokenized and added to them
 INLINE_CHUNKS = 2_000  # a search reads the postings of a word in at most this many chunks itself (a few ms)
 OFFSET_BITS = 24  # a position within a chunk, packed beside its chunk id to find a phrase's chunks
+OCCURRENCES = f"SELECT term, json_group_array((doc << {OFFSET_BITS}) + offset) FROM tokens GROUP BY term"
 
 
 @dataclass
@@ -117,13 +118,10 @@ class Tokenizer:
         with self._lock:
             try:
                 self._db.executemany("INSERT INTO words (rowid, word) VALUES (?, ?)", texts)
-                rows = self._db.execute("SELECT term, doc, offset FROM tokens").fetchall()
+                rows = self._db.execute(OCCURRENCES).fetchall()
             finally:
                 self._db.execute("DELETE FROM words")
-        found: dict[str, list[int]] = {}
-        for term, doc, offset in rows:
-            found.setdefault(term, []).append((doc << OFFSET_BITS) + offset)
-        return {term: np.array(packed, dtype=np.int64) for term, packed in found.items()}
+        return {term: np.array(orjson.loads(packed), dtype=np.int64) for term, packed in rows}
 
 
 class View:
