@@ -255,8 +255,10 @@ class HeldPostings:
                 self._refused = None
                 self._drop_stale(lengths.version)
                 self._evict()
-        else:
-            self._lengths, self._refused = None, read
+        else:  # (the lengths alone would not fit: FTS5 ranks until the index changes)
+            with self._lock:
+                self._lengths, self._refused = None, read
+                self._postings.clear()
 
     def _add(self, before: Version, after: Version, added: dict[str, np.ndarray]) -> None:
         """The postings held at ``before`` brought to ``after`` with the chunks ``added`` since (none deleted)."""
