@@ -6,16 +6,14 @@ index and has the matrix read in the background: each test searches once, waits 
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from parley.retrieval.embeddings import Embedders
 from parley.retrieval.search import Query, Searcher
 from parley.store import embedding_matrices, open_store
 from parley.store.embedding_matrices import EmbeddingMatrices
 from parley.store.vector_stores import SqlVectorStores, StoreInfo
-from tests.store.rows import store_and_file
+from tests.store.rows import fill_chunks, searchers
 
 pytestmark = pytest.mark.anyio
 TOPICS = ["river", "glacier", "volcano", "desert", "forest", "harbour", "orchard", "canyon"]
@@ -27,37 +25,9 @@ def _texts(n: int, tag: str = "") -> list[str]:
             for i in range(n)]
 
 
-async def _fill(store, store_id: str, file_id: str, texts: list[str], attributes: str = "{}") -> None:
-    vectors = await Embedders(None, None, 30).get("local").embed(texts)
-
-    def fill(conn: sa.Connection) -> None:
-        store_and_file(conn, store_id, file_id, attributes)
-        conn.execute(sa.text("INSERT INTO parley_vector_store_chunks (vector_store_id, file_id, seq, text, embedding) "
-                             "VALUES (:s, :f, :seq, :text, :embedding)"),
-                     [{"s": store_id, "f": file_id, "seq": seq, "text": text,
-                       "embedding": np.asarray(vector, "<f4").tobytes()}
-                      for seq, (text, vector) in enumerate(zip(texts, vectors))])
-
-    await store.run(fill)
-
-
-@pytest.fixture
-async def sqlite(tmp_path):
-    store = await open_store(f"sqlite:///{tmp_path / 'held.db'}")
-    yield store
-    await store.close()
-
-
 async def _searchers(store, budget: int = 64 * MiB) -> tuple[Searcher, Searcher]:
     """A searcher that holds matrices and one that reads sqlite-vec's index, on the same database."""
-    stores = SqlVectorStores(store)
-    await stores.prepare()
-    matrices = EmbeddingMatrices(budget)
-    await matrices.prepare(store)
-    assert matrices.enabled
-    embedders = Embedders(None, None, 30)
-    return (Searcher(store, embedders, stores.pgvector, stores.sqlite_vec, matrices),
-            Searcher(store, embedders, stores.pgvector, stores.sqlite_vec))
+    return await searchers(store, matrices=EmbeddingMatrices(budget))
 
 
 async def _search(searcher: Searcher, stores: list[StoreInfo], query: Query):
@@ -82,7 +52,7 @@ def _same(found, expected) -> None:
 
 
 async def test_held_matrices_find_what_the_index_finds(sqlite) -> None:
-    await _fill(sqlite, "vs_a", "file_1", _texts(300))
+    await fill_chunks(sqlite, "vs_a", "file_1", _texts(300))
     held, indexed = await _searchers(sqlite)
     info = [StoreInfo("vs_a", "", "local", None, False)]
     for question in ("walks by the river", "a volcano in the desert", "harbour orchard"):
@@ -92,7 +62,7 @@ async def test_held_matrices_find_what_the_index_finds(sqlite) -> None:
 
 
 async def test_chunks_written_by_another_connection_are_seen_and_deleted_ones_are_not(sqlite, tmp_path) -> None:
-    await _fill(sqlite, "vs_a", "file_1", _texts(40))
+    await fill_chunks(sqlite, "vs_a", "file_1", _texts(40))
     held, _ = await _searchers(sqlite)
     info = [StoreInfo("vs_a", "", "local", None, False)]
     query = Query(["a glacier"], max_results=100, mode="vector")
@@ -101,7 +71,7 @@ async def test_chunks_written_by_another_connection_are_seen_and_deleted_ones_ar
 
     other = await open_store(f"sqlite:///{tmp_path / 'held.db'}")  # another engine, as another process would be
     try:
-        await _fill(other, "vs_a", "file_2", _texts(25, " (second)"))
+        await fill_chunks(other, "vs_a", "file_2", _texts(25, " (second)"))
         hits = await _search(held, info, query)
         assert len(hits) == 65 and sum("(second)" in hit.text for hit in hits) == 25
         grown = held.matrices._held[("vs_a", 256)]
@@ -119,8 +89,8 @@ async def test_chunks_written_by_another_connection_are_seen_and_deleted_ones_ar
 
 
 async def test_a_filter_that_removes_most_candidates_gives_the_nearest_that_pass(sqlite) -> None:
-    await _fill(sqlite, "vs_a", "file_1", _texts(400), '{"kind": "common"}')
-    await _fill(sqlite, "vs_a", "file_2", ["Tax forms and receipts.", "Invoices of the year."], '{"kind": "rare"}')
+    await fill_chunks(sqlite, "vs_a", "file_1", _texts(400), '{"kind": "common"}')
+    await fill_chunks(sqlite, "vs_a", "file_2", ["Tax forms and receipts.", "Invoices of the year."], '{"kind": "rare"}')
     held, indexed = await _searchers(sqlite)
     info = [StoreInfo("vs_a", "", "local", None, False)]
     query = Query(["walks by the river"], max_results=5, mode="vector",
@@ -131,8 +101,8 @@ async def test_a_filter_that_removes_most_candidates_gives_the_nearest_that_pass
 
 
 async def test_a_store_past_the_budget_is_searched_through_the_index(sqlite, monkeypatch) -> None:
-    await _fill(sqlite, "vs_big", "file_1", _texts(200))
-    await _fill(sqlite, "vs_small", "file_1", _texts(20, " (small)"))
+    await fill_chunks(sqlite, "vs_big", "file_1", _texts(200))
+    await fill_chunks(sqlite, "vs_small", "file_1", _texts(20, " (small)"))
     held, indexed = await _searchers(sqlite, budget=100 * (256 * 4 + 8))
     both = [StoreInfo("vs_big", "", "local", None, False), StoreInfo("vs_small", "", "local", None, False)]
     query = Query(["a quiet orchard"], max_results=30, mode="vector")
@@ -147,8 +117,8 @@ async def test_a_store_past_the_budget_is_searched_through_the_index(sqlite, mon
 
 
 async def test_a_matrix_searched_recently_is_not_evicted_and_an_idle_one_is(sqlite, monkeypatch) -> None:
-    await _fill(sqlite, "vs_one", "file_1", _texts(60))
-    await _fill(sqlite, "vs_two", "file_1", _texts(60, " (two)"))
+    await fill_chunks(sqlite, "vs_one", "file_1", _texts(60))
+    await fill_chunks(sqlite, "vs_two", "file_1", _texts(60, " (two)"))
     held, _ = await _searchers(sqlite, budget=100 * (256 * 4 + 8))
     query = Query(["a canyon"], max_results=5, mode="vector")
     one, two = [StoreInfo("vs_one", "", "local", None, False)], [StoreInfo("vs_two", "", "local", None, False)]
@@ -161,7 +131,7 @@ async def test_a_matrix_searched_recently_is_not_evicted_and_an_idle_one_is(sqli
 
 
 async def test_a_deleted_store_leaves_no_counts(sqlite) -> None:
-    await _fill(sqlite, "vs_gone", "file_1", _texts(5))
+    await fill_chunks(sqlite, "vs_gone", "file_1", _texts(5))
     stores = SqlVectorStores(sqlite)
     count = sa.text("SELECT count(*) FROM parley_vector_store_changes WHERE vector_store_id = 'vs_gone'")
     assert await sqlite.read(lambda conn: conn.execute(count).scalar_one()) == 1

@@ -8,18 +8,16 @@ each test searches once, waits for that read (``settled``), and checks what the 
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import sqlalchemy as sa
 
 from parley.retrieval import terms
-from parley.retrieval.embeddings import Embedders
 from parley.retrieval.search import Query, Searcher
 from parley.store import fts_postings, open_store
 from parley.store.embedding_matrices import forget
 from parley.store.fts_postings import HeldPostings
-from parley.store.vector_stores import SqlVectorStores, StoreInfo
-from tests.store.rows import store_and_file
+from parley.store.vector_stores import StoreInfo
+from tests.store.rows import fill_chunks, searchers, store_and_file
 
 pytestmark = pytest.mark.anyio
 PLACES = ["river", "glacier", "volcano", "desert", "forest", "harbour", "orchard", "canyon"]
@@ -45,37 +43,9 @@ def _texts(n: int, tag: str = "") -> list[str]:
     return texts
 
 
-async def _fill(store, store_id: str, file_id: str, texts: list[str], attributes: str = "{}") -> None:
-    vectors = await Embedders(None, None, 30).get("local").embed(texts)
-
-    def fill(conn: sa.Connection) -> None:
-        store_and_file(conn, store_id, file_id, attributes)
-        conn.execute(sa.text("INSERT INTO parley_vector_store_chunks (vector_store_id, file_id, seq, text, embedding) "
-                             "VALUES (:s, :f, :seq, :text, :embedding)"),
-                     [{"s": store_id, "f": file_id, "seq": seq, "text": text,
-                       "embedding": np.asarray(vector, "<f4").tobytes()}
-                      for seq, (text, vector) in enumerate(zip(texts, vectors))])
-
-    await store.run(fill)
-
-
-@pytest.fixture
-async def sqlite(tmp_path):
-    store = await open_store(f"sqlite:///{tmp_path / 'held.db'}")
-    yield store
-    await store.close()
-
-
 async def _searchers(store, budget: int = 16 * MiB) -> tuple[Searcher, Searcher]:
     """A searcher that ranks in memory and one that has FTS5 rank, on the same database."""
-    stores = SqlVectorStores(store)
-    await stores.prepare()
-    postings = HeldPostings(budget)
-    await postings.prepare(store)
-    assert postings.enabled
-    embedders = Embedders(None, None, 30)
-    return (Searcher(store, embedders, stores.pgvector, stores.sqlite_vec, postings=postings),
-            Searcher(store, embedders, stores.pgvector, stores.sqlite_vec))
+    return await searchers(store, postings=HeldPostings(budget))
 
 
 async def _search(searcher: Searcher, stores: list[StoreInfo], query: Query):
@@ -126,7 +96,7 @@ async def _held_ranking_is_used(searcher: Searcher, stores: list[StoreInfo], que
 
 
 async def test_the_ranking_in_memory_is_fts5s_ranking(sqlite) -> None:
-    await _fill(sqlite, "vs_a", "file_1", _texts(300))
+    await fill_chunks(sqlite, "vs_a", "file_1", _texts(300))
     held, indexed = await _searchers(sqlite)
     info = [StoreInfo("vs_a", "", "local", None, False)]
     for question in QUESTIONS:
@@ -144,7 +114,7 @@ async def test_the_ranking_in_memory_is_fts5s_ranking(sqlite) -> None:
 
 
 async def test_past_the_bound_on_candidates_the_rarer_words_find_them_as_in_fts5(sqlite, monkeypatch) -> None:
-    await _fill(sqlite, "vs_a", "file_1", _texts(200))
+    await fill_chunks(sqlite, "vs_a", "file_1", _texts(200))
     monkeypatch.setattr(terms, "CANDIDATE_ROWS", 10)
     held, indexed = await _searchers(sqlite)
     info = [StoreInfo("vs_a", "", "local", None, False)]
@@ -155,9 +125,9 @@ async def test_past_the_bound_on_candidates_the_rarer_words_find_them_as_in_fts5
 
 
 async def test_one_store_of_two_a_filter_and_an_empty_store(sqlite) -> None:
-    await _fill(sqlite, "vs_big", "file_1", _texts(240), '{"kind": "common"}')
-    await _fill(sqlite, "vs_big", "file_2", ["Tax forms for the glacier.", "A glacier invoice."], '{"kind": "rare"}')
-    await _fill(sqlite, "vs_small", "file_1", _texts(30, " (small)"))
+    await fill_chunks(sqlite, "vs_big", "file_1", _texts(240), '{"kind": "common"}')
+    await fill_chunks(sqlite, "vs_big", "file_2", ["Tax forms for the glacier.", "A glacier invoice."], '{"kind": "rare"}')
+    await fill_chunks(sqlite, "vs_small", "file_1", _texts(30, " (small)"))
     await sqlite.run(lambda conn: store_and_file(conn, "vs_empty", "file_1"))
     held, indexed = await _searchers(sqlite)
     small = [StoreInfo("vs_small", "", "local", None, False)]
@@ -178,7 +148,7 @@ async def test_one_store_of_two_a_filter_and_an_empty_store(sqlite) -> None:
 
 async def test_chunks_another_connection_writes_and_deletes_are_seen(sqlite, tmp_path, monkeypatch) -> None:
     """Chunks added are tokenized and added to the postings held (none is read again); a delete has them read."""
-    await _fill(sqlite, "vs_a", "file_1", _texts(40))
+    await fill_chunks(sqlite, "vs_a", "file_1", _texts(40))
     held, indexed = await _searchers(sqlite)
     info = [StoreInfo("vs_a", "", "local", None, False)]
     query = Query(["glacier notes format_spec"], max_results=100, mode="keyword")
@@ -189,7 +159,7 @@ async def test_chunks_another_connection_writes_and_deletes_are_seen(sqlite, tmp
         conn, tokens))
     other = await open_store(f"sqlite:///{tmp_path / 'held.db'}")  # another engine, as another process would be
     try:
-        await _fill(other, "vs_a", "file_2", _texts(25, " (second)"))
+        await fill_chunks(other, "vs_a", "file_2", _texts(25, " (second)"))
         hits = await _search(held, info, query)
         assert len(hits) == 65 and sum("(second)" in hit.text for hit in hits) == 25
         _same(hits, await indexed.search(info, query))
@@ -210,21 +180,21 @@ async def test_chunks_another_connection_writes_and_deletes_are_seen(sqlite, tmp
 
 async def test_a_deleted_store_replaced_by_as_many_chunks_is_not_taken_for_the_same(sqlite) -> None:
     """The per-store counts of a deleted store go (``forget``): the totals this ranking keeps do not come back."""
-    await _fill(sqlite, "vs_old", "file_1", _texts(30))
+    await fill_chunks(sqlite, "vs_old", "file_1", _texts(30))
     held, indexed = await _searchers(sqlite)
     old, new = [StoreInfo("vs_old", "", "local", None, False)], [StoreInfo("vs_new", "", "local", None, False)]
     query = Query(["glacier notes"], max_results=100, mode="keyword")
     assert len(await _search(held, old, query)) == 30
     await sqlite.run(lambda conn: (conn.execute(sa.text(
         "DELETE FROM parley_vector_store_chunks WHERE vector_store_id = 'vs_old'")), forget(conn, "vs_old")))
-    await _fill(sqlite, "vs_new", "file_1", _texts(30, " (new)"))
+    await fill_chunks(sqlite, "vs_new", "file_1", _texts(30, " (new)"))
     hits = await _search(held, new, query)
     assert len(hits) == 30 and all("(new)" in hit.text for hit in hits)
     _same(hits, await indexed.search(new, query))
 
 
 async def test_what_does_not_fit_the_budget_is_ranked_by_fts5(sqlite) -> None:
-    await _fill(sqlite, "vs_a", "file_1", _texts(500))
+    await fill_chunks(sqlite, "vs_a", "file_1", _texts(500))
     info = [StoreInfo("vs_a", "", "local", None, False)]
     query = Query(["glacier notes walk"], max_results=10, mode="keyword")
     tiny, indexed = await _searchers(sqlite, budget=64)  # (not even the lengths)
@@ -238,7 +208,7 @@ async def test_what_does_not_fit_the_budget_is_ranked_by_fts5(sqlite) -> None:
 async def test_a_common_words_postings_are_read_in_the_background(sqlite, monkeypatch) -> None:
     """A search does not read a common word's postings itself (a microsecond per occurrence): FTS5 ranks it, and
     the postings are read in the background for the searches after it."""
-    await _fill(sqlite, "vs_a", "file_1", _texts(300))
+    await fill_chunks(sqlite, "vs_a", "file_1", _texts(300))
     monkeypatch.setattr(fts_postings, "INLINE_CHUNKS", 50)
     held, indexed = await _searchers(sqlite)
     info = [StoreInfo("vs_a", "", "local", None, False)]
