@@ -169,11 +169,16 @@ class Reranking:
     upstream: str | None = None
     model: str = EMBEDDED_MODEL_ID
     questions: int = 0
+    embedding_upstream: str | None = None  # (and the model it serves, the stores' embedder)
+    embedding_model: str | None = None
+    hybrid_weights: tuple[float, float] | None = None  # (embedding, text): ranking_options.hybrid_search of each search
 
     def server_args(self) -> tuple[str, ...]:
+        embedder = (("--embedding-upstream", self.embedding_upstream, "--embedding-model", self.embedding_model)
+                    if self.embedding_upstream and self.embedding_model else ())
         if not (self.candidates or self.rewrite):
-            return ()
-        return ("--retrieval-model", self.model, "--rerank-candidates", str(self.candidates))
+            return embedder
+        return embedder + ("--retrieval-model", self.model, "--rerank-candidates", str(self.candidates))
 
 
 SIZES = ("SELECT 'database', pg_database_size(current_database()) UNION ALL "
@@ -196,7 +201,7 @@ def sizes_mib(server: Server) -> dict[str, float]:
 
 def quality(db: str, eval_set: str = "topics", reranking: Reranking = Reranking()) -> dict:
     data = json.loads(gzip.open(EVAL_SETS[eval_set], "rt", encoding="utf-8").read())
-    modelled = bool(reranking.server_args())
+    modelled = bool(reranking.candidates or reranking.rewrite)
     rankers = ("hybrid", "auto") if modelled else RANKERS
     questions = data["questions"][:reranking.questions] if modelled and reranking.questions else data["questions"]
     upstream = (reranking.upstream or "embedded") if modelled else None
@@ -213,15 +218,22 @@ def quality(db: str, eval_set: str = "topics", reranking: Reranking = Reranking(
         chunks = len(position)
         out = {"db": db, "set": eval_set, "questions": len(questions), "chunks": chunks,
                "ingest_chunks_per_s": round(chunks / seconds, 1)}
+        if reranking.embedding_model:
+            out["embedding_model"] = reranking.embedding_model
+        if reranking.hybrid_weights:
+            out["hybrid_weights"] = reranking.hybrid_weights
         if modelled:
             out["retrieval_model"] = {"model": reranking.model, "rerank_candidates": reranking.candidates,
                                       "rewrite_query": reranking.rewrite}
         for ranker in rankers:
             recall, ndcg, latencies = [], [], []
+            ranking: dict = {"ranker": ranker}
+            if reranking.hybrid_weights and ranker != "vector" and ranker != "keyword":
+                ranking["hybrid_search"] = dict(zip(("embedding_weight", "text_weight"), reranking.hybrid_weights))
             for q in questions:
                 started = time.perf_counter()
                 page = client.vector_stores.search(store_id, query=q["question"], max_num_results=10,
-                                                   ranking_options={"ranker": ranker},
+                                                   ranking_options=ranking,
                                                    rewrite_query=reranking.rewrite and ranker == "auto")
                 latencies.append((time.perf_counter() - started) * 1000)
                 found = [position.get((r.file_id, r.content[0].text)) for r in page.data]
@@ -355,6 +367,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstream", default=None, help="quality: the retrieval model's Chat upstream (…/v1)")
     parser.add_argument("--model", default=EMBEDDED_MODEL_ID, help="quality: the retrieval model")
     parser.add_argument("--questions", type=int, default=0, help="quality with a retrieval model: the first N")
+    parser.add_argument("--embedding-upstream", default=None,
+                        help="quality: the stores' embedder is --embedding-model on this /v1/embeddings (…/v1)")
+    parser.add_argument("--embedding-model", default=None, help="quality: with --embedding-upstream")
+    parser.add_argument("--hybrid-weights", default=None,
+                        help="quality: E,T: the hybrid searches' embedding and text weights (ranking_options)")
     parser.add_argument("--clients", type=int, default=0, help="scale: hybrid searches from N clients at once too")
     parser.add_argument("--searches", type=int, default=100,
                         help="scale: questions searched per ranker (the percentiles' samples; the smoke test asks few)")
@@ -370,7 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--keep takes scale with one size on sqlite or pgvector")
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-    reranking = Reranking(args.rerank, args.rewrite, args.upstream, args.model, args.questions)
+    reranking = Reranking(args.rerank, args.rewrite, args.upstream, args.model, args.questions,
+                          args.embedding_upstream, args.embedding_model,
+                          tuple(float(w) for w in args.hybrid_weights.split(",")) if args.hybrid_weights else None)
     results = []
     for db in args.db.split(","):
         for measured in ([quality(db, name, reranking) for name in args.set.split(",")] if args.what == "quality" else
