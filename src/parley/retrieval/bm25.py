@@ -30,9 +30,6 @@ class Ranking:
     ids: np.ndarray
     scores: np.ndarray
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
     def best(self, n: int) -> list[tuple[int, float]]:
         """The ``n`` best (chunk id, score), best first (ties by chunk id)."""
         ids, scores = self.ids, self.scores

@@ -21,8 +21,8 @@ import asyncio
 import json
 import re
 from collections import defaultdict
-from dataclasses import dataclass
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np

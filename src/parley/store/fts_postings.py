@@ -8,8 +8,8 @@ Each process holds, within ``budget`` bytes (``--keyword-cache-mb``):
 - the postings (the chunk ids and the word's count in each) of the words searched most recently, read from FTS5's
   index through the ``fts5vocab`` table of migration 0022; a word the index splits into several tokens
   (``format_spec``) is a phrase, its chunks those that hold its tokens one after the other. Reading a word's
-  postings costs about a microsecond per occurrence (a word in most of 100,000 chunks: 65-260 ms), so a search
-  reads only those of words in at most ``INLINE_CHUNKS`` chunks itself; a more common word's are read in the
+  postings costs 1-2 µs per chunk holding it (the commonest words of a 100,000-chunk store: 50-210 ms), so a
+  search reads only those of words in at most ``INLINE_CHUNKS`` chunks itself; a more common word's are read in the
   background, and FTS5 ranks the searches that need them until they are held.
 
 A query's words are tokenized by FTS5 itself, with the index's own ``tokenize`` option, on a private in-memory
@@ -52,7 +52,7 @@ LENGTHS = ("SELECT d.id, d.sz, c.vector_store_id FROM parley_vector_store_fts_do
            "JOIN parley_vector_store_chunks c ON c.id = d.id WHERE d.id > ? AND d.id <= ?")
 LAST = sa.text("SELECT max(id) FROM parley_vector_store_fts_docsize")
 # (Each as one row of JSON arrays: SQLite builds it without the GIL, where a row per chunk took the GIL back and
-# forth with the searches running beside the read, and took 40 % longer.)
+# forth with the searches running beside the read, and took 25-40 % longer.)
 WORD_COUNTS = ("SELECT json_group_array(doc), json_group_array(n) FROM (SELECT doc, count(*) AS n FROM "
                "parley_vector_store_fts_instances WHERE term = ? AND col = 'text' GROUP BY doc)")
 TEXTS = "SELECT id, text FROM parley_vector_store_chunks WHERE id > ? AND id <= ?"
