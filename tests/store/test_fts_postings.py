@@ -221,3 +221,24 @@ async def test_a_common_words_postings_are_read_in_the_background(sqlite, monkey
     assert held.postings.held_bytes > 8 * 301
     _same(await held.search(info, query), await indexed.search(info, query))
     await _held_ranking_is_used(held, info, "glacier walk")
+
+
+async def test_a_budget_too_small_for_the_words_searched_keeps_what_it_holds(sqlite, monkeypatch) -> None:
+    """Large postings do not push each other out (each costs a second or more to read at a million chunks): the
+    word that would not fit beside those held (by FTS5's count of its chunks) is refused without being read, FTS5
+    ranks its searches, and the word held is not read again."""
+    await fill_chunks(sqlite, "vs_a", "file_1", _texts(300))
+    monkeypatch.setattr(fts_postings, "SMALL_BYTES", 100)
+    reads = []
+    read_postings = fts_postings._read_postings
+    monkeypatch.setattr(fts_postings, "_read_postings", lambda conn, tokens: reads.append(tokens) or read_postings(
+        conn, tokens))
+    held, indexed = await _searchers(sqlite, budget=8 * 301 + 3000)  # (the lengths, and one word in every chunk)
+    info = [StoreInfo("vs_a", "", "local", None, False)]
+    notes, walk = (Query([word], max_results=10, mode="keyword") for word in ("notes", "walk"))
+    _same(await _search(held, info, notes), await indexed.search(info, notes))
+    for _ in range(2):
+        _same(await _search(held, info, walk), await indexed.search(info, walk))
+        _same(await held.search(info, notes), await indexed.search(info, notes))
+    assert reads == [("note",)]
+    await _held_ranking_is_used(held, info, "notes")

@@ -63,6 +63,8 @@ FETCH = 4096
 MAX_TOKENIZED = 20_000  # words whose tokens are remembered (the memo is emptied past it)
 MAX_ADDED = 20_000  # chunks added since the postings held were read that are tokenized and added to them
 INLINE_CHUNKS = 2_000  # a search reads the postings of a word in at most this many chunks itself (a few ms)
+BYTES_PER_CHUNK = 8  # a chunk in a word's postings: its id (int32) and the word's count in it (float32)
+SMALL_BYTES = INLINE_CHUNKS * BYTES_PER_CHUNK  # postings that may make room by letting go of others
 OFFSET_BITS = 24  # a position within a chunk, packed beside its chunk id to find a phrase's chunks
 OCCURRENCES = f"SELECT term, json_group_array((doc << {OFFSET_BITS}) + offset) FROM tokens GROUP BY term"
 
@@ -141,6 +143,8 @@ class View:
         tokens = {word: tokenizer.tokens(word) for word in chunks}
         found = {word: self._held.lookup(tokens[word], self.lengths) for word in chunks}
         missing = [word for word, postings in found.items() if postings is None]
+        if any(self._held.refuse(tokens[word], chunks[word]) for word in missing):
+            raise NotHeld
         if any(chunks[word] > INLINE_CHUNKS for word in missing):
             self._held.want([tokens[word] for word in missing])
             raise NotHeld
@@ -157,7 +161,7 @@ class HeldPostings:
         self._refused: Version | None = None  # the version whose lengths did not fit
         self._stale = False
         self._postings: OrderedDict[tuple[str, ...], tuple[Version, Postings]] = OrderedDict()
-        self._too_large: dict[tuple[str, ...], Version] = {}
+        self._too_large: set[tuple[str, ...]] = set()  # (since the last delete: a word's chunks only grow)
         self._wanted: set[tuple[str, ...]] = set()  # postings to read in the background
         self._lock = threading.Lock()  # (postings are read and held on the reading threads)
         self._load: asyncio.Task[None] | None = None
@@ -251,6 +255,8 @@ class HeldPostings:
             with self._lock:
                 if added is not None and base is not None:
                     self._add(base.version, lengths.version, added)
+                else:
+                    self._too_large.clear()
                 self._lengths = lengths
                 self._refused = None
                 self._drop_stale(lengths.version)
@@ -281,9 +287,18 @@ class HeldPostings:
             if held is not None and held[0] == lengths.version:
                 self._postings.move_to_end(tokens)
                 return held[1]
-            if self._too_large.get(tokens) == lengths.version:
+            if tokens in self._too_large:
                 raise NotHeld
         return None
+
+    def refuse(self, tokens: tuple[str, ...], chunks: int) -> bool:
+        """Whether postings expected in ``chunks`` chunks would not fit beside those held (they are then refused
+        until the next delete, and FTS5 ranks the searches that need them)."""
+        with self._lock:
+            if chunks * BYTES_PER_CHUNK <= max(self.budget - self.held_bytes, SMALL_BYTES):
+                return False
+            self._too_large.add(tokens)
+            return True
 
     def want(self, tokens: list[tuple[str, ...]]) -> None:
         """Have these postings read in the background (the search that wants them is ranked by FTS5)."""
@@ -292,22 +307,24 @@ class HeldPostings:
 
     def read(self, conn: sa.Connection, tokens: tuple[str, ...], lengths: Lengths) -> Postings:
         """The chunks holding ``tokens`` one after the other, and how often, read in ``lengths``'s snapshot and held
-        (the least recently used given up first) where the budget has room, else :class:`NotHeld`."""
+        where the budget has room, else :class:`NotHeld` (refused until the next delete). Only small postings
+        (``SMALL_BYTES``) make room by letting go of those used least recently: a common word's postings cost a
+        second or more to read at a million chunks, and a budget too small for the words searched would otherwise
+        read them again and again."""
         found = _read_postings(conn, tokens)
+        size = _nbytes(found)
         with self._lock:
-            if _nbytes(found) > self.budget - lengths.nbytes:
-                self._too_large[tokens] = lengths.version
+            if size > self.budget - self.held_bytes and (size > SMALL_BYTES or size > self.budget - lengths.nbytes):
+                self._too_large.add(tokens)
                 raise NotHeld
             self._postings[tokens] = (lengths.version, found)
             self._postings.move_to_end(tokens)
-            while self.held_bytes > self.budget and len(self._postings) > 1:
-                self._postings.popitem(last=False)
+            self._evict()
         return found
 
     def _drop_stale(self, version: Version) -> None:
         for tokens in [t for t, (v, _) in self._postings.items() if v != version]:
             del self._postings[tokens]
-        self._too_large.clear()
 
 
 def _nbytes(postings: Postings) -> int:
