@@ -36,7 +36,6 @@ from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
-import orjson
 import sqlalchemy as sa
 
 log = logging.getLogger("parley.store")
@@ -51,12 +50,13 @@ HAS_VOCAB = sa.text("SELECT 1 FROM sqlite_master WHERE name = 'parley_vector_sto
 LENGTHS = ("SELECT d.id, d.sz, c.vector_store_id FROM parley_vector_store_fts_docsize d "
            "JOIN parley_vector_store_chunks c ON c.id = d.id WHERE d.id > ? AND d.id <= ?")
 LAST = sa.text("SELECT max(id) FROM parley_vector_store_fts_docsize")
-# (Each as one row of JSON arrays: SQLite builds it without the GIL, where a row per chunk took the GIL back and
-# forth with the searches running beside the read, and took 25-40 % longer.)
-WORD_COUNTS = ("SELECT json_group_array(doc), json_group_array(n) FROM (SELECT doc, count(*) AS n FROM "
+# (Each as one row of comma-separated numbers, which numpy reads without a Python object per number: SQLite builds
+# it without the GIL, where a row per chunk took the GIL back and forth with the searches running beside the read,
+# took twice as long and held a Python int per number.)
+WORD_COUNTS = ("SELECT group_concat(doc), group_concat(n) FROM (SELECT doc, count(*) AS n FROM "
                "parley_vector_store_fts_instances WHERE term = ? AND col = 'text' GROUP BY doc)")
 TEXTS = "SELECT id, text FROM parley_vector_store_chunks WHERE id > ? AND id <= ?"
-POSITIONS = ("SELECT json_group_array(doc), json_group_array(offset) FROM parley_vector_store_fts_instances "
+POSITIONS = ("SELECT group_concat(doc), group_concat(offset) FROM parley_vector_store_fts_instances "
              "WHERE term = ? AND col = 'text'")
 TOKENIZE = re.compile(r"tokenize\s*=\s*('(?:[^']|'')*'|\"(?:[^\"]|\"\")*\")", re.IGNORECASE)
 FETCH = 4096
@@ -66,7 +66,7 @@ INLINE_CHUNKS = 2_000  # a search reads the postings of a word in at most this m
 BYTES_PER_CHUNK = 8  # a chunk in a word's postings: its id (int32) and the word's count in it (float32)
 SMALL_BYTES = INLINE_CHUNKS * BYTES_PER_CHUNK  # postings that may make room by letting go of others
 OFFSET_BITS = 24  # a position within a chunk, packed beside its chunk id to find a phrase's chunks
-OCCURRENCES = f"SELECT term, json_group_array((doc << {OFFSET_BITS}) + offset) FROM tokens GROUP BY term"
+OCCURRENCES = f"SELECT term, group_concat((doc << {OFFSET_BITS}) + offset) FROM tokens GROUP BY term"
 
 
 @dataclass
@@ -123,7 +123,7 @@ class Tokenizer:
                 rows = self._db.execute(OCCURRENCES).fetchall()
             finally:
                 self._db.execute("DELETE FROM words")
-        return {term: np.array(orjson.loads(packed), dtype=np.int64) for term, packed in rows}
+        return {term: _numbers(packed) for term, packed in rows}
 
 
 class View:
@@ -350,8 +350,13 @@ def _read_postings(conn: sa.Connection, tokens: tuple[str, ...]) -> Postings:
     return _phrase(occurrences)
 
 
-def _arrays(row: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
-    return np.array(orjson.loads(row[0]), dtype=np.int64), np.array(orjson.loads(row[1]), dtype=np.int64)
+def _arrays(row: tuple[str | None, str | None]) -> tuple[np.ndarray, np.ndarray]:
+    return _numbers(row[0]), _numbers(row[1])
+
+
+def _numbers(text: str | None) -> np.ndarray:
+    """The integers of a ``group_concat`` (``None``: of no rows)."""
+    return np.fromstring(text, dtype=np.int64, sep=",") if text else EMPTY
 
 
 def _phrase(occurrences: list[np.ndarray]) -> Postings:
