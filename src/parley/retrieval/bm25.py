@@ -59,7 +59,13 @@ def ranked(view: View, words: list[str], store_ids: list[str], chunks: dict[str,
         n = len(chunks)
         idf = math.log((lengths.rows - n + 0.5) / (n + 0.5))
         idf = idf if idf > 0 else 1e-6
-        counts = counts.astype(np.float64)
-        norm = K1 * (1 - B + B * lengths.tokens[chunks].astype(np.float64) / average)
-        scores[chunks] += idf * counts * (K1 + 1) / (counts + norm)
+        # (in place, two arrays of the postings' size: a word in most of a million chunks made five)
+        denominator = lengths.tokens[chunks].astype(np.float64)
+        denominator *= K1 * B / average
+        denominator += K1 * (1 - B)
+        denominator += counts
+        term = counts.astype(np.float64)
+        term *= idf * (K1 + 1)
+        term /= denominator
+        scores[chunks] += term
     return Ranking(candidates, scores[candidates])
