@@ -10,7 +10,9 @@ Each process holds, within ``budget`` bytes (``--keyword-cache-mb``):
   (``format_spec``) is a phrase, its chunks those that hold its tokens one after the other. Reading a word's
   postings costs 1-2 µs per chunk holding it (the commonest words of a 100,000-chunk store: 50-210 ms), so a
   search reads only those of words in at most ``INLINE_CHUNKS`` chunks itself; a more common word's are read in the
-  background, and FTS5 ranks the searches that need them until they are held.
+  background, and FTS5 ranks the searches that need them until they are held. Postings that would not fit beside
+  those held are refused (unread, where FTS5's count of the word's chunks says so) until the next delete: large
+  postings never push others out, or a budget too small for the words searched would read them again and again.
 
 A query's words are tokenized by FTS5 itself, with the index's own ``tokenize`` option, on a private in-memory
 database: a word is stemmed and split as the index stems and splits it.
