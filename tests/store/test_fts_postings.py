@@ -154,8 +154,8 @@ async def test_chunks_another_connection_writes_and_deletes_are_seen(sqlite, tmp
     query = Query(["glacier notes format_spec"], max_results=100, mode="keyword")
     assert len(await _search(held, info, query)) == 40
     reads = []
-    read_postings = fts_postings._read_postings
-    monkeypatch.setattr(fts_postings, "_read_postings", lambda conn, tokens: reads.append(tokens) or read_postings(
+    read_postings = fts_postings.read_postings
+    monkeypatch.setattr(fts_postings, "read_postings", lambda conn, tokens: reads.append(tokens) or read_postings(
         conn, tokens))
     other = await open_store(f"sqlite:///{tmp_path / 'held.db'}")  # another engine, as another process would be
     try:
@@ -230,8 +230,8 @@ async def test_a_budget_too_small_for_the_words_searched_keeps_what_it_holds(sql
     await fill_chunks(sqlite, "vs_a", "file_1", _texts(300))
     monkeypatch.setattr(fts_postings, "SMALL_BYTES", 100)
     reads = []
-    read_postings = fts_postings._read_postings
-    monkeypatch.setattr(fts_postings, "_read_postings", lambda conn, tokens: reads.append(tokens) or read_postings(
+    read_postings = fts_postings.read_postings
+    monkeypatch.setattr(fts_postings, "read_postings", lambda conn, tokens: reads.append(tokens) or read_postings(
         conn, tokens))
     held, indexed = await _searchers(sqlite, budget=8 * 301 + 3000)  # (the lengths, and one word in every chunk)
     info = [StoreInfo("vs_a", "", "local", None, False)]
