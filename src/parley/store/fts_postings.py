@@ -40,7 +40,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from parley.store.fts_reads import EMPTY, Lengths, Postings, Tokenizer, Version, phrase, read_lengths, read_postings, \
-    read_version
+    read_version, snapshot
 
 log = logging.getLogger("parley.store")
 T = TypeVar("T")
@@ -121,9 +121,7 @@ class HeldPostings:
         """``rank`` of a view whose lengths are current, run on a reading connection; ``None`` where they are not
         (the lengths are then read again in the background) or where a word's postings do not fit."""
         def read(conn: sa.Connection) -> T | None:
-            raw = conn.connection.driver_connection
-            if not raw.in_transaction:
-                raw.execute("BEGIN")  # (one snapshot: the counts, then the postings)
+            snapshot(conn)
             version = read_version(conn)
             lengths = self._lengths
             if lengths is None or lengths.version != version:
@@ -151,9 +149,7 @@ class HeldPostings:
         """Read the postings searches wanted and did not read themselves, at the lengths' version, one word per
         read (searches take turns with them on the reading connections)."""
         def read(conn: sa.Connection, tokens: tuple[str, ...]) -> None:
-            raw = conn.connection.driver_connection
-            if not raw.in_transaction:
-                raw.execute("BEGIN")
+            snapshot(conn)
             lengths = self._lengths
             if lengths is not None and lengths.version == read_version(conn):  # (else a later search asks again)
                 try:

@@ -30,6 +30,7 @@ POSITIONS = ("SELECT group_concat(doc), group_concat(offset) FROM parley_vector_
 FETCH = 4096
 MAX_TOKENIZED = 20_000  # words whose tokens are remembered (the memo is emptied past it)
 MAX_ADDED = 20_000  # chunks added since the postings held were read that are tokenized and added to them
+LENGTH_BYTES = 8  # per chunk id: its length (float32) and its store's number (int32)
 OFFSET_BITS = 24  # a position within a chunk, packed beside its chunk id to find a phrase's chunks
 OCCURRENCES = f"SELECT term, group_concat((doc << {OFFSET_BITS}) + offset) FROM tokens GROUP BY term"
 
@@ -87,6 +88,14 @@ class Tokenizer:
         return {term: _numbers(packed) for term, packed in rows}
 
 
+def snapshot(conn: sa.Connection) -> None:
+    """Make the rest of this read one snapshot (the reading connections do not begin a transaction for a SELECT):
+    the counts, then the postings or lengths they are read for."""
+    raw = conn.connection.driver_connection
+    if not raw.in_transaction:
+        raw.execute("BEGIN")
+
+
 def read_version(conn: sa.Connection) -> Version:
     row = conn.execute(CHANGES).first()
     return (int(row.inserted), int(row.deleted)) if row is not None else (0, 0)
@@ -130,15 +139,14 @@ def read_lengths(conn: sa.Connection, base: Lengths | None, budget: int,
     """One snapshot's lengths (``base`` and the chunks after its last where none was deleted since, else every
     chunk) with, where only chunks were added (at most ``MAX_ADDED``), their tokens' occurrences; or the version read
     where the lengths would take more than ``budget`` bytes."""
+    snapshot(conn)
     raw = conn.connection.driver_connection
-    if not raw.in_transaction:
-        raw.execute("BEGIN")
     version = read_version(conn)
     if base is not None and base.version[1] != version[1]:
         base = None  # (a delete since: read again from the start)
     after = base.last if base is not None else 0
     last = max(after, int(conn.execute(LAST).scalar() or 0))
-    if 8 * (last + 1) > budget:
+    if LENGTH_BYTES * (last + 1) > budget:
         return version
     numbers = dict(base.numbers) if base is not None else {}
     tokens = np.zeros(last + 1, np.float32)
