@@ -13,6 +13,7 @@ its candidates are the chunks that hold one of the rarer words.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,11 +41,12 @@ class Ranking:
         return list(zip(ids[order].tolist(), scores[order].tolist()))
 
 
-def ranked(view: View, words: list[str], store_ids: list[str], chunks: dict[str, int]) -> Ranking:
-    """The chunks of ``store_ids`` that the keyword query ``words`` finds, scored as FTS5 scores them (``chunks``:
-    how many chunks hold each word, as FTS5 counted them recently)."""
+def ranked(view: View, words: list[str], store_ids: list[str],
+           counted: Callable[[list[str]], dict[str, int]]) -> Ranking:
+    """The chunks of ``store_ids`` that the keyword query ``words`` finds, scored as FTS5 scores them (``counted``:
+    how many chunks hold each of the words whose postings are not held, as FTS5 counted them recently)."""
     lengths = view.lengths
-    postings = view.postings({word: chunks.get(word, 0) for word in words})
+    postings = view.postings(words, counted)
     if not lengths.rows or not words:
         return Ranking(np.empty(0, np.int64), np.empty(0))
     finding, _ = choose(words, {word: len(postings[word][0]) / lengths.rows for word in words}, lengths.rows)

@@ -273,8 +273,11 @@ class Searcher:
 
         if self.postings.enabled:  # (ranked in memory where the postings held are current and fit)
             def rank(view: View) -> Ranking:
-                shares, total = self.fts_terms.shares(view.conn, words)
-                return ranked_in_memory(view, words, store_ids, {w: round(shares.get(w, 0.0) * total) for w in words})
+                def counted(missing: list[str]) -> dict[str, int]:  # (FTS5's counts, cached for a minute)
+                    shares, total = self.fts_terms.shares(view.conn, missing)
+                    return {word: round(shares.get(word, 0.0) * total) for word in missing}
+
+                return ranked_in_memory(view, words, store_ids, counted)
 
             ranking = await self.postings.ranked(self.store, rank)
             if ranking is not None:

@@ -65,18 +65,22 @@ class View:
         self.conn = conn
         self.lengths = lengths
 
-    def postings(self, chunks: dict[str, int]) -> dict[str, Postings]:
-        """The postings of each word of ``chunks`` (the chunks the caller expects each in): those held, and those
-        not held read here where none is expected in more than ``INLINE_CHUNKS`` chunks. Else, or where one would not
-        fit in the budget, :class:`NotHeld`, and those not held are read in the background."""
+    def postings(self, words: list[str], counted: Callable[[list[str]], dict[str, int]]) -> dict[str, Postings]:
+        """The postings of each of ``words``: those held, and those not held read here where none is expected in
+        more than ``INLINE_CHUNKS`` chunks (``counted``: how many chunks the caller expects each of them in, asked
+        only for the words not held). Else, or where one would not fit in the budget, :class:`NotHeld`, and those
+        not held are read in the background."""
         tokenizer = self._held.tokenizer
         assert tokenizer is not None
-        tokens = {word: tokenizer.tokens(word) for word in chunks}
-        found = {word: self._held.lookup(tokens[word], self.lengths) for word in chunks}
+        tokens = {word: tokenizer.tokens(word) for word in words}
+        found = {word: self._held.lookup(tokens[word], self.lengths) for word in words}
         missing = [word for word, postings in found.items() if postings is None]
-        if any(self._held.refuse(tokens[word], chunks[word]) for word in missing):
+        if not missing:
+            return {word: postings for word, postings in found.items() if postings is not None}
+        chunks = counted(missing)
+        if any(self._held.refuse(tokens[word], chunks.get(word, 0)) for word in missing):
             raise NotHeld
-        if any(chunks[word] > INLINE_CHUNKS for word in missing):
+        if any(chunks.get(word, 0) > INLINE_CHUNKS for word in missing):
             self._held.want([tokens[word] for word in missing])
             raise NotHeld
         return {word: postings if postings is not None else self._held.read(self.conn, tokens[word], self.lengths)
