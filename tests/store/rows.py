@@ -6,8 +6,8 @@ import numpy as np
 import sqlalchemy as sa
 
 from parley.retrieval.embeddings import Embedders
-from parley.retrieval.search import Searcher
-from parley.store.vector_stores import SqlVectorStores
+from parley.retrieval.search import Query, Searcher
+from parley.store.vector_stores import SqlVectorStores, StoreInfo
 
 
 def store_and_file(conn: sa.Connection, store_id: str, file_id: str, attributes: str = "{}") -> None:
@@ -46,3 +46,11 @@ async def searchers(store, **held) -> tuple[Searcher, Searcher]:
     embedders = Embedders(None, None, 30)
     return (Searcher(store, embedders, stores.pgvector, stores.sqlite_vec, **held),
             Searcher(store, embedders, stores.pgvector, stores.sqlite_vec))
+
+
+async def settled_search(searcher: Searcher, stores: list[StoreInfo], query: Query):
+    """A search once what the first one had read into memory (matrices, postings), or brought up to date, is held."""
+    await searcher.search(stores, query)
+    await searcher.matrices.settled()
+    await searcher.postings.settled()
+    return await searcher.search(stores, query)

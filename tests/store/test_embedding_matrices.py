@@ -13,7 +13,7 @@ from parley.retrieval.search import Query, Searcher
 from parley.store import embedding_matrices, open_store
 from parley.store.embedding_matrices import EmbeddingMatrices
 from parley.store.vector_stores import SqlVectorStores, StoreInfo
-from tests.store.rows import fill_chunks, searchers
+from tests.store.rows import fill_chunks, searchers, settled_search
 
 pytestmark = pytest.mark.anyio
 TOPICS = ["river", "glacier", "volcano", "desert", "forest", "harbour", "orchard", "canyon"]
@@ -28,13 +28,6 @@ def _texts(n: int, tag: str = "") -> list[str]:
 async def _searchers(store, budget: int = 64 * MiB) -> tuple[Searcher, Searcher]:
     """A searcher that holds matrices and one that reads sqlite-vec's index, on the same database."""
     return await searchers(store, matrices=EmbeddingMatrices(budget))
-
-
-async def _search(searcher: Searcher, stores: list[StoreInfo], query: Query):
-    """A search once the matrices it had read (or brought up to date) are held."""
-    await searcher.search(stores, query)
-    await searcher.matrices.settled()
-    return await searcher.search(stores, query)
 
 
 def _ranked(hits) -> list[tuple[int, float]]:
@@ -57,7 +50,7 @@ async def test_held_matrices_find_what_the_index_finds(sqlite) -> None:
     info = [StoreInfo("vs_a", "", "local", None, False)]
     for question in ("walks by the river", "a volcano in the desert", "harbour orchard"):
         query = Query([question], max_results=10, mode="vector")
-        _same(await _search(held, info, query), await indexed.search(info, query))
+        _same(await settled_search(held, info, query), await indexed.search(info, query))
     assert held.matrices.held_bytes > 0
 
 
@@ -66,13 +59,13 @@ async def test_chunks_written_by_another_connection_are_seen_and_deleted_ones_ar
     held, _ = await _searchers(sqlite)
     info = [StoreInfo("vs_a", "", "local", None, False)]
     query = Query(["a glacier"], max_results=100, mode="vector")
-    assert len(await _search(held, info, query)) == 40
+    assert len(await settled_search(held, info, query)) == 40
     first = held.matrices._held[("vs_a", 256)]
 
     other = await open_store(f"sqlite:///{tmp_path / 'held.db'}")  # another engine, as another process would be
     try:
         await fill_chunks(other, "vs_a", "file_2", _texts(25, " (second)"))
-        hits = await _search(held, info, query)
+        hits = await settled_search(held, info, query)
         assert len(hits) == 65 and sum("(second)" in hit.text for hit in hits) == 25
         grown = held.matrices._held[("vs_a", 256)]
         assert grown.version == (65, 0) and len(grown.ids) == 65 and grown.last > first.last
@@ -80,7 +73,7 @@ async def test_chunks_written_by_another_connection_are_seen_and_deleted_ones_ar
         await other.run(lambda conn: [conn.execute(sa.text(
             f"DELETE FROM {table} WHERE vector_store_id = 'vs_a' AND file_id = 'file_1'"))
             for table in ("parley_vector_store_chunks", "parley_vector_store_files")])
-        hits = await _search(held, info, query)
+        hits = await settled_search(held, info, query)
         assert len(hits) == 25 and all("(second)" in hit.text for hit in hits)
         assert held.matrices._held[("vs_a", 256)].version == (65, 40)
         assert len(held.matrices._held[("vs_a", 256)].ids) == 25
@@ -95,7 +88,7 @@ async def test_a_filter_that_removes_most_candidates_gives_the_nearest_that_pass
     info = [StoreInfo("vs_a", "", "local", None, False)]
     query = Query(["walks by the river"], max_results=5, mode="vector",
                   filters={"type": "eq", "key": "kind", "value": "rare"})
-    found = await _search(held, info, query)
+    found = await settled_search(held, info, query)
     assert sorted(hit.text for hit in found) == ["Invoices of the year.", "Tax forms and receipts."]
     _same(found, await indexed.search(info, query))
 
@@ -106,13 +99,13 @@ async def test_a_store_past_the_budget_is_searched_through_the_index(sqlite, mon
     held, indexed = await _searchers(sqlite, budget=100 * (256 * 4 + 8))
     both = [StoreInfo("vs_big", "", "local", None, False), StoreInfo("vs_small", "", "local", None, False)]
     query = Query(["a quiet orchard"], max_results=30, mode="vector")
-    found = await _search(held, both, query)
+    found = await settled_search(held, both, query)
     _same(found, await indexed.search(both, query))
     assert set(held.matrices._held) == {("vs_small", 256)}
     assert held.matrices.held_bytes <= held.matrices.budget
     assert set(held.matrices._refused) == {("vs_big", 256)}
     monkeypatch.setattr(embedding_matrices, "IDLE_S", 0.0)  # (a refusal past its time is let go of)
-    await _search(held, both[1:], query)
+    await settled_search(held, both[1:], query)
     assert held.matrices._refused == {}
 
 
@@ -122,11 +115,11 @@ async def test_a_matrix_searched_recently_is_not_evicted_and_an_idle_one_is(sqli
     held, _ = await _searchers(sqlite, budget=100 * (256 * 4 + 8))
     query = Query(["a canyon"], max_results=5, mode="vector")
     one, two = [StoreInfo("vs_one", "", "local", None, False)], [StoreInfo("vs_two", "", "local", None, False)]
-    await _search(held, one, query)
-    await _search(held, two, query)
+    await settled_search(held, one, query)
+    await settled_search(held, two, query)
     assert set(held.matrices._held) == {("vs_one", 256)}  # the first is in use: the second is not held
     monkeypatch.setattr(embedding_matrices, "IDLE_S", 0.0)
-    hits = await _search(held, two, query)
+    hits = await settled_search(held, two, query)
     assert set(held.matrices._held) == {("vs_two", 256)} and all("(two)" in hit.text for hit in hits)
 
 

@@ -17,7 +17,7 @@ from parley.store import fts_postings, open_store
 from parley.store.embedding_matrices import forget
 from parley.store.fts_postings import HeldPostings
 from parley.store.vector_stores import StoreInfo
-from tests.store.rows import fill_chunks, searchers, store_and_file
+from tests.store.rows import fill_chunks, searchers, settled_search, store_and_file
 
 pytestmark = pytest.mark.anyio
 PLACES = ["river", "glacier", "volcano", "desert", "forest", "harbour", "orchard", "canyon"]
@@ -46,13 +46,6 @@ def _texts(n: int, tag: str = "") -> list[str]:
 async def _searchers(store, budget: int = 16 * MiB) -> tuple[Searcher, Searcher]:
     """A searcher that ranks in memory and one that has FTS5 rank, on the same database."""
     return await searchers(store, postings=HeldPostings(budget))
-
-
-async def _search(searcher: Searcher, stores: list[StoreInfo], query: Query):
-    """A search once the lengths it had read (or brought up to date) are held."""
-    await searcher.search(stores, query)
-    await searcher.postings.settled()
-    return await searcher.search(stores, query)
 
 
 def _same(found, expected) -> None:
@@ -101,7 +94,7 @@ async def test_the_ranking_in_memory_is_fts5s_ranking(sqlite) -> None:
     info = [StoreInfo("vs_a", "", "local", None, False)]
     for question in QUESTIONS:
         query = Query([question], max_results=20, mode="keyword")
-        found = await _search(held, info, query)
+        found = await settled_search(held, info, query)
         _same(found, await indexed.search(info, query))
         assert bool(found) == (question != "zzz qqq")
         _same(*await _both(held, indexed, info, query))
@@ -120,7 +113,7 @@ async def test_past_the_bound_on_candidates_the_rarer_words_find_them_as_in_fts5
     info = [StoreInfo("vs_a", "", "local", None, False)]
     for question in ("notes glacier format_spec", "walk river café", "notes kilimanjaro"):
         query = Query([question], max_results=10, mode="keyword")
-        _same(await _search(held, info, query), await indexed.search(info, query))
+        _same(await settled_search(held, info, query), await indexed.search(info, query))
         _same(*await _both(held, indexed, info, query))
 
 
@@ -132,17 +125,17 @@ async def test_one_store_of_two_a_filter_and_an_empty_store(sqlite) -> None:
     held, indexed = await _searchers(sqlite)
     small = [StoreInfo("vs_small", "", "local", None, False)]
     query = Query(["glacier walk"], max_results=50, mode="keyword")
-    found = await _search(held, small, query)
+    found = await settled_search(held, small, query)
     assert len(found) > 0 and {hit.vector_store_id for hit in found} == {"vs_small"}
     _same(found, await indexed.search(small, query))
     big = [StoreInfo("vs_big", "", "local", None, False)]
     rare = Query(["glacier walk"], max_results=5, mode="keyword",
                  filters={"type": "eq", "key": "kind", "value": "rare"})
-    found = await _search(held, big, rare)
+    found = await settled_search(held, big, rare)
     assert sorted(hit.text for hit in found) == ["A glacier invoice.", "Tax forms for the glacier."]
     _same(found, await indexed.search(big, rare))
     empty = [StoreInfo("vs_empty", "", "local", None, False)]
-    assert await _search(held, empty, query) == []
+    assert await settled_search(held, empty, query) == []
     await _held_ranking_is_used(held, empty, "glacier walk")
 
 
@@ -152,7 +145,7 @@ async def test_chunks_another_connection_writes_and_deletes_are_seen(sqlite, tmp
     held, indexed = await _searchers(sqlite)
     info = [StoreInfo("vs_a", "", "local", None, False)]
     query = Query(["glacier notes format_spec"], max_results=100, mode="keyword")
-    assert len(await _search(held, info, query)) == 40
+    assert len(await settled_search(held, info, query)) == 40
     reads = []
     read_postings = fts_postings.read_postings
     monkeypatch.setattr(fts_postings, "read_postings", lambda conn, tokens: reads.append(tokens) or read_postings(
@@ -160,7 +153,7 @@ async def test_chunks_another_connection_writes_and_deletes_are_seen(sqlite, tmp
     other = await open_store(f"sqlite:///{tmp_path / 'held.db'}")  # another engine, as another process would be
     try:
         await fill_chunks(other, "vs_a", "file_2", _texts(25, " (second)"))
-        hits = await _search(held, info, query)
+        hits = await settled_search(held, info, query)
         assert len(hits) == 65 and sum("(second)" in hit.text for hit in hits) == 25
         _same(hits, await indexed.search(info, query))
         _same(*await _both(held, indexed, info, query))
@@ -170,7 +163,7 @@ async def test_chunks_another_connection_writes_and_deletes_are_seen(sqlite, tmp
         await other.run(lambda conn: [conn.execute(sa.text(
             f"DELETE FROM {table} WHERE vector_store_id = 'vs_a' AND file_id = 'file_1'"))
             for table in ("parley_vector_store_chunks", "parley_vector_store_files")])
-        hits = await _search(held, info, query)
+        hits = await settled_search(held, info, query)
         assert len(hits) == 25 and all("(second)" in hit.text for hit in hits)
         _same(hits, await indexed.search(info, query))
         assert reads
@@ -184,11 +177,11 @@ async def test_a_deleted_store_replaced_by_as_many_chunks_is_not_taken_for_the_s
     held, indexed = await _searchers(sqlite)
     old, new = [StoreInfo("vs_old", "", "local", None, False)], [StoreInfo("vs_new", "", "local", None, False)]
     query = Query(["glacier notes"], max_results=100, mode="keyword")
-    assert len(await _search(held, old, query)) == 30
+    assert len(await settled_search(held, old, query)) == 30
     await sqlite.run(lambda conn: (conn.execute(sa.text(
         "DELETE FROM parley_vector_store_chunks WHERE vector_store_id = 'vs_old'")), forget(conn, "vs_old")))
     await fill_chunks(sqlite, "vs_new", "file_1", _texts(30, " (new)"))
-    hits = await _search(held, new, query)
+    hits = await settled_search(held, new, query)
     assert len(hits) == 30 and all("(new)" in hit.text for hit in hits)
     _same(hits, await indexed.search(new, query))
 
@@ -198,10 +191,10 @@ async def test_what_does_not_fit_the_budget_is_ranked_by_fts5(sqlite) -> None:
     info = [StoreInfo("vs_a", "", "local", None, False)]
     query = Query(["glacier notes walk"], max_results=10, mode="keyword")
     tiny, indexed = await _searchers(sqlite, budget=64)  # (not even the lengths)
-    _same(await _search(tiny, info, query), await indexed.search(info, query))
+    _same(await settled_search(tiny, info, query), await indexed.search(info, query))
     assert tiny.postings.held_bytes == 0
     some, _ = await _searchers(sqlite, budget=8 * 520)  # (the lengths, and no word's postings)
-    _same(await _search(some, info, query), await indexed.search(info, query))
+    _same(await settled_search(some, info, query), await indexed.search(info, query))
     assert some.postings.held_bytes == 8 * 501
 
 
@@ -236,9 +229,9 @@ async def test_a_budget_too_small_for_the_words_searched_keeps_what_it_holds(sql
     held, indexed = await _searchers(sqlite, budget=8 * 301 + 3000)  # (the lengths, and one word in every chunk)
     info = [StoreInfo("vs_a", "", "local", None, False)]
     notes, walk = (Query([word], max_results=10, mode="keyword") for word in ("notes", "walk"))
-    _same(await _search(held, info, notes), await indexed.search(info, notes))
+    _same(await settled_search(held, info, notes), await indexed.search(info, notes))
     for _ in range(2):
-        _same(await _search(held, info, walk), await indexed.search(info, walk))
+        _same(await settled_search(held, info, walk), await indexed.search(info, walk))
         _same(await held.search(info, notes), await indexed.search(info, notes))
     assert reads == [("note",)]
     await _held_ranking_is_used(held, info, "notes")
