@@ -162,7 +162,8 @@ def analyze(server: Server) -> None:
 
 @dataclass
 class Reranking:
-    """--rerank / --rewrite: the retrieval model the server gets, and how many questions are asked."""
+    """quality's server and searches: --rerank / --rewrite (the retrieval model the server gets, and how many
+    questions are asked), --embedding-upstream / --embedding-model (the stores' embedder), --hybrid-weights."""
 
     candidates: int = 0
     rewrite: bool = False
@@ -173,10 +174,15 @@ class Reranking:
     embedding_model: str | None = None
     hybrid_weights: tuple[float, float] | None = None  # (embedding, text): ranking_options.hybrid_search of each search
 
+    @property
+    def modelled(self) -> bool:
+        """Whether a retrieval model rates candidates or rewrites questions."""
+        return bool(self.candidates or self.rewrite)
+
     def server_args(self) -> tuple[str, ...]:
         embedder = (("--embedding-upstream", self.embedding_upstream, "--embedding-model", self.embedding_model)
                     if self.embedding_upstream and self.embedding_model else ())
-        if not (self.candidates or self.rewrite):
+        if not self.modelled:
             return embedder
         return embedder + ("--retrieval-model", self.model, "--rerank-candidates", str(self.candidates))
 
@@ -201,7 +207,7 @@ def sizes_mib(server: Server) -> dict[str, float]:
 
 def quality(db: str, eval_set: str = "topics", reranking: Reranking = Reranking()) -> dict:
     data = json.loads(gzip.open(EVAL_SETS[eval_set], "rt", encoding="utf-8").read())
-    modelled = bool(reranking.candidates or reranking.rewrite)
+    modelled = reranking.modelled
     rankers = ("hybrid", "auto") if modelled else RANKERS
     questions = data["questions"][:reranking.questions] if modelled and reranking.questions else data["questions"]
     upstream = (reranking.upstream or "embedded") if modelled else None
