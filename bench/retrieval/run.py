@@ -361,6 +361,17 @@ def scale(db: str, chunks: int, keep: Path | None = None, clients: int = 0, sear
     return out
 
 
+def weights(text: str) -> tuple[float, float]:
+    """--hybrid-weights E,T: two numbers of at least 0, not both 0 (as the server asks of them)."""
+    try:
+        embedding, text_weight = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("takes two numbers, E,T") from None
+    if min(embedding, text_weight) < 0 or embedding + text_weight == 0:
+        raise argparse.ArgumentTypeError("takes numbers of at least 0, not both 0")
+    return embedding, text_weight
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=["quality", "scale"])
@@ -376,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedding-upstream", default=None,
                         help="quality: the stores' embedder is --embedding-model on this /v1/embeddings (…/v1)")
     parser.add_argument("--embedding-model", default=None, help="quality: with --embedding-upstream")
-    parser.add_argument("--hybrid-weights", default=None,
+    parser.add_argument("--hybrid-weights", default=None, type=weights,
                         help="quality: E,T: the hybrid searches' embedding and text weights (ranking_options)")
     parser.add_argument("--clients", type=int, default=0, help="scale: hybrid searches from N clients at once too")
     parser.add_argument("--searches", type=int, default=100,
@@ -391,11 +402,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--searches takes 1 to 100")
     if args.keep and (args.what != "scale" or "," in args.db + args.chunks or args.db == "postgres"):
         parser.error("--keep takes scale with one size on sqlite or pgvector")
+    if (args.embedding_upstream is None) != (args.embedding_model is None):
+        parser.error("--embedding-upstream and --embedding-model go together")
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
     reranking = Reranking(args.rerank, args.rewrite, args.upstream, args.model, args.questions,
                           args.embedding_upstream, args.embedding_model,
-                          tuple(float(w) for w in args.hybrid_weights.split(",")) if args.hybrid_weights else None)
+                          args.hybrid_weights)
     results = []
     for db in args.db.split(","):
         for measured in ([quality(db, name, reranking) for name in args.set.split(",")] if args.what == "quality" else
