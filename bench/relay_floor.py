@@ -3,10 +3,12 @@ for as long as each token passes through aiohttp (the upstream), a task and uvic
 
 A bare ASGI app, served by uvicorn as Parley is (uvloop, httptools), answers ``POST /v1/responses`` by streaming
 ``POST /chat/completions`` from ``bench/upstream.py`` through aiohttp and writing, per upstream read, one
-``response.output_text.delta`` frame per chunk.  Two ways:
+``response.output_text.delta`` frame per chunk.  Four ways:
 
 - ``raw``: the frames are one constant, repeated per ``data:`` line the read held: no parsing at all, only the
   I/O path (aiohttp's read, the task's wake-up, uvicorn's send);
+- ``lean``: what ``raw`` does, with the upstream read by a bare httptools protocol that wakes the task, in
+  place of aiohttp (the design of :mod:`parley.backends.http1`);
 - ``parsed``: lines split, each chunk parsed with orjson, a frame built from its text with a running sequence
   number, as the least a Python relay does per token;
 - ``callbacks``: what ``parsed`` does, with no aiohttp, uvicorn or task in the way: a bare HTTP/1.1 server and
@@ -15,7 +17,8 @@ A bare ASGI app, served by uvicorn as Parley is (uvloop, httptools), answers ``P
 
 Parley's own figure, from the same loads, is in the same table (``bench/stream_cpu.py``'s load).
 
-    .venv/bin/python bench/relay_floor.py [--streams 400] [--seconds 8] [--json out.json]
+    .venv/bin/python bench/relay_floor.py [--streams 400] [--seconds 8] [--ways raw,lean] [--no-parley]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -90,6 +93,9 @@ def relay_app(upstream: str, way: str):
                 "stream_options": {"include_usage": True}}
         await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
         sequence, rest = 0, b""
+        if way == "lean":
+            await _lean_relay(upstream, chat, send)
+            return
         async with session.post(f"{upstream}/chat/completions", json=chat) as response:
             async for data in response.content.iter_any():
                 if way == "raw":
@@ -103,6 +109,73 @@ def relay_app(upstream: str, way: str):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     return app
+
+
+class _LeanConnection(asyncio.Protocol):
+    """An upstream connection read by httptools, its body handed to one waiting task (the I/O path of ``raw``
+    without aiohttp)."""
+
+    def __init__(self) -> None:
+        import httptools
+        self.parser = httptools.HttpResponseParser(self)
+        self.body: list[bytes] = []
+        self.waiter: asyncio.Future | None = None
+        self.done = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        self.done = True
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.done = True
+        self._wake()
+
+    async def read(self) -> bytes | None:
+        while not self.body:
+            if self.done:
+                return None
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+        data = b"".join(self.body)
+        self.body.clear()
+        return data
+
+
+_idle: list[_LeanConnection] = []
+
+
+async def _lean_relay(upstream: str, chat: dict, send) -> None:
+    host, port = upstream.removeprefix("http://").split("/", 1)[0].split(":")
+    if _idle:
+        connection = _idle.pop()
+        connection.parser = __import__("httptools").HttpResponseParser(connection)
+        connection.done = False
+    else:
+        _, connection = await asyncio.get_running_loop().create_connection(_LeanConnection, host, int(port))
+    body = orjson.dumps(chat)
+    connection.transport.write(b"POST /v1/chat/completions HTTP/1.1\r\nhost: %s\r\ncontent-type: application/json"
+                               b"\r\ncontent-length: %d\r\n\r\n%s" % (host.encode(), len(body), body))
+    while (data := await connection.read()) is not None:
+        out = FRAME * data.count(b"data: {")
+        if out:
+            await send({"type": "http.response.body", "body": out, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    if not connection.transport.is_closing():
+        _idle.append(connection)
 
 
 class _Upstream(asyncio.Protocol):
@@ -230,8 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--tokens", type=int, default=100, help="tokens per stream")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--ways", default="raw,lean,parsed,callbacks", help="the bare relays to measure")
+    parser.add_argument("--no-parley", action="store_true", help="measure only the bare relays")
     parser.add_argument("--upstream", help="(serve)")
-    parser.add_argument("--way", choices=["raw", "parsed", "callbacks"], help="(serve)")
+    parser.add_argument("--way", choices=["raw", "lean", "parsed", "callbacks"], help="(serve)")
     parser.add_argument("--port", type=int, help="(serve)")
     args = parser.parse_args(argv)
     if args.what == "serve":
@@ -245,19 +320,20 @@ def main(argv: list[str] | None = None) -> int:
     loads = [int(n) for n in args.streams.split(",") if n]
     results = []
     with synthetic_upstream() as upstream:
-        for way in ("raw", "parsed", "callbacks"):
+        for way in args.ways.split(","):
             with Relay(upstream, way) as relay:
                 for row in asyncio.run(measure(upstream, relay.base_url, relay.process.pid, loads, args.seconds,
                                                args.tokens)):
                     results.append({"server": f"relay ({way})", **row})
                     print(json.dumps(results[-1]), flush=True)
-        with ParleyProcess("--upstream", upstream, "--db", f"sqlite:///{tempfile.mkdtemp()}/bench.db",
-                           "--log-level", "warning") as parley:
-            assert parley.process is not None
-            for row in asyncio.run(measure(upstream, parley.base_url, parley.process.pid, loads, args.seconds,
-                                           args.tokens)):
-                results.append({"server": "parley", **row})
-                print(json.dumps(results[-1]), flush=True)
+        if not args.no_parley:
+            with ParleyProcess("--upstream", upstream, "--db", f"sqlite:///{tempfile.mkdtemp()}/bench.db",
+                               "--log-level", "warning") as parley:
+                assert parley.process is not None
+                for row in asyncio.run(measure(upstream, parley.base_url, parley.process.pid, loads, args.seconds,
+                                               args.tokens)):
+                    results.append({"server": "parley", **row})
+                    print(json.dumps(results[-1]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

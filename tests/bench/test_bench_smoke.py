@@ -76,7 +76,8 @@ def test_the_relay_floor_bench_measures_each_bare_relay_and_parley(tmp_path) -> 
     bench("relay_floor.py", "--streams", "3", "--seconds", "1", "--tokens", "10", "--json", str(out))
     rows = json.loads(out.read_text())
     assert [(row["server"], row["streams"]) for row in rows] == [
-        (server, streams) for server in ("relay (raw)", "relay (parsed)", "relay (callbacks)", "parley")
+        (server, streams) for server in ("relay (raw)", "relay (lean)", "relay (parsed)", "relay (callbacks)",
+                                         "parley")
         for streams in (3, 32)]
     assert all(row["tokens"] > 0 and row["cpu_us_per_token"] >= 0 for row in rows)
     # (3 paced streams for a second may use less than one clock tick of CPU; 32 unpaced streams use many)

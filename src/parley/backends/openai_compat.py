@@ -1,7 +1,7 @@
 """Any OpenAI-compatible Chat Completions API over HTTP (vLLM, Ollama, llama.cpp, OpenAI…).
 
-Speaks the wire format directly with aiohttp: one streamed ``POST /chat/completions`` per
-backend call, with ``stream_options.include_usage``.  Errors before the first chunk
+Speaks the wire format directly over Parley's own HTTP/1.1 client (:mod:`parley.backends.http1`): one streamed
+``POST /chat/completions`` per backend call, with ``stream_options.include_usage``.  Errors before the first chunk
 (connection refused, 429, 5xx, a connection dropped before any answer) are retried a
 bounded number of times; after the first chunk nothing is retried, since the client has
 already seen part of the answer.
@@ -15,11 +15,11 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 
 from parley.backends.base import READ_AHEAD
 from parley.backends.chunk_shapes import chunk_list, malformed
+from parley.backends.http1 import Connection, ConnectFailed, ConnectTimeout, Pool, ReadTimeout, UpstreamError
 from parley.errors import BackendError, BackendRateLimited, BackendRejected, ParleyError
 from parley.settings import UpstreamConfig
 from parley.wire import json_text
@@ -27,6 +27,8 @@ from parley.wire import json_text
 log = logging.getLogger("parley.backend")
 KEEPALIVE_S = 4.0  # below the shortest keep-alive of common upstream servers (uvicorn: 5 s)
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+ERROR_BODY_BYTES = 64 * 1024  # of an error's body, what is read for its message
+LISTING_BYTES = 64 * 1024 * 1024  # the most a JSON answer (a model listing) may take
 
 
 def _upstream_message(status: int, body: bytes) -> str:
@@ -57,49 +59,58 @@ def status_error(status: int, body: bytes) -> ParleyError:
 
 
 class OpenAICompatBackend:
-    """:class:`parley.backends.base.ChatBackend` for an HTTP upstream (aiohttp: the client's cost is
-    part of every token Parley streams, and aiohttp's C parser costs a fraction of httpx's)."""
+    """:class:`parley.backends.base.ChatBackend` for an HTTP upstream (its client's cost is part of every token
+    Parley streams: see :mod:`parley.backends.http1`)."""
 
     def __init__(self, config: UpstreamConfig) -> None:
         assert config.url, "an openai upstream needs a url"
         self.name = config.name
         self.config = config
-        self._headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:  # made on first use, inside the event loop that will run it
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(10.0, self.config.timeout_s),
-                                            sock_read=self.config.timeout_s)
-            # Idle pooled connections are closed after KEEPALIVE_S, before the upstream closes them: uvicorn's
-            # 5 s (vLLM and many others) is shorter than aiohttp's 15 s, and a connection reused as its server
-            # closes it fails the request's write; after a burst, several in a row used up the retries (a 502).
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=KEEPALIVE_S)
-            self._session = aiohttp.ClientSession(headers=self._headers, timeout=timeout, connector=connector,
-                                                  json_serialize=json_text)
-        return self._session
+        self._key = config.api_key
+        # Idle pooled connections are closed after KEEPALIVE_S, before the upstream closes them: uvicorn's 5 s
+        # (vLLM and many others) is the shortest, and a connection reused as its server closes it fails the
+        # request's write; after a burst, several in a row used up the retries (a 502).
+        self._pool = Pool(config.url, connect_timeout_s=min(10.0, config.timeout_s), read_timeout_s=config.timeout_s,
+                          keepalive_s=KEEPALIVE_S)
 
     async def start(self) -> None:
         return None
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        self._pool.close()
+
+    def _headers(self, api_key: str | None = None, json_body: bool = False) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"} if json_body else {}
+        key = api_key or self._key
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    async def _json(self, method: str, path: str, body: Any = None) -> Any:
+        """The JSON answer of a request (``path`` from the server's root) with a JSON ``body`` (or none); an
+        upstream error status raises its typed error."""
+        data = b"" if body is None else json_text(body).encode()
+        connection = await self._pool.request(method, path, self._headers(json_body=body is not None), data)
+        try:
+            if connection.status >= 400:
+                raise status_error(connection.status, await connection.read(ERROR_BODY_BYTES))
+            text = await connection.read(LISTING_BYTES)
+            if len(text) >= LISTING_BYTES:
+                raise ValueError("the upstream's answer is larger than 64 MiB")
+            return json.loads(text)
+        finally:
+            connection.release()
 
     async def models(self) -> list[str]:
-        async with self._client().get(f"{self.config.url}/models") as response:
-            body = await response.read()
-            if response.status >= 400:
-                raise status_error(response.status, body)
-        return [entry["id"] for entry in json.loads(body).get("data", [])]
+        return [entry["id"] for entry in (await self._json("GET", self._pool.prefix + "/models")).get("data", [])]
 
     async def context_window(self, model: str) -> int | None:
         """The model's context window as the server lists it: vLLM's ``max_model_len``, ``context_length``
         (OpenRouter, Together, LM Studio), ``context_window`` (Groq) or llama.cpp's ``meta.n_ctx_train``."""
-        async with self._client().get(f"{self.config.url}/models") as response:
-            if response.status >= 400:
-                return None
-            listing = json.loads(await response.read())
+        try:
+            listing = await self._json("GET", self._pool.prefix + "/models")
+        except ParleyError:
+            return None
         for entry in listing.get("data", []) if isinstance(listing, dict) else []:
             if not isinstance(entry, dict) or entry.get("id") != model:
                 continue
@@ -113,7 +124,7 @@ class OpenAICompatBackend:
     async def count_tokens(self, request: dict[str, Any]) -> int | None:
         """The prompt's tokens by the server's own tokenizer: vLLM's ``/tokenize`` (which applies the chat
         template), else llama.cpp's ``/apply-template`` and ``/tokenize``; ``None`` when the server has neither."""
-        root = self.config.url.removesuffix("/").removesuffix("/v1")
+        root = self._pool.prefix.removesuffix("/v1")  # (vLLM's and llama.cpp's own routes are at the root)
         messages = {"model": request.get("model"), "messages": request.get("messages", [])}
         if request.get("tools"):
             messages["tools"] = request["tools"]
@@ -126,15 +137,15 @@ class OpenAICompatBackend:
                 tokens = await self._post_json(f"{root}/tokenize", {"content": templated["prompt"]})
                 if isinstance(tokens, dict) and isinstance(tokens.get("tokens"), list):
                     return len(tokens["tokens"])
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+        except (UpstreamError, ValueError):
             return None
         return None
 
-    async def _post_json(self, url: str, body: dict[str, Any]) -> Any:
-        async with self._client().post(url, json=body) as response:
-            if response.status >= 400:
-                return None
-            return json.loads(await response.read())
+    async def _post_json(self, path: str, body: dict[str, Any]) -> Any:
+        try:
+            return await self._json("POST", path, body)
+        except ParleyError:  # (an error status: this server does not have it)
+            return None
 
     relays_text = True  # stream takes a relay (parley.engine.relay): it reads the upstream's bytes itself
 
@@ -143,40 +154,45 @@ class OpenAICompatBackend:
         """The chunks, as dicts; with a ``relay``, those it takes are written by it and not yielded."""
         attempt = 0
         started = False  # once a chunk went out, a retry would repeat it: errors after that are final
-        url = f"{self.config.url}/chat/completions"
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        body = json_text(request).encode()
+        headers = self._headers(api_key, json_body=True)
+        path = self._pool.prefix + "/chat/completions"
         while True:
             try:
-                async with self._client().post(url, json=request, headers=headers) as response:
-                    if response.status >= 400:
-                        error = status_error(response.status, await response.read())
-                        if response.status in RETRYABLE_STATUS and attempt < self.config.max_retries:
-                            attempt += 1
-                            await asyncio.sleep(_backoff(attempt, response.headers.get("retry-after")))
-                            continue
-                        raise error
-                    async for chunk in _chunks(response, relay):
-                        started = True
-                        yield chunk
-                    return
-            except aiohttp.ClientConnectorError as exc:
+                connection = await self._pool.request("POST", path, headers, body)
+                try:
+                    if connection.status >= 400:
+                        error = status_error(connection.status, await connection.read(ERROR_BODY_BYTES))
+                        if connection.status not in RETRYABLE_STATUS or attempt >= self.config.max_retries:
+                            raise error
+                        attempt += 1
+                        wait = _backoff(attempt, connection.headers.get("retry-after"))
+                    else:
+                        async for chunk in _chunks(connection, relay):
+                            started = True
+                            yield chunk
+                        return
+                finally:
+                    connection.release()
+                await asyncio.sleep(wait)
+            except ConnectFailed as exc:
                 if attempt < self.config.max_retries:
                     attempt += 1
                     await asyncio.sleep(_backoff(attempt, None))
                     continue
                 raise BackendError(f"Cannot reach the model backend: {exc}", code="backend_unreachable") from None
-            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            except (ConnectTimeout, ReadTimeout):
                 raise BackendError("The model backend timed out.", code="backend_timeout") from None
-            except aiohttp.ClientError as exc:
+            except UpstreamError as exc:
                 if not started and attempt < self.config.max_retries:
                     # Dropped before any chunk: most often a pooled keep-alive connection the upstream had
                     # just closed. Nothing reached the client, so a new connection tries again, at once.
                     attempt += 1
-                    log.info("upstream %s dropped the connection before answering (%r); retrying",
+                    log.info("upstream %s dropped the connection before answering (%s); retrying",
                              self.config.name, exc)
                     continue
                 raise BackendError(
-                    f"The connection to the model backend broke: {exc!r}", code="backend_disconnected"
+                    f"The connection to the model backend broke: {exc}", code="backend_disconnected"
                 ) from None
 
 
@@ -189,11 +205,11 @@ def _backoff(attempt: int, retry_after: str | None) -> float:
     return min(0.25 * 2 ** (attempt - 1), 4.0)
 
 
-async def _reads(response: aiohttp.ClientResponse) -> AsyncIterator[list[bytes]]:
+async def _reads(response: Connection) -> AsyncIterator[list[bytes]]:
     """The body's lines, one list per read of the complete lines it brought, with no limit on a line's length;
     then the body's last line if no line end closed it."""
     rest = b""
-    async for data in response.content.iter_any():
+    async for data in response.chunks():
         lines = (rest + data).split(b"\n")
         rest = lines.pop()
         yield lines
@@ -206,7 +222,7 @@ def _payloads(lines: list[bytes]) -> list[bytes]:
     return [line[5:].strip() for line in lines if line.startswith(b"data:")]
 
 
-async def _chunks(response: aiohttp.ClientResponse, relay: Any = None) -> AsyncIterator[Any]:
+async def _chunks(response: Connection, relay: Any = None) -> AsyncIterator[Any]:
     """Parse ``data:`` lines into chunks; the stream must end with ``[DONE]`` or a finish reason.  The task's
     :class:`ReadAhead` says, for each chunk, whether another one this read brought follows.  With a ``relay``
     (:mod:`parley.engine.relay`), the plain text chunks it takes are not yielded: their frames join the writer's
