@@ -32,7 +32,7 @@ from parley.testing import ParleyProcess  # noqa: E402
 LAYERS = [
     ("store (SQLAlchemy, SQLite driver, thread hop)",
      ("sqlalchemy", "sqlean", "parley/store", "asyncpg", "concurrent/futures", "threading.py")),
-    ("upstream client (aiohttp, SSE parsing)", ("aiohttp", "parley/backends", "yarl", "multidict")),
+    ("upstream client (parley/backends, SSE parsing)", ("aiohttp", "parley/backends", "yarl", "multidict")),
     ("pydantic and JSON (request parsing, Response snapshots)", ("pydantic", "json/", "parley/wire", "openai/")),
     ("HTTP server (uvicorn, httptools)", ("uvicorn", "httptools", "h11")),
     ("FastAPI / Starlette", ("fastapi", "starlette")),
@@ -63,6 +63,10 @@ async def load(paths: run.Paths, name: str, seconds: float) -> None:
     if name == "non-streaming":
         m = run.model(ttft_ms=1, tokens=20)
         await run.saturate(seconds, 8, lambda: paths.create("parley", m))
+        return
+    if name == "short-streams":  # what a streamed response costs beside its tokens
+        m = run.model(ttft_ms=1, tokens=20)
+        await run.saturate(seconds, 8, lambda: paths.stream("parley", m))
         return
     m, stop = run.model(tps=50, tokens=100), time.monotonic() + seconds
 
@@ -98,15 +102,19 @@ async def profile(upstream: str, server: ParleyProcess, name: str, out: Path) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=None, help="where py-spy's stacks go (default: a new folder)")
+    parser.add_argument("--loads", default="non-streaming,streaming",
+                        help="of non-streaming, streaming, short-streams (8 clients streaming 20 tokens unpaced)")
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="parley-profile-"))
     out.mkdir(parents=True, exist_ok=True)
-    loads = ("non-streaming", "streaming")
+    loads = tuple(args.loads.split(","))
+    if not loads or not set(loads) <= {"non-streaming", "streaming", "short-streams"}:
+        parser.error(f"--loads: unknown load in {args.loads!r}")
     with run.synthetic_upstream() as upstream, \
             ParleyProcess("--upstream", upstream, "--db", f"sqlite:///{tempfile.mkdtemp()}/profile.db",
                           "--log-level", "warning") as server:
         found = {name: shares(asyncio.run(profile(upstream, server, name, out))) for name in loads}
-    print(f"| share of the samples | {' | '.join(loads)} |\n| --- | --- | --- |")
+    print(f"| share of the samples | {' | '.join(loads)} |\n| --- |{' --- |' * len(loads)}")
     for layer in found[loads[0]]:
         print(f"| {layer} | " + " | ".join(f"{found[name][layer]:.0%}" for name in loads) + " |")
     print(f"\nstacks in {out}", file=sys.stderr)
