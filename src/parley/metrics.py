@@ -40,6 +40,9 @@ class Metrics:
                              multiprocess_mode="livesum")
         self.tool_calls = Counter("parley_tool_calls", "Server-side and client tool calls by type", ["type"],
                                   registry=self.registry)
+        self.relayed_writes = Counter(  # (added once per stream, at its end: nothing per token)
+            "parley_relayed_writes", "Writes of text deltas made from the upstream's read, with no task woken",
+            registry=self.registry)
 
         self._children: dict[tuple[Any, ...], Any] = {}  # labelled series, looked up once (labels() locks)
 

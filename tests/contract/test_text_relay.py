@@ -73,3 +73,37 @@ def test_a_long_answer_read_in_pieces_is_the_same(servers, backend) -> None:
     found = events(bodies[0])
     assert check_stream(found).output_text == text
     assert [e.sequence_number for e in found] == list(range(len(found)))
+
+
+def relayed_writes(server: ParleyProcess) -> float:
+    """The server's ``parley_relayed_writes_total``: text written from the upstream's read callback."""
+    found = re.search(r"^parley_relayed_writes_total (\S+)$", httpx.get(f"{server.url}/metrics").text, re.M)
+    assert found, "the metric is exported"
+    return float(found.group(1))
+
+
+def test_text_that_comes_while_the_response_waits_is_written_from_the_upstream_read(servers, backend) -> None:
+    """Once the client has the first delta, the response's task waits for the upstream (the paused reply): the
+    text chunks that come after the pause are framed and written in the socket's read callback, with no task
+    woken (counted by the metric), and the bytes are still the translator's."""
+    bodies, writes = [], []
+    for server in servers:
+        before = relayed_writes(server)
+        backend.push(Reply(text="abcdefghijkl", chunk_size=2, pause_after=2))
+        with httpx.stream("POST", f"{server.base_url}/responses", timeout=60,
+                          json={"model": "m", "input": "hi", "stream": True}) as response:
+            body, reads = b"", response.iter_raw()
+            for data in reads:
+                body += data
+                if b'"delta":"ab"' in body:
+                    break
+            backend.resume()
+            for data in reads:
+                body += data
+        bodies.append(body)
+        writes.append(relayed_writes(server) - before)
+    assert normalized(bodies[0]) == normalized(bodies[1])
+    found = events(bodies[0])
+    assert check_stream(found).output_text == "abcdefghijkl"
+    assert [e.sequence_number for e in found] == list(range(len(found)))
+    assert writes[0] >= 1 and writes[1] == 0

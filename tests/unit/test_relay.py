@@ -137,3 +137,34 @@ def test_a_relay_only_where_its_frames_go_out_as_they_are() -> None:
             assert (relay_for(backend, state, translator, moderated) is not None) is expected
         finally:
             READ_AHEAD.reset(token)
+
+
+def test_the_tap_takes_text_from_a_read_and_leaves_the_task_every_byte_from_the_first_chunk_it_declines() -> None:
+    from parley.backends.openai_compat import _Lines, _tap
+
+    async def write(data: bytes) -> None:
+        return None
+
+    def text(piece: bytes) -> bytes:
+        return b'data: {"choices":[{"index":0,"delta":{"content":"%s"}}]}\n\n' % piece
+
+    finish = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+    translator, state = open_part()
+    relay = TextRelay(state, translator)
+    relay.aim(translator.text_part())
+    written: list[bytes] = []
+    writable = [False]
+    ahead = ReadAhead(write, relay=True, writable=lambda: writable[0], write_now=written.append)
+    lines = _Lines()
+    tap = _tap(lines, relay, ahead)
+    assert tap(text(b"a")) == text(b"a") and not written  # the client's transport is full: the task reads it
+    writable[0] = True
+    assert tap(text(b"a") + text(b"b")[:20]) == b""  # one chunk taken, a partial line kept
+    assert tap(text(b"b")[20:] + finish + b"data: [DO") == finish + b"data: [DO"  # "b" taken; the rest left
+    assert lines.rest == b""  # (the partial line went with what was left, in order)
+    frames = [event for data in written for event in data.split(b"\n\n") if event]
+    assert [orjson.loads(frame.split(b"data: ", 1)[1])["delta"] for frame in frames] == ["a", "b"]
+    assert [orjson.loads(frame.split(b"data: ", 1)[1])["sequence_number"] for frame in frames] == [41, 42]
+    assert translator.text_part() is not None and state.sequence == 43
+    relay.aim(None)
+    assert tap(text(b"c")) == text(b"c")  # no open text part: nothing taken

@@ -12,15 +12,20 @@ class ReadAhead:
     streamed response's writer (:func:`parley.http.sse.write_events`) sets one for its task and holds frames
     back (in ``held``) while ``more`` is true, so that the events of every chunk one read brought go out in one
     write.  A backend that cannot tell leaves it false, and each event goes out as it comes.  A text relay
-    (:mod:`parley.engine.relay`) adds its frames to ``held`` itself and writes them with :meth:`flush`."""
+    (:mod:`parley.engine.relay`) adds its frames to ``held`` itself and writes them with :meth:`flush`; or, from
+    the upstream socket's read callback while the task waits, with ``write_now`` where ``writable()`` says the
+    client's transport takes them at once (nothing held, nothing being sent, the client reading)."""
 
-    __slots__ = ("more", "held", "write", "relay")
+    __slots__ = ("more", "held", "write", "relay", "writable", "write_now")
 
-    def __init__(self, write: Callable[[bytes], Awaitable[None]] | None = None, relay: bool = False) -> None:
+    def __init__(self, write: Callable[[bytes], Awaitable[None]] | None = None, relay: bool = False,
+                 writable: Callable[[], bool] | None = None, write_now: Callable[[bytes], None] | None = None) -> None:
         self.more = False
         self.held: list[bytes] = []  # frames the writer's next write carries
         self.write = write  # the writer's write to the client
         self.relay = relay and write is not None  # whether a text relay may add frames and write them
+        self.writable = writable if self.relay else None  # whether write_now may write now
+        self.write_now = write_now
 
     async def flush(self) -> None:
         """Write the frames held."""

@@ -34,7 +34,7 @@ import re
 import ssl
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 import httptools
@@ -96,6 +96,9 @@ class Connection(asyncio.Protocol):
         self._last_read = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        # What reads the body in the read callback itself while the task waits for it: given a read's bytes,
+        # it returns those it leaves to the task (empty: it took them all).  Set per request; see on_body.
+        self.tap: Callable[[bytes], bytes] | None = None
 
     # The protocol's side (the event loop's callbacks)
 
@@ -173,12 +176,16 @@ class Connection(asyncio.Protocol):
                 body = self._decoder.decompress(body)
             except zlib.error as exc:
                 raise Malformed(f"the upstream's compressed body is corrupt: {exc}") from None
+        waiter = self._waiter
+        if self.tap is not None and waiter is not None and not waiter.done() and not self._body:
+            body = self.tap(body)  # (only while the task waits with nothing unread: the bytes stay in order)
+            if not body:
+                return
         self._body.append(body)
         self._held += len(body)
         if self._held > HIGH_WATER and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
-        waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
@@ -255,7 +262,7 @@ class Connection(asyncio.Protocol):
         self._stop_timers()
         reusable = (self._complete and self._keep_alive and not self.closed and not self._body and parser is not None
                     and self.transport is not None and not self.transport.is_closing())
-        self._parser, self._head, self._body, self._held = None, None, [], 0
+        self._parser, self._head, self._body, self._held, self.tap = None, None, [], 0, None
         if reusable:
             self.pool.keep(self)
         else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -205,16 +205,54 @@ def _backoff(attempt: int, retry_after: str | None) -> float:
     return min(0.25 * 2 ** (attempt - 1), 4.0)
 
 
-async def _reads(response: Connection) -> AsyncIterator[list[bytes]]:
-    """The body's lines, one list per read of the complete lines it brought, with no limit on a line's length;
-    then the body's last line if no line end closed it."""
-    rest = b""
+class _Lines:
+    """An SSE body's lines, split as the reads bring them, with no limit on a line's length: the task's reads
+    and the relay's tap (:func:`_tap`) share the partial line a read ends with."""
+
+    __slots__ = ("rest",)
+
+    def __init__(self) -> None:
+        self.rest = b""
+
+    def split(self, data: bytes) -> list[bytes]:
+        lines = (self.rest + data).split(b"\n")
+        self.rest = lines.pop()
+        return lines
+
+
+async def _reads(response: Connection, lines: _Lines) -> AsyncIterator[list[bytes]]:
+    """The body's lines, one list per read of the complete lines it brought; then the body's last line if no
+    line end closed it."""
     async for data in response.chunks():
-        lines = (rest + data).split(b"\n")
-        rest = lines.pop()
-        yield lines
-    if rest:
-        yield [rest]
+        yield lines.split(data)
+    if lines.rest:
+        yield [lines.rest]
+
+
+def _tap(lines: _Lines, relay: Any, ahead: Any) -> Callable[[bytes], bytes]:
+    """What reads the upstream's body in the socket's read callback while the response's task waits for it
+    (:attr:`parley.backends.http1.Connection.tap`): the plain text chunks at the start of a read are framed by the
+    relay and written to the client's transport at once, with no task woken; the rest of the read, from the first
+    chunk the relay declines, is left to the task, as bytes it reads as if they had just come.  It takes nothing
+    unless the relay is aimed at an open text part and the client's transport takes the frames now."""
+
+    def tap(data: bytes) -> bytes:
+        if not relay.aimed or ahead.held or not ahead.writable():
+            return data
+        split = lines.split(data)
+        left = b""
+        for j, line in enumerate(split):
+            if line.startswith(b"data:") and not relay.take(line[5:].strip()):
+                left = b"\n".join(split[j:]) + b"\n" + lines.rest
+                lines.rest = b""
+                break
+        if relay.pending:
+            frames: list[bytes] = []
+            relay.into(frames)
+            ahead.write_now(frames[0] if len(frames) == 1 else b"".join(frames))
+        return left
+
+    return tap
 
 
 def _payloads(lines: list[bytes]) -> list[bytes]:
@@ -226,12 +264,16 @@ async def _chunks(response: Connection, relay: Any = None) -> AsyncIterator[Any]
     """Parse ``data:`` lines into chunks; the stream must end with ``[DONE]`` or a finish reason.  The task's
     :class:`ReadAhead` says, for each chunk, whether another one this read brought follows.  With a ``relay``
     (:mod:`parley.engine.relay`), the plain text chunks it takes are not yielded: their frames join the writer's
-    held frames, and go out at the end of the read."""
+    held frames, and go out at the end of the read; or, where the writer can write from a callback, they are
+    taken and written in the socket's read callback (:func:`_tap`)."""
     ahead = READ_AHEAD.get()
     finished = False
+    lines = _Lines()
+    if relay is not None and ahead is not None and ahead.writable is not None:
+        response.tap = _tap(lines, relay, ahead)
     try:
-        async for lines in _reads(response):
-            payloads = _payloads(lines)
+        async for lines_read in _reads(response, lines):
+            payloads = _payloads(lines_read)
             last = len(payloads) - 1
             for i, payload in enumerate(payloads):
                 if relay is not None and relay.aimed and relay.take(payload):
@@ -249,6 +291,7 @@ async def _chunks(response: Connection, relay: Any = None) -> AsyncIterator[Any]
                 relay.into(ahead.held)
                 await ahead.flush()
     finally:
+        response.tap = None
         if ahead is not None:
             ahead.more = False
     if not finished:

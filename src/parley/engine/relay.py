@@ -15,6 +15,11 @@ It runs where its frames can go out as they are: a response streamed as SSE (the
 holding events back and no citations to look for in the text.  The frames are numbered from the run's own
 counter (:attr:`parley.engine.turn.RunState.sequence`), which the engine advances past them.
 
+Where the response's writer can also write from a callback (a stream served by ``parley serve``, whose client is
+reading), the backend runs the relay in the upstream socket's read callback while the task waits for the upstream,
+and the frames go to the client's transport from there (:func:`parley.backends.openai_compat._tap`): a token then
+wakes no task at all.
+
 ``--text-relay false`` turns it off (every chunk through the translator); the tests compare the two on the same
 recorded upstream streams, byte for byte.
 """

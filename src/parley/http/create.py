@@ -22,6 +22,7 @@ from parley.auth import CALLER_KEY
 from parley.errors import InvalidRequest, ParleyError
 from parley.http.bodies import collect, loads
 from parley.http.error_handlers import ERROR_KEY
+from parley.http.protocol import CYCLE_KEY
 from parley.http.sse import SSE_HEADERS, SlowClients, write_events, write_frames
 from parley.http.websocket import serve_socket
 from parley.prompts.templates import apply as apply_prompt
@@ -83,7 +84,7 @@ class CreateRoute:
                 scope[ERROR_KEY] = exc
                 await send_json(send, exc.status_code, exc.body(), exc.header_pairs())
 
-            await write_events(server.engine.run(turn), server, send, self.slow_clients, refuse)
+            await write_events(server.engine.run(turn), server, send, self.slow_clients, refuse, scope.get(CYCLE_KEY))
             return
         result = await server.engine.respond(turn)
         await send_json(send, 200, to_json(result))

@@ -6,6 +6,10 @@ the connection (and a file descriptor) for as long as it likes.  This protocol c
 whose request headers are not complete ``header_timeout_s`` seconds after the connection opened or
 after the request's first byte.  The value comes from uvicorn's ``Config`` (``config.header_timeout_s``),
 which ``parley serve`` sets, so it reaches ``--workers`` processes with the rest of the config.
+
+It also puts each request's response cycle in its scope (``CYCLE_KEY``), so that a streamed response's text
+relay can write frames from the upstream socket's read callback straight to the client's transport, framed as
+the cycle frames its body (:meth:`parley.http.sse._Client.write_now`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 DEFAULT_HEADER_TIMEOUT_S = 10.0
+CYCLE_KEY = "parley.cycle"  # the request's uvicorn cycle, in its scope: a stream's relay writes to its transport
 
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):
@@ -49,6 +54,9 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm_header_timer()
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:  # (not an upgrade: this request's own cycle)
+            self.scope[CYCLE_KEY] = cycle
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_timer()

@@ -39,12 +39,28 @@ class _Client:
     runs on at the model's pace whatever the client does.  A stalled send is found by :class:`SlowClients`
     (one look a second for all streams: a timer per frame cost 5 % of a streamed token's CPU)."""
 
-    def __init__(self, send: Any, start: dict[str, Any] | None = None) -> None:
+    def __init__(self, send: Any, start: dict[str, Any] | None = None, cycle: Any = None) -> None:
         self.send = send
         self.start = start  # the response's start, sent with its first frame
         self.gone = False
         self.sending_since = 0.0  # when the send in progress began (0: none)
         self.stalled = False
+        self.cycle = cycle  # uvicorn's cycle of the request (parley.http.protocol.CYCLE_KEY), or None
+        self.written_now = 0  # writes made by write_now
+
+    def writable(self) -> bool:
+        """Whether :meth:`write_now` may write: the response started with chunked framing, no send is in
+        progress, and the client is there and reading (its transport is not full)."""
+        cycle = self.cycle
+        return (not self.gone and self.start is None and not self.sending_since and cycle.response_started
+                and not cycle.response_complete and not cycle.disconnected and cycle.chunked_encoding is True
+                and not cycle.flow.write_paused and not cycle.transport.is_closing())
+
+    def write_now(self, data: bytes) -> None:
+        """Write ``data`` to the client's transport at once, as one chunk of the body, as the cycle's own send
+        frames it (only where :meth:`writable`: from a callback, between two of the task's sends)."""
+        self.cycle.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.written_now += 1
 
     async def write(self, data: bytes, more: bool = True) -> None:
         if self.gone:
@@ -98,17 +114,19 @@ class SlowClients:
 
 
 async def write_events(events: AsyncIterator[ResponseStreamEvent], runtime: Runtime, send: Any,
-                       slow: SlowClients, refuse: Callable[[ParleyError], Awaitable[None]]) -> None:
+                       slow: SlowClients, refuse: Callable[[ParleyError], Awaitable[None]], cycle: Any = None) -> None:
     """Write ``events`` as frames from a task that runs to the end whatever the client does; returns when the
     stream has ended.  The response's start goes with its first frame: a response that does not start (its
-    events raise before the first) is answered by ``refuse`` instead (an HTTP error)."""
-    client = _Client(send, {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+    events raise before the first) is answered by ``refuse`` instead (an HTTP error).  With the request's uvicorn
+    ``cycle``, the text relay may also write frames from the upstream's read callback (:meth:`_Client.write_now`)."""
+    client = _Client(send, {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS}, cycle)
     streams = runtime.metrics.streams
 
     async def pump() -> None:
         streams.inc()
         slow.add(client, asyncio.current_task())  # type: ignore[arg-type]
-        ahead = ReadAhead(client.write, relay=runtime.settings.text_relay)
+        ahead = ReadAhead(client.write, relay=runtime.settings.text_relay,
+                          writable=client.writable if cycle is not None else None, write_now=client.write_now)
         READ_AHEAD.set(ahead)  # (this task's context: the upstream's reads say whether more chunks are ready)
         held = ahead.held
         try:
@@ -129,6 +147,8 @@ async def write_events(events: AsyncIterator[ResponseStreamEvent], runtime: Runt
             streams.dec()
             await client.write(b"".join(held), more=False)
             slow.remove(client)
+            if client.written_now:
+                runtime.metrics.relayed_writes.inc(client.written_now)
 
     await asyncio.shield(runtime.spawn(pump()))
 
