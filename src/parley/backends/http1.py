@@ -22,7 +22,9 @@ What it does, and no more, since one thing uses it (:class:`parley.backends.open
   request's write);
 - a connect timeout, and a read timeout: the longest the upstream may stay silent while an answer is awaited (one
   timer per request, moved on only when it fires, not at every read);
-- back-pressure: a body read faster than its reader takes it stops the socket's reading past ``HIGH_WATER`` bytes.
+- back-pressure: a body read faster than its reader takes it stops the socket's reading past ``HIGH_WATER`` bytes;
+- a ``tap``: what may read the body in the read callback itself while the task waits with nothing unread (the
+  text relay's way to write a token with no task woken: :func:`parley.backends.openai_compat._tap`).
 
 Its errors are :class:`UpstreamError` subclasses, which the backend turns into its typed errors.
 """
