@@ -113,3 +113,13 @@ def test_malformed_keys_stop_serve_in_one_line(tmp_path, option, value, said) ->
                               "http://127.0.0.1:9/v1", "--db", f"sqlite:///{tmp_path / 'p.db'}"],
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and said in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_an_upstream_url_without_http_stops_serve_naming_it(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    refused = subprocess.run([sys.executable, "-m", "parley", "serve", "--upstream", "localhost:8000/v1",
+                              "--db", f"sqlite:///{tmp_path / 'p.db'}"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "upstream 'default': its url must begin with http:// or https:// (got 'localhost:8000/v1')" in refused.stderr

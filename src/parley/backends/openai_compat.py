@@ -70,8 +70,12 @@ class OpenAICompatBackend:
         # Idle pooled connections are closed after KEEPALIVE_S, before the upstream closes them: uvicorn's 5 s
         # (vLLM and many others) is the shortest, and a connection reused as its server closes it fails the
         # request's write; after a burst, several in a row used up the retries (a 502).
-        self._pool = Pool(config.url, connect_timeout_s=min(10.0, config.timeout_s), read_timeout_s=config.timeout_s,
-                          keepalive_s=KEEPALIVE_S)
+        try:
+            self._pool = Pool(config.url, connect_timeout_s=min(10.0, config.timeout_s),
+                              read_timeout_s=config.timeout_s, keepalive_s=KEEPALIVE_S)
+        except ValueError:
+            raise ValueError(f"upstream {config.name!r}: its url must begin with http:// or https:// "
+                             f"(got {config.url!r})") from None
 
     async def start(self) -> None:
         return None
