@@ -7,6 +7,7 @@ import asyncio
 import datetime
 import gzip
 import ipaddress
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
@@ -24,13 +25,13 @@ class Server:
     """A TCP server on 127.0.0.1 that runs ``handler`` for each connection, counting connections and noting
     each one's end (the client's close)."""
 
-    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
-        self.handler, self.tls = handler, tls
+    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> None:
+        self.handler, self.tls, self.host = handler, tls, host
         self.connections = 0
         self.closed = asyncio.Event()  # a connection was closed by the client
 
     async def __aenter__(self) -> Server:
-        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=self.tls)
+        self.server = await asyncio.start_server(self._accept, self.host, 0, ssl=self.tls)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 
@@ -280,6 +281,36 @@ async def test_a_request_given_up_closes_its_connection() -> None:
         connection.release()
         await server.closed.wait()
         assert pool._idle == []
+
+
+async def test_a_host_name_is_resolved_once_for_the_connections_made_after_it() -> None:
+    found = await asyncio.get_running_loop().getaddrinfo("localhost", 0, type=socket.SOCK_STREAM)
+    address = found[0][4][0]  # (where the pool's own lookup will connect first)
+    answer_now = asyncio.Event()
+    heads: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await request_head(reader))
+        await answer_now.wait()
+        writer.write(answer(b"ok"))
+
+    async with Server(serve, host=address) as server:
+        pool = Pool(f"http://localhost:{server.port}/v1", connect_timeout_s=5.0, read_timeout_s=30.0,
+                    keepalive_s=30.0)
+        first = asyncio.ensure_future(pool.request("GET", "/v1/models", {}))
+        while server.connections < 1:
+            await asyncio.sleep(0.01)
+        assert pool._resolved is not None and pool._resolved[1] == address
+        stamp = pool._resolved[0]
+        second = asyncio.ensure_future(pool.request("GET", "/v1/models", {}))  # the first holds its connection
+        while server.connections < 2:
+            await asyncio.sleep(0.01)
+        answer_now.set()
+        for connection in await asyncio.gather(first, second):
+            assert await connection.read(10) == b"ok"
+            connection.release()
+        assert pool._resolved[0] == stamp  # the second connection used the first's lookup
+        assert all(b"\r\nHost: localhost:%d\r\n" % server.port in head for head in heads)  # (the name, as written)
 
 
 def _certificate(tmp_path) -> tuple[ssl.SSLContext, str]:
