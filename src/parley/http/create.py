@@ -84,7 +84,9 @@ class CreateRoute:
                 scope[ERROR_KEY] = exc
                 await send_json(send, exc.status_code, exc.body(), exc.header_pairs())
 
-            await write_events(server.engine.run(turn), server, send, self.slow_clients, refuse, scope.get(CYCLE_KEY))
+            cycle = scope.get(CYCLE_KEY)  # (a weak reference: served by parley serve's protocol)
+            await write_events(server.engine.run(turn), server, send, self.slow_clients, refuse,
+                               cycle() if cycle is not None else None)
             return
         result = await server.engine.respond(turn)
         await send_json(send, 200, to_json(result))

@@ -7,7 +7,7 @@ whose request headers are not complete ``header_timeout_s`` seconds after the co
 after the request's first byte.  The value comes from uvicorn's ``Config`` (``config.header_timeout_s``),
 which ``parley serve`` sets, so it reaches ``--workers`` processes with the rest of the config.
 
-It also puts each request's response cycle in its scope (``CYCLE_KEY``), so that a streamed response's text
+It also puts a weak reference to each request's response cycle in its scope (``CYCLE_KEY``), so that a streamed response's text
 relay can write frames from the upstream socket's read callback straight to the client's transport, framed as
 the cycle frames its body (:meth:`parley.http.sse._Client.write_now`).
 """
@@ -15,12 +15,14 @@ the cycle frames its body (:meth:`parley.http.sse._Client.write_now`).
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 DEFAULT_HEADER_TIMEOUT_S = 10.0
-CYCLE_KEY = "parley.cycle"  # the request's uvicorn cycle, in its scope: a stream's relay writes to its transport
+CYCLE_KEY = "parley.cycle"  # a weak reference to the request's uvicorn cycle, in its scope (the cycle holds the
+# scope: a strong one would make every request's scope and cycle a reference cycle, left to the garbage collector)
 
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):
@@ -56,7 +58,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:  # (not an upgrade: this request's own cycle)
-            self.scope[CYCLE_KEY] = cycle
+            self.scope[CYCLE_KEY] = weakref.ref(cycle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_timer()
