@@ -7,9 +7,9 @@ whose request headers are not complete ``header_timeout_s`` seconds after the co
 after the request's first byte.  The value comes from uvicorn's ``Config`` (``config.header_timeout_s``),
 which ``parley serve`` sets, so it reaches ``--workers`` processes with the rest of the config.
 
-It also puts a weak reference to each request's response cycle in its scope (``CYCLE_KEY``), so that a streamed response's text
-relay can write frames from the upstream socket's read callback straight to the client's transport, framed as
-the cycle frames its body (:meth:`parley.http.sse._Client.write_now`).
+It also puts a weak reference to each request's response cycle in its scope (``CYCLE_KEY``), so that a
+streamed response's text relay can write frames from the upstream socket's read callback straight to the
+client's transport, framed as the cycle frames its body (:meth:`parley.http.sse._Client.write_now`).
 """
 
 from __future__ import annotations
