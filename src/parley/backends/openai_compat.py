@@ -246,7 +246,8 @@ def _tap(lines: _Lines, relay: Any, ahead: Any) -> Callable[[bytes], bytes]:
         split = lines.split(data)
         left = b""
         for j, line in enumerate(split):
-            if line.startswith(b"data:") and not relay.take(line[5:].strip()):
+            payload = _payload(line)
+            if payload is not None and not relay.take(payload):
                 left = b"\n".join(split[j:]) + b"\n" + lines.rest
                 lines.rest = b""
                 break
@@ -259,9 +260,15 @@ def _tap(lines: _Lines, relay: Any, ahead: Any) -> Callable[[bytes], bytes]:
     return tap
 
 
+def _payload(line: bytes) -> bytes | None:
+    """A ``data:`` line's payload; ``None`` for any other line (other SSE fields and comments are passed over).
+    The one reading of a line, for the task's reads and the relay's tap alike."""
+    return line[5:].strip() if line.startswith(b"data:") else None
+
+
 def _payloads(lines: list[bytes]) -> list[bytes]:
-    """The payloads of the ``data:`` lines among ``lines`` (other SSE fields and comments are passed over)."""
-    return [line[5:].strip() for line in lines if line.startswith(b"data:")]
+    """The payloads of the ``data:`` lines among ``lines``."""
+    return [payload for line in lines if (payload := _payload(line)) is not None]
 
 
 async def _chunks(response: Connection, relay: Any = None) -> AsyncIterator[Any]:
