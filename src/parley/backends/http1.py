@@ -69,8 +69,8 @@ class Pool:
             raise ValueError(f"not an http(s) URL: {url!r}")
         self.tls = parts.scheme == "https"
         self.host = parts.hostname
-        self.port = parts.port or (443 if self.tls else 80)
         default = 443 if self.tls else 80
+        self.port = parts.port or default
         host = f"[{self.host}]".encode() if ":" in self.host else self.host.encode("idna")
         self.authority = host if self.port == default else b"%s:%d" % (host, self.port)
         self.prefix = parts.path.rstrip("/")  # the URL's path, which the caller's paths usually begin with
@@ -106,10 +106,10 @@ class Pool:
 
     def keep(self, connection: Connection) -> None:
         if self._closed:
-            connection._abort()
+            connection.abort()
             return
         self._idle.append(connection)
-        connection._idle_timer = asyncio.get_running_loop().call_later(self.keepalive_s, connection._abort)
+        connection.park(self.keepalive_s)
 
     def forget(self, connection: Connection) -> None:
         if connection in self._idle:
@@ -119,15 +119,12 @@ class Pool:
         self._closed = True
         idle, self._idle = self._idle, []
         for connection in idle:
-            connection._abort()
+            connection.abort()
 
     def _take(self) -> Connection | None:
         while self._idle:
             connection = self._idle.pop()
-            if connection._idle_timer is not None:
-                connection._idle_timer.cancel()
-                connection._idle_timer = None
-            if not connection.closed and connection.transport is not None and not connection.transport.is_closing():
+            if connection.unpark():
                 return connection
         return None
 
@@ -154,14 +151,20 @@ class Pool:
         would otherwise ask the resolver, in threads, once each), or its address as written."""
         if self._numeric:
             return self.host
-        resolved = self._resolved
-        if resolved is not None and time.monotonic() - resolved[0] <= DNS_TTL_S:
-            return resolved[1]
-        async with self._resolving:  # (one lookup for a burst of new connections)
-            resolved = self._resolved
-            if resolved is None or time.monotonic() - resolved[0] > DNS_TTL_S:
+        address = self._fresh()
+        if address is not None:
+            return address
+        async with self._resolving:  # (one lookup for a burst of new connections: the first; the others wait)
+            address = self._fresh()
+            if address is None:
                 found = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
                 if not found:
                     raise OSError(f"{self.host} has no address")
-                resolved = self._resolved = (time.monotonic(), str(found[0][4][0]))
-        return resolved[1]
+                address = str(found[0][4][0])
+                self._resolved = (time.monotonic(), address)
+        return address
+
+    def _fresh(self) -> str | None:
+        """The address the host name was resolved to less than ``DNS_TTL_S`` ago, if any."""
+        resolved = self._resolved
+        return resolved[1] if resolved is not None and time.monotonic() - resolved[0] <= DNS_TTL_S else None

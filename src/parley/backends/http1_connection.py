@@ -90,7 +90,7 @@ class Connection(asyncio.Protocol):
         self._last_read = time.monotonic()
         parser = self._parser
         if parser is None:  # bytes on an idle connection: it cannot be reused
-            self._abort()
+            self.abort()
             return
         try:
             parser.feed_data(data)
@@ -98,7 +98,7 @@ class Connection(asyncio.Protocol):
             cause = exc.__context__
             self._fail(cause if isinstance(cause, UpstreamError)
                        else Malformed(f"the upstream's answer is not valid HTTP/1.1: {exc}"))
-            self._abort()
+            self.abort()
 
     def eof_received(self) -> bool:
         return False  # (the transport closes; connection_lost says what that means)
@@ -114,12 +114,6 @@ class Connection(asyncio.Protocol):
             return
         self._fail(Dropped("the connection closed before the answer was complete"
                            + (f" ({exc!r})" if exc is not None else "")))
-
-    def pause_writing(self) -> None:  # (asyncio.Protocol: a large request body waits in the transport)
-        return None
-
-    def resume_writing(self) -> None:
-        return None
 
     # httptools' callbacks
 
@@ -241,15 +235,30 @@ class Connection(asyncio.Protocol):
         sides keep it alive, else it is closed."""
         parser = self._parser
         self._stop_timers()
-        reusable = (self._complete and self._keep_alive and not self.closed and not self._body and parser is not None
-                    and self.transport is not None and not self.transport.is_closing())
+        reusable = self._complete and self._keep_alive and not self._body and parser is not None and self._open()
         self._parser, self._head, self._body, self._held, self.tap = None, None, [], 0, None
         if reusable:
             self.pool.keep(self)
         else:
-            self._abort()
+            self.abort()
+
+    # The pool's side
+
+    def park(self, after_s: float) -> None:
+        """Idle in the pool: closed if not taken within ``after_s``."""
+        self._idle_timer = asyncio.get_running_loop().call_later(after_s, self.abort)
+
+    def unpark(self) -> bool:
+        """Taken from the pool for a request: whether it is still open (a closed one is dropped)."""
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        return self._open()
 
     # Inside
+
+    def _open(self) -> bool:
+        return not self.closed and self.transport is not None and not self.transport.is_closing()
 
     def _ends_at_close(self) -> bool:
         return "content-length" not in self.headers and "chunked" not in self.headers.get("transfer-encoding", "")
@@ -264,7 +273,7 @@ class Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
         self._stop_timers()
         if self.transport is not None and not self.closed:
             self.transport.abort()
@@ -283,7 +292,7 @@ class Connection(asyncio.Protocol):
             self._arm(timeout - silent if not self._paused else timeout)
             return
         self._fail(ReadTimeout(f"the upstream sent nothing for {timeout:g} s"))
-        self._abort()
+        self.abort()
 
     def _stop_timers(self) -> None:
         if self._timer is not None:
