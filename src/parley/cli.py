@@ -123,7 +123,7 @@ def serve(settings: Settings) -> None:
         print(f"parley: {exc}", file=sys.stderr)
         sys.exit(2)
     if settings.workers == 1:
-        config = uvicorn.Config(create_app(settings, router=router), **options)
+        config = uvicorn.Config(create_app(settings, router=router, server=True), **options)
         config.header_timeout_s = settings.header_timeout_s  # type: ignore[attr-defined]
         server = uvicorn.Server(config)
         server.run()
@@ -154,7 +154,7 @@ def app_from_environment() -> Any:
 
     settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
     configure_logging(settings.log_level, settings.log_format)
-    return create_app(settings)
+    return create_app(settings, server=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from parley import heap
 from parley.backends.router import Router
 from parley.console.prompts import prompt_pages
 from parley.console.access import ConsoleHeaders
@@ -32,13 +33,16 @@ from parley.runtime import Runtime
 from parley.settings import Settings
 
 
-def create_app(settings: Settings, *, router: Router | None = None) -> FastAPI:
-    """The ASGI app for ``settings``; the store and backends open in its lifespan."""
+def create_app(settings: Settings, *, router: Router | None = None, server: bool = False) -> FastAPI:
+    """The ASGI app for ``settings``; the store and backends open in its lifespan.  ``server``: the app is its
+    process's server (``parley serve``), whose heap settles once started (:mod:`parley.heap`)."""
     runtime = Runtime(settings, router)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        if server:
+            heap.settle()
         try:
             yield
         finally:
