@@ -7,9 +7,9 @@ interleaved so that a machine that slows down slows each of them alike.
 
 Each round asks each server (and the upstream directly) ``--requests`` times in a row, one stream at a time, for
 a 20-token answer from ``bench/upstream.py`` with 1 ms to its first token; a round's figure is the median time to
-the first ``output_text.delta`` (directly: the first content chunk). ``--db postgres`` gives each checkout a new
-database on the PostgreSQL at ``PARLEY_TEST_POSTGRES`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``),
-dropped afterwards.
+the first ``output_text.delta`` (directly: the first content chunk), and the p99 is of every request of every
+round.  ``--db postgres`` gives each checkout a new database on the PostgreSQL at ``PARLEY_TEST_POSTGRES``
+(default ``postgresql://postgres@127.0.0.1:5432/postgres``), dropped afterwards.
 
 ``--folded``: the same for non-streamed responses (the whole answer's latency, directly the whole completion's),
 and the server's CPU milliseconds per response over each round (its user and system time in ``/proc``).
@@ -84,6 +84,10 @@ async def folded(paths: Paths, url: str | None, store: bool, m: str) -> float:
     return time.perf_counter() - start
 
 
+def p99(times: list[float]) -> float:
+    return statistics.quantiles(times, n=100)[98]
+
+
 def cpu_ms(pid: int | None) -> float:
     if pid is None:
         return 0.0
@@ -92,8 +96,9 @@ def cpu_ms(pid: int | None) -> float:
 
 
 async def measure(upstream: str, servers: dict[str, tuple[str, int]], rounds: int, requests: int,
-                  whole: bool = False) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Each case's medians per round, and (``whole``) its server's CPU milliseconds per response per round."""
+                  whole: bool = False) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[float]]]:
+    """Each case's medians per round, (``whole``) its server's CPU milliseconds per response per round, and every
+    time it measured (ms)."""
     paths = Paths(upstream, "")
     m = model(ttft_ms=1, tokens=20)
     ask = folded if whole else first_token
@@ -102,6 +107,7 @@ async def measure(upstream: str, servers: dict[str, tuple[str, int]], rounds: in
         for name, (url, pid) in servers.items() for store in (True, False)]
     medians: dict[str, list[float]] = {case[0]: [] for case in cases}
     cpu: dict[str, list[float]] = {case[0]: [] for case in cases if case[3] is not None}
+    every: dict[str, list[float]] = {case[0]: [] for case in cases}
     try:
         for _, url, store, _ in cases:  # warm: connections, caches
             for _ in range(20):
@@ -111,11 +117,12 @@ async def measure(upstream: str, servers: dict[str, tuple[str, int]], rounds: in
                 used = cpu_ms(pid)
                 times = [await ask(paths, url, store, m) for _ in range(requests)]
                 medians[name].append(statistics.median(times) * 1000)
+                every[name].extend(t * 1000 for t in times)
                 if pid is not None:
                     cpu[name].append((cpu_ms(pid) - used) / requests)
     finally:
         await paths.http.close()
-    return medians, cpu
+    return medians, cpu, every
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,19 +149,23 @@ def main(argv: list[str] | None = None) -> int:
                     "--upstream", upstream, "--db", db, "--log-level", "warning",
                     env={"PYTHONPATH": str(checkout / "src")}))
                 servers[f"{checkout.name} ({i})"] = (server.base_url, server.process.pid)
-            medians, cpu = asyncio.run(measure(upstream, servers, args.rounds, args.requests, args.folded))
+            medians, cpu, every = asyncio.run(measure(upstream, servers, args.rounds, args.requests, args.folded))
     finally:
         if args.db == "postgres":
             asyncio.run(_databases(names, create=False))
     direct = statistics.median(medians["direct"])
     what = "non-streamed latency" if args.folded else "time to the first token"
-    print(f"{what}, ms: the median of each round's median ({args.requests} requests), {args.db}\n")
-    print("| server | rounds | median | added |" + (" CPU ms per response, rounds |" if args.folded else "") +
-          "\n| --- | --- | --- | --- |" + (" --- |" if args.folded else ""))
+    direct_p99 = p99(every["direct"])
+    print(f"{what}, ms: the median of each round's median ({args.requests} requests), and the 99th percentile of "
+          f"every request of every round, {args.db}\n")
+    print("| server | rounds | median | added | p99 | added |" + (" CPU ms per response, rounds |" if args.folded else "")
+          + "\n| --- | --- | --- | --- | --- | --- |" + (" --- |" if args.folded else ""))
     for name, values in medians.items():
         added = "" if name == "direct" else f"+{statistics.median(values) - direct:.2f}"
+        added_p99 = "" if name == "direct" else f"+{p99(every[name]) - direct_p99:.2f}"
         used = f" {' '.join(f'{v:.3f}' for v in cpu.get(name, []))} |" if args.folded else ""
-        print(f"| {name} | {' '.join(f'{v:.2f}' for v in values)} | {statistics.median(values):.2f} | {added} |{used}")
+        print(f"| {name} | {' '.join(f'{v:.2f}' for v in values)} | {statistics.median(values):.2f} | {added} | "
+              f"{p99(every[name]):.2f} | {added_p99} |{used}")
     return 0
 
 
