@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from parley.errors import InvalidRequest, StoreTimeout, StoreUnavailable
 from parley.store import faults
+from parley.store.checkpoints import WRITER_PRAGMAS, Checkpointer
 from parley.store.migrations import MIGRATIONS, statements_for
 from parley.store.tables import migrations_table
 
@@ -66,6 +67,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    for pragma in WRITER_PRAGMAS:  # checkpoints on a thread of their own (parley.store.checkpoints)
+        cursor.execute(pragma)
     cursor.close()
 
 
@@ -122,6 +125,9 @@ class Database:
         # the writer and each other); made at the first read.
         self._readers: ThreadPoolExecutor | None = None
         self._read_engine: sa.Engine | None = None
+        self.checkpoints: Checkpointer | None = None
+        if not isinstance(engine, AsyncEngine) and engine.url.database not in (None, "", ":memory:"):
+            self.checkpoints = Checkpointer(engine)
 
     @property
     def is_postgres(self) -> bool:
@@ -159,7 +165,14 @@ class Database:
                 async with self.engine.begin() as conn:
                     return await conn.run_sync(operation)
         # a local file: its lock waits are bounded by the busy timeout; waiting for the thread is load
-        return await asyncio.get_running_loop().run_in_executor(self._thread, _transaction, self.engine, operation)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._write, operation)
+
+    def _write(self, operation: Callable[[sa.Connection], T]) -> T:
+        """On the writing thread: ``operation`` in one transaction, then a look at the log's size."""
+        result = _transaction(self.engine, operation)  # type: ignore[arg-type]
+        if self.checkpoints is not None:
+            self.checkpoints.after_commit()
+        return result
 
     async def _classified(self, work: Awaitable[T]) -> T:
         """``work``'s result; its failure as the request's 400, a slow statement (504), the database's absence
@@ -225,6 +238,8 @@ class Database:
         if isinstance(self.engine, AsyncEngine):
             await self.engine.dispose()
             return
+        if self.checkpoints is not None:
+            await asyncio.to_thread(self.checkpoints.close)
         await asyncio.get_running_loop().run_in_executor(self._thread, self.engine.dispose)
         assert self._thread is not None
         self._thread.shutdown(wait=True)
