@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     direct_p99 = p99(every["direct"])
     print(f"{what}, ms: the median of each round's median ({args.requests} requests), and the 99th percentile of "
           f"every request of every round, {args.db}\n")
-    print("| server | rounds | median | added | p99 | added |" + (" CPU ms per response, rounds |" if args.folded else "")
+    cpu_column = " CPU ms per response, rounds |" if args.folded else ""
+    print("| server | rounds | median | added | p99 | added |" + cpu_column
           + "\n| --- | --- | --- | --- | --- | --- |" + (" --- |" if args.folded else ""))
     for name, values in medians.items():
         added = "" if name == "direct" else f"+{statistics.median(values) - direct:.2f}"

@@ -8,7 +8,8 @@ stopping every stream for that long; with the young collections, the collector t
 CPU.  :func:`settle`, once the app has started, collects start-up's garbage, freezes the rest out of the collector
 (``gc.freeze``: no collection walks it again, so a cycle among those objects would never be freed, and they live
 as long as the process anyway) and raises the youngest generation's threshold, so that a request's short-lived
-objects die by reference count before a collection looks at them.  ``bench/README.md`` ("The collector") has the measurements.
+objects die by reference count before a collection looks at them.  ``bench/README.md`` ("The collector") has
+the measurements.
 
 Only the server's own processes settle: the in-process client (:mod:`parley.library`) lives in its caller's
 process, whose collector is the caller's business.

@@ -30,6 +30,10 @@ def wal_bytes(path) -> int:
     return wal.stat().st_size if wal.exists() else 0
 
 
+async def notes(store) -> int:
+    return await store.read(lambda conn: conn.execute(sa.text("SELECT count(*) FROM notes")).scalar())
+
+
 async def write(store, text: str) -> None:
     await store.run(lambda conn: conn.execute(sa.text("INSERT INTO notes (body) VALUES (:b)"), {"b": text}))
 
@@ -55,8 +59,7 @@ async def test_the_log_is_copied_back_off_the_writer_and_started_again(tmp_path)
         assert checkpoints.finished == 1
         await write(store, "and after")  # the log starts again, truncated to this commit's pages
         assert wal_bytes(path) < 64 * 1024 < size
-        count = await store.read(lambda conn: conn.execute(sa.text("SELECT count(*) FROM notes")).scalar())
-        assert count == 7
+        assert await notes(store) == 7
     finally:
         await store.close()
     assert not [t for t in threading.enumerate() if t.name == "parley-sqlite-checkpoint"]
@@ -92,8 +95,7 @@ async def test_a_reader_holding_the_log_defers_the_restart_not_the_data(tmp_path
         assert checkpoints.finished == 1
         await write(store, "and after")
         assert wal_bytes(path) < 64 * 1024
-        count = await store.read(lambda conn: conn.execute(sa.text("SELECT count(*) FROM notes")).scalar())
-        assert count == 7
+        assert await notes(store) == 7
     finally:
         await store.close()
 
@@ -126,8 +128,7 @@ async def test_the_writer_finishes_a_copy_made_while_it_wrote(tmp_path) -> None:
         assert checkpoints.finished == 1
         await write(store, "after")
         assert wal_bytes(path) < 64 * 1024
-        count = await store.read(lambda conn: conn.execute(sa.text("SELECT count(*) FROM notes")).scalar())
-        assert count == 5
+        assert await notes(store) == 5
     finally:
         go.set()
         await store.close()

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any
 
 import sqlalchemy as sa
 
