@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=100, help="tokens per stream (a paced stream of 1,000 "
                         "lasts 20 s: a run lasts at least that long)")
     parser.add_argument("--folded-tokens", default="100", help="tokens of the non-streamed responses, one row each "
-                        "(their difference is what one folded chunk costs)")
+                        "(their difference is what one folded chunk costs; empty: none)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     with synthetic_upstream() as upstream:
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                            "--log-level", "warning") as parley:
             results = asyncio.run(measure(upstream, parley, [int(n) for n in args.streams.split(",") if n],
                                           args.seconds, args.tokens,
-                                          tuple(int(n) for n in args.folded_tokens.split(","))))
+                                          tuple(int(n) for n in args.folded_tokens.split(",") if n)))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
