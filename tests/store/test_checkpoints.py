@@ -132,3 +132,36 @@ async def test_the_writer_finishes_a_copy_made_while_it_wrote(tmp_path) -> None:
     finally:
         go.set()
         await store.close()
+
+
+async def test_a_copy_that_cannot_open_its_connection_is_asked_for_again(tmp_path, caplog) -> None:
+    """The checkpointer's connection could not be opened (a process out of file descriptors): the copy fails,
+    the thread lives on, and a later commit's copy opens it and copies the log."""
+    path = tmp_path / "p.db"
+    store = await open_store(f"sqlite:///{path}")
+    checkpoints = store.checkpoints
+    opened = []
+
+    def connect(*args, **kwargs):
+        opened.append(args)
+        if len(opened) == 1:
+            raise OSError(24, "Too many open files")
+        return real(*args, **kwargs)
+
+    real, checkpoints._connect = checkpoints._connect, connect
+    try:
+        await store.run(lambda conn: conn.execute(sa.text("CREATE TABLE notes (body TEXT)")))
+        checkpoints.threshold = wal_bytes(path) + 100_000
+        for _ in range(2):
+            await write(store, ROW)
+        await until(lambda: checkpoints.copies == 1 and checkpoints.idle(), "the failed copy")
+        assert "Too many open files" in caplog.text
+        await write(store, ROW)  # the log is still past the threshold: asked for again
+        await until(lambda: checkpoints.copies == 2 and checkpoints.idle(), "a second copy")
+        assert len(opened) == 2
+        await write(store, "after")
+        assert checkpoints.finished == 1
+        await write(store, "and after")
+        assert wal_bytes(path) < 64 * 1024
+    finally:
+        await store.close()

@@ -40,6 +40,8 @@ class Checkpointer:
         self._writer = writer
         self._path = str(writer.url.database)
         self._wal = self._path + "-wal"
+        self._connect = writer.dialect.dbapi.connect
+        self._failures = 0  # copies that failed (the first is logged as a warning, the rest at debug level)
         self.threshold = threshold
         self.copies = 0  # the checkpointer's copies, whole or cut short
         self.finished = 0  # the writer's copies of what was written during a whole one
@@ -78,7 +80,7 @@ class Checkpointer:
         self.finished += 1
 
     def _run(self) -> None:
-        conn = self._writer.dialect.dbapi.connect(self._path, check_same_thread=False)
+        conn = None  # opened at the first copy, and again after a copy that could not open it (out of files)
         try:
             while True:
                 self._wake.wait()
@@ -87,14 +89,18 @@ class Checkpointer:
                 self._busy = True
                 self._wake.clear()
                 try:
+                    if conn is None:
+                        conn = self._connect(self._path, check_same_thread=False)
                     busy, frames, copied = conn.execute(CHECKPOINT).fetchone()
                     self._copied = busy == 0 and frames > 0 and copied == frames
-                except Exception as exc:  # another process's checkpoint, or the file gone: a later commit asks again
-                    log.debug("checkpoint of %s not run: %s", self._path, exc)
+                except Exception as exc:  # another process's checkpoint, or no file to open: a later commit asks again
+                    (log.debug if self._failures else log.warning)("checkpoint of %s not run: %s", self._path, exc)
+                    self._failures += 1
                 self.copies += 1
                 self._busy = False
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
     def close(self) -> None:
         with self._lock:
