@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from parley.store import open_store
+from parley.store.checkpoints import applies
 
 pytestmark = pytest.mark.anyio
 
@@ -163,5 +164,24 @@ async def test_a_copy_that_cannot_open_its_connection_is_asked_for_again(tmp_pat
         assert checkpoints.finished == 1
         await write(store, "and after")
         assert wal_bytes(path) < 64 * 1024
+    finally:
+        await store.close()
+
+
+def test_only_a_plain_file_has_its_checkpoints_off_the_commit() -> None:
+    """A URI (``uri=true``) may name the file in ways the log's path cannot be made from, and memory has no log:
+    SQLite checkpoints those in the commit, as by default."""
+    assert applies(sa.make_url("sqlite:////var/lib/parley/p.db"))
+    assert applies(sa.make_url("sqlite:///p.db?timeout=5"))
+    assert not applies(sa.make_url("sqlite:///file:p.db?mode=rwc&uri=true"))
+    assert not applies(sa.make_url("sqlite://"))
+    assert not applies(sa.make_url("sqlite:///:memory:"))
+
+
+async def test_a_database_in_memory_keeps_sqlite_s_own_checkpoints() -> None:
+    store = await open_store("sqlite://")
+    try:
+        assert store.checkpoints is None
+        assert await store.run(lambda conn: conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()) == 1000
     finally:
         await store.close()

@@ -32,6 +32,12 @@ WRITER_PRAGMAS = ("PRAGMA wal_autocheckpoint=0", "PRAGMA journal_size_limit=0")
 CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
 
 
+def applies(url: sa.URL) -> bool:
+    """Whether a SQLite URL names a file whose log the checkpointer can find (not memory, not a ``file:`` URI):
+    elsewhere SQLite checkpoints in the commit, as it does by default."""
+    return url.database not in (None, "", ":memory:") and not url.query.get("uri")
+
+
 class Checkpointer:
     """Checkpoints of the SQLite file that ``writer`` (the store's one writing engine) writes, the bulk of each
     copied on a thread started at the first one needed."""

@@ -29,8 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from parley.errors import InvalidRequest, StoreTimeout, StoreUnavailable
-from parley.store import faults
-from parley.store.checkpoints import WRITER_PRAGMAS, Checkpointer
+from parley.store import checkpoints, faults
 from parley.store.migrations import MIGRATIONS, statements_for
 from parley.store.tables import migrations_table
 
@@ -62,13 +61,14 @@ def _load_sqlite_vec(dbapi_connection: Any) -> None:
     dbapi_connection.enable_load_extension(False)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, own_checkpoints: bool = False) -> None:
     _load_sqlite_vec(dbapi_connection)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    for pragma in WRITER_PRAGMAS:  # checkpoints on a thread of their own (parley.store.checkpoints)
-        cursor.execute(pragma)
+    if own_checkpoints:  # checkpoints on a thread of their own (parley.store.checkpoints)
+        for pragma in checkpoints.WRITER_PRAGMAS:
+            cursor.execute(pragma)
     cursor.close()
 
 
@@ -125,9 +125,9 @@ class Database:
         # the writer and each other); made at the first read.
         self._readers: ThreadPoolExecutor | None = None
         self._read_engine: sa.Engine | None = None
-        self.checkpoints: Checkpointer | None = None
-        if not isinstance(engine, AsyncEngine) and engine.url.database not in (None, "", ":memory:"):
-            self.checkpoints = Checkpointer(engine)
+        self.checkpoints: checkpoints.Checkpointer | None = None
+        if not isinstance(engine, AsyncEngine) and checkpoints.applies(engine.url):
+            self.checkpoints = checkpoints.Checkpointer(engine)
 
     @property
     def is_postgres(self) -> bool:
@@ -274,5 +274,5 @@ def open_engine(url: str, timeout_s: float) -> AsyncEngine | sa.Engine:
 
     engine = sa.create_engine(url, module=sqlean, poolclass=sa.pool.QueuePool, pool_size=1, max_overflow=0,
                               pool_reset_on_return=None, connect_args={"timeout": timeout_s})
-    event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "connect", partial(_sqlite_pragmas, own_checkpoints=checkpoints.applies(parsed)))
     return engine
