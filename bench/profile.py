@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="where py-spy's stacks go (default: a new folder)")
     parser.add_argument("--loads", default="non-streaming,streaming",
                         help="of non-streaming, streaming, short-streams (8 clients streaming 20 tokens unpaced)")
+    parser.add_argument("--db", default=None, help="the server's store (default: a new SQLite file), for example "
+                        "postgresql://postgres@127.0.0.1:5432/a_new_database")
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="parley-profile-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     if not loads or not set(loads) <= {"non-streaming", "streaming", "short-streams"}:
         parser.error(f"--loads: unknown load in {args.loads!r}")
     with run.synthetic_upstream() as upstream, \
-            ParleyProcess("--upstream", upstream, "--db", f"sqlite:///{tempfile.mkdtemp()}/profile.db",
+            ParleyProcess("--upstream", upstream, "--db", args.db or f"sqlite:///{tempfile.mkdtemp()}/profile.db",
                           "--log-level", "warning") as server:
         found = {name: shares(asyncio.run(profile(upstream, server, name, out))) for name in loads}
     print(f"| share of the samples | {' | '.join(loads)} |\n| --- |{' --- |' * len(loads)}")
