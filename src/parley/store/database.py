@@ -40,6 +40,7 @@ POOL_WAIT_S = 30.0  # how long an operation may wait for one of the pool's conne
 NO_ANSWER_GRACE_S = 2.0
 SQLITE_PROGRESS_OPS = 10_000  # SQLite: virtual machine steps between two looks at a read's deadline
 READERS = 2  # SQLite: reading connections beside the writing one (vector store search)
+IDLE_PING_S = 1.0  # PostgreSQL: a pooled connection idle this long is pinged before use
 T = TypeVar("T")
 
 
@@ -248,17 +249,43 @@ class Database:
             self._readers.shutdown(wait=True)
 
 
-def open_engine(url: str, timeout_s: float) -> AsyncEngine | sa.Engine:
+def _ping_when_idle(engine: sa.Engine, idle_s: float) -> None:
+    """PostgreSQL: a pooled connection is pinged before use only once it has been idle ``idle_s`` seconds, and
+    replaced when the ping fails (a database restarted or a proxy that dropped it while it sat in the pool).
+
+    SQLAlchemy's ``pool_pre_ping`` pinged at every checkout: a round trip more in every transaction, 0.4 ms of a
+    stored non-streamed response's 3.5-4 ms here (``bench/README.md``, "A stored response on PostgreSQL").  A
+    connection used within ``idle_s`` that the database has meanwhile dropped fails its operation instead, which is
+    the database's absence (503) for that request, and SQLAlchemy then discards the pool's older connections."""
+
+    @event.listens_for(engine, "checkin")
+    def idle_from(_dbapi_connection: Any, record: Any) -> None:
+        record.info["parley.idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("parley.idle_since")  # (none: a new connection; the info goes with the connection)
+        if since is None or time.monotonic() - since < idle_s:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # the pool replaces it and checks out again
+            raise sa.exc.DisconnectionError(f"a pooled connection failed its ping: {exc}") from exc
+
+
+def open_engine(url: str, timeout_s: float, idle_ping_s: float = IDLE_PING_S) -> AsyncEngine | sa.Engine:
     """The engine for ``url``, creating the SQLite file's folder if needed.
 
     ``timeout_s`` bounds each connection attempt and each statement (PostgreSQL's ``statement_timeout``, with the
-    driver's deadline :data:`NO_ANSWER_GRACE_S` later); the SQLite file waits as long for its lock."""
+    driver's deadline :data:`NO_ANSWER_GRACE_S` later); the SQLite file waits as long for its lock.  A PostgreSQL
+    connection idle ``idle_ping_s`` seconds in the pool is pinged before use (:func:`_ping_when_idle`)."""
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         connect_args = {"timeout": timeout_s, "command_timeout": timeout_s + NO_ANSWER_GRACE_S}
-        engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_timeout=POOL_WAIT_S,
+        engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_timeout=POOL_WAIT_S,
                                      connect_args=connect_args)
+        _ping_when_idle(engine.sync_engine, idle_ping_s)
         # Set on each new connection rather than in its startup packet, which a pooler (PgBouncer) refuses.
         timeout = f"SET statement_timeout = {round(timeout_s * 1000)}"  # (milliseconds)
         event.listen(engine.sync_engine, "connect",
