@@ -219,8 +219,12 @@ class Database:
         dialect = self.engine.dialect.name
 
         def migrate(conn: sa.Connection) -> list[str]:
-            if postgres:  # several processes may start at once
+            # Several processes may start at once (--workers): each migrates in turn, and reads what is applied
+            # only once it holds the lock, so none applies a migration another has just applied.
+            if postgres:
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(7226537)"))
+            else:  # SQLite's write lock, taken before the first read (waiting out the others: the busy timeout)
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             migrations_table.create(conn, checkfirst=True)
             done = set(conn.execute(sa.select(migrations_table.c.name)).scalars())
             applied_now = []
